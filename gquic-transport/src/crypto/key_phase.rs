@@ -1,0 +1,238 @@
+//! 1-RTT key generations and key update (RFC 9001 §6), with the AEAD limits of §6.6.
+//!
+//! [`KeyPhase`] owns the current packet keys, the next generation (derived ahead of time, so a
+//! peer-initiated update costs nothing on the receive path) and the previous generation's
+//! receive key (kept so that reordered packets from before an update still decrypt, until the
+//! connection calls [`KeyPhase::discard_previous`] about three PTOs later, §6.5). Header
+//! protection keys never change (§6).
+
+use rustls::quic::{HeaderProtectionKey, Keys, PacketKey, PacketKeySet, Secrets};
+
+use crate::error::TransportErrorCode;
+
+/// Why a key-phase operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyUpdateError {
+    /// RFC 9001 §6.1: an endpoint must not initiate a further update before a packet sent in
+    /// the current phase has been acknowledged.
+    #[error("the previous key update is not yet confirmed by an acknowledgment")]
+    NotConfirmed,
+    /// RFC 9001 §6.6: the confidentiality or integrity limit of the AEAD was reached.
+    #[error("AEAD usage limit reached")]
+    LimitReached,
+}
+
+impl KeyUpdateError {
+    /// The transport error to close with if the condition is the peer's doing.
+    pub fn code(self) -> TransportErrorCode {
+        match self {
+            Self::NotConfirmed => TransportErrorCode::KEY_UPDATE_ERROR,
+            Self::LimitReached => TransportErrorCode::AEAD_LIMIT_REACHED,
+        }
+    }
+}
+
+/// Which generation of receive keys to try for a packet (RFC 9001 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKey {
+    /// The current generation.
+    Current,
+    /// The generation before the last update (a reordered, older packet).
+    Previous,
+    /// The next generation: the peer has initiated a key update. Call
+    /// [`KeyPhase::on_peer_update`] once the packet authenticates.
+    Next,
+}
+
+/// The 1-RTT key state of one connection.
+pub struct KeyPhase {
+    secrets: Secrets,
+    /// The Key Phase bit of the current generation.
+    phase: bool,
+    local: Box<dyn PacketKey>,
+    remote: Box<dyn PacketKey>,
+    next: PacketKeySet,
+    previous_remote: Option<Box<dyn PacketKey>>,
+    local_header: Box<dyn HeaderProtectionKey>,
+    remote_header: Box<dyn HeaderProtectionKey>,
+    /// Lowest packet number received in the current phase (RFC 9001 §6.5).
+    first_received_pn: Option<u64>,
+    /// Lowest packet number sent in the current phase; an ACK at or above it confirms the
+    /// update (§6.1).
+    first_sent_pn: Option<u64>,
+    confirmed: bool,
+    /// Packets encrypted with the current local key (§6.6 confidentiality limit).
+    encrypted: u64,
+    /// Packets that failed authentication over the whole connection (§6.6 integrity limit).
+    failed: u64,
+    /// Our own limit on packets per key, below the AEAD's, to update automatically.
+    update_interval: u64,
+}
+
+impl std::fmt::Debug for KeyPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPhase")
+            .field("phase", &self.phase)
+            .field("confirmed", &self.confirmed)
+            .field("encrypted", &self.encrypted)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPhase {
+    /// Takes the 1-RTT keys and secrets rustls hands over with `KeyChange::OneRtt`.
+    ///
+    /// `update_interval` is how many packets may be sent with one key before
+    /// [`KeyPhase::should_update`] asks for an update; it is capped below the AEAD's
+    /// confidentiality limit.
+    pub fn new(keys: Keys, mut next: Secrets, update_interval: u64) -> Self {
+        let next_keys = next.next_packet_keys();
+        let limit = keys.local.packet.confidentiality_limit();
+        Self {
+            secrets: next,
+            phase: false,
+            local: keys.local.packet,
+            remote: keys.remote.packet,
+            next: next_keys,
+            previous_remote: None,
+            local_header: keys.local.header,
+            remote_header: keys.remote.header,
+            first_received_pn: None,
+            first_sent_pn: None,
+            confirmed: true,
+            encrypted: 0,
+            failed: 0,
+            update_interval: update_interval.min(limit.saturating_sub(limit / 8)).max(1),
+        }
+    }
+
+    /// The Key Phase bit to send.
+    pub fn phase(&self) -> bool {
+        self.phase
+    }
+
+    /// The key to encrypt the next packet with.
+    pub fn local_key(&self) -> &dyn PacketKey {
+        self.local.as_ref()
+    }
+
+    /// Header protection for packets we send.
+    pub fn local_header_key(&self) -> &dyn HeaderProtectionKey {
+        self.local_header.as_ref()
+    }
+
+    /// Header protection for packets we receive.
+    pub fn remote_header_key(&self) -> &dyn HeaderProtectionKey {
+        self.remote_header.as_ref()
+    }
+
+    /// Records that packet `pn` was encrypted with [`KeyPhase::local_key`].
+    ///
+    /// # Errors
+    /// [`KeyUpdateError::LimitReached`] once the confidentiality limit is hit: RFC 9001 §6.6
+    /// requires the connection to stop using the key (close, or update first).
+    pub fn on_packet_sent(&mut self, pn: u64) -> Result<(), KeyUpdateError> {
+        self.first_sent_pn.get_or_insert(pn);
+        self.encrypted += 1;
+        if self.encrypted >= self.local.confidentiality_limit() {
+            return Err(KeyUpdateError::LimitReached);
+        }
+        Ok(())
+    }
+
+    /// Whether enough packets went out under this key that the connection should update now.
+    pub fn should_update(&self) -> bool {
+        self.confirmed && self.encrypted >= self.update_interval
+    }
+
+    /// Which key to try for a received packet with Key Phase bit `phase` and (recovered) packet
+    /// number `pn` (RFC 9001 §6.3, §6.5).
+    pub fn remote_key_for(&self, phase: bool, pn: u64) -> Option<(RemoteKey, &dyn PacketKey)> {
+        if phase == self.phase {
+            return Some((RemoteKey::Current, self.remote.as_ref()));
+        }
+        match self.first_received_pn {
+            Some(first) if pn < first => self
+                .previous_remote
+                .as_deref()
+                .map(|k| (RemoteKey::Previous, k)),
+            _ => Some((RemoteKey::Next, self.next.remote.as_ref())),
+        }
+    }
+
+    /// Records that packet `pn` authenticated with the key of `which`.
+    ///
+    /// # Errors
+    /// [`KeyUpdateError::NotConfirmed`] (KEY_UPDATE_ERROR) if the peer updates again before our
+    /// previous update was confirmed (RFC 9001 §6.2 allows treating this as an error).
+    pub fn on_packet_received(&mut self, which: RemoteKey, pn: u64) -> Result<(), KeyUpdateError> {
+        match which {
+            RemoteKey::Current => {
+                let first = self.first_received_pn.get_or_insert(pn);
+                *first = (*first).min(pn);
+            }
+            RemoteKey::Previous => {}
+            RemoteKey::Next => {
+                if !self.confirmed {
+                    return Err(KeyUpdateError::NotConfirmed);
+                }
+                // RFC 9001 §6.2: the peer updated; follow, and update our send keys too.
+                self.rotate();
+                self.first_received_pn = Some(pn);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a packet that failed authentication under 1-RTT keys.
+    ///
+    /// # Errors
+    /// [`KeyUpdateError::LimitReached`] once the integrity limit is hit (RFC 9001 §6.6:
+    /// close with AEAD_LIMIT_REACHED).
+    pub fn on_decrypt_failure(&mut self) -> Result<(), KeyUpdateError> {
+        self.failed += 1;
+        if self.failed >= self.remote.integrity_limit() {
+            return Err(KeyUpdateError::LimitReached);
+        }
+        Ok(())
+    }
+
+    /// Records that the peer acknowledged packet `pn`; acknowledging a packet sent in the
+    /// current phase confirms the last update (RFC 9001 §6.1).
+    pub fn on_ack(&mut self, pn: u64) {
+        if self.first_sent_pn.is_some_and(|first| pn >= first) {
+            self.confirmed = true;
+        }
+    }
+
+    /// Initiates a key update (RFC 9001 §6.1): the next packet goes out under new keys with the
+    /// Key Phase bit flipped.
+    ///
+    /// # Errors
+    /// [`KeyUpdateError::NotConfirmed`] if the previous update is not yet acknowledged.
+    pub fn initiate_update(&mut self) -> Result<(), KeyUpdateError> {
+        if !self.confirmed {
+            return Err(KeyUpdateError::NotConfirmed);
+        }
+        self.rotate();
+        self.first_received_pn = None;
+        Ok(())
+    }
+
+    /// Forgets the previous generation's receive key (RFC 9001 §6.5, after about 3 PTO).
+    pub fn discard_previous(&mut self) {
+        self.previous_remote = None;
+    }
+
+    fn rotate(&mut self) {
+        let next = std::mem::replace(&mut self.next, self.secrets.next_packet_keys());
+        self.local = next.local;
+        self.previous_remote = Some(std::mem::replace(&mut self.remote, next.remote));
+        self.phase = !self.phase;
+        self.first_sent_pn = None;
+        self.confirmed = false;
+        self.encrypted = 0;
+    }
+}

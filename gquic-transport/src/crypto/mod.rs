@@ -1,0 +1,197 @@
+//! Packet protection: the glue between the wire format and `rustls::quic` (RFC 9001 §5).
+//!
+//! TLS itself, the key schedule and the AEADs are rustls and its crypto provider. This module
+//! applies them to packets, in place and without allocating:
+//!
+//! - [`seal`] encrypts a packet's payload and applies header protection (RFC 9001 §5.3, §5.4);
+//!   [`remove_header_protection`] and [`open`] undo it on receipt.
+//! - [`initial`]: Initial keys for QUIC v1 and v2 (RFC 9001 §5.2, RFC 9369 §3.3.1).
+//! - [`retry`]: the Retry Integrity Tag (RFC 9001 §5.8, RFC 9369 §3.3.3).
+//! - [`key_phase`]: 1-RTT key generations and the key-update bookkeeping of RFC 9001 §6,
+//!   including the AEAD usage limits of §6.6.
+
+pub mod initial;
+pub mod key_phase;
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+pub mod retry;
+
+use bytes::{Bytes, BytesMut};
+use rustls::quic::{DirectionalKeys, HeaderProtectionKey, PacketKey};
+
+pub use initial::{initial_keys, initial_suite};
+pub use key_phase::{KeyPhase, KeyUpdateError};
+
+/// Offset of the header-protection sample after the start of the packet number
+/// (RFC 9001 §5.4.2: the sample is taken as if the packet number were four bytes long).
+pub const SAMPLE_OFFSET: usize = 4;
+
+/// Why packet protection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// The packet is too short to take a header-protection sample from (RFC 9001 §5.4.2);
+    /// senders must pad such packets.
+    #[error("packet too short for a header protection sample: {len} bytes, need {needed}")]
+    PacketTooShort {
+        /// The packet's length.
+        len: usize,
+        /// The length needed.
+        needed: usize,
+    },
+    /// The AEAD rejected the packet (forged, corrupted, or the wrong key). The packet is dropped
+    /// and counts toward the integrity limit (RFC 9001 §6.6).
+    #[error("packet authentication failed")]
+    DecryptFailed,
+    /// Encryption failed; only possible for a payload beyond the AEAD's limits.
+    #[error("packet encryption failed")]
+    EncryptFailed,
+    /// The crypto provider has no cipher suite usable for QUIC Initial packets
+    /// (TLS_AES_128_GCM_SHA256, RFC 9001 §5.2).
+    #[error("the rustls crypto provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets")]
+    NoInitialSuite,
+    /// The QUIC version has no key schedule here.
+    #[error("QUIC version {0:?} is not supported")]
+    UnsupportedVersion(crate::wire::Version),
+}
+
+/// Encrypts a packet in place and applies header protection (RFC 9001 §5.3, §5.4.1).
+///
+/// `packet` holds exactly one packet: the header (`header_len` bytes, ending with the packet
+/// number at `pn_offset`), the plaintext payload, and `tag_len` bytes of room for the AEAD tag
+/// at the end. A long header's Length field must already be final
+/// ([`crate::wire::packet::PartialEncode::finish`]).
+///
+/// # Errors
+/// [`CryptoError::PacketTooShort`] if the packet leaves no room for the header-protection
+/// sample; [`CryptoError::EncryptFailed`] if the AEAD refuses.
+pub fn seal(
+    packet: &mut [u8],
+    header_len: usize,
+    pn_offset: usize,
+    packet_number: u64,
+    keys: &DirectionalKeys,
+) -> Result<(), CryptoError> {
+    seal_with(
+        packet,
+        header_len,
+        pn_offset,
+        packet_number,
+        keys.packet.as_ref(),
+        keys.header.as_ref(),
+    )
+}
+
+/// [`seal`] with the packet and header keys given separately (1-RTT packet keys change on key
+/// update while the header key stays, RFC 9001 §6).
+///
+/// # Errors
+/// As [`seal`].
+pub fn seal_with(
+    packet: &mut [u8],
+    header_len: usize,
+    pn_offset: usize,
+    packet_number: u64,
+    packet_key: &dyn PacketKey,
+    header_key: &dyn HeaderProtectionKey,
+) -> Result<(), CryptoError> {
+    let tag_len = packet_key.tag_len();
+    let needed = pn_offset + SAMPLE_OFFSET + header_key.sample_len();
+    if packet.len() < needed || packet.len() < header_len + tag_len {
+        return Err(CryptoError::PacketTooShort {
+            len: packet.len(),
+            needed: needed.max(header_len + tag_len),
+        });
+    }
+    let (header, rest) = packet.split_at_mut(header_len);
+    let payload_len = rest.len() - tag_len;
+    let (payload, tag_space) = rest.split_at_mut(payload_len);
+    let tag = packet_key
+        .encrypt_in_place(packet_number, header, payload)
+        .map_err(|_| CryptoError::EncryptFailed)?;
+    tag_space.copy_from_slice(tag.as_ref());
+    let pn_len = header_len - pn_offset;
+    apply_header_protection(packet, pn_offset, pn_len, header_key)
+}
+
+fn apply_header_protection(
+    packet: &mut [u8],
+    pn_offset: usize,
+    pn_len: usize,
+    hp: &dyn HeaderProtectionKey,
+) -> Result<(), CryptoError> {
+    let sample_start = pn_offset + SAMPLE_OFFSET;
+    let (head, tail) = packet.split_at_mut(sample_start);
+    let sample = &tail[..hp.sample_len()];
+    let (first, after_first) = head.split_at_mut(1);
+    let pn = &mut after_first[pn_offset - 1..pn_offset - 1 + pn_len];
+    hp.encrypt_in_place(sample, &mut first[0], pn)
+        .map_err(|_| CryptoError::EncryptFailed)
+}
+
+/// Removes header protection in place (RFC 9001 §5.4.1) and returns the packet number length.
+///
+/// # Errors
+/// [`CryptoError::PacketTooShort`] if there is no room for the sample (RFC 9001 §5.4.2).
+pub fn remove_header_protection(
+    packet: &mut [u8],
+    pn_offset: usize,
+    hp: &dyn HeaderProtectionKey,
+) -> Result<usize, CryptoError> {
+    let sample_start = pn_offset + SAMPLE_OFFSET;
+    let needed = sample_start + hp.sample_len();
+    if packet.len() < needed || pn_offset == 0 {
+        return Err(CryptoError::PacketTooShort {
+            len: packet.len(),
+            needed,
+        });
+    }
+    let (head, tail) = packet.split_at_mut(sample_start);
+    let sample = &tail[..hp.sample_len()];
+    let (first, after_first) = head.split_at_mut(1);
+    // All four possible packet-number bytes; the provider unmasks only as many as the
+    // unprotected first byte says.
+    let pn = &mut after_first[pn_offset - 1..];
+    hp.decrypt_in_place(sample, &mut first[0], pn)
+        .map_err(|_| CryptoError::DecryptFailed)?;
+    Ok(usize::from(first[0] & 0x03) + 1)
+}
+
+/// Decrypts the payload of a packet whose header protection is removed (RFC 9001 §5.3) and
+/// returns it as a zero-copy slice of `packet`.
+///
+/// # Errors
+/// [`CryptoError::DecryptFailed`] if authentication fails; `packet` is then garbage and must be
+/// dropped.
+pub fn open(
+    mut packet: BytesMut,
+    header_len: usize,
+    packet_number: u64,
+    key: &dyn PacketKey,
+) -> Result<Bytes, CryptoError> {
+    if packet.len() < header_len + key.tag_len() {
+        return Err(CryptoError::DecryptFailed);
+    }
+    let (header, payload) = packet.split_at_mut(header_len);
+    let plain_len = key
+        .decrypt_in_place(packet_number, header, payload)
+        .map_err(|_| CryptoError::DecryptFailed)?
+        .len();
+    Ok(packet.freeze().slice(header_len..header_len + plain_len))
+}
+
+/// The crypto provider GQUIC uses when the user supplies none: aws-lc-rs (offering the hybrid
+/// post-quantum X25519MLKEM768 key exchange first) or, with only the `ring` feature, ring.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+pub fn default_provider() -> rustls::crypto::CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        rustls::crypto::aws_lc_rs::default_provider()
+    }
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    {
+        rustls::crypto::ring::default_provider()
+    }
+}
+
+#[cfg(test)]
+mod tests;
