@@ -118,12 +118,18 @@ mod tests {
     #[test]
     fn rfc9000_error_codes_display() {
         assert_eq!(TransportErrorCode::PROTOCOL_VIOLATION.0, 0x0a);
-        assert_eq!(TransportErrorCode::PROTOCOL_VIOLATION.to_string(), "PROTOCOL_VIOLATION");
+        assert_eq!(
+            TransportErrorCode::PROTOCOL_VIOLATION.to_string(),
+            "PROTOCOL_VIOLATION"
+        );
         let alert = TransportErrorCode::crypto(120); // no_application_protocol
         assert_eq!(alert.0, 0x178);
         assert_eq!(alert.tls_alert(), Some(120));
         assert_eq!(alert.to_string(), "CRYPTO_ERROR(alert 120)");
-        assert_eq!(TransportErrorCode(0x4242).to_string(), "unknown transport error 0x4242");
+        assert_eq!(
+            TransportErrorCode(0x4242).to_string(),
+            "unknown transport error 0x4242"
+        );
         assert_eq!(TransportErrorCode::NO_ERROR.tls_alert(), None);
     }
 }

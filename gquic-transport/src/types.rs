@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(StreamId::new(Side::Client, Dir::Uni, 0).0, 0x02);
         assert_eq!(StreamId::new(Side::Server, Dir::Uni, 0).0, 0x03);
         let id = StreamId::new(Side::Server, Dir::Uni, 7);
-        assert_eq!((id.initiator(), id.dir(), id.index()), (Side::Server, Dir::Uni, 7));
+        assert_eq!(
+            (id.initiator(), id.dir(), id.index()),
+            (Side::Server, Dir::Uni, 7)
+        );
         assert_eq!(format!("{id:?}"), "server uni 7");
     }
 }

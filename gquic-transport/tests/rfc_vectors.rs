@@ -143,8 +143,16 @@ fn client_initial(v: &Vectors) {
         };
         let (unprotected, packet) =
             build_initial(&header, &v.client_initial_payload, 1162, 2, &client.local);
-        assert_eq!(hex::encode(&unprotected), hex::encode(&v.client_initial_header), "{name}");
-        assert_eq!(hex::encode(&packet), hex::encode(&v.client_initial_protected), "{name}");
+        assert_eq!(
+            hex::encode(&unprotected),
+            hex::encode(&v.client_initial_header),
+            "{name}"
+        );
+        assert_eq!(
+            hex::encode(&packet),
+            hex::encode(&v.client_initial_protected),
+            "{name}"
+        );
         receive(
             &v.client_initial_protected,
             8,
@@ -172,8 +180,16 @@ fn server_initial(v: &Vectors) {
         let len = v.server_initial_payload.len();
         let (unprotected, packet) =
             build_initial(&header, &v.server_initial_payload, len, 1, &server.local);
-        assert_eq!(hex::encode(&unprotected), hex::encode(&v.server_initial_header), "{name}");
-        assert_eq!(hex::encode(&packet), hex::encode(&v.server_initial_protected), "{name}");
+        assert_eq!(
+            hex::encode(&unprotected),
+            hex::encode(&v.server_initial_header),
+            "{name}"
+        );
+        assert_eq!(
+            hex::encode(&packet),
+            hex::encode(&v.server_initial_protected),
+            "{name}"
+        );
         receive(
             &v.server_initial_protected,
             0,
@@ -189,8 +205,15 @@ fn server_initial(v: &Vectors) {
 fn retry_packet(v: &Vectors) {
     let mut buf = Vec::new();
     let unused = v.retry[0] & 0x0f;
-    packet::encode_retry(&mut buf, v.version, &ConnectionId::EMPTY, &server_cid(), b"token", unused)
-        .unwrap();
+    packet::encode_retry(
+        &mut buf,
+        v.version,
+        &ConnectionId::EMPTY,
+        &server_cid(),
+        b"token",
+        unused,
+    )
+    .unwrap();
     let tag = retry::retry_tag(v.version, &odcid(), &buf).unwrap();
     buf.extend_from_slice(&tag);
     assert_eq!(hex::encode(&buf), hex::encode(&v.retry));
@@ -203,7 +226,11 @@ fn retry_packet(v: &Vectors) {
         assert!(!retry::verify_retry(v.version, &odcid(), &bad), "byte {i}");
     }
     assert!(!retry::verify_retry(v.version, &server_cid(), &v.retry));
-    let other = if v.version == Version::V1 { Version::V2 } else { Version::V1 };
+    let other = if v.version == Version::V1 {
+        Version::V2
+    } else {
+        Version::V1
+    };
     assert!(!retry::verify_retry(other, &odcid(), &v.retry));
 
     let (partial, rest) = PartialDecode::new(BytesMut::from(&v.retry[..]), 0).unwrap();
@@ -226,12 +253,7 @@ fn retry_packet(v: &Vectors) {
 }
 
 /// HKDF-Expand-Label (RFC 8446 §7.1) with an empty context.
-fn expand_label(
-    suite: &rustls::Tls13CipherSuite,
-    secret: &[u8],
-    label: &str,
-    out: &mut [u8],
-) {
+fn expand_label(suite: &rustls::Tls13CipherSuite, secret: &[u8], label: &str, out: &mut [u8]) {
     let expander = suite.hkdf_provider.expander_for_okm(&OkmBlock::new(secret));
     let full = format!("tls13 {label}");
     let len = (out.len() as u16).to_be_bytes();
@@ -254,9 +276,24 @@ fn chacha_short_header(v: &Vectors) {
         let mut key = [0u8; 32];
         let mut iv = [0u8; 12];
         let mut hp = [0u8; 32];
-        expand_label(suite, &v.chacha_secret, &format!("{}key", v.label_prefix), &mut key);
-        expand_label(suite, &v.chacha_secret, &format!("{}iv", v.label_prefix), &mut iv);
-        expand_label(suite, &v.chacha_secret, &format!("{}hp", v.label_prefix), &mut hp);
+        expand_label(
+            suite,
+            &v.chacha_secret,
+            &format!("{}key", v.label_prefix),
+            &mut key,
+        );
+        expand_label(
+            suite,
+            &v.chacha_secret,
+            &format!("{}iv", v.label_prefix),
+            &mut iv,
+        );
+        expand_label(
+            suite,
+            &v.chacha_secret,
+            &format!("{}hp", v.label_prefix),
+            &mut hp,
+        );
         let packet_key = quic.packet_key(AeadKey::from(key), Iv::from(iv));
         let header_key = quic.header_protection_key(AeadKey::from(hp));
 
@@ -288,7 +325,8 @@ fn chacha_short_header(v: &Vectors) {
         assert_eq!(packet.header, header);
         let full = packet.header.number().expand(Some(pn - 1));
         assert_eq!(full, pn);
-        let payload = crypto::open(packet.buf, packet.header_len, full, packet_key.as_ref()).unwrap();
+        let payload =
+            crypto::open(packet.buf, packet.header_len, full, packet_key.as_ref()).unwrap();
         assert_eq!(&payload[..], &[0x01]);
     }
 }

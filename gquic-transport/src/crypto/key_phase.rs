@@ -41,7 +41,7 @@ pub enum RemoteKey {
     /// The generation before the last update (a reordered, older packet).
     Previous,
     /// The next generation: the peer has initiated a key update. Call
-    /// [`KeyPhase::on_peer_update`] once the packet authenticates.
+    /// [`KeyPhase::on_packet_received`] once the packet authenticates.
     Next,
 }
 

@@ -47,7 +47,9 @@ pub enum CryptoError {
     EncryptFailed,
     /// The crypto provider has no cipher suite usable for QUIC Initial packets
     /// (TLS_AES_128_GCM_SHA256, RFC 9001 §5.2).
-    #[error("the rustls crypto provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets")]
+    #[error(
+        "the rustls crypto provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets"
+    )]
     NoInitialSuite,
     /// The QUIC version has no key schedule here.
     #[error("QUIC version {0:?} is not supported")]
@@ -168,15 +170,29 @@ pub fn open(
     packet_number: u64,
     key: &dyn PacketKey,
 ) -> Result<Bytes, CryptoError> {
+    let plain_len = open_in_place(&mut packet, header_len, packet_number, key)?;
+    Ok(packet.freeze().slice(header_len..header_len + plain_len))
+}
+
+/// [`open`] on a caller-owned buffer: decrypts `packet[header_len..]` in place and returns the
+/// plaintext length (the plaintext starts at `header_len`).
+///
+/// # Errors
+/// [`CryptoError::DecryptFailed`] if authentication fails.
+pub fn open_in_place(
+    packet: &mut [u8],
+    header_len: usize,
+    packet_number: u64,
+    key: &dyn PacketKey,
+) -> Result<usize, CryptoError> {
     if packet.len() < header_len + key.tag_len() {
         return Err(CryptoError::DecryptFailed);
     }
     let (header, payload) = packet.split_at_mut(header_len);
-    let plain_len = key
+    Ok(key
         .decrypt_in_place(packet_number, header, payload)
         .map_err(|_| CryptoError::DecryptFailed)?
-        .len();
-    Ok(packet.freeze().slice(header_len..header_len + plain_len))
+        .len())
 }
 
 /// The crypto provider GQUIC uses when the user supplies none: aws-lc-rs (offering the hybrid

@@ -64,7 +64,9 @@ impl ConnectionId {
     /// Reads a connection ID of a known length (short headers).
     pub(crate) fn decode_fixed<B: Buf>(buf: &mut B, len: usize) -> Result<Self, DecodeError> {
         if len > Self::MAX_LEN {
-            return Err(DecodeError::InvalidPacket("connection ID longer than 20 bytes"));
+            return Err(DecodeError::InvalidPacket(
+                "connection ID longer than 20 bytes",
+            ));
         }
         if buf.remaining() < len {
             return Err(DecodeError::UnexpectedEnd);
@@ -116,7 +118,7 @@ impl fmt::Display for ConnectionId {
 }
 
 /// A 16-byte stateless reset token (RFC 9000 §10.3), compared in constant time.
-#[derive(Clone, Copy, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct ResetToken(pub [u8; ResetToken::LEN]);
 
 impl ResetToken {
@@ -141,6 +143,12 @@ impl PartialEq for ResetToken {
             .zip(other.0.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+    }
+}
+
+impl std::hash::Hash for ResetToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 

@@ -322,7 +322,9 @@ impl PartialDecode {
 
         // From here on the packet is QUIC v1 or v2 (RFC 9000 §17.2; RFC 9369 §3).
         if dst_cid.len() > ConnectionId::MAX_LEN || src_cid.len() > ConnectionId::MAX_LEN {
-            return Err(DecodeError::InvalidPacket("connection ID longer than 20 bytes"));
+            return Err(DecodeError::InvalidPacket(
+                "connection ID longer than 20 bytes",
+            ));
         }
         if first & FIXED_BIT == 0 {
             return Err(DecodeError::InvalidPacket("fixed bit not set"));
@@ -447,9 +449,8 @@ impl PartialDecode {
         if !header.has_packet_number() {
             return Err(DecodeError::InvalidPacket("packet has no packet number"));
         }
-        let pn_len = crate::crypto::remove_header_protection(&mut buf, pn_offset, hp).map_err(
-            |_| DecodeError::InvalidPacket("too short for a header protection sample"),
-        )?;
+        let pn_len = crate::crypto::remove_header_protection(&mut buf, pn_offset, hp)
+            .map_err(|_| DecodeError::InvalidPacket("too short for a header protection sample"))?;
         let first = buf[0];
         let mut truncated = 0u32;
         for b in &buf[pn_offset..pn_offset + pn_len] {
@@ -611,9 +612,9 @@ impl Header {
     /// The packet number.
     pub fn number(&self) -> PacketNumber {
         match self {
-            Self::Initial { number, .. } | Self::Long { number, .. } | Self::Short { number, .. } => {
-                *number
-            }
+            Self::Initial { number, .. }
+            | Self::Long { number, .. }
+            | Self::Short { number, .. } => *number,
         }
     }
 
@@ -699,15 +700,13 @@ impl Header {
                 (*version, *ty, dst_cid, src_cid, *number, None)
             }
         };
-        buf.put_u8(
-            LONG_FORM | FIXED_BIT | (ty.to_bits(version) << 4) | (number.len() as u8 - 1),
-        );
+        buf.put_u8(LONG_FORM | FIXED_BIT | (ty.to_bits(version) << 4) | (number.len() as u8 - 1));
         buf.put_u32(version.0);
         dst_cid.encode_prefixed(buf);
         src_cid.encode_prefixed(buf);
         if let Some(token) = token {
-            let len = varint::VarInt::try_from(token.len())
-                .map_err(|_| EncodeError::TooLong("token"))?;
+            let len =
+                varint::VarInt::try_from(token.len()).map_err(|_| EncodeError::TooLong("token"))?;
             len.encode(buf);
             buf.put_slice(token);
         }
@@ -838,7 +837,7 @@ pub fn encode_version_negotiation(
 }
 
 /// Writes a Retry packet without its integrity tag (RFC 9000 §17.2.5); the tag from
-/// [`crate::crypto::retry_tag`] is appended afterwards. `unused` fills the four unused bits.
+/// `crypto::retry::retry_tag` is appended afterwards. `unused` fills the four unused bits.
 ///
 /// # Errors
 /// [`EncodeError::EmptyRetryToken`] if the token is empty (RFC 9000 §17.2.5.2: clients
@@ -861,3 +860,6 @@ pub fn encode_retry(
     buf.put_slice(token);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

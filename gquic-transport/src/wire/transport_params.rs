@@ -179,7 +179,10 @@ impl TransportParameters {
         }
         if let Some(pa) = &self.preferred_address {
             varint::encode(id::PREFERRED_ADDRESS, buf);
-            varint::encode((PREFERRED_ADDRESS_FIXED_LEN + pa.connection_id.len()) as u64, buf);
+            varint::encode(
+                (PREFERRED_ADDRESS_FIXED_LEN + pa.connection_id.len()) as u64,
+                buf,
+            );
             buf.put_slice(&pa.address_v4.ip().octets());
             buf.put_u16(pa.address_v4.port());
             buf.put_slice(&pa.address_v6.ip().octets());
@@ -251,8 +254,16 @@ impl TransportParameters {
     /// The plain integer parameters with their current and default values.
     fn int_params(&self, d: &Self) -> [(u64, u64, u64); 10] {
         [
-            (id::MAX_UDP_PAYLOAD_SIZE, self.max_udp_payload_size, d.max_udp_payload_size),
-            (id::INITIAL_MAX_DATA, self.initial_max_data, d.initial_max_data),
+            (
+                id::MAX_UDP_PAYLOAD_SIZE,
+                self.max_udp_payload_size,
+                d.max_udp_payload_size,
+            ),
+            (
+                id::INITIAL_MAX_DATA,
+                self.initial_max_data,
+                d.initial_max_data,
+            ),
             (
                 id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL,
                 self.initial_max_stream_data_bidi_local,
@@ -268,9 +279,21 @@ impl TransportParameters {
                 self.initial_max_stream_data_uni,
                 d.initial_max_stream_data_uni,
             ),
-            (id::INITIAL_MAX_STREAMS_BIDI, self.initial_max_streams_bidi, d.initial_max_streams_bidi),
-            (id::INITIAL_MAX_STREAMS_UNI, self.initial_max_streams_uni, d.initial_max_streams_uni),
-            (id::ACK_DELAY_EXPONENT, self.ack_delay_exponent, d.ack_delay_exponent),
+            (
+                id::INITIAL_MAX_STREAMS_BIDI,
+                self.initial_max_streams_bidi,
+                d.initial_max_streams_bidi,
+            ),
+            (
+                id::INITIAL_MAX_STREAMS_UNI,
+                self.initial_max_streams_uni,
+                d.initial_max_streams_uni,
+            ),
+            (
+                id::ACK_DELAY_EXPONENT,
+                self.ack_delay_exponent,
+                d.ack_delay_exponent,
+            ),
             (id::MAX_ACK_DELAY, self.max_ack_delay, d.max_ack_delay),
             (
                 id::ACTIVE_CONNECTION_ID_LIMIT,
@@ -457,7 +480,10 @@ fn version_information(sender: Side, v: &[u8]) -> Result<VersionInformation, Dec
         return Err(invalid(pid, "version zero"));
     }
     if sender == Side::Client && !available.contains(&chosen) {
-        return Err(invalid(pid, "chosen version not among the available versions"));
+        return Err(invalid(
+            pid,
+            "chosen version not among the available versions",
+        ));
     }
     Ok(VersionInformation { chosen, available })
 }

@@ -192,7 +192,9 @@ mod tests {
         assert_eq!(decode_hex("4025"), 37);
 
         let mut out = Vec::new();
-        VarInt::from_u64(151_288_809_941_952_652).unwrap().encode(&mut out);
+        VarInt::from_u64(151_288_809_941_952_652)
+            .unwrap()
+            .encode(&mut out);
         VarInt::from_u32(494_878_333).encode(&mut out);
         VarInt::from_u32(15_293).encode(&mut out);
         VarInt::from_u32(37).encode(&mut out);
@@ -217,7 +219,14 @@ mod tests {
 
     #[test]
     fn fixed_length_encoding() {
-        for (value, len) in [(5u64, 1usize), (5, 2), (5, 4), (5, 8), (1000, 2), (1 << 40, 8)] {
+        for (value, len) in [
+            (5u64, 1usize),
+            (5, 2),
+            (5, 4),
+            (5, 8),
+            (1000, 2),
+            (1 << 40, 8),
+        ] {
             let mut out = [0u8; 8];
             encode_with_len(value, len, &mut out);
             let mut slice = &out[..len];

@@ -38,7 +38,11 @@ impl Ack {
     /// Builds an ACK for `ranges`: disjoint, non-adjacent packet-number ranges in ascending
     /// order (as a receiver tracks them). Returns `None` if `ranges` is empty, unordered, or
     /// overlapping.
-    pub fn from_ranges(ranges: &[RangeInclusive<u64>], delay: u64, ecn: Option<EcnCounts>) -> Option<Self> {
+    pub fn from_ranges(
+        ranges: &[RangeInclusive<u64>],
+        delay: u64,
+        ecn: Option<EcnCounts>,
+    ) -> Option<Self> {
         let mut encoded = Vec::with_capacity(ranges.len() * 2 + 8);
         let largest = encode_ranges(ranges, &mut encoded)?;
         Some(Self {
@@ -253,8 +257,14 @@ mod tests {
         assert_eq!(ack.largest, 20);
         let got: Vec<_> = ack.iter().collect();
         assert_eq!(got, vec![10..=20, 7..=7, 1..=3]);
-        assert!(Ack::from_ranges(&[5..=6, 7..=9], 0, None).is_none(), "adjacent ranges");
-        assert!(Ack::from_ranges(&[5..=9, 1..=2], 0, None).is_none(), "descending");
+        assert!(
+            Ack::from_ranges(&[5..=6, 7..=9], 0, None).is_none(),
+            "adjacent ranges"
+        );
+        assert!(
+            Ack::from_ranges(&[5..=9, 1..=2], 0, None).is_none(),
+            "descending"
+        );
         assert!(Ack::from_ranges(&[], 0, None).is_none());
 
         let mut direct = Vec::new();
@@ -270,12 +280,18 @@ mod tests {
         // largest 5, first range 6: below packet number 0.
         let mut b = Bytes::from_static(&[5, 0, 0, 6]);
         let e = Ack::decode(FrameType::ACK, &mut b).unwrap_err();
-        assert_eq!(e.code(), crate::error::TransportErrorCode::FRAME_ENCODING_ERROR);
+        assert_eq!(
+            e.code(),
+            crate::error::TransportErrorCode::FRAME_ENCODING_ERROR
+        );
         // largest 5, first range 0 (5..=5), then gap 3: 5 - 3 - 2 = 0, len 1 -> underflow.
         let mut b = Bytes::from_static(&[5, 0, 1, 0, 3, 1]);
         assert!(Ack::decode(FrameType::ACK, &mut b).is_err());
         // A count of ranges far beyond the input ends cleanly.
         let mut b = Bytes::from_static(&[5, 0, 0x80, 0xff, 0xff, 0xff, 0]);
-        assert_eq!(Ack::decode(FrameType::ACK, &mut b), Err(DecodeError::UnexpectedEnd));
+        assert_eq!(
+            Ack::decode(FrameType::ACK, &mut b),
+            Err(DecodeError::UnexpectedEnd)
+        );
     }
 }

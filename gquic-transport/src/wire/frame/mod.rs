@@ -184,7 +184,11 @@ impl StreamFrame {
     pub fn header_len(id: StreamId, offset: u64, len: usize, with_len: bool) -> usize {
         1 + varint::size(id.0)
             + if offset != 0 { varint::size(offset) } else { 0 }
-            + if with_len { varint::size(len as u64) } else { 0 }
+            + if with_len {
+                varint::size(len as u64)
+            } else {
+                0
+            }
     }
 }
 
@@ -618,7 +622,9 @@ impl Frame {
             Self::StopSending { id, error_code } => 1 + v(id.0) + error_code.size(),
             Self::Crypto { offset, data } => 1 + v(*offset) + with_len(data.len()),
             Self::NewToken(token) => 1 + with_len(token.len()),
-            Self::Stream(s) => StreamFrame::header_len(s.id, s.offset, s.data.len(), true) + s.data.len(),
+            Self::Stream(s) => {
+                StreamFrame::header_len(s.id, s.offset, s.data.len(), true) + s.data.len()
+            }
             Self::MaxData(x) | Self::DataBlocked(x) => 1 + v(*x),
             Self::MaxStreamData { id, max: x } | Self::StreamDataBlocked { id, limit: x } => {
                 1 + v(id.0) + v(*x)

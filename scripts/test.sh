@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's test command. Sets up everything the tests need on a fresh machine, then runs
+# the whole workspace's tests. Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Python peers for interoperability tests: a virtualenv with aioquic from PyPI. Later tests
+# find the interpreter through GQUIC_PYTHON.
+AIOQUIC_VERSION="1.7.2"
+VENV="${GQUIC_VENV:-$PWD/.venv}"
+if ! "$VENV/bin/python" -c "import aioquic, sys; sys.exit(aioquic.__version__ != '$AIOQUIC_VERSION')" 2>/dev/null; then
+    echo "== setting up $VENV with aioquic $AIOQUIC_VERSION"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "aioquic==$AIOQUIC_VERSION"
+fi
+export GQUIC_PYTHON="$VENV/bin/python"
+"$GQUIC_PYTHON" -c "import aioquic; print('== aioquic', aioquic.__version__, 'ready at', '$GQUIC_PYTHON')"
+
+echo "== cargo test --workspace"
+cargo test --workspace
+
+# The Retry integrity tag uses the provider library directly; check the ring-only build too.
+echo "== cargo test -p gquic-transport (ring provider only)"
+cargo test -p gquic-transport --no-default-features --features ring --test rfc_vectors
