@@ -65,6 +65,9 @@
 
 pub mod crypto;
 pub mod error;
+pub mod range_set;
+pub mod recovery;
+pub mod stream;
 mod types;
 pub mod wire;
 
