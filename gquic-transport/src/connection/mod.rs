@@ -1,0 +1,3 @@
+//! The sans-IO QUIC connection.
+
+pub mod streams;

@@ -1,0 +1,815 @@
+//! The streams of one connection (RFC 9000 §2-§4): opening and accepting within limits,
+//! MAX_STREAMS renewal, stream- and connection-level flow control, RESET_STREAM and
+//! STOP_SENDING, and fair round-robin scheduling of stream data into packets.
+//!
+//! State exists only for open streams: allowing a peer 10,000 streams costs nothing until it
+//! opens them (streams below the peer's highest opened ID are created implicitly, RFC 9000
+//! §3.2, and so count against the limit).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::TransportErrorCode;
+use crate::stream::{RecvStream, RecvWindow, SendBuffer};
+use crate::wire::frame::MAX_STREAM_COUNT;
+use crate::wire::{TransportParameters, VarInt};
+use crate::{Dir, Side, StreamId};
+
+/// Why a write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Flow control or the send window is full; wait for [`StreamEvent::Writable`].
+    #[error("the stream is blocked by flow control; wait until it is writable")]
+    Blocked,
+    /// The peer asked us to stop sending (STOP_SENDING) with this code.
+    #[error("the peer stopped the stream with code {0}")]
+    Stopped(VarInt),
+    /// The stream was finished or reset, or is not ours to write.
+    #[error("the stream is closed for writing")]
+    ClosedStream,
+}
+
+/// Why a read returned no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// No data yet; wait for [`StreamEvent::Readable`].
+    #[error("no data available yet; wait until the stream is readable")]
+    Blocked,
+    /// The peer reset the stream (RESET_STREAM) with this code.
+    #[error("the peer reset the stream with code {0}")]
+    Reset(VarInt),
+    /// The stream is not open for reading (never opened, already finished, or stopped).
+    #[error("the stream is closed for reading")]
+    ClosedStream,
+}
+
+/// Something the application should know about a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The peer opened a stream of this direction; call `accept`.
+    Opened(Dir),
+    /// Data (or the end, or a reset) can be read.
+    Readable(StreamId),
+    /// Data can be written again.
+    Writable(StreamId),
+    /// Everything written, including the FIN, was acknowledged.
+    Finished(StreamId),
+    /// The peer sent STOP_SENDING.
+    Stopped(StreamId, VarInt),
+    /// More streams of this direction may be opened.
+    Available(Dir),
+}
+
+/// One chunk of stream data chosen to go into a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// The stream.
+    pub id: StreamId,
+    /// The byte range.
+    pub range: Range<u64>,
+    /// Whether this chunk carries the FIN.
+    pub fin: bool,
+}
+
+/// A control frame about streams waiting to be sent (or resent after loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamControl {
+    /// MAX_DATA with the current connection limit.
+    MaxData,
+    /// MAX_STREAM_DATA for this stream.
+    MaxStreamData(StreamId),
+    /// MAX_STREAMS for this direction.
+    MaxStreams(Dir),
+    /// RESET_STREAM for this stream.
+    ResetStream(StreamId),
+    /// STOP_SENDING for this stream.
+    StopSending(StreamId),
+}
+
+#[derive(Debug)]
+struct SendState {
+    buf: SendBuffer,
+    /// The peer's limit for this stream (MAX_STREAM_DATA).
+    max_data: u64,
+    /// FIN requested by the application.
+    fin: bool,
+    /// FIN sent and not lost since.
+    fin_sent: bool,
+    fin_acked: bool,
+    /// RESET_STREAM sent with this code (RFC 9000 §3.1: "Reset Sent").
+    reset: Option<VarInt>,
+    /// The final size announced in RESET_STREAM: everything ever sent (RFC 9000 §4.5).
+    reset_final_size: u64,
+    /// STOP_SENDING received with this code.
+    stopped: Option<VarInt>,
+    /// The application was refused a write; tell it when it can write again.
+    blocked: bool,
+}
+
+#[derive(Debug)]
+struct RecvState {
+    recv: RecvStream,
+    window: RecvWindow,
+    /// RESET_STREAM received with this code.
+    reset: Option<VarInt>,
+    /// The application called stop (we sent or will send STOP_SENDING).
+    stopped: Option<VarInt>,
+    /// The end of the stream (FIN or reset) was reported to the application.
+    done: bool,
+}
+
+/// Stream limits and flow control of one connection.
+#[derive(Debug)]
+pub struct Streams {
+    side: Side,
+    send: HashMap<StreamId, SendState>,
+    recv: HashMap<StreamId, RecvState>,
+    /// Next index of a stream we open, per direction.
+    next_local: [u64; 2],
+    /// How many streams we may open per direction (the peer's MAX_STREAMS).
+    max_local: [u64; 2],
+    /// Number of peer streams opened (implicitly or not), per direction.
+    next_remote: [u64; 2],
+    /// The limit we advertise for peer streams, per direction.
+    max_remote: [u64; 2],
+    /// How many peer streams may be open at once, per direction.
+    concurrent_remote: [u64; 2],
+    /// Peer streams that are completely closed, per direction.
+    closed_remote: [u64; 2],
+    accept_queue: [VecDeque<StreamId>; 2],
+    /// The peer's connection-level limit (MAX_DATA) and what we sent against it.
+    max_data: u64,
+    data_sent: u64,
+    /// Our connection-level receive window and the total highest offsets received.
+    window: RecvWindow,
+    data_received: u64,
+    /// The peer's initial stream limits (its transport parameters).
+    peer_params: TransportParameters,
+    /// Our initial per-stream windows.
+    stream_window: u64,
+    max_stream_window: u64,
+    /// Bytes buffered for sending across streams, and the most allowed.
+    send_buffered: u64,
+    send_window: u64,
+    /// Streams with something to send, in round-robin order.
+    pending: VecDeque<StreamId>,
+    pending_set: HashSet<StreamId>,
+    control: VecDeque<StreamControl>,
+    control_set: HashSet<StreamControl>,
+    events: VecDeque<StreamEvent>,
+}
+
+/// Resets the send half: records the final size (everything sent so far) and releases the
+/// buffer; returns the bytes released.
+fn abandon(state: &mut SendState, code: VarInt) -> u64 {
+    state.reset = Some(code);
+    state.reset_final_size = state.buf.sent_offset();
+    let released = state.buf.buffered();
+    state.buf = SendBuffer::new();
+    released
+}
+
+fn dir_index(dir: Dir) -> usize {
+    dir as usize
+}
+
+impl Streams {
+    /// Streams for a connection on `side`. `local` are our transport parameters (what we allow
+    /// the peer); the peer's arrive with [`Streams::set_peer_params`].
+    pub fn new(
+        side: Side,
+        local: &TransportParameters,
+        max_stream_window: u64,
+        max_window: u64,
+        send_window: u64,
+    ) -> Self {
+        Self {
+            side,
+            send: HashMap::new(),
+            recv: HashMap::new(),
+            next_local: [0; 2],
+            max_local: [0; 2],
+            next_remote: [0; 2],
+            max_remote: [
+                local.initial_max_streams_bidi,
+                local.initial_max_streams_uni,
+            ],
+            concurrent_remote: [
+                local.initial_max_streams_bidi,
+                local.initial_max_streams_uni,
+            ],
+            closed_remote: [0; 2],
+            accept_queue: [VecDeque::new(), VecDeque::new()],
+            max_data: 0,
+            data_sent: 0,
+            window: RecvWindow::new(local.initial_max_data, max_window),
+            data_received: 0,
+            peer_params: TransportParameters::default(),
+            stream_window: local.initial_max_stream_data_bidi_remote,
+            max_stream_window,
+            send_buffered: 0,
+            send_window,
+            pending: VecDeque::new(),
+            pending_set: HashSet::new(),
+            control: VecDeque::new(),
+            control_set: HashSet::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Applies the peer's transport parameters (RFC 9000 §7.4).
+    pub fn set_peer_params(&mut self, params: &TransportParameters) {
+        self.max_local = [
+            params.initial_max_streams_bidi,
+            params.initial_max_streams_uni,
+        ];
+        self.max_data = params.initial_max_data;
+        self.peer_params = params.clone();
+        // Streams opened before the parameters arrived (0-RTT) take their limits now.
+        let ids: Vec<StreamId> = self.send.keys().copied().collect();
+        for id in ids {
+            let limit = self.peer_stream_limit(id);
+            if let Some(s) = self.send.get_mut(&id) {
+                s.max_data = s.max_data.max(limit);
+            }
+        }
+    }
+
+    /// The peer's initial limit for data we send on `id`.
+    fn peer_stream_limit(&self, id: StreamId) -> u64 {
+        match (id.dir(), id.initiator() == self.side) {
+            (Dir::Uni, _) => self.peer_params.initial_max_stream_data_uni,
+            // Our bidi stream: the peer's limit for streams it did not open (remote to it).
+            (Dir::Bi, true) => self.peer_params.initial_max_stream_data_bidi_remote,
+            (Dir::Bi, false) => self.peer_params.initial_max_stream_data_bidi_local,
+        }
+    }
+
+    fn new_send(&self, id: StreamId) -> SendState {
+        SendState {
+            buf: SendBuffer::new(),
+            max_data: self.peer_stream_limit(id),
+            fin: false,
+            fin_sent: false,
+            fin_acked: false,
+            reset: None,
+            reset_final_size: 0,
+            stopped: None,
+            blocked: false,
+        }
+    }
+
+    fn new_recv(&self) -> RecvState {
+        RecvState {
+            recv: RecvStream::new(self.stream_window),
+            window: RecvWindow::new(self.stream_window, self.max_stream_window),
+            reset: None,
+            stopped: None,
+            done: false,
+        }
+    }
+
+    /// Opens a stream of direction `dir`, or `None` if the peer's limit is reached (wait for
+    /// [`StreamEvent::Available`]).
+    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        let d = dir_index(dir);
+        if self.next_local[d] >= self.max_local[d] {
+            return None;
+        }
+        let id = StreamId::new(self.side, dir, self.next_local[d]);
+        self.next_local[d] += 1;
+        self.send.insert(id, self.new_send(id));
+        if dir == Dir::Bi {
+            let recv = self.new_recv();
+            self.recv.insert(id, recv);
+        }
+        Some(id)
+    }
+
+    /// Takes the next stream the peer opened, in order of stream ID.
+    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        self.accept_queue[dir_index(dir)].pop_front()
+    }
+
+    /// The next stream event.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// Validates a frame's stream ID and creates peer streams up to it (RFC 9000 §3.2, §4.6).
+    /// `sending` is whether the frame is about data *we* send (MAX_STREAM_DATA, STOP_SENDING)
+    /// rather than data we receive.
+    fn check_id(&mut self, id: StreamId, sending: bool) -> Result<(), TransportErrorCode> {
+        let local = id.initiator() == self.side;
+        // RFC 9000 §19.8, §19.10, §19.4, §19.5: frames for the wrong half of a unidirectional
+        // stream are STREAM_STATE_ERROR.
+        if id.dir() == Dir::Uni && local != sending {
+            return Err(TransportErrorCode::STREAM_STATE_ERROR);
+        }
+        let d = dir_index(id.dir());
+        if local {
+            // A stream we have not opened yet (RFC 9000 §19.8: STREAM_STATE_ERROR).
+            if id.index() >= self.next_local[d] {
+                return Err(TransportErrorCode::STREAM_STATE_ERROR);
+            }
+            return Ok(());
+        }
+        if id.index() >= self.max_remote[d] {
+            return Err(TransportErrorCode::STREAM_LIMIT_ERROR);
+        }
+        while self.next_remote[d] <= id.index() {
+            let new = StreamId::new(self.side.peer(), id.dir(), self.next_remote[d]);
+            self.next_remote[d] += 1;
+            let recv = self.new_recv();
+            self.recv.insert(new, recv);
+            if id.dir() == Dir::Bi {
+                let send = self.new_send(new);
+                self.send.insert(new, send);
+            }
+            self.accept_queue[d].push_back(new);
+            self.events.push_back(StreamEvent::Opened(id.dir()));
+        }
+        Ok(())
+    }
+
+    /// A STREAM frame arrived (RFC 9000 §19.8).
+    ///
+    /// # Errors
+    /// STREAM_STATE_ERROR, STREAM_LIMIT_ERROR, FLOW_CONTROL_ERROR or FINAL_SIZE_ERROR.
+    pub fn on_stream_frame(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        data: Bytes,
+        fin: bool,
+        now: Instant,
+        rtt: Duration,
+    ) -> Result<(), TransportErrorCode> {
+        self.check_id(id, false)?;
+        let Some(state) = self.recv.get_mut(&id) else {
+            // Closed and forgotten: a retransmission.
+            return Ok(());
+        };
+        let grew = state.recv.check_end(offset + data.len() as u64, fin)?;
+        // Connection-level flow control (RFC 9000 §4.1).
+        if self.data_received + grew > self.window.max_data() {
+            return Err(TransportErrorCode::FLOW_CONTROL_ERROR);
+        }
+        self.data_received += grew;
+        if state.reset.is_some() || state.stopped.is_some() {
+            // Discarded, but it counted toward the connection limit: give the credit back.
+            self.consume_connection(grew, now, rtt);
+            self.maybe_close(id);
+            return Ok(());
+        }
+        state.recv.assembler.insert(offset, data);
+        self.events.push_back(StreamEvent::Readable(id));
+        Ok(())
+    }
+
+    /// A RESET_STREAM frame arrived (RFC 9000 §19.4).
+    ///
+    /// # Errors
+    /// As [`Streams::on_stream_frame`].
+    pub fn on_reset_stream(
+        &mut self,
+        id: StreamId,
+        code: VarInt,
+        final_size: u64,
+        now: Instant,
+        rtt: Duration,
+    ) -> Result<(), TransportErrorCode> {
+        self.check_id(id, false)?;
+        let Some(state) = self.recv.get_mut(&id) else {
+            return Ok(());
+        };
+        let unread = final_size.saturating_sub(state.recv.assembler.read_offset());
+        let grew = state.recv.reset(final_size)?;
+        if self.data_received + grew > self.window.max_data() {
+            return Err(TransportErrorCode::FLOW_CONTROL_ERROR);
+        }
+        self.data_received += grew;
+        if state.reset.is_none() {
+            state.reset = Some(code);
+            // Everything up to the final size will never be read.
+            self.consume_connection(unread, now, rtt);
+            self.events.push_back(StreamEvent::Readable(id));
+        }
+        Ok(())
+    }
+
+    /// A STOP_SENDING frame arrived (RFC 9000 §19.5): answer with RESET_STREAM (§3.5).
+    ///
+    /// # Errors
+    /// STREAM_STATE_ERROR or STREAM_LIMIT_ERROR.
+    pub fn on_stop_sending(
+        &mut self,
+        id: StreamId,
+        code: VarInt,
+    ) -> Result<(), TransportErrorCode> {
+        self.check_id(id, true)?;
+        let Some(state) = self.send.get_mut(&id) else {
+            return Ok(());
+        };
+        if state.stopped.is_some() || state.fin_acked {
+            return Ok(());
+        }
+        state.stopped = Some(code);
+        self.events.push_back(StreamEvent::Stopped(id, code));
+        if state.reset.is_none() {
+            self.send_buffered -= abandon(state, code);
+            self.queue_control(StreamControl::ResetStream(id));
+        }
+        Ok(())
+    }
+
+    /// A MAX_DATA frame arrived (RFC 9000 §19.9).
+    pub fn on_max_data(&mut self, max: u64) {
+        if max > self.max_data {
+            self.max_data = max;
+            self.wake_writers();
+        }
+    }
+
+    /// A MAX_STREAM_DATA frame arrived (RFC 9000 §19.10).
+    ///
+    /// # Errors
+    /// STREAM_STATE_ERROR for a receive-only stream; STREAM_LIMIT_ERROR.
+    pub fn on_max_stream_data(&mut self, id: StreamId, max: u64) -> Result<(), TransportErrorCode> {
+        self.check_id(id, true)?;
+        if let Some(state) = self.send.get_mut(&id) {
+            if max > state.max_data {
+                state.max_data = max;
+                if std::mem::take(&mut state.blocked) {
+                    self.events.push_back(StreamEvent::Writable(id));
+                }
+                self.schedule(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A MAX_STREAMS frame arrived (RFC 9000 §19.11).
+    pub fn on_max_streams(&mut self, dir: Dir, count: u64) {
+        let d = dir_index(dir);
+        if count > self.max_local[d] {
+            self.max_local[d] = count;
+            self.events.push_back(StreamEvent::Available(dir));
+        }
+    }
+
+    fn wake_writers(&mut self) {
+        let ids: Vec<StreamId> = self
+            .send
+            .iter()
+            .filter(|(_, s)| s.blocked || s.buf.has_pending(s.max_data))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(s) = self.send.get_mut(&id) {
+                if std::mem::take(&mut s.blocked) {
+                    self.events.push_back(StreamEvent::Writable(id));
+                }
+            }
+            self.schedule(id);
+        }
+    }
+
+    /// Writes as much of `data` as flow control and the send window allow; returns how many
+    /// bytes were taken.
+    ///
+    /// # Errors
+    /// [`WriteError::Blocked`] if nothing could be taken; [`WriteError::Stopped`] after
+    /// STOP_SENDING; [`WriteError::ClosedStream`] if finished, reset, or not writable.
+    pub fn write(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        let budget = self.send_window.saturating_sub(self.send_buffered);
+        let state = self.send.get_mut(&id).ok_or(WriteError::ClosedStream)?;
+        if let Some(code) = state.stopped {
+            return Err(WriteError::Stopped(code));
+        }
+        if state.fin || state.reset.is_some() {
+            return Err(WriteError::ClosedStream);
+        }
+        let allowed = state.max_data.saturating_sub(state.buf.end()).min(budget);
+        let n = (data.len() as u64).min(allowed) as usize;
+        if n == 0 && !data.is_empty() {
+            state.blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        state.buf.write(data.slice(..n));
+        self.send_buffered += n as u64;
+        self.schedule(id);
+        Ok(n)
+    }
+
+    /// Marks the end of the stream; a FIN goes out after the data (RFC 9000 §3.1).
+    ///
+    /// # Errors
+    /// [`WriteError::ClosedStream`] if already finished or reset; [`WriteError::Stopped`].
+    pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+        let state = self.send.get_mut(&id).ok_or(WriteError::ClosedStream)?;
+        if let Some(code) = state.stopped {
+            return Err(WriteError::Stopped(code));
+        }
+        if state.fin || state.reset.is_some() {
+            return Err(WriteError::ClosedStream);
+        }
+        state.fin = true;
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Abandons sending with RESET_STREAM (RFC 9000 §19.4).
+    ///
+    /// # Errors
+    /// [`WriteError::ClosedStream`] if the stream has no send half or was already reset.
+    pub fn reset(&mut self, id: StreamId, code: VarInt) -> Result<(), WriteError> {
+        let state = self.send.get_mut(&id).ok_or(WriteError::ClosedStream)?;
+        if state.reset.is_some() || state.fin_acked {
+            return Err(WriteError::ClosedStream);
+        }
+        self.send_buffered -= abandon(state, code);
+        self.queue_control(StreamControl::ResetStream(id));
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes in order. `Ok(None)` means the stream ended (FIN).
+    ///
+    /// # Errors
+    /// [`ReadError::Blocked`] when no data is available yet; [`ReadError::Reset`] if the peer
+    /// reset the stream; [`ReadError::ClosedStream`] if it is not readable.
+    pub fn read(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        now: Instant,
+        rtt: Duration,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let state = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
+        if state.stopped.is_some() {
+            return Err(ReadError::ClosedStream);
+        }
+        if let Some(code) = state.reset {
+            state.done = true;
+            self.maybe_close(id);
+            return Err(ReadError::Reset(code));
+        }
+        if let Some(data) = state.recv.assembler.read(max) {
+            let n = data.len() as u64;
+            if let Some(new_max) = state.window.on_consumed(n, now, rtt) {
+                if state.recv.final_size().is_none() {
+                    state.recv.set_max_data(new_max);
+                    self.queue_control(StreamControl::MaxStreamData(id));
+                }
+            }
+            self.consume_connection(n, now, rtt);
+            return Ok(Some(data));
+        }
+        if state.recv.is_finished() {
+            state.done = true;
+            self.maybe_close(id);
+            return Ok(None);
+        }
+        Err(ReadError::Blocked)
+    }
+
+    /// Asks the peer to stop sending (STOP_SENDING, RFC 9000 §19.5) and discards what arrives.
+    ///
+    /// # Errors
+    /// [`ReadError::ClosedStream`] if the stream is not readable or already stopped.
+    pub fn stop(
+        &mut self,
+        id: StreamId,
+        code: VarInt,
+        now: Instant,
+        rtt: Duration,
+    ) -> Result<(), ReadError> {
+        let state = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
+        if state.stopped.is_some() {
+            return Err(ReadError::ClosedStream);
+        }
+        state.stopped = Some(code);
+        let unread = state.recv.assembler.buffered();
+        state.recv.assembler.clear();
+        let finished = state.reset.is_some() || state.recv.final_size().is_some();
+        if !finished {
+            self.queue_control(StreamControl::StopSending(id));
+        }
+        self.consume_connection(unread, now, rtt);
+        self.maybe_close(id);
+        Ok(())
+    }
+
+    /// Returns connection-level credit for `n` bytes consumed or discarded.
+    fn consume_connection(&mut self, n: u64, now: Instant, rtt: Duration) {
+        if n > 0 && self.window.on_consumed(n, now, rtt).is_some() {
+            self.queue_control(StreamControl::MaxData);
+        }
+    }
+
+    /// Forgets a stream once both halves are done; a closed peer stream makes room for a new
+    /// one (RFC 9000 §4.6: MAX_STREAMS as streams close).
+    fn maybe_close(&mut self, id: StreamId) {
+        let recv_done = self.recv.get(&id).is_none_or(|r| {
+            r.done || (r.stopped.is_some() && (r.reset.is_some() || r.recv.final_size().is_some()))
+        });
+        let send_done = self
+            .send
+            .get(&id)
+            .is_none_or(|s| s.fin_acked || s.reset.is_some());
+        if !(recv_done && send_done) {
+            return;
+        }
+        let had = self.recv.remove(&id).is_some() | self.send.remove(&id).is_some();
+        if had && id.initiator() != self.side {
+            let d = dir_index(id.dir());
+            self.closed_remote[d] += 1;
+            let new_max = (self.closed_remote[d] + self.concurrent_remote[d]).min(MAX_STREAM_COUNT);
+            if new_max > self.max_remote[d] {
+                self.max_remote[d] = new_max;
+                self.queue_control(StreamControl::MaxStreams(id.dir()));
+            }
+        }
+    }
+
+    fn schedule(&mut self, id: StreamId) {
+        if self.pending_set.insert(id) {
+            self.pending.push_back(id);
+        }
+    }
+
+    fn queue_control(&mut self, c: StreamControl) {
+        if self.control_set.insert(c) {
+            self.control.push_back(c);
+        }
+    }
+
+    /// Whether any stream data or stream control frame is waiting.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.control.is_empty()
+    }
+
+    /// The next control frame to send.
+    pub fn poll_control(&mut self) -> Option<StreamControl> {
+        let c = self.control.pop_front()?;
+        self.control_set.remove(&c);
+        Some(c)
+    }
+
+    /// The frame for a control item, or `None` if it no longer applies.
+    pub fn control_frame(&self, c: StreamControl) -> Option<crate::wire::Frame> {
+        use crate::wire::Frame;
+        Some(match c {
+            StreamControl::MaxData => Frame::MaxData(self.window.max_data()),
+            StreamControl::MaxStreamData(id) => {
+                let r = self.recv.get(&id)?;
+                if r.recv.final_size().is_some() || r.stopped.is_some() {
+                    return None;
+                }
+                Frame::MaxStreamData {
+                    id,
+                    max: r.recv.max_data(),
+                }
+            }
+            StreamControl::MaxStreams(dir) => Frame::MaxStreams {
+                dir,
+                count: self.max_remote[dir_index(dir)],
+            },
+            StreamControl::ResetStream(id) => {
+                let s = self.send.get(&id)?;
+                Frame::ResetStream {
+                    id,
+                    error_code: s.reset?,
+                    final_size: s.reset_final_size,
+                }
+            }
+            StreamControl::StopSending(id) => {
+                let r = self.recv.get(&id)?;
+                Frame::StopSending {
+                    id,
+                    error_code: r.stopped?,
+                }
+            }
+        })
+    }
+
+    /// A control frame was lost: send it again if it still applies.
+    pub fn on_control_lost(&mut self, c: StreamControl) {
+        if self.control_frame(c).is_some() {
+            self.queue_control(c);
+        }
+    }
+
+    /// A RESET_STREAM we sent was acknowledged.
+    pub fn on_reset_acked(&mut self, id: StreamId) {
+        self.maybe_close(id);
+    }
+
+    /// Picks the next chunk of stream data to send, at most `max_len` bytes of data, in
+    /// round-robin order across streams (fair scheduling). Connection-level flow control
+    /// limits new data; retransmissions are not limited.
+    pub fn poll_chunk(&mut self, max_len: usize) -> Option<StreamChunk> {
+        for _ in 0..self.pending.len() {
+            let id = self.pending.pop_front()?;
+            self.pending_set.remove(&id);
+            let conn_credit = self.max_data.saturating_sub(self.data_sent);
+            let Some(state) = self.send.get_mut(&id) else {
+                continue;
+            };
+            if state.reset.is_some() {
+                continue;
+            }
+            let limit = state.max_data.min(state.buf.sent_offset() + conn_credit);
+            let before = state.buf.sent_offset();
+            let range = state.buf.poll_transmit(max_len, limit);
+            let chunk = match range {
+                Some(range) => {
+                    self.data_sent += state.buf.sent_offset() - before;
+                    let fin = state.fin && range.end == state.buf.end() && !state.fin_sent;
+                    state.fin_sent |= fin;
+                    Some(StreamChunk { id, range, fin })
+                }
+                // A FIN with no data left to send.
+                None if state.fin
+                    && !state.fin_sent
+                    && state.buf.sent_offset() == state.buf.end() =>
+                {
+                    state.fin_sent = true;
+                    let end = state.buf.end();
+                    Some(StreamChunk {
+                        id,
+                        range: end..end,
+                        fin: true,
+                    })
+                }
+                None => None,
+            };
+            let more = state.buf.has_pending(limit.max(state.buf.sent_offset()))
+                || (state.fin && !state.fin_sent);
+            if more {
+                self.schedule(id);
+            }
+            if chunk.is_some() {
+                return chunk;
+            }
+        }
+        None
+    }
+
+    /// Copies a chunk's bytes into a packet.
+    pub fn copy_chunk(&self, chunk: &StreamChunk, out: &mut Vec<u8>) {
+        if let Some(state) = self.send.get(&chunk.id) {
+            state.buf.copy_range(chunk.range.clone(), out);
+        }
+    }
+
+    /// A packet carrying `chunk` was acknowledged.
+    pub fn on_chunk_acked(&mut self, chunk: &StreamChunk) {
+        let Some(state) = self.send.get_mut(&chunk.id) else {
+            return;
+        };
+        let before = state.buf.buffered();
+        state.buf.ack(chunk.range.clone());
+        self.send_buffered -= before - state.buf.buffered();
+        if chunk.fin {
+            state.fin_acked = true;
+        }
+        if state.fin_acked && state.buf.is_fully_acked() && state.reset.is_none() {
+            self.events.push_back(StreamEvent::Finished(chunk.id));
+            self.maybe_close(chunk.id);
+        } else if std::mem::take(&mut state.blocked) {
+            self.events.push_back(StreamEvent::Writable(chunk.id));
+        }
+    }
+
+    /// A packet carrying `chunk` was lost: its data goes again.
+    pub fn on_chunk_lost(&mut self, chunk: &StreamChunk) {
+        let Some(state) = self.send.get_mut(&chunk.id) else {
+            return;
+        };
+        if state.reset.is_some() {
+            return;
+        }
+        state.buf.lost(chunk.range.clone());
+        if chunk.fin && !state.fin_acked {
+            state.fin_sent = false;
+        }
+        self.schedule(chunk.id);
+    }
+
+    /// Number of streams with state (open or closing).
+    pub fn open_count(&self) -> usize {
+        let mut ids: HashSet<&StreamId> = self.send.keys().collect();
+        ids.extend(self.recv.keys());
+        ids.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod tests;

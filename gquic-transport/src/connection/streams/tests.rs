@@ -1,0 +1,307 @@
+use super::*;
+
+fn params(streams: u64, window: u64) -> TransportParameters {
+    TransportParameters {
+        initial_max_data: window * 4,
+        initial_max_stream_data_bidi_local: window,
+        initial_max_stream_data_bidi_remote: window,
+        initial_max_stream_data_uni: window,
+        initial_max_streams_bidi: streams,
+        initial_max_streams_uni: streams,
+        ..Default::default()
+    }
+}
+
+fn pair(streams: u64, window: u64) -> (Streams, Streams) {
+    let p = params(streams, window);
+    let mut client = Streams::new(Side::Client, &p, window * 8, window * 32, 1 << 20);
+    let mut server = Streams::new(Side::Server, &p, window * 8, window * 32, 1 << 20);
+    client.set_peer_params(&p);
+    server.set_peer_params(&p);
+    (client, server)
+}
+
+const RTT: Duration = Duration::from_millis(10);
+
+/// Moves every chunk `from` wants to send into `to`, acknowledging each; returns bytes moved.
+fn pump(from: &mut Streams, to: &mut Streams, now: Instant) -> usize {
+    let mut moved = 0;
+    while let Some(chunk) = from.poll_chunk(1000) {
+        let mut data = Vec::new();
+        from.copy_chunk(&chunk, &mut data);
+        moved += data.len();
+        to.on_stream_frame(
+            chunk.id,
+            chunk.range.start,
+            data.into(),
+            chunk.fin,
+            now,
+            RTT,
+        )
+        .unwrap();
+        from.on_chunk_acked(&chunk);
+    }
+    while let Some(c) = to.poll_control() {
+        match to.control_frame(c) {
+            Some(crate::wire::Frame::MaxData(m)) => from.on_max_data(m),
+            Some(crate::wire::Frame::MaxStreamData { id, max }) => {
+                from.on_max_stream_data(id, max).unwrap()
+            }
+            Some(crate::wire::Frame::MaxStreams { dir, count }) => from.on_max_streams(dir, count),
+            _ => {}
+        }
+    }
+    moved
+}
+
+fn read_all(s: &mut Streams, id: StreamId, now: Instant) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        match s.read(id, 1 << 20, now, RTT) {
+            Ok(Some(d)) => out.extend_from_slice(&d),
+            Ok(None) => return (out, true),
+            Err(ReadError::Blocked) => return (out, false),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn bidi_stream_both_ways_with_flow_control() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    let id = c.open(Dir::Bi).unwrap();
+    let msg: Vec<u8> = (0..5000).map(|i| i as u8).collect();
+    let mut written = 0;
+    let mut received = Vec::new();
+    let mut fin = false;
+    for _ in 0..100 {
+        if written < msg.len() {
+            match c.write(id, Bytes::copy_from_slice(&msg[written..])) {
+                Ok(n) => written += n,
+                Err(WriteError::Blocked) => {}
+                Err(e) => panic!("{e}"),
+            }
+            if written == msg.len() {
+                c.finish(id).unwrap();
+            }
+        }
+        pump(&mut c, &mut s, now);
+        if s.accept(Dir::Bi).is_some() {
+            assert_eq!(s.accept(Dir::Bi), None);
+        }
+        let (data, done) = read_all(&mut s, id, now);
+        received.extend_from_slice(&data);
+        pump(&mut s, &mut c, now);
+        if done {
+            fin = true;
+            break;
+        }
+    }
+    assert!(fin);
+    assert_eq!(
+        received, msg,
+        "5x the stream window arrives intact through MAX_STREAM_DATA"
+    );
+    // The server answers on the same stream.
+    s.write(id, Bytes::from_static(b"pong")).unwrap();
+    s.finish(id).unwrap();
+    pump(&mut s, &mut c, now);
+    assert_eq!(read_all(&mut c, id, now), (b"pong".to_vec(), true));
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == StreamEvent::Finished(id)));
+}
+
+#[test]
+fn rfc9000_stream_limits_and_max_streams_renewal() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(2, 1000);
+    let a = c.open(Dir::Uni).unwrap();
+    let b = c.open(Dir::Uni).unwrap();
+    assert_eq!(c.open(Dir::Uni), None, "the peer allows two");
+    // A peer opening stream index 2 exceeds the limit (RFC 9000 §4.6).
+    let over = StreamId::new(Side::Client, Dir::Uni, 2);
+    assert_eq!(
+        s.on_stream_frame(over, 0, Bytes::new(), false, now, RTT),
+        Err(TransportErrorCode::STREAM_LIMIT_ERROR)
+    );
+    for id in [a, b] {
+        c.write(id, Bytes::from_static(b"x")).unwrap();
+        c.finish(id).unwrap();
+    }
+    pump(&mut c, &mut s, now);
+    for _ in 0..2 {
+        let id = s.accept(Dir::Uni).unwrap();
+        assert_eq!(read_all(&mut s, id, now), (b"x".to_vec(), true));
+    }
+    // Both peer streams closed: MAX_STREAMS raises the limit and the client may open more.
+    pump(&mut c, &mut s, now);
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == StreamEvent::Available(Dir::Uni)));
+    assert!(c.open(Dir::Uni).is_some());
+    assert!(c.open(Dir::Uni).is_some());
+    assert_eq!(c.open(Dir::Uni), None);
+}
+
+#[test]
+fn rfc9000_stream_state_errors() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    // Data on our own send-only stream, or on a stream we never opened.
+    let uni = s.open(Dir::Uni).unwrap();
+    assert_eq!(
+        s.on_stream_frame(uni, 0, Bytes::new(), false, now, RTT),
+        Err(TransportErrorCode::STREAM_STATE_ERROR)
+    );
+    let never = StreamId::new(Side::Server, Dir::Bi, 5);
+    assert_eq!(
+        s.on_stream_frame(never, 0, Bytes::new(), false, now, RTT),
+        Err(TransportErrorCode::STREAM_STATE_ERROR)
+    );
+    // MAX_STREAM_DATA / STOP_SENDING for a stream we only receive on.
+    let peer_uni = StreamId::new(Side::Client, Dir::Uni, 0);
+    assert_eq!(
+        s.on_max_stream_data(peer_uni, 10),
+        Err(TransportErrorCode::STREAM_STATE_ERROR)
+    );
+    assert_eq!(
+        s.on_stop_sending(peer_uni, VarInt::from_u32(1)),
+        Err(TransportErrorCode::STREAM_STATE_ERROR)
+    );
+    // RESET_STREAM for a stream we only send on.
+    assert_eq!(
+        c.on_reset_stream(
+            StreamId::new(Side::Client, Dir::Uni, 0),
+            VarInt::from_u32(1),
+            0,
+            now,
+            RTT
+        )
+        .unwrap_err(),
+        TransportErrorCode::STREAM_STATE_ERROR
+    );
+}
+
+#[test]
+fn rfc9000_flow_control_errors() {
+    let now = Instant::now();
+    let (_c, mut s) = pair(10, 1000);
+    let id = StreamId::new(Side::Client, Dir::Bi, 0);
+    // Beyond the stream limit.
+    assert_eq!(
+        s.on_stream_frame(id, 1000, Bytes::from_static(b"x"), false, now, RTT),
+        Err(TransportErrorCode::FLOW_CONTROL_ERROR)
+    );
+    // Beyond the connection limit (4000) across streams, each within its own limit.
+    for i in 0..4 {
+        let id = StreamId::new(Side::Client, Dir::Bi, i);
+        s.on_stream_frame(id, 999, Bytes::from_static(b"x"), false, now, RTT)
+            .unwrap();
+    }
+    let id = StreamId::new(Side::Client, Dir::Bi, 4);
+    assert_eq!(
+        s.on_stream_frame(id, 0, Bytes::from_static(b"x"), false, now, RTT),
+        Err(TransportErrorCode::FLOW_CONTROL_ERROR)
+    );
+}
+
+#[test]
+fn rfc9000_reset_and_stop_sending() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, Bytes::from_static(b"hello")).unwrap();
+    pump(&mut c, &mut s, now);
+    // The server stops reading; the client answers STOP_SENDING with RESET_STREAM (§3.5).
+    s.stop(id, VarInt::from_u32(7), now, RTT).unwrap();
+    let ctl = s.poll_control().unwrap();
+    assert_eq!(
+        s.control_frame(ctl),
+        Some(crate::wire::Frame::StopSending {
+            id,
+            error_code: VarInt::from_u32(7)
+        })
+    );
+    c.on_stop_sending(id, VarInt::from_u32(7)).unwrap();
+    assert_eq!(
+        c.write(id, Bytes::from_static(b"more")),
+        Err(WriteError::Stopped(VarInt::from_u32(7)))
+    );
+    let ctl = c.poll_control().unwrap();
+    assert_eq!(
+        c.control_frame(ctl),
+        Some(crate::wire::Frame::ResetStream {
+            id,
+            error_code: VarInt::from_u32(7),
+            final_size: 5
+        })
+    );
+    // The peer's RESET_STREAM reaches a reader as an error with the code.
+    let id2 = c.open(Dir::Bi).unwrap();
+    c.write(id2, Bytes::from_static(b"abc")).unwrap();
+    pump(&mut c, &mut s, now);
+    s.on_reset_stream(id2, VarInt::from_u32(9), 3, now, RTT)
+        .unwrap();
+    assert_eq!(
+        s.read(id2, 100, now, RTT),
+        Err(ReadError::Reset(VarInt::from_u32(9)))
+    );
+    // A final size that contradicts data received is FINAL_SIZE_ERROR.
+    let id3 = c.open(Dir::Bi).unwrap();
+    c.write(id3, Bytes::from_static(b"abcdef")).unwrap();
+    pump(&mut c, &mut s, now);
+    assert_eq!(
+        s.on_reset_stream(id3, VarInt::from_u32(1), 2, now, RTT),
+        Err(TransportErrorCode::FINAL_SIZE_ERROR)
+    );
+}
+
+#[test]
+fn fair_round_robin_and_retransmission() {
+    let (mut c, _s) = pair(10, 100_000);
+    let ids: Vec<StreamId> = (0..3).map(|_| c.open(Dir::Bi).unwrap()).collect();
+    for id in &ids {
+        c.write(*id, Bytes::from(vec![1u8; 3000])).unwrap();
+    }
+    let order: Vec<StreamId> = (0..6).map(|_| c.poll_chunk(1000).unwrap().id).collect();
+    assert_eq!(
+        order,
+        vec![ids[0], ids[1], ids[2], ids[0], ids[1], ids[2]],
+        "streams take turns"
+    );
+    // A lost chunk is sent again before new data on that stream.
+    let lost = StreamChunk {
+        id: ids[0],
+        range: 0..1000,
+        fin: false,
+    };
+    c.on_chunk_lost(&lost);
+    let mut again = None;
+    for _ in 0..3 {
+        let chunk = c.poll_chunk(1000).unwrap();
+        if chunk.id == ids[0] {
+            again = Some(chunk);
+            break;
+        }
+    }
+    assert_eq!(again.unwrap().range, 0..1000);
+}
+
+#[test]
+fn state_is_lazy_per_open_stream() {
+    let now = Instant::now();
+    let (_c, mut s) = pair(1 << 40, 1000);
+    assert_eq!(s.open_count(), 0, "a huge stream limit allocates nothing");
+    s.on_stream_frame(
+        StreamId::new(Side::Client, Dir::Bi, 2),
+        0,
+        Bytes::from_static(b"x"),
+        false,
+        now,
+        RTT,
+    )
+    .unwrap();
+    assert_eq!(
+        s.open_count(),
+        3,
+        "lower-numbered streams open implicitly (RFC 9000 §3.2)"
+    );
+}
