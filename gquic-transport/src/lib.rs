@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod connection;
 pub mod crypto;
 pub mod error;

@@ -1,3 +1,852 @@
-//! The sans-IO QUIC connection.
+//! The sans-IO QUIC connection (RFC 9000, RFC 9001, RFC 9002).
+//!
+//! [`Connection`] is a state machine with no sockets, tasks or clock: time comes in as `now`,
+//! datagrams come in through [`Connection::handle_datagram`] and go out through
+//! [`Connection::poll_transmit`]. See the type's documentation for the call contract.
 
+mod recv;
+mod send;
+mod spaces;
 pub mod streams;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::pki_types::ServerName;
+use rustls::quic::{self as tls};
+
+use self::spaces::PacketSpace;
+pub use self::spaces::SpaceId;
+use self::streams::Streams;
+pub use self::streams::{ReadError, StreamEvent, WriteError};
+use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::crypto::{self, KeyPhase};
+use crate::error::TransportErrorCode;
+use crate::recovery::congestion::Controller;
+use crate::recovery::pacing::Pacer;
+use crate::recovery::RttEstimator;
+use crate::wire::{ConnectionId, ResetToken, TransportParameters, VarInt, Version};
+use crate::{Dir, Side, StreamId};
+
+/// A transport error found locally, to be sent in CONNECTION_CLOSE (RFC 9000 §19.19).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct TransportError {
+    /// The error code.
+    pub code: TransportErrorCode,
+    /// The frame type that caused it, if any.
+    pub frame: Option<u64>,
+    /// A description for the peer and the logs.
+    pub reason: String,
+}
+
+impl TransportError {
+    pub(crate) fn new(code: TransportErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            frame: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The peer closed the connection with a transport error (CONNECTION_CLOSE 0x1c).
+    #[error(
+        "the peer closed the connection: {code} ({})",
+        String::from_utf8_lossy(reason)
+    )]
+    ConnectionClosed {
+        /// The peer's error code; TLS alerts are in the CRYPTO_ERROR range.
+        code: TransportErrorCode,
+        /// The peer's reason phrase.
+        reason: Bytes,
+    },
+    /// The peer's application closed the connection (CONNECTION_CLOSE 0x1d).
+    #[error(
+        "the peer's application closed the connection with code {code} ({})",
+        String::from_utf8_lossy(reason)
+    )]
+    ApplicationClosed {
+        /// The application's error code.
+        code: VarInt,
+        /// The reason phrase.
+        reason: Bytes,
+    },
+    /// We detected a protocol error and closed the connection.
+    #[error("transport error: {0}")]
+    TransportError(TransportError),
+    /// Nothing was heard from the peer for the idle timeout (RFC 9000 §10.1).
+    #[error("the connection timed out")]
+    TimedOut,
+    /// The peer sent a stateless reset (RFC 9000 §10.3).
+    #[error("the peer reset the connection (stateless reset)")]
+    Reset,
+    /// The application closed the connection locally.
+    #[error("the connection was closed locally")]
+    LocallyClosed,
+    /// The server does not speak any version we offered (RFC 9000 §6.2).
+    #[error("no QUIC version in common with the server")]
+    VersionMismatch,
+}
+
+/// Something the application or driver should react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed: ALPN, peer certificates and streams are available.
+    Connected,
+    /// Something happened on a stream.
+    Stream(StreamEvent),
+    /// The connection ended; [`Connection::is_drained`] says when its state can be dropped.
+    ConnectionLost(ConnectionError),
+}
+
+/// A datagram to send, written by [`Connection::poll_transmit`] into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length in bytes (the buffer holds exactly this).
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Established,
+    /// We sent CONNECTION_CLOSE; we answer further packets with it until `until` (RFC 9000
+    /// §10.2.1).
+    Closing {
+        until: Instant,
+    },
+    /// The peer closed; we send nothing until `until` (§10.2.2).
+    Draining {
+        until: Instant,
+    },
+    Drained,
+}
+
+/// The frame to repeat while closing.
+#[derive(Debug, Clone)]
+enum CloseFrame {
+    Transport {
+        code: TransportErrorCode,
+        frame: u64,
+        reason: Bytes,
+    },
+    Application {
+        code: VarInt,
+        reason: Bytes,
+    },
+}
+
+/// A QUIC connection, client or server, with no I/O of its own.
+///
+/// # Call contract
+///
+/// The methods fall in four groups, in the style of a sans-IO state machine:
+///
+/// - **Inputs** (`handle_*`): [`handle_datagram`](Self::handle_datagram) for each UDP
+///   datagram routed to this connection, [`handle_timeout`](Self::handle_timeout) when the time
+///   from [`poll_timeout`](Self::poll_timeout) is reached.
+/// - **Application commands**: [`open`](Self::open), [`accept`](Self::accept),
+///   [`write`](Self::write), [`finish`](Self::finish), [`reset`](Self::reset),
+///   [`read`](Self::read), [`stop`](Self::stop), [`close`](Self::close).
+/// - **Outputs** (`poll_*`): [`poll_transmit`](Self::poll_transmit) for datagrams to send,
+///   [`poll_event`](Self::poll_event) for events, [`poll_timeout`](Self::poll_timeout) for the
+///   next deadline.
+/// - **Getters**: [`side`](Self::side), [`rtt`](Self::rtt), [`alpn`](Self::alpn),
+///   [`stats`](Self::stats), ...
+///
+/// After any input or command, a driver calls, in this order: `poll_transmit` until it returns
+/// `None` (sending each datagram), then `poll_event` until `None`, then `poll_timeout` to
+/// (re)arm its single timer. Every input takes `now`; the connection never reads a clock.
+pub struct Connection {
+    side: Side,
+    version: Version,
+    config: Arc<TransportConfig>,
+    tls: tls::Connection,
+    state: State,
+    spaces: [PacketSpace; 3],
+    one_rtt: Option<KeyPhase>,
+    /// The space TLS output goes to next.
+    tls_space: SpaceId,
+    handshake_confirmed: bool,
+    handshake_done_pending: bool,
+    peer_params: Option<TransportParameters>,
+    local_cid: ConnectionId,
+    remote_cid: ConnectionId,
+    /// The Destination Connection ID of the client's first Initial (RFC 9000 §7.3).
+    original_dst_cid: ConnectionId,
+    /// Whether the client has switched to the server's chosen connection ID.
+    remote_cid_set: bool,
+    remote: SocketAddr,
+    /// Whether the peer's address is validated (RFC 9000 §8.1); until then a server sends at
+    /// most three times what it received.
+    path_validated: bool,
+    bytes_received: u64,
+    bytes_sent: u64,
+    rtt: RttEstimator,
+    first_rtt_sample: Option<Instant>,
+    cc: Box<dyn Controller>,
+    pacer: Pacer,
+    pacing_until: Option<Instant>,
+    pto_count: u32,
+    max_datagram_size: u64,
+    /// Negotiated idle timeout (RFC 9000 §10.1).
+    idle_timeout: Option<Duration>,
+    idle_deadline: Option<Instant>,
+    /// Whether an ack-eliciting packet was sent since the last packet was received.
+    eliciting_since_receive: bool,
+    last_ack_eliciting_sent: Option<Instant>,
+    streams: Streams,
+    events: VecDeque<Event>,
+    close: Option<CloseFrame>,
+    close_pending: bool,
+    path_responses: VecDeque<[u8; 8]>,
+    ack_scratch: Vec<std::ops::RangeInclusive<u64>>,
+    stats: ConnectionStats,
+    span: tracing::Span,
+}
+
+/// Counters a connection keeps about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes sent in UDP payloads.
+    pub bytes_sent: u64,
+    /// Bytes received in UDP payloads.
+    pub bytes_received: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received and authenticated.
+    pub packets_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Packets dropped on receipt (undecryptable, duplicate, malformed).
+    pub packets_dropped: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state)
+            .field("local_cid", &self.local_cid)
+            .field("remote_cid", &self.remote_cid)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parameters of a new server connection, decided by the endpoint from the client's first
+/// Initial.
+#[derive(Debug, Clone)]
+pub struct ServerConnectionParams {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The connection ID the server chose for itself.
+    pub local_cid: ConnectionId,
+    /// The Destination Connection ID of the client's Initial.
+    pub original_dst_cid: ConnectionId,
+    /// The client's Source Connection ID.
+    pub client_cid: ConnectionId,
+    /// The QUIC version of the client's Initial.
+    pub version: Version,
+    /// Stateless reset token for `local_cid` (RFC 9000 §10.3).
+    pub reset_token: ResetToken,
+}
+
+/// Why a connection could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The server name is not a valid DNS name or IP address.
+    #[error("invalid server name {0:?}")]
+    InvalidServerName(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The version has no key schedule.
+    #[error("unsupported QUIC version {0:?}")]
+    UnsupportedVersion(Version),
+    /// Packet protection could not be set up.
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {
+    TransportParameters {
+        max_idle_timeout: config.max_idle_timeout.as_millis() as u64,
+        max_udp_payload_size: u64::from(config.max_udp_payload_size),
+        initial_max_data: config.receive_window,
+        initial_max_stream_data_bidi_local: config.stream_receive_window,
+        initial_max_stream_data_bidi_remote: config.stream_receive_window,
+        initial_max_stream_data_uni: config.stream_receive_window,
+        initial_max_streams_bidi: config.max_concurrent_bidi_streams,
+        initial_max_streams_uni: config.max_concurrent_uni_streams,
+        max_ack_delay: config.max_ack_delay.as_millis() as u64,
+        active_connection_id_limit: config.active_connection_id_limit,
+        initial_source_connection_id: Some(local_cid),
+        disable_active_migration: true,
+        ..TransportParameters::default()
+    }
+}
+
+impl Connection {
+    /// Starts a client connection to `remote`, verifying the certificate for `server_name`.
+    ///
+    /// `local_cid` is the connection ID the endpoint chose for us and `initial_dst_cid` a
+    /// random Destination Connection ID of at least 8 bytes (RFC 9000 §7.2).
+    ///
+    /// # Errors
+    /// [`ConnectError`] for a bad server name or a TLS configuration rustls rejects.
+    pub fn connect(
+        config: &ClientConfig,
+        now: Instant,
+        remote: SocketAddr,
+        server_name: &str,
+        local_cid: ConnectionId,
+        initial_dst_cid: ConnectionId,
+    ) -> Result<Self, ConnectError> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| ConnectError::InvalidServerName(server_name.to_owned()))?;
+        let version = config.version;
+        let tls_version = version
+            .tls_version()
+            .ok_or(ConnectError::UnsupportedVersion(version))?;
+        let params = local_params(&config.transport, local_cid);
+        let mut encoded = Vec::with_capacity(params.encoded_len());
+        params.encode(&mut encoded);
+        let tls = tls::ClientConnection::new(config.crypto.clone(), tls_version, name, encoded)?;
+        let suite = crypto::initial_suite(config.crypto.crypto_provider())?;
+        let keys = crypto::initial_keys(&suite, version, &initial_dst_cid, Side::Client)?;
+        let mut conn = Self::new(
+            Side::Client,
+            version,
+            config.transport.clone(),
+            tls.into(),
+            now,
+            remote,
+            local_cid,
+            initial_dst_cid,
+            initial_dst_cid,
+            &params,
+        );
+        conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        // The address of the server we chose is validated by definition (RFC 9000 §8.1).
+        conn.path_validated = true;
+        conn.write_tls();
+        Ok(conn)
+    }
+
+    /// Accepts a server connection for a client's first Initial; the endpoint then passes that
+    /// datagram to [`Connection::handle_datagram`].
+    ///
+    /// # Errors
+    /// [`ConnectError`] if rustls rejects the configuration or the version is unsupported.
+    pub fn accept_incoming(
+        config: &ServerConfig,
+        now: Instant,
+        incoming: ServerConnectionParams,
+    ) -> Result<Self, ConnectError> {
+        let version = incoming.version;
+        let tls_version = version
+            .tls_version()
+            .ok_or(ConnectError::UnsupportedVersion(version))?;
+        let mut params = local_params(&config.transport, incoming.local_cid);
+        params.original_destination_connection_id = Some(incoming.original_dst_cid);
+        params.stateless_reset_token = Some(incoming.reset_token);
+        let mut encoded = Vec::with_capacity(params.encoded_len());
+        params.encode(&mut encoded);
+        let tls = tls::ServerConnection::new(config.crypto.clone(), tls_version, encoded)?;
+        let suite = crypto::initial_suite(config.crypto.crypto_provider())?;
+        let keys = crypto::initial_keys(&suite, version, &incoming.original_dst_cid, Side::Server)?;
+        let mut conn = Self::new(
+            Side::Server,
+            version,
+            config.transport.clone(),
+            tls.into(),
+            now,
+            incoming.remote,
+            incoming.local_cid,
+            incoming.client_cid,
+            incoming.original_dst_cid,
+            &params,
+        );
+        conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        conn.remote_cid_set = true;
+        Ok(conn)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        side: Side,
+        version: Version,
+        config: Arc<TransportConfig>,
+        tls: tls::Connection,
+        now: Instant,
+        remote: SocketAddr,
+        local_cid: ConnectionId,
+        remote_cid: ConnectionId,
+        original_dst_cid: ConnectionId,
+        params: &TransportParameters,
+    ) -> Self {
+        let max_datagram_size = u64::from(config.initial_mtu);
+        let span = tracing::debug_span!("conn", side = ?side, remote = %remote, cid = %local_cid);
+        let streams = Streams::new(
+            side,
+            params,
+            config.max_stream_receive_window,
+            config.max_receive_window,
+            config.send_window,
+        );
+        Self {
+            side,
+            version,
+            tls,
+            state: State::Handshake,
+            spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
+            one_rtt: None,
+            tls_space: SpaceId::Initial,
+            handshake_confirmed: false,
+            handshake_done_pending: false,
+            peer_params: None,
+            local_cid,
+            remote_cid,
+            original_dst_cid,
+            remote_cid_set: false,
+            remote,
+            path_validated: false,
+            bytes_received: 0,
+            bytes_sent: 0,
+            rtt: RttEstimator::new(config.initial_rtt),
+            first_rtt_sample: None,
+            cc: config.congestion.build(now, max_datagram_size),
+            pacer: Pacer::new(10, max_datagram_size),
+            pacing_until: None,
+            pto_count: 0,
+            max_datagram_size,
+            idle_timeout: (!config.max_idle_timeout.is_zero()).then_some(config.max_idle_timeout),
+            idle_deadline: (!config.max_idle_timeout.is_zero())
+                .then(|| now + config.max_idle_timeout),
+            eliciting_since_receive: false,
+            last_ack_eliciting_sent: None,
+            streams,
+            events: VecDeque::new(),
+            close: None,
+            close_pending: false,
+            path_responses: VecDeque::new(),
+            ack_scratch: Vec::new(),
+            stats: ConnectionStats::default(),
+            span,
+            config,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Client or server.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The QUIC version in use.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The connection ID the peer sends to us with.
+    pub fn local_cid(&self) -> ConnectionId {
+        self.local_cid
+    }
+
+    /// The smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.rtt.smoothed()
+    }
+
+    /// The RTT estimator.
+    pub fn rtt_estimator(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> u64 {
+        self.cc.window()
+    }
+
+    /// The negotiated application protocol, once the handshake has progressed far enough.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.alpn_protocol()
+    }
+
+    /// The peer's certificate chain, once received.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls.peer_certificates()
+    }
+
+    /// The peer's transport parameters, once received.
+    pub fn peer_params(&self) -> Option<&TransportParameters> {
+        self.peer_params.as_ref()
+    }
+
+    /// Whether the handshake is complete.
+    pub fn is_handshaking(&self) -> bool {
+        self.state == State::Handshake
+    }
+
+    /// Whether the connection is closing or draining (no new streams or data).
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self.state,
+            State::Closing { .. } | State::Draining { .. } | State::Drained
+        )
+    }
+
+    /// Whether all state can be dropped: closing and draining are over (RFC 9000 §10.2).
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Drained
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConnectionStats {
+        self.stats
+    }
+
+    /// The number of streams with state.
+    pub fn open_streams(&self) -> usize {
+        self.streams.open_count()
+    }
+
+    // ---- application commands ----
+
+    /// Opens a stream, or `None` if the peer's stream limit is reached (an
+    /// [`StreamEvent::Available`] event follows when it rises) or the connection is closed.
+    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
+        if self.is_closed() {
+            return None;
+        }
+        self.streams.open(dir)
+    }
+
+    /// Takes the next stream the peer opened.
+    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        self.streams.accept(dir)
+    }
+
+    /// Writes to a stream; returns how many bytes were taken (the rest waits for
+    /// [`StreamEvent::Writable`]).
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub fn write(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        if self.is_closed() {
+            return Err(WriteError::ClosedStream);
+        }
+        self.streams.write(id, data)
+    }
+
+    /// Ends a stream after the data written so far.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
+        self.streams.finish(id)
+    }
+
+    /// Abandons sending on a stream (RESET_STREAM).
+    ///
+    /// # Errors
+    /// [`WriteError::ClosedStream`] if there is nothing to reset.
+    pub fn reset(&mut self, id: StreamId, code: VarInt) -> Result<(), WriteError> {
+        self.streams.reset(id, code)
+    }
+
+    /// Reads up to `max` bytes from a stream; `Ok(None)` at the end.
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn read(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        now: Instant,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let rtt = self.rtt.smoothed();
+        self.streams.read(id, max, now, rtt)
+    }
+
+    /// Stops reading a stream (STOP_SENDING).
+    ///
+    /// # Errors
+    /// [`ReadError::ClosedStream`] if the stream is not readable.
+    pub fn stop(&mut self, id: StreamId, code: VarInt, now: Instant) -> Result<(), ReadError> {
+        let rtt = self.rtt.smoothed();
+        self.streams.stop(id, code, now, rtt)
+    }
+
+    /// Closes the connection with an application error code and reason (RFC 9000 §10.2).
+    pub fn close(&mut self, now: Instant, code: VarInt, reason: Bytes) {
+        if self.is_closed() {
+            return;
+        }
+        let _guard = self.span.enter();
+        tracing::debug!(%code, "closing");
+        self.close = Some(CloseFrame::Application { code, reason });
+        self.close_pending = true;
+        self.state = State::Closing {
+            until: now + self.close_period(),
+        };
+        self.events
+            .push_back(Event::ConnectionLost(ConnectionError::LocallyClosed));
+    }
+
+    /// Closes the connection because of a transport error we detected.
+    pub(crate) fn close_with_error(&mut self, now: Instant, error: TransportError) {
+        if self.is_closed() {
+            return;
+        }
+        tracing::debug!(code = %error.code, reason = %error.reason, "transport error; closing");
+        self.close = Some(CloseFrame::Transport {
+            code: error.code,
+            frame: error.frame.unwrap_or(0),
+            reason: Bytes::from(error.reason.clone()),
+        });
+        self.close_pending = true;
+        self.state = State::Closing {
+            until: now + self.close_period(),
+        };
+        self.events
+            .push_back(Event::ConnectionLost(ConnectionError::TransportError(
+                error,
+            )));
+    }
+
+    /// Three times the current PTO (RFC 9000 §10.2).
+    fn close_period(&self) -> Duration {
+        (self.rtt.pto_base() + self.config.max_ack_delay) * 3
+    }
+
+    // ---- outputs ----
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.streams.poll_event().map(Event::Stream)
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Drained => return None,
+            State::Closing { until } | State::Draining { until } => return Some(until),
+            _ => {}
+        }
+        let mut next = self.idle_deadline;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.loss_detection_timer());
+        consider(self.pacing_until);
+        for space in &self.spaces {
+            if space.ack_pending() {
+                consider(space.ack_deadline);
+            }
+        }
+        next
+    }
+
+    /// Handles the expiry of the time from [`Connection::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let span = self.span.clone();
+        let _guard = span.enter();
+        match self.state {
+            State::Drained => return,
+            State::Closing { until } | State::Draining { until } => {
+                if now >= until {
+                    self.state = State::Drained;
+                }
+                return;
+            }
+            _ => {}
+        }
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            // RFC 9000 §10.1: the connection is silently closed and its state discarded.
+            tracing::debug!("idle timeout");
+            self.state = State::Drained;
+            self.events
+                .push_back(Event::ConnectionLost(ConnectionError::TimedOut));
+            return;
+        }
+        if self.pacing_until.is_some_and(|t| now >= t) {
+            self.pacing_until = None;
+        }
+        if self.loss_detection_timer().is_some_and(|t| now >= t) {
+            self.on_loss_detection_timeout(now);
+        }
+    }
+
+    /// RFC 9002 §A.8: the earliest loss time, or else the PTO.
+    fn loss_detection_timer(&self) -> Option<Instant> {
+        if let Some(t) = SpaceId::ALL
+            .iter()
+            .filter_map(|&s| self.spaces[s as usize].sent.loss_time())
+            .min()
+        {
+            return Some(t);
+        }
+        let backoff = 2u32.saturating_pow(self.pto_count.min(16));
+        let mut best: Option<Instant> = None;
+        for &s in &SpaceId::ALL {
+            let space = &self.spaces[s as usize];
+            if !space.sent.has_ack_eliciting_in_flight() {
+                continue;
+            }
+            // RFC 9002 §6.2.1: no application-data PTO before the handshake is confirmed.
+            if s == SpaceId::Data && !self.handshake_confirmed {
+                continue;
+            }
+            let mut pto = self.rtt.pto_base();
+            if s == SpaceId::Data {
+                pto += self.peer_max_ack_delay();
+            }
+            if let Some(sent) = space.sent.time_of_last_ack_eliciting() {
+                let t = sent + pto * backoff;
+                best = Some(best.map_or(t, |b| b.min(t)));
+            }
+        }
+        if best.is_none() && self.side.is_client() && !self.handshake_confirmed {
+            // RFC 9002 §6.2.2.1: a client keeps a PTO armed until the handshake is confirmed so
+            // an amplification-limited server is never deadlocked.
+            if let Some(last) = self.last_ack_eliciting_sent {
+                return Some(last + self.rtt.pto_base() * backoff);
+            }
+        }
+        best
+    }
+
+    fn peer_max_ack_delay(&self) -> Duration {
+        Duration::from_millis(self.peer_params.as_ref().map_or(25, |p| p.max_ack_delay))
+    }
+
+    fn on_loss_detection_timeout(&mut self, now: Instant) {
+        // Time-threshold loss first (RFC 9002 §6.1.2).
+        for &s in &SpaceId::ALL {
+            if self.spaces[s as usize]
+                .sent
+                .loss_time()
+                .is_some_and(|t| t <= now)
+            {
+                let lost = self.spaces[s as usize].sent.detect_lost(now, &self.rtt);
+                self.on_packets_lost(now, s, lost, &[]);
+                return;
+            }
+        }
+        // PTO (RFC 9002 §6.2.4): send probes in the space with the earliest PTO.
+        self.pto_count += 1;
+        let space = SpaceId::ALL
+            .iter()
+            .copied()
+            .filter(|&s| self.spaces[s as usize].sent.has_ack_eliciting_in_flight())
+            .filter(|&s| s != SpaceId::Data || self.handshake_confirmed)
+            .min_by_key(|&s| self.spaces[s as usize].sent.time_of_last_ack_eliciting())
+            .unwrap_or(if self.spaces[SpaceId::Handshake as usize].keys.is_some() {
+                SpaceId::Handshake
+            } else if self.spaces[SpaceId::Initial as usize].keys.is_some() {
+                SpaceId::Initial
+            } else {
+                SpaceId::Data
+            });
+        tracing::debug!(?space, pto_count = self.pto_count, "PTO");
+        let sp = &mut self.spaces[space as usize];
+        sp.probes = 2;
+        // Resend the CRYPTO data still in flight: probes should carry data (RFC 9002 §6.2.4).
+        let ranges: Vec<std::ops::Range<u64>> = sp
+            .sent
+            .oldest_unacked()
+            .filter_map(|(_, p)| p.info.crypto.clone())
+            .collect();
+        for r in ranges {
+            sp.crypto_send.lost(r);
+        }
+        // In the data space, the oldest unacknowledged stream data goes again too.
+        if space == SpaceId::Data {
+            let chunks: Vec<streams::StreamChunk> = self.spaces[space as usize]
+                .sent
+                .oldest_unacked()
+                .take(2)
+                .flat_map(|(_, p)| p.info.chunks.clone())
+                .collect();
+            for c in &chunks {
+                self.streams.on_chunk_lost(c);
+            }
+        }
+    }
+
+    // ---- TLS ----
+
+    /// Moves TLS output into the CRYPTO streams and installs new keys (RFC 9001 §4.1).
+    fn write_tls(&mut self) {
+        loop {
+            let mut buf = Vec::new();
+            let change = self.tls.write_hs(&mut buf);
+            if !buf.is_empty() {
+                self.spaces[self.tls_space as usize]
+                    .crypto_send
+                    .write(buf.into());
+            }
+            match change {
+                None => break,
+                Some(tls::KeyChange::Handshake { keys }) => {
+                    self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
+                    self.tls_space = SpaceId::Handshake;
+                }
+                Some(tls::KeyChange::OneRtt { keys, next }) => {
+                    self.one_rtt = Some(KeyPhase::new(keys, next, self.config.key_update_interval));
+                    self.tls_space = SpaceId::Data;
+                }
+            }
+        }
+    }
+
+    /// Discards a packet-number space's keys and in-flight packets (RFC 9001 §4.9, RFC 9002
+    /// §6.4).
+    fn discard_space(&mut self, space: SpaceId) {
+        let sp = &mut self.spaces[space as usize];
+        if sp.discarded {
+            return;
+        }
+        tracing::debug!(?space, "discarding keys");
+        sp.discarded = true;
+        sp.keys = None;
+        sp.sent.discard();
+        sp.unacked_eliciting = 0;
+        sp.ack_deadline = None;
+        sp.probes = 0;
+        self.pto_count = 0;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod tests;

@@ -1,0 +1,379 @@
+//! Configuration: [`TransportConfig`] (limits and timers), [`ServerConfig`] and
+//! [`ClientConfig`] (a rustls config plus transport settings).
+//!
+//! Defaults are safe and fast; every limit a peer could abuse is bounded here.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::recovery::congestion::{ControllerFactory, NewRenoConfig};
+use crate::wire::Version;
+
+/// A configuration value that cannot work, with what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value is outside what the RFCs allow.
+    #[error("{field} = {value} is out of range: {hint}")]
+    OutOfRange {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// What is allowed.
+        hint: &'static str,
+    },
+    /// The rustls configuration cannot be used for QUIC.
+    #[error("the rustls configuration cannot be used for QUIC: {0}")]
+    Tls(&'static str),
+}
+
+/// Transport limits and timers, shared by both sides.
+#[derive(Clone)]
+pub struct TransportConfig {
+    pub(crate) max_idle_timeout: Duration,
+    pub(crate) initial_rtt: Duration,
+    pub(crate) max_ack_delay: Duration,
+    pub(crate) stream_receive_window: u64,
+    pub(crate) max_stream_receive_window: u64,
+    pub(crate) receive_window: u64,
+    pub(crate) max_receive_window: u64,
+    pub(crate) max_concurrent_bidi_streams: u64,
+    pub(crate) max_concurrent_uni_streams: u64,
+    pub(crate) send_window: u64,
+    pub(crate) crypto_buffer_size: u64,
+    pub(crate) max_ack_ranges: usize,
+    pub(crate) max_udp_payload_size: u16,
+    pub(crate) initial_mtu: u16,
+    pub(crate) active_connection_id_limit: u64,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) congestion: Arc<dyn ControllerFactory>,
+    pub(crate) key_update_interval: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_timeout: Duration::from_secs(30),
+            initial_rtt: crate::recovery::rtt::K_INITIAL_RTT,
+            max_ack_delay: Duration::from_millis(25),
+            stream_receive_window: 1 << 20,
+            max_stream_receive_window: 16 << 20,
+            receive_window: 2 << 20,
+            max_receive_window: 64 << 20,
+            max_concurrent_bidi_streams: 100,
+            max_concurrent_uni_streams: 100,
+            send_window: 16 << 20,
+            crypto_buffer_size: 64 << 10,
+            max_ack_ranges: 64,
+            max_udp_payload_size: 1472,
+            initial_mtu: 1200,
+            active_connection_id_limit: 4,
+            keep_alive_interval: None,
+            congestion: Arc::new(NewRenoConfig::default()),
+            key_update_interval: 1 << 23,
+        }
+    }
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("max_idle_timeout", &self.max_idle_timeout)
+            .field("stream_receive_window", &self.stream_receive_window)
+            .field("receive_window", &self.receive_window)
+            .field(
+                "max_concurrent_bidi_streams",
+                &self.max_concurrent_bidi_streams,
+            )
+            .field(
+                "max_concurrent_uni_streams",
+                &self.max_concurrent_uni_streams,
+            )
+            .field("congestion", &self.congestion)
+            .finish_non_exhaustive()
+    }
+}
+
+fn range(field: &'static str, value: u64, ok: bool, hint: &'static str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { field, value, hint })
+    }
+}
+
+impl TransportConfig {
+    /// Idle timeout (RFC 9000 §10.1); zero disables it. Must be below 2^62 ms.
+    pub fn max_idle_timeout(&mut self, value: Duration) -> &mut Self {
+        self.max_idle_timeout = value;
+        self
+    }
+
+    /// RTT assumed before the first sample (RFC 9002 §6.2.2; default 333 ms).
+    pub fn initial_rtt(&mut self, value: Duration) -> &mut Self {
+        self.initial_rtt = value;
+        self
+    }
+
+    /// The longest we delay acknowledgments (RFC 9000 §13.2.1; below 2^14 ms).
+    pub fn max_ack_delay(&mut self, value: Duration) -> &mut Self {
+        self.max_ack_delay = value;
+        self
+    }
+
+    /// Initial per-stream receive window and the most auto-tuning may grow it to.
+    pub fn stream_receive_window(&mut self, initial: u64, max: u64) -> &mut Self {
+        self.stream_receive_window = initial;
+        self.max_stream_receive_window = max.max(initial);
+        self
+    }
+
+    /// Initial connection receive window and the most auto-tuning may grow it to.
+    pub fn receive_window(&mut self, initial: u64, max: u64) -> &mut Self {
+        self.receive_window = initial;
+        self.max_receive_window = max.max(initial);
+        self
+    }
+
+    /// How many bidirectional streams the peer may have open at once (at most 2^60).
+    pub fn max_concurrent_bidi_streams(&mut self, value: u64) -> &mut Self {
+        self.max_concurrent_bidi_streams = value;
+        self
+    }
+
+    /// How many unidirectional streams the peer may have open at once (at most 2^60).
+    pub fn max_concurrent_uni_streams(&mut self, value: u64) -> &mut Self {
+        self.max_concurrent_uni_streams = value;
+        self
+    }
+
+    /// Unacknowledged bytes buffered for sending across all streams before writes block.
+    pub fn send_window(&mut self, value: u64) -> &mut Self {
+        self.send_window = value;
+        self
+    }
+
+    /// Out-of-order CRYPTO data buffered per packet-number space before closing with
+    /// CRYPTO_BUFFER_EXCEEDED (RFC 9000 §7.5; at least 4096).
+    pub fn crypto_buffer_size(&mut self, value: u64) -> &mut Self {
+        self.crypto_buffer_size = value;
+        self
+    }
+
+    /// Packet-number ranges remembered for ACK frames (RFC 9000 §13.2.3).
+    pub fn max_ack_ranges(&mut self, value: usize) -> &mut Self {
+        self.max_ack_ranges = value;
+        self
+    }
+
+    /// Largest UDP payload we accept (`max_udp_payload_size`, at least 1200).
+    pub fn max_udp_payload_size(&mut self, value: u16) -> &mut Self {
+        self.max_udp_payload_size = value;
+        self
+    }
+
+    /// Send a PING when idle this long, to keep NAT bindings and the idle timer alive.
+    pub fn keep_alive_interval(&mut self, value: Option<Duration>) -> &mut Self {
+        self.keep_alive_interval = value;
+        self
+    }
+
+    /// The congestion controller for new connections (default NewReno).
+    pub fn congestion_controller_factory(
+        &mut self,
+        factory: Arc<dyn ControllerFactory>,
+    ) -> &mut Self {
+        self.congestion = factory;
+        self
+    }
+
+    /// Checks every value against the RFCs' ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        range(
+            "max_idle_timeout",
+            ms(self.max_idle_timeout),
+            ms(self.max_idle_timeout) < 1 << 62,
+            "milliseconds below 2^62",
+        )?;
+        range(
+            "max_ack_delay",
+            ms(self.max_ack_delay),
+            ms(self.max_ack_delay) < 1 << 14,
+            "below 2^14 ms (RFC 9000 §18.2)",
+        )?;
+        range(
+            "max_concurrent_bidi_streams",
+            self.max_concurrent_bidi_streams,
+            self.max_concurrent_bidi_streams <= 1 << 60,
+            "at most 2^60",
+        )?;
+        range(
+            "max_concurrent_uni_streams",
+            self.max_concurrent_uni_streams,
+            self.max_concurrent_uni_streams <= 1 << 60,
+            "at most 2^60",
+        )?;
+        range(
+            "max_udp_payload_size",
+            u64::from(self.max_udp_payload_size),
+            self.max_udp_payload_size >= 1200,
+            "at least 1200 (RFC 9000 §18.2)",
+        )?;
+        range(
+            "crypto_buffer_size",
+            self.crypto_buffer_size,
+            self.crypto_buffer_size >= 4096,
+            "at least 4096 (RFC 9000 §7.5)",
+        )?;
+        range(
+            "max_ack_ranges",
+            self.max_ack_ranges as u64,
+            self.max_ack_ranges >= 1,
+            "at least 1",
+        )?;
+        range(
+            "stream_receive_window",
+            self.stream_receive_window,
+            self.stream_receive_window < 1 << 62,
+            "below 2^62",
+        )?;
+        range(
+            "receive_window",
+            self.receive_window,
+            self.receive_window < 1 << 62,
+            "below 2^62",
+        )?;
+        Ok(())
+    }
+}
+
+/// Server settings: the rustls server config (certificates, ALPN) and transport settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub(crate) crypto: Arc<rustls::ServerConfig>,
+    pub(crate) transport: Arc<TransportConfig>,
+}
+
+impl ServerConfig {
+    /// A server using `crypto`, which must allow TLS 1.3 (RFC 9001 §4.2).
+    ///
+    /// # Errors
+    /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
+    pub fn new(crypto: Arc<rustls::ServerConfig>) -> Result<Self, ConfigError> {
+        if !crypto
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .any(|s| s.tls13().is_some())
+        {
+            return Err(ConfigError::Tls(
+                "no TLS 1.3 cipher suite; QUIC requires TLS 1.3",
+            ));
+        }
+        crate::crypto::initial_suite(crypto.crypto_provider()).map_err(|_| {
+            ConfigError::Tls(
+                "the provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets",
+            )
+        })?;
+        Ok(Self {
+            crypto,
+            transport: Arc::new(TransportConfig::default()),
+        })
+    }
+
+    /// Replaces the transport settings.
+    ///
+    /// # Errors
+    /// As [`TransportConfig::validate`].
+    pub fn transport(&mut self, transport: Arc<TransportConfig>) -> Result<&mut Self, ConfigError> {
+        transport.validate()?;
+        self.transport = transport;
+        Ok(self)
+    }
+}
+
+/// Client settings: the rustls client config (roots, ALPN), transport settings and the
+/// version to start with.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) crypto: Arc<rustls::ClientConfig>,
+    pub(crate) transport: Arc<TransportConfig>,
+    pub(crate) version: Version,
+}
+
+impl ClientConfig {
+    /// A client using `crypto`, which must allow TLS 1.3 (RFC 9001 §4.2).
+    ///
+    /// # Errors
+    /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
+    pub fn new(crypto: Arc<rustls::ClientConfig>) -> Result<Self, ConfigError> {
+        if !crypto
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .any(|s| s.tls13().is_some())
+        {
+            return Err(ConfigError::Tls(
+                "no TLS 1.3 cipher suite; QUIC requires TLS 1.3",
+            ));
+        }
+        crate::crypto::initial_suite(crypto.crypto_provider()).map_err(|_| {
+            ConfigError::Tls(
+                "the provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets",
+            )
+        })?;
+        Ok(Self {
+            crypto,
+            transport: Arc::new(TransportConfig::default()),
+            version: Version::V1,
+        })
+    }
+
+    /// Replaces the transport settings.
+    ///
+    /// # Errors
+    /// As [`TransportConfig::validate`].
+    pub fn transport(&mut self, transport: Arc<TransportConfig>) -> Result<&mut Self, ConfigError> {
+        transport.validate()?;
+        self.transport = transport;
+        Ok(self)
+    }
+
+    /// The QUIC version of the first Initial (v1 by default; v2 per RFC 9369).
+    pub fn version(&mut self, version: Version) -> &mut Self {
+        self.version = version;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_setting() {
+        assert!(TransportConfig::default().validate().is_ok());
+        let mut c = TransportConfig::default();
+        c.max_udp_payload_size(1000);
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "max_udp_payload_size = 1000 is out of range: at least 1200 (RFC 9000 §18.2)"
+        );
+        let mut c = TransportConfig::default();
+        c.max_ack_delay(Duration::from_secs(20));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "max_ack_delay",
+                ..
+            })
+        ));
+    }
+}

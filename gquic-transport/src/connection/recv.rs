@@ -1,0 +1,594 @@
+//! The receive path: datagrams to packets to frames (RFC 9000 §12, §13; RFC 9001 §5).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::spaces::{SentInfo, SpaceId};
+use super::{CloseFrame, Connection, ConnectionError, Event, State, TransportError};
+use crate::crypto::{self, key_phase::RemoteKey};
+use crate::error::TransportErrorCode;
+use crate::recovery::sent::{
+    is_persistent_congestion, SentPacket, K_PERSISTENT_CONGESTION_THRESHOLD,
+};
+use crate::wire::frame::{Ack, Frame, Iter};
+use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
+use crate::wire::{LongType, TransportParameters};
+use crate::Side;
+
+impl Connection {
+    /// Handles a UDP datagram from `remote` routed to this connection (possibly several
+    /// coalesced packets, RFC 9000 §12.2).
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: BytesMut) {
+        let span = self.span.clone();
+        let _guard = span.enter();
+        if matches!(self.state, State::Drained | State::Draining { .. }) {
+            return;
+        }
+        if remote != self.remote {
+            // Migration is not supported yet: packets from another address are dropped.
+            tracing::trace!(%remote, "datagram from unknown address dropped");
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        self.bytes_received += datagram.len() as u64;
+        let mut rest = Some(datagram);
+        while let Some(data) = rest.take() {
+            let (partial, next) = match PartialDecode::new(data, self.local_cid.len()) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::trace!(error = %e, "undecodable packet dropped");
+                    self.stats.packets_dropped += 1;
+                    return;
+                }
+            };
+            rest = next;
+            if let Err(error) = self.handle_packet(now, partial) {
+                self.close_with_error(now, error);
+                return;
+            }
+            if matches!(self.state, State::Draining { .. } | State::Drained) {
+                return;
+            }
+        }
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        partial: PartialDecode,
+    ) -> Result<(), TransportError> {
+        let space = match partial.header() {
+            ProtectedHeader::Initial { .. } => SpaceId::Initial,
+            ProtectedHeader::Long {
+                ty: LongType::Handshake,
+                ..
+            } => SpaceId::Handshake,
+            ProtectedHeader::Short { .. } => SpaceId::Data,
+            ProtectedHeader::VersionNegotiation { .. } => {
+                self.on_version_negotiation(now, &partial);
+                return Ok(());
+            }
+            // 0-RTT, Retry and other versions are not accepted yet: dropped.
+            _ => {
+                self.stats.packets_dropped += 1;
+                return Ok(());
+            }
+        };
+        if let Some(v) = partial.header().version() {
+            if v != self.version {
+                self.stats.packets_dropped += 1;
+                return Ok(());
+            }
+        }
+        if matches!(self.state, State::Closing { .. }) {
+            // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE (the send path rate-limits).
+            self.close_pending = true;
+            return Ok(());
+        }
+        // Header protection, packet number, payload protection.
+        let decoded = match space {
+            SpaceId::Data => {
+                let Some(keys) = self.one_rtt.as_mut() else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let Ok(packet) = partial.finish(keys.remote_header_key()) else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let Header::Short {
+                    key_phase, number, ..
+                } = packet.header
+                else {
+                    return Ok(());
+                };
+                let pn = number.expand(self.spaces[space as usize].largest_received);
+                let Some((which, key)) = keys.remote_key_for(key_phase, pn) else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let header = packet.header.clone();
+                match crypto::open(packet.buf, packet.header_len, pn, key) {
+                    Ok(payload) => {
+                        keys.on_packet_received(which, pn)
+                            .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                        (header, pn, payload, which)
+                    }
+                    Err(_) => {
+                        self.stats.packets_dropped += 1;
+                        keys.on_decrypt_failure()
+                            .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                        return Ok(());
+                    }
+                }
+            }
+            _ => {
+                let Some(keys) = self.spaces[space as usize].keys.as_ref() else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let Ok(packet) = partial.finish(keys.remote.header.as_ref()) else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let pn = packet
+                    .header
+                    .number()
+                    .expand(self.spaces[space as usize].largest_received);
+                let header = packet.header.clone();
+                match crypto::open(
+                    packet.buf.clone(),
+                    packet.header_len,
+                    pn,
+                    keys.remote.packet.as_ref(),
+                ) {
+                    Ok(payload) => {
+                        if !packet.reserved_bits_valid() {
+                            return Err(TransportError::new(
+                                TransportErrorCode::PROTOCOL_VIOLATION,
+                                "reserved bits set",
+                            ));
+                        }
+                        (header, pn, payload, RemoteKey::Current)
+                    }
+                    Err(_) => {
+                        self.stats.packets_dropped += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let (header, pn, payload, _which) = decoded;
+        let sp = &mut self.spaces[space as usize];
+        // RFC 9000 §12.3: duplicates are discarded.
+        if sp.received.contains(pn) {
+            self.stats.packets_dropped += 1;
+            return Ok(());
+        }
+        self.stats.packets_received += 1;
+        tracing::trace!(?space, pn, len = payload.len(), "packet received");
+
+        // The client adopts the server's connection ID from its first packet (RFC 9000 §7.2).
+        if self.side.is_client() && !self.remote_cid_set {
+            if let Header::Initial { src_cid, .. } = &header {
+                self.remote_cid = *src_cid;
+                self.remote_cid_set = true;
+            }
+        }
+        if space == SpaceId::Handshake && self.side.is_server() {
+            // RFC 9001 §4.9.1: the server discards Initial keys on the first Handshake packet;
+            // RFC 9000 §8.1: a Handshake packet validates the client's address.
+            self.path_validated = true;
+            self.discard_space(SpaceId::Initial);
+        }
+
+        let mut ack_eliciting = false;
+        for frame in Iter::new(payload, space.packet_type()) {
+            let frame = frame.map_err(|e| TransportError {
+                code: e.code(),
+                frame: e.frame_type(),
+                reason: e.to_string(),
+            })?;
+            ack_eliciting |= frame.ty().is_ack_eliciting();
+            self.handle_frame(now, space, frame)?;
+            if matches!(self.state, State::Draining { .. } | State::Drained) {
+                return Ok(());
+            }
+        }
+
+        // Record for acknowledgment (RFC 9000 §13.2).
+        let sp = &mut self.spaces[space as usize];
+        if sp.discarded {
+            return Ok(());
+        }
+        let out_of_order = sp.largest_received.is_some_and(|l| pn < l);
+        sp.received.insert_one(pn);
+        sp.received.truncate_low(self.config.max_ack_ranges);
+        if sp.largest_received.is_none_or(|l| pn > l) {
+            sp.largest_received = Some(pn);
+            sp.largest_received_time = Some(now);
+        }
+        if ack_eliciting {
+            sp.unacked_eliciting += 1;
+            // RFC 9000 §13.2.1: Initial and Handshake immediately; otherwise after a second
+            // ack-eliciting packet, on reordering, or within max_ack_delay.
+            let immediate = space != SpaceId::Data || sp.unacked_eliciting >= 2 || out_of_order;
+            let deadline = if immediate {
+                now
+            } else {
+                now + self.config.max_ack_delay
+            };
+            sp.ack_deadline = Some(sp.ack_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        // RFC 9000 §10.1: any authenticated packet restarts the idle timer.
+        self.eliciting_since_receive = false;
+        self.reset_idle_timer(now);
+        Ok(())
+    }
+
+    pub(super) fn reset_idle_timer(&mut self, now: Instant) {
+        if let Some(timeout) = self.idle_timeout {
+            // RFC 9000 §10.1: at least three PTOs.
+            let timeout = timeout.max(self.rtt.pto_base() * 3);
+            self.idle_deadline = Some(now + timeout);
+        }
+    }
+
+    fn on_version_negotiation(&mut self, _now: Instant, partial: &PartialDecode) {
+        // RFC 9000 §6.2: only a client, only before it has processed any packet, and only if
+        // the list does not contain the version it used.
+        if self.side.is_server() || self.stats.packets_received > 0 {
+            return;
+        }
+        if partial.header().dst_cid() != Some(self.local_cid) {
+            return;
+        }
+        if partial.header().versions().any(|v| v == self.version) {
+            return;
+        }
+        tracing::debug!("version negotiation: no common version");
+        self.state = State::Drained;
+        self.events
+            .push_back(Event::ConnectionLost(ConnectionError::VersionMismatch));
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        frame: Frame,
+    ) -> Result<(), TransportError> {
+        let rtt = self.rtt.smoothed();
+        let stream_err = |code: TransportErrorCode, frame: u64| TransportError {
+            code,
+            frame: Some(frame),
+            reason: format!("stream frame rejected: {code}"),
+        };
+        let ty = frame.ty().0;
+        match frame {
+            Frame::Padding(_) | Frame::Ping => {}
+            Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
+            Frame::Crypto { offset, data } => {
+                let sp = &mut self.spaces[space as usize];
+                let end = offset + data.len() as u64;
+                // RFC 9000 §7.5: bounded buffering of out-of-order CRYPTO data.
+                if end > sp.crypto_recv.read_offset() + self.config.crypto_buffer_size {
+                    return Err(TransportError {
+                        code: TransportErrorCode::CRYPTO_BUFFER_EXCEEDED,
+                        frame: Some(ty),
+                        reason: "CRYPTO data beyond the buffer".into(),
+                    });
+                }
+                sp.crypto_recv.insert(offset, data);
+                self.read_crypto(now, space)?;
+            }
+            Frame::NewToken(_) => {
+                // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION. Clients
+                // ignore tokens until address-validation tokens are supported.
+                if self.side.is_server() {
+                    return Err(TransportError {
+                        code: TransportErrorCode::PROTOCOL_VIOLATION,
+                        frame: Some(ty),
+                        reason: "NEW_TOKEN from a client".into(),
+                    });
+                }
+            }
+            Frame::Stream(s) => self
+                .streams
+                .on_stream_frame(s.id, s.offset, s.data, s.fin, now, rtt)
+                .map_err(|c| stream_err(c, ty))?,
+            Frame::ResetStream {
+                id,
+                error_code,
+                final_size,
+            } => self
+                .streams
+                .on_reset_stream(id, error_code, final_size, now, rtt)
+                .map_err(|c| stream_err(c, ty))?,
+            Frame::StopSending { id, error_code } => self
+                .streams
+                .on_stop_sending(id, error_code)
+                .map_err(|c| stream_err(c, ty))?,
+            Frame::MaxData(max) => self.streams.on_max_data(max),
+            Frame::MaxStreamData { id, max } => self
+                .streams
+                .on_max_stream_data(id, max)
+                .map_err(|c| stream_err(c, ty))?,
+            Frame::MaxStreams { dir, count } => self.streams.on_max_streams(dir, count),
+            Frame::DataBlocked(_)
+            | Frame::StreamDataBlocked { .. }
+            | Frame::StreamsBlocked { .. } => {}
+            Frame::NewConnectionId(f) => {
+                // RFC 9000 §19.15: a peer using a zero-length CID must not send this.
+                if self.remote_cid.is_empty() {
+                    return Err(TransportError {
+                        code: TransportErrorCode::PROTOCOL_VIOLATION,
+                        frame: Some(ty),
+                        reason: "NEW_CONNECTION_ID with zero-length connection IDs".into(),
+                    });
+                }
+                let _ = f;
+            }
+            Frame::RetireConnectionId { sequence } => {
+                // We issue only the handshake connection ID (sequence 0) so far; retiring one
+                // we never issued is a PROTOCOL_VIOLATION (RFC 9000 §19.16).
+                if sequence > 0 {
+                    return Err(TransportError {
+                        code: TransportErrorCode::PROTOCOL_VIOLATION,
+                        frame: Some(ty),
+                        reason: "retiring a connection ID never issued".into(),
+                    });
+                }
+            }
+            Frame::PathChallenge(data) => {
+                if self.path_responses.len() < 4 {
+                    self.path_responses.push_back(data);
+                }
+            }
+            Frame::PathResponse(_) => {}
+            Frame::ConnectionClose(c) => {
+                self.enter_draining(
+                    now,
+                    ConnectionError::ConnectionClosed {
+                        code: c.error_code,
+                        reason: c.reason,
+                    },
+                );
+            }
+            Frame::ApplicationClose(c) => {
+                self.enter_draining(
+                    now,
+                    ConnectionError::ApplicationClosed {
+                        code: c.error_code,
+                        reason: c.reason,
+                    },
+                );
+            }
+            Frame::HandshakeDone => {
+                // RFC 9000 §19.20: a server receiving HANDSHAKE_DONE is a PROTOCOL_VIOLATION.
+                if self.side.is_server() {
+                    return Err(TransportError {
+                        code: TransportErrorCode::PROTOCOL_VIOLATION,
+                        frame: Some(ty),
+                        reason: "HANDSHAKE_DONE from a client".into(),
+                    });
+                }
+                if !self.handshake_confirmed {
+                    // RFC 9001 §4.1.2: the handshake is confirmed; drop Handshake keys (§4.9.2).
+                    self.handshake_confirmed = true;
+                    self.discard_space(SpaceId::Handshake);
+                }
+            }
+            Frame::Datagram(_) => {
+                // RFC 9221 §3: we did not advertise max_datagram_frame_size.
+                return Err(TransportError {
+                    code: TransportErrorCode::PROTOCOL_VIOLATION,
+                    frame: Some(ty),
+                    reason: "DATAGRAM frames were not negotiated".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn enter_draining(&mut self, now: Instant, error: ConnectionError) {
+        tracing::debug!(%error, "peer closed; draining");
+        self.state = State::Draining {
+            until: now + self.close_period(),
+        };
+        self.close = None;
+        self.events.push_back(Event::ConnectionLost(error));
+    }
+
+    /// Feeds contiguous CRYPTO data to TLS and advances the handshake (RFC 9001 §4.1.3).
+    fn read_crypto(&mut self, now: Instant, space: SpaceId) -> Result<(), TransportError> {
+        while let Some(data) = self.spaces[space as usize].crypto_recv.read(usize::MAX) {
+            if let Err(e) = self.tls.read_hs(&data) {
+                // RFC 9001 §4.8: TLS alerts become CRYPTO_ERROR codes.
+                let code = match self.tls.alert() {
+                    Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
+                    None => TransportErrorCode::PROTOCOL_VIOLATION,
+                };
+                return Err(TransportError::new(code, format!("TLS: {e}")));
+            }
+        }
+        self.write_tls();
+        if self.peer_params.is_none() {
+            if let Some(raw) = self.tls.quic_transport_parameters() {
+                let params = TransportParameters::decode(self.side.peer(), raw)
+                    .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                self.validate_peer_params(&params)?;
+                self.streams.set_peer_params(&params);
+                if params.max_idle_timeout > 0 {
+                    let peer = Duration::from_millis(params.max_idle_timeout);
+                    self.idle_timeout = Some(self.idle_timeout.map_or(peer, |t| t.min(peer)));
+                }
+                self.peer_params = Some(params);
+            }
+        }
+        if self.state == State::Handshake && !self.tls.is_handshaking() && self.one_rtt.is_some() {
+            tracing::debug!(alpn = ?self.tls.alpn_protocol().map(String::from_utf8_lossy), "handshake complete");
+            self.state = State::Established;
+            self.events.push_back(Event::Connected);
+            if self.side.is_server() {
+                // RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
+                self.handshake_confirmed = true;
+                self.handshake_done_pending = true;
+                self.discard_space(SpaceId::Handshake);
+            }
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    /// RFC 9000 §7.3: the connection-ID parameters must match what was seen on the wire.
+    fn validate_peer_params(&self, p: &TransportParameters) -> Result<(), TransportError> {
+        let bad = |reason: &str| {
+            Err(TransportError::new(
+                TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+                reason,
+            ))
+        };
+        if p.initial_source_connection_id != Some(self.remote_cid) {
+            return bad("initial_source_connection_id does not match the peer's connection ID");
+        }
+        if self.side == Side::Client {
+            if p.original_destination_connection_id != Some(self.original_dst_cid) {
+                return bad("original_destination_connection_id does not match");
+            }
+            if p.retry_source_connection_id.is_some() {
+                return bad("retry_source_connection_id without a Retry");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack_frame(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        ack: &Ack,
+    ) -> Result<(), TransportError> {
+        let outcome = self.spaces[space as usize]
+            .sent
+            .on_ack(ack.iter(), ack.largest, now)
+            .map_err(|code| TransportError {
+                code,
+                frame: Some(ack.frame_type().0),
+                reason: "ACK of a packet never sent".into(),
+            })?;
+        if let Some(sample) = outcome.rtt_sample {
+            let exponent = self
+                .peer_params
+                .as_ref()
+                .map_or(3, |p| p.ack_delay_exponent);
+            let mut delay = Duration::from_micros(ack.delay.saturating_mul(1 << exponent));
+            if space != SpaceId::Data {
+                delay = Duration::ZERO;
+            } else if self.handshake_confirmed {
+                delay = delay.min(self.peer_max_ack_delay());
+            }
+            self.rtt.update(delay, sample);
+            self.first_rtt_sample.get_or_insert(now);
+        }
+        if outcome.acked.is_empty() {
+            return Ok(());
+        }
+        let app_limited = self.bytes_in_flight() + self.max_datagram_size < self.cc.window() / 2;
+        let acked_pns: Vec<u64> = outcome.acked.iter().map(|(pn, _)| *pn).collect();
+        for (pn, packet) in outcome.acked {
+            if packet.in_flight {
+                self.cc.on_ack(
+                    now,
+                    packet.time_sent,
+                    u64::from(packet.size),
+                    app_limited,
+                    &self.rtt,
+                );
+            }
+            if space == SpaceId::Data {
+                if let Some(k) = self.one_rtt.as_mut() {
+                    k.on_ack(pn);
+                }
+            }
+            self.on_info_acked(space, packet.info);
+        }
+        // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
+        // Initial-only ACK before the handshake, which we still count as progress).
+        self.pto_count = 0;
+        let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
+        self.on_packets_lost(now, space, lost, &acked_pns);
+        Ok(())
+    }
+
+    fn on_info_acked(&mut self, space: SpaceId, info: SentInfo) {
+        if let Some(r) = info.crypto {
+            self.spaces[space as usize].crypto_send.ack(r);
+        }
+        for c in &info.chunks {
+            self.streams.on_chunk_acked(c);
+        }
+        for c in info.control {
+            if let super::streams::StreamControl::ResetStream(id) = c {
+                self.streams.on_reset_acked(id);
+            }
+        }
+    }
+
+    pub(super) fn on_packets_lost(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        lost: Vec<(u64, SentPacket<SentInfo>)>,
+        acked: &[u64],
+    ) {
+        if lost.is_empty() {
+            return;
+        }
+        self.stats.packets_lost += lost.len() as u64;
+        let duration =
+            (self.rtt.pto_base() + self.peer_max_ack_delay()) * K_PERSISTENT_CONGESTION_THRESHOLD;
+        let persistent = is_persistent_congestion(&lost, acked, duration, self.first_rtt_sample);
+        let mut lost_bytes = 0;
+        let mut newest_sent = None;
+        for (pn, packet) in lost {
+            tracing::trace!(?space, pn, "packet lost");
+            if packet.in_flight {
+                lost_bytes += u64::from(packet.size);
+                newest_sent = Some(
+                    newest_sent.map_or(packet.time_sent, |t: Instant| t.max(packet.time_sent)),
+                );
+            }
+            let info = packet.info;
+            if let Some(r) = info.crypto {
+                self.spaces[space as usize].crypto_send.lost(r);
+            }
+            for c in &info.chunks {
+                self.streams.on_chunk_lost(c);
+            }
+            for c in info.control {
+                self.streams.on_control_lost(c);
+            }
+            if info.handshake_done {
+                self.handshake_done_pending = true;
+            }
+        }
+        if let Some(sent) = newest_sent {
+            self.cc
+                .on_congestion_event(now, sent, persistent, lost_bytes);
+        }
+    }
+
+    pub(super) fn bytes_in_flight(&self) -> u64 {
+        self.spaces.iter().map(|s| s.sent.bytes_in_flight()).sum()
+    }
+
+    /// The close frame to send while closing, if any (for the send path).
+    pub(super) fn close_frame(&self) -> Option<&CloseFrame> {
+        self.close.as_ref()
+    }
+}

@@ -1,0 +1,483 @@
+//! The send path: frames into packets, packets coalesced into a datagram (RFC 9000 §12.2,
+//! §13; RFC 9001 §5; RFC 9002 §7).
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes};
+
+use super::spaces::{SentInfo, SpaceId};
+use super::{CloseFrame, Connection, State, Transmit};
+use crate::crypto;
+use crate::error::TransportErrorCode;
+use crate::recovery::sent::SentPacket;
+use crate::wire::frame::{encode_ack, ApplicationClose, ConnectionClose, Frame, StreamFrame};
+use crate::wire::packet::{Header, PacketNumber, PartialEncode};
+use crate::wire::{varint, LongType};
+
+/// AEAD tag length of every QUIC v1/v2 cipher suite.
+const TAG_LEN: usize = 16;
+/// RFC 9000 §14.1: datagrams with Initial packets are at least this large.
+const MIN_INITIAL_SIZE: usize = 1200;
+/// Worst-case STREAM frame header: type, 8-byte ID, 8-byte offset, 2-byte length.
+const STREAM_OVERHEAD: usize = 19;
+/// Worst-case CRYPTO frame header: type, 8-byte offset, 2-byte length.
+const CRYPTO_OVERHEAD: usize = 11;
+
+impl Connection {
+    /// Writes the next datagram to send into `buf` (replacing its contents), or returns `None`
+    /// when there is nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let span = self.span.clone();
+        let _guard = span.enter();
+        buf.clear();
+        match self.state {
+            State::Drained | State::Draining { .. } => return None,
+            State::Closing { .. } => return self.poll_close(now, buf),
+            _ => {}
+        }
+        let max_size = self.max_datagram_size as usize;
+        // RFC 9000 §8.1: before validating the client's address a server sends at most three
+        // times what it received.
+        let limit = if self.side.is_server() && !self.path_validated {
+            let budget = (3 * self.bytes_received).saturating_sub(self.bytes_sent) as usize;
+            if budget < max_size {
+                tracing::trace!(budget, "amplification limit");
+                return None;
+            }
+            max_size
+        } else {
+            max_size
+        };
+        let mut needs_padding = false;
+        for space in SpaceId::ALL {
+            if buf.len() + 64 > limit {
+                break;
+            }
+            if let Some(summary) = self.write_packet(now, space, buf, limit, needs_padding) {
+                needs_padding |= summary.needs_padding;
+            }
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += buf.len() as u64;
+        self.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            destination: self.remote,
+            size: buf.len(),
+        })
+    }
+
+    fn has_keys(&self, space: SpaceId) -> bool {
+        match space {
+            SpaceId::Data => self.one_rtt.is_some(),
+            _ => self.spaces[space as usize].keys.is_some(),
+        }
+    }
+
+    /// Whether `space` has anything to send now.
+    fn space_wants_to_send(&self, now: Instant, space: SpaceId) -> bool {
+        if !self.has_keys(space) {
+            return false;
+        }
+        let sp = &self.spaces[space as usize];
+        if sp.ack_due(now) || sp.probes > 0 || sp.crypto_send.has_pending(u64::MAX) {
+            return true;
+        }
+        space == SpaceId::Data
+            && (self.handshake_done_pending
+                || !self.path_responses.is_empty()
+                || self.streams.has_pending())
+    }
+
+    fn begin_packet(
+        &self,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+    ) -> Option<(usize, PartialEncode, u64)> {
+        let sp = &self.spaces[space as usize];
+        let pn = sp.sent.next_pn();
+        let number = PacketNumber::new(pn, sp.sent.largest_acked());
+        let header = match space {
+            SpaceId::Initial => Header::Initial {
+                version: self.version,
+                dst_cid: self.remote_cid,
+                src_cid: self.local_cid,
+                token: Bytes::new(),
+                number,
+            },
+            SpaceId::Handshake => Header::Long {
+                ty: LongType::Handshake,
+                version: self.version,
+                dst_cid: self.remote_cid,
+                src_cid: self.local_cid,
+                number,
+            },
+            SpaceId::Data => Header::Short {
+                spin: false,
+                key_phase: self.one_rtt.as_ref()?.phase(),
+                dst_cid: self.remote_cid,
+                number,
+            },
+        };
+        let start = buf.len();
+        let partial = header.encode(buf).ok()?;
+        Some((start, partial, pn))
+    }
+
+    /// Pads, seals and records a packet whose frames are written after `start`.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_packet(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        start: usize,
+        partial: PartialEncode,
+        pn: u64,
+        info: SentInfo,
+        ack_eliciting: bool,
+        pad_to: usize,
+    ) {
+        let header_end = start + partial.header_len();
+        // RFC 9001 §5.4.2: leave room for the header-protection sample.
+        let min_payload = 4usize.saturating_sub(partial.pn_len);
+        if buf.len() < header_end + min_payload {
+            buf.resize(header_end + min_payload, 0);
+        }
+        if buf.len() + TAG_LEN < pad_to {
+            buf.resize(pad_to - TAG_LEN, 0);
+        }
+        let padded = buf.len() + TAG_LEN >= pad_to && pad_to > 0;
+        buf.resize(buf.len() + TAG_LEN, 0);
+        if partial.finish(buf).is_err() {
+            buf.truncate(start);
+            return;
+        }
+        let sealed = match space {
+            SpaceId::Data => match self.one_rtt.as_mut() {
+                Some(k) => {
+                    let r = crypto::seal_with(
+                        &mut buf[start..],
+                        partial.header_len(),
+                        partial.pn_offset,
+                        pn,
+                        k.local_key(),
+                        k.local_header_key(),
+                    );
+                    if k.on_packet_sent(pn).is_err() && k.initiate_update().is_err() {
+                        tracing::warn!(
+                            "AEAD confidentiality limit reached without a confirmed key update"
+                        );
+                    }
+                    r
+                }
+                None => return,
+            },
+            _ => match self.spaces[space as usize].keys.as_ref() {
+                Some(keys) => crypto::seal(
+                    &mut buf[start..],
+                    partial.header_len(),
+                    partial.pn_offset,
+                    pn,
+                    &keys.local,
+                ),
+                None => return,
+            },
+        };
+        if sealed.is_err() {
+            buf.truncate(start);
+            return;
+        }
+        let size = buf.len() - start;
+        let in_flight = ack_eliciting || padded;
+        let recorded = self.spaces[space as usize].sent.on_sent(SentPacket {
+            time_sent: now,
+            size: size as u16,
+            ack_eliciting,
+            in_flight,
+            info,
+        });
+        debug_assert_eq!(recorded, pn);
+        tracing::trace!(?space, pn, size, ack_eliciting, "packet sent");
+        self.stats.packets_sent += 1;
+        if in_flight {
+            self.cc.on_sent(now, size as u64);
+        }
+        if ack_eliciting {
+            self.last_ack_eliciting_sent = Some(now);
+            // RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts the timer.
+            if !self.eliciting_since_receive {
+                self.eliciting_since_receive = true;
+                self.reset_idle_timer(now);
+            }
+        }
+        if space == SpaceId::Handshake && self.side.is_client() {
+            // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake
+            // packet.
+            self.discard_space(SpaceId::Initial);
+        }
+    }
+
+    fn write_ack(&mut self, now: Instant, space: SpaceId, buf: &mut Vec<u8>, end: usize) -> bool {
+        let sp = &mut self.spaces[space as usize];
+        if sp.received.is_empty() {
+            return false;
+        }
+        self.ack_scratch.clear();
+        self.ack_scratch
+            .extend(sp.received.iter().map(|r| r.start..=r.end - 1));
+        // ACK Delay in microseconds scaled by our ack_delay_exponent (3, RFC 9000 §18.2).
+        let delay = sp.largest_received_time.map_or(0, |t| {
+            now.saturating_duration_since(t).as_micros() as u64 >> 3
+        });
+        let mark = buf.len();
+        encode_ack(&self.ack_scratch, delay, None, buf);
+        if buf.len() > end {
+            // Too many ranges for the space left: keep the newest ones.
+            buf.truncate(mark);
+            let keep = self.ack_scratch.len() / 2;
+            let from = self.ack_scratch.len() - keep.max(1);
+            encode_ack(&self.ack_scratch[from..], delay, None, buf);
+            if buf.len() > end {
+                buf.truncate(mark);
+                return false;
+            }
+        }
+        sp.unacked_eliciting = 0;
+        sp.ack_deadline = None;
+        true
+    }
+
+    /// Builds one packet of `space` at the end of `buf`, within `limit` bytes of datagram.
+    fn write_packet(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        limit: usize,
+        datagram_needs_padding: bool,
+    ) -> Option<PacketSummary> {
+        if !self.space_wants_to_send(now, space) {
+            return None;
+        }
+        let max_size = self.max_datagram_size;
+        let probe = self.spaces[space as usize].probes > 0;
+        // RFC 9002 §7: ack-eliciting packets wait for congestion window and pacing; ACKs and
+        // probes do not.
+        let mut can_elicit = probe || self.bytes_in_flight() + max_size <= self.cc.window();
+        if can_elicit && !probe {
+            if let Some(t) = self.pacer.delay(
+                now,
+                max_size,
+                self.cc.window(),
+                self.rtt.smoothed(),
+                max_size,
+            ) {
+                self.pacing_until = Some(t);
+                can_elicit = false;
+            }
+        }
+        let ack_wanted = self.spaces[space as usize].ack_due(now)
+            || (can_elicit && self.spaces[space as usize].ack_pending());
+        if !can_elicit && !ack_wanted {
+            return None;
+        }
+        let (start, partial, pn) = self.begin_packet(space, buf)?;
+        let end = limit - TAG_LEN;
+        let mut info = SentInfo::default();
+        let mut ack_eliciting = false;
+
+        if ack_wanted || self.spaces[space as usize].ack_pending() {
+            self.write_ack(now, space, buf, end);
+        }
+        if can_elicit {
+            // CRYPTO data (RFC 9000 §19.6): one frame per packet.
+            let room = end.saturating_sub(buf.len() + CRYPTO_OVERHEAD);
+            if room > 0 {
+                if let Some(range) = self.spaces[space as usize]
+                    .crypto_send
+                    .poll_transmit(room, u64::MAX)
+                {
+                    buf.put_u8(0x06);
+                    varint::encode(range.start, buf);
+                    varint::encode(range.end - range.start, buf);
+                    self.spaces[space as usize]
+                        .crypto_send
+                        .copy_range(range.clone(), buf);
+                    info.crypto = Some(range);
+                    ack_eliciting = true;
+                }
+            }
+            if space == SpaceId::Data {
+                ack_eliciting |= self.write_data_frames(buf, end, &mut info);
+            }
+            if probe && !ack_eliciting && buf.len() < end {
+                buf.put_u8(0x01); // PING
+                ack_eliciting = true;
+            }
+            if ack_eliciting && probe {
+                self.spaces[space as usize].probes -= 1;
+            }
+        }
+        if buf.len() == start + partial.header_len() {
+            // Nothing fitted after all.
+            buf.truncate(start);
+            return None;
+        }
+        // RFC 9000 §14.1: a client's Initial datagrams, and a server's ack-eliciting Initial
+        // datagrams, are padded to 1200 bytes; padding goes in the last packet.
+        let needs_padding = datagram_needs_padding
+            || (space == SpaceId::Initial && (self.side.is_client() || ack_eliciting));
+        let later_wants = SpaceId::ALL
+            .iter()
+            .filter(|&&s| s > space)
+            .any(|&s| self.space_wants_to_send(now, s));
+        let pad_to = if needs_padding && !later_wants {
+            MIN_INITIAL_SIZE.min(limit)
+        } else {
+            0
+        };
+        self.finish_packet(
+            now,
+            space,
+            buf,
+            start,
+            partial,
+            pn,
+            info,
+            ack_eliciting,
+            pad_to,
+        );
+        Some(PacketSummary {
+            needs_padding: needs_padding && later_wants,
+        })
+    }
+
+    /// HANDSHAKE_DONE, PATH_RESPONSE, stream control frames and stream data; returns whether
+    /// anything ack-eliciting was written.
+    fn write_data_frames(&mut self, buf: &mut Vec<u8>, end: usize, info: &mut SentInfo) -> bool {
+        let mut wrote = false;
+        if self.handshake_done_pending && buf.len() < end {
+            buf.put_u8(0x1e);
+            self.handshake_done_pending = false;
+            info.handshake_done = true;
+            wrote = true;
+        }
+        while let Some(data) = self.path_responses.front().copied() {
+            if buf.len() + 9 > end {
+                break;
+            }
+            Frame::PathResponse(data).encode(buf);
+            self.path_responses.pop_front();
+            wrote = true;
+        }
+        while let Some(c) = self.streams.poll_control() {
+            let Some(frame) = self.streams.control_frame(c) else {
+                continue;
+            };
+            if buf.len() + frame.encoded_len() > end {
+                self.streams.on_control_lost(c);
+                break;
+            }
+            frame.encode(buf);
+            info.control.push(c);
+            wrote = true;
+        }
+        loop {
+            let room = end.saturating_sub(buf.len());
+            if room <= STREAM_OVERHEAD {
+                break;
+            }
+            let Some(chunk) = self.streams.poll_chunk(room - STREAM_OVERHEAD) else {
+                break;
+            };
+            let len = (chunk.range.end - chunk.range.start) as usize;
+            StreamFrame::encode_header(chunk.id, chunk.range.start, len, chunk.fin, true, buf);
+            self.streams.copy_chunk(&chunk, buf);
+            info.chunks.push(chunk);
+            wrote = true;
+        }
+        wrote
+    }
+
+    /// While closing, sends CONNECTION_CLOSE once per trigger (RFC 9000 §10.2.1).
+    fn poll_close(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if !std::mem::take(&mut self.close_pending) {
+            return None;
+        }
+        let close = self.close_frame()?.clone();
+        let limit = self.max_datagram_size as usize;
+        for space in SpaceId::ALL {
+            if !self.has_keys(space) {
+                continue;
+            }
+            // RFC 9000 §10.2.3: before 1-RTT, an application close is sent as a transport close
+            // with APPLICATION_ERROR and no reason.
+            let frame = match (&close, space) {
+                (CloseFrame::Application { code, reason }, SpaceId::Data) => {
+                    Frame::ApplicationClose(ApplicationClose {
+                        error_code: *code,
+                        reason: reason.clone(),
+                    })
+                }
+                (CloseFrame::Application { .. }, _) => Frame::ConnectionClose(ConnectionClose {
+                    error_code: TransportErrorCode::APPLICATION_ERROR,
+                    frame_type: 0,
+                    reason: Bytes::new(),
+                }),
+                (
+                    CloseFrame::Transport {
+                        code,
+                        frame,
+                        reason,
+                    },
+                    _,
+                ) => Frame::ConnectionClose(ConnectionClose {
+                    error_code: *code,
+                    frame_type: *frame,
+                    reason: reason.slice(..reason.len().min(256)),
+                }),
+            };
+            if buf.len() + frame.encoded_len() + 64 > limit {
+                break;
+            }
+            let Some((start, partial, pn)) = self.begin_packet(space, buf) else {
+                continue;
+            };
+            frame.encode(buf);
+            let pad_to = if space == SpaceId::Initial && self.side.is_client() {
+                MIN_INITIAL_SIZE
+            } else {
+                0
+            };
+            self.finish_packet(
+                now,
+                space,
+                buf,
+                start,
+                partial,
+                pn,
+                SentInfo::default(),
+                false,
+                pad_to,
+            );
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            destination: self.remote,
+            size: buf.len(),
+        })
+    }
+}
+
+/// What a built packet means for the rest of the datagram.
+struct PacketSummary {
+    /// A later packet in the datagram must pad it to 1200 bytes.
+    needs_padding: bool,
+}

@@ -1,0 +1,97 @@
+//! Packet-number spaces (RFC 9000 §12.3): keys, CRYPTO streams, sent and received packets.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use rustls::quic::Keys;
+
+use super::streams::{StreamChunk, StreamControl};
+use crate::range_set::RangeSet;
+use crate::recovery::sent::SentPackets;
+use crate::stream::{Assembler, SendBuffer};
+use crate::wire::PacketType;
+
+/// The three packet-number spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SpaceId {
+    /// Initial packets.
+    Initial = 0,
+    /// Handshake packets.
+    Handshake = 1,
+    /// 0-RTT and 1-RTT packets.
+    Data = 2,
+}
+
+impl SpaceId {
+    /// All three, in the order packets are coalesced (RFC 9000 §12.2).
+    pub const ALL: [SpaceId; 3] = [SpaceId::Initial, SpaceId::Handshake, SpaceId::Data];
+
+    /// The packet type this space sends.
+    pub fn packet_type(self) -> PacketType {
+        match self {
+            Self::Initial => PacketType::Initial,
+            Self::Handshake => PacketType::Handshake,
+            Self::Data => PacketType::OneRtt,
+        }
+    }
+}
+
+/// What a sent packet carried that matters when it is acknowledged or lost.
+#[derive(Debug, Default)]
+pub(super) struct SentInfo {
+    pub(super) crypto: Option<Range<u64>>,
+    pub(super) chunks: Vec<StreamChunk>,
+    pub(super) control: Vec<StreamControl>,
+    pub(super) handshake_done: bool,
+}
+
+/// The state of one packet-number space.
+pub(super) struct PacketSpace {
+    /// Packet protection (Initial and Handshake; 1-RTT keys live in `KeyPhase`).
+    pub(super) keys: Option<Keys>,
+    /// Our CRYPTO stream.
+    pub(super) crypto_send: SendBuffer,
+    /// The peer's CRYPTO stream.
+    pub(super) crypto_recv: Assembler,
+    pub(super) sent: SentPackets<SentInfo>,
+    /// Packet numbers received (for ACK frames and duplicate detection).
+    pub(super) received: RangeSet,
+    pub(super) largest_received: Option<u64>,
+    pub(super) largest_received_time: Option<Instant>,
+    /// Ack-eliciting packets received since our last ACK.
+    pub(super) unacked_eliciting: u64,
+    /// When an ACK must go out at the latest.
+    pub(super) ack_deadline: Option<Instant>,
+    /// Ack-eliciting probe packets to send after a PTO (RFC 9002 §6.2.4).
+    pub(super) probes: u8,
+    /// Whether the space was discarded (keys dropped, RFC 9001 §4.9).
+    pub(super) discarded: bool,
+}
+
+impl PacketSpace {
+    pub(super) fn new() -> Self {
+        Self {
+            keys: None,
+            crypto_send: SendBuffer::new(),
+            crypto_recv: Assembler::new(),
+            sent: SentPackets::new(),
+            received: RangeSet::new(),
+            largest_received: None,
+            largest_received_time: None,
+            unacked_eliciting: 0,
+            ack_deadline: None,
+            probes: 0,
+            discarded: false,
+        }
+    }
+
+    /// Whether an ACK frame is owed.
+    pub(super) fn ack_pending(&self) -> bool {
+        self.unacked_eliciting > 0
+    }
+
+    /// Whether an ACK should go out now, alone if necessary.
+    pub(super) fn ack_due(&self, now: Instant) -> bool {
+        self.ack_deadline.is_some_and(|d| d <= now)
+    }
+}
