@@ -91,7 +91,7 @@ impl Connection {
                 || self.streams.has_pending())
     }
 
-    fn begin_packet(
+    pub(super) fn begin_packet(
         &self,
         space: SpaceId,
         buf: &mut Vec<u8>,
@@ -128,7 +128,7 @@ impl Connection {
 
     /// Pads, seals and records a packet whose frames are written after `start`.
     #[allow(clippy::too_many_arguments)]
-    fn finish_packet(
+    pub(super) fn finish_packet(
         &mut self,
         now: Instant,
         space: SpaceId,

@@ -802,6 +802,14 @@ impl Streams {
         self.schedule(chunk.id);
     }
 
+    /// Bytes buffered on the receive side across all streams.
+    pub fn recv_buffered(&self) -> u64 {
+        self.recv
+            .values()
+            .map(|r| r.recv.assembler.buffered())
+            .sum()
+    }
+
     /// Number of streams with state (open or closing).
     pub fn open_count(&self) -> usize {
         let mut ids: HashSet<&StreamId> = self.send.keys().collect();

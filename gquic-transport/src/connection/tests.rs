@@ -383,3 +383,313 @@ fn idle_timeout_fires_on_both_sides() {
     );
     assert!(p.client.is_drained() && p.server.is_drained());
 }
+
+/// Seals `payload` (raw frames) in a packet of `space` with `from`'s current keys, as a
+/// misbehaving peer would, and returns the datagram.
+fn forge(from: &mut Connection, space: SpaceId, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let (start, partial, pn) = from
+        .begin_packet(space, &mut buf)
+        .expect("keys for the space");
+    buf.extend_from_slice(payload);
+    let pad_to = if space == SpaceId::Initial { 1200 } else { 0 };
+    from.finish_packet(
+        from_now(from),
+        space,
+        &mut buf,
+        start,
+        partial,
+        pn,
+        Default::default(),
+        true,
+        pad_to,
+    );
+    buf
+}
+
+fn from_now(c: &Connection) -> Instant {
+    c.last_ack_eliciting_sent.unwrap_or_else(Instant::now)
+}
+
+fn established() -> Pair {
+    let mut p = default_pair(Duration::from_millis(5));
+    p.drive_for(Duration::from_millis(100));
+    assert!(p.server_events.contains(&Event::Connected));
+    p
+}
+
+/// Delivers a forged client datagram to the server and returns the code it closed with; also
+/// checks that the client saw the same code in CONNECTION_CLOSE.
+fn server_closes_with(p: &mut Pair, datagram: Vec<u8>) -> TransportErrorCode {
+    let now = p.now;
+    p.server
+        .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&datagram[..]));
+    p.drive_for(Duration::from_millis(50));
+    let code = p
+        .server_events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionLost(ConnectionError::TransportError(t)) => Some(t.code),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("server did not close: {:?}", p.server_events));
+    assert!(
+        p.client_events.iter().any(|e| matches!(e, Event::ConnectionLost(ConnectionError::ConnectionClosed { code: c, .. }) if *c == code)),
+        "client did not see {code}: {:?}",
+        p.client_events
+    );
+    code
+}
+
+fn frame_bytes(frames: &[crate::wire::Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    out
+}
+
+#[test]
+fn hostile_flow_control_error() {
+    let mut p = established();
+    let window = TransportConfig::default().stream_receive_window;
+    let frame = crate::wire::Frame::Stream(crate::wire::frame::StreamFrame {
+        id: StreamId(0),
+        offset: window,
+        fin: false,
+        data: Bytes::from_static(b"over the limit"),
+    });
+    let d = forge(&mut p.client, SpaceId::Data, &frame_bytes(&[frame]));
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+}
+
+#[test]
+fn hostile_stream_limit_error() {
+    let mut p = established();
+    let limit = TransportConfig::default().max_concurrent_bidi_streams;
+    let frame = crate::wire::Frame::Stream(crate::wire::frame::StreamFrame {
+        id: StreamId::new(Side::Client, Dir::Bi, limit),
+        offset: 0,
+        fin: false,
+        data: Bytes::from_static(b"x"),
+    });
+    let d = forge(&mut p.client, SpaceId::Data, &frame_bytes(&[frame]));
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::STREAM_LIMIT_ERROR
+    );
+}
+
+#[test]
+fn hostile_frame_not_allowed_in_packet_type() {
+    // A STREAM frame in the client's first Initial packet (RFC 9000 §12.4).
+    let certs = certs();
+    let server = server_config(&certs, &[b"hq-interop"], TransportConfig::default());
+    let client = client_config(&certs, &[b"hq-interop"], TransportConfig::default());
+    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
+    let frame = crate::wire::Frame::Stream(crate::wire::frame::StreamFrame {
+        id: StreamId(0),
+        offset: 0,
+        fin: false,
+        data: Bytes::from_static(b"early"),
+    });
+    let d = forge(&mut p.client, SpaceId::Initial, &frame_bytes(&[frame]));
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+
+    // HANDSHAKE_DONE from a client (RFC 9000 §19.20).
+    let mut p = established();
+    let d = forge(&mut p.client, SpaceId::Data, &[0x1e]);
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn hostile_huge_crypto_offset_is_bounded() {
+    let mut p = established();
+    let frame = crate::wire::Frame::Crypto {
+        offset: 1 << 40,
+        data: Bytes::from_static(b"far away"),
+    };
+    let d = forge(&mut p.client, SpaceId::Data, &frame_bytes(&[frame]));
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::CRYPTO_BUFFER_EXCEEDED
+    );
+    assert_eq!(
+        p.server.spaces[SpaceId::Data as usize]
+            .crypto_recv
+            .buffered(),
+        0,
+        "nothing was buffered"
+    );
+}
+
+#[test]
+fn hostile_huge_stream_offset_is_bounded() {
+    let mut p = established();
+    let frame = crate::wire::Frame::Stream(crate::wire::frame::StreamFrame {
+        id: StreamId(0),
+        offset: (1 << 62) - 100,
+        fin: false,
+        data: Bytes::from_static(b"far away"),
+    });
+    let d = forge(&mut p.client, SpaceId::Data, &frame_bytes(&[frame]));
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::FLOW_CONTROL_ERROR
+    );
+    assert_eq!(p.server.streams.recv_buffered(), 0, "nothing was buffered");
+    assert!(p.server.open_streams() <= 1);
+}
+
+#[test]
+fn hostile_ack_of_never_sent_packet() {
+    let mut p = established();
+    let next = p.server.spaces[SpaceId::Data as usize].sent.next_pn();
+    let ack = crate::wire::frame::Ack::from_ranges(&[0..=next + 1000], 0, None).unwrap();
+    let d = forge(
+        &mut p.client,
+        SpaceId::Data,
+        &frame_bytes(&[crate::wire::Frame::Ack(ack)]),
+    );
+    assert_eq!(
+        server_closes_with(&mut p, d),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
+
+#[test]
+fn corrupted_datagram_is_dropped_never_accepted() {
+    let mut p = established();
+    let frame = crate::wire::Frame::Ping;
+    let mut d = forge(&mut p.client, SpaceId::Data, &frame_bytes(&[frame]));
+    let before = p.server.stats();
+    for i in [10, d.len() / 2, d.len() - 1] {
+        let mut bad = d.clone();
+        bad[i] ^= 0x40;
+        let now = p.now;
+        p.server
+            .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&bad[..]));
+    }
+    let after = p.server.stats();
+    assert_eq!(
+        after.packets_received, before.packets_received,
+        "no corrupted packet authenticated"
+    );
+    assert_eq!(after.packets_dropped, before.packets_dropped + 3);
+    // The genuine packet still goes through.
+    let now = p.now;
+    p.server
+        .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&d[..]));
+    assert_eq!(
+        p.server.stats().packets_received,
+        before.packets_received + 1
+    );
+    d.clear();
+    assert!(!p.server.is_closed());
+}
+
+/// Writes `size` bytes on each of `count` streams at once from the client, finishes them, and
+/// reads everything on the server; returns (stream, bytes) per stream.
+fn many_streams(p: &mut Pair, dir: Dir, count: usize, size: usize) -> Vec<(StreamId, Vec<u8>)> {
+    let mut pending: Vec<(StreamId, usize)> = Vec::new();
+    for _ in 0..count {
+        let id = p.client.open(dir).expect("within the stream limit");
+        pending.push((id, 0));
+    }
+    let payload =
+        |id: StreamId| -> Vec<u8> { (0..size).map(|i| (i as u64 + id.0) as u8).collect() };
+    let mut received: std::collections::HashMap<StreamId, Vec<u8>> = Default::default();
+    let mut done: Vec<(StreamId, Vec<u8>)> = Vec::new();
+    let deadline = p.now + Duration::from_secs(60);
+    while done.len() < count && p.now < deadline {
+        for (id, written) in pending.iter_mut() {
+            let data = payload(*id);
+            while *written < size {
+                match p
+                    .client
+                    .write(*id, Bytes::copy_from_slice(&data[*written..]))
+                {
+                    Ok(n) => *written += n,
+                    Err(WriteError::Blocked) => break,
+                    Err(WriteError::ClosedStream) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if *written == size {
+                let _ = p.client.finish(*id);
+            }
+        }
+        while let Some(id) = p.server.accept(dir) {
+            received.insert(id, Vec::new());
+        }
+        let now = p.now;
+        let ids: Vec<StreamId> = received.keys().copied().collect();
+        for id in ids {
+            loop {
+                match p.server.read(id, usize::MAX, now) {
+                    Ok(Some(d)) => received.get_mut(&id).unwrap().extend_from_slice(&d),
+                    Ok(None) => {
+                        let data = received.remove(&id).unwrap();
+                        assert_eq!(data, payload(id), "stream {id} intact");
+                        done.push((id, data));
+                        break;
+                    }
+                    Err(ReadError::Blocked) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        p.drive_for(Duration::from_millis(5));
+    }
+    done
+}
+
+#[test]
+fn two_hundred_concurrent_bidi_streams_of_10_kib() {
+    let certs = certs();
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(200);
+    let server = server_config(&certs, &[b"hq-interop"], t.clone());
+    let client = client_config(&certs, &[b"hq-interop"], t);
+    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
+    p.drive_for(Duration::from_millis(100));
+    let done = many_streams(&mut p, Dir::Bi, 200, 10 * 1024);
+    assert_eq!(done.len(), 200);
+    assert_eq!(
+        p.client.open(Dir::Bi),
+        None,
+        "all 200 allowed streams are in use"
+    );
+    // The server ends its half of each stream; once both halves are closed, MAX_STREAMS lets
+    // the client open more (RFC 9000 §4.6).
+    for (id, _) in &done {
+        p.server.finish(*id).unwrap();
+    }
+    p.drive_for(Duration::from_millis(200));
+    assert!(p.client.open(Dir::Bi).is_some());
+}
+
+#[test]
+fn unidirectional_streams() {
+    let mut p = established();
+    let done = many_streams(&mut p, Dir::Uni, 20, 3000);
+    assert_eq!(done.len(), 20);
+    assert!(done
+        .iter()
+        .all(|(id, _)| id.dir() == Dir::Uni && id.initiator() == Side::Client));
+    // The server cannot write on a stream the client opened one-way.
+    let id = done[0].0;
+    assert_eq!(
+        p.server.write(id, Bytes::from_static(b"no")),
+        Err(WriteError::ClosedStream)
+    );
+}
