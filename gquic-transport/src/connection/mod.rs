@@ -4,6 +4,7 @@
 //! datagrams come in through [`Connection::handle_datagram`] and go out through
 //! [`Connection::poll_transmit`]. See the type's documentation for the call contract.
 
+mod cid;
 mod recv;
 mod send;
 mod spaces;
@@ -18,6 +19,8 @@ use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use rustls::quic::{self as tls};
 
+use self::cid::CidState;
+pub use self::cid::EndpointEvent;
 use self::spaces::PacketSpace;
 pub use self::spaces::SpaceId;
 use self::streams::Streams;
@@ -182,7 +185,11 @@ pub struct Connection {
     handshake_done_pending: bool,
     peer_params: Option<TransportParameters>,
     local_cid: ConnectionId,
-    remote_cid: ConnectionId,
+    cids: CidState,
+    /// The last 16 bytes of the datagram being processed (stateless reset check, RFC 9000
+    /// §10.3.1).
+    datagram_tail: Option<[u8; 16]>,
+    drained_reported: bool,
     /// The Destination Connection ID of the client's first Initial (RFC 9000 §7.3).
     original_dst_cid: ConnectionId,
     /// Whether the client has switched to the server's chosen connection ID.
@@ -243,7 +250,7 @@ impl std::fmt::Debug for Connection {
             .field("side", &self.side)
             .field("state", &self.state)
             .field("local_cid", &self.local_cid)
-            .field("remote_cid", &self.remote_cid)
+            .field("remote_cid", &self.cids.remote())
             .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
@@ -342,6 +349,7 @@ impl Connection {
             initial_dst_cid,
             initial_dst_cid,
             &params,
+            None,
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
@@ -383,6 +391,7 @@ impl Connection {
             incoming.client_cid,
             incoming.original_dst_cid,
             &params,
+            Some(incoming.reset_token),
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         conn.remote_cid_set = true;
@@ -401,6 +410,7 @@ impl Connection {
         remote_cid: ConnectionId,
         original_dst_cid: ConnectionId,
         params: &TransportParameters,
+        reset_token: Option<ResetToken>,
     ) -> Self {
         let max_datagram_size = u64::from(config.initial_mtu);
         let span = tracing::debug_span!("conn", side = ?side, remote = %remote, cid = %local_cid);
@@ -423,7 +433,14 @@ impl Connection {
             handshake_done_pending: false,
             peer_params: None,
             local_cid,
-            remote_cid,
+            cids: CidState::new(
+                local_cid,
+                reset_token,
+                remote_cid,
+                config.active_connection_id_limit,
+            ),
+            datagram_tail: None,
+            drained_reported: false,
             original_dst_cid,
             remote_cid_set: false,
             remote,
@@ -527,6 +544,24 @@ impl Connection {
     /// Counters.
     pub fn stats(&self) -> ConnectionStats {
         self.stats
+    }
+
+    /// Gives the connection new connection IDs to issue to the peer (after
+    /// [`EndpointEvent::NeedCids`]); the endpoint routes them to this connection.
+    pub fn issue_cids(&mut self, cids: impl IntoIterator<Item = (ConnectionId, ResetToken)>) {
+        self.cids.issue(cids);
+    }
+
+    /// The next thing the endpoint must do for this connection.
+    pub fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
+        if let Some(e) = self.cids.events.pop_front() {
+            return Some(e);
+        }
+        if self.state == State::Drained && !self.drained_reported {
+            self.drained_reported = true;
+            return Some(EndpointEvent::Drained);
+        }
+        None
     }
 
     /// The number of streams with state.

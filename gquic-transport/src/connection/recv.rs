@@ -35,6 +35,11 @@ impl Connection {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         self.bytes_received += datagram.len() as u64;
+        self.datagram_tail = datagram.len().checked_sub(16).map(|at| {
+            let mut tail = [0; 16];
+            tail.copy_from_slice(&datagram[at..]);
+            tail
+        });
         let mut rest = Some(datagram);
         while let Some(data) = rest.take() {
             let (partial, next) = match PartialDecode::new(data, self.local_cid.len()) {
@@ -98,6 +103,7 @@ impl Connection {
                 };
                 let Ok(packet) = partial.finish(keys.remote_header_key()) else {
                     self.stats.packets_dropped += 1;
+                    self.check_stateless_reset(now);
                     return Ok(());
                 };
                 let Header::Short {
@@ -109,6 +115,7 @@ impl Connection {
                 let pn = number.expand(self.spaces[space as usize].largest_received);
                 let Some((which, key)) = keys.remote_key_for(key_phase, pn) else {
                     self.stats.packets_dropped += 1;
+                    self.check_stateless_reset(now);
                     return Ok(());
                 };
                 let header = packet.header.clone();
@@ -122,6 +129,7 @@ impl Connection {
                         self.stats.packets_dropped += 1;
                         keys.on_decrypt_failure()
                             .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                        self.check_stateless_reset(now);
                         return Ok(());
                     }
                 }
@@ -175,10 +183,11 @@ impl Connection {
         // The client adopts the server's connection ID from its first packet (RFC 9000 §7.2).
         if self.side.is_client() && !self.remote_cid_set {
             if let Header::Initial { src_cid, .. } = &header {
-                self.remote_cid = *src_cid;
+                self.cids.set_initial_remote(*src_cid);
                 self.remote_cid_set = true;
             }
         }
+        let packet_dcid = *header.dst_cid();
         if space == SpaceId::Handshake && self.side.is_server() {
             // RFC 9001 §4.9.1: the server discards Initial keys on the first Handshake packet;
             // RFC 9000 §8.1: a Handshake packet validates the client's address.
@@ -194,7 +203,7 @@ impl Connection {
                 reason: e.to_string(),
             })?;
             ack_eliciting |= frame.ty().is_ack_eliciting();
-            self.handle_frame(now, space, frame)?;
+            self.handle_frame(now, space, frame, &packet_dcid)?;
             if matches!(self.state, State::Draining { .. } | State::Drained) {
                 return Ok(());
             }
@@ -261,6 +270,7 @@ impl Connection {
         now: Instant,
         space: SpaceId,
         frame: Frame,
+        packet_dcid: &crate::wire::ConnectionId,
     ) -> Result<(), TransportError> {
         let rtt = self.rtt.smoothed();
         let stream_err = |code: TransportErrorCode, frame: u64| TransportError {
@@ -324,25 +334,29 @@ impl Connection {
             | Frame::StreamsBlocked { .. } => {}
             Frame::NewConnectionId(f) => {
                 // RFC 9000 §19.15: a peer using a zero-length CID must not send this.
-                if self.remote_cid.is_empty() {
+                if self.cids.remote().is_empty() {
                     return Err(TransportError {
                         code: TransportErrorCode::PROTOCOL_VIOLATION,
                         frame: Some(ty),
                         reason: "NEW_CONNECTION_ID with zero-length connection IDs".into(),
                     });
                 }
-                let _ = f;
+                self.cids
+                    .on_new_connection_id(f)
+                    .map_err(|code| TransportError {
+                        code,
+                        frame: Some(ty),
+                        reason: "bad NEW_CONNECTION_ID".into(),
+                    })?;
             }
             Frame::RetireConnectionId { sequence } => {
-                // We issue only the handshake connection ID (sequence 0) so far; retiring one
-                // we never issued is a PROTOCOL_VIOLATION (RFC 9000 §19.16).
-                if sequence > 0 {
-                    return Err(TransportError {
-                        code: TransportErrorCode::PROTOCOL_VIOLATION,
+                self.cids
+                    .on_retire(sequence, packet_dcid)
+                    .map_err(|code| TransportError {
+                        code,
                         frame: Some(ty),
-                        reason: "retiring a connection ID never issued".into(),
-                    });
-                }
+                        reason: "bad RETIRE_CONNECTION_ID".into(),
+                    })?;
             }
             Frame::PathChallenge(data) => {
                 if self.path_responses.len() < 4 {
@@ -395,6 +409,17 @@ impl Connection {
         Ok(())
     }
 
+    /// RFC 9000 §10.3.1: an unauthenticated packet ending in one of the peer's reset tokens
+    /// is a stateless reset; the connection is over.
+    fn check_stateless_reset(&mut self, now: Instant) {
+        if let Some(tail) = self.datagram_tail {
+            if self.cids.is_stateless_reset(&tail) {
+                tracing::debug!("stateless reset received");
+                self.enter_draining(now, ConnectionError::Reset);
+            }
+        }
+    }
+
     fn enter_draining(&mut self, now: Instant, error: ConnectionError) {
         tracing::debug!(%error, "peer closed; draining");
         self.state = State::Draining {
@@ -422,6 +447,9 @@ impl Connection {
                 let params = TransportParameters::decode(self.side.peer(), raw)
                     .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
                 self.validate_peer_params(&params)?;
+                if let Some(token) = params.stateless_reset_token {
+                    self.cids.set_initial_remote_token(token);
+                }
                 self.streams.set_peer_params(&params);
                 if params.max_idle_timeout > 0 {
                     let peer = Duration::from_millis(params.max_idle_timeout);
@@ -434,6 +462,17 @@ impl Connection {
             tracing::debug!(alpn = ?self.tls.alpn_protocol().map(String::from_utf8_lossy), "handshake complete");
             self.state = State::Established;
             self.events.push_back(Event::Connected);
+            // RFC 9000 §5.1.1: offer the peer spare connection IDs, up to its limit.
+            let limit = self
+                .peer_params
+                .as_ref()
+                .map_or(2, |p| p.active_connection_id_limit)
+                .min(8);
+            if limit > 1 {
+                self.cids
+                    .events
+                    .push_back(super::EndpointEvent::NeedCids((limit - 1) as usize));
+            }
             if self.side.is_server() {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
                 self.handshake_confirmed = true;
@@ -453,7 +492,7 @@ impl Connection {
                 reason,
             ))
         };
-        if p.initial_source_connection_id != Some(self.remote_cid) {
+        if p.initial_source_connection_id != Some(self.cids.remote()) {
             return bad("initial_source_connection_id does not match the peer's connection ID");
         }
         if self.side == Side::Client {
@@ -575,6 +614,12 @@ impl Connection {
             }
             if info.handshake_done {
                 self.handshake_done_pending = true;
+            }
+            for seq in info.new_cids {
+                self.cids.on_new_lost(seq);
+            }
+            for seq in info.retire_cids {
+                self.cids.on_retire_lost(seq);
             }
         }
         if let Some(sent) = newest_sent {

@@ -88,7 +88,8 @@ impl Connection {
         space == SpaceId::Data
             && (self.handshake_done_pending
                 || !self.path_responses.is_empty()
-                || self.streams.has_pending())
+                || self.streams.has_pending()
+                || self.cids.has_pending())
     }
 
     pub(super) fn begin_packet(
@@ -102,7 +103,7 @@ impl Connection {
         let header = match space {
             SpaceId::Initial => Header::Initial {
                 version: self.version,
-                dst_cid: self.remote_cid,
+                dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
                 token: Bytes::new(),
                 number,
@@ -110,14 +111,14 @@ impl Connection {
             SpaceId::Handshake => Header::Long {
                 ty: LongType::Handshake,
                 version: self.version,
-                dst_cid: self.remote_cid,
+                dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
                 number,
             },
             SpaceId::Data => Header::Short {
                 spin: false,
                 key_phase: self.one_rtt.as_ref()?.phase(),
-                dst_cid: self.remote_cid,
+                dst_cid: self.cids.remote(),
                 number,
             },
         };
@@ -371,6 +372,24 @@ impl Connection {
             }
             Frame::PathResponse(data).encode(buf);
             self.path_responses.pop_front();
+            wrote = true;
+        }
+        while let Some(f) = self.cids.poll_new() {
+            if buf.len() + 45 > end {
+                self.cids.on_new_lost(f.sequence);
+                break;
+            }
+            info.new_cids.push(f.sequence);
+            Frame::NewConnectionId(f).encode(buf);
+            wrote = true;
+        }
+        while let Some(seq) = self.cids.poll_retire() {
+            if buf.len() + 9 > end {
+                self.cids.on_retire_lost(seq);
+                break;
+            }
+            Frame::RetireConnectionId { sequence: seq }.encode(buf);
+            info.retire_cids.push(seq);
             wrote = true;
         }
         while let Some(c) = self.streams.poll_control() {

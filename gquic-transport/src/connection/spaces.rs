@@ -43,6 +43,8 @@ pub(super) struct SentInfo {
     pub(super) chunks: Vec<StreamChunk>,
     pub(super) control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
+    pub(super) new_cids: Vec<u64>,
+    pub(super) retire_cids: Vec<u64>,
 }
 
 /// The state of one packet-number space.

@@ -693,3 +693,62 @@ fn unidirectional_streams() {
         Err(WriteError::ClosedStream)
     );
 }
+
+/// Plays the endpoint's part for connection-ID events: issues fresh IDs on request.
+fn serve_cid_requests(c: &mut Connection, next: &mut u8) -> Vec<EndpointEvent> {
+    let mut seen = Vec::new();
+    while let Some(e) = c.poll_endpoint_event() {
+        if let EndpointEvent::NeedCids(n) = e {
+            let cids: Vec<_> = (0..n)
+                .map(|_| {
+                    *next += 1;
+                    (ConnectionId::new(&[*next; 8]), ResetToken([*next; 16]))
+                })
+                .collect();
+            c.issue_cids(cids);
+        }
+        seen.push(e);
+    }
+    seen
+}
+
+#[test]
+fn rfc9000_connection_ids_are_issued_after_the_handshake() {
+    let mut p = established();
+    let mut next = 0x40;
+    let server_events = serve_cid_requests(&mut p.server, &mut next);
+    assert!(
+        server_events.contains(&EndpointEvent::NeedCids(3)),
+        "{server_events:?}"
+    );
+    p.drive_for(Duration::from_millis(50));
+    // The client now knows the server's extra IDs and their reset tokens.
+    assert!(p.client.cids.is_stateless_reset(&[0x41; 16]));
+    assert!(p.client.cids.is_stateless_reset(&[0x43; 16]));
+}
+
+#[test]
+fn rfc9000_stateless_reset_ends_the_connection() {
+    let mut p = established();
+    // The server's handshake-ID token came in its transport parameters (reset_token [9; 16]).
+    let mut reset = vec![0x40 | 0x1f; 40];
+    reset[24..].copy_from_slice(&[9; 16]);
+    let now = p.now;
+    p.client
+        .handle_datagram(now, SERVER_ADDR, BytesMut::from(&reset[..]));
+    p.client_events
+        .extend(std::iter::from_fn(|| p.client.poll_event()));
+    assert!(
+        p.client_events
+            .contains(&Event::ConnectionLost(ConnectionError::Reset)),
+        "{:?}",
+        p.client_events
+    );
+    // A datagram with a wrong token is just dropped.
+    let mut q = established();
+    reset[24..].copy_from_slice(&[8; 16]);
+    let now = q.now;
+    q.client
+        .handle_datagram(now, SERVER_ADDR, BytesMut::from(&reset[..]));
+    assert!(!q.client.is_closed());
+}

@@ -1,0 +1,288 @@
+//! Connection-ID management (RFC 9000 §5.1): the IDs we issue to the peer and the ones it
+//! issues to us, retirement, and stateless-reset tokens (§10.3).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::error::TransportErrorCode;
+use crate::wire::frame::NewConnectionId;
+use crate::wire::{ConnectionId, ResetToken};
+
+/// Something the endpoint must do for a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointEvent {
+    /// Issue this many new connection IDs with [`super::Connection::issue_cids`].
+    NeedCids(usize),
+    /// The peer retired this connection ID; stop routing it to the connection.
+    RetireCid(ConnectionId),
+    /// The connection is drained; forget it.
+    Drained,
+}
+
+/// The connection IDs of one connection.
+#[derive(Debug)]
+pub(super) struct CidState {
+    /// Ours, by sequence number (sequence 0 is the handshake ID).
+    local: BTreeMap<u64, (ConnectionId, ResetToken)>,
+    next_local_seq: u64,
+    /// NEW_CONNECTION_ID frames to send, by sequence number.
+    pending_new: VecDeque<u64>,
+    /// The peer's, by sequence number, with their reset tokens.
+    remote: BTreeMap<u64, (ConnectionId, Option<ResetToken>)>,
+    /// The sequence number of the remote ID in use.
+    remote_seq: u64,
+    /// Highest Retire Prior To seen from the peer.
+    retire_prior_to: u64,
+    /// RETIRE_CONNECTION_ID frames to send.
+    pending_retire: VecDeque<u64>,
+    /// How many peer IDs we store (our active_connection_id_limit).
+    limit: u64,
+    pub(super) events: VecDeque<EndpointEvent>,
+}
+
+impl CidState {
+    pub(super) fn new(
+        local: ConnectionId,
+        local_token: Option<ResetToken>,
+        remote: ConnectionId,
+        limit: u64,
+    ) -> Self {
+        let mut l = BTreeMap::new();
+        l.insert(0, (local, local_token.unwrap_or(ResetToken([0; 16]))));
+        let mut r = BTreeMap::new();
+        r.insert(0, (remote, None));
+        Self {
+            local: l,
+            next_local_seq: 1,
+            pending_new: VecDeque::new(),
+            remote: r,
+            remote_seq: 0,
+            retire_prior_to: 0,
+            pending_retire: VecDeque::new(),
+            limit,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The peer's connection ID to send to.
+    pub(super) fn remote(&self) -> ConnectionId {
+        self.remote
+            .get(&self.remote_seq)
+            .map(|(c, _)| *c)
+            .unwrap_or(ConnectionId::EMPTY)
+    }
+
+    /// Replaces the handshake remote ID (the client adopting the server's choice).
+    pub(super) fn set_initial_remote(&mut self, cid: ConnectionId) {
+        self.remote.insert(0, (cid, None));
+    }
+
+    /// Records the reset token the server gave for its handshake ID (transport parameter).
+    pub(super) fn set_initial_remote_token(&mut self, token: ResetToken) {
+        if let Some(entry) = self.remote.get_mut(&0) {
+            entry.1 = Some(token);
+        }
+    }
+
+    /// Whether `tail` (the last 16 bytes of a datagram) is a reset token of the peer's.
+    pub(super) fn is_stateless_reset(&self, tail: &[u8; 16]) -> bool {
+        let candidate = ResetToken(*tail);
+        self.remote
+            .values()
+            .any(|(_, t)| t.as_ref() == Some(&candidate))
+    }
+
+    /// Adds IDs supplied by the endpoint and queues NEW_CONNECTION_ID frames for them.
+    pub(super) fn issue(&mut self, cids: impl IntoIterator<Item = (ConnectionId, ResetToken)>) {
+        for (cid, token) in cids {
+            let seq = self.next_local_seq;
+            self.next_local_seq += 1;
+            self.local.insert(seq, (cid, token));
+            self.pending_new.push_back(seq);
+        }
+    }
+
+    /// The next NEW_CONNECTION_ID frame to send.
+    pub(super) fn poll_new(&mut self) -> Option<NewConnectionId> {
+        while let Some(seq) = self.pending_new.pop_front() {
+            if let Some((id, reset_token)) = self.local.get(&seq) {
+                return Some(NewConnectionId {
+                    sequence: seq,
+                    retire_prior_to: 0,
+                    id: *id,
+                    reset_token: *reset_token,
+                });
+            }
+        }
+        None
+    }
+
+    /// A NEW_CONNECTION_ID frame was lost.
+    pub(super) fn on_new_lost(&mut self, seq: u64) {
+        if self.local.contains_key(&seq) {
+            self.pending_new.push_back(seq);
+        }
+    }
+
+    /// The next RETIRE_CONNECTION_ID sequence number to send.
+    pub(super) fn poll_retire(&mut self) -> Option<u64> {
+        self.pending_retire.pop_front()
+    }
+
+    /// A RETIRE_CONNECTION_ID frame was lost.
+    pub(super) fn on_retire_lost(&mut self, seq: u64) {
+        self.pending_retire.push_back(seq);
+    }
+
+    /// The peer sent NEW_CONNECTION_ID (RFC 9000 §19.15, §5.1.1, §5.1.2).
+    pub(super) fn on_new_connection_id(
+        &mut self,
+        f: NewConnectionId,
+    ) -> Result<(), TransportErrorCode> {
+        if let Some((existing, token)) = self.remote.get(&f.sequence) {
+            // A repeat must be identical (§19.15).
+            if *existing != f.id || token.is_some_and(|t| t != f.reset_token) {
+                return Err(TransportErrorCode::PROTOCOL_VIOLATION);
+            }
+            return Ok(());
+        }
+        if f.sequence < self.retire_prior_to {
+            // Already retired: retire it straight away (§19.15).
+            self.pending_retire.push_back(f.sequence);
+            return Ok(());
+        }
+        self.remote.insert(f.sequence, (f.id, Some(f.reset_token)));
+        if f.retire_prior_to > self.retire_prior_to {
+            self.retire_prior_to = f.retire_prior_to;
+            let retired: Vec<u64> = self
+                .remote
+                .range(..f.retire_prior_to)
+                .map(|(s, _)| *s)
+                .collect();
+            for seq in retired {
+                self.remote.remove(&seq);
+                self.pending_retire.push_back(seq);
+            }
+            if self.remote_seq < self.retire_prior_to {
+                if let Some((&seq, _)) = self.remote.iter().next() {
+                    self.remote_seq = seq;
+                }
+            }
+        }
+        // §5.1.1: more than our active_connection_id_limit is CONNECTION_ID_LIMIT_ERROR.
+        if self.remote.len() as u64 > self.limit {
+            return Err(TransportErrorCode::CONNECTION_ID_LIMIT_ERROR);
+        }
+        Ok(())
+    }
+
+    /// The peer sent RETIRE_CONNECTION_ID (RFC 9000 §19.16).
+    pub(super) fn on_retire(
+        &mut self,
+        seq: u64,
+        packet_dcid: &ConnectionId,
+    ) -> Result<(), TransportErrorCode> {
+        if seq >= self.next_local_seq {
+            return Err(TransportErrorCode::PROTOCOL_VIOLATION);
+        }
+        if let Some((cid, _)) = self.local.get(&seq) {
+            // §19.16: it may not retire the ID the packet was sent to.
+            if cid == packet_dcid {
+                return Err(TransportErrorCode::PROTOCOL_VIOLATION);
+            }
+            self.events.push_back(EndpointEvent::RetireCid(*cid));
+            self.local.remove(&seq);
+            self.events.push_back(EndpointEvent::NeedCids(1));
+        }
+        Ok(())
+    }
+
+    /// Whether NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are waiting.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending_new.is_empty() || !self.pending_retire.is_empty()
+    }
+
+    /// How many of our IDs are active.
+    pub(super) fn local_count(&self) -> usize {
+        self.local.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ncid(seq: u64, rpt: u64, b: u8) -> NewConnectionId {
+        NewConnectionId {
+            sequence: seq,
+            retire_prior_to: rpt,
+            id: ConnectionId::new(&[b; 8]),
+            reset_token: ResetToken([b; 16]),
+        }
+    }
+
+    #[test]
+    fn rfc9000_remote_ids_limit_and_retire_prior_to() {
+        let mut s = CidState::new(
+            ConnectionId::new(&[1; 8]),
+            None,
+            ConnectionId::new(&[2; 8]),
+            3,
+        );
+        s.on_new_connection_id(ncid(1, 0, 3)).unwrap();
+        s.on_new_connection_id(ncid(1, 0, 3)).unwrap();
+        assert_eq!(
+            s.on_new_connection_id(ncid(1, 0, 4)),
+            Err(TransportErrorCode::PROTOCOL_VIOLATION)
+        );
+        s.on_new_connection_id(ncid(2, 0, 5)).unwrap();
+        assert_eq!(
+            s.on_new_connection_id(ncid(3, 0, 6)),
+            Err(TransportErrorCode::CONNECTION_ID_LIMIT_ERROR)
+        );
+        // Retire Prior To 2: sequences 0 and 1 go; we switch to 2 and send two RETIREs.
+        let mut s = CidState::new(
+            ConnectionId::new(&[1; 8]),
+            None,
+            ConnectionId::new(&[2; 8]),
+            3,
+        );
+        s.on_new_connection_id(ncid(1, 0, 3)).unwrap();
+        s.on_new_connection_id(ncid(2, 2, 5)).unwrap();
+        assert_eq!(s.remote(), ConnectionId::new(&[5; 8]));
+        assert_eq!(
+            (s.poll_retire(), s.poll_retire(), s.poll_retire()),
+            (Some(0), Some(1), None)
+        );
+        assert!(s.is_stateless_reset(&[5; 16]));
+        assert!(!s.is_stateless_reset(&[3; 16]));
+    }
+
+    #[test]
+    fn rfc9000_retire_local_ids() {
+        let mut s = CidState::new(
+            ConnectionId::new(&[1; 8]),
+            None,
+            ConnectionId::new(&[2; 8]),
+            3,
+        );
+        s.issue([(ConnectionId::new(&[7; 8]), ResetToken([7; 16]))]);
+        assert_eq!(s.poll_new().map(|f| f.sequence), Some(1));
+        assert_eq!(
+            s.on_retire(5, &ConnectionId::new(&[1; 8])),
+            Err(TransportErrorCode::PROTOCOL_VIOLATION)
+        );
+        assert_eq!(
+            s.on_retire(1, &ConnectionId::new(&[7; 8])),
+            Err(TransportErrorCode::PROTOCOL_VIOLATION),
+            "not the ID in use"
+        );
+        s.on_retire(1, &ConnectionId::new(&[1; 8])).unwrap();
+        assert_eq!(
+            s.events.pop_front(),
+            Some(EndpointEvent::RetireCid(ConnectionId::new(&[7; 8])))
+        );
+        assert_eq!(s.events.pop_front(), Some(EndpointEvent::NeedCids(1)));
+        assert_eq!(s.local_count(), 1);
+    }
+}
