@@ -203,6 +203,7 @@ impl CidState {
     }
 
     /// How many of our IDs are active.
+    #[cfg(test)]
     pub(super) fn local_count(&self) -> usize {
         self.local.len()
     }

@@ -731,7 +731,7 @@ fn rfc9000_connection_ids_are_issued_after_the_handshake() {
 fn rfc9000_stateless_reset_ends_the_connection() {
     let mut p = established();
     // The server's handshake-ID token came in its transport parameters (reset_token [9; 16]).
-    let mut reset = vec![0x40 | 0x1f; 40];
+    let mut reset = [0x40 | 0x1f; 40];
     reset[24..].copy_from_slice(&[9; 16]);
     let now = p.now;
     p.client
