@@ -66,10 +66,13 @@
 pub mod config;
 pub mod connection;
 pub mod crypto;
+pub mod endpoint;
 pub mod error;
 pub mod range_set;
 pub mod recovery;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod types;
 pub mod wire;
 

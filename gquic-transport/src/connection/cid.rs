@@ -15,6 +15,9 @@ pub enum EndpointEvent {
     NeedCids(usize),
     /// The peer retired this connection ID; stop routing it to the connection.
     RetireCid(ConnectionId),
+    /// The peer gave this stateless reset token: route unroutable datagrams ending in it to
+    /// the connection (RFC 9000 §10.3.1).
+    PeerResetToken(ResetToken),
     /// The connection is drained; forget it.
     Drained,
 }
@@ -81,6 +84,7 @@ impl CidState {
     pub(super) fn set_initial_remote_token(&mut self, token: ResetToken) {
         if let Some(entry) = self.remote.get_mut(&0) {
             entry.1 = Some(token);
+            self.events.push_back(EndpointEvent::PeerResetToken(token));
         }
     }
 
@@ -152,6 +156,8 @@ impl CidState {
             return Ok(());
         }
         self.remote.insert(f.sequence, (f.id, Some(f.reset_token)));
+        self.events
+            .push_back(EndpointEvent::PeerResetToken(f.reset_token));
         if f.retire_prior_to > self.retire_prior_to {
             self.retire_prior_to = f.retire_prior_to;
             let retired: Vec<u64> = self

@@ -884,4 +884,4 @@ impl Connection {
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
-mod tests;
+pub(crate) mod tests;

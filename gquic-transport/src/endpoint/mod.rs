@@ -1,0 +1,603 @@
+//! The sans-IO endpoint (RFC 9000 §5.2, §6, §10.3): one UDP socket's worth of connections.
+//!
+//! [`Endpoint`] routes each datagram to its connection by Destination Connection ID (a hash
+//! map, no scan), creates server connections for acceptable client Initials, answers unknown
+//! versions with Version Negotiation, sends rate-limited stateless resets for short-header
+//! packets of unknown connections, and can refuse new connections. Like [`Connection`], it has
+//! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rustls::crypto::tls13::HkdfExpander;
+use rustls::crypto::CryptoProvider;
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::connection::{
+    ConnectError, Connection, EndpointEvent, ServerConnectionParams, Transmit, TransportError,
+};
+use crate::error::TransportErrorCode;
+use crate::wire::packet::encode_version_negotiation;
+use crate::wire::{ConnectionId, LongType, ResetToken, Version};
+
+/// Endpoint settings.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    provider: Arc<CryptoProvider>,
+    reset_key: [u8; 32],
+    cid_len: usize,
+    versions: Vec<Version>,
+    max_stateless_per_second: u32,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("cid_len", &self.cid_len)
+            .field("versions", &self.versions)
+            .field("max_stateless_per_second", &self.max_stateless_per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting the endpoint cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointConfigError {
+    /// Connection IDs must be 4 to 20 bytes here (RFC 9000 §17.2 allows up to 20; shorter
+    /// than 4 makes collisions and guessing too easy).
+    #[error("connection ID length {0} is outside 4..=20")]
+    CidLength(usize),
+    /// The provider has no TLS 1.3 suite to derive tokens with.
+    #[error("the crypto provider has no TLS 1.3 cipher suite")]
+    NoHkdf,
+}
+
+impl EndpointConfig {
+    /// Settings whose stateless-reset tokens are derived from `reset_key` with `provider`'s HKDF.
+    /// Servers behind one address share the key so any of them can reset another's
+    /// connections (RFC 9000 §10.3.2).
+    pub fn new(provider: Arc<CryptoProvider>, reset_key: [u8; 32]) -> Self {
+        Self {
+            provider,
+            reset_key,
+            cid_len: 8,
+            versions: vec![Version::V1, Version::V2],
+            max_stateless_per_second: 100,
+        }
+    }
+
+    /// Length of the connection IDs this endpoint issues (default 8).
+    ///
+    /// # Errors
+    /// [`EndpointConfigError::CidLength`] outside 4..=20.
+    pub fn cid_len(&mut self, len: usize) -> Result<&mut Self, EndpointConfigError> {
+        if !(4..=20).contains(&len) {
+            return Err(EndpointConfigError::CidLength(len));
+        }
+        self.cid_len = len;
+        Ok(self)
+    }
+
+    /// At most this many Version Negotiation and stateless reset packets per second.
+    pub fn max_stateless_per_second(&mut self, n: u32) -> &mut Self {
+        self.max_stateless_per_second = n;
+        self
+    }
+
+    fn expander(&self, secret: &[u8]) -> Result<Box<dyn HkdfExpander>, EndpointConfigError> {
+        let suite = self
+            .provider
+            .cipher_suites
+            .iter()
+            .find_map(|s| s.tls13())
+            .ok_or(EndpointConfigError::NoHkdf)?;
+        Ok(suite
+            .hkdf_provider
+            .extract_from_secret(Some(b"gquic endpoint"), secret))
+    }
+}
+
+/// Identifies a connection within its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub usize);
+
+/// Counters the endpoint keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused (CONNECTION_REFUSED sent).
+    pub refused: u64,
+    /// Version Negotiation packets sent.
+    pub version_negotiations: u64,
+    /// Stateless resets sent.
+    pub stateless_resets: u64,
+    /// Datagrams dropped before reaching a connection.
+    pub dropped: u64,
+}
+
+/// The sans-IO endpoint. See the module documentation.
+pub struct Endpoint {
+    config: EndpointConfig,
+    server: Option<Arc<ServerConfig>>,
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    by_cid: HashMap<ConnectionId, usize>,
+    /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
+    by_reset_token: HashMap<ResetToken, usize>,
+    tokens_of: HashMap<usize, Vec<ResetToken>>,
+    /// The CIDs routed to each connection (to unregister them when it drains).
+    cids_of: HashMap<usize, Vec<ConnectionId>>,
+    incoming: VecDeque<ConnectionHandle>,
+    responses: VecDeque<(SocketAddr, Vec<u8>)>,
+    cid_expander: Box<dyn HkdfExpander>,
+    reset_expander: Box<dyn HkdfExpander>,
+    cid_counter: u64,
+    refuse: bool,
+    stateless_tokens: f64,
+    stateless_refill: Option<Instant>,
+    next_poll: usize,
+    stats: EndpointStats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.connection_count())
+            .field("server", &self.server.is_some())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The version-independent fields of a datagram's first packet (RFC 8999 §5).
+struct Peek<'a> {
+    long: bool,
+    version: Option<Version>,
+    long_type_bits: u8,
+    dst_cid: &'a [u8],
+    src_cid: &'a [u8],
+}
+
+fn peek(data: &[u8], cid_len: usize) -> Option<Peek<'_>> {
+    let first = *data.first()?;
+    if first & 0x80 == 0 {
+        return Some(Peek {
+            long: false,
+            version: None,
+            long_type_bits: 0,
+            dst_cid: data.get(1..1 + cid_len)?,
+            src_cid: &[],
+        });
+    }
+    let version = Version(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?));
+    let dlen = *data.get(5)? as usize;
+    let dst_cid = data.get(6..6 + dlen)?;
+    let slen = *data.get(6 + dlen)? as usize;
+    let src_cid = data.get(7 + dlen..7 + dlen + slen)?;
+    Some(Peek {
+        long: true,
+        version: Some(version),
+        long_type_bits: (first >> 4) & 0x03,
+        dst_cid,
+        src_cid,
+    })
+}
+
+impl Endpoint {
+    /// An endpoint; with `server` it accepts connections. `secret` seeds connection-ID
+    /// generation (the runtime passes random bytes; tests pass fixed ones for replay).
+    ///
+    /// # Errors
+    /// [`EndpointConfigError::NoHkdf`] if the provider cannot derive keys.
+    pub fn new(
+        config: EndpointConfig,
+        server: Option<Arc<ServerConfig>>,
+        secret: [u8; 32],
+    ) -> Result<Self, EndpointConfigError> {
+        let cid_expander = config.expander(&secret)?;
+        let reset_expander = config.expander(&config.reset_key)?;
+        Ok(Self {
+            stateless_tokens: f64::from(config.max_stateless_per_second),
+            config,
+            server,
+            connections: Vec::new(),
+            free: Vec::new(),
+            by_cid: HashMap::new(),
+            by_reset_token: HashMap::new(),
+            tokens_of: HashMap::new(),
+            cids_of: HashMap::new(),
+            incoming: VecDeque::new(),
+            responses: VecDeque::new(),
+            cid_expander,
+            reset_expander,
+            cid_counter: 0,
+            refuse: false,
+            stateless_refill: None,
+            next_poll: 0,
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// Replaces (or removes) the server configuration.
+    pub fn set_server_config(&mut self, server: Option<Arc<ServerConfig>>) {
+        self.server = server;
+    }
+
+    /// While `true`, new connections are answered with CONNECTION_REFUSED (RFC 9000 §20.1).
+    pub fn refuse_new_connections(&mut self, refuse: bool) {
+        self.refuse = refuse;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len() - self.free.len()
+    }
+
+    /// A connection by handle (`None` once drained and removed).
+    pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.connections.get(h.0)?.as_ref()
+    }
+
+    /// A connection by handle, mutable.
+    pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        self.connections.get_mut(h.0)?.as_mut()
+    }
+
+    /// The next connection a peer opened.
+    pub fn accept(&mut self) -> Option<ConnectionHandle> {
+        self.incoming.pop_front()
+    }
+
+    fn new_cid(&mut self) -> ConnectionId {
+        loop {
+            self.cid_counter += 1;
+            let mut bytes = [0u8; ConnectionId::MAX_LEN];
+            let out = &mut bytes[..self.config.cid_len];
+            // HKDF-Expand of a counter under the secret: unpredictable and unlinkable IDs
+            // (RFC 9000 §5.1), replayable from the seed.
+            if self
+                .cid_expander
+                .expand_slice(&[b"cid", &self.cid_counter.to_be_bytes()], out)
+                .is_err()
+            {
+                out.fill(self.cid_counter as u8);
+            }
+            let cid = ConnectionId::new(out);
+            if !self.by_cid.contains_key(&cid) {
+                return cid;
+            }
+        }
+    }
+
+    /// The stateless reset token for `cid` (RFC 9000 §10.3.2: a keyed function of the ID).
+    pub fn reset_token(&self, cid: &ConnectionId) -> ResetToken {
+        let mut token = [0u8; 16];
+        let _ = self
+            .reset_expander
+            .expand_slice(&[b"reset", cid], &mut token);
+        ResetToken(token)
+    }
+
+    fn insert(&mut self, conn: Connection) -> usize {
+        let cid = conn.local_cid();
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.connections[i] = Some(conn);
+                i
+            }
+            None => {
+                self.connections.push(Some(conn));
+                self.connections.len() - 1
+            }
+        };
+        self.route(cid, idx);
+        idx
+    }
+
+    fn route(&mut self, cid: ConnectionId, idx: usize) {
+        self.by_cid.insert(cid, idx);
+        self.cids_of.entry(idx).or_default().push(cid);
+    }
+
+    /// Starts a client connection.
+    ///
+    /// # Errors
+    /// [`ConnectError`] as from [`Connection::connect`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: &ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let local = self.new_cid();
+        // RFC 9000 §7.2: an unpredictable Destination Connection ID of at least 8 bytes.
+        let mut dcid = [0u8; 16];
+        self.cid_counter += 1;
+        let _ = self
+            .cid_expander
+            .expand_slice(&[b"dcid", &self.cid_counter.to_be_bytes()], &mut dcid);
+        let conn = Connection::connect(
+            config,
+            now,
+            remote,
+            server_name,
+            local,
+            ConnectionId::new(&dcid),
+        )?;
+        let idx = self.insert(conn);
+        Ok(ConnectionHandle(idx))
+    }
+
+    /// Handles a datagram from `remote`; returns the connection it went to, if any.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: BytesMut,
+    ) -> Option<ConnectionHandle> {
+        let Some(p) = peek(&data, self.config.cid_len) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        let dst = ConnectionId::try_from_slice(p.dst_cid);
+        if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
+            if let Some(conn) = self.connections[idx].as_mut() {
+                conn.handle_datagram(now, remote, data);
+                self.process_events(idx);
+                return Some(ConnectionHandle(idx));
+            }
+        }
+        if !p.long {
+            // A stateless reset for one of our connections looks like an unroutable short
+            // packet ending in the peer's token (RFC 9000 §10.3.1).
+            if let Some(at) = data.len().checked_sub(ResetToken::LEN) {
+                let mut tail = [0u8; ResetToken::LEN];
+                tail.copy_from_slice(&data[at..]);
+                if let Some(&idx) = self.by_reset_token.get(&ResetToken(tail)) {
+                    if let Some(conn) = self.connections[idx].as_mut() {
+                        conn.handle_datagram(now, remote, data);
+                        self.process_events(idx);
+                        return Some(ConnectionHandle(idx));
+                    }
+                }
+            }
+            self.stateless_reset(now, remote, &data, p.dst_cid);
+            return None;
+        }
+        let version = p.version.unwrap_or(Version::NEGOTIATION);
+        if version == Version::NEGOTIATION {
+            self.stats.dropped += 1;
+            return None;
+        }
+        if !self.config.versions.contains(&version) {
+            // RFC 9000 §6.1: answer with Version Negotiation, only for datagrams that could
+            // carry a first Initial (at least 1200 bytes, §14.1).
+            if data.len() >= 1200 && self.take_stateless_token(now) {
+                let mut buf = Vec::with_capacity(64);
+                let random = (self.cid_counter as u8) & 0x7f;
+                if encode_version_negotiation(
+                    &mut buf,
+                    random,
+                    p.dst_cid,
+                    p.src_cid,
+                    &self.config.versions,
+                )
+                .is_ok()
+                {
+                    self.stats.version_negotiations += 1;
+                    self.responses.push_back((remote, buf));
+                }
+            } else {
+                self.stats.dropped += 1;
+            }
+            return None;
+        }
+        // A new connection: only from an Initial in a full-size datagram (RFC 9000 §14.1)
+        // with a Destination Connection ID of at least 8 bytes (§7.2).
+        let is_initial = LongType::from_bits(version, p.long_type_bits) == LongType::Initial;
+        let (Some(server), Some(dst), Some(src)) = (
+            self.server.clone(),
+            dst,
+            ConnectionId::try_from_slice(p.src_cid),
+        ) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        if !is_initial || data.len() < 1200 || dst.len() < 8 {
+            self.stats.dropped += 1;
+            return None;
+        }
+        let local_cid = self.new_cid();
+        let params = ServerConnectionParams {
+            remote,
+            local_cid,
+            original_dst_cid: dst,
+            client_cid: src,
+            version,
+            reset_token: self.reset_token(&local_cid),
+        };
+        let mut conn = match Connection::accept_incoming(&server, now, params) {
+            Ok(c) => c,
+            Err(_) => {
+                self.stats.dropped += 1;
+                return None;
+            }
+        };
+        if self.refuse {
+            // RFC 9000 §20.1: CONNECTION_REFUSED, sent in an Initial packet.
+            conn.close_with_error(
+                now,
+                TransportError::new(
+                    TransportErrorCode::CONNECTION_REFUSED,
+                    "not accepting connections",
+                ),
+            );
+            let mut buf = Vec::new();
+            if let Some(t) = conn.poll_transmit(now, &mut buf) {
+                buf.truncate(t.size);
+                self.responses.push_back((remote, buf));
+            }
+            self.stats.refused += 1;
+            return None;
+        }
+        conn.handle_datagram(now, remote, data);
+        let idx = self.insert(conn);
+        // Retransmitted client Initials still carry the original DCID until the client adopts
+        // ours (RFC 9000 §7.2).
+        self.route(dst, idx);
+        self.stats.accepted += 1;
+        self.incoming.push_back(ConnectionHandle(idx));
+        self.process_events(idx);
+        Some(ConnectionHandle(idx))
+    }
+
+    fn take_stateless_token(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.config.max_stateless_per_second);
+        if let Some(last) = self.stateless_refill {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
+            self.stateless_tokens = (self.stateless_tokens + refill).min(rate);
+        }
+        self.stateless_refill = Some(now);
+        if self.stateless_tokens >= 1.0 {
+            self.stateless_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// RFC 9000 §10.3: a short-header packet for no known connection gets a stateless reset,
+    /// smaller than the packet that triggered it (§10.3.3, against reset loops).
+    fn stateless_reset(&mut self, now: Instant, remote: SocketAddr, data: &[u8], dst_cid: &[u8]) {
+        const MIN_RESET: usize = 21;
+        if data.len() <= MIN_RESET || !self.take_stateless_token(now) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let Some(cid) = ConnectionId::try_from_slice(dst_cid) else {
+            return;
+        };
+        let len = (data.len() - 1).min(43);
+        let mut buf = vec![0u8; len];
+        self.cid_counter += 1;
+        let _ = self.cid_expander.expand_slice(
+            &[b"pad", &self.cid_counter.to_be_bytes()],
+            &mut buf[..len - 16],
+        );
+        // Short header form with the fixed bit, the rest unpredictable (§10.3).
+        buf[0] = 0x40 | (buf[0] & 0x3f);
+        buf[len - 16..].copy_from_slice(&self.reset_token(&cid).0);
+        self.stats.stateless_resets += 1;
+        self.responses.push_back((remote, buf));
+    }
+
+    /// Acts on a connection's requests: new connection IDs, retired ones, removal.
+    fn process_events(&mut self, idx: usize) {
+        while let Some(event) = self.connections[idx]
+            .as_mut()
+            .and_then(|c| c.poll_endpoint_event())
+        {
+            match event {
+                EndpointEvent::NeedCids(n) => {
+                    let cids: Vec<(ConnectionId, ResetToken)> = (0..n)
+                        .map(|_| {
+                            let cid = self.new_cid();
+                            self.route(cid, idx);
+                            (cid, self.reset_token(&cid))
+                        })
+                        .collect();
+                    if let Some(c) = self.connections[idx].as_mut() {
+                        c.issue_cids(cids);
+                    }
+                }
+                EndpointEvent::RetireCid(cid) => {
+                    self.by_cid.remove(&cid);
+                }
+                EndpointEvent::PeerResetToken(token) => {
+                    self.by_reset_token.insert(token, idx);
+                    self.tokens_of.entry(idx).or_default().push(token);
+                }
+                EndpointEvent::Drained => {
+                    for cid in self.cids_of.remove(&idx).unwrap_or_default() {
+                        if self.by_cid.get(&cid) == Some(&idx) {
+                            self.by_cid.remove(&cid);
+                        }
+                    }
+                    for token in self.tokens_of.remove(&idx).unwrap_or_default() {
+                        if self.by_reset_token.get(&token) == Some(&idx) {
+                            self.by_reset_token.remove(&token);
+                        }
+                    }
+                    self.connections[idx] = None;
+                    self.free.push(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the next datagram to send into `buf`: stateless responses first, then the
+    /// connections' datagrams, round robin.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((destination, data)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&data);
+            return Some(Transmit {
+                destination,
+                size: data.len(),
+            });
+        }
+        let n = self.connections.len();
+        for i in 0..n {
+            let idx = (self.next_poll + i) % n;
+            let Some(conn) = self.connections[idx].as_mut() else {
+                continue;
+            };
+            if let Some(t) = conn.poll_transmit(now, buf) {
+                self.next_poll = (idx + 1) % n;
+                self.process_events(idx);
+                return Some(t);
+            }
+            self.process_events(idx);
+        }
+        None
+    }
+
+    /// The earliest deadline of any connection.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connections
+            .iter()
+            .flatten()
+            .filter_map(Connection::poll_timeout)
+            .min()
+    }
+
+    /// Fires the timers of every connection due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for idx in 0..self.connections.len() {
+            let due = self.connections[idx]
+                .as_ref()
+                .and_then(Connection::poll_timeout)
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(c) = self.connections[idx].as_mut() {
+                    c.handle_timeout(now);
+                }
+            }
+            if self.connections[idx].is_some() {
+                self.process_events(idx);
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A deterministic simulated network for driving endpoints without sockets (feature
+//! `testing`).
+//!
+//! [`Network`] moves datagrams between [`Endpoint`]s on a virtual clock, with latency, jitter
+//! (and so reordering), loss, duplication, corruption, an MTU and a bandwidth limit, all drawn
+//! from one seeded generator: the same seed replays the same run. Tests print the seed when
+//! they fail (see [`Network::seed`]).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::endpoint::Endpoint;
+
+/// How the simulated path treats datagrams (the same both ways).
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra random delay, uniformly up to this (reorders datagrams).
+    pub jitter: Duration,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability one byte of a datagram is flipped.
+    pub corrupt: f64,
+    /// Datagrams larger than this are dropped.
+    pub mtu: usize,
+    /// Bytes per second per direction; 0 is unlimited.
+    pub bandwidth: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            corrupt: 0.0,
+            mtu: 1500,
+            bandwidth: 0,
+        }
+    }
+}
+
+/// What the network did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Datagrams handed to the network.
+    pub sent: u64,
+    /// Datagrams delivered (duplicates count twice).
+    pub delivered: u64,
+    /// Datagrams dropped by loss or MTU.
+    pub dropped: u64,
+    /// Datagrams corrupted.
+    pub corrupted: u64,
+    /// Datagrams duplicated.
+    pub duplicated: u64,
+}
+
+/// An xorshift64* generator: fast, deterministic, good enough for simulation.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A float in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: usize,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A simulated network of endpoints. See the module documentation.
+pub struct Network {
+    now: Instant,
+    seed: u64,
+    rng: Rng,
+    /// The link settings, changeable between steps.
+    pub link: LinkConfig,
+    nodes: Vec<(SocketAddr, Endpoint)>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    /// When each node's outgoing link is free again (bandwidth).
+    busy_until: Vec<Instant>,
+    seq: u64,
+    buf: Vec<u8>,
+    stats: NetworkStats,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("seed", &self.seed)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Network {
+    /// An empty network starting at `start`, with randomness from `seed`.
+    pub fn new(start: Instant, seed: u64, link: LinkConfig) -> Self {
+        Self {
+            now: start,
+            seed,
+            rng: Rng::new(seed),
+            link,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            busy_until: Vec::new(),
+            seq: 0,
+            buf: Vec::with_capacity(65536),
+            stats: NetworkStats::default(),
+        }
+    }
+
+    /// The seed this run replays from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// What the network did so far.
+    pub fn stats(&self) -> NetworkStats {
+        self.stats
+    }
+
+    /// Adds an endpoint at `addr`; returns its index.
+    pub fn add(&mut self, addr: SocketAddr, endpoint: Endpoint) -> usize {
+        self.nodes.push((addr, endpoint));
+        self.busy_until.push(self.now);
+        self.nodes.len() - 1
+    }
+
+    /// An endpoint by index.
+    pub fn endpoint(&mut self, node: usize) -> &mut Endpoint {
+        &mut self.nodes[node].1
+    }
+
+    /// The address of a node.
+    pub fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node].0
+    }
+
+    fn transmit_all(&mut self) {
+        for from in 0..self.nodes.len() {
+            loop {
+                let now = self.now;
+                let (addr, ep) = &mut self.nodes[from];
+                let addr = *addr;
+                let Some(t) = ep.poll_transmit(now, &mut self.buf) else {
+                    break;
+                };
+                let data = self.buf[..t.size].to_vec();
+                self.stats.sent += 1;
+                let Some(to) = self.nodes.iter().position(|(a, _)| *a == t.destination) else {
+                    self.stats.dropped += 1;
+                    continue;
+                };
+                self.enqueue(from, addr, to, data);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, from_node: usize, from: SocketAddr, to: usize, mut data: Vec<u8>) {
+        let link = self.link.clone();
+        if data.len() > link.mtu || self.rng.unit() < link.loss {
+            self.stats.dropped += 1;
+            return;
+        }
+        // Serialization at the link's bandwidth, then propagation.
+        let mut depart = self.now;
+        if link.bandwidth > 0 {
+            let start = self.busy_until[from_node].max(self.now);
+            let tx = Duration::from_secs_f64(data.len() as f64 / link.bandwidth as f64);
+            self.busy_until[from_node] = start + tx;
+            depart = start + tx;
+        }
+        if self.rng.unit() < link.corrupt && !data.is_empty() {
+            let i = (self.rng.next_u64() as usize) % data.len();
+            data[i] ^= 1 << (self.rng.next_u64() % 8);
+            self.stats.corrupted += 1;
+        }
+        let copies = if self.rng.unit() < link.duplicate {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = depart + link.latency + link.jitter.mul_f64(self.rng.unit());
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at,
+                seq: self.seq,
+                from,
+                to,
+                data: data.clone(),
+            }));
+        }
+    }
+
+    /// Sends what every endpoint has, then advances to the next delivery or timer (at most to
+    /// `limit`) and handles it. Returns `false` when nothing is left to happen before `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        self.transmit_all();
+        let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
+        let next_timer = self
+            .nodes
+            .iter()
+            .filter_map(|(_, ep)| ep.poll_timeout())
+            .min();
+        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+            self.now = self.now.max(limit);
+            return false;
+        };
+        if next > limit {
+            self.now = self.now.max(limit);
+            return false;
+        }
+        self.now = self.now.max(next);
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
+            let Some(Reverse(d)) = self.queue.pop() else {
+                break;
+            };
+            self.stats.delivered += 1;
+            let now = self.now;
+            self.nodes[d.to]
+                .1
+                .handle_datagram(now, d.from, BytesMut::from(&d.data[..]));
+        }
+        let now = self.now;
+        for (_, ep) in &mut self.nodes {
+            if ep.poll_timeout().is_some_and(|t| t <= now) {
+                ep.handle_timeout(now);
+            }
+        }
+        self.transmit_all();
+        true
+    }
+
+    /// Runs until `done` returns true (checked after every step) or `max` of virtual time
+    /// passes; returns whether `done` became true.
+    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&mut Network) -> bool) -> bool {
+        let limit = self.now + max;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(limit) && self.now >= limit {
+                return done(self);
+            }
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let limit = self.now + d;
+        while self.step(limit) {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod tests;

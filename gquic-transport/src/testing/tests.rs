@@ -1,0 +1,428 @@
+//! Client and server endpoints over the simulated network, with real rustls configs.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{ClientConfig, TransportConfig};
+use crate::connection::tests::{certs, client_config, server_config};
+use crate::connection::{ConnectionError, Event, ReadError, WriteError};
+use crate::endpoint::{ConnectionHandle, EndpointConfig};
+use crate::{Dir, StreamId};
+
+const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
+const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+
+fn endpoint_config() -> EndpointConfig {
+    EndpointConfig::new(
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        [7; 32],
+    )
+}
+
+struct Sim {
+    net: Network,
+    client_config: ClientConfig,
+    client: ConnectionHandle,
+}
+
+const S: usize = 0;
+const C: usize = 1;
+
+fn sim(seed: u64, link: LinkConfig, transport: TransportConfig) -> Sim {
+    let certs = certs();
+    let server = server_config(&certs, &[b"hq-interop"], transport.clone());
+    let client_config = client_config(&certs, &[b"hq-interop"], transport);
+    let mut net = Network::new(Instant::now(), seed, link);
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_be_bytes());
+    net.add(
+        SERVER,
+        Endpoint::new(endpoint_config(), Some(Arc::new(server)), secret).unwrap(),
+    );
+    secret[8] = 1;
+    net.add(
+        CLIENT,
+        Endpoint::new(endpoint_config(), None, secret).unwrap(),
+    );
+    let now = net.now();
+    let client = net
+        .endpoint(C)
+        .connect(now, &client_config, SERVER, "localhost")
+        .unwrap();
+    Sim {
+        net,
+        client_config,
+        client,
+    }
+}
+
+/// Drains events of a connection into a vector.
+fn events(net: &mut Network, node: usize, h: ConnectionHandle) -> Vec<Event> {
+    let Some(c) = net.endpoint(node).connection_mut(h) else {
+        return Vec::new();
+    };
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+/// Runs the handshake; returns the server's handle.
+fn connect(s: &mut Sim) -> ConnectionHandle {
+    let client = s.client;
+    let mut server = None;
+    let mut connected = [false; 2];
+    let ok = s.net.run_until(Duration::from_secs(30), |net| {
+        if server.is_none() {
+            server = net.endpoint(S).accept();
+        }
+        connected[0] |= events(net, C, client).contains(&Event::Connected);
+        if let Some(h) = server {
+            connected[1] |= events(net, S, h).contains(&Event::Connected);
+        }
+        connected == [true, true]
+    });
+    assert!(ok, "seed {}: handshake did not complete", s.net.seed());
+    server.unwrap()
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 253) as u8).collect()
+}
+
+/// Client sends `len` bytes on one bidi stream; returns what the server read.
+fn transfer(s: &mut Sim, server: ConnectionHandle, len: usize, max: Duration) -> Vec<u8> {
+    let client = s.client;
+    let id = s
+        .net
+        .endpoint(C)
+        .connection_mut(client)
+        .unwrap()
+        .open(Dir::Bi)
+        .unwrap();
+    let data = Bytes::from(pattern(len));
+    let mut written = 0;
+    let mut received = Vec::with_capacity(len);
+    let mut accepted: Option<StreamId> = None;
+    let done = s.net.run_until(max, |net| {
+        let now = net.now();
+        let c = net.endpoint(C).connection_mut(client).unwrap();
+        while written < len {
+            match c.write(id, data.slice(written..)) {
+                Ok(n) => written += n,
+                Err(WriteError::Blocked) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if written == len {
+            let _ = c.finish(id);
+        }
+        let sc = net.endpoint(S).connection_mut(server).unwrap();
+        if accepted.is_none() {
+            accepted = sc.accept(Dir::Bi);
+        }
+        if accepted.is_some() {
+            loop {
+                match sc.read(id, usize::MAX, now) {
+                    Ok(Some(d)) => received.extend_from_slice(&d),
+                    Ok(None) => return true,
+                    Err(ReadError::Blocked) => return false,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        false
+    });
+    assert!(
+        done,
+        "seed {}: transfer of {len} bytes did not finish ({} received)",
+        s.net.seed(),
+        received.len()
+    );
+    received
+}
+
+#[test]
+fn endpoints_handshake_and_ten_mebibytes_on_one_stream() {
+    let mut s = sim(1, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let got = transfer(&mut s, server, 10 << 20, Duration::from_secs(120));
+    assert!(got == pattern(10 << 20), "10 MiB intact");
+    let stats = s.net.endpoint(C).connection(s.client).unwrap().stats();
+    assert_eq!(
+        stats.packets_lost, 0,
+        "no spurious retransmission on a clean path"
+    );
+    // The server issued spare connection IDs and routes all of them.
+    assert_eq!(s.net.endpoint(S).stats().accepted, 1);
+}
+
+#[test]
+fn lossy_transfers_over_fifty_seeds() {
+    for seed in 1..=50 {
+        let link = LinkConfig {
+            latency: Duration::from_millis(15),
+            jitter: Duration::from_millis(10),
+            loss: 0.10,
+            duplicate: 0.03,
+            ..LinkConfig::default()
+        };
+        let mut s = sim(seed, link, TransportConfig::default());
+        let server = connect(&mut s);
+        let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(300));
+        assert!(got == pattern(1 << 20), "seed {seed}: data corrupted");
+        assert!(
+            s.net.stats().dropped > 0,
+            "seed {seed}: nothing was dropped"
+        );
+    }
+}
+
+#[test]
+fn no_spurious_retransmissions_without_loss_over_fifty_seeds() {
+    for seed in 1..=50 {
+        let link = LinkConfig {
+            latency: Duration::from_millis(5 + seed % 40),
+            ..LinkConfig::default()
+        };
+        let mut s = sim(seed, link, TransportConfig::default());
+        let server = connect(&mut s);
+        let _ = transfer(&mut s, server, 256 << 10, Duration::from_secs(60));
+        for (node, h) in [(C, s.client), (S, server)] {
+            let lost = s
+                .net
+                .endpoint(node)
+                .connection(h)
+                .unwrap()
+                .stats()
+                .packets_lost;
+            assert_eq!(
+                lost, 0,
+                "seed {seed}: {lost} packets declared lost on a lossless path"
+            );
+        }
+    }
+}
+
+#[test]
+fn smoothed_rtt_converges_to_the_path_delay_over_fifty_seeds() {
+    for seed in 1..=50 {
+        let one_way = Duration::from_millis(10 + seed * 3);
+        let mut s = sim(
+            seed,
+            LinkConfig {
+                latency: one_way,
+                ..LinkConfig::default()
+            },
+            TransportConfig::default(),
+        );
+        let server = connect(&mut s);
+        let _ = transfer(&mut s, server, 64 << 10, Duration::from_secs(60));
+        let rtt = s.net.endpoint(C).connection(s.client).unwrap().rtt();
+        let expected = one_way * 2;
+        // Within the peer's ack delay (max_ack_delay 25 ms) plus a millisecond.
+        assert!(
+            rtt >= expected && rtt <= expected + Duration::from_millis(26),
+            "seed {seed}: rtt {rtt:?} for a path of {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn corrupted_datagrams_are_dropped_never_accepted() {
+    for seed in 1..=20 {
+        let link = LinkConfig {
+            corrupt: 0.2,
+            ..LinkConfig::default()
+        };
+        let mut s = sim(seed, link, TransportConfig::default());
+        let server = connect(&mut s);
+        let got = transfer(&mut s, server, 256 << 10, Duration::from_secs(120));
+        assert!(
+            got == pattern(256 << 10),
+            "seed {seed}: corruption got through"
+        );
+        assert!(s.net.stats().corrupted > 0);
+    }
+}
+
+#[test]
+fn bandwidth_and_mtu_limits() {
+    let link = LinkConfig {
+        bandwidth: 1_000_000,
+        mtu: 1200,
+        ..LinkConfig::default()
+    };
+    let mut s = sim(3, link, TransportConfig::default());
+    let server = connect(&mut s);
+    let start = s.net.now();
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert_eq!(got.len(), 1 << 20);
+    // 1 MiB at 1 MB/s takes at least a second of virtual time.
+    assert!(s.net.now() - start >= Duration::from_secs(1));
+}
+
+#[test]
+fn rfc9000_version_negotiation_for_an_unknown_version() {
+    let mut s = sim(4, LinkConfig::default(), TransportConfig::default());
+    // A client Initial of a reserved version (RFC 9000 §15), padded to 1200 bytes.
+    let mut probe = vec![0xc0];
+    probe.extend_from_slice(&0x1a2a_3a4au32.to_be_bytes());
+    probe.push(8);
+    probe.extend_from_slice(&[0xaa; 8]);
+    probe.push(4);
+    probe.extend_from_slice(&[0xbb; 4]);
+    probe.resize(1200, 0);
+    let now = s.net.now();
+    s.net
+        .endpoint(S)
+        .handle_datagram(now, CLIENT, BytesMut::from(&probe[..]));
+    let mut buf = Vec::new();
+    let t = s
+        .net
+        .endpoint(S)
+        .poll_transmit(now, &mut buf)
+        .expect("version negotiation");
+    assert_eq!(t.destination, CLIENT);
+    let (partial, _) = crate::wire::PartialDecode::new(BytesMut::from(&buf[..t.size]), 4).unwrap();
+    let versions: Vec<_> = partial.header().versions().collect();
+    assert!(
+        versions.contains(&crate::wire::Version::V1)
+            && versions.contains(&crate::wire::Version::V2)
+    );
+    assert_eq!(
+        partial.header().dst_cid(),
+        Some(crate::wire::ConnectionId::new(&[0xbb; 4]))
+    );
+    assert_eq!(s.net.endpoint(S).stats().version_negotiations, 1);
+    // A short datagram of an unknown version gets nothing (RFC 9000 §6.1).
+    s.net
+        .endpoint(S)
+        .handle_datagram(now, CLIENT, BytesMut::from(&probe[..600]));
+    assert!(s.net.endpoint(S).poll_transmit(now, &mut buf).is_none());
+}
+
+#[test]
+fn rfc9000_small_initials_and_short_cids_are_not_accepted() {
+    let mut s = sim(5, LinkConfig::default(), TransportConfig::default());
+    let mut buf = Vec::new();
+    let now = s.net.now();
+    let t = s.net.endpoint(C).poll_transmit(now, &mut buf).unwrap();
+    assert!(
+        t.size >= 1200,
+        "client Initial datagrams are padded (RFC 9000 §14.1)"
+    );
+    // The same Initial truncated below 1200 bytes is dropped without a connection.
+    s.net
+        .endpoint(S)
+        .handle_datagram(now, CLIENT, BytesMut::from(&buf[..1000]));
+    assert_eq!(s.net.endpoint(S).connection_count(), 0);
+    s.net
+        .endpoint(S)
+        .handle_datagram(now, CLIENT, BytesMut::from(&buf[..t.size]));
+    assert_eq!(s.net.endpoint(S).connection_count(), 1);
+}
+
+#[test]
+fn rfc9000_stateless_reset_after_server_state_loss() {
+    let mut s = sim(6, LinkConfig::default(), TransportConfig::default());
+    let _server = connect(&mut s);
+    // The server "restarts": a fresh endpoint with the same reset key and no connections.
+    let certs = certs();
+    let fresh = Endpoint::new(
+        endpoint_config(),
+        Some(Arc::new(server_config(
+            &certs,
+            &[b"hq-interop"],
+            TransportConfig::default(),
+        ))),
+        [9; 32],
+    )
+    .unwrap();
+    *s.net.endpoint(S) = fresh;
+    let client = s.client;
+    let id = s
+        .net
+        .endpoint(C)
+        .connection_mut(client)
+        .unwrap()
+        .open(Dir::Uni)
+        .unwrap();
+    s.net
+        .endpoint(C)
+        .connection_mut(client)
+        .unwrap()
+        .write(id, Bytes::from_static(b"hello?"))
+        .unwrap();
+    let mut reset = false;
+    s.net.run_until(Duration::from_secs(5), |net| {
+        reset |= events(net, C, client).contains(&Event::ConnectionLost(ConnectionError::Reset));
+        reset
+    });
+    assert!(reset, "the client recognised the stateless reset");
+    assert!(s.net.endpoint(S).stats().stateless_resets >= 1);
+}
+
+#[test]
+fn refused_connections_see_connection_refused() {
+    let mut s = sim(7, LinkConfig::default(), TransportConfig::default());
+    s.net.endpoint(S).refuse_new_connections(true);
+    let client = s.client;
+    let mut lost = None;
+    s.net.run_until(Duration::from_secs(5), |net| {
+        for e in events(net, C, client) {
+            if let Event::ConnectionLost(err) = e {
+                lost = Some(err);
+            }
+        }
+        lost.is_some()
+    });
+    assert!(
+        matches!(&lost, Some(ConnectionError::ConnectionClosed { code, .. }) if *code == crate::TransportErrorCode::CONNECTION_REFUSED),
+        "{lost:?}"
+    );
+    // The client's first flight may span several Initial datagrams; each is refused.
+    assert!(s.net.endpoint(S).stats().refused >= 1);
+    assert_eq!(s.net.endpoint(S).connection_count(), 0);
+}
+
+#[test]
+fn idle_timeout_through_endpoints_removes_connections() {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(3));
+    let mut s = sim(8, LinkConfig::default(), t);
+    let _server = connect(&mut s);
+    assert_eq!(s.net.endpoint(S).connection_count(), 1);
+    s.net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        s.net.endpoint(S).connection_count(),
+        0,
+        "drained server connection removed"
+    );
+    assert_eq!(
+        s.net.endpoint(C).connection_count(),
+        0,
+        "drained client connection removed"
+    );
+    let _ = &s.client_config;
+}
+
+#[test]
+fn one_client_endpoint_carries_many_connections() {
+    let mut s = sim(9, LinkConfig::default(), TransportConfig::default());
+    let now = s.net.now();
+    let cfg = s.client_config.clone();
+    let extra: Vec<ConnectionHandle> = (0..5)
+        .map(|_| {
+            s.net
+                .endpoint(C)
+                .connect(now, &cfg, SERVER, "localhost")
+                .unwrap()
+        })
+        .collect();
+    s.net.run_for(Duration::from_millis(500));
+    assert_eq!(s.net.endpoint(S).stats().accepted, 6);
+    for h in extra {
+        assert!(!s.net.endpoint(C).connection(h).unwrap().is_handshaking());
+    }
+}
