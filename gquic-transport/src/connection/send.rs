@@ -500,3 +500,28 @@ struct PacketSummary {
     /// A later packet in the datagram must pad it to 1200 bytes.
     needs_padding: bool,
 }
+
+#[cfg(any(test, feature = "testing"))]
+impl Connection {
+    /// Seals `payload` (raw frames, unchecked) in a 1-RTT packet to the peer, as a misbehaving
+    /// endpoint would; for fuzzing and hostile-peer tests (feature `testing`). Returns `None`
+    /// before 1-RTT keys exist.
+    pub fn forge_one_rtt_packet(&mut self, now: Instant, payload: &[u8]) -> Option<Vec<u8>> {
+        self.one_rtt.as_ref()?;
+        let mut buf = Vec::with_capacity(payload.len() + 64);
+        let (start, partial, pn) = self.begin_packet(SpaceId::Data, &mut buf)?;
+        buf.extend_from_slice(payload);
+        self.finish_packet(
+            now,
+            SpaceId::Data,
+            &mut buf,
+            start,
+            partial,
+            pn,
+            SentInfo::default(),
+            true,
+            0,
+        );
+        (!buf.is_empty()).then_some(buf)
+    }
+}

@@ -53,7 +53,10 @@ impl Pacer {
             return None;
         }
         let missing = (bytes - self.tokens) as f64;
-        Some(now + Duration::from_secs_f64(missing / rate))
+        // Always strictly in the future: a zero wait would have the driver fire the pacing
+        // timer at `now` again and again without time advancing.
+        let wait = Duration::from_secs_f64(missing / rate).max(Duration::from_micros(1));
+        Some(now + wait)
     }
 }
 
@@ -61,6 +64,25 @@ impl Pacer {
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod tests {
     use super::*;
+
+    /// Regression: with a huge rate and a few bytes missing, the wait used to round to zero and
+    /// the pacing timer fired at `now` forever.
+    #[test]
+    fn wait_is_never_zero() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1, 1200);
+        assert_eq!(
+            p.delay(t0, 1200, 1 << 40, Duration::from_micros(1), 1200),
+            None
+        );
+        let mut now = t0;
+        for _ in 0..1000 {
+            if let Some(at) = p.delay(now, 1200, 1 << 40, Duration::from_micros(1), 1200) {
+                assert!(at > now, "pacing wait must advance time");
+                now = at;
+            }
+        }
+    }
 
     #[test]
     fn rfc9002_paces_after_burst() {
