@@ -89,6 +89,12 @@ pub enum StreamControl {
     ResetStream(StreamId),
     /// STOP_SENDING for this stream.
     StopSending(StreamId),
+    /// DATA_BLOCKED: connection flow control stops us (RFC 9000 §4.1, §19.12).
+    DataBlocked,
+    /// STREAM_DATA_BLOCKED for this stream (RFC 9000 §19.13).
+    StreamDataBlocked(StreamId),
+    /// STREAMS_BLOCKED for this direction (RFC 9000 §4.6, §19.14).
+    StreamsBlocked(Dir),
 }
 
 #[derive(Debug)]
@@ -109,6 +115,8 @@ struct SendState {
     stopped: Option<VarInt>,
     /// The application was refused a write; tell it when it can write again.
     blocked: bool,
+    /// The limit for which STREAM_DATA_BLOCKED was last sent.
+    blocked_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -145,6 +153,9 @@ pub struct Streams {
     /// The peer's connection-level limit (MAX_DATA) and what we sent against it.
     max_data: u64,
     data_sent: u64,
+    /// The limits for which DATA_BLOCKED / STREAMS_BLOCKED were last sent.
+    data_blocked_at: Option<u64>,
+    streams_blocked_at: [Option<u64>; 2],
     /// Our connection-level receive window and the total highest offsets received.
     window: RecvWindow,
     data_received: u64,
@@ -207,6 +218,8 @@ impl Streams {
             accept_queue: [VecDeque::new(), VecDeque::new()],
             max_data: 0,
             data_sent: 0,
+            data_blocked_at: None,
+            streams_blocked_at: [None; 2],
             window: RecvWindow::new(local.initial_max_data, max_window),
             data_received: 0,
             peer_params: TransportParameters::default(),
@@ -261,6 +274,7 @@ impl Streams {
             reset_final_size: 0,
             stopped: None,
             blocked: false,
+            blocked_at: None,
         }
     }
 
@@ -279,6 +293,11 @@ impl Streams {
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
         let d = dir_index(dir);
         if self.next_local[d] >= self.max_local[d] {
+            // RFC 9000 §4.6: tell the peer we want more streams, once per limit.
+            if self.streams_blocked_at[d] != Some(self.max_local[d]) {
+                self.streams_blocked_at[d] = Some(self.max_local[d]);
+                self.queue_control(StreamControl::StreamsBlocked(dir));
+            }
             return None;
         }
         let id = StreamId::new(self.side, dir, self.next_local[d]);
@@ -499,6 +518,12 @@ impl Streams {
         let n = (data.len() as u64).min(allowed) as usize;
         if n == 0 && !data.is_empty() {
             state.blocked = true;
+            // Refused by the peer's stream limit: STREAM_DATA_BLOCKED, once per limit (RFC
+            // 9000 §4.1, §19.13).
+            if state.buf.end() >= state.max_data && state.blocked_at != Some(state.max_data) {
+                state.blocked_at = Some(state.max_data);
+                self.queue_control(StreamControl::StreamDataBlocked(id));
+            }
             return Err(WriteError::Blocked);
         }
         state.buf.write(data.slice(..n));
@@ -695,6 +720,33 @@ impl Streams {
                     error_code: r.stopped?,
                 }
             }
+            // Blocked frames only while still blocked at the same limit.
+            StreamControl::DataBlocked => {
+                if self.data_sent < self.max_data {
+                    return None;
+                }
+                Frame::DataBlocked(self.max_data)
+            }
+            StreamControl::StreamDataBlocked(id) => {
+                let st = self.send.get(&id)?;
+                if st.buf.end() < st.max_data || st.reset.is_some() {
+                    return None;
+                }
+                Frame::StreamDataBlocked {
+                    id,
+                    limit: st.max_data,
+                }
+            }
+            StreamControl::StreamsBlocked(dir) => {
+                let d = dir_index(dir);
+                if self.next_local[d] < self.max_local[d] {
+                    return None;
+                }
+                Frame::StreamsBlocked {
+                    dir,
+                    limit: self.max_local[d],
+                }
+            }
         })
     }
 
@@ -751,6 +803,22 @@ impl Streams {
             };
             let more = state.buf.has_pending(limit.max(state.buf.sent_offset()))
                 || (state.fin && !state.fin_sent);
+            // Data waits beyond a flow-control limit: say so once per limit (RFC 9000 §4.1).
+            let mut blocked = None;
+            if state.buf.end() > state.buf.sent_offset() && state.buf.sent_offset() >= limit {
+                if limit >= state.max_data {
+                    if state.blocked_at != Some(state.max_data) {
+                        state.blocked_at = Some(state.max_data);
+                        blocked = Some(StreamControl::StreamDataBlocked(id));
+                    }
+                } else if self.data_blocked_at != Some(self.max_data) {
+                    self.data_blocked_at = Some(self.max_data);
+                    blocked = Some(StreamControl::DataBlocked);
+                }
+            }
+            if let Some(c) = blocked {
+                self.queue_control(c);
+            }
             if more {
                 self.schedule(id);
             }

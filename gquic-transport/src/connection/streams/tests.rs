@@ -305,3 +305,82 @@ fn state_is_lazy_per_open_stream() {
         "lower-numbered streams open implicitly (RFC 9000 §3.2)"
     );
 }
+
+fn drain_control(c: &mut Streams) -> Vec<crate::wire::Frame> {
+    let mut out = Vec::new();
+    while let Some(x) = c.poll_control() {
+        if let Some(f) = c.control_frame(x) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[test]
+fn rfc9000_blocked_frames_once_per_limit() {
+    use crate::wire::Frame;
+    let (mut c, _s) = pair(1, 1000);
+    let id = c.open(Dir::Bi).unwrap();
+    // STREAMS_BLOCKED when the stream limit stops an open.
+    assert_eq!(c.open(Dir::Bi), None);
+    assert_eq!(c.open(Dir::Bi), None);
+    // Fill the stream window: STREAM_DATA_BLOCKED at 1000.
+    c.write(id, Bytes::from(vec![0u8; 1000])).unwrap();
+    c.write(id, Bytes::from(vec![0u8; 10])).unwrap_err();
+    while c.poll_chunk(1200).is_some() {}
+    let frames = drain_control(&mut c);
+    assert!(
+        frames.contains(&Frame::StreamsBlocked {
+            dir: Dir::Bi,
+            limit: 1
+        }),
+        "{frames:?}"
+    );
+    // The refused write reported the full stream window.
+    assert!(
+        frames.contains(&Frame::StreamDataBlocked { id, limit: 1000 }),
+        "{frames:?}"
+    );
+
+    // Connection-level: a stream window larger than the connection window.
+    let p = TransportParameters {
+        initial_max_data: 500,
+        initial_max_stream_data_bidi_remote: 10_000,
+        initial_max_streams_bidi: 4,
+        ..Default::default()
+    };
+    let mut c = Streams::new(Side::Client, &p, 1 << 20, 1 << 20, 1 << 20);
+    c.set_peer_params(&p);
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, Bytes::from(vec![0u8; 2000])).unwrap();
+    while c.poll_chunk(1200).is_some() {}
+    let frames = drain_control(&mut c);
+    assert_eq!(frames, vec![Frame::DataBlocked(500)]);
+    // Not repeated for the same limit; repeated after the limit rises and is hit again.
+    while c.poll_chunk(1200).is_some() {}
+    assert!(c.poll_control().is_none());
+    c.on_max_data(1000);
+    while c.poll_chunk(1200).is_some() {}
+    let frames = drain_control(&mut c);
+    assert_eq!(frames, vec![Frame::DataBlocked(1000)]);
+
+    // Stream-level with more data buffered than the stream window.
+    let p = TransportParameters {
+        initial_max_data: 1 << 20,
+        initial_max_stream_data_bidi_remote: 300,
+        initial_max_streams_bidi: 4,
+        ..Default::default()
+    };
+    let mut c = Streams::new(Side::Client, &p, 1 << 20, 1 << 20, 1 << 20);
+    c.set_peer_params(&p);
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, Bytes::from(vec![0u8; 300])).unwrap();
+    while c.poll_chunk(1200).is_some() {}
+    c.on_max_stream_data(id, 400).unwrap();
+    c.write(id, Bytes::from(vec![0u8; 100])).unwrap();
+    // More written than the peer allows, the rest waits: blocked at 400.
+    while c.poll_chunk(1200).is_some() {}
+    assert!(c.write(id, Bytes::from(vec![0u8; 100])).is_err());
+    let frames = drain_control(&mut c);
+    assert_eq!(frames, vec![Frame::StreamDataBlocked { id, limit: 400 }]);
+}
