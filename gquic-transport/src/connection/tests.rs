@@ -752,3 +752,40 @@ fn rfc9000_stateless_reset_ends_the_connection() {
         .handle_datagram(now, SERVER_ADDR, BytesMut::from(&reset[..]));
     assert!(!q.client.is_closed());
 }
+
+#[test]
+fn certificate_for_the_wrong_name_fails_on_both_sides() {
+    let certs = certs();
+    let server = server_config(&certs, &[b"hq-interop"], TransportConfig::default());
+    let client = client_config(&certs, &[b"hq-interop"], TransportConfig::default());
+    let now = Instant::now();
+    let scid = ConnectionId::new(&[0xc1; 8]);
+    let dcid = ConnectionId::new(&[0xd1; 8]);
+    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
+    // Replace the client with one that expects another name than the certificate's.
+    p.client = Connection::connect(&client, now, SERVER_ADDR, "example.com", scid, dcid).unwrap();
+    p.drive_for(Duration::from_millis(300));
+    let client_code = p
+        .client_events
+        .iter()
+        .find_map(|e| match e {
+            Event::ConnectionLost(ConnectionError::TransportError(t)) => Some(t.code),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "client accepted a certificate for the wrong name: {:?}",
+                p.client_events
+            )
+        });
+    assert!(
+        client_code.tls_alert().is_some(),
+        "a TLS alert code, got {client_code}"
+    );
+    assert!(
+        p.server_events.iter().any(|e| matches!(e, Event::ConnectionLost(ConnectionError::ConnectionClosed { code, .. }) if *code == client_code)),
+        "{:?}",
+        p.server_events
+    );
+    assert!(!p.client_events.contains(&Event::Connected));
+}
