@@ -253,6 +253,19 @@ impl TransportConfig {
     }
 }
 
+/// RFC 9001 §4.2 and §5.2: QUIC needs TLS 1.3, and TLS_AES_128_GCM_SHA256 for Initial packets.
+fn check_provider(provider: &rustls::crypto::CryptoProvider) -> Result<(), ConfigError> {
+    if !provider.cipher_suites.iter().any(|s| s.tls13().is_some()) {
+        return Err(ConfigError::Tls(
+            "no TLS 1.3 cipher suite; QUIC requires TLS 1.3",
+        ));
+    }
+    crate::crypto::initial_suite(provider).map_err(|_| {
+        ConfigError::Tls("the provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets")
+    })?;
+    Ok(())
+}
+
 /// Server settings: the rustls server config (certificates, ALPN) and transport settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -266,21 +279,7 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
     pub fn new(crypto: Arc<rustls::ServerConfig>) -> Result<Self, ConfigError> {
-        if !crypto
-            .crypto_provider()
-            .cipher_suites
-            .iter()
-            .any(|s| s.tls13().is_some())
-        {
-            return Err(ConfigError::Tls(
-                "no TLS 1.3 cipher suite; QUIC requires TLS 1.3",
-            ));
-        }
-        crate::crypto::initial_suite(crypto.crypto_provider()).map_err(|_| {
-            ConfigError::Tls(
-                "the provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets",
-            )
-        })?;
+        check_provider(crypto.crypto_provider())?;
         Ok(Self {
             crypto,
             transport: Arc::new(TransportConfig::default()),
@@ -313,21 +312,7 @@ impl ClientConfig {
     /// # Errors
     /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
     pub fn new(crypto: Arc<rustls::ClientConfig>) -> Result<Self, ConfigError> {
-        if !crypto
-            .crypto_provider()
-            .cipher_suites
-            .iter()
-            .any(|s| s.tls13().is_some())
-        {
-            return Err(ConfigError::Tls(
-                "no TLS 1.3 cipher suite; QUIC requires TLS 1.3",
-            ));
-        }
-        crate::crypto::initial_suite(crypto.crypto_provider()).map_err(|_| {
-            ConfigError::Tls(
-                "the provider lacks TLS13_AES_128_GCM_SHA256, needed for Initial packets",
-            )
-        })?;
+        check_provider(crypto.crypto_provider())?;
         Ok(Self {
             crypto,
             transport: Arc::new(TransportConfig::default()),

@@ -57,6 +57,11 @@ impl Connection {
                 needs_padding |= summary.needs_padding;
             }
         }
+        self.datagram_written(buf)
+    }
+
+    /// Accounts for a datagram now in `buf` (counted toward the amplification limit too).
+    fn datagram_written(&mut self, buf: &[u8]) -> Option<Transmit> {
         if buf.is_empty() {
             return None;
         }
@@ -483,15 +488,7 @@ impl Connection {
                 pad_to,
             );
         }
-        if buf.is_empty() {
-            return None;
-        }
-        self.stats.datagrams_sent += 1;
-        self.stats.bytes_sent += buf.len() as u64;
-        Some(Transmit {
-            destination: self.remote,
-            size: buf.len(),
-        })
+        self.datagram_written(buf)
     }
 }
 
