@@ -230,7 +230,7 @@ fn smoothed_rtt_converges_to_the_path_delay_over_fifty_seeds() {
 
 #[test]
 fn corrupted_datagrams_are_dropped_never_accepted() {
-    for seed in 1..=20 {
+    for seed in 1..=50 {
         let link = LinkConfig {
             corrupt: 0.2,
             ..LinkConfig::default()
