@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::spaces::{SentInfo, SpaceId};
 use super::{CloseFrame, Connection, ConnectionError, Event, State, TransportError};
-use crate::crypto::{self, key_phase::RemoteKey};
+use crate::crypto;
 use crate::error::TransportErrorCode;
 use crate::recovery::sent::{
     is_persistent_congestion, SentPacket, K_PERSISTENT_CONGESTION_THRESHOLD,
@@ -119,11 +119,12 @@ impl Connection {
                     return Ok(());
                 };
                 let header = packet.header.clone();
+                let reserved_ok = packet.reserved_bits_valid();
                 match crypto::open(packet.buf, packet.header_len, pn, key) {
                     Ok(payload) => {
                         keys.on_packet_received(which, pn)
                             .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
-                        (header, pn, payload, which)
+                        (header, pn, payload, reserved_ok)
                     }
                     Err(_) => {
                         self.stats.packets_dropped += 1;
@@ -148,21 +149,14 @@ impl Connection {
                     .number()
                     .expand(self.spaces[space as usize].largest_received);
                 let header = packet.header.clone();
+                let reserved_ok = packet.reserved_bits_valid();
                 match crypto::open(
-                    packet.buf.clone(),
+                    packet.buf,
                     packet.header_len,
                     pn,
                     keys.remote.packet.as_ref(),
                 ) {
-                    Ok(payload) => {
-                        if !packet.reserved_bits_valid() {
-                            return Err(TransportError::new(
-                                TransportErrorCode::PROTOCOL_VIOLATION,
-                                "reserved bits set",
-                            ));
-                        }
-                        (header, pn, payload, RemoteKey::Current)
-                    }
+                    Ok(payload) => (header, pn, payload, reserved_ok),
                     Err(_) => {
                         self.stats.packets_dropped += 1;
                         return Ok(());
@@ -170,7 +164,15 @@ impl Connection {
                 }
             }
         };
-        let (header, pn, payload, _which) = decoded;
+        let (header, pn, payload, reserved_ok) = decoded;
+        // RFC 9000 §17.2, §17.3.1: non-zero reserved bits, once the packet is authenticated,
+        // are a PROTOCOL_VIOLATION.
+        if !reserved_ok {
+            return Err(TransportError::new(
+                TransportErrorCode::PROTOCOL_VIOLATION,
+                "reserved header bits set",
+            ));
+        }
         let sp = &mut self.spaces[space as usize];
         // RFC 9000 §12.3: duplicates are discarded.
         if sp.received.contains(pn) {

@@ -789,3 +789,29 @@ fn certificate_for_the_wrong_name_fails_on_both_sides() {
     );
     assert!(!p.client_events.contains(&Event::Connected));
 }
+
+#[test]
+fn hostile_reserved_bits_are_a_protocol_violation() {
+    // RFC 9000 §17.3.1: a 1-RTT packet whose reserved bits are set after removing protection.
+    let mut p = established();
+    let mut buf = Vec::new();
+    let (start, partial, pn) = p.client.begin_packet(SpaceId::Data, &mut buf).unwrap();
+    buf[start] |= 0x08;
+    buf.push(0x01); // PING
+    let now = p.now;
+    p.client.finish_packet(
+        now,
+        SpaceId::Data,
+        &mut buf,
+        start,
+        partial,
+        pn,
+        Default::default(),
+        true,
+        0,
+    );
+    assert_eq!(
+        server_closes_with(&mut p, buf),
+        TransportErrorCode::PROTOCOL_VIOLATION
+    );
+}
