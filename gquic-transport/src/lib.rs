@@ -70,11 +70,15 @@ pub mod endpoint;
 pub mod error;
 pub mod range_set;
 pub mod recovery;
+#[cfg(feature = "runtime-tokio")]
+pub mod runtime;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod types;
 pub mod wire;
 
+pub use config::{ClientConfig, ServerConfig, TransportConfig};
 pub use error::TransportErrorCode;
 pub use types::{Dir, Side, StreamId};
+pub use wire::VarInt;

@@ -70,6 +70,11 @@ impl EndpointConfig {
         }
     }
 
+    /// The crypto provider (its HKDF derives tokens; its RNG seeds the runtime's secrets).
+    pub fn provider(&self) -> &Arc<CryptoProvider> {
+        &self.provider
+    }
+
     /// Length of the connection IDs this endpoint issues (default 8).
     ///
     /// # Errors
@@ -100,6 +105,10 @@ impl EndpointConfig {
             .extract_from_secret(Some(b"gquic endpoint"), secret))
     }
 }
+
+/// How many drained connections wait for [`Endpoint::poll_drained`] before the oldest is
+/// dropped.
+const MAX_DRAINED: usize = 1024;
 
 /// Identifies a connection within its endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,6 +142,8 @@ pub struct Endpoint {
     /// The CIDs routed to each connection (to unregister them when it drains).
     cids_of: HashMap<usize, Vec<ConnectionId>>,
     incoming: VecDeque<ConnectionHandle>,
+    /// Connections removed after draining, with their last events, for the driver.
+    drained: VecDeque<(ConnectionHandle, Connection)>,
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     cid_expander: Box<dyn HkdfExpander>,
     reset_expander: Box<dyn HkdfExpander>,
@@ -212,6 +223,7 @@ impl Endpoint {
             tokens_of: HashMap::new(),
             cids_of: HashMap::new(),
             incoming: VecDeque::new(),
+            drained: VecDeque::new(),
             responses: VecDeque::new(),
             cid_expander,
             reset_expander,
@@ -256,6 +268,15 @@ impl Endpoint {
     /// The next connection a peer opened.
     pub fn accept(&mut self) -> Option<ConnectionHandle> {
         self.incoming.pop_front()
+    }
+
+    /// Takes a connection that finished draining and was removed from the endpoint, so a
+    /// driver can read its last events (the reason it closed) before dropping it. Its handle
+    /// may be reused by the next new connection: call this after every call that can drain a
+    /// connection ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`],
+    /// [`Endpoint::poll_transmit`]). Unclaimed ones beyond a bound are dropped, oldest first.
+    pub fn poll_drained(&mut self) -> Option<(ConnectionHandle, Connection)> {
+        self.drained.pop_front()
     }
 
     fn new_cid(&mut self) -> ConnectionId {
@@ -539,7 +560,12 @@ impl Endpoint {
                             self.by_reset_token.remove(&token);
                         }
                     }
-                    self.connections[idx] = None;
+                    if let Some(conn) = self.connections[idx].take() {
+                        if self.drained.len() >= MAX_DRAINED {
+                            self.drained.pop_front();
+                        }
+                        self.drained.push_back((ConnectionHandle(idx), conn));
+                    }
                     self.free.push(idx);
                     return;
                 }

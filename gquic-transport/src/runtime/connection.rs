@@ -1,0 +1,334 @@
+//! Async connection handles.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::streams::{RecvStream, SendStream};
+use super::{Shared, State};
+use crate::connection::ConnectionError;
+use crate::wire::VarInt;
+use crate::Dir;
+
+/// A handle counted in the connection's references: the connection closes (code 0) when the
+/// last handle, stream or connection, goes away.
+pub(crate) struct ConnRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u64,
+}
+
+impl ConnRef {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
+        if let Some(st) = shared.lock().conns.get_mut(&id) {
+            st.refs += 1;
+        }
+        Self { shared, id }
+    }
+
+    /// For a reference already counted.
+    fn adopt(shared: Arc<Shared>, id: u64) -> Self {
+        Self { shared, id }
+    }
+}
+
+impl Clone for ConnRef {
+    fn clone(&self) -> Self {
+        Self::new(self.shared.clone(), self.id)
+    }
+}
+
+impl Drop for ConnRef {
+    fn drop(&mut self) {
+        self.shared.lock().release_conn(self.id);
+    }
+}
+
+impl std::fmt::Debug for ConnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.id)
+    }
+}
+
+/// The error a connection ended with, or a generic one if the runtime lost track of it.
+pub(crate) fn lost(state: &State, id: u64) -> ConnectionError {
+    state
+        .conns
+        .get(&id)
+        .and_then(|c| c.error.clone())
+        .unwrap_or(ConnectionError::LocallyClosed)
+}
+
+/// A connection whose handshake is under way; await it for the [`Connection`].
+#[derive(Debug)]
+#[must_use = "a connection only completes when its Connecting is awaited"]
+pub struct Connecting {
+    conn: Option<Connection>,
+}
+
+impl Connecting {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self { conn: Some(conn) }
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.as_ref().map_or(
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            Connection::remote_address,
+        )
+    }
+}
+
+impl Future for Connecting {
+    type Output = Result<Connection, ConnectionError>;
+
+    /// # Cancel safety
+    /// Dropping a `Connecting` abandons the connection (it closes with code 0).
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+        };
+        let id = conn.inner.id;
+        let mut s = conn.inner.shared.lock();
+        let Some(st) = s.conns.get_mut(&id) else {
+            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+        };
+        if st.connected {
+            drop(s);
+            return Poll::Ready(Ok(self.conn.take().expect("checked above")));
+        }
+        if let Some(e) = st.error.clone() {
+            return Poll::Ready(Err(e));
+        }
+        st.handshake.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// An established QUIC connection. Cheap to clone; every clone is the same connection.
+///
+/// Dropping every clone and every stream closes the connection with code 0.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    inner: ConnRef,
+}
+
+/// A snapshot of a connection's path and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Smoothed round-trip time (RFC 9002 §5.3).
+    pub rtt: Duration,
+    /// Congestion window in bytes.
+    pub congestion_window: u64,
+    /// Streams with state on this connection.
+    pub open_streams: usize,
+    /// Datagrams, packets and bytes sent, received, lost and dropped.
+    pub counters: crate::connection::ConnectionStats,
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
+        Self {
+            inner: ConnRef::new(shared, id),
+        }
+    }
+
+    pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
+        Self {
+            inner: ConnRef::adopt(shared, id),
+        }
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        let s = self.inner.shared.lock();
+        s.conns
+            .get(&self.inner.id)
+            .and_then(|c| c.remote)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The negotiated application protocol (ALPN), once the handshake completed.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id)?.alpn().map(<[u8]>::to_vec)
+    }
+
+    /// The peer's certificate chain, leaf first, if it presented one.
+    pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id)?
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+    }
+
+    /// RTT, congestion window and counters. After the connection is gone, the counters are
+    /// zero.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut s = self.inner.shared.lock();
+        match s.proto(self.inner.id) {
+            Some(c) => ConnectionStats {
+                rtt: c.rtt(),
+                congestion_window: c.congestion_window(),
+                open_streams: c.open_streams(),
+                counters: c.stats(),
+            },
+            None => ConnectionStats {
+                rtt: Duration::ZERO,
+                congestion_window: 0,
+                open_streams: 0,
+                counters: Default::default(),
+            },
+        }
+    }
+
+    /// Smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.stats().rtt
+    }
+
+    /// Why the connection ended, if it did.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        let s = self.inner.shared.lock();
+        s.conns.get(&self.inner.id).and_then(|c| c.error.clone())
+    }
+
+    /// Closes the connection with an application error code and reason (RFC 9000 §10.2.3).
+    /// Streams fail with [`ConnectionError::LocallyClosed`]; the peer sees `code` and
+    /// `reason`. Keep the endpoint alive ([`super::Endpoint::wait_idle`]) for the close to be
+    /// sent.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        let mut s = self.inner.shared.lock();
+        if let Some(c) = s.proto(self.inner.id) {
+            c.close(Instant::now(), code, Bytes::copy_from_slice(reason));
+        }
+        s.dispatch();
+        s.wake_driver();
+    }
+
+    /// Waits until the connection ends and says why.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn closed(&self) -> ConnectionError {
+        poll_fn(|cx| {
+            let mut s = self.inner.shared.lock();
+            let id = self.inner.id;
+            match s.conns.get_mut(&id) {
+                None => Poll::Ready(ConnectionError::LocallyClosed),
+                Some(st) => match &st.error {
+                    Some(e) => Poll::Ready(e.clone()),
+                    None => {
+                        st.closed.push(cx.waker().clone());
+                        Poll::Pending
+                    }
+                },
+            }
+        })
+        .await
+    }
+
+    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
+        let mut s = self.inner.shared.lock();
+        let id = self.inner.id;
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+            return Poll::Ready(Err(e));
+        }
+        let opened = match s.proto(id) {
+            Some(c) => c.open(dir),
+            None => return Poll::Ready(Err(lost(&s, id))),
+        };
+        if let Some(stream) = opened {
+            s.wake_driver();
+            return Poll::Ready(Ok(stream.0));
+        }
+        if let Some(st) = s.conns.get_mut(&id) {
+            st.open[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
+        let mut s = self.inner.shared.lock();
+        let id = self.inner.id;
+        let accepted = match s.proto(id) {
+            Some(c) => c.accept(dir),
+            None => return Poll::Ready(Err(lost(&s, id))),
+        };
+        if let Some(stream) = accepted {
+            return Poll::Ready(Ok(stream.0));
+        }
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(st) = s.conns.get_mut(&id) {
+            st.accept[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Opens a bidirectional stream, waiting while the peer's stream limit is reached.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a stream is opened only when this returns it.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.inner.clone(), id),
+            RecvStream::new(self.inner.clone(), id),
+        ))
+    }
+
+    /// Opens a unidirectional stream, waiting while the peer's stream limit is reached.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a stream is opened only when this returns it.
+    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
+        Ok(SendStream::new(self.inner.clone(), id))
+    }
+
+    /// Waits for the next bidirectional stream the peer opens.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended and no opened stream is left.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a stream is taken only when this returns it.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.inner.clone(), id),
+            RecvStream::new(self.inner.clone(), id),
+        ))
+    }
+
+    /// Waits for the next unidirectional stream the peer opens.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended and no opened stream is left.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a stream is taken only when this returns it.
+    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
+        Ok(RecvStream::new(self.inner.clone(), id))
+    }
+
+    /// A number identifying this connection within its endpoint (stable for its life).
+    pub fn stable_id(&self) -> u64 {
+        self.inner.id
+    }
+}

@@ -1,0 +1,187 @@
+//! The endpoint's background task: socket in, state machine, socket out, timer.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::time::Sleep;
+
+use super::Shared;
+use crate::connection::Transmit;
+
+/// Datagrams received per turn before the driver sends and checks timers.
+const RECV_BATCH: usize = 64;
+/// Datagrams sent per turn before the driver yields to other tasks.
+const SEND_BATCH: usize = 64;
+/// The largest UDP payload we read (RFC 9000 §18.2 max_udp_payload_size upper bound).
+const MAX_DATAGRAM: usize = 65_527;
+/// Receive memory is allocated in blocks of this size and handed out as `BytesMut` slices, so
+/// a received datagram costs no allocation of its own.
+const RECV_BLOCK: usize = 1 << 20;
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Option<Instant>,
+    recv: BytesMut,
+    send: Vec<u8>,
+    pending: Option<Transmit>,
+    span: tracing::Span,
+}
+
+impl Driver {
+    pub(super) fn new(shared: Arc<Shared>, socket: UdpSocket, span: tracing::Span) -> Self {
+        Self {
+            shared,
+            socket,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_deadline: None,
+            recv: BytesMut::new(),
+            send: Vec::with_capacity(MAX_DATAGRAM),
+            pending: None,
+            span,
+        }
+    }
+
+    fn ensure_recv_space(&mut self) {
+        if self.recv.len() < MAX_DATAGRAM {
+            // The old block stays alive as long as datagrams cut from it do.
+            self.recv = BytesMut::zeroed(RECV_BLOCK);
+        }
+    }
+}
+
+/// Errors a UDP socket reports for one datagram (ICMP feedback on some platforms) rather
+/// than for the socket.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(90) // EMSGSIZE on Linux: one datagram too large.
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let span = this.span.clone();
+        let _guard = span.enter();
+        let shared = this.shared.clone();
+        let mut state = shared.lock();
+        state.driver_waker = Some(cx.waker().clone());
+        loop {
+            let now = Instant::now();
+            // 1. Receive.
+            let mut received = 0;
+            while received < RECV_BATCH {
+                this.ensure_recv_space();
+                let mut buf = ReadBuf::new(&mut this.recv[..]);
+                match this.socket.poll_recv_from(cx, &mut buf) {
+                    Poll::Ready(Ok(from)) => {
+                        let n = buf.filled().len();
+                        let data = this.recv.split_to(n);
+                        received += 1;
+                        state.ep.handle_datagram(now, from, data);
+                        state.reap();
+                    }
+                    Poll::Ready(Err(e)) if is_transient(&e) => {
+                        tracing::debug!(error = %e, "receive error ignored");
+                        received += 1;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        state.fail(e);
+                        state.driver_done = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            // 2. Timers.
+            if state.ep.poll_timeout().is_some_and(|t| t <= now) {
+                state.ep.handle_timeout(now);
+                state.reap();
+            }
+            // 3. Send.
+            let mut sent = 0;
+            let mut blocked = false;
+            while sent < SEND_BATCH {
+                if this.pending.is_none() {
+                    this.pending = state.ep.poll_transmit(now, &mut this.send);
+                    state.reap();
+                }
+                let Some(t) = this.pending else {
+                    break;
+                };
+                match this
+                    .socket
+                    .poll_send_to(cx, &this.send[..t.size], t.destination)
+                {
+                    Poll::Ready(Ok(_)) => {
+                        this.pending = None;
+                        sent += 1;
+                    }
+                    Poll::Ready(Err(e)) if is_transient(&e) => {
+                        tracing::debug!(error = %e, dst = %t.destination, "send error; datagram dropped");
+                        this.pending = None;
+                        sent += 1;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        state.fail(e);
+                        state.driver_done = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {
+                        blocked = true;
+                        break;
+                    }
+                }
+            }
+            // 4. Wake the application.
+            state.dispatch();
+            if state.driver_may_stop() {
+                state.driver_done = true;
+                tracing::debug!("endpoint driver finished");
+                return Poll::Ready(());
+            }
+            // More work is ready right now: let other tasks run, then come back.
+            if received == RECV_BATCH || (sent == SEND_BATCH && !blocked) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // 5. Sleep until the state machine's next deadline.
+            let deadline = state.ep.poll_timeout();
+            if deadline != this.timer_deadline {
+                this.timer_deadline = deadline;
+                if let Some(d) = deadline {
+                    this.timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+            }
+            if deadline.is_some() && this.timer.as_mut().poll(cx).is_ready() {
+                // Force a fresh reset next time around even if the deadline is unchanged.
+                this.timer_deadline = None;
+                continue;
+            }
+            // Application calls made since the last turn registered their work under the lock
+            // we hold, and wake us through `driver_waker` afterwards.
+            if received > 0 || sent > 0 {
+                // Input may have produced output: one more turn before sleeping.
+                if state.ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}

@@ -1,0 +1,621 @@
+//! The tokio runtime (feature `runtime-tokio`): the sans-IO [`crate::endpoint::Endpoint`] and
+//! its connections driven over a UDP socket.
+//!
+//! One background task per [`Endpoint`] owns the socket. It feeds received datagrams to the
+//! state machine, sends what the state machine produces, sleeps until the state machine's own
+//! deadline ([`crate::endpoint::Endpoint::poll_timeout`]) and wakes the tasks waiting on
+//! connections and streams. Application handles ([`Connection`], [`SendStream`],
+//! [`RecvStream`]) share that state behind one lock and never touch the socket.
+//!
+//! ```no_run
+//! # async fn demo(server_config: gquic_transport::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use gquic_transport::runtime::Endpoint;
+//!
+//! let endpoint = Endpoint::server(server_config, "127.0.0.1:4433".parse()?)?;
+//! while let Some(connecting) = endpoint.accept().await {
+//!     tokio::spawn(async move {
+//!         let connection = connecting.await?;
+//!         let (mut send, mut recv) = connection.accept_bi().await?;
+//!         let request = recv.read_to_end(64 * 1024).await?;
+//!         send.write_all(&request).await?;
+//!         send.finish()?;
+//!         send.stopped().await?;
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+
+#![allow(clippy::disallowed_methods)] // The runtime is where the real clock is read.
+
+mod connection;
+mod driver;
+mod streams;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::connection::ConnectionError;
+use crate::endpoint::{self as proto, ConnectionHandle, EndpointConfig, EndpointConfigError};
+use crate::wire::VarInt;
+
+pub use connection::{Connecting, Connection, ConnectionStats};
+pub use streams::{ReadError, ReadToEndError, RecvStream, SendStream, StoppedError, WriteError};
+
+/// Why [`Endpoint::connect`] could not start a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No client configuration: use [`Endpoint::connect_with`] or set one with
+    /// [`Endpoint::set_default_client_config`].
+    #[error("no default client configuration; call Endpoint::set_default_client_config or use connect_with")]
+    NoDefaultClientConfig,
+    /// The endpoint was closed with [`Endpoint::close`] or its driver stopped.
+    #[error("the endpoint is closed")]
+    EndpointClosed,
+    /// The connection could not be set up (server name, TLS configuration).
+    #[error(transparent)]
+    Setup(#[from] crate::connection::ConnectError),
+}
+
+/// Why an endpoint could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The socket could not be bound or configured.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The endpoint configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] EndpointConfigError),
+    /// No tokio runtime is running on this thread.
+    #[error("no tokio runtime: create endpoints inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl From<EndpointError> for io::Error {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// Waiters on a connection, woken by the driver when the state machine reports an event.
+#[derive(Debug, Default)]
+pub(crate) struct ConnState {
+    /// The state machine's handle while it lives in the endpoint.
+    pub(crate) handle: Option<ConnectionHandle>,
+    /// Application handles (connections and streams) alive.
+    pub(crate) refs: usize,
+    pub(crate) connected: bool,
+    pub(crate) error: Option<ConnectionError>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) handshake: Vec<Waker>,
+    pub(crate) closed: Vec<Waker>,
+    /// Index 0: bidirectional, 1: unidirectional.
+    pub(crate) accept: [Vec<Waker>; 2],
+    pub(crate) open: [Vec<Waker>; 2],
+    pub(crate) readable: HashMap<u64, Waker>,
+    pub(crate) writable: HashMap<u64, Waker>,
+    pub(crate) stopped_wakers: HashMap<u64, Waker>,
+    /// STOP_SENDING codes received, until the stream handle reads them.
+    pub(crate) stopped: HashMap<u64, VarInt>,
+    /// Streams whose data and FIN were all acknowledged.
+    pub(crate) acked: std::collections::HashSet<u64>,
+}
+
+impl ConnState {
+    fn wake_all(&mut self) {
+        let wakers = self
+            .handshake
+            .drain(..)
+            .chain(self.closed.drain(..))
+            .chain(self.accept.iter_mut().flat_map(|v| v.drain(..)))
+            .chain(self.open.iter_mut().flat_map(|v| v.drain(..)))
+            .chain(self.readable.drain().map(|(_, w)| w))
+            .chain(self.writable.drain().map(|(_, w)| w))
+            .chain(self.stopped_wakers.drain().map(|(_, w)| w));
+        for w in wakers.collect::<Vec<_>>() {
+            w.wake();
+        }
+    }
+}
+
+/// Everything the driver and the handles share.
+pub(crate) struct State {
+    pub(crate) ep: proto::Endpoint,
+    /// Runtime connection state by runtime id (stable: sans-IO handles are reused).
+    pub(crate) conns: HashMap<u64, ConnState>,
+    pub(crate) by_handle: HashMap<ConnectionHandle, u64>,
+    next_id: u64,
+    incoming: VecDeque<u64>,
+    accept_wakers: Vec<Waker>,
+    pub(crate) driver_waker: Option<Waker>,
+    /// Live [`Endpoint`] handles; the driver stops when none remain and no connection lives.
+    endpoint_refs: usize,
+    closed: bool,
+    idle_wakers: Vec<Waker>,
+    default_client: Option<ClientConfig>,
+    /// A fatal socket error stops the driver; connections then fail.
+    socket_error: Option<Arc<io::Error>>,
+    pub(crate) driver_done: bool,
+}
+
+impl State {
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = self.driver_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn register(&mut self, handle: ConnectionHandle) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let remote = self.ep.connection(handle).map(|c| c.remote_address());
+        self.conns.insert(
+            id,
+            ConnState {
+                handle: Some(handle),
+                remote,
+                ..ConnState::default()
+            },
+        );
+        self.by_handle.insert(handle, id);
+        id
+    }
+
+    /// The sans-IO connection behind a runtime id, if it still lives.
+    pub(crate) fn proto(&mut self, id: u64) -> Option<&mut crate::connection::Connection> {
+        let h = self.conns.get(&id)?.handle?;
+        self.ep.connection_mut(h)
+    }
+
+    /// Moves the state machine's events to the waiting tasks.
+    pub(crate) fn dispatch(&mut self) {
+        // New connections from peers.
+        while let Some(h) = self.ep.accept() {
+            let id = self.register(h);
+            if self.closed {
+                if let Some(c) = self.ep.connection_mut(h) {
+                    c.close(Instant::now(), VarInt::from_u32(0), Bytes::new());
+                }
+                continue;
+            }
+            self.incoming.push_back(id);
+            for w in self.accept_wakers.drain(..) {
+                w.wake();
+            }
+        }
+        let ids: Vec<(u64, ConnectionHandle)> = self
+            .conns
+            .iter()
+            .filter_map(|(&id, s)| s.handle.map(|h| (id, h)))
+            .collect();
+        for (id, h) in ids {
+            let Some(conn) = self.ep.connection_mut(h) else {
+                continue;
+            };
+            let Some(st) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            while let Some(event) = conn.poll_event() {
+                handle_event(st, event);
+            }
+        }
+        self.reap();
+    }
+
+    /// Takes the connections the endpoint removed after draining.
+    pub(crate) fn reap(&mut self) {
+        while let Some((h, mut conn)) = self.ep.poll_drained() {
+            let Some(id) = self.by_handle.remove(&h) else {
+                continue;
+            };
+            let Some(st) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            while let Some(event) = conn.poll_event() {
+                handle_event(st, event);
+            }
+            st.handle = None;
+            if st.error.is_none() {
+                st.error = Some(ConnectionError::LocallyClosed);
+            }
+            st.wake_all();
+            if st.refs == 0 {
+                self.conns.remove(&id);
+            }
+        }
+        if self.live_connections() == 0 {
+            for w in self.idle_wakers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    fn live_connections(&self) -> usize {
+        self.ep.connection_count()
+    }
+
+    /// Whether the driver may stop: nobody can use the endpoint any more.
+    pub(crate) fn driver_may_stop(&self) -> bool {
+        self.endpoint_refs == 0 && self.conns.is_empty() && self.live_connections() == 0
+    }
+
+    /// The socket failed: every connection fails with it.
+    pub(crate) fn fail(&mut self, error: io::Error) {
+        tracing::error!(%error, "endpoint socket failed");
+        self.socket_error = Some(Arc::new(error));
+        for st in self.conns.values_mut() {
+            if st.error.is_none() {
+                st.error = Some(ConnectionError::LocallyClosed);
+            }
+            st.handle = None;
+            st.wake_all();
+        }
+        for w in self
+            .accept_wakers
+            .drain(..)
+            .chain(self.idle_wakers.drain(..))
+        {
+            w.wake();
+        }
+    }
+
+    /// Closes the connections nobody accepted and wakes the acceptors.
+    fn drop_incoming(&mut self) {
+        for id in self.incoming.drain(..).collect::<Vec<_>>() {
+            if let Some(st) = self.conns.get_mut(&id) {
+                if st.refs == 0 {
+                    st.refs = 1;
+                    self.release_conn(id);
+                }
+            }
+        }
+        for w in self.accept_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn release_conn(&mut self, id: u64) {
+        let Some(st) = self.conns.get_mut(&id) else {
+            return;
+        };
+        st.refs -= 1;
+        if st.refs > 0 {
+            return;
+        }
+        match st.handle {
+            // RFC 9000 §10.2: nobody can use it any more; close it gracefully (code 0).
+            Some(h) => {
+                if let Some(c) = self.ep.connection_mut(h) {
+                    c.close(Instant::now(), VarInt::from_u32(0), Bytes::new());
+                }
+                self.wake_driver();
+            }
+            None => {
+                self.conns.remove(&id);
+                self.wake_driver();
+            }
+        }
+    }
+}
+
+fn handle_event(st: &mut ConnState, event: crate::connection::Event) {
+    use crate::connection::{Event, StreamEvent};
+    use crate::Dir;
+    fn wake(w: Option<Waker>) {
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+    let dir_idx = |d: Dir| usize::from(d == Dir::Uni);
+    match event {
+        Event::Connected => {
+            st.connected = true;
+            for w in st.handshake.drain(..) {
+                w.wake();
+            }
+        }
+        Event::ConnectionLost(e) => {
+            if st.error.is_none() {
+                st.error = Some(e);
+            }
+            st.wake_all();
+        }
+        Event::Stream(StreamEvent::Opened(d)) => {
+            for w in st.accept[dir_idx(d)].drain(..) {
+                w.wake();
+            }
+        }
+        Event::Stream(StreamEvent::Available(d)) => {
+            for w in st.open[dir_idx(d)].drain(..) {
+                w.wake();
+            }
+        }
+        Event::Stream(StreamEvent::Readable(id)) => wake(st.readable.remove(&id.0)),
+        Event::Stream(StreamEvent::Writable(id)) => wake(st.writable.remove(&id.0)),
+        Event::Stream(StreamEvent::Finished(id)) => {
+            st.acked.insert(id.0);
+            wake(st.stopped_wakers.remove(&id.0));
+        }
+        Event::Stream(StreamEvent::Stopped(id, code)) => {
+            st.stopped.insert(id.0, code);
+            wake(st.writable.remove(&id.0));
+            wake(st.stopped_wakers.remove(&id.0));
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough state for shutdown.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A QUIC endpoint on one UDP socket: accepts connections (with a server configuration),
+/// starts them (with a client configuration), or both. Many connections share the socket.
+///
+/// Cloning gives another handle to the same endpoint. The endpoint's background task runs
+/// while a handle or a connection lives; dropping every handle lets connections finish.
+#[derive(Debug)]
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+impl Clone for Endpoint {
+    fn clone(&self) -> Self {
+        self.shared.lock().endpoint_refs += 1;
+        Self {
+            shared: self.shared.clone(),
+            local: self.local,
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.endpoint_refs -= 1;
+        if s.endpoint_refs == 0 {
+            s.ep.refuse_new_connections(true);
+            s.closed = true;
+            s.drop_incoming();
+            s.wake_driver();
+        }
+    }
+}
+
+fn random_bytes(provider: &rustls::crypto::CryptoProvider) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    if provider.secure_random.fill(&mut b).is_err() {
+        // The provider's RNG never fails in practice; fall back to address-space entropy.
+        let seed = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in b.chunks_mut(8).enumerate() {
+            use std::hash::BuildHasher;
+            chunk.copy_from_slice(&seed.hash_one(i).to_le_bytes());
+        }
+    }
+    b
+}
+
+impl Endpoint {
+    /// A server endpoint bound to `addr`, accepting connections with `config`.
+    ///
+    /// # Errors
+    /// [`EndpointError`] if the socket cannot be bound or no tokio runtime is running.
+    pub fn server(config: ServerConfig, addr: SocketAddr) -> Result<Self, EndpointError> {
+        let provider = config.crypto.crypto_provider().clone();
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
+        Self::new(ep_config, Some(config), socket)
+    }
+
+    /// A client endpoint bound to `addr` (use port 0 for any), with the default crypto
+    /// provider. Set a client configuration with [`Endpoint::set_default_client_config`] or
+    /// pass one to [`Endpoint::connect_with`].
+    ///
+    /// # Errors
+    /// [`EndpointError`] if the socket cannot be bound or no tokio runtime is running.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub fn client(addr: SocketAddr) -> Result<Self, EndpointError> {
+        let provider = Arc::new(crate::crypto::default_provider());
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
+        Self::new(ep_config, None, socket)
+    }
+
+    /// An endpoint over an existing socket, with full control of the settings.
+    ///
+    /// # Errors
+    /// [`EndpointError`] if the socket cannot be registered with tokio or the configuration
+    /// is unusable.
+    pub fn new(
+        config: EndpointConfig,
+        server: Option<ServerConfig>,
+        socket: std::net::UdpSocket,
+    ) -> Result<Self, EndpointError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let socket = {
+            let _enter = runtime.enter();
+            tokio::net::UdpSocket::from_std(socket)?
+        };
+        let secret = random_bytes(config.provider());
+        let ep = proto::Endpoint::new(config, server.map(Arc::new), secret)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                ep,
+                conns: HashMap::new(),
+                by_handle: HashMap::new(),
+                next_id: 0,
+                incoming: VecDeque::new(),
+                accept_wakers: Vec::new(),
+                driver_waker: None,
+                endpoint_refs: 1,
+                closed: false,
+                idle_wakers: Vec::new(),
+                default_client: None,
+                socket_error: None,
+                driver_done: false,
+            }),
+        });
+        let span = tracing::info_span!("endpoint", local = %local);
+        runtime.spawn(driver::Driver::new(shared.clone(), socket, span));
+        Ok(Self { shared, local })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sets the configuration [`Endpoint::connect`] uses.
+    pub fn set_default_client_config(&self, config: ClientConfig) {
+        self.shared.lock().default_client = Some(config);
+    }
+
+    /// Replaces (or removes, with `None`) the server configuration for new connections.
+    pub fn set_server_config(&self, config: Option<ServerConfig>) {
+        self.shared
+            .lock()
+            .ep
+            .set_server_config(config.map(Arc::new));
+    }
+
+    /// Connects to `addr`, checking the server's certificate against `server_name`, with
+    /// the default client configuration.
+    ///
+    /// # Errors
+    /// [`ConnectError::NoDefaultClientConfig`] if none was set; see [`Endpoint::connect_with`].
+    pub fn connect(&self, addr: SocketAddr, server_name: &str) -> Result<Connecting, ConnectError> {
+        let config = self
+            .shared
+            .lock()
+            .default_client
+            .clone()
+            .ok_or(ConnectError::NoDefaultClientConfig)?;
+        self.connect_with(config, addr, server_name)
+    }
+
+    /// Connects to `addr` with `config`. The returned [`Connecting`] resolves when the
+    /// handshake completes.
+    ///
+    /// # Errors
+    /// [`ConnectError::EndpointClosed`] after [`Endpoint::close`];
+    /// [`ConnectError::Setup`] for an invalid server name or TLS configuration.
+    pub fn connect_with(
+        &self,
+        config: ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connecting, ConnectError> {
+        let mut s = self.shared.lock();
+        if s.closed || s.driver_done || s.socket_error.is_some() {
+            return Err(ConnectError::EndpointClosed);
+        }
+        let h = s.ep.connect(Instant::now(), &config, addr, server_name)?;
+        let id = s.register(h);
+        s.wake_driver();
+        drop(s);
+        Ok(Connecting::new(Connection::new(self.shared.clone(), id)))
+    }
+
+    /// Waits for the next connection a client starts; `None` once the endpoint is closed.
+    /// The [`Connecting`] resolves when its handshake completes.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a connection is taken from the queue only when this returns it.
+    pub async fn accept(&self) -> Option<Connecting> {
+        let id = poll_fn(|cx| self.poll_accept(cx)).await?;
+        Some(Connecting::new(Connection::adopt(self.shared.clone(), id)))
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        let mut s = self.shared.lock();
+        while let Some(id) = s.incoming.pop_front() {
+            // A connection that failed before it was accepted is skipped.
+            if let Some(st) = s.conns.get_mut(&id) {
+                st.refs += 1;
+                return Poll::Ready(Some(id));
+            }
+        }
+        if s.closed || s.driver_done || s.socket_error.is_some() {
+            return Poll::Ready(None);
+        }
+        s.accept_wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Closes every connection with `code` and `reason` and refuses new ones; pending
+    /// [`Endpoint::accept`] calls return `None`. Use [`Endpoint::wait_idle`] to let the
+    /// closes reach the peers before the process exits.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        let mut s = self.shared.lock();
+        s.closed = true;
+        s.ep.refuse_new_connections(true);
+        let now = Instant::now();
+        let handles: Vec<ConnectionHandle> = s.conns.values().filter_map(|c| c.handle).collect();
+        let reason = Bytes::copy_from_slice(reason);
+        for h in handles {
+            if let Some(c) = s.ep.connection_mut(h) {
+                c.close(now, code, reason.clone());
+            }
+        }
+        s.drop_incoming();
+        s.wake_driver();
+    }
+
+    /// Waits until every connection has finished closing (drained, RFC 9000 §10.2).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_idle(&self) {
+        poll_fn(|cx| {
+            let mut s = self.shared.lock();
+            if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
+                return Poll::Ready(());
+            }
+            s.idle_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// The endpoint's counters (connections accepted and refused, stateless packets).
+    pub fn stats(&self) -> proto::EndpointStats {
+        self.shared.lock().ep.stats()
+    }
+
+    /// Connections alive on this endpoint (including those still closing).
+    pub fn open_connections(&self) -> usize {
+        self.shared.lock().live_connections()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,500 @@
+//! Async stream handles: [`SendStream`] (`AsyncWrite`) and [`RecvStream`] (`AsyncRead`).
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::connection::{lost, ConnRef};
+use crate::connection::{self as proto, ConnectionError};
+use crate::wire::VarInt;
+use crate::StreamId;
+
+/// Why a write failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The peer asked us to stop sending (STOP_SENDING, RFC 9000 §19.5) with this code.
+    #[error("the peer stopped the stream with code {0}")]
+    Stopped(VarInt),
+    /// The connection ended.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] ConnectionError),
+    /// The stream was already finished or reset by this side.
+    #[error("the stream is closed for writing (already finished or reset)")]
+    ClosedStream,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The peer abandoned the stream (RESET_STREAM, RFC 9000 §19.4) with this code.
+    #[error("the peer reset the stream with code {0}")]
+    Reset(VarInt),
+    /// The connection ended.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] ConnectionError),
+    /// The stream was already read to the end or stopped by this side.
+    #[error("the stream is closed for reading (already finished or stopped)")]
+    ClosedStream,
+}
+
+/// Why [`RecvStream::read_to_end`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadToEndError {
+    /// Reading failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The stream carried more than the limit given; raise the limit or stream the data with
+    /// `read_chunk`.
+    #[error("the stream is longer than the limit of {0} bytes")]
+    TooLong(usize),
+}
+
+/// Why [`SendStream::stopped`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoppedError {
+    /// The connection ended before the peer acknowledged the stream or stopped it.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] ConnectionError),
+}
+
+fn io_kind(e: &ConnectionError) -> io::ErrorKind {
+    match e {
+        ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+        ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
+        _ => io::ErrorKind::ConnectionAborted,
+    }
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> Self {
+        let kind = match &e {
+            WriteError::Stopped(_) => io::ErrorKind::ConnectionReset,
+            WriteError::ConnectionLost(c) => io_kind(c),
+            WriteError::ClosedStream => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> Self {
+        let kind = match &e {
+            ReadError::Reset(_) => io::ErrorKind::ConnectionReset,
+            ReadError::ConnectionLost(c) => io_kind(c),
+            ReadError::ClosedStream => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl From<ReadToEndError> for io::Error {
+    fn from(e: ReadToEndError) -> Self {
+        match e {
+            ReadToEndError::Read(r) => r.into(),
+            e @ ReadToEndError::TooLong(_) => io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    }
+}
+
+/// The sending half of a stream.
+///
+/// Dropping it without [`SendStream::finish`] or [`SendStream::reset`] finishes the stream
+/// after the data written so far.
+#[derive(Debug)]
+pub struct SendStream {
+    conn: ConnRef,
+    id: u64,
+    done: bool,
+}
+
+impl SendStream {
+    pub(crate) fn new(conn: ConnRef, id: u64) -> Self {
+        Self {
+            conn,
+            id,
+            done: false,
+        }
+    }
+
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        StreamId(self.id)
+    }
+
+    /// Offers `data`; returns how much was taken, or `Pending` while flow control is full.
+    fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<Result<usize, WriteError>> {
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        if let Some(code) = s
+            .conns
+            .get_mut(&cid)
+            .and_then(|c| c.stopped.get(&self.id).copied())
+        {
+            return Poll::Ready(Err(WriteError::Stopped(code)));
+        }
+        let Some(c) = s.proto(cid) else {
+            return Poll::Ready(Err(lost(&s, cid).into()));
+        };
+        match c.write(StreamId(self.id), data.clone()) {
+            Ok(0) if !data.is_empty() => {}
+            Ok(n) => {
+                let _ = data.split_to(n);
+                s.wake_driver();
+                return Poll::Ready(Ok(n));
+            }
+            Err(proto::WriteError::Blocked) => {}
+            Err(proto::WriteError::Stopped(code)) => {
+                return Poll::Ready(Err(WriteError::Stopped(code)))
+            }
+            Err(proto::WriteError::ClosedStream) => {
+                let err = match s.conns.get(&cid).and_then(|c| c.error.clone()) {
+                    Some(e) => WriteError::ConnectionLost(e),
+                    None => WriteError::ClosedStream,
+                };
+                return Poll::Ready(Err(err));
+            }
+        }
+        if let Some(st) = s.conns.get_mut(&cid) {
+            st.writable.insert(self.id, cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Writes some of `buf`; returns how many bytes were taken.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if cancelled, nothing was written.
+    pub async fn write(&mut self, buf: &[u8]) -> Result<usize, WriteError> {
+        let mut data = Bytes::copy_from_slice(buf);
+        poll_fn(|cx| self.poll_write_bytes(cx, &mut data)).await
+    }
+
+    /// Writes all of `buf`.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, an unknown prefix of `buf` was written.
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
+        self.write_chunk(Bytes::copy_from_slice(buf)).await
+    }
+
+    /// Writes all of `data` without copying it.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, an unknown prefix of `data` was written.
+    pub async fn write_chunk(&mut self, mut data: Bytes) -> Result<(), WriteError> {
+        while !data.is_empty() {
+            poll_fn(|cx| self.poll_write_bytes(cx, &mut data)).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream after the data written so far (a STREAM frame with FIN). Await
+    /// [`SendStream::stopped`] to learn when the peer has everything.
+    ///
+    /// # Errors
+    /// [`WriteError::ClosedStream`] if already finished or reset;
+    /// [`WriteError::ConnectionLost`] if the connection ended.
+    pub fn finish(&mut self) -> Result<(), WriteError> {
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Err(lost(&s, cid).into());
+        };
+        let r = c.finish(StreamId(self.id));
+        s.wake_driver();
+        match r {
+            Ok(()) => {
+                self.done = true;
+                Ok(())
+            }
+            Err(proto::WriteError::Stopped(code)) => Err(WriteError::Stopped(code)),
+            Err(_) => Err(WriteError::ClosedStream),
+        }
+    }
+
+    /// Abandons the stream (RESET_STREAM with `code`, RFC 9000 §19.4): unsent and lost data
+    /// is not sent.
+    ///
+    /// # Errors
+    /// [`WriteError::ClosedStream`] if there is nothing left to reset.
+    pub fn reset(&mut self, code: VarInt) -> Result<(), WriteError> {
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Err(lost(&s, cid).into());
+        };
+        let r = c.reset(StreamId(self.id), code);
+        s.wake_driver();
+        self.done = true;
+        r.map_err(|_| WriteError::ClosedStream)
+    }
+
+    /// Waits until the peer acknowledged everything including the FIN (`Ok(None)`) or
+    /// asked us to stop sending (`Ok(Some(code))`).
+    ///
+    /// # Errors
+    /// [`StoppedError::ConnectionLost`] if the connection ended first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stopped(&mut self) -> Result<Option<VarInt>, StoppedError> {
+        poll_fn(|cx| {
+            let mut s = self.conn.shared.lock();
+            let cid = self.conn.id;
+            let Some(st) = s.conns.get_mut(&cid) else {
+                return Poll::Ready(Err(ConnectionError::LocallyClosed.into()));
+            };
+            if let Some(&code) = st.stopped.get(&self.id) {
+                return Poll::Ready(Ok(Some(code)));
+            }
+            if st.acked.contains(&self.id) {
+                return Poll::Ready(Ok(None));
+            }
+            if let Some(e) = st.error.clone() {
+                return Poll::Ready(Err(e.into()));
+            }
+            st.stopped_wakers.insert(self.id, cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        if !self.done {
+            if let Some(c) = s.proto(cid) {
+                let _ = c.finish(StreamId(self.id));
+            }
+        }
+        if let Some(st) = s.conns.get_mut(&cid) {
+            st.stopped.remove(&self.id);
+            st.acked.remove(&self.id);
+            st.writable.remove(&self.id);
+            st.stopped_wakers.remove(&self.id);
+        }
+        s.wake_driver();
+    }
+}
+
+impl AsyncWrite for SendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Copy at most what one turn of the send window is likely to take.
+        let mut data = Bytes::copy_from_slice(&buf[..buf.len().min(64 * 1024)]);
+        self.get_mut()
+            .poll_write_bytes(cx, &mut data)
+            .map_err(Into::into)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written data is already queued in the connection; there is no buffer of ours.
+        Poll::Ready(Ok(()))
+    }
+
+    /// Finishes the stream.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(this.finish().map_err(Into::into))
+    }
+}
+
+/// The receiving half of a stream.
+///
+/// Dropping it before the end stops the stream (STOP_SENDING with code 0).
+#[derive(Debug)]
+pub struct RecvStream {
+    conn: ConnRef,
+    id: u64,
+    done: bool,
+}
+
+impl RecvStream {
+    pub(crate) fn new(conn: ConnRef, id: u64) -> Self {
+        Self {
+            conn,
+            id,
+            done: false,
+        }
+    }
+
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        StreamId(self.id)
+    }
+
+    /// Polls for up to `max` bytes in order; `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Poll::Ready(Err(lost(&s, cid).into()));
+        };
+        let r = c.read(StreamId(self.id), max, Instant::now());
+        match r {
+            Ok(Some(b)) => {
+                // Reading may have opened flow-control windows to announce.
+                s.wake_driver();
+                Poll::Ready(Ok(Some(b)))
+            }
+            Ok(None) => {
+                self.done = true;
+                s.wake_driver();
+                Poll::Ready(Ok(None))
+            }
+            Err(proto::ReadError::Blocked) => {
+                if let Some(e) = s.conns.get(&cid).and_then(|c| c.error.clone()) {
+                    return Poll::Ready(Err(e.into()));
+                }
+                if let Some(st) = s.conns.get_mut(&cid) {
+                    st.readable.insert(self.id, cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Err(proto::ReadError::Reset(code)) => {
+                self.done = true;
+                Poll::Ready(Err(ReadError::Reset(code)))
+            }
+            Err(_) => Poll::Ready(Err(match s.conns.get(&cid).and_then(|c| c.error.clone()) {
+                Some(e) => ReadError::ConnectionLost(e),
+                None => ReadError::ClosedStream,
+            })),
+        }
+    }
+
+    /// Reads up to `max` bytes in order, without copying; `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: data is taken only when this returns it.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    /// Reads into `buf`; returns how many bytes, or `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
+        let chunk = self.read_chunk(buf.len()).await?;
+        Ok(chunk.map(|c| {
+            buf[..c.len()].copy_from_slice(&c);
+            c.len()
+        }))
+    }
+
+    /// Reads the whole stream, failing if it is longer than `limit` bytes (the stream is then
+    /// stopped).
+    ///
+    /// # Errors
+    /// [`ReadToEndError::TooLong`] beyond `limit`; [`ReadToEndError::Read`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: data read before cancellation is lost.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ReadToEndError> {
+        let mut out = BytesMut::new();
+        while let Some(chunk) = self.read_chunk(usize::MAX).await? {
+            if out.len() + chunk.len() > limit {
+                let _ = self.stop(VarInt::from_u32(0));
+                return Err(ReadToEndError::TooLong(limit));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.to_vec())
+    }
+
+    /// Stops reading (STOP_SENDING with `code`, RFC 9000 §19.5); data not yet read is
+    /// discarded.
+    ///
+    /// # Errors
+    /// [`ReadError::ClosedStream`] if the stream was already read to the end or stopped.
+    pub fn stop(&mut self, code: VarInt) -> Result<(), ReadError> {
+        if self.done {
+            return Err(ReadError::ClosedStream);
+        }
+        self.done = true;
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Err(lost(&s, cid).into());
+        };
+        let r = c.stop(StreamId(self.id), code, Instant::now());
+        s.wake_driver();
+        r.map_err(|_| ReadError::ClosedStream)
+    }
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.stop(VarInt::from_u32(0));
+        }
+        if let Some(st) = self.conn.shared.lock().conns.get_mut(&self.conn.id) {
+            st.readable.remove(&self.id);
+        }
+    }
+}
+
+impl AsyncRead for RecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_read_chunk(cx, buf.remaining()) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                buf.put_slice(&chunk);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
