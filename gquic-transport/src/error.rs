@@ -99,10 +99,40 @@ impl fmt::Display for TransportErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.name(), self.tls_alert()) {
             (Some(name), _) => f.write_str(name),
-            (None, Some(alert)) => write!(f, "CRYPTO_ERROR(alert {alert})"),
+            (None, Some(alert)) => match alert_name(alert) {
+                Some(name) => write!(f, "CRYPTO_ERROR(TLS alert {alert}: {name})"),
+                None => write!(f, "CRYPTO_ERROR(TLS alert {alert})"),
+            },
             (None, None) => write!(f, "unknown transport error {:#x}", self.0),
         }
     }
+}
+
+/// Names of the TLS alerts a QUIC handshake can end with (RFC 8446 §6, RFC 7301 §3.2).
+fn alert_name(alert: u8) -> Option<&'static str> {
+    Some(match alert {
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol (no ALPN in common)",
+        _ => return None,
+    })
 }
 
 impl From<TransportErrorCode> for u64 {
@@ -125,7 +155,14 @@ mod tests {
         let alert = TransportErrorCode::crypto(120); // no_application_protocol
         assert_eq!(alert.0, 0x178);
         assert_eq!(alert.tls_alert(), Some(120));
-        assert_eq!(alert.to_string(), "CRYPTO_ERROR(alert 120)");
+        assert_eq!(
+            alert.to_string(),
+            "CRYPTO_ERROR(TLS alert 120: no_application_protocol (no ALPN in common))"
+        );
+        assert_eq!(
+            TransportErrorCode::crypto(0xff).to_string(),
+            "CRYPTO_ERROR(TLS alert 255)"
+        );
         assert_eq!(
             TransportErrorCode(0x4242).to_string(),
             "unknown transport error 0x4242"
