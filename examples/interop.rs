@@ -1,0 +1,409 @@
+//! Run with: cargo run --release --example interop -- server|client ...
+//!
+//! The interop endpoint (the role quic-interop-runner endpoints play). Its command line is a
+//! contract other test suites drive; keep it stable.
+//!
+//! ```text
+//! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
+//! interop client --output DIR [--ca cert.pem] [--alpn hq-interop] URL...
+//! ```
+//!
+//! The server speaks ALPN `hq-interop` (HTTP/0.9): the client sends `GET /path\r\n` on a
+//! bidirectional stream and finishes it; the server answers with the bytes of `DIR/path` and
+//! finishes, or resets the stream if there is no such file. Without `--cert`/`--key` it makes
+//! a development certificate for `localhost`.
+//!
+//! The client fetches every URL over one connection, in parallel, writes each body to
+//! `DIR/<last path segment>`, and exits non-zero if any download fails. Without `--ca` it
+//! trusts the system's root certificates.
+
+#![allow(clippy::disallowed_methods)] // A program reads the real clock.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gquic::transport::runtime::{Connection, Endpoint, RecvStream, SendStream};
+use gquic::transport::{ClientConfig, ServerConfig, VarInt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncWriteExt;
+
+/// HTTP/0.9 requests are one short line.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Stream error code for a missing file (hq-interop has no status codes).
+const NOT_FOUND: u32 = 0x10;
+/// Stream error code for a malformed request.
+const BAD_REQUEST: u32 = 0x11;
+const ALPN_HQ: &[u8] = b"hq-interop";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
+         interop client --output DIR [--ca cert.pem] [--alpn hq-interop] URL..."
+    );
+    ExitCode::from(2)
+}
+
+struct Args {
+    flags: Vec<(String, Option<String>)>,
+    positional: Vec<String>,
+}
+
+impl Args {
+    /// Splits `--name value` pairs (and the valueless `switches`) from positional arguments.
+    fn parse(args: impl Iterator<Item = String>, switches: &[&str]) -> Result<Self, String> {
+        let mut flags = Vec::new();
+        let mut positional = Vec::new();
+        let mut args = args.peekable();
+        while let Some(a) = args.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                if switches.contains(&name) {
+                    flags.push((name.to_string(), None));
+                } else {
+                    let v = args.next().ok_or(format!("--{name} needs a value"))?;
+                    flags.push((name.to_string(), Some(v)));
+                }
+            } else {
+                positional.push(a);
+            }
+        }
+        Ok(Self { flags, positional })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| n == name)
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<(), String> {
+        match self
+            .flags
+            .iter()
+            .find(|(n, _)| !known.contains(&n.as_str()))
+        {
+            Some((n, _)) => Err(format!("unknown option --{n}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut argv = std::env::args().skip(1);
+    let Some(role) = argv.next() else {
+        return usage();
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = match role.as_str() {
+        "server" => Args::parse(argv, &["retry"])
+            .and_then(|a| {
+                a.check_known(&["listen", "cert", "key", "root", "retry"])
+                    .map(|()| a)
+            })
+            .map_err(BoxError::from)
+            .map(|a| runtime.block_on(server(a))),
+        "client" => Args::parse(argv, &[])
+            .and_then(|a| a.check_known(&["output", "ca", "alpn"]).map(|()| a))
+            .map_err(BoxError::from)
+            .map(|a| runtime.block_on(client(a))),
+        _ => return usage(),
+    };
+    match result.and_then(|r| r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("interop {role}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(gquic::transport::crypto::default_provider())
+}
+
+// ---- server ----
+
+async fn server(args: Args) -> Result<(), BoxError> {
+    let listen: SocketAddr = args
+        .get("listen")
+        .unwrap_or("127.0.0.1:4433")
+        .parse()
+        .map_err(|e| format!("--listen: {e}"))?;
+    let root = PathBuf::from(args.get("root").ok_or("--root DIR is required")?);
+    if !root.is_dir() {
+        return Err(format!("--root {} is not a directory", root.display()).into());
+    }
+    let (chain, key) = match (args.get("cert"), args.get("key")) {
+        (Some(c), Some(k)) => (
+            CertificateDer::pem_file_iter(c)
+                .map_err(|e| format!("--cert {c}: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--cert {c}: {e}"))?,
+            PrivateKeyDer::from_pem_file(k).map_err(|e| format!("--key {k}: {e}"))?,
+        ),
+        (None, None) => {
+            let c = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+            eprintln!(
+                "interop server: no --cert/--key; using a development certificate for localhost"
+            );
+            (
+                vec![CertificateDer::from(c.cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der())),
+            )
+        }
+        _ => return Err("--cert and --key go together".into()),
+    };
+    if args.has("retry") {
+        // Retry (RFC 9000 §8.1.2) is part of the transport completion work; until it lands
+        // the flag is accepted so scripts keep working, and said so.
+        eprintln!("interop server: --retry accepted; Retry packets are not sent yet");
+    }
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN_HQ.to_vec()];
+    tls.max_early_data_size = 0;
+    let config = ServerConfig::new(Arc::new(tls))?;
+    let endpoint = Endpoint::server(config, listen)?;
+    eprintln!("interop server: listening on {}", endpoint.local_addr());
+    let root = Arc::new(root);
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(connecting) = incoming else { break };
+                let root = root.clone();
+                tokio::spawn(async move {
+                    match connecting.await {
+                        Ok(conn) => serve_hq(conn, root).await,
+                        Err(e) => tracing::warn!(error = %e, "handshake failed"),
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => {
+                endpoint.close(VarInt::from_u32(0), b"server shutting down");
+                endpoint.wait_idle().await;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve_hq(conn: Connection, root: Arc<PathBuf>) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let root = root.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_request(send, recv, &root).await {
+                tracing::debug!(error = %e, "request failed");
+            }
+        });
+    }
+}
+
+/// Maps `/a/b` onto `root/a/b`, refusing anything that leaves `root`.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+async fn serve_request(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    root: &Path,
+) -> Result<(), BoxError> {
+    let request = recv.read_to_end(MAX_REQUEST).await?;
+    let line = std::str::from_utf8(&request).unwrap_or("");
+    let path = line
+        .trim_end()
+        .strip_prefix("GET ")
+        .map(|p| p.split_whitespace().next().unwrap_or(""));
+    let Some(file) = path.and_then(|p| resolve(root, p)) else {
+        send.reset(VarInt::from_u32(BAD_REQUEST))?;
+        return Ok(());
+    };
+    let mut f = match tokio::fs::File::open(&file).await {
+        Ok(f) if file.is_file() => f,
+        _ => {
+            send.reset(VarInt::from_u32(NOT_FOUND))?;
+            return Ok(());
+        }
+    };
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+        let n = f.read_buf(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        send.write_chunk(buf.freeze()).await?;
+    }
+    send.finish()?;
+    send.stopped().await?;
+    Ok(())
+}
+
+// ---- client ----
+
+struct Target {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or(format!("{url}: only https:// URLs"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').ok_or(format!("{url}: bad IPv6 host"))?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or("443"))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (authority.to_string(), "443"),
+        }
+    };
+    let port = port.parse().map_err(|_| format!("{url}: bad port"))?;
+    Ok(Target {
+        host,
+        port,
+        path: path.to_string(),
+    })
+}
+
+async fn client(args: Args) -> Result<(), BoxError> {
+    let output = PathBuf::from(args.get("output").ok_or("--output DIR is required")?);
+    tokio::fs::create_dir_all(&output).await?;
+    let alpn = args.get("alpn").unwrap_or("hq-interop");
+    if alpn.as_bytes() != ALPN_HQ {
+        return Err(format!("--alpn {alpn}: this client speaks hq-interop only for now").into());
+    }
+    if args.positional.is_empty() {
+        return Err("no URL given".into());
+    }
+    let targets = args
+        .positional
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (host, port) = (targets[0].host.clone(), targets[0].port);
+    if targets.iter().any(|t| t.host != host || t.port != port) {
+        return Err("all URLs must name the same server (one connection)".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match args.get("ca") {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--ca {ca}: {e}"))? {
+                roots.add(cert.map_err(|e| format!("--ca {ca}: {e}"))?)?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let config = ClientConfig::new(Arc::new(tls))?;
+
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .ok_or(format!("{host}: no address"))?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let endpoint = Endpoint::client(bind)?;
+    let started = Instant::now();
+    let conn = endpoint.connect_with(config, addr, &host)?.await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in targets {
+        let conn = conn.clone();
+        let output = output.clone();
+        tasks.spawn(async move {
+            let r = fetch(&conn, &t.path, &output).await;
+            (t.path, r)
+        });
+    }
+    let mut failed = 0;
+    let mut total = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(n))) => total += n,
+            Ok((path, Err(e))) => {
+                eprintln!("interop client: {path}: {e}");
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("interop client: task failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    conn.close(VarInt::from_u32(0), b"done");
+    endpoint.wait_idle().await;
+    eprintln!(
+        "interop client: {total} bytes in {:.3} s ({failed} failed)",
+        elapsed.as_secs_f64()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} download(s) failed").into());
+    }
+    Ok(())
+}
+
+async fn fetch(conn: &Connection, path: &str, output: &Path) -> Result<u64, BoxError> {
+    let name = path
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or(format!("{path}: no file name in the path"))?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_chunk(Bytes::from(format!("GET {path}\r\n")))
+        .await?;
+    send.finish()?;
+    let mut file = tokio::fs::File::create(output.join(name)).await?;
+    let mut n = 0u64;
+    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+        n += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(n)
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""hq-interop (HTTP/0.9 over QUIC) client and server written on the aioquic package.
+
+They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
+
+    aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR
+    aioquic_hq.py client --output DIR --ca ca.pem URL...
+
+The server prints "listening HOST PORT" on stdout once it is ready. The client fetches all
+URLs over one connection in parallel, writes DIR/<last path segment>, and exits 1 on any
+failure.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+from urllib.parse import urlparse
+
+from aioquic.asyncio import connect, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import StreamDataReceived, StreamReset
+
+ALPN = "hq-interop"
+NOT_FOUND = 0x10
+
+
+class HqServer(QuicConnectionProtocol):
+    root = "."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._requests = {}
+
+    def quic_event_received(self, event):
+        if isinstance(event, StreamDataReceived):
+            buf = self._requests.setdefault(event.stream_id, bytearray())
+            buf += event.data
+            if event.end_stream:
+                self._answer(event.stream_id, bytes(self._requests.pop(event.stream_id)))
+
+    def _answer(self, stream_id, request):
+        line = request.decode("ascii", "replace").strip()
+        path = line[4:].split()[0] if line.startswith("GET ") and len(line) > 4 else ""
+        rel = os.path.normpath(path.lstrip("/"))
+        full = os.path.join(self.root, rel)
+        if rel.startswith("..") or not os.path.isfile(full):
+            self._quic.reset_stream(stream_id, NOT_FOUND)
+        else:
+            with open(full, "rb") as f:
+                self._quic.send_stream_data(stream_id, f.read(), end_stream=True)
+        self.transmit()
+
+
+class HqClient(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._waiters = {}
+        self._bodies = {}
+
+    async def get(self, path):
+        stream_id = self._quic.get_next_available_stream_id()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[stream_id] = waiter
+        self._bodies[stream_id] = bytearray()
+        self._quic.send_stream_data(stream_id, f"GET {path}\r\n".encode(), end_stream=True)
+        self.transmit()
+        return await waiter
+
+    def quic_event_received(self, event):
+        if isinstance(event, StreamDataReceived) and event.stream_id in self._waiters:
+            self._bodies[event.stream_id] += event.data
+            if event.end_stream:
+                body = bytes(self._bodies.pop(event.stream_id))
+                self._waiters.pop(event.stream_id).set_result(body)
+        elif isinstance(event, StreamReset) and event.stream_id in self._waiters:
+            self._waiters.pop(event.stream_id).set_exception(
+                RuntimeError(f"stream reset with code {event.error_code:#x}")
+            )
+
+
+async def run_server(args):
+    host, port = args.listen.rsplit(":", 1)
+    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
+    config.load_cert_chain(args.cert, args.key)
+    HqServer.root = args.root
+    server = await serve(host, int(port), configuration=config, create_protocol=HqServer)
+    sock = server._transport.get_extra_info("socket")
+    h, p = sock.getsockname()[:2]
+    print(f"listening {h} {p}", flush=True)
+    await asyncio.Future()
+
+
+async def run_client(args):
+    urls = [urlparse(u) for u in args.urls]
+    host, port = urls[0].hostname, urls[0].port or 443
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+    if args.ca:
+        config.load_verify_locations(args.ca)
+    config.server_name = host
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
+        results = await asyncio.gather(
+            *(client.get(u.path or "/") for u in urls), return_exceptions=True
+        )
+        for u, r in zip(urls, results):
+            if isinstance(r, Exception):
+                print(f"{u.path}: {r}", file=sys.stderr)
+                failed += 1
+                continue
+            name = u.path.rsplit("/", 1)[-1]
+            with open(os.path.join(args.output, name), "wb") as f:
+                f.write(r)
+    return 1 if failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="role", required=True)
+    s = sub.add_parser("server")
+    s.add_argument("--listen", default="127.0.0.1:0")
+    s.add_argument("--cert", required=True)
+    s.add_argument("--key", required=True)
+    s.add_argument("--root", required=True)
+    c = sub.add_parser("client")
+    c.add_argument("--output", required=True)
+    c.add_argument("--ca")
+    c.add_argument("urls", nargs="+")
+    args = parser.parse_args()
+    if args.role == "server":
+        asyncio.run(run_server(args))
+    else:
+        sys.exit(asyncio.run(asyncio.wait_for(run_client(args), 60)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+//! Interoperability with the Python `aioquic` package over hq-interop (HTTP/0.9), driving the
+//! `examples/interop` endpoint through its command line:
+//!
+//! - an aioquic client (`scripts/aioquic_hq.py client`) downloads a 5 MiB file from
+//!   `interop server`;
+//! - `interop client` downloads from an aioquic server (`scripts/aioquic_hq.py server`).
+//!
+//! The interpreter comes from `GQUIC_PYTHON` (set by `scripts/test.sh`, which installs
+//! aioquic), else `python3`; without aioquic these tests fail and say how to fix it.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+fn python() -> String {
+    let py = std::env::var("GQUIC_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import aioquic"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{py} cannot import aioquic: run the tests with scripts/test.sh, or set GQUIC_PYTHON \
+         to a Python with `pip install aioquic`"
+    );
+    py
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `cargo test` builds the examples next to the test binaries: target/<profile>/examples.
+fn interop_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("interop{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (it builds examples) or `cargo build --example interop`",
+        bin.display()
+    );
+    bin
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("gquic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A CA and a `localhost` certificate it signed, as PEM files; returns (ca, cert, key).
+fn write_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gquic test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd`, failing the test after `secs` seconds.
+fn run_with_timeout(mut cmd: Command, secs: u64) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(id.to_string()).status();
+            panic!("command did not finish in {secs} s");
+        }
+    }
+}
+
+#[test]
+fn aioquic_client_downloads_from_gquic_server() {
+    let py = python();
+    let dir = TempDir::new("aioquic-client");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = pattern(5 << 20, 7);
+    std::fs::write(www.join("5mib.bin"), &body).unwrap();
+    std::fs::write(www.join("small.txt"), b"hello from gquic\n").unwrap();
+
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Kill(
+        Command::new(interop_bin())
+            .args(["server", "--listen", &listen, "--root"])
+            .arg(&www)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait for "listening on".
+    let stderr = server.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+
+    let out_dir = dir.0.join("out");
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_hq.py"))
+        .args(["client", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/5mib.bin"))
+        .arg(format!("https://localhost:{port}/small.txt"));
+    let out = run_with_timeout(cmd, 120);
+    assert!(
+        out.status.success(),
+        "aioquic client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(out_dir.join("5mib.bin")).unwrap();
+    assert_eq!(got.len(), body.len());
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&body));
+    assert_eq!(
+        std::fs::read(out_dir.join("small.txt")).unwrap(),
+        b"hello from gquic\n"
+    );
+
+    // A missing file is a reset stream, which the aioquic client reports as a failure.
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_hq.py"))
+        .args(["client", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/missing.bin"));
+    let out = run_with_timeout(cmd, 60);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reset"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn gquic_client_downloads_from_aioquic_server() {
+    let py = python();
+    let dir = TempDir::new("aioquic-server");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = pattern(5 << 20, 11);
+    std::fs::write(www.join("5mib.bin"), &body).unwrap();
+    let small: Vec<Vec<u8>> = (0..10).map(|i| pattern(1000 + i * 999, i as u64)).collect();
+    for (i, b) in small.iter().enumerate() {
+        std::fs::write(www.join(format!("f{i}.bin")), b).unwrap();
+    }
+
+    let mut server = Kill(
+        Command::new(&py)
+            .arg(repo().join("scripts/aioquic_hq.py"))
+            .args(["server", "--listen", "127.0.0.1:0", "--root"])
+            .arg(&www)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("aioquic server did not start: {line:?}"));
+
+    let out_dir = dir.0.join("out");
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/5mib.bin"));
+    for i in 0..small.len() {
+        cmd.arg(format!("https://localhost:{port}/f{i}.bin"));
+    }
+    let out = run_with_timeout(cmd, 120);
+    assert!(
+        out.status.success(),
+        "interop client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(out_dir.join("5mib.bin")).unwrap();
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&body));
+    for (i, b) in small.iter().enumerate() {
+        assert_eq!(
+            &std::fs::read(out_dir.join(format!("f{i}.bin"))).unwrap(),
+            b
+        );
+    }
+
+    // The client exits non-zero when a download fails (aioquic resets the stream).
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/f0.bin"))
+        .arg(format!("https://localhost:{port}/nope.bin"));
+    let out = run_with_timeout(cmd, 60);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.bin") && err.contains("reset"), "{err}");
+}
