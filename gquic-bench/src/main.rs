@@ -7,8 +7,13 @@
 //!   (seal + open with AES-128-GCM and ChaCha20-Poly1305, aws-lc-rs and ring), in ns/packet and
 //!   Gbit/s on this machine. The same inputs as the criterion benches of gquic-transport.
 //!
-//! The whole-stack scenarios that compare against quinn in the same run (`bulk`, `h3`, ...)
-//! arrive with the runtime; this tool refuses unknown scenarios rather than pretending.
+//! - `bulk [--mib N]`: 1 GiB (or N MiB) on one stream from client to server over loopback,
+//!   gquic and quinn in the same run with the same certificate, crypto provider and windows;
+//!   prints Gbit/s and CPU-seconds per GB (getrusage) for both and their ratio.
+//!
+//! Run with: `cargo run --release -p gquic-bench -- bulk`
+//!
+//! Later scenarios (`h3`, ...) arrive with their issues; unknown scenarios are refused.
 
 // A measuring tool reads the clock; the sans-IO rule does not apply here.
 #![allow(clippy::disallowed_methods)]
@@ -21,8 +26,10 @@ use bytes::Bytes;
 use gquic_transport::wire::frame::{encode_ack, Frame, Iter};
 use gquic_transport::wire::PacketType;
 
+mod bulk;
 #[path = "../../gquic-transport/benches/support/fixtures.rs"]
 mod fixtures;
+mod measure;
 
 /// Runs `f` repeatedly for about `budget` after a warm-up; returns the median of five runs in
 /// nanoseconds per call.
@@ -120,8 +127,44 @@ fn main() -> ExitCode {
             wire(budget);
             ExitCode::SUCCESS
         }
+        Some("bulk") => {
+            let bytes = args
+                .iter()
+                .position(|a| a == "--mib")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse::<u64>().ok())
+                .map_or(1 << 30, |m| m << 20);
+            match bulk::run(bytes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gquic-bench bulk: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("bulk-child") => {
+            let (Some(dir), Some(bytes)) =
+                (args.get(1), args.get(2).and_then(|b| b.parse::<u64>().ok()))
+            else {
+                return ExitCode::from(2);
+            };
+            match bulk::child_gquic(std::path::Path::new(dir), bytes) {
+                Ok(o) => {
+                    println!("{}", o.line());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gquic child: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: gquic-bench wire [--seconds S]\n\nscenarios available today: wire (per-packet codec and packet protection costs)");
+            eprintln!(
+                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N]\n\n\
+                 scenarios: wire (per-packet codec and packet protection costs), bulk (1 GiB \
+                 on one stream over loopback, gquic and quinn side by side)"
+            );
             ExitCode::from(2)
         }
     }
