@@ -444,7 +444,11 @@ impl Connection {
             }
         }
         self.write_tls();
-        if self.peer_params.is_none() {
+        // A resuming rustls client reports the parameters remembered from the last session
+        // (for 0-RTT) until the new EncryptedExtensions arrive, in the Handshake space; the
+        // checks of RFC 9000 §7.3 apply to the new ones.
+        let fresh = self.side.is_server() || space != SpaceId::Initial;
+        if self.peer_params.is_none() && fresh {
             if let Some(raw) = self.tls.quic_transport_parameters() {
                 let params = TransportParameters::decode(self.side.peer(), raw)
                     .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
@@ -488,14 +492,18 @@ impl Connection {
 
     /// RFC 9000 §7.3: the connection-ID parameters must match what was seen on the wire.
     fn validate_peer_params(&self, p: &TransportParameters) -> Result<(), TransportError> {
-        let bad = |reason: &str| {
+        let bad = |reason: &str| -> Result<(), TransportError> {
             Err(TransportError::new(
                 TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
                 reason,
             ))
         };
         if p.initial_source_connection_id != Some(self.cids.remote()) {
-            return bad("initial_source_connection_id does not match the peer's connection ID");
+            return bad(&format!(
+                "initial_source_connection_id {:?} does not match the peer's connection ID {:?}",
+                p.initial_source_connection_id,
+                self.cids.remote()
+            ));
         }
         if self.side == Side::Client {
             if p.original_destination_connection_id != Some(self.original_dst_cid) {

@@ -149,6 +149,7 @@ pub(crate) struct State {
     /// A fatal socket error stops the driver; connections then fail.
     socket_error: Option<Arc<io::Error>>,
     pub(crate) driver_done: bool,
+    scratch: Vec<(u64, ConnectionHandle)>,
 }
 
 impl State {
@@ -196,12 +197,15 @@ impl State {
                 w.wake();
             }
         }
-        let ids: Vec<(u64, ConnectionHandle)> = self
-            .conns
-            .iter()
-            .filter_map(|(&id, s)| s.handle.map(|h| (id, h)))
-            .collect();
-        for (id, h) in ids {
+        // A reused list: dispatching runs on every driver turn and must not allocate.
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend(
+            self.conns
+                .iter()
+                .filter_map(|(&id, s)| s.handle.map(|h| (id, h))),
+        );
+        for &(id, h) in &ids {
             let Some(conn) = self.ep.connection_mut(h) else {
                 continue;
             };
@@ -212,6 +216,7 @@ impl State {
                 handle_event(st, event);
             }
         }
+        self.scratch = ids;
         self.reap();
     }
 
@@ -482,6 +487,7 @@ impl Endpoint {
                 default_client: None,
                 socket_error: None,
                 driver_done: false,
+                scratch: Vec::new(),
             }),
         });
         let span = tracing::info_span!("endpoint", local = %local);

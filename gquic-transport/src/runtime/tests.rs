@@ -117,3 +117,152 @@ async fn dropping_every_handle_closes_with_code_zero() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn one_client_socket_carries_many_connections() {
+    // Sharing one rustls config also exercises TLS session resumption: the second connection
+    // to a server resumes the first one's session.
+    let (server_a, client, cc) = pair(&[b"x"]);
+    let certs2 = certs();
+    let server_b = Endpoint::server(
+        server_config(&certs2, &[b"y"], TransportConfig::default()),
+        localhost(),
+    )
+    .unwrap();
+    let cc_b = client_config(&certs2, &[b"y"], TransportConfig::default());
+    let accept = |ep: Endpoint| {
+        tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Some(c) = ep.accept().await {
+                let conn = c.await.unwrap();
+                let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+                let data = recv.read_to_end(1024).await.unwrap();
+                send.write_all(&data).await.unwrap();
+                send.finish().unwrap();
+                conns.push(conn);
+            }
+        })
+    };
+    let (addr_a, addr_b) = (server_a.local_addr(), server_b.local_addr());
+    let _a = accept(server_a.clone());
+    let _b = accept(server_b.clone());
+    let mut conns = Vec::new();
+    for i in 0..3u8 {
+        conns.push((
+            client
+                .connect_with(cc.clone(), addr_a, "localhost")
+                .unwrap()
+                .await
+                .unwrap(),
+            i,
+        ));
+        conns.push((
+            client
+                .connect_with(cc_b.clone(), addr_b, "localhost")
+                .unwrap()
+                .await
+                .unwrap(),
+            10 + i,
+        ));
+    }
+    assert_eq!(client.open_connections(), 6);
+    for (conn, tag) in &conns {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[*tag; 100]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(1024).await.unwrap(), vec![*tag; 100]);
+    }
+    assert_eq!(server_a.stats().accepted, 3);
+    assert_eq!(server_b.stats().accepted, 3);
+}
+
+#[tokio::test]
+async fn async_read_write_reset_and_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, client, cc) = pair(&[b"x"]);
+    let addr = server.local_addr();
+    let connecting = client.connect_with(cc, addr, "localhost").unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+
+    // AsyncWrite + shutdown on one side, AsyncRead to the end on the other.
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    AsyncWriteExt::write_all(&mut send, b"through the io traits")
+        .await
+        .unwrap();
+    send.shutdown().await.unwrap();
+    let (_ssend, mut srecv) = sconn.accept_bi().await.unwrap();
+    let mut got = String::new();
+    srecv.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "through the io traits");
+    assert_eq!(send.stopped().await.unwrap(), None);
+    assert_eq!(send.finish(), Err(WriteError::ClosedStream));
+
+    // A reset reaches the reader with its code.
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(b"partial").await.unwrap();
+    send.reset(VarInt::from_u32(77)).unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    let err = loop {
+        match recv.read_chunk(1024).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("reset stream ended normally"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ReadError::Reset(VarInt::from_u32(77)));
+
+    // STOP_SENDING reaches the writer with its code.
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(b"x").await.unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    recv.stop(VarInt::from_u32(9)).unwrap();
+    assert_eq!(send.stopped().await.unwrap(), Some(VarInt::from_u32(9)));
+    let big = vec![0u8; 1 << 16];
+    let err = loop {
+        if let Err(e) = send.write_all(&big).await {
+            break e;
+        }
+    };
+    assert_eq!(err, WriteError::Stopped(VarInt::from_u32(9)));
+    let io_err: std::io::Error = err.into();
+    assert_eq!(io_err.kind(), std::io::ErrorKind::ConnectionReset);
+
+    // read_to_end enforces its limit.
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(&[1u8; 5000]).await.unwrap();
+    send.finish().unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    assert_eq!(
+        recv.read_to_end(4000).await,
+        Err(ReadToEndError::TooLong(4000))
+    );
+}
+
+#[tokio::test]
+async fn stream_limit_makes_open_wait() {
+    let certs = certs();
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(2);
+    let server = Endpoint::server(server_config(&certs, &[b"x"], t), localhost()).unwrap();
+    let client = Endpoint::client(localhost()).unwrap();
+    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
+    let connecting = client
+        .connect_with(cc, server.local_addr(), "localhost")
+        .unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+    let mut first = conn.open_bi().await.unwrap();
+    let _second = conn.open_bi().await.unwrap();
+    // The third waits until the server lets the first end.
+    let third = tokio::time::timeout(Duration::from_millis(200), conn.open_bi()).await;
+    assert!(third.is_err(), "a third stream opened past the limit of 2");
+    first.0.write_all(b"a").await.unwrap();
+    first.0.finish().unwrap();
+    let (mut s, mut r) = sconn.accept_bi().await.unwrap();
+    assert_eq!(r.read_to_end(10).await.unwrap(), b"a");
+    s.finish().unwrap();
+    assert_eq!(first.1.read_to_end(10).await.unwrap(), b"");
+    let third = tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await;
+    assert!(third.is_ok_and(|r| r.is_ok()));
+}
