@@ -68,6 +68,8 @@ pub mod connection;
 pub mod crypto;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "h3")]
+pub mod h3;
 pub mod range_set;
 pub mod recovery;
 #[cfg(feature = "runtime-tokio")]

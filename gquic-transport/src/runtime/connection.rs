@@ -273,6 +273,62 @@ impl Connection {
         Poll::Pending
     }
 
+    /// Polls for a new bidirectional stream: `Pending` while the peer's stream limit is
+    /// reached. The poll-based form of [`Connection::open_bi`].
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection ended.
+    pub fn poll_open_bi(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+        self.poll_open(cx, Dir::Bi).map_ok(|id| {
+            (
+                SendStream::new(self.inner.clone(), id),
+                RecvStream::new(self.inner.clone(), id),
+            )
+        })
+    }
+
+    /// Polls for a new unidirectional stream. The poll-based form of [`Connection::open_uni`].
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection ended.
+    pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
+        self.poll_open(cx, Dir::Uni)
+            .map_ok(|id| SendStream::new(self.inner.clone(), id))
+    }
+
+    /// Polls for the next bidirectional stream the peer opened. The poll-based form of
+    /// [`Connection::accept_bi`].
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended.
+    pub fn poll_accept_bi(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
+        self.poll_accept(cx, Dir::Bi).map_ok(|id| {
+            (
+                SendStream::new(self.inner.clone(), id),
+                RecvStream::new(self.inner.clone(), id),
+            )
+        })
+    }
+
+    /// Polls for the next unidirectional stream the peer opened. The poll-based form of
+    /// [`Connection::accept_uni`].
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended.
+    pub fn poll_accept_uni(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<RecvStream, ConnectionError>> {
+        self.poll_accept(cx, Dir::Uni)
+            .map_ok(|id| RecvStream::new(self.inner.clone(), id))
+    }
+
     /// Opens a bidirectional stream, waiting while the peer's stream limit is reached.
     ///
     /// # Errors

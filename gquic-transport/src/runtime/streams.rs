@@ -130,8 +130,12 @@ impl SendStream {
         StreamId(self.id)
     }
 
-    /// Offers `data`; returns how much was taken, or `Pending` while flow control is full.
-    fn poll_write_bytes(
+    /// Offers `data` and advances it past what was taken; `Pending` while flow control is
+    /// full. The poll-based, copy-free form of [`SendStream::write_chunk`].
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub fn poll_write_bytes(
         &mut self,
         cx: &mut Context<'_>,
         data: &mut Bytes,

@@ -1,0 +1,413 @@
+//! The `h3` crate's QUIC traits (`h3::quic`) on the runtime types (feature `h3`), so
+//! `h3::server::Connection` and `h3::client::Connection` run over gquic.
+//!
+//! Everything is poll-based over the runtime's own poll methods: no future is boxed per call.
+//! Received data is handed to h3 as the `Bytes` the connection reassembled, without copying;
+//! outgoing data is copied once per `send_data` into one `Bytes` and then written without
+//! further copies.
+//!
+//! ```no_run
+//! # async fn demo(conn: gquic_transport::runtime::Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut h3_conn = h3::server::Connection::new(gquic_transport::h3::Connection::new(conn)).await?;
+//! while let Some(resolver) = h3_conn.accept().await? {
+//!     let (request, mut stream) = resolver.resolve_request().await?;
+//!     let response = http::Response::builder().status(200).body(())?;
+//!     stream.send_response(response).await?;
+//!     stream.send_data(bytes::Bytes::from_static(b"hello")).await?;
+//!     stream.finish().await?;
+//!     # let _ = request;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Error mapping: the peer's application close becomes `ApplicationClose` with its code, an
+//! idle timeout `Timeout`, a peer's RESET_STREAM or STOP_SENDING `StreamTerminated` with its
+//! code; anything else is `Undefined` carrying our error.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, WriteBuf};
+
+use crate::connection::ConnectionError;
+use crate::runtime::{self, ReadError, WriteError};
+use crate::wire::VarInt;
+
+/// Converts an HTTP/3 error code (62 bits at most) to a [`VarInt`], saturating.
+fn varint(code: u64) -> VarInt {
+    VarInt::from_u64(code).unwrap_or(VarInt::MAX)
+}
+
+fn conn_error(e: ConnectionError) -> ConnectionErrorIncoming {
+    match e {
+        ConnectionError::ApplicationClosed { code, .. } => {
+            ConnectionErrorIncoming::ApplicationClose {
+                error_code: code.into_inner(),
+            }
+        }
+        ConnectionError::TimedOut => ConnectionErrorIncoming::Timeout,
+        other => ConnectionErrorIncoming::Undefined(Arc::new(other)),
+    }
+}
+
+fn stream_conn_error(e: ConnectionError) -> StreamErrorIncoming {
+    StreamErrorIncoming::ConnectionErrorIncoming {
+        connection_error: conn_error(e),
+    }
+}
+
+fn read_error(e: ReadError) -> StreamErrorIncoming {
+    match e {
+        ReadError::Reset(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        ReadError::ConnectionLost(c) => stream_conn_error(c),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}
+
+fn write_error(e: WriteError) -> StreamErrorIncoming {
+    match e {
+        WriteError::Stopped(code) => StreamErrorIncoming::StreamTerminated {
+            error_code: code.into_inner(),
+        },
+        WriteError::ConnectionLost(c) => stream_conn_error(c),
+        other => StreamErrorIncoming::Unknown(Box::new(other)),
+    }
+}
+
+fn h3_id(id: crate::StreamId) -> quic::StreamId {
+    // Stream IDs are varints, always below 2^62: the conversion cannot fail.
+    quic::StreamId::try_from(id.0)
+        .unwrap_or_else(|_| quic::StreamId::try_from(0u64).expect("0 is a valid stream ID"))
+}
+
+/// A gquic connection as an `h3::quic::Connection`.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    conn: runtime::Connection,
+}
+
+impl Connection {
+    /// Wraps an established connection (negotiate ALPN `h3` before handing it to h3).
+    pub fn new(conn: runtime::Connection) -> Self {
+        Self { conn }
+    }
+
+    /// The connection underneath.
+    pub fn get_ref(&self) -> &runtime::Connection {
+        &self.conn
+    }
+
+    /// Unwraps the connection.
+    pub fn into_inner(self) -> runtime::Connection {
+        self.conn
+    }
+}
+
+impl<B: Buf> quic::Connection<B> for Connection {
+    type RecvStream = RecvStream;
+    type OpenStreams = OpenStreams;
+
+    fn poll_accept_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
+        self.conn
+            .poll_accept_uni(cx)
+            .map_ok(RecvStream::new)
+            .map_err(conn_error)
+    }
+
+    fn poll_accept_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        self.conn
+            .poll_accept_bi(cx)
+            .map_ok(|(s, r)| BidiStream {
+                send: SendStream::new(s),
+                recv: RecvStream::new(r),
+            })
+            .map_err(conn_error)
+    }
+
+    fn opener(&self) -> Self::OpenStreams {
+        OpenStreams {
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+fn poll_open_bidi<B: Buf>(
+    conn: &runtime::Connection,
+    cx: &mut Context<'_>,
+) -> Poll<Result<BidiStream<B>, StreamErrorIncoming>> {
+    conn.poll_open_bi(cx)
+        .map_ok(|(s, r)| BidiStream {
+            send: SendStream::new(s),
+            recv: RecvStream::new(r),
+        })
+        .map_err(stream_conn_error)
+}
+
+fn poll_open_send<B: Buf>(
+    conn: &runtime::Connection,
+    cx: &mut Context<'_>,
+) -> Poll<Result<SendStream<B>, StreamErrorIncoming>> {
+    conn.poll_open_uni(cx)
+        .map_ok(SendStream::new)
+        .map_err(stream_conn_error)
+}
+
+impl<B: Buf> quic::OpenStreams<B> for Connection {
+    type BidiStream = BidiStream<B>;
+    type SendStream = SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        poll_open_bidi(&self.conn, cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        poll_open_send(&self.conn, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        self.conn.close(varint(code.value()), reason);
+    }
+}
+
+/// Opens streams on a connection h3 drives (`h3::quic::OpenStreams`); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OpenStreams {
+    conn: runtime::Connection,
+}
+
+impl<B: Buf> quic::OpenStreams<B> for OpenStreams {
+    type BidiStream = BidiStream<B>;
+    type SendStream = SendStream<B>;
+
+    fn poll_open_bidi(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+        poll_open_bidi(&self.conn, cx)
+    }
+
+    fn poll_open_send(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+        poll_open_send(&self.conn, cx)
+    }
+
+    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+        self.conn.close(varint(code.value()), reason);
+    }
+}
+
+/// The sending half of a stream for h3.
+#[derive(Debug)]
+pub struct SendStream<B: Buf> {
+    stream: runtime::SendStream,
+    /// Data accepted by `send_data` and not yet taken by the connection.
+    pending: Bytes,
+    _buf: std::marker::PhantomData<fn(B)>,
+}
+
+impl<B: Buf> SendStream<B> {
+    fn new(stream: runtime::SendStream) -> Self {
+        Self {
+            stream,
+            pending: Bytes::new(),
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    fn poll_flush_pending(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), StreamErrorIncoming>> {
+        while !self.pending.is_empty() {
+            match self.stream.poll_write_bytes(cx, &mut self.pending) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(write_error(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<B: Buf> quic::SendStream<B> for SendStream<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.poll_flush_pending(cx)
+    }
+
+    fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        if !self.pending.is_empty() {
+            return Err(StreamErrorIncoming::Unknown(
+                "send_data called before poll_ready finished the previous frame".into(),
+            ));
+        }
+        let mut buf: WriteBuf<B> = data.into();
+        // One copy of the frame header and payload; written later without copying again.
+        self.pending = buf.copy_to_bytes(buf.remaining());
+        Ok(())
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        match self.poll_flush_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        match self.stream.finish() {
+            Ok(()) | Err(WriteError::ClosedStream) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(write_error(e))),
+        }
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.pending = Bytes::new();
+        let _ = self.stream.reset(varint(reset_code));
+    }
+
+    fn send_id(&self) -> quic::StreamId {
+        h3_id(self.stream.id())
+    }
+}
+
+impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
+    fn poll_send<D: Buf>(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut D,
+    ) -> Poll<Result<usize, StreamErrorIncoming>> {
+        match self.poll_flush_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let mut data = Bytes::copy_from_slice(buf.chunk());
+        let len = data.len();
+        match self.stream.poll_write_bytes(cx, &mut data) {
+            Poll::Ready(Ok(_)) => {
+                let n = len - data.len();
+                buf.advance(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(write_error(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The receiving half of a stream for h3.
+#[derive(Debug)]
+pub struct RecvStream {
+    stream: runtime::RecvStream,
+}
+
+impl RecvStream {
+    fn new(stream: runtime::RecvStream) -> Self {
+        Self { stream }
+    }
+}
+
+impl quic::RecvStream for RecvStream {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
+        self.stream
+            .poll_read_chunk(cx, usize::MAX)
+            .map_err(read_error)
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        let _ = self.stream.stop(varint(error_code));
+    }
+
+    fn recv_id(&self) -> quic::StreamId {
+        h3_id(self.stream.id())
+    }
+}
+
+/// A bidirectional stream for h3.
+#[derive(Debug)]
+pub struct BidiStream<B: Buf> {
+    send: SendStream<B>,
+    recv: RecvStream,
+}
+
+impl<B: Buf> quic::BidiStream<B> for BidiStream<B> {
+    type SendStream = SendStream<B>;
+    type RecvStream = RecvStream;
+
+    fn split(self) -> (Self::SendStream, Self::RecvStream) {
+        (self.send, self.recv)
+    }
+}
+
+impl<B: Buf> quic::RecvStream for BidiStream<B> {
+    type Buf = Bytes;
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
+        self.recv.poll_data(cx)
+    }
+
+    fn stop_sending(&mut self, error_code: u64) {
+        self.recv.stop_sending(error_code);
+    }
+
+    fn recv_id(&self) -> quic::StreamId {
+        self.recv.recv_id()
+    }
+}
+
+impl<B: Buf> quic::SendStream<B> for BidiStream<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn send_data<T: Into<WriteBuf<B>>>(&mut self, data: T) -> Result<(), StreamErrorIncoming> {
+        self.send.send_data(data)
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
+        self.send.poll_finish(cx)
+    }
+
+    fn reset(&mut self, reset_code: u64) {
+        self.send.reset(reset_code);
+    }
+
+    fn send_id(&self) -> quic::StreamId {
+        self.send.send_id()
+    }
+}
+
+impl<B: Buf> quic::SendStreamUnframed<B> for BidiStream<B> {
+    fn poll_send<D: Buf>(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut D,
+    ) -> Poll<Result<usize, StreamErrorIncoming>> {
+        self.send.poll_send(cx, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests;
