@@ -1,0 +1,355 @@
+//! Serving HTTP/3 with a hyper `Service`: [`serve_connection`] and [`Builder`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h3::error::Code;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::rt::Executor;
+use hyper::service::Service;
+use tokio::sync::Notify;
+
+use crate::body::{content_length, Incoming};
+use crate::error::Kind;
+use crate::Error;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a service learns about the connection a request came on, in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// The negotiated ALPN (`h3`).
+    pub alpn: Option<Vec<u8>>,
+    /// Whether the request arrived in 0-RTT data (RFC 9114 §10.9); such requests may be
+    /// replayed by an attacker. Always `false` until 0-RTT is accepted by the transport.
+    pub zero_rtt: bool,
+}
+
+/// Runs request futures on tokio (`tokio::spawn`). The default executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioExecutor;
+
+impl<F> Executor<F> for TokioExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+/// Settings for serving connections.
+#[derive(Debug, Clone)]
+pub struct Builder<E = TokioExecutor> {
+    executor: E,
+}
+
+impl Default for Builder<TokioExecutor> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder<TokioExecutor> {
+    /// Requests run on tokio.
+    pub fn new() -> Self {
+        Self {
+            executor: TokioExecutor,
+        }
+    }
+}
+
+impl<E> Builder<E>
+where
+    E: Executor<BoxFuture> + Clone + Send + Sync + 'static,
+{
+    /// Requests run on `executor` (each request is one future).
+    pub fn executor<E2>(self, executor: E2) -> Builder<E2> {
+        Builder { executor }
+    }
+
+    /// Serves HTTP/3 on an established connection (ALPN `h3`) with `service`. Each request
+    /// runs concurrently. The returned future resolves when the connection ends.
+    pub fn serve_connection<S, B>(
+        &self,
+        conn: gquic_transport::runtime::Connection,
+        service: S,
+    ) -> Connection
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shutdown = Arc::new(Shutdown::default());
+        let fut = run(
+            conn,
+            Arc::new(service),
+            self.executor.clone(),
+            shutdown.clone(),
+        );
+        Connection {
+            fut: Box::pin(fut),
+            shutdown,
+        }
+    }
+}
+
+/// Serves HTTP/3 on `conn` with `service`, running requests on tokio. See
+/// [`Builder::serve_connection`].
+///
+/// Tower services work through `hyper_util::service::TowerToHyperService`.
+pub fn serve_connection<S, B>(conn: gquic_transport::runtime::Connection, service: S) -> Connection
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Builder::new().serve_connection(conn, service)
+}
+
+#[derive(Default)]
+struct Shutdown {
+    requested: AtomicBool,
+    notify: Notify,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Decrements the in-flight count when a request task ends, however it ends.
+struct InFlight(Arc<Shutdown>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A connection being served: a future that resolves when it ends.
+#[must_use = "futures do nothing unless polled"]
+pub struct Connection {
+    fut: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+    shutdown: Arc<Shutdown>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("gquic_hyper::server::Connection")
+            .field(
+                "in_flight",
+                &self.shutdown.in_flight.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Starts a graceful shutdown (RFC 9114 §5.2): sends GOAWAY so the client opens no new
+    /// requests, lets the requests in flight finish, then closes the connection with
+    /// H3_NO_ERROR. Keep polling the connection until it resolves.
+    pub fn graceful_shutdown(&self) {
+        self.shutdown.requested.store(true, Ordering::Release);
+        self.shutdown.notify.notify_one();
+    }
+
+    /// A handle that can start the graceful shutdown from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+}
+
+/// Starts the graceful shutdown of a served connection (see [`Connection::graceful_shutdown`]).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Shutdown>);
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShutdownHandle")
+    }
+}
+
+impl ShutdownHandle {
+    /// See [`Connection::graceful_shutdown`].
+    pub fn graceful_shutdown(&self) {
+        self.0.requested.store(true, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+}
+
+impl Future for Connection {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+async fn run<S, B, E>(
+    conn: gquic_transport::runtime::Connection,
+    service: Arc<S>,
+    executor: E,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), Error>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Executor<BoxFuture>,
+{
+    let info = ConnectionInfo {
+        remote_addr: conn.remote_address(),
+        alpn: conn.alpn(),
+        zero_rtt: false,
+    };
+    let span = tracing::debug_span!("h3_server", remote = %info.remote_addr);
+    let quic = conn.clone();
+    let mut h3c =
+        h3::server::Connection::<_, Bytes>::new(gquic_transport::h3::Connection::new(conn))
+            .await
+            .map_err(Error::connection)?;
+    let mut draining = false;
+    loop {
+        if !draining && shutdown.requested.load(Ordering::Acquire) {
+            draining = true;
+            tracing::debug!(parent: &span, "graceful shutdown: GOAWAY");
+            if let Err(e) = h3c.shutdown(0).await {
+                tracing::debug!(parent: &span, error = %e, "GOAWAY failed");
+                break;
+            }
+        }
+        if draining && shutdown.in_flight.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        let accepted = tokio::select! {
+            r = h3c.accept() => r,
+            _ = shutdown.notify.notified(), if !draining => continue,
+            _ = shutdown.idle.notified(), if draining => continue,
+        };
+        let resolver = match accepted {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) if e.is_h3_no_error() => break,
+            Err(e) => {
+                tracing::debug!(parent: &span, error = %e, "connection ended");
+                // Let the requests in flight see the error themselves.
+                return Err(Error::connection(e));
+            }
+        };
+        shutdown.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(shutdown.clone());
+        let service = service.clone();
+        let info = info.clone();
+        let span = span.clone();
+        executor.execute(Box::pin(async move {
+            let _guard = guard;
+            if let Err(e) = handle(resolver, &*service, info).await {
+                tracing::debug!(parent: &span, error = %e, "request ended with an error");
+            }
+        }));
+    }
+    // Wait for the requests still running, then close cleanly.
+    while shutdown.in_flight.load(Ordering::Acquire) > 0 {
+        let idle = shutdown.idle.notified();
+        if shutdown.in_flight.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        idle.await;
+    }
+    quic.close(
+        gquic_transport::VarInt::from_u32(0x100), // H3_NO_ERROR (RFC 9114 §8.1)
+        b"",
+    );
+    Ok(())
+}
+
+async fn handle<S, B>(
+    resolver: h3::server::RequestResolver<gquic_transport::h3::Connection, Bytes>,
+    service: &S,
+    info: ConnectionInfo,
+) -> Result<(), Error>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (req, stream) = resolver.resolve_request().await.map_err(Error::stream)?;
+    let (mut send, recv) = stream.split();
+    let (parts, ()) = req.into_parts();
+    let body = Incoming::server(recv, content_length(&parts.headers));
+    let mut req = Request::from_parts(parts, body);
+    // Extended CONNECT (RFC 9220): hyper's name for the :protocol pseudo-header.
+    if let Some(p) = req.extensions().get::<h3::ext::Protocol>().copied() {
+        let proto = if p == h3::ext::Protocol::WEB_TRANSPORT {
+            Some(hyper::ext::Protocol::from_static("webtransport"))
+        } else if p == h3::ext::Protocol::CONNECT_UDP {
+            Some(hyper::ext::Protocol::from_static("connect-udp"))
+        } else {
+            None
+        };
+        if let Some(proto) = proto {
+            req.extensions_mut().insert(proto);
+        }
+    }
+    req.extensions_mut().insert(info);
+    let response = match service.call(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            // RFC 9114 §8.1: the request failed for a reason of ours.
+            send.stop_stream(Code::H3_INTERNAL_ERROR);
+            return Err(Error::new(Kind::Service, e.into()));
+        }
+    };
+    let (parts, body) = response.into_parts();
+    send.send_response(Response::from_parts(parts, ()))
+        .await
+        .map_err(Error::stream)?;
+    let mut body = std::pin::pin!(body);
+    loop {
+        let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+            .await
+            .map(|r| r.map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into));
+        match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    if !bytes.is_empty() {
+                        send.send_data(bytes).await.map_err(Error::stream)?;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        send.send_trailers(trailers).await.map_err(Error::stream)?;
+                        break;
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                send.stop_stream(Code::H3_INTERNAL_ERROR);
+                return Err(Error::new(Kind::Body, e));
+            }
+        }
+    }
+    send.finish().await.map_err(Error::stream)
+}
