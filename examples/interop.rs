@@ -5,17 +5,23 @@
 //!
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
-//! interop client --output DIR [--ca cert.pem] [--alpn hq-interop] URL...
+//! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] URL...
 //! ```
 //!
-//! The server speaks ALPN `hq-interop` (HTTP/0.9): the client sends `GET /path\r\n` on a
-//! bidirectional stream and finishes it; the server answers with the bytes of `DIR/path` and
-//! finishes, or resets the stream if there is no such file. Without `--cert`/`--key` it makes
-//! a development certificate for `localhost`.
+//! The server speaks two ALPNs on the same port:
+//! - `h3` (HTTP/3 through gquic-hyper): `GET /path` serves `DIR/path` (streamed), `POST /echo`
+//!   streams the request body back, anything else is 404;
+//! - `hq-interop` (HTTP/0.9): the client sends `GET /path\r\n` on a bidirectional stream and
+//!   finishes it; the server answers with the bytes of `DIR/path` and finishes, or resets the
+//!   stream if there is no such file.
 //!
-//! The client fetches every URL over one connection, in parallel, writes each body to
-//! `DIR/<last path segment>`, and exits non-zero if any download fails. Without `--ca` it
-//! trusts the system's root certificates.
+//! Without `--cert`/`--key` it makes a development certificate for `localhost`.
+//!
+//! The client (ALPN `h3` by default) fetches every URL over one connection, in parallel, writes
+//! each body to `DIR/<last path segment>`, and exits non-zero if any download fails (for h3,
+//! any status other than 2xx is a failure). With `-X POST --data-file F` it uploads `F` to
+//! each URL and writes the response bodies. Without `--ca` it trusts the system's root
+//! certificates.
 
 #![allow(clippy::disallowed_methods)] // A program reads the real clock.
 
@@ -39,13 +45,14 @@ const NOT_FOUND: u32 = 0x10;
 /// Stream error code for a malformed request.
 const BAD_REQUEST: u32 = 0x11;
 const ALPN_HQ: &[u8] = b"hq-interop";
+const ALPN_H3: &[u8] = b"h3";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
-         interop client --output DIR [--ca cert.pem] [--alpn hq-interop] URL..."
+         interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] URL..."
     );
     ExitCode::from(2)
 }
@@ -62,6 +69,7 @@ impl Args {
         let mut positional = Vec::new();
         let mut args = args.peekable();
         while let Some(a) = args.next() {
+            let a = if a == "-X" { "--method".to_string() } else { a };
             if let Some(name) = a.strip_prefix("--") {
                 if switches.contains(&name) {
                     flags.push((name.to_string(), None));
@@ -125,7 +133,10 @@ fn main() -> ExitCode {
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(server(a))),
         "client" => Args::parse(argv, &[])
-            .and_then(|a| a.check_known(&["output", "ca", "alpn"]).map(|()| a))
+            .and_then(|a| {
+                a.check_known(&["output", "ca", "alpn", "method", "data-file"])
+                    .map(|()| a)
+            })
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(client(a))),
         _ => return usage(),
@@ -184,7 +195,7 @@ async fn server(args: Args) -> Result<(), BoxError> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    tls.alpn_protocols = vec![ALPN_HQ.to_vec()];
+    tls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_HQ.to_vec()];
     tls.max_early_data_size = 0;
     let config = ServerConfig::new(Arc::new(tls))?;
     let endpoint = Endpoint::server(config, listen)?;
@@ -197,6 +208,14 @@ async fn server(args: Args) -> Result<(), BoxError> {
                 let root = root.clone();
                 tokio::spawn(async move {
                     match connecting.await {
+                        Ok(conn) if conn.alpn().as_deref() == Some(ALPN_H3) => {
+                            let service = hyper::service::service_fn(move |req| {
+                                h3_request(req, root.clone())
+                            });
+                            if let Err(e) = gquic_hyper::serve_connection(conn, service).await {
+                                tracing::debug!(error = %e, "h3 connection ended");
+                            }
+                        }
                         Ok(conn) => serve_hq(conn, root).await,
                         Err(e) => tracing::warn!(error = %e, "handshake failed"),
                     }
@@ -268,6 +287,92 @@ async fn serve_request(
     Ok(())
 }
 
+// ---- h3 server ----
+
+type H3Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+fn status(code: u16, text: &'static str) -> http::Response<H3Body> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|e: std::convert::Infallible| match e {})
+        .boxed();
+    let mut r = http::Response::new(body);
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+    r
+}
+
+/// A body streaming a file in 256 KiB chunks from a reader task (bounded: 4 chunks ahead).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+fn file_body(mut f: tokio::fs::File) -> ChannelBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+            match f.read_buf(&mut buf).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tx.send(Ok(buf.freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+    });
+    ChannelBody(rx)
+}
+
+async fn h3_request(
+    req: http::Request<gquic_hyper::Incoming>,
+    root: Arc<PathBuf>,
+) -> Result<http::Response<H3Body>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_string();
+    match *req.method() {
+        http::Method::POST if path == "/echo" => {
+            let body = req.into_body().map_err(|e| Box::new(e) as BoxError).boxed();
+            Ok(http::Response::new(body))
+        }
+        http::Method::GET | http::Method::HEAD => {
+            let Some(file) = resolve(&root, &path) else {
+                return Ok(status(404, "not found\n"));
+            };
+            match tokio::fs::File::open(&file).await {
+                Ok(f) if file.is_file() => {
+                    let len = f.metadata().await.map(|m| m.len()).ok();
+                    let mut resp = http::Response::new(file_body(f).boxed());
+                    if let Some(len) = len {
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_LENGTH, len.into());
+                    }
+                    Ok(resp)
+                }
+                _ => Ok(status(404, "not found\n")),
+            }
+        }
+        _ => Ok(status(404, "not found\n")),
+    }
+}
+
 // ---- client ----
 
 struct Target {
@@ -304,9 +409,18 @@ fn parse_url(url: &str) -> Result<Target, String> {
 async fn client(args: Args) -> Result<(), BoxError> {
     let output = PathBuf::from(args.get("output").ok_or("--output DIR is required")?);
     tokio::fs::create_dir_all(&output).await?;
-    let alpn = args.get("alpn").unwrap_or("hq-interop");
-    if alpn.as_bytes() != ALPN_HQ {
-        return Err(format!("--alpn {alpn}: this client speaks hq-interop only for now").into());
+    let alpn = args.get("alpn").unwrap_or("h3");
+    if alpn.as_bytes() != ALPN_HQ && alpn.as_bytes() != ALPN_H3 {
+        return Err(format!("--alpn {alpn}: use h3 or hq-interop").into());
+    }
+    let method = args.get("method").unwrap_or("GET").to_ascii_uppercase();
+    let data_file = args.get("data-file").map(PathBuf::from);
+    match (method.as_str(), &data_file, alpn.as_bytes()) {
+        ("GET", None, _) => {}
+        ("POST", Some(_), ALPN_H3) => {}
+        ("POST", None, _) => return Err("-X POST needs --data-file F".into()),
+        ("POST", Some(_), _) => return Err("-X POST needs --alpn h3".into()),
+        (m, _, _) => return Err(format!("-X {m}: only GET and POST").into()),
     }
     if args.positional.is_empty() {
         return Err("no URL given".into());
@@ -352,13 +466,32 @@ async fn client(args: Args) -> Result<(), BoxError> {
     let started = Instant::now();
     let conn = endpoint.connect_with(config, addr, &host)?.await?;
     let mut tasks = tokio::task::JoinSet::new();
-    for t in targets {
-        let conn = conn.clone();
-        let output = output.clone();
-        tasks.spawn(async move {
-            let r = fetch(&conn, &t.path, &output).await;
-            (t.path, r)
+    if alpn.as_bytes() == ALPN_H3 {
+        let (send, driver) = gquic_hyper::client::handshake::<H3Body>(conn.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %e, "h3 connection ended");
+            }
         });
+        for t in targets {
+            let send = send.clone();
+            let output = output.clone();
+            let data_file = data_file.clone();
+            let authority = format!("{host}:{port}");
+            tasks.spawn(async move {
+                let r = fetch_h3(send, &authority, &t.path, data_file.as_deref(), &output).await;
+                (t.path, r)
+            });
+        }
+    } else {
+        for t in targets {
+            let conn = conn.clone();
+            let output = output.clone();
+            tasks.spawn(async move {
+                let r = fetch(&conn, &t.path, &output).await;
+                (t.path, r)
+            });
+        }
     }
     let mut failed = 0;
     let mut total = 0u64;
@@ -388,12 +521,59 @@ async fn client(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn fetch(conn: &Connection, path: &str, output: &Path) -> Result<u64, BoxError> {
-    let name = path
+fn file_name(path: &str) -> Result<&str, BoxError> {
+    Ok(path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .ok_or(format!("{path}: no file name in the path"))?;
+        .ok_or(format!("{path}: no file name in the path"))?)
+}
+
+async fn fetch_h3(
+    mut send: gquic_hyper::client::SendRequest<H3Body>,
+    authority: &str,
+    path: &str,
+    data_file: Option<&Path>,
+    output: &Path,
+) -> Result<u64, BoxError> {
+    use http_body_util::BodyExt;
+    let name = file_name(path)?;
+    let uri = format!("https://{authority}{path}");
+    let req = match data_file {
+        Some(f) => {
+            let file = tokio::fs::File::open(f)
+                .await
+                .map_err(|e| format!("--data-file {}: {e}", f.display()))?;
+            http::Request::post(uri).body(file_body(file).boxed())?
+        }
+        None => http::Request::get(uri).body(
+            http_body_util::Empty::new()
+                .map_err(|e: std::convert::Infallible| match e {})
+                .boxed(),
+        )?,
+    };
+    let resp = send.send_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()).into());
+    }
+    let mut body = resp.into_body();
+    let mut file = tokio::fs::File::create(output.join(name)).await?;
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            n += data.len() as u64;
+            file.write_all(&data).await?;
+        }
+    }
+    file.flush().await?;
+    Ok(n)
+}
+
+async fn fetch(conn: &Connection, path: &str, output: &Path) -> Result<u64, BoxError> {
+    let name = file_name(path)?;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_chunk(Bytes::from(format!("GET {path}\r\n")))
         .await?;

@@ -258,7 +258,7 @@ fn gquic_client_downloads_from_aioquic_server() {
 
     let out_dir = dir.0.join("out");
     let mut cmd = Command::new(interop_bin());
-    cmd.args(["client", "--output"])
+    cmd.args(["client", "--alpn", "hq-interop", "--output"])
         .arg(&out_dir)
         .arg("--ca")
         .arg(&ca)
@@ -283,7 +283,7 @@ fn gquic_client_downloads_from_aioquic_server() {
 
     // The client exits non-zero when a download fails (aioquic resets the stream).
     let mut cmd = Command::new(interop_bin());
-    cmd.args(["client", "--output"])
+    cmd.args(["client", "--alpn", "hq-interop", "--output"])
         .arg(&out_dir)
         .arg("--ca")
         .arg(&ca)
@@ -293,4 +293,209 @@ fn gquic_client_downloads_from_aioquic_server() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope.bin") && err.contains("reset"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP/3 (ALPN h3): aioquic's H3Connection against `examples/interop` and back.
+// ---------------------------------------------------------------------------------------
+
+/// Starts `interop server` on a free port; returns the process and the port.
+fn start_interop_server(www: &Path, cert: &Path, key: &Path) -> (Kill, u16) {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Kill(
+        Command::new(interop_bin())
+            .args(["server", "--listen", &listen, "--root"])
+            .arg(www)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (server, port)
+}
+
+/// Writes the files the HTTP/3 cases fetch: empty, 1 KiB, 10 MiB, 100 small ones.
+fn h3_files(www: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(www).unwrap();
+    let mut files = vec![
+        ("empty.bin".to_string(), Vec::new()),
+        ("1k.bin".to_string(), pattern(1024, 1)),
+        ("10m.bin".to_string(), pattern(10 << 20, 2)),
+    ];
+    for i in 0..100 {
+        files.push((format!("c{i}.bin"), pattern(100 + i * 31, 10 + i as u64)));
+    }
+    for (name, data) in &files {
+        std::fs::write(www.join(name), data).unwrap();
+    }
+    files
+}
+
+fn check_files(out: &Path, files: &[(String, Vec<u8>)]) {
+    for (name, data) in files {
+        let got = std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got.len(), data.len(), "{name}");
+        assert_eq!(Sha256::digest(&got), Sha256::digest(data), "{name}");
+    }
+}
+
+#[test]
+fn aioquic_h3_client_against_gquic_server() {
+    let py = python();
+    let dir = TempDir::new("aioquic-h3-client");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    let files = h3_files(&www);
+    let (_server, port) = start_interop_server(&www, &cert, &key);
+    let out = dir.0.join("out");
+
+    // GET 0 B, 1 KiB, 10 MiB and 100 more, all concurrently on one connection.
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_h3.py"))
+        .args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca);
+    for (name, _) in &files {
+        cmd.arg(format!("https://localhost:{port}/{name}"));
+    }
+    let o = run_with_timeout(cmd, 180);
+    assert!(
+        o.status.success(),
+        "aioquic h3 client failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    check_files(&out, &files);
+
+    // POST 5 MiB to /echo: the body comes back byte for byte.
+    let upload = dir.0.join("upload.bin");
+    let data = pattern(5 << 20, 77);
+    std::fs::write(&upload, &data).unwrap();
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_h3.py"))
+        .args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .arg("--post")
+        .arg(&upload)
+        .arg(format!("https://localhost:{port}/echo"));
+    let o = run_with_timeout(cmd, 120);
+    assert!(
+        o.status.success(),
+        "aioquic POST failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        Sha256::digest(std::fs::read(out.join("echo")).unwrap()),
+        Sha256::digest(&data)
+    );
+
+    // A missing file is a 404, which the client reports as a failure.
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_h3.py"))
+        .args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/missing.bin"));
+    let o = run_with_timeout(cmd, 60);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
+}
+
+#[test]
+fn gquic_h3_client_against_aioquic_server() {
+    let py = python();
+    let dir = TempDir::new("aioquic-h3-server");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    let files = h3_files(&www);
+    let mut server = Kill(
+        Command::new(&py)
+            .arg(repo().join("scripts/aioquic_h3.py"))
+            .args(["server", "--listen", "127.0.0.1:0", "--root"])
+            .arg(&www)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("aioquic h3 server did not start: {line:?}"));
+    let out = dir.0.join("out");
+
+    // `interop client` speaks h3 by default: everything in parallel on one connection.
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca);
+    for (name, _) in &files {
+        cmd.arg(format!("https://localhost:{port}/{name}"));
+    }
+    let o = run_with_timeout(cmd, 180);
+    assert!(
+        o.status.success(),
+        "interop h3 client failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    check_files(&out, &files);
+
+    // POST 5 MiB to /echo.
+    let upload = dir.0.join("upload.bin");
+    let data = pattern(5 << 20, 78);
+    std::fs::write(&upload, &data).unwrap();
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .args(["-X", "POST", "--data-file"])
+        .arg(&upload)
+        .arg(format!("https://localhost:{port}/echo"));
+    let o = run_with_timeout(cmd, 120);
+    assert!(
+        o.status.success(),
+        "interop POST failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        Sha256::digest(std::fs::read(out.join("echo")).unwrap()),
+        Sha256::digest(&data)
+    );
+
+    // A 404 makes the client exit non-zero, naming the URL.
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/nope.bin"));
+    let o = run_with_timeout(cmd, 60);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nope.bin") && err.contains("404"), "{err}");
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""HTTP/3 client and server written on the aioquic package (its H3Connection), the independent
+HTTP/3 peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
+
+    aioquic_h3.py server --listen 127.0.0.1:0 --cert cert.pem --key key.pem --root DIR
+    aioquic_h3.py client --output DIR --ca ca.pem [--post FILE] URL...
+
+The server answers GET /path with DIR/path, POST /echo with the request body, anything else
+with 404; it prints "listening HOST PORT" when ready. The client fetches all URLs over one
+connection in parallel (uploading FILE with POST when --post is given), writes
+DIR/<last path segment>, prints "trailers NAME: VALUE" lines for response trailers, and exits
+1 if any request fails or answers with a status other than 200.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+from urllib.parse import urlparse
+
+from aioquic.asyncio import connect, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import StreamReset
+
+
+class H3Server(QuicConnectionProtocol):
+    root = "."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._h3 = H3Connection(self._quic)
+        self._requests = {}
+
+    def quic_event_received(self, event):
+        for ev in self._h3.handle_event(event):
+            if isinstance(ev, HeadersReceived):
+                req = self._requests.setdefault(ev.stream_id, {"body": bytearray()})
+                if "headers" in req:
+                    req["trailers"] = dict(ev.headers)
+                else:
+                    req["headers"] = dict(ev.headers)
+                if ev.stream_ended:
+                    self._answer(ev.stream_id)
+            elif isinstance(ev, DataReceived):
+                req = self._requests.setdefault(ev.stream_id, {"body": bytearray()})
+                req["body"] += ev.data
+                if ev.stream_ended:
+                    self._answer(ev.stream_id)
+
+    def _answer(self, stream_id):
+        req = self._requests.pop(stream_id)
+        method = req["headers"].get(b":method", b"")
+        path = req["headers"].get(b":path", b"/").decode()
+        status, body = b"404", b"not found\n"
+        if method == b"POST" and path == "/echo":
+            status, body = b"200", bytes(req["body"])
+        elif method == b"GET":
+            rel = os.path.normpath(path.lstrip("/"))
+            full = os.path.join(self.root, rel)
+            if not rel.startswith("..") and os.path.isfile(full):
+                with open(full, "rb") as f:
+                    status, body = b"200", f.read()
+        headers = [(b":status", status), (b"content-length", str(len(body)).encode())]
+        self._h3.send_headers(stream_id, headers)
+        self._h3.send_data(stream_id, body, end_stream=True)
+        self.transmit()
+
+
+class H3Client(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._h3 = H3Connection(self._quic)
+        self._waiters = {}
+        self._responses = {}
+
+    async def request(self, authority, path, body=None):
+        stream_id = self._quic.get_next_available_stream_id()
+        method = b"POST" if body is not None else b"GET"
+        headers = [
+            (b":method", method),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+        ]
+        self._h3.send_headers(stream_id, headers, end_stream=body is None)
+        if body is not None:
+            self._h3.send_data(stream_id, body, end_stream=True)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[stream_id] = waiter
+        self._responses[stream_id] = {"body": bytearray(), "trailers": {}}
+        self.transmit()
+        return await waiter
+
+    def quic_event_received(self, event):
+        if isinstance(event, StreamReset) and event.stream_id in self._waiters:
+            self._waiters.pop(event.stream_id).set_exception(
+                RuntimeError(f"stream reset with code {event.error_code:#x}")
+            )
+            return
+        for ev in self._h3.handle_event(event):
+            resp = self._responses.get(getattr(ev, "stream_id", None))
+            if resp is None:
+                continue
+            if isinstance(ev, HeadersReceived):
+                if "headers" in resp:
+                    resp["trailers"] = dict(ev.headers)
+                else:
+                    resp["headers"] = dict(ev.headers)
+            elif isinstance(ev, DataReceived):
+                resp["body"] += ev.data
+            if getattr(ev, "stream_ended", False):
+                self._waiters.pop(ev.stream_id).set_result(self._responses.pop(ev.stream_id))
+
+
+async def run_server(args):
+    host, port = args.listen.rsplit(":", 1)
+    config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
+    config.load_cert_chain(args.cert, args.key)
+    H3Server.root = args.root
+    server = await serve(host, int(port), configuration=config, create_protocol=H3Server)
+    h, p = server._transport.get_extra_info("socket").getsockname()[:2]
+    print(f"listening {h} {p}", flush=True)
+    await asyncio.Future()
+
+
+async def run_client(args):
+    urls = [urlparse(u) for u in args.urls]
+    host, port = urls[0].hostname, urls[0].port or 443
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN)
+    if args.ca:
+        config.load_verify_locations(args.ca)
+    config.server_name = host
+    # Large downloads: let aioquic's windows grow past its small defaults.
+    config.max_data = 64 << 20
+    config.max_stream_data = 32 << 20
+    body = None
+    if args.post:
+        with open(args.post, "rb") as f:
+            body = f.read()
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    async with connect(host, port, configuration=config, create_protocol=H3Client) as client:
+        results = await asyncio.gather(
+            *(client.request(f"{host}:{port}", u.path or "/", body) for u in urls),
+            return_exceptions=True,
+        )
+        for u, r in zip(urls, results):
+            if isinstance(r, Exception):
+                print(f"{u.path}: {r}", file=sys.stderr)
+                failed += 1
+                continue
+            status = r["headers"].get(b":status")
+            if status != b"200":
+                print(f"{u.path}: status {status}", file=sys.stderr)
+                failed += 1
+                continue
+            for k, v in r["trailers"].items():
+                print(f"trailers {k.decode()}: {v.decode()}")
+            name = u.path.rsplit("/", 1)[-1]
+            with open(os.path.join(args.output, name), "wb") as f:
+                f.write(r["body"])
+    return 1 if failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="role", required=True)
+    s = sub.add_parser("server")
+    s.add_argument("--listen", default="127.0.0.1:0")
+    s.add_argument("--cert", required=True)
+    s.add_argument("--key", required=True)
+    s.add_argument("--root", required=True)
+    c = sub.add_parser("client")
+    c.add_argument("--output", required=True)
+    c.add_argument("--ca")
+    c.add_argument("--post")
+    c.add_argument("urls", nargs="+")
+    args = parser.parse_args()
+    if args.role == "server":
+        asyncio.run(run_server(args))
+    else:
+        sys.exit(asyncio.run(asyncio.wait_for(run_client(args), 120)))
+
+
+if __name__ == "__main__":
+    main()
