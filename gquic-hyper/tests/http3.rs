@@ -265,3 +265,47 @@ async fn graceful_shutdown_completes_50_requests_in_flight() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn tower_service_through_tower_to_hyper_service() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let server = Endpoint::server(
+            ServerConfig::new(Arc::new(tls_server(&certs))).unwrap(),
+            localhost(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            // A tower service with a tower middleware: the request's ConnectionInfo is visible.
+            let svc = tower::ServiceBuilder::new()
+                .map_response(|mut r: http::Response<Body>| {
+                    r.headers_mut().insert("x-layer", "tower".parse().unwrap());
+                    r
+                })
+                .service(tower::service_fn(
+                    |req: Request<gquic_hyper::Incoming>| async move {
+                        let info = req
+                            .extensions()
+                            .get::<gquic_hyper::ConnectionInfo>()
+                            .cloned();
+                        let alpn = info.and_then(|i| i.alpn).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(http::Response::new(full(alpn)))
+                    },
+                ));
+            let _ = gquic_hyper::serve_connection(
+                conn,
+                hyper_util::service::TowerToHyperService::new(svc),
+            )
+            .await;
+        });
+        let client = Endpoint::client(localhost()).unwrap();
+        let mut send = connect(&client, addr, &certs).await;
+        let resp = send.send_request(get("/")).await.unwrap();
+        assert_eq!(resp.headers()["x-layer"], "tower");
+        assert_eq!(&body_of(resp).await.0[..], b"h3");
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,160 @@
+//! A 1 GiB upload echoed through `serve_connection` while both sides stream: resident memory
+//! must not grow by more than 64 MiB (bodies are never buffered whole; flow control and
+//! back-pressure bound what is in flight). Linux only (reads /proc/self/status).
+#![allow(clippy::disallowed_methods)]
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gquic_transport::runtime::Endpoint;
+use gquic_transport::{ClientConfig, ServerConfig};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use support::*;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Yields `total` bytes as clones of one 1 MiB chunk (no allocation per frame).
+struct Generator {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl http_body::Body for Generator {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64) as usize;
+        self.left -= n as u64;
+        let data = self.chunk.slice(..n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_echo_keeps_memory_bounded() {
+    let total: u64 = std::env::var("GQUIC_STREAM_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+        << 20;
+    let certs = certs();
+    let server = Endpoint::server(
+        ServerConfig::new(Arc::new(tls_server(&certs))).unwrap(),
+        localhost(),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(async move {
+        while let Some(connecting) = server.accept().await {
+            let Ok(conn) = connecting.await else { continue };
+            tokio::spawn(gquic_hyper::serve_connection(
+                conn,
+                service_fn(|req: Request<gquic_hyper::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(req.into_body()))
+                }),
+            ));
+        }
+    });
+    let client = Endpoint::client(localhost()).unwrap();
+    let conn = client
+        .connect_with(
+            ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, driver) = gquic_hyper::client::handshake(conn).await.unwrap();
+    tokio::spawn(driver);
+
+    // Warm up (allocator arenas, windows), then take the baseline.
+    let warm = send
+        .send_request(
+            Request::post("https://localhost/echo")
+                .body(
+                    Generator {
+                        chunk: Bytes::from(vec![7u8; 1 << 20]),
+                        left: 8 << 20,
+                    }
+                    .boxed(),
+                )
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    warm.into_body().collect().await.unwrap();
+    let baseline = rss_bytes();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let resp = send
+        .send_request(
+            Request::post("https://localhost/echo")
+                .body(
+                    Generator {
+                        chunk: Bytes::from(vec![0x5au8; 1 << 20]),
+                        left: total,
+                    }
+                    .boxed(),
+                )
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(d) = frame.data_ref() {
+            assert!(d.iter().all(|&b| b == 0x5a));
+            received += d.len() as u64;
+        }
+    }
+    sampler.abort();
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!(
+        "echoed {} MiB in {:.1} s; RSS baseline {} MiB, peak growth {:.1} MiB",
+        total >> 20,
+        started.elapsed().as_secs_f64(),
+        baseline >> 20,
+        growth as f64 / (1 << 20) as f64
+    );
+    assert_eq!(received, total);
+    assert!(
+        growth < 64 << 20,
+        "resident memory grew by {} MiB",
+        growth >> 20
+    );
+}
