@@ -100,25 +100,35 @@ fn run_child(mut cmd: Command, name: &str) -> Result<Outcome, String> {
     Outcome::parse(&stdout).ok_or(format!("{name}: no RESULT line in {stdout:?}"))
 }
 
+/// Writes a fresh `localhost` certificate and key into a temporary directory.
+pub(crate) fn write_cert_dir(tag: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("gquic-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())
+        .map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
 /// Finds (building it if needed) the quinn child next to this executable's profile.
 fn quinn_child() -> Result<PathBuf, String> {
+    build_example("quinn_bulk")
+}
+
+/// Builds an example of this package (a quinn child) with this executable's profile.
+pub(crate) fn build_example(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let profile_dir = exe.parent().ok_or("no executable directory")?;
     let bin = profile_dir
         .join("examples")
-        .join(format!("quinn_bulk{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let release = profile_dir.ends_with("release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the quinn side (example quinn_bulk, quinn is a dev-dependency)...");
+    eprintln!("building the quinn side (example {name}, quinn is a dev-dependency)...");
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "gquic-bench",
-        "--example",
-        "quinn_bulk",
-    ]);
+    cmd.args(["build", "-q", "-p", "gquic-bench", "--example", name]);
     if release {
         cmd.arg("--release");
     }

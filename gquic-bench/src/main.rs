@@ -12,6 +12,8 @@
 //!   prints Gbit/s and CPU-seconds per GB (getrusage) for both and their ratio.
 //!
 //! Run with: `cargo run --release -p gquic-bench -- bulk`
+//! - `h3 [--requests N]`: HTTP/3 requests/s and CPU per request, gquic and h3-quinn with the
+//!   same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B.
 //!
 //! Later scenarios (`h3`, ...) arrive with their issues; unknown scenarios are refused.
 
@@ -27,8 +29,11 @@ use gquic_transport::wire::frame::{encode_ack, Frame, Iter};
 use gquic_transport::wire::PacketType;
 
 mod bulk;
+#[macro_use]
+mod h3app;
 #[path = "../../gquic-transport/benches/support/fixtures.rs"]
 mod fixtures;
+mod h3bench;
 mod measure;
 
 /// Runs `f` repeatedly for about `budget` after a warm-up; returns the median of five runs in
@@ -142,6 +147,40 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("h3") => {
+            let requests = args
+                .iter()
+                .position(|a| a == "--requests")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(50_000);
+            match h3bench::run(requests) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gquic-bench h3: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("h3-child") => {
+            let (Some(dir), Some(conns), Some(requests)) = (
+                args.get(1),
+                args.get(2).and_then(|b| b.parse::<usize>().ok()),
+                args.get(3).and_then(|b| b.parse::<u64>().ok()),
+            ) else {
+                return ExitCode::from(2);
+            };
+            match h3bench::child_gquic(std::path::Path::new(dir), conns, requests) {
+                Ok(o) => {
+                    println!("{}", o.line());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gquic h3 child: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("bulk-child") => {
             let (Some(dir), Some(bytes)) =
                 (args.get(1), args.get(2).and_then(|b| b.parse::<u64>().ok()))
@@ -161,7 +200,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N]\n\n\
+                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N]\n       gquic-bench h3 [--requests N]\n\n\
                  scenarios: wire (per-packet codec and packet protection costs), bulk (1 GiB \
                  on one stream over loopback, gquic and quinn side by side)"
             );

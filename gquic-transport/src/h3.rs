@@ -34,6 +34,9 @@ use crate::connection::ConnectionError;
 use crate::runtime::{self, ReadError, WriteError};
 use crate::wire::VarInt;
 
+/// H3_NO_ERROR (RFC 9114 §8.1).
+const H3_NO_ERROR: u64 = 0x100;
+
 /// Converts an HTTP/3 error code (62 bits at most) to a [`VarInt`], saturating.
 fn varint(code: u64) -> VarInt {
     VarInt::from_u64(code).unwrap_or(VarInt::MAX)
@@ -270,6 +273,11 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
         }
         match self.stream.finish() {
             Ok(()) | Err(WriteError::ClosedStream) => Poll::Ready(Ok(())),
+            // RFC 9114 §4.1.2: a server that has what it needs stops the request stream with
+            // H3_NO_ERROR; that is not a failure of the request.
+            Err(WriteError::Stopped(code)) if code.into_inner() == H3_NO_ERROR => {
+                Poll::Ready(Ok(()))
+            }
             Err(e) => Poll::Ready(Err(write_error(e))),
         }
     }
@@ -310,9 +318,19 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
 }
 
 /// The receiving half of a stream for h3.
+///
+/// Dropped before its end, it stops the stream with H3_NO_ERROR (RFC 9114 §4.1.2), the code
+/// HTTP/3 uses for "the rest is not needed", where a bare QUIC stream would use 0.
 #[derive(Debug)]
 pub struct RecvStream {
     stream: runtime::RecvStream,
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        // A no-op if the stream was read to its end or already stopped.
+        let _ = self.stream.stop(VarInt::from_u32(H3_NO_ERROR as u32));
+    }
 }
 
 impl RecvStream {

@@ -37,7 +37,19 @@ async fn echo_over_loopback() {
         let data = recv.read_to_end(1 << 20).await.unwrap();
         send.write_all(&data).await.unwrap();
         send.finish().unwrap();
-        assert_eq!(send.stopped().await.unwrap(), None);
+        // The client closes as soon as it has read everything, so the last ACK may lose the
+        // race with its CONNECTION_CLOSE; either outcome is correct, a STOP_SENDING is not.
+        let stopped = send.stopped().await;
+        assert!(
+            matches!(
+                stopped,
+                Ok(None)
+                    | Err(StoppedError::ConnectionLost(
+                        ConnectionError::ApplicationClosed { .. }
+                    ))
+            ),
+            "{stopped:?}"
+        );
         let err = conn.closed().await;
         assert!(
             matches!(err, ConnectionError::ApplicationClosed { code, ref reason } if code == VarInt::from_u32(7) && &reason[..] == b"bye"),
