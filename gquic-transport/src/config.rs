@@ -48,6 +48,8 @@ pub struct TransportConfig {
     pub(crate) initial_mtu: u16,
     pub(crate) active_connection_id_limit: u64,
     pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) datagram_receive_buffer: Option<usize>,
+    pub(crate) datagram_send_buffer: usize,
     pub(crate) congestion: Arc<dyn ControllerFactory>,
     pub(crate) key_update_interval: u64,
 }
@@ -71,6 +73,8 @@ impl Default for TransportConfig {
             initial_mtu: 1200,
             active_connection_id_limit: 4,
             keep_alive_interval: None,
+            datagram_receive_buffer: Some(1 << 20),
+            datagram_send_buffer: 1 << 20,
             congestion: Arc::new(NewRenoConfig::default()),
             key_update_interval: 1 << 23,
         }
@@ -171,6 +175,21 @@ impl TransportConfig {
     /// Largest UDP payload we accept (`max_udp_payload_size`, at least 1200).
     pub fn max_udp_payload_size(&mut self, value: u16) -> &mut Self {
         self.max_udp_payload_size = value;
+        self
+    }
+
+    /// Unreliable datagrams (RFC 9221): how many bytes of received datagrams wait for the
+    /// application before the oldest are dropped; `None` refuses datagrams (the
+    /// `max_datagram_frame_size` transport parameter is then not sent). Default 1 MiB.
+    pub fn datagram_receive_buffer_size(&mut self, value: Option<usize>) -> &mut Self {
+        self.datagram_receive_buffer = value;
+        self
+    }
+
+    /// How many bytes of datagrams may wait to be sent before the oldest are dropped.
+    /// Default 1 MiB.
+    pub fn datagram_send_buffer_size(&mut self, value: usize) -> &mut Self {
+        self.datagram_send_buffer = value;
         self
     }
 

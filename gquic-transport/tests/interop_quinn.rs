@@ -143,6 +143,13 @@ macro_rules! serve {
         });
         let c = conn.clone();
         tokio::spawn(async move {
+            // Datagrams (RFC 9221) are echoed.
+            while let Ok(d) = c.read_datagram().await {
+                let _ = c.send_datagram(d);
+            }
+        });
+        let c = conn.clone();
+        tokio::spawn(async move {
             while let Ok(mut recv) = c.accept_uni().await {
                 let c = c.clone();
                 tokio::spawn(async move {
@@ -428,6 +435,33 @@ async fn gquic_client_quinn_server_through_lossy_proxy() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn gquic_client_quinn_server_datagrams() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (_client, conn, _server) = gquic_to_quinn(Settings::default()).await;
+        let max = conn.max_datagram_size().expect("quinn accepts datagrams");
+        assert!(max >= 1000, "max datagram size {max}");
+        let too_big = Bytes::from(vec![0u8; max + 1]);
+        assert!(matches!(
+            conn.send_datagram(too_big),
+            Err(gquic_transport::connection::SendDatagramError::TooLarge { .. })
+        ));
+        for i in 0..20u8 {
+            conn.send_datagram(Bytes::from(vec![i; 1000])).unwrap();
+        }
+        let mut seen = [false; 20];
+        for _ in 0..20 {
+            let d = conn.read_datagram().await.unwrap();
+            assert_eq!(d.len(), 1000);
+            assert!(d.iter().all(|&b| b == d[0]));
+            seen[d[0] as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "missing echoes: {seen:?}");
+    })
+    .await
+    .unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // quinn client -> gquic server
 // ---------------------------------------------------------------------------------------
@@ -645,6 +679,26 @@ async fn quinn_client_gquic_server_through_lossy_proxy() {
         let (dropped, reordered) = proxy.counts();
         assert!(dropped > 0 && reordered > 0, "the proxy did nothing");
         assert!(conn.stats().path.lost_packets > 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn quinn_client_gquic_server_datagrams() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (_client, conn, _server) = quinn_to_gquic(Settings::default()).await;
+        assert!(conn.max_datagram_size().is_some_and(|m| m >= 1000));
+        for i in 0..20u8 {
+            conn.send_datagram(Bytes::from(vec![i; 1000])).unwrap();
+        }
+        let mut seen = [false; 20];
+        for _ in 0..20 {
+            let d = conn.read_datagram().await.unwrap();
+            assert!(d.len() == 1000 && d.iter().all(|&b| b == d[0]));
+            seen[d[0] as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "missing echoes: {seen:?}");
     })
     .await
     .unwrap();

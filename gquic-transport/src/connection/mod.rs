@@ -109,6 +109,29 @@ pub enum Event {
     Stream(StreamEvent),
     /// The connection ended; [`Connection::is_drained`] says when its state can be dropped.
     ConnectionLost(ConnectionError),
+    /// Datagrams arrived (RFC 9221); take them with [`Connection::read_datagram`].
+    DatagramReceived,
+}
+
+/// Why a datagram could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendDatagramError {
+    /// The peer did not offer `max_datagram_frame_size` (or the handshake has not told us yet).
+    #[error("the peer does not accept datagrams")]
+    UnsupportedByPeer,
+    /// The datagram does not fit in one packet or exceeds the peer's limit; see
+    /// `max_datagram_size`.
+    #[error("datagram of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The datagram's size.
+        size: usize,
+        /// The largest datagram that can be sent now.
+        max: usize,
+    },
+    /// The connection is closed.
+    #[error("the connection is closed")]
+    ConnectionClosed,
 }
 
 /// A datagram to send, written by [`Connection::poll_transmit`] into the caller's buffer.
@@ -220,6 +243,12 @@ pub struct Connection {
     path_responses: VecDeque<[u8; 8]>,
     ack_scratch: Vec<std::ops::RangeInclusive<u64>>,
     stats: ConnectionStats,
+    /// Received datagrams for the application, and their total size (RFC 9221).
+    datagrams_in: VecDeque<Bytes>,
+    datagrams_in_bytes: usize,
+    /// Datagrams waiting to be sent, and their total size.
+    pub(crate) datagrams_out: VecDeque<Bytes>,
+    datagrams_out_bytes: usize,
     span: tracing::Span,
 }
 
@@ -306,9 +335,16 @@ fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportP
         active_connection_id_limit: config.active_connection_id_limit,
         initial_source_connection_id: Some(local_cid),
         disable_active_migration: true,
+        // RFC 9221 §3: the largest DATAGRAM frame we take, if we take any.
+        max_datagram_frame_size: config
+            .datagram_receive_buffer
+            .map(|_| MAX_DATAGRAM_FRAME_SIZE),
         ..TransportParameters::default()
     }
 }
+
+/// The largest DATAGRAM frame we accept (RFC 9221 §3); any datagram fits in a UDP payload.
+pub(crate) const MAX_DATAGRAM_FRAME_SIZE: u64 = 65_535;
 
 impl Connection {
     /// Starts a client connection to `remote`, verifying the certificate for `server_name`.
@@ -466,6 +502,10 @@ impl Connection {
             path_responses: VecDeque::new(),
             ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
+            datagrams_in: VecDeque::new(),
+            datagrams_in_bytes: 0,
+            datagrams_out: VecDeque::new(),
+            datagrams_out_bytes: 0,
             span,
             config,
         }
@@ -634,6 +674,107 @@ impl Connection {
     pub fn stop(&mut self, id: StreamId, code: VarInt, now: Instant) -> Result<(), ReadError> {
         let rtt = self.rtt.smoothed();
         self.streams.stop(id, code, now, rtt)
+    }
+
+    // ---- datagrams (RFC 9221) ----
+
+    /// The largest datagram [`Connection::send_datagram`] takes now: the peer's
+    /// `max_datagram_frame_size` less the frame header, bounded by what fits in one packet at
+    /// the current datagram size. `None` if the peer does not accept datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        let peer = self.peer_params.as_ref()?.max_datagram_frame_size?;
+        // Short header (1 + CID + 4-byte packet number), AEAD tag, frame type and length.
+        let overhead = 1 + self.cids.remote().len() + 4 + 16 + 1 + 2;
+        let packet = (self.max_datagram_size as usize).saturating_sub(overhead);
+        let frame = usize::try_from(peer)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1 + 2);
+        Some(packet.min(frame))
+    }
+
+    /// Queues an unreliable datagram (RFC 9221). It is sent once, never retransmitted; if the
+    /// send buffer is full the oldest queued datagrams are dropped to make room.
+    ///
+    /// # Errors
+    /// See [`SendDatagramError`].
+    pub fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
+        if self.is_closed() {
+            return Err(SendDatagramError::ConnectionClosed);
+        }
+        let max = self
+            .max_datagram_size()
+            .ok_or(SendDatagramError::UnsupportedByPeer)?;
+        if data.len() > max {
+            return Err(SendDatagramError::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        while self.datagrams_out_bytes + data.len() > self.config.datagram_send_buffer {
+            match self.datagrams_out.pop_front() {
+                Some(old) => self.datagrams_out_bytes -= old.len(),
+                None => break,
+            }
+        }
+        self.datagrams_out_bytes += data.len();
+        self.datagrams_out.push_back(data);
+        Ok(())
+    }
+
+    /// Takes the oldest received datagram.
+    pub fn read_datagram(&mut self) -> Option<Bytes> {
+        let d = self.datagrams_in.pop_front()?;
+        self.datagrams_in_bytes -= d.len();
+        Some(d)
+    }
+
+    /// RFC 9221 §3, §5: a DATAGRAM frame from the peer.
+    pub(crate) fn on_datagram(&mut self, data: Bytes) -> Result<(), TransportError> {
+        let Some(limit) = self.config.datagram_receive_buffer else {
+            return Err(TransportError {
+                code: TransportErrorCode::PROTOCOL_VIOLATION,
+                frame: Some(0x31),
+                reason: "DATAGRAM frames were not negotiated".into(),
+            });
+        };
+        if data.len() as u64 > MAX_DATAGRAM_FRAME_SIZE {
+            return Err(TransportError {
+                code: TransportErrorCode::PROTOCOL_VIOLATION,
+                frame: Some(0x31),
+                reason: "DATAGRAM frame larger than max_datagram_frame_size".into(),
+            });
+        }
+        // Bounded: the oldest datagrams make room (they are unreliable by definition).
+        while self.datagrams_in_bytes + data.len() > limit {
+            match self.datagrams_in.pop_front() {
+                Some(old) => self.datagrams_in_bytes -= old.len(),
+                None => return Ok(()),
+            }
+        }
+        if self.datagrams_in.is_empty() {
+            self.events.push_back(Event::DatagramReceived);
+        }
+        self.datagrams_in_bytes += data.len();
+        self.datagrams_in.push_back(data);
+        Ok(())
+    }
+
+    /// Writes queued datagrams that fit before `end`; returns whether any was written.
+    pub(crate) fn write_datagrams(&mut self, buf: &mut Vec<u8>, end: usize) -> bool {
+        let mut wrote = false;
+        while let Some(d) = self.datagrams_out.front() {
+            let len = 1 + crate::wire::varint::size(d.len() as u64) + d.len();
+            if buf.len() + len > end {
+                break;
+            }
+            buf.push(0x31);
+            crate::wire::varint::encode(d.len() as u64, buf);
+            buf.extend_from_slice(d);
+            self.datagrams_out_bytes = self.datagrams_out_bytes.saturating_sub(d.len());
+            self.datagrams_out.pop_front();
+            wrote = true;
+        }
+        wrote
     }
 
     /// Closes the connection with an application error code and reason (RFC 9000 §10.2).

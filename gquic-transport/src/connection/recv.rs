@@ -399,14 +399,7 @@ impl Connection {
                     self.discard_space(SpaceId::Handshake);
                 }
             }
-            Frame::Datagram(_) => {
-                // RFC 9221 §3: we did not advertise max_datagram_frame_size.
-                return Err(TransportError {
-                    code: TransportErrorCode::PROTOCOL_VIOLATION,
-                    frame: Some(ty),
-                    reason: "DATAGRAM frames were not negotiated".into(),
-                });
-            }
+            Frame::Datagram(data) => self.on_datagram(data)?,
         }
         Ok(())
     }

@@ -94,6 +94,7 @@ impl Connection {
             && (self.handshake_done_pending
                 || !self.path_responses.is_empty()
                 || self.streams.has_pending()
+                || !self.datagrams_out.is_empty()
                 || self.cids.has_pending())
     }
 
@@ -409,6 +410,8 @@ impl Connection {
             info.control.push(c);
             wrote = true;
         }
+        // RFC 9221 §5: datagrams go before stream data; they are not retransmitted.
+        wrote |= self.write_datagrams(buf, end);
         loop {
             let room = end.saturating_sub(buf.len());
             if room <= STREAM_OVERHEAD {

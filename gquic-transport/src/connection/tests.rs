@@ -815,3 +815,61 @@ fn hostile_reserved_bits_are_a_protocol_violation() {
         TransportErrorCode::PROTOCOL_VIOLATION
     );
 }
+
+#[test]
+fn datagrams_flow_and_are_bounded() {
+    let certs = certs();
+    let mut small = TransportConfig::default();
+    small.datagram_receive_buffer_size(Some(3000));
+    let server = server_config(&certs, &[b"x"], small);
+    let client = client_config(&certs, &[b"x"], TransportConfig::default());
+    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
+    p.drive_for(Duration::from_millis(100));
+    // RFC 9221 §3: the server advertised max_datagram_frame_size.
+    let max = p.client.max_datagram_size().expect("datagrams negotiated");
+    assert!(max > 1000 && max < 1200, "{max}");
+    assert_eq!(
+        p.client.send_datagram(Bytes::from(vec![0u8; max + 1])),
+        Err(SendDatagramError::TooLarge { size: max + 1, max })
+    );
+    for i in 0..5u8 {
+        p.client.send_datagram(Bytes::from(vec![i; 1000])).unwrap();
+    }
+    p.drive_for(Duration::from_millis(50));
+    assert!(p.server_events.contains(&Event::DatagramReceived));
+    // Only 3000 bytes wait: the two oldest made room.
+    let got: Vec<u8> = std::iter::from_fn(|| p.server.read_datagram())
+        .map(|d| d[0])
+        .collect();
+    assert_eq!(got, vec![2, 3, 4]);
+}
+
+#[test]
+fn datagram_without_negotiation_is_a_protocol_violation() {
+    let certs = certs();
+    let mut off = TransportConfig::default();
+    off.datagram_receive_buffer_size(None);
+    let server = server_config(&certs, &[b"x"], off);
+    let client = client_config(&certs, &[b"x"], TransportConfig::default());
+    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
+    p.drive_for(Duration::from_millis(100));
+    assert_eq!(p.client.max_datagram_size(), None);
+    assert_eq!(
+        p.client.send_datagram(Bytes::from_static(b"x")),
+        Err(SendDatagramError::UnsupportedByPeer)
+    );
+    // A peer that sends one anyway is closed with PROTOCOL_VIOLATION (RFC 9221 §3).
+    p.client
+        .datagrams_out
+        .push_back(Bytes::from_static(b"unwanted"));
+    p.drive_for(Duration::from_millis(100));
+    assert!(
+        p.server_events.iter().any(|e| matches!(
+            e,
+            Event::ConnectionLost(ConnectionError::TransportError(t))
+                if t.code == TransportErrorCode::PROTOCOL_VIOLATION
+        )),
+        "{:?}",
+        p.server_events
+    );
+}

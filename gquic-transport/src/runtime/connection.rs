@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::streams::{RecvStream, SendStream};
 use super::{Shared, State};
-use crate::connection::ConnectionError;
+use crate::connection::{ConnectionError, SendDatagramError};
 use crate::wire::VarInt;
 use crate::Dir;
 
@@ -381,6 +381,66 @@ impl Connection {
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
         let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
         Ok(RecvStream::new(self.inner.clone(), id))
+    }
+
+    /// Queues an unreliable datagram (RFC 9221); it is sent once and never retransmitted.
+    ///
+    /// # Errors
+    /// [`SendDatagramError`]: the peer does not accept datagrams, the datagram is larger than
+    /// [`Connection::max_datagram_size`], or the connection is closed.
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), SendDatagramError> {
+        let mut s = self.inner.shared.lock();
+        let r = match s.proto(self.inner.id) {
+            Some(c) => c.send_datagram(data),
+            None => Err(SendDatagramError::ConnectionClosed),
+        };
+        s.wake_driver();
+        r
+    }
+
+    /// The largest datagram [`Connection::send_datagram`] takes now; `None` if the peer does
+    /// not accept datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id)?.max_datagram_size()
+    }
+
+    /// Polls for the next received datagram. The poll-based form of
+    /// [`Connection::read_datagram`].
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended.
+    pub fn poll_read_datagram(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnectionError>> {
+        let mut s = self.inner.shared.lock();
+        let id = self.inner.id;
+        let got = match s.proto(id) {
+            Some(c) => c.read_datagram(),
+            None => return Poll::Ready(Err(lost(&s, id))),
+        };
+        if let Some(d) = got {
+            return Poll::Ready(Ok(d));
+        }
+        match s.conns.get_mut(&id) {
+            Some(st) => match &st.error {
+                Some(e) => Poll::Ready(Err(e.clone())),
+                None => {
+                    st.datagrams.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            },
+            None => Poll::Ready(Err(ConnectionError::LocallyClosed)),
+        }
+    }
+
+    /// Waits for the next datagram the peer sends.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] once the connection ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a datagram is taken only when this returns it.
+    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        poll_fn(|cx| self.poll_read_datagram(cx)).await
     }
 
     /// A number identifying this connection within its endpoint (stable for its life).

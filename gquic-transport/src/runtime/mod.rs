@@ -106,6 +106,8 @@ pub(crate) struct ConnState {
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
     pub(crate) readable: HashMap<u64, Waker>,
+    /// Tasks waiting for a datagram.
+    pub(crate) datagrams: Vec<Waker>,
     pub(crate) writable: HashMap<u64, Waker>,
     pub(crate) stopped_wakers: HashMap<u64, Waker>,
     /// STOP_SENDING codes received, until the stream handle reads them.
@@ -122,6 +124,7 @@ impl ConnState {
             .chain(self.closed.drain(..))
             .chain(self.accept.iter_mut().flat_map(|v| v.drain(..)))
             .chain(self.open.iter_mut().flat_map(|v| v.drain(..)))
+            .chain(self.datagrams.drain(..))
             .chain(self.readable.drain().map(|(_, w)| w))
             .chain(self.writable.drain().map(|(_, w)| w))
             .chain(self.stopped_wakers.drain().map(|(_, w)| w));
@@ -337,6 +340,11 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event) {
                 st.error = Some(e);
             }
             st.wake_all();
+        }
+        Event::DatagramReceived => {
+            for w in st.datagrams.drain(..) {
+                w.wake();
+            }
         }
         Event::Stream(StreamEvent::Opened(d)) => {
             for w in st.accept[dir_idx(d)].drain(..) {
