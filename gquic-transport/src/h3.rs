@@ -427,5 +427,66 @@ impl<B: Buf> quic::SendStreamUnframed<B> for BidiStream<B> {
     }
 }
 
+/// Sends HTTP datagrams (RFC 9297) for `h3-datagram` as QUIC datagrams (RFC 9221).
+#[derive(Debug, Clone)]
+pub struct SendDatagramHandler {
+    conn: runtime::Connection,
+}
+
+/// Receives HTTP datagrams for `h3-datagram`.
+#[derive(Debug, Clone)]
+pub struct RecvDatagramHandler {
+    conn: runtime::Connection,
+}
+
+impl<B: Buf> h3_datagram::quic_traits::DatagramConnectionExt<B> for Connection {
+    type SendDatagramHandler = SendDatagramHandler;
+    type RecvDatagramHandler = RecvDatagramHandler;
+
+    fn send_datagram_handler(&self) -> Self::SendDatagramHandler {
+        SendDatagramHandler {
+            conn: self.conn.clone(),
+        }
+    }
+
+    fn recv_datagram_handler(&self) -> Self::RecvDatagramHandler {
+        RecvDatagramHandler {
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+impl<B: Buf> h3_datagram::quic_traits::SendDatagram<B> for SendDatagramHandler {
+    fn send_datagram<T: Into<h3_datagram::datagram::EncodedDatagram<B>>>(
+        &mut self,
+        data: T,
+    ) -> Result<(), h3_datagram::quic_traits::SendDatagramErrorIncoming> {
+        use h3_datagram::quic_traits::SendDatagramErrorIncoming as E;
+        let mut datagram: h3_datagram::datagram::EncodedDatagram<B> = data.into();
+        // One copy: the quarter-stream-ID prefix and the payload become one QUIC datagram.
+        let bytes = datagram.copy_to_bytes(datagram.remaining());
+        self.conn.send_datagram(bytes).map_err(|e| match e {
+            crate::connection::SendDatagramError::UnsupportedByPeer => E::NotAvailable,
+            crate::connection::SendDatagramError::TooLarge { .. } => E::TooLarge,
+            _ => E::ConnectionError(conn_error(
+                self.conn
+                    .close_reason()
+                    .unwrap_or(ConnectionError::LocallyClosed),
+            )),
+        })
+    }
+}
+
+impl h3_datagram::quic_traits::RecvDatagram for RecvDatagramHandler {
+    type Buffer = Bytes;
+
+    fn poll_incoming_datagram(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Buffer, ConnectionErrorIncoming>> {
+        self.conn.poll_read_datagram(cx).map_err(conn_error)
+    }
+}
+
 #[cfg(test)]
 mod tests;

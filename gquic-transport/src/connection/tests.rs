@@ -23,11 +23,8 @@ pub(crate) fn certs() -> Certs {
     }
 }
 
-pub(crate) fn server_config(
-    certs: &Certs,
-    alpn: &[&[u8]],
-    transport: TransportConfig,
-) -> ServerConfig {
+/// The rustls server configuration the tests use.
+pub(crate) fn server_tls(certs: &Certs, alpn: &[&[u8]]) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -37,6 +34,15 @@ pub(crate) fn server_config(
         .unwrap();
     tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     tls.max_early_data_size = 0;
+    tls
+}
+
+pub(crate) fn server_config(
+    certs: &Certs,
+    alpn: &[&[u8]],
+    transport: TransportConfig,
+) -> ServerConfig {
+    let tls = server_tls(certs, alpn);
     let mut config = ServerConfig::new(Arc::new(tls)).unwrap();
     config.transport(Arc::new(transport)).unwrap();
     config

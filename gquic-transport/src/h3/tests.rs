@@ -99,3 +99,106 @@ async fn get_and_post_through_h3() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drive).await;
     srv.abort();
 }
+
+/// HTTP datagrams (RFC 9297) over QUIC datagrams: the client sends on a request's stream ID,
+/// the server reads it with that ID and echoes it back.
+async fn h3_datagram_echo(server_addr: SocketAddr, certs: &crate::connection::tests::Certs) {
+    use h3_datagram::datagram_handler::HandleDatagramsExt;
+    let client = Endpoint::client(localhost()).unwrap();
+    let conn = client
+        .connect_with(
+            client_config(certs, &[b"h3"], TransportConfig::default()),
+            server_addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut driver, mut send) = h3::client::builder()
+        .enable_datagram(true)
+        .build::<_, _, Bytes>(Connection::new(conn))
+        .await
+        .unwrap();
+    let req = http::Request::get("https://localhost/datagrams")
+        .body(())
+        .unwrap();
+    let stream = send.send_request(req).await.unwrap();
+    let id = stream.id();
+    let mut sender = driver.get_datagram_sender(id);
+    let mut reader = driver.get_datagram_reader();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    for i in 0..5u8 {
+        sender.send_datagram(Bytes::from(vec![i; 500])).unwrap();
+    }
+    let mut seen = [false; 5];
+    for _ in 0..5 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_datagram())
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(d.stream_id(), id);
+        let payload = d.payload().clone();
+        assert!(payload.len() == 500 && payload.iter().all(|&b| b == payload[0]));
+        seen[payload[0] as usize] = true;
+    }
+    assert!(seen.iter().all(|&s| s));
+    drop(stream);
+}
+
+#[tokio::test]
+async fn h3_datagrams_gquic_to_gquic() {
+    use h3_datagram::datagram_handler::HandleDatagramsExt;
+    let certs = certs();
+    let server = Endpoint::server(
+        server_config(&certs, &[b"h3"], TransportConfig::default()),
+        localhost(),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut h3c = h3::server::builder()
+            .enable_datagram(true)
+            .build::<_, Bytes>(Connection::new(conn))
+            .await
+            .unwrap();
+        let mut reader = h3c.get_datagram_reader();
+        let resolver = h3c.accept().await.unwrap().unwrap();
+        let (_req, _stream) = resolver.resolve_request().await.unwrap();
+        while let Ok(d) = reader.read_datagram().await {
+            let mut sender = h3c.get_datagram_sender(d.stream_id());
+            sender.send_datagram(d.payload().clone()).unwrap();
+        }
+    });
+    h3_datagram_echo(addr, &certs).await;
+}
+
+#[tokio::test]
+async fn h3_datagrams_gquic_client_h3_quinn_server() {
+    use h3_datagram::datagram_handler::HandleDatagramsExt;
+    let certs = certs();
+    let tls = crate::connection::tests::server_tls(&certs, &[b"h3"]);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto)),
+        localhost(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let mut h3c = h3::server::builder()
+            .enable_datagram(true)
+            .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+            .await
+            .unwrap();
+        let mut reader = h3c.get_datagram_reader();
+        let resolver = h3c.accept().await.unwrap().unwrap();
+        let (_req, _stream) = resolver.resolve_request().await.unwrap();
+        while let Ok(d) = reader.read_datagram().await {
+            let mut sender = h3c.get_datagram_sender(d.stream_id());
+            sender.send_datagram(d.payload().clone()).unwrap();
+        }
+    });
+    h3_datagram_echo(addr, &certs).await;
+}
