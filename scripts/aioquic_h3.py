@@ -3,7 +3,7 @@
 HTTP/3 peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_h3.py server --listen 127.0.0.1:0 --cert cert.pem --key key.pem --root DIR
-    aioquic_h3.py client --output DIR --ca ca.pem [--post FILE] URL...
+    aioquic_h3.py client --output DIR --ca ca.pem [--post FILE] [--sequential N] URL...
 
 The server answers GET /path with DIR/path, POST /echo with the request body, anything else
 with 404; it prints "listening HOST PORT" when ready. The client fetches all URLs over one
@@ -162,6 +162,19 @@ async def run_client(args):
             name = u.path.rsplit("/", 1)[-1]
             with open(os.path.join(args.output, name), "wb") as f:
                 f.write(r["body"])
+        first = urls[0]
+        expected = None
+        for i in range(args.sequential):
+            r = await client.request(f"{host}:{port}", first.path or "/", None)
+            status = r["headers"].get(b":status")
+            if expected is None:
+                expected = bytes(r["body"])
+            if status != b"200" or bytes(r["body"]) != expected:
+                print(f"sequential request {i}: status {status}", file=sys.stderr)
+                failed += 1
+                break
+        if args.sequential:
+            print(f"sequential {args.sequential} done")
     return 1 if failed else 0
 
 
@@ -177,6 +190,12 @@ def main():
     c.add_argument("--output", required=True)
     c.add_argument("--ca")
     c.add_argument("--post")
+    c.add_argument(
+        "--sequential",
+        type=int,
+        default=0,
+        help="then GET the first URL this many more times, one after another",
+    )
     c.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.role == "server":

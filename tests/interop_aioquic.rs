@@ -404,6 +404,24 @@ fn aioquic_h3_client_against_gquic_server() {
         Sha256::digest(&data)
     );
 
+    // 1000 requests one after another on one connection: the server must keep raising the
+    // client's stream limit (MAX_STREAMS, RFC 9000 §4.6).
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_h3.py"))
+        .args(["client", "--output"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .args(["--sequential", "1000"])
+        .arg(format!("https://localhost:{port}/1k.bin"));
+    let o = run_with_timeout(cmd, 180);
+    assert!(
+        o.status.success(),
+        "sequential requests failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sequential 1000 done"));
+
     // A missing file is a 404, which the client reports as a failure.
     let mut cmd = Command::new(&py);
     cmd.arg(repo().join("scripts/aioquic_h3.py"))

@@ -309,3 +309,59 @@ async fn tower_service_through_tower_to_hyper_service() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn service_error_is_h3_internal_error_and_connector_dials() {
+    use tower::ServiceExt;
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let server = Endpoint::server(
+            ServerConfig::new(Arc::new(tls_server(&certs))).unwrap(),
+            localhost(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(async move {
+            while let Some(connecting) = server.accept().await {
+                let Ok(conn) = connecting.await else { continue };
+                tokio::spawn(gquic_hyper::serve_connection(
+                    conn,
+                    service_fn(|req: Request<gquic_hyper::Incoming>| async move {
+                        if req.uri().path() == "/fail" {
+                            return Err::<http::Response<Body>, BoxError>(
+                                "the service failed".into(),
+                            );
+                        }
+                        let info = req
+                            .extensions()
+                            .get::<gquic_hyper::ConnectionInfo>()
+                            .cloned()
+                            .unwrap();
+                        Ok(http::Response::new(full(info.remote_addr.ip().to_string())))
+                    }),
+                ));
+            }
+        });
+        // The connector resolves `localhost`, connects with ALPN h3 and hands back a ready
+        // SendRequest.
+        let client = Endpoint::client(localhost()).unwrap();
+        let connector = gquic_hyper::client::Connector::<Body>::new(
+            client.clone(),
+            ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
+        );
+        let uri: http::Uri = format!("https://localhost:{}/", addr.port())
+            .parse()
+            .unwrap();
+        let mut send = connector.oneshot(uri).await.unwrap();
+        let resp = send.send_request(get("/")).await.unwrap();
+        assert_eq!(&body_of(resp).await.0[..], b"127.0.0.1");
+        // RFC 9114 §8.1: a failing service resets the request with H3_INTERNAL_ERROR.
+        let err = send.send_request(get("/fail")).await.unwrap_err();
+        assert_eq!(err.code(), Some(0x102), "{err:?}");
+        // The connection still serves.
+        let resp = send.send_request(get("/")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    })
+    .await
+    .unwrap();
+}

@@ -202,3 +202,15 @@ async fn h3_datagrams_gquic_client_h3_quinn_server() {
     });
     h3_datagram_echo(addr, &certs).await;
 }
+
+#[test]
+fn h3_types_are_send_sync_static() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Connection>();
+    check::<super::OpenStreams>();
+    check::<super::SendStream<Bytes>>();
+    check::<super::RecvStream>();
+    check::<super::BidiStream<Bytes>>();
+    check::<super::SendDatagramHandler>();
+    check::<super::RecvDatagramHandler>();
+}
