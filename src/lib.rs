@@ -22,7 +22,7 @@
 #[cfg(feature = "transport")]
 pub use gquic_transport as transport;
 
-/// HTTP/3 in hyper's vocabulary ([`gquic_hyper`]); empty until its issue lands.
+/// HTTP/3 in hyper's vocabulary ([`gquic_hyper`]).
 #[cfg(feature = "hyper")]
 pub use gquic_hyper as hyper;
 
