@@ -27,11 +27,31 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ConnectionInfo {
     /// The client's address.
     pub remote_addr: SocketAddr,
+    /// The server socket's address.
+    pub local_addr: SocketAddr,
+    /// The server name (SNI) the client asked for.
+    pub server_name: Option<String>,
+    /// A number identifying the connection within its endpoint, for logs.
+    pub connection_id: u64,
     /// The negotiated ALPN (`h3`).
     pub alpn: Option<Vec<u8>>,
     /// Whether the request arrived in 0-RTT data (RFC 9114 §10.9); such requests may be
     /// replayed by an attacker. Always `false` until 0-RTT is accepted by the transport.
     pub zero_rtt: bool,
+}
+
+impl ConnectionInfo {
+    /// The information about `conn` that requests on it carry.
+    pub fn from_connection(conn: &gquic_transport::runtime::Connection) -> Self {
+        Self {
+            remote_addr: conn.remote_address(),
+            local_addr: conn.local_address(),
+            server_name: conn.server_name(),
+            connection_id: conn.stable_id(),
+            alpn: conn.alpn(),
+            zero_rtt: false,
+        }
+    }
 }
 
 /// Runs request futures on tokio (`tokio::spawn`). The default executor.
@@ -86,7 +106,7 @@ where
         service: S,
     ) -> Connection
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: Body + Send + 'static,
@@ -94,12 +114,7 @@ where
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let shutdown = Arc::new(Shutdown::default());
-        let fut = run(
-            conn,
-            Arc::new(service),
-            self.executor.clone(),
-            shutdown.clone(),
-        );
+        let fut = run(conn, service, self.executor.clone(), shutdown.clone());
         Connection {
             fut: Box::pin(fut),
             shutdown,
@@ -113,7 +128,7 @@ where
 /// Tower services work through `hyper_util::service::TowerToHyperService`.
 pub fn serve_connection<S, B>(conn: gquic_transport::runtime::Connection, service: S) -> Connection
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Send + 'static,
@@ -203,12 +218,12 @@ impl Future for Connection {
 
 async fn run<S, B, E>(
     conn: gquic_transport::runtime::Connection,
-    service: Arc<S>,
+    service: S,
     executor: E,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), Error>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Send + 'static,
@@ -216,12 +231,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: Executor<BoxFuture>,
 {
-    let info = ConnectionInfo {
-        remote_addr: conn.remote_address(),
-        alpn: conn.alpn(),
-        zero_rtt: false,
-    };
-    let span = tracing::debug_span!("h3_server", remote = %info.remote_addr);
+    let info = ConnectionInfo::from_connection(&conn);
+    let span =
+        tracing::debug_span!("h3_server", remote = %info.remote_addr, conn = info.connection_id);
     let quic = conn.clone();
     let mut h3c =
         h3::server::Connection::<_, Bytes>::new(gquic_transport::h3::Connection::new(conn))
@@ -262,7 +274,7 @@ where
         let span = span.clone();
         executor.execute(Box::pin(async move {
             let _guard = guard;
-            if let Err(e) = handle(resolver, &*service, info).await {
+            if let Err(e) = handle(resolver, service, info).await {
                 tracing::debug!(parent: &span, error = %e, "request ended with an error");
             }
         }));
@@ -284,7 +296,7 @@ where
 
 async fn handle<S, B>(
     resolver: h3::server::RequestResolver<gquic_transport::h3::Connection, Bytes>,
-    service: &S,
+    service: S,
     info: ConnectionInfo,
 ) -> Result<(), Error>
 where

@@ -1,8 +1,33 @@
 //! # gquic-tower
 //!
-//! **Not implemented yet.** This crate will provide tower Services and Layers for HTTP/3 servers and clients (accept loop, Alt-Svc layer, connection info).
-//! It is part of the workspace layout (see `ARCHITECTURE.md`) and exports nothing today; the
-//! README's feature table lists what works.
+//! tower for HTTP/3 over GQUIC:
+//!
+//! - [`serve`]: an accept loop over any `tower::Service<Request<Incoming>>`, made per
+//!   connection by a make-service that sees the connection's [`ConnectionInfo`]; each request
+//!   also carries the [`ConnectionInfo`] in its extensions (peer and local address, ALPN,
+//!   server name, 0-RTT flag, connection id for logs). Graceful shutdown stops accepting,
+//!   sends GOAWAY on every connection, lets in-flight requests finish, then closes.
+//! - [`AltSvcLayer`]: advertises HTTP/3 (`alt-svc: h3=":PORT"; ma=...`) on responses served
+//!   over TCP, so browsers and clients upgrade.
+//!
+//! ```no_run
+//! # async fn demo(endpoint: gquic_transport::runtime::Endpoint) -> std::io::Result<()> {
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//!
+//! let service = tower::service_fn(|req: Request<gquic_hyper::Incoming>| async move {
+//!     Ok::<_, Infallible>(Response::new(format!("hello over {:?}", req.version())))
+//! });
+//! gquic_tower::serve(endpoint, gquic_tower::MakeServiceFn::new(move |_info: &gquic_tower::ConnectionInfo| service.clone())).await
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+
+mod alt_svc;
+mod server;
+
+pub use alt_svc::{AltSvc, AltSvcLayer, ResponseFuture};
+pub use gquic_hyper::{ConnectionInfo, Incoming};
+pub use server::{serve, serve_with, MakeServiceFn, Serve, ShutdownSignal};

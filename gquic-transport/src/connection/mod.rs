@@ -243,6 +243,8 @@ pub struct Connection {
     path_responses: VecDeque<[u8; 8]>,
     ack_scratch: Vec<std::ops::RangeInclusive<u64>>,
     stats: ConnectionStats,
+    /// The name a client connection checks the server's certificate against.
+    dialed_name: Option<String>,
     /// Received datagrams for the application, and their total size (RFC 9221).
     datagrams_in: VecDeque<Bytes>,
     datagrams_in_bytes: usize,
@@ -388,6 +390,7 @@ impl Connection {
             None,
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        conn.dialed_name = Some(server_name.to_owned());
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
         conn.write_tls();
@@ -502,6 +505,7 @@ impl Connection {
             path_responses: VecDeque::new(),
             ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
+            dialed_name: None,
             datagrams_in: VecDeque::new(),
             datagrams_in_bytes: 0,
             datagrams_out: VecDeque::new(),
@@ -551,6 +555,15 @@ impl Connection {
     /// The negotiated application protocol, once the handshake has progressed far enough.
     pub fn alpn(&self) -> Option<&[u8]> {
         self.tls.alpn_protocol()
+    }
+
+    /// The TLS server name: the SNI a client sent (server side), or the name a client checks
+    /// the certificate against (client side).
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.tls {
+            tls::Connection::Server(s) => s.server_name(),
+            tls::Connection::Client(_) => self.dialed_name.as_deref(),
+        }
     }
 
     /// The peer's certificate chain, once received.

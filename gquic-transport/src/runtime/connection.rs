@@ -154,6 +154,18 @@ impl Connection {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The local address of the endpoint's socket.
+    pub fn local_address(&self) -> SocketAddr {
+        self.inner.shared.lock().local
+    }
+
+    /// The TLS server name: the SNI the client sent (server side) or the name dialed
+    /// (client side).
+    pub fn server_name(&self) -> Option<String> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id)?.server_name().map(str::to_owned)
+    }
+
     /// The negotiated application protocol (ALPN), once the handshake completed.
     pub fn alpn(&self) -> Option<Vec<u8>> {
         let mut s = self.inner.shared.lock();

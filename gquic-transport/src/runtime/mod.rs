@@ -153,6 +153,8 @@ pub(crate) struct State {
     socket_error: Option<Arc<io::Error>>,
     pub(crate) driver_done: bool,
     scratch: Vec<(u64, ConnectionHandle)>,
+    /// The socket's local address.
+    pub(crate) local: SocketAddr,
 }
 
 impl State {
@@ -496,6 +498,7 @@ impl Endpoint {
                 socket_error: None,
                 driver_done: false,
                 scratch: Vec::new(),
+                local,
             }),
         });
         let span = tracing::info_span!("endpoint", local = %local);
@@ -602,6 +605,12 @@ impl Endpoint {
         }
         s.drop_incoming();
         s.wake_driver();
+    }
+
+    /// While `true`, new connections are refused (CONNECTION_REFUSED, RFC 9000 §20.1) and
+    /// existing ones carry on: the first step of a graceful shutdown.
+    pub fn refuse_new_connections(&self, refuse: bool) {
+        self.shared.lock().ep.refuse_new_connections(refuse);
     }
 
     /// Waits until every connection has finished closing (drained, RFC 9000 §10.2).

@@ -1,0 +1,105 @@
+//! gquic-tower: the accept loop over a tower service, connection info, Alt-Svc.
+#![allow(clippy::disallowed_methods)]
+
+use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gquic_tower::{AltSvcLayer, ConnectionInfo, MakeServiceFn};
+use gquic_transport::runtime::Endpoint;
+use gquic_transport::{ClientConfig, ServerConfig};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tower::{Layer, ServiceExt};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn configs() -> (ServerConfig, ClientConfig) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = CertificateDer::from(c.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut s = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    s.alpn_protocols = vec![b"h3".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"h3".to_vec()];
+    (
+        ServerConfig::new(Arc::new(s)).unwrap(),
+        ClientConfig::new(Arc::new(c)).unwrap(),
+    )
+}
+
+fn full(s: String) -> Body {
+    Full::new(Bytes::from(s)).boxed()
+}
+
+#[tokio::test]
+async fn serves_a_tower_service_with_connection_info() {
+    let (sc, cc) = configs();
+    let endpoint = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr();
+    let make = MakeServiceFn::new(|info: &ConnectionInfo| {
+        let made_for = info.remote_addr;
+        // The Alt-Svc layer must leave HTTP/3 responses alone.
+        AltSvcLayer::new(443, Duration::from_secs(60)).layer(tower::service_fn(
+            move |req: Request<gquic_tower::Incoming>| async move {
+                let info = req.extensions().get::<ConnectionInfo>().cloned().unwrap();
+                let text = format!(
+                    "{} {} {} {:?} {}",
+                    made_for == info.remote_addr,
+                    info.local_addr.port(),
+                    info.server_name.as_deref().unwrap_or("-"),
+                    info.alpn.as_deref().map(String::from_utf8_lossy),
+                    info.zero_rtt,
+                );
+                Ok::<_, Infallible>(Response::new(full(text)))
+            },
+        ))
+    });
+    tokio::spawn(gquic_tower::serve(endpoint, make).into_future());
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(cc, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, driver) = gquic_hyper::client::handshake::<Body>(conn).await.unwrap();
+    tokio::spawn(driver);
+    let resp = send
+        .send_request(
+            Request::get("https://localhost/")
+                .body(full(String::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(resp.headers().get("alt-svc").is_none());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("true {} localhost Some(\"h3\") false", addr.port())
+    );
+}
+
+#[tokio::test]
+async fn alt_svc_is_added_to_responses_over_tcp() {
+    let svc = AltSvcLayer::new(4433, Duration::from_secs(86400)).layer(tower::service_fn(
+        |_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) },
+    ));
+    let resp = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(resp.headers()["alt-svc"], "h3=\":4433\"; ma=86400");
+}
