@@ -18,9 +18,14 @@
 //! work too; with the latter, handlers extract `ConnectInfo<SocketAddr>` (the client's UDP
 //! address) exactly as over TCP. Every request also carries the connection's
 //! [`ConnectionInfo`] (peer and local address, ALPN, server name, 0-RTT flag, connection id).
+//!
+//! [`dual::DualServer`] serves the same app over HTTP/1.1 and HTTP/2 on TCP and HTTP/3 on UDP
+//! on one port, advertising HTTP/3 with Alt-Svc.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod dual;
 
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};

@@ -367,3 +367,106 @@ async fn graceful_shutdown_with_100_requests_in_flight_loses_none() {
         .await
         .map_or(true, |r| r.is_err()));
 }
+
+#[tokio::test]
+async fn dual_server_answers_over_h2_with_alt_svc_and_over_h3() {
+    let certs = certs();
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
+        .unwrap();
+    let server = gquic_axum::dual::DualServer::bind("127.0.0.1:0".parse().unwrap(), tls)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let app = Router::new().route(
+        "/who",
+        get(
+            |ConnectInfo(a): ConnectInfo<SocketAddr>, req: axum::extract::Request| async move {
+                format!("{} {:?}", a.ip(), req.version())
+            },
+        ),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        server
+            .serve(app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+
+    // HTTP/2 over TLS on TCP.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs.cert.clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake::<_, _, Body>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = h2
+        .send_request(request(
+            &Method::GET,
+            "/who",
+            &[],
+            Bytes::new(),
+            &format!("localhost:{}", addr.port()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        resp.headers()["alt-svc"],
+        format!("h3=\":{}\"; ma=86400", addr.port())
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"127.0.0.1 HTTP/2.0");
+
+    // HTTP/3 on UDP, the same port.
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = client
+        .connect_with(client_config(&certs), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut h3, driver) = gquic_hyper::client::handshake::<Body>(quic).await.unwrap();
+    tokio::spawn(driver);
+    let resp = h3
+        .send_request(request(
+            &Method::GET,
+            "/who",
+            &[],
+            Bytes::new(),
+            "localhost",
+        ))
+        .await
+        .unwrap();
+    assert!(resp.headers().get("alt-svc").is_none());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"127.0.0.1 HTTP/3.0");
+
+    stop.send(()).unwrap();
+    drop(h2);
+    drop(h3);
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("both transports shut down")
+        .unwrap()
+        .unwrap();
+}
