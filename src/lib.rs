@@ -26,11 +26,11 @@ pub use gquic_transport as transport;
 #[cfg(feature = "hyper")]
 pub use gquic_hyper as hyper;
 
-/// tower Services and Layers ([`gquic_tower`]); empty until its issue lands.
+/// tower Services and Layers ([`gquic_tower`]).
 #[cfg(feature = "tower")]
 pub use gquic_tower as tower;
 
-/// axum integration ([`gquic_axum`]); empty until its issue lands.
+/// axum integration ([`gquic_axum`]).
 #[cfg(feature = "axum")]
 pub use gquic_axum as axum;
 
