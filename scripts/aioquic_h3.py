@@ -3,7 +3,8 @@
 HTTP/3 peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_h3.py server --listen 127.0.0.1:0 --cert cert.pem --key key.pem --root DIR
-    aioquic_h3.py client --output DIR --ca ca.pem [--post FILE] [--sequential N] URL...
+    aioquic_h3.py client --output DIR --ca ca.pem [--post FILE [--trailers]] [--cancel PATH]
+                         [--sequential N] URL...
 
 The server answers GET /path with DIR/path, POST /echo with the request body, anything else
 with 404; it prints "listening HOST PORT" when ready. The client fetches all URLs over one
@@ -28,6 +29,8 @@ from aioquic.quic.events import StreamReset
 
 class H3Server(QuicConnectionProtocol):
     root = "."
+    # Codes of request streams clients reset, served at GET /resets.
+    resets = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -35,6 +38,9 @@ class H3Server(QuicConnectionProtocol):
         self._requests = {}
 
     def quic_event_received(self, event):
+        if isinstance(event, StreamReset):
+            H3Server.resets.append(event.error_code)
+            self._requests.pop(event.stream_id, None)
         for ev in self._h3.handle_event(event):
             if isinstance(ev, HeadersReceived):
                 req = self._requests.setdefault(ev.stream_id, {"body": bytearray()})
@@ -55,8 +61,16 @@ class H3Server(QuicConnectionProtocol):
         method = req["headers"].get(b":method", b"")
         path = req["headers"].get(b":path", b"/").decode()
         status, body = b"404", b"not found\n"
+        trailers = None
         if method == b"POST" and path == "/echo":
             status, body = b"200", bytes(req["body"])
+            if req.get("trailers"):
+                trailers = list(req["trailers"].items())
+        elif method == b"GET" and path == "/trailers":
+            status, body = b"200", b"body"
+            trailers = [(b"x-checksum", b"abc")]
+        elif method == b"GET" and path == "/resets":
+            status, body = b"200", ",".join(hex(c) for c in H3Server.resets).encode()
         elif method == b"GET":
             rel = os.path.normpath(path.lstrip("/"))
             full = os.path.join(self.root, rel)
@@ -65,7 +79,9 @@ class H3Server(QuicConnectionProtocol):
                     status, body = b"200", f.read()
         headers = [(b":status", status), (b"content-length", str(len(body)).encode())]
         self._h3.send_headers(stream_id, headers)
-        self._h3.send_data(stream_id, body, end_stream=True)
+        self._h3.send_data(stream_id, body, end_stream=trailers is None)
+        if trailers is not None:
+            self._h3.send_headers(stream_id, trailers, end_stream=True)
         self.transmit()
 
 
@@ -76,7 +92,25 @@ class H3Client(QuicConnectionProtocol):
         self._waiters = {}
         self._responses = {}
 
-    async def request(self, authority, path, body=None):
+    async def cancel(self, authority, path):
+        """Starts an upload and abandons it (RFC 9114 §4.1.1: H3_REQUEST_CANCELLED)."""
+        stream_id = self._quic.get_next_available_stream_id()
+        headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+        ]
+        self._h3.send_headers(stream_id, headers)
+        self._h3.send_data(stream_id, b"x" * 10000, end_stream=False)
+        self.transmit()
+        await asyncio.sleep(0.2)
+        self._quic.reset_stream(stream_id, 0x10C)
+        self._quic.stop_stream(stream_id, 0x10C)
+        self.transmit()
+        await asyncio.sleep(0.2)
+
+    async def request(self, authority, path, body=None, trailers=None):
         stream_id = self._quic.get_next_available_stream_id()
         method = b"POST" if body is not None else b"GET"
         headers = [
@@ -87,7 +121,9 @@ class H3Client(QuicConnectionProtocol):
         ]
         self._h3.send_headers(stream_id, headers, end_stream=body is None)
         if body is not None:
-            self._h3.send_data(stream_id, body, end_stream=True)
+            self._h3.send_data(stream_id, body, end_stream=trailers is None)
+            if trailers is not None:
+                self._h3.send_headers(stream_id, trailers, end_stream=True)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[stream_id] = waiter
         self._responses[stream_id] = {"body": bytearray(), "trailers": {}}
@@ -142,9 +178,12 @@ async def run_client(args):
             body = f.read()
     os.makedirs(args.output, exist_ok=True)
     failed = 0
+    trailers = [(b"x-request-trailer", b"from-aioquic")] if args.trailers else None
     async with connect(host, port, configuration=config, create_protocol=H3Client) as client:
+        if args.cancel:
+            await client.cancel(f"{host}:{port}", args.cancel)
         results = await asyncio.gather(
-            *(client.request(f"{host}:{port}", u.path or "/", body) for u in urls),
+            *(client.request(f"{host}:{port}", u.path or "/", body, trailers) for u in urls),
             return_exceptions=True,
         )
         for u, r in zip(urls, results):
@@ -190,6 +229,8 @@ def main():
     c.add_argument("--output", required=True)
     c.add_argument("--ca")
     c.add_argument("--post")
+    c.add_argument("--trailers", action="store_true", help="send request trailers with --post")
+    c.add_argument("--cancel", metavar="PATH", help="first start and cancel an upload to PATH")
     c.add_argument(
         "--sequential",
         type=int,

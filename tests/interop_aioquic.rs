@@ -517,3 +517,318 @@ fn gquic_h3_client_against_aioquic_server() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nope.bin") && err.contains("404"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP/3 cases that need our side in-process: cancellation codes, trailers, graceful
+// shutdown, 1000 sequential requests from our client.
+// ---------------------------------------------------------------------------------------
+
+mod in_process {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::{BodyExt, Full};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    type Body = BoxBody<Bytes, BoxError>;
+
+    fn full(b: impl Into<Bytes>) -> Body {
+        Full::new(b.into()).map_err(|e| match e {}).boxed()
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        body_errors: Mutex<Vec<Option<u64>>>,
+        waiting: AtomicUsize,
+    }
+
+    async fn app(
+        req: http::Request<gquic_hyper::Incoming>,
+        seen: Arc<Seen>,
+    ) -> Result<http::Response<Body>, std::convert::Infallible> {
+        let path = req.uri().path().to_string();
+        Ok(match path.as_str() {
+            // The request body (and its trailers) stream straight back.
+            "/echo" => {
+                http::Response::new(req.into_body().map_err(|e| Box::new(e) as BoxError).boxed())
+            }
+            "/drain" => {
+                let mut body = req.into_body();
+                while let Some(f) = body.frame().await {
+                    if let Err(e) = f {
+                        seen.body_errors.lock().unwrap().push(e.code());
+                        break;
+                    }
+                }
+                http::Response::new(full("drained"))
+            }
+            "/wait" => {
+                seen.waiting.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                http::Response::new(full("waited"))
+            }
+            _ => http::Response::new(full("hello")),
+        })
+    }
+
+    fn aioquic_client(py: &str, out: &Path, ca: &Path) -> Command {
+        let mut cmd = Command::new(py);
+        cmd.arg(repo().join("scripts/aioquic_h3.py"))
+            .args(["client", "--output"])
+            .arg(out)
+            .arg("--ca")
+            .arg(ca);
+        cmd
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aioquic_client_trailers_cancel_and_graceful_shutdown() {
+        let py = python();
+        let dir = TempDir::new("aioquic-h3-inproc");
+        let (ca, cert, key) = write_certs(&dir.0);
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                CertificateDer::pem_file_iter(&cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(&key).unwrap(),
+            )
+            .unwrap();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let endpoint = gquic::transport::runtime::Endpoint::server(
+            gquic::transport::ServerConfig::new(Arc::new(tls)).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let port = endpoint.local_addr().port();
+        let seen = Arc::new(Seen::default());
+        let (conns_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            while let Some(connecting) = endpoint.accept().await {
+                let Ok(conn) = connecting.await else { continue };
+                let seen = seen2.clone();
+                let served = gquic_hyper::serve_connection(
+                    conn,
+                    hyper::service::service_fn(move |req| app(req, seen.clone())),
+                );
+                let _ = conns_tx.send((served.shutdown_handle(), tokio::spawn(served)));
+            }
+        });
+        let out = dir.0.join("out");
+        let run = |cmd: Command| tokio::task::spawn_blocking(move || run_with_timeout(cmd, 120));
+
+        // Request trailers go out and come back as response trailers.
+        let upload = dir.0.join("upload.bin");
+        let data = pattern(300_000, 5);
+        std::fs::write(&upload, &data).unwrap();
+        let mut cmd = aioquic_client(&py, &out, &ca);
+        cmd.arg("--post")
+            .arg(&upload)
+            .arg("--trailers")
+            .arg(format!("https://localhost:{port}/echo"));
+        let o = run(cmd).await.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("trailers x-request-trailer: from-aioquic")
+        );
+        assert_eq!(std::fs::read(out.join("echo")).unwrap(), data);
+
+        // aioquic abandons an upload: we see H3_REQUEST_CANCELLED, then serve it again.
+        let mut cmd = aioquic_client(&py, &out, &ca);
+        cmd.args(["--cancel", "/drain"])
+            .arg(format!("https://localhost:{port}/after-cancel"));
+        let o = run(cmd).await.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(out.join("after-cancel")).unwrap(), b"hello");
+        assert_eq!(
+            seen.body_errors.lock().unwrap().first().copied(),
+            Some(Some(0x10c))
+        );
+
+        // Graceful shutdown while 50 of aioquic's requests are in flight: all 50 succeed.
+        let mut cmd = aioquic_client(&py, &out, &ca);
+        for _ in 0..50 {
+            cmd.arg(format!("https://localhost:{port}/wait"));
+        }
+        let client = run(cmd);
+        while seen.waiting.load(Ordering::SeqCst) < 50 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The last connection is aioquic's 50-request one.
+        let mut last = None;
+        while let Ok(c) = conns.try_recv() {
+            last = Some(c);
+        }
+        let (handle, served) = last.unwrap();
+        handle.graceful_shutdown();
+        let o = client.await.unwrap();
+        assert!(
+            o.status.success(),
+            "requests lost in the shutdown: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(std::fs::read(out.join("wait")).unwrap(), b"waited");
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gquic_client_sequential_trailers_and_cancel_against_aioquic() {
+        let py = python();
+        let dir = TempDir::new("aioquic-h3-server-inproc");
+        let (ca, cert, key) = write_certs(&dir.0);
+        let www = dir.0.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("1k.bin"), pattern(1024, 1)).unwrap();
+        let mut server = Kill(
+            Command::new(&py)
+                .arg(repo().join("scripts/aioquic_h3.py"))
+                .args(["server", "--listen", "127.0.0.1:0", "--root"])
+                .arg(&www)
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        BufReader::new(server.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let client =
+            gquic::transport::runtime::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client
+            .connect_with(
+                gquic::transport::ClientConfig::new(Arc::new(tls)).unwrap(),
+                format!("127.0.0.1:{port}").parse().unwrap(),
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, driver) = gquic_hyper::client::handshake::<Body>(conn).await.unwrap();
+        tokio::spawn(driver);
+        let get = |path: &str| {
+            http::Request::get(format!("https://localhost:{port}{path}"))
+                .body(full(Bytes::new()))
+                .unwrap()
+        };
+
+        // 1000 requests in sequence on one connection.
+        let expected = pattern(1024, 1);
+        for _ in 0..1000 {
+            let resp = send.send_request(get("/1k.bin")).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(
+                resp.into_body().collect().await.unwrap().to_bytes(),
+                expected
+            );
+        }
+
+        // Trailers: the server's, and ours echoed back.
+        let resp = send.send_request(get("/trailers")).await.unwrap();
+        let c = resp.into_body().collect().await.unwrap();
+        assert_eq!(c.trailers().unwrap()["x-checksum"], "abc");
+        let mut t = http::HeaderMap::new();
+        t.insert("x-request-trailer", "from-gquic".parse().unwrap());
+        let frames = vec![
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"payload"))),
+            Ok(http_body::Frame::trailers(t)),
+        ];
+        let body = http_body_util::StreamBody::new(IterStream(frames.into_iter())).boxed();
+        let req = http::Request::post(format!("https://localhost:{port}/echo"))
+            .body(body)
+            .unwrap();
+        let c = send
+            .send_request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(c.trailers().unwrap()["x-request-trailer"], "from-gquic");
+        assert_eq!(&c.to_bytes()[..], b"payload");
+
+        // We abandon an upload; aioquic sees H3_REQUEST_CANCELLED on the stream.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, BoxError>>(1);
+        tx.send(Ok(http_body::Frame::data(Bytes::from(vec![b'x'; 5000]))))
+            .await
+            .unwrap();
+        let req = http::Request::post(format!("https://localhost:{port}/drain"))
+            .body(http_body_util::StreamBody::new(ChannelStream(rx)).boxed())
+            .unwrap();
+        let mut s2 = send.clone();
+        let pending = tokio::spawn(async move { s2.send_request(req).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        pending.abort();
+        let _ = pending.await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let resets = send.send_request(get("/resets")).await.unwrap();
+        let body = resets.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("0x10c"),
+            "aioquic saw resets {body:?}"
+        );
+        drop(tx);
+    }
+
+    struct IterStream<I>(I);
+
+    impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+        type Item = I::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<I::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+
+    struct ChannelStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> futures_core::Stream for ChannelStream<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
