@@ -72,6 +72,7 @@ where
 #[derive(Debug, Clone)]
 pub struct Builder<E = TokioExecutor> {
     executor: E,
+    extended_connect: bool,
 }
 
 impl Default for Builder<TokioExecutor> {
@@ -85,6 +86,7 @@ impl Builder<TokioExecutor> {
     pub fn new() -> Self {
         Self {
             executor: TokioExecutor,
+            extended_connect: false,
         }
     }
 }
@@ -95,7 +97,17 @@ where
 {
     /// Requests run on `executor` (each request is one future).
     pub fn executor<E2>(self, executor: E2) -> Builder<E2> {
-        Builder { executor }
+        Builder {
+            executor,
+            extended_connect: self.extended_connect,
+        }
+    }
+
+    /// Accept extended CONNECT (RFC 9220: SETTINGS_ENABLE_CONNECT_PROTOCOL); the request's
+    /// `:protocol` then reaches the service as a `hyper::ext::Protocol` extension.
+    pub fn enable_extended_connect(mut self, enable: bool) -> Self {
+        self.extended_connect = enable;
+        self
     }
 
     /// Serves HTTP/3 on an established connection (ALPN `h3`) with `service`. Each request
@@ -114,7 +126,13 @@ where
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let shutdown = Arc::new(Shutdown::default());
-        let fut = run(conn, service, self.executor.clone(), shutdown.clone());
+        let fut = run(
+            conn,
+            service,
+            self.executor.clone(),
+            shutdown.clone(),
+            self.extended_connect,
+        );
         Connection {
             fut: Box::pin(fut),
             shutdown,
@@ -221,6 +239,7 @@ async fn run<S, B, E>(
     service: S,
     executor: E,
     shutdown: Arc<Shutdown>,
+    extended_connect: bool,
 ) -> Result<(), Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -235,10 +254,11 @@ where
     let span =
         tracing::debug_span!("h3_server", remote = %info.remote_addr, conn = info.connection_id);
     let quic = conn.clone();
-    let mut h3c =
-        h3::server::Connection::<_, Bytes>::new(gquic_transport::h3::Connection::new(conn))
-            .await
-            .map_err(Error::connection)?;
+    let mut h3c = h3::server::builder()
+        .enable_extended_connect(extended_connect)
+        .build::<_, Bytes>(gquic_transport::h3::Connection::new(conn))
+        .await
+        .map_err(Error::connection)?;
     let mut draining = false;
     loop {
         if !draining && shutdown.requested.load(Ordering::Acquire) {

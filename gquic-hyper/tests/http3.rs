@@ -365,3 +365,63 @@ async fn service_error_is_h3_internal_error_and_connector_dials() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn extended_connect_protocol_reaches_the_service() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let server = Endpoint::server(
+            ServerConfig::new(Arc::new(tls_server(&certs))).unwrap(),
+            localhost(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let service = service_fn(|req: Request<gquic_hyper::Incoming>| async move {
+                let proto = req
+                    .extensions()
+                    .get::<hyper::ext::Protocol>()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                Ok::<_, std::convert::Infallible>(http::Response::new(full(proto)))
+            });
+            let _ = gquic_hyper::server::Builder::new()
+                .enable_extended_connect(true)
+                .serve_connection(conn, service)
+                .await;
+        });
+        // A raw h3 client over gquic sends an extended CONNECT (RFC 9220, RFC 9298).
+        let client = Endpoint::client(localhost()).unwrap();
+        let conn = client
+            .connect_with(
+                ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
+                addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut driver, mut send) = h3::client::builder()
+            .enable_extended_connect(true)
+            .build::<_, _, Bytes>(gquic_transport::h3::Connection::new(conn))
+            .await
+            .unwrap();
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let mut req = Request::connect("https://localhost/.well-known/masque/udp/x/1/")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(h3::ext::Protocol::CONNECT_UDP);
+        let mut stream = send.send_request(req).await.unwrap();
+        let resp = stream.recv_response().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            use bytes::Buf;
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        assert_eq!(body, b"connect-udp");
+    })
+    .await
+    .unwrap();
+}
