@@ -22,6 +22,7 @@ type H3Send = h3::client::SendRequest<gquic_transport::h3::OpenStreams, Bytes>;
 /// requests are multiplexed on their own streams.
 pub struct SendRequest<B> {
     inner: H3Send,
+    conn: gquic_transport::runtime::Connection,
     _body: std::marker::PhantomData<fn(B)>,
 }
 
@@ -29,8 +30,28 @@ impl<B> Clone for SendRequest<B> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            conn: self.conn.clone(),
             _body: std::marker::PhantomData,
         }
+    }
+}
+
+impl<B> SendRequest<B> {
+    /// `Ready(Ok(()))` when a request can start without waiting: the peer's stream limit
+    /// (MAX_STREAMS, RFC 9000 §4.6) leaves room for one more request stream. `Pending` until
+    /// it does.
+    ///
+    /// # Errors
+    /// [`Error::is_closed`] if the connection ended.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.conn
+            .poll_stream_available(cx, gquic_transport::Dir::Bi)
+            .map_err(|e| Error::new(Kind::Connection, e))
+    }
+
+    /// Whether the connection has ended (a new one is needed).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 }
 
@@ -74,12 +95,13 @@ impl Future for Connection {
 pub async fn handshake<B>(
     conn: gquic_transport::runtime::Connection,
 ) -> Result<(SendRequest<B>, Connection), Error> {
-    let (driver, inner) = h3::client::new(gquic_transport::h3::Connection::new(conn))
+    let (driver, inner) = h3::client::new(gquic_transport::h3::Connection::new(conn.clone()))
         .await
         .map_err(Error::connection)?;
     Ok((
         SendRequest {
             inner,
+            conn,
             _body: std::marker::PhantomData,
         },
         Connection { driver },

@@ -64,6 +64,14 @@ impl Error {
         Self::new(kind, e)
     }
 
+    /// `call` without a successful `poll_ready` first (a tower contract violation).
+    pub fn not_ready() -> Self {
+        Self::new(
+            Kind::Connection,
+            "call before poll_ready returned Ready(Ok(())): poll the service ready first",
+        )
+    }
+
     /// The connection closed or failed.
     pub fn is_closed(&self) -> bool {
         self.kind == Kind::Connection

@@ -7,6 +7,8 @@
 //!   also carries the [`ConnectionInfo`] in its extensions (peer and local address, ALPN,
 //!   server name, 0-RTT flag, connection id for logs). Graceful shutdown stops accepting,
 //!   sends GOAWAY on every connection, lets in-flight requests finish, then closes.
+//! - [`Client`]: a `tower::Service<Request<B>>` over a pooled HTTP/3 connection to one
+//!   origin, whose `poll_ready` honours the peer's stream limit.
 //! - [`AltSvcLayer`]: advertises HTTP/3 (`alt-svc: h3=":PORT"; ma=...`) on responses served
 //!   over TCP, so browsers and clients upgrade.
 //!
@@ -26,8 +28,10 @@
 #![forbid(unsafe_code)]
 
 mod alt_svc;
+mod client;
 mod server;
 
 pub use alt_svc::{AltSvc, AltSvcLayer, ResponseFuture};
+pub use client::Client;
 pub use gquic_hyper::{ConnectionInfo, Incoming};
 pub use server::{serve, serve_with, MakeServiceFn, Serve, ShutdownSignal};

@@ -13,7 +13,7 @@ use gquic_transport::{ClientConfig, ServerConfig};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -102,4 +102,72 @@ async fn alt_svc_is_added_to_responses_over_tcp() {
     ));
     let resp = svc.oneshot(Request::new(())).await.unwrap();
     assert_eq!(resp.headers()["alt-svc"], "h3=\":4433\"; ma=86400");
+}
+
+#[tokio::test]
+async fn client_service_pools_one_connection_and_honours_the_stream_limit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (mut sc, cc) = configs();
+    let mut transport = gquic_transport::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(2);
+    sc.transport(Arc::new(transport)).unwrap();
+    let endpoint = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (counted, seen) = (connections.clone(), requests.clone());
+    let make = MakeServiceFn::new(move |_info: &ConnectionInfo| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let seen = seen.clone();
+        tower::service_fn(move |_req: Request<gquic_tower::Incoming>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, Infallible>(Response::new(full("slow".into())))
+            }
+        })
+    });
+    tokio::spawn(gquic_tower::serve(endpoint, make).into_future());
+
+    let client_ep = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connector = gquic_hyper::client::Connector::<Body>::new(client_ep, cc);
+    let origin: http::Uri = format!("https://localhost:{}", addr.port())
+        .parse()
+        .unwrap();
+    let client = gquic_tower::Client::new(connector, origin);
+    let req = || {
+        Request::get("https://localhost/")
+            .body(full(String::new()))
+            .unwrap()
+    };
+
+    // Two requests fill the server's limit of two concurrent streams.
+    let mut in_flight = Vec::new();
+    for _ in 0..2 {
+        let mut c = client.clone();
+        c.ready().await.unwrap();
+        in_flight.push(tokio::spawn(c.call(req())));
+    }
+    while requests.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A third is not ready until one of them ends and the server raises the limit.
+    let mut third = client.clone();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(150), third.ready())
+            .await
+            .is_err(),
+        "poll_ready ignored the peer's stream limit"
+    );
+    tokio::time::timeout(Duration::from_secs(5), third.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = third.call(req()).await.unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "slow");
+    for f in in_flight {
+        assert_eq!(f.await.unwrap().unwrap().status(), 200);
+    }
+    // All clones shared one connection.
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
 }

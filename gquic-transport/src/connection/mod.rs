@@ -633,6 +633,15 @@ impl Connection {
         self.streams.open(dir)
     }
 
+    /// How many more streams of `dir` can be opened now under the peer's limit (0 once the
+    /// connection is closed).
+    pub fn streams_available(&self, dir: Dir) -> u64 {
+        if self.is_closed() {
+            return 0;
+        }
+        self.streams.available(dir)
+    }
+
     /// Takes the next stream the peer opened.
     pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
         self.streams.accept(dir)

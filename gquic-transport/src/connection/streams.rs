@@ -310,6 +310,12 @@ impl Streams {
         Some(id)
     }
 
+    /// How many more streams of `dir` the peer's limit lets us open now (RFC 9000 §4.6).
+    pub fn available(&self, dir: Dir) -> u64 {
+        let d = dir_index(dir);
+        self.max_local[d].saturating_sub(self.next_local[d])
+    }
+
     /// Takes the next stream the peer opened, in order of stream ID.
     pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
         self.accept_queue[dir_index(dir)].pop_front()

@@ -285,6 +285,35 @@ impl Connection {
         Poll::Pending
     }
 
+    /// `Ready(Ok(()))` when a stream of `dir` can be opened without waiting (the peer's limit
+    /// allows it); `Pending` until it can. Opens nothing: a readiness check for
+    /// `tower::Service::poll_ready`.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection ended.
+    pub fn poll_stream_available(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+    ) -> Poll<Result<(), ConnectionError>> {
+        let mut s = self.inner.shared.lock();
+        let id = self.inner.id;
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+            return Poll::Ready(Err(e));
+        }
+        let available = match s.proto(id) {
+            Some(c) => c.streams_available(dir),
+            None => return Poll::Ready(Err(lost(&s, id))),
+        };
+        if available > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(st) = s.conns.get_mut(&id) {
+            st.open[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Polls for a new bidirectional stream: `Pending` while the peer's stream limit is
     /// reached. The poll-based form of [`Connection::open_bi`].
     ///
