@@ -21,7 +21,8 @@ from urllib.parse import urlparse
 
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamReset
@@ -31,6 +32,8 @@ class H3Server(QuicConnectionProtocol):
     root = "."
     # Codes of request streams clients reset, served at GET /resets.
     resets = []
+    # Requests to /wait received so far, served at GET /waiting.
+    waiting = 0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,6 +63,18 @@ class H3Server(QuicConnectionProtocol):
         req = self._requests.pop(stream_id)
         method = req["headers"].get(b":method", b"")
         path = req["headers"].get(b":path", b"/").decode()
+        if path == "/wait":
+            # Answered 300 ms later, so requests are in flight when a GOAWAY goes out.
+            H3Server.waiting += 1
+            asyncio.get_event_loop().call_later(0.3, self._respond, stream_id, b"200", b"waited", None)
+            return
+        if path == "/goaway":
+            # aioquic has no API for GOAWAY (RFC 9114 §5.2); write the frame on our control
+            # stream: requests below this one's successor are still served, later ones not.
+            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id + 4))
+            self._quic.send_stream_data(self._h3._local_control_stream_id, frame)
+            self._respond(stream_id, b"200", b"goaway sent", None)
+            return
         status, body = b"404", b"not found\n"
         trailers = None
         if method == b"POST" and path == "/echo":
@@ -71,12 +86,17 @@ class H3Server(QuicConnectionProtocol):
             trailers = [(b"x-checksum", b"abc")]
         elif method == b"GET" and path == "/resets":
             status, body = b"200", ",".join(hex(c) for c in H3Server.resets).encode()
+        elif method == b"GET" and path == "/waiting":
+            status, body = b"200", str(H3Server.waiting).encode()
         elif method == b"GET":
             rel = os.path.normpath(path.lstrip("/"))
             full = os.path.join(self.root, rel)
             if not rel.startswith("..") and os.path.isfile(full):
                 with open(full, "rb") as f:
                     status, body = b"200", f.read()
+        self._respond(stream_id, status, body, trailers)
+
+    def _respond(self, stream_id, status, body, trailers):
         headers = [(b":status", status), (b"content-length", str(len(body)).encode())]
         self._h3.send_headers(stream_id, headers)
         self._h3.send_data(stream_id, body, end_stream=trailers is None)

@@ -806,6 +806,40 @@ mod in_process {
             "aioquic saw resets {body:?}"
         );
         drop(tx);
+
+        // aioquic sends GOAWAY (RFC 9114 §5.2) while 50 of our requests are in flight: all 50
+        // complete, and our client opens no new request on that connection.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let mut send = send.clone();
+            let req = get("/wait");
+            set.spawn(async move {
+                let resp = send.send_request(req).await?;
+                Ok::<_, gquic_hyper::Error>(resp.into_body().collect().await?.to_bytes())
+            });
+        }
+        loop {
+            let r = send.send_request(get("/waiting")).await.unwrap();
+            let text = r.into_body().collect().await.unwrap().to_bytes();
+            let n: usize = String::from_utf8_lossy(&text).parse().unwrap();
+            if n >= 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = send.send_request(get("/goaway")).await.unwrap();
+        assert_eq!(
+            r.into_body().collect().await.unwrap().to_bytes(),
+            "goaway sent"
+        );
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), "waited");
+            done += 1;
+        }
+        assert_eq!(done, 50);
+        let err = send.send_request(get("/1k.bin")).await.unwrap_err();
+        assert!(err.is_closed(), "a request went out after GOAWAY: {err:?}");
     }
 
     struct IterStream<I>(I);

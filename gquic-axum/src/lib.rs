@@ -1,6 +1,6 @@
 //! # gquic-axum
 //!
-//! Serve an axum [`Router`](axum::Router) over HTTP/3 the way `axum::serve` serves it over
+//! Serve an axum `Router` over HTTP/3 the way `axum::serve` serves it over
 //! TCP, without changing a line of the app or its tower middleware:
 //!
 //! ```no_run

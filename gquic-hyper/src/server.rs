@@ -307,6 +307,9 @@ where
         }
         idle.await;
     }
+    // The last responses may still be in flight: closing now would cut them off. Wait for
+    // their acknowledgement, bounded in case the peer has stopped acknowledging.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), quic.flushed()).await;
     quic.close(
         gquic_transport::VarInt::from_u32(0x100), // H3_NO_ERROR (RFC 9114 §8.1)
         b"",

@@ -633,6 +633,12 @@ impl Connection {
         self.streams.open(dir)
     }
 
+    /// Whether all stream data and FINs written so far were acknowledged by the peer: a
+    /// connection can then be closed without cutting off a response (RFC 9114 §5.2).
+    pub fn all_sent_acked(&self) -> bool {
+        self.streams.all_sent_acked()
+    }
+
     /// How many more streams of `dir` can be opened now under the peer's limit (0 once the
     /// connection is closed).
     pub fn streams_available(&self, dir: Dir) -> u64 {

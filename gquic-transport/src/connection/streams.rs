@@ -310,6 +310,14 @@ impl Streams {
         Some(id)
     }
 
+    /// Whether every byte and FIN written to our send streams was acknowledged (reset
+    /// streams excepted): nothing of ours is left to deliver.
+    pub fn all_sent_acked(&self) -> bool {
+        self.send
+            .values()
+            .all(|s| s.reset.is_some() || (s.buf.is_fully_acked() && (!s.fin || s.fin_acked)))
+    }
+
     /// How many more streams of `dir` the peer's limit lets us open now (RFC 9000 §4.6).
     pub fn available(&self, dir: Dir) -> u64 {
         let d = dir_index(dir);

@@ -224,6 +224,30 @@ impl Connection {
         s.wake_driver();
     }
 
+    /// Waits until the peer has acknowledged every byte and FIN written to our streams (or the
+    /// connection ends), so a following [`Connection::close`] cuts nothing off.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn flushed(&self) {
+        poll_fn(|cx| {
+            let mut s = self.inner.shared.lock();
+            let id = self.inner.id;
+            let done = match s.proto(id) {
+                Some(c) => c.is_closed() || c.all_sent_acked(),
+                None => true,
+            };
+            if done {
+                return Poll::Ready(());
+            }
+            if let Some(st) = s.conns.get_mut(&id) {
+                st.flushed.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
     /// Waits until the connection ends and says why.
     ///
     /// # Cancel safety

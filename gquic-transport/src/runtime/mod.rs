@@ -108,6 +108,8 @@ pub(crate) struct ConnState {
     pub(crate) readable: HashMap<u64, Waker>,
     /// Tasks waiting for a datagram.
     pub(crate) datagrams: Vec<Waker>,
+    /// Tasks waiting for all sent stream data to be acknowledged.
+    pub(crate) flushed: Vec<Waker>,
     pub(crate) writable: HashMap<u64, Waker>,
     pub(crate) stopped_wakers: HashMap<u64, Waker>,
     /// STOP_SENDING codes received, until the stream handle reads them.
@@ -125,6 +127,7 @@ impl ConnState {
             .chain(self.accept.iter_mut().flat_map(|v| v.drain(..)))
             .chain(self.open.iter_mut().flat_map(|v| v.drain(..)))
             .chain(self.datagrams.drain(..))
+            .chain(self.flushed.drain(..))
             .chain(self.readable.drain().map(|(_, w)| w))
             .chain(self.writable.drain().map(|(_, w)| w))
             .chain(self.stopped_wakers.drain().map(|(_, w)| w));
@@ -361,6 +364,9 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event) {
         Event::Stream(StreamEvent::Readable(id)) => wake(st.readable.remove(&id.0)),
         Event::Stream(StreamEvent::Writable(id)) => wake(st.writable.remove(&id.0)),
         Event::Stream(StreamEvent::Finished(id)) => {
+            for w in st.flushed.drain(..) {
+                w.wake();
+            }
             st.acked.insert(id.0);
             wake(st.stopped_wakers.remove(&id.0));
         }
