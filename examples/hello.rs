@@ -59,6 +59,9 @@ fn app() -> Router {
                     "<!doctype html><html><head><meta charset=\"utf-8\"><title>GQUIC hello</title></head>\
                      <body><h1>Hello from GQUIC</h1><p id=\"proto\">served over {proto}</p>\
                      <p><a href=\"/api/info\">/api/info</a> · <a href=\"/bytes/1024\">/bytes/1024</a></p>\
+                     <p id=\"nav\">navigation protocol: unknown</p>\
+                     <script>document.getElementById('nav').textContent = 'navigation protocol: ' + \
+                     performance.getEntriesByType('navigation')[0].nextHopProtocol;</script>\
                      </body></html>"
                 ))
             }),

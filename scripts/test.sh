@@ -16,6 +16,19 @@ fi
 export GQUIC_PYTHON="$VENV/bin/python"
 "$GQUIC_PYTHON" -c "import aioquic; print('== aioquic', aioquic.__version__, 'ready at', '$GQUIC_PYTHON')"
 
+# A real browser for the HTTP/3 browser test: Debian's chromium (installed when missing and we
+# can: CI runs as root).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing chromium (apt)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "== chromium is missing and cannot be installed here; tests/browser.rs will fail" >&2
+    fi
+fi
+command -v chromium >/dev/null 2>&1 && chromium --version
+
 echo "== cargo test --workspace"
 cargo test --workspace
 

@@ -1,0 +1,121 @@
+//! A real browser: headless Chromium (Debian's `chromium`, installed by `scripts/test.sh`)
+//! loads `examples/hello`'s page, and the page must have come over HTTP/3: the server says
+//! so in the HTML (`served over h3`), and the browser says so through the Navigation Timing
+//! API (`performance.getEntriesByType('navigation')[0].nextHopProtocol == 'h3'`), which the
+//! page's script writes into the DOM that `--dump-dom` prints.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromium() -> String {
+    let bin = std::env::var("GQUIC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let ok = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{bin} not found: run the tests with scripts/test.sh (it installs Debian's chromium), \
+         or set GQUIC_CHROMIUM"
+    );
+    bin
+}
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds it",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn headless_chromium_loads_hello_over_http3() {
+    let chromium = chromium();
+    let mut server = Kill(
+        Command::new(example("hello"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let mut spki = None;
+    let port: u16 = loop {
+        let line = lines.next().expect("hello exited").unwrap();
+        if let Some(s) = line.strip_prefix("SPKI sha256 (base64): ") {
+            spki = Some(s.trim().to_string());
+        }
+        if let Some(rest) = line.strip_prefix("serving https://localhost:") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let spki = spki.expect("hello printed its SPKI");
+    let profile = std::env::temp_dir().join(format!("gquic-chromium-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let mut browser = Command::new(chromium);
+    browser
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--origin-to-force-quic-on=localhost:{port}"))
+        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .arg("--host-resolver-rules=MAP localhost 127.0.0.1")
+        .arg("--virtual-time-budget=10000")
+        .arg("--dump-dom")
+        .arg(format!("https://localhost:{port}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let child = browser.spawn().unwrap();
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(id.to_string()).status();
+            panic!("chromium did not finish in 90 s");
+        }
+    };
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("served over h3"),
+        "the server did not see HTTP/3: {dom}"
+    );
+    assert!(
+        dom.contains("navigation protocol: h3"),
+        "the browser did not navigate over HTTP/3: {dom}"
+    );
+}
