@@ -155,30 +155,7 @@ fn aioquic_client_downloads_from_gquic_server() {
     std::fs::write(www.join("5mib.bin"), &body).unwrap();
     std::fs::write(www.join("small.txt"), b"hello from gquic\n").unwrap();
 
-    let port = free_udp_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = Kill(
-        Command::new(interop_bin())
-            .args(["server", "--listen", &listen, "--root"])
-            .arg(&www)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Wait for "listening on".
-    let stderr = server.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if line.contains("listening on") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let (_server, port) = start_interop_server(&www, &cert, &key);
 
     let out_dir = dir.0.join("out");
     let mut cmd = Command::new(&py);
@@ -234,27 +211,7 @@ fn gquic_client_downloads_from_aioquic_server() {
         std::fs::write(www.join(format!("f{i}.bin")), b).unwrap();
     }
 
-    let mut server = Kill(
-        Command::new(&py)
-            .arg(repo().join("scripts/aioquic_hq.py"))
-            .args(["server", "--listen", "127.0.0.1:0", "--root"])
-            .arg(&www)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("aioquic server did not start: {line:?}"));
+    let (_server, port) = start_aioquic_server(&py, "aioquic_hq", &www, &cert, &key);
 
     let out_dir = dir.0.join("out");
     let mut cmd = Command::new(interop_bin());
@@ -324,6 +281,40 @@ fn start_interop_server(www: &Path, cert: &Path, key: &Path) -> (Kill, u16) {
         }
     }
     std::thread::spawn(move || for _ in lines {});
+    (server, port)
+}
+
+/// Starts `scripts/SCRIPT.py server` (an aioquic peer); returns the process and its port,
+/// which it prints as "listening HOST PORT" once ready.
+fn start_aioquic_server(
+    py: &str,
+    script: &str,
+    www: &Path,
+    cert: &Path,
+    key: &Path,
+) -> (Kill, u16) {
+    let mut server = Kill(
+        Command::new(py)
+            .arg(repo().join(format!("scripts/{script}.py")))
+            .args(["server", "--listen", "127.0.0.1:0", "--root"])
+            .arg(www)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{script} server did not start: {line:?}"));
     (server, port)
 }
 
@@ -442,27 +433,7 @@ fn gquic_h3_client_against_aioquic_server() {
     let (ca, cert, key) = write_certs(&dir.0);
     let www = dir.0.join("www");
     let files = h3_files(&www);
-    let mut server = Kill(
-        Command::new(&py)
-            .arg(repo().join("scripts/aioquic_h3.py"))
-            .args(["server", "--listen", "127.0.0.1:0", "--root"])
-            .arg(&www)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("aioquic h3 server did not start: {line:?}"));
+    let (_server, port) = start_aioquic_server(&py, "aioquic_h3", &www, &cert, &key);
     let out = dir.0.join("out");
 
     // `interop client` speaks h3 by default: everything in parallel on one connection.
@@ -697,28 +668,7 @@ mod in_process {
         let www = dir.0.join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("1k.bin"), pattern(1024, 1)).unwrap();
-        let mut server = Kill(
-            Command::new(&py)
-                .arg(repo().join("scripts/aioquic_h3.py"))
-                .args(["server", "--listen", "127.0.0.1:0", "--root"])
-                .arg(&www)
-                .arg("--cert")
-                .arg(&cert)
-                .arg("--key")
-                .arg(&key)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut line = String::new();
-        BufReader::new(server.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .split_whitespace()
-            .nth(2)
-            .and_then(|p| p.parse().ok())
-            .unwrap();
+        let (_server, port) = start_aioquic_server(&py, "aioquic_h3", &www, &cert, &key);
 
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(&ca).unwrap() {
