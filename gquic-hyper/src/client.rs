@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -13,6 +14,7 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 
 use crate::body::{content_length, Incoming};
+use crate::webtransport::{ConnectRecv, ConnectSend, Demux, Session};
 use crate::error::Kind;
 use crate::Error;
 
@@ -23,6 +25,7 @@ type H3Send = h3::client::SendRequest<gquic_transport::h3::OpenStreams, Bytes>;
 pub struct SendRequest<B> {
     inner: H3Send,
     conn: gquic_transport::runtime::Connection,
+    demux: Option<Arc<Demux>>,
     _body: std::marker::PhantomData<fn(B)>,
 }
 
@@ -31,6 +34,7 @@ impl<B> Clone for SendRequest<B> {
         Self {
             inner: self.inner.clone(),
             conn: self.conn.clone(),
+            demux: self.demux.clone(),
             _body: std::marker::PhantomData,
         }
     }
@@ -52,6 +56,59 @@ impl<B> SendRequest<B> {
     /// Whether the connection has ended (a new one is needed).
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
+    }
+
+    /// Opens a WebTransport session at `uri` (an `https` URL whose path the server routes):
+    /// an extended CONNECT with `:protocol = webtransport` (draft-ietf-webtrans-http3
+    /// §"Creating a New Session"), resolved once the server answers 2xx. Several sessions can
+    /// share the connection with ordinary requests.
+    ///
+    /// # Errors
+    /// [`Error::is_connect`] if the server refused the session (the status is in the
+    /// message) or WebTransport is not enabled on this connection
+    /// ([`Builder::enable_webtransport`]); stream and connection errors as for requests.
+    pub async fn webtransport(&mut self, uri: Uri) -> Result<Session, Error> {
+        let demux = self.demux.clone().ok_or_else(|| {
+            Error::new(
+                Kind::Connect,
+                "WebTransport is not enabled on this connection: use client::Builder::enable_webtransport(true)",
+            )
+        })?;
+        let mut req = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(uri)
+            .header("sec-webtransport-http3-draft02", "1")
+            .body(())
+            .map_err(|e| Error::new(Kind::Connect, e))?;
+        req.extensions_mut().insert(h3::ext::Protocol::WEB_TRANSPORT);
+        let mut stream = self.inner.send_request(req).await.map_err(Error::stream)?;
+        let id = stream.id().into_inner();
+        // The server may open streams and send datagrams as soon as it has answered; they
+        // wait for the session.
+        demux.expect(id);
+        let head = match stream.recv_response().await {
+            Ok(h) => h,
+            Err(e) => {
+                demux.abandon(id);
+                return Err(Error::stream(e));
+            }
+        };
+        if !head.status().is_success() {
+            demux.abandon(id);
+            stream.stop_stream(Code::H3_REQUEST_CANCELLED);
+            return Err(Error::new(
+                Kind::Connect,
+                format!("the server refused the WebTransport session: {}", head.status()),
+            ));
+        }
+        let (send, recv) = stream.split();
+        Ok(Session::start(
+            id,
+            demux,
+            ConnectSend::Client(send),
+            ConnectRecv::Client(recv),
+            Some(Box::new(self.inner.clone())),
+        ))
     }
 }
 
@@ -88,24 +145,64 @@ impl Future for Connection {
     }
 }
 
-/// Starts HTTP/3 on an established connection (ALPN `h3`).
+/// Starts HTTP/3 on an established connection (ALPN `h3`) with the default settings.
 ///
 /// # Errors
 /// If the HTTP/3 control streams cannot be opened.
 pub async fn handshake<B>(
     conn: gquic_transport::runtime::Connection,
 ) -> Result<(SendRequest<B>, Connection), Error> {
-    let (driver, inner) = h3::client::new(gquic_transport::h3::Connection::new(conn.clone()))
-        .await
-        .map_err(Error::connection)?;
-    Ok((
-        SendRequest {
-            inner,
-            conn,
-            _body: std::marker::PhantomData,
-        },
-        Connection { driver },
-    ))
+    Builder::new().handshake(conn).await
+}
+
+/// Settings for client connections.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    webtransport: bool,
+}
+
+impl Builder {
+    /// The defaults: plain HTTP/3.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allow WebTransport sessions ([`SendRequest::webtransport`]): SETTINGS announce
+    /// extended CONNECT and HTTP datagrams, and the connection's streams and datagrams go
+    /// through a demultiplexer that hands WebTransport ones to their sessions.
+    pub fn enable_webtransport(mut self, enable: bool) -> Self {
+        self.webtransport = enable;
+        self
+    }
+
+    /// Starts HTTP/3 on an established connection (ALPN `h3`).
+    ///
+    /// # Errors
+    /// If the HTTP/3 control streams cannot be opened.
+    pub async fn handshake<B>(
+        &self,
+        conn: gquic_transport::runtime::Connection,
+    ) -> Result<(SendRequest<B>, Connection), Error> {
+        let mut builder = h3::client::builder();
+        let demux = self.webtransport.then(|| Demux::start(conn.clone(), true));
+        let quic = match &demux {
+            Some(d) => {
+                builder.enable_extended_connect(true).enable_datagram(true);
+                gquic_transport::h3::Connection::with_source(conn.clone(), d.clone())
+            }
+            None => gquic_transport::h3::Connection::new(conn.clone()),
+        };
+        let (driver, inner) = builder.build(quic).await.map_err(Error::connection)?;
+        Ok((
+            SendRequest {
+                inner,
+                conn,
+                demux,
+                _body: std::marker::PhantomData,
+            },
+            Connection { driver },
+        ))
+    }
 }
 
 impl<B> SendRequest<B>

@@ -37,6 +37,7 @@ mod body;
 pub mod client;
 mod error;
 pub mod server;
+pub mod webtransport;
 
 pub use body::Incoming;
 pub use error::Error;

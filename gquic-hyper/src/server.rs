@@ -16,8 +16,12 @@ use hyper::service::Service;
 use tokio::sync::Notify;
 
 use crate::body::{content_length, Incoming};
+use crate::webtransport::{ConnectRecv, ConnectSend, Demux, PendingSession, Session};
 use crate::error::Kind;
 use crate::Error;
+
+/// Sessions announced in SETTINGS (h3's draft setting; Chromium does not read it).
+const MAX_WEBTRANSPORT_SESSIONS: u64 = 64;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -73,6 +77,7 @@ where
 pub struct Builder<E = TokioExecutor> {
     executor: E,
     extended_connect: bool,
+    webtransport: bool,
 }
 
 impl Default for Builder<TokioExecutor> {
@@ -87,6 +92,7 @@ impl Builder<TokioExecutor> {
         Self {
             executor: TokioExecutor,
             extended_connect: false,
+            webtransport: false,
         }
     }
 }
@@ -100,6 +106,7 @@ where
         Builder {
             executor,
             extended_connect: self.extended_connect,
+            webtransport: self.webtransport,
         }
     }
 
@@ -107,6 +114,20 @@ where
     /// `:protocol` then reaches the service as a `hyper::ext::Protocol` extension.
     pub fn enable_extended_connect(mut self, enable: bool) -> Self {
         self.extended_connect = enable;
+        self
+    }
+
+    /// Accept WebTransport sessions (draft-ietf-webtrans-http3, as Chromium speaks it):
+    /// SETTINGS announce `SETTINGS_ENABLE_WEBTRANSPORT`, extended CONNECT and HTTP datagrams
+    /// (RFC 9297). A WebTransport CONNECT request reaches the service with an empty body and a
+    /// [`crate::webtransport::PendingSession`] in its extensions; the service claims it with
+    /// [`crate::webtransport::on`] and answers 2xx. Sessions share the connection with
+    /// ordinary requests; with this enabled, QUIC datagrams belong to the sessions.
+    ///
+    /// For datagrams the endpoint's transport config must accept them
+    /// (`TransportConfig::datagram_receive_buffer_size`); Chromium requires that.
+    pub fn enable_webtransport(mut self, enable: bool) -> Self {
+        self.webtransport = enable;
         self
     }
 
@@ -132,6 +153,7 @@ where
             self.executor.clone(),
             shutdown.clone(),
             self.extended_connect,
+            self.webtransport,
         );
         Connection {
             fut: Box::pin(fut),
@@ -240,6 +262,7 @@ async fn run<S, B, E>(
     executor: E,
     shutdown: Arc<Shutdown>,
     extended_connect: bool,
+    webtransport: bool,
 ) -> Result<(), Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -254,9 +277,21 @@ where
     let span =
         tracing::debug_span!("h3_server", remote = %info.remote_addr, conn = info.connection_id);
     let quic = conn.clone();
-    let mut h3c = h3::server::builder()
-        .enable_extended_connect(extended_connect)
-        .build::<_, Bytes>(gquic_transport::h3::Connection::new(conn))
+    let demux = webtransport.then(|| Demux::start(conn.clone(), false));
+    let mut builder = h3::server::builder();
+    builder.enable_extended_connect(extended_connect || webtransport);
+    let h3_conn = match &demux {
+        Some(d) => {
+            builder
+                .enable_webtransport(true)
+                .enable_datagram(true)
+                .max_webtransport_sessions(MAX_WEBTRANSPORT_SESSIONS);
+            gquic_transport::h3::Connection::with_source(conn, d.clone())
+        }
+        None => gquic_transport::h3::Connection::new(conn),
+    };
+    let mut h3c = builder
+        .build::<_, Bytes>(h3_conn)
         .await
         .map_err(Error::connection)?;
     let mut draining = false;
@@ -292,9 +327,10 @@ where
         let service = service.clone();
         let info = info.clone();
         let span = span.clone();
+        let demux = demux.clone();
         executor.execute(Box::pin(async move {
             let _guard = guard;
-            if let Err(e) = handle(resolver, service, info).await {
+            if let Err(e) = handle(resolver, service, info, demux).await {
                 tracing::debug!(parent: &span, error = %e, "request ended with an error");
             }
         }));
@@ -321,6 +357,7 @@ async fn handle<S, B>(
     resolver: h3::server::RequestResolver<gquic_transport::h3::Connection, Bytes>,
     service: S,
     info: ConnectionInfo,
+    demux: Option<Arc<Demux>>,
 ) -> Result<(), Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -329,10 +366,30 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (req, stream) = resolver.resolve_request().await.map_err(Error::stream)?;
+    let id = stream.id().into_inner();
     let (mut send, recv) = stream.split();
     let (parts, ()) = req.into_parts();
-    let body = Incoming::server(recv, content_length(&parts.headers));
+    // A WebTransport CONNECT (draft-ietf-webtrans-http3 §"Creating a New Session"): the
+    // stream stays with the session, the service sees an empty body.
+    let demux = demux.filter(|_| {
+        parts.method == http::Method::CONNECT
+            && parts.extensions.get::<h3::ext::Protocol>() == Some(&h3::ext::Protocol::WEB_TRANSPORT)
+    });
+    let (body, mut connect_recv) = match demux {
+        Some(_) => (Incoming::empty(), Some(recv)),
+        None => (Incoming::server(recv, content_length(&parts.headers)), None),
+    };
     let mut req = Request::from_parts(parts, body);
+    let pending = demux.as_ref().map(|d| {
+        d.expect(id);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pending = PendingSession {
+            id,
+            rx: Arc::new(std::sync::Mutex::new(Some(rx))),
+        };
+        req.extensions_mut().insert(pending.clone());
+        (tx, pending)
+    });
     // Extended CONNECT (RFC 9220): hyper's name for the :protocol pseudo-header.
     if let Some(p) = req.extensions().get::<h3::ext::Protocol>().copied() {
         let proto = if p == h3::ext::Protocol::WEB_TRANSPORT {
@@ -350,12 +407,42 @@ where
     let response = match service.call(req).await {
         Ok(r) => r,
         Err(e) => {
+            if let Some(d) = &demux {
+                d.abandon(id);
+            }
             // RFC 9114 §8.1: the request failed for a reason of ours.
             send.stop_stream(Code::H3_INTERNAL_ERROR);
             return Err(Error::new(Kind::Service, e.into()));
         }
     };
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    if let (Some(demux), Some((tx, pending))) = (demux, pending) {
+        if parts.status.is_success() && pending.claimed() {
+            // Chromium's draft-02 client insists on this header.
+            parts
+                .headers
+                .entry(http::header::HeaderName::from_static("sec-webtransport-http3-draft"))
+                .or_insert(http::HeaderValue::from_static("draft02"));
+            if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
+                demux.abandon(id);
+                return Err(Error::stream(e));
+            }
+            let recv = connect_recv.take().expect("kept for WebTransport");
+            let session = Session::start(
+                id,
+                demux,
+                ConnectSend::Server(send),
+                ConnectRecv::Server(recv),
+                None,
+            );
+            // If the handler gave up on it, dropping the session closes it.
+            let _ = tx.send(Ok(session));
+            return Ok(());
+        }
+        // Refused (or never claimed): an ordinary response ends the request.
+        demux.abandon(id);
+    }
+    drop(connect_recv);
     send.send_response(Response::from_parts(parts, ()))
         .await
         .map_err(Error::stream)?;

@@ -86,16 +86,52 @@ fn h3_id(id: crate::StreamId) -> quic::StreamId {
         .unwrap_or_else(|_| quic::StreamId::try_from(0u64).expect("0 is a valid stream ID"))
 }
 
+/// Where h3 takes its incoming streams from when something sits between it and the
+/// connection: a demultiplexer that keeps some streams for itself (WebTransport streams, say)
+/// and passes the others on, with the bytes it read from each to classify it.
+pub trait StreamSource: Send + Sync + 'static {
+    /// The next bidirectional stream for h3, with the bytes already read from it.
+    fn poll_accept_bi(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(runtime::SendStream, runtime::RecvStream, Bytes), ConnectionError>>;
+
+    /// The next unidirectional stream for h3, with the bytes already read from it.
+    fn poll_accept_uni(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(runtime::RecvStream, Bytes), ConnectionError>>;
+}
+
 /// A gquic connection as an `h3::quic::Connection`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connection {
     conn: runtime::Connection,
+    source: Option<Arc<dyn StreamSource>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("conn", &self.conn)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl Connection {
     /// Wraps an established connection (negotiate ALPN `h3` before handing it to h3).
     pub fn new(conn: runtime::Connection) -> Self {
-        Self { conn }
+        Self { conn, source: None }
+    }
+
+    /// Wraps `conn`, taking incoming streams from `source` instead of accepting them from
+    /// the connection (streams are still opened on `conn`).
+    pub fn with_source(conn: runtime::Connection, source: Arc<dyn StreamSource>) -> Self {
+        Self {
+            conn,
+            source: Some(source),
+        }
     }
 
     /// The connection underneath.
@@ -117,6 +153,12 @@ impl<B: Buf> quic::Connection<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::RecvStream, ConnectionErrorIncoming>> {
+        if let Some(source) = &self.source {
+            return source
+                .poll_accept_uni(cx)
+                .map_ok(|(r, prefix)| RecvStream::with_prefix(r, prefix))
+                .map_err(conn_error);
+        }
         self.conn
             .poll_accept_uni(cx)
             .map_ok(RecvStream::new)
@@ -127,6 +169,15 @@ impl<B: Buf> quic::Connection<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
+        if let Some(source) = &self.source {
+            return source
+                .poll_accept_bi(cx)
+                .map_ok(|(s, r, prefix)| BidiStream {
+                    send: SendStream::new(s),
+                    recv: RecvStream::with_prefix(r, prefix),
+                })
+                .map_err(conn_error);
+        }
         self.conn
             .poll_accept_bi(cx)
             .map_ok(|(s, r)| BidiStream {
@@ -324,6 +375,8 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
 #[derive(Debug)]
 pub struct RecvStream {
     stream: runtime::RecvStream,
+    /// Bytes read before h3 got the stream, returned first.
+    prefix: Bytes,
 }
 
 impl Drop for RecvStream {
@@ -335,7 +388,11 @@ impl Drop for RecvStream {
 
 impl RecvStream {
     fn new(stream: runtime::RecvStream) -> Self {
-        Self { stream }
+        Self::with_prefix(stream, Bytes::new())
+    }
+
+    fn with_prefix(stream: runtime::RecvStream, prefix: Bytes) -> Self {
+        Self { stream, prefix }
     }
 }
 
@@ -346,6 +403,9 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Self::Buf>, StreamErrorIncoming>> {
+        if !self.prefix.is_empty() {
+            return Poll::Ready(Ok(Some(std::mem::take(&mut self.prefix))));
+        }
         self.stream
             .poll_read_chunk(cx, usize::MAX)
             .map_err(read_error)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::streams::{RecvStream, SendStream};
-use super::{Shared, State};
+use super::{register_waker, Shared, State};
 use crate::connection::{ConnectionError, SendDatagramError};
 use crate::wire::VarInt;
 use crate::Dir;
@@ -105,7 +105,7 @@ impl Future for Connecting {
         if let Some(e) = st.error.clone() {
             return Poll::Ready(Err(e));
         }
-        st.handshake.push(cx.waker().clone());
+        register_waker(&mut st.handshake, cx.waker());
         Poll::Pending
     }
 }
@@ -241,7 +241,7 @@ impl Connection {
                 return Poll::Ready(());
             }
             if let Some(st) = s.conns.get_mut(&id) {
-                st.flushed.push(cx.waker().clone());
+                register_waker(&mut st.flushed, cx.waker());
             }
             Poll::Pending
         })
@@ -261,7 +261,7 @@ impl Connection {
                 Some(st) => match &st.error {
                     Some(e) => Poll::Ready(e.clone()),
                     None => {
-                        st.closed.push(cx.waker().clone());
+                        register_waker(&mut st.closed, cx.waker());
                         Poll::Pending
                     }
                 },
@@ -285,7 +285,7 @@ impl Connection {
             return Poll::Ready(Ok(stream.0));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            st.open[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+            register_waker(&mut st.open[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -304,7 +304,7 @@ impl Connection {
             return Poll::Ready(Err(e));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            st.accept[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+            register_waker(&mut st.accept[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -333,7 +333,7 @@ impl Connection {
             return Poll::Ready(Ok(()));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            st.open[usize::from(dir == Dir::Uni)].push(cx.waker().clone());
+            register_waker(&mut st.open[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -489,7 +489,7 @@ impl Connection {
             Some(st) => match &st.error {
                 Some(e) => Poll::Ready(Err(e.clone())),
                 None => {
-                    st.datagrams.push(cx.waker().clone());
+                    register_waker(&mut st.datagrams, cx.waker());
                     Poll::Pending
                 }
             },

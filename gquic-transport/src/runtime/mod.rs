@@ -590,7 +590,7 @@ impl Endpoint {
         if s.closed || s.driver_done || s.socket_error.is_some() {
             return Poll::Ready(None);
         }
-        s.accept_wakers.push(cx.waker().clone());
+        register_waker(&mut s.accept_wakers, cx.waker());
         Poll::Pending
     }
 
@@ -629,7 +629,7 @@ impl Endpoint {
             if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
                 return Poll::Ready(());
             }
-            s.idle_wakers.push(cx.waker().clone());
+            register_waker(&mut s.idle_wakers, cx.waker());
             Poll::Pending
         })
         .await;
@@ -648,3 +648,11 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+/// Adds `waker` to `list` unless a waker for the same task is already there, so a task that
+/// polls again and again (in a `select!` loop, say) does not grow the list.
+pub(crate) fn register_waker(list: &mut Vec<Waker>, waker: &Waker) {
+    if !list.iter().any(|w| w.will_wake(waker)) {
+        list.push(waker.clone());
+    }
+}
