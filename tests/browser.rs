@@ -1,8 +1,11 @@
-//! A real browser: headless Chromium (Debian's `chromium`, installed by `scripts/test.sh`)
-//! loads `examples/hello`'s page, and the page must have come over HTTP/3: the server says
-//! so in the HTML (`served over h3`), and the browser says so through the Navigation Timing
-//! API (`performance.getEntriesByType('navigation')[0].nextHopProtocol == 'h3'`), which the
-//! page's script writes into the DOM that `--dump-dom` prints.
+//! A real browser: headless Chromium (Debian's `chromium`, installed by `scripts/test.sh`).
+//!
+//! - It loads `examples/hello`'s page, which must have come over HTTP/3: the server says so
+//!   in the HTML (`served over h3`), and the browser says so through the Navigation Timing
+//!   API (`performance.getEntriesByType('navigation')[0].nextHopProtocol == 'h3'`), which
+//!   the page's script writes into the DOM that `--dump-dom` prints.
+//! - It loads `examples/webtransport`'s page, whose script must end with
+//!   `webtransport: ok`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -49,21 +52,29 @@ fn example(name: &str) -> PathBuf {
     bin
 }
 
-#[test]
-fn headless_chromium_loads_hello_over_http3() {
-    let chromium = chromium();
-    let mut server = Kill(
-        Command::new(example("hello"))
+/// A serving example started with `--listen 127.0.0.1:0`: the process, its port, its SPKI.
+struct Served {
+    _child: Kill,
+    port: u16,
+    spki: String,
+}
+
+fn serve(name: &str) -> Served {
+    let mut child = Kill(
+        Command::new(example(name))
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut spki = None;
     let port: u16 = loop {
-        let line = lines.next().expect("hello exited").unwrap();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{name} exited"))
+            .unwrap();
         if let Some(s) = line.strip_prefix("SPKI sha256 (base64): ") {
             spki = Some(s.trim().to_string());
         }
@@ -71,10 +82,23 @@ fn headless_chromium_loads_hello_over_http3() {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    let spki = spki.expect("hello printed its SPKI");
-    let profile = std::env::temp_dir().join(format!("gquic-chromium-{}", std::process::id()));
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Served {
+        _child: child,
+        port,
+        spki: spki.unwrap_or_else(|| panic!("{name} printed no SPKI")),
+    }
+}
+
+/// Loads `https://localhost:PORT/` in headless Chromium with QUIC forced for the origin and
+/// the server's certificate pinned by SPKI; returns the DOM after the page's scripts ran.
+fn load(served: &Served) -> String {
+    let port = served.port;
+    let profile =
+        std::env::temp_dir().join(format!("gquic-chromium-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Command::new(chromium);
+    let mut browser = Command::new(chromium());
     browser
         .args([
             "--headless",
@@ -88,9 +112,12 @@ fn headless_chromium_loads_hello_over_http3() {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--origin-to-force-quic-on=localhost:{port}"))
-        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .arg(format!(
+            "--ignore-certificate-errors-spki-list={}",
+            served.spki
+        ))
         .arg("--host-resolver-rules=MAP localhost 127.0.0.1")
-        .arg("--virtual-time-budget=10000")
+        .arg("--virtual-time-budget=30000")
         .arg("--dump-dom")
         .arg(format!("https://localhost:{port}/"))
         .stdout(Stdio::piped())
@@ -109,7 +136,12 @@ fn headless_chromium_loads_hello_over_http3() {
         }
     };
     let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn headless_chromium_loads_hello_over_http3() {
+    let dom = load(&serve("hello"));
     assert!(
         dom.contains("served over h3"),
         "the server did not see HTTP/3: {dom}"
@@ -117,5 +149,16 @@ fn headless_chromium_loads_hello_over_http3() {
     assert!(
         dom.contains("navigation protocol: h3"),
         "the browser did not navigate over HTTP/3: {dom}"
+    );
+}
+
+/// `examples/webtransport`'s page opens a WebTransport session to `/wt` and checks a
+/// bidirectional echo, a unidirectional echo (on a server-opened stream) and a datagram echo.
+#[test]
+fn headless_chromium_speaks_webtransport() {
+    let dom = load(&serve("webtransport"));
+    assert!(
+        dom.contains(r#"<p id="wt">webtransport: ok</p>"#),
+        "the page did not finish its WebTransport checks: {dom}"
     );
 }

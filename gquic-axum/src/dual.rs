@@ -75,6 +75,7 @@ impl DualServer {
             server: self,
             app,
             signal: None,
+            webtransport: false,
         }
     }
 }
@@ -85,6 +86,7 @@ pub struct DualServe {
     server: DualServer,
     app: Router,
     signal: Option<BoxFuture<()>>,
+    webtransport: bool,
 }
 
 impl std::fmt::Debug for DualServe {
@@ -105,6 +107,13 @@ impl DualServe {
         self.signal = Some(Box::pin(signal));
         self
     }
+
+    /// Accept WebTransport sessions over HTTP/3 (see [`crate::Serve::enable_webtransport`]);
+    /// over TCP the [`crate::WebTransportUpgrade`] extractor rejects the request.
+    pub fn enable_webtransport(mut self, enable: bool) -> Self {
+        self.webtransport = enable;
+        self
+    }
 }
 
 impl IntoFuture for DualServe {
@@ -121,6 +130,7 @@ async fn run(s: DualServe) -> io::Result<()> {
         server,
         app,
         signal,
+        webtransport,
     } = s;
     let port = server.local.port();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -130,6 +140,7 @@ async fn run(s: DualServe) -> io::Result<()> {
         app.clone()
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .enable_webtransport(webtransport)
     .with_graceful_shutdown(async move {
         let _ = h3_stop.wait_for(|s| *s).await;
     });

@@ -21,11 +21,17 @@
 //!
 //! [`dual::DualServer`] serves the same app over HTTP/1.1 and HTTP/2 on TCP and HTTP/3 on UDP
 //! on one port, advertising HTTP/3 with Alt-Svc.
+//!
+//! WebTransport: with [`Serve::enable_webtransport`], handlers take sessions with the
+//! [`WebTransportUpgrade`] extractor; sessions and ordinary requests share connections.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod dual;
+mod webtransport;
+
+pub use webtransport::{Session, SessionError, WebTransportUpgrade, WebTransportUpgradeRejection};
 
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
@@ -162,6 +168,15 @@ impl Serve {
     {
         Self {
             inner: self.inner.with_graceful_shutdown(signal),
+        }
+    }
+
+    /// Accept WebTransport sessions (draft-ietf-webtrans-http3, as Chromium speaks it) on
+    /// every connection: handlers take them with the [`WebTransportUpgrade`] extractor,
+    /// next to ordinary requests on the same connections.
+    pub fn enable_webtransport(self, enable: bool) -> Self {
+        Self {
+            inner: self.inner.enable_webtransport(enable),
         }
     }
 

@@ -470,3 +470,147 @@ async fn dual_server_answers_over_h2_with_alt_svc_and_over_h3() {
         .unwrap()
         .unwrap();
 }
+
+/// An h3 client with WebTransport enabled, connected to `addr`.
+async fn wt_client(addr: SocketAddr, certs: &Certs) -> gquic_hyper::client::SendRequest<Body> {
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = client
+        .connect_with(client_config(certs), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, driver) = gquic_hyper::client::Builder::new()
+        .enable_webtransport(true)
+        .handshake(quic)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    send
+}
+
+/// The `WebTransportUpgrade` extractor in a Router with tower-http middleware: four sessions
+/// on one connection next to ordinary requests, each echoing a stream; close codes reach the
+/// handler; a GET to the WebTransport route and a server without WebTransport are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webtransport_extractor_serves_sessions_next_to_requests() {
+    use gquic_axum::{Session, SessionError, WebTransportUpgrade};
+    let certs = certs();
+    let endpoint = h3_endpoint(&certs);
+    let addr = endpoint.local_addr();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let wt_route = axum::routing::any(move |upgrade: WebTransportUpgrade| {
+        let ended = ended_tx.clone();
+        async move {
+            upgrade.on_session(move |session: Session| async move {
+                while let Ok((mut send, mut recv)) = session.accept_bi().await {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut recv, &mut send).await;
+                        let _ = send.finish();
+                    });
+                }
+                let _ = ended.send((session.id(), session.closed().await));
+            })
+        }
+    });
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route("/wt", wt_route)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::compression::CompressionLayer::new());
+    tokio::spawn(
+        gquic_axum::serve(endpoint, app)
+            .enable_webtransport(true)
+            .into_future(),
+    );
+
+    let send = wt_client(addr, &certs).await;
+    let url: http::Uri = format!("https://localhost:{}/wt", addr.port())
+        .parse()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4u32 {
+        let mut send = send.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = send.webtransport(url).await.unwrap();
+            let data = Bytes::from(vec![i as u8; 64 * 1024]);
+            let (mut s, mut r) = session.open_bi().await.unwrap();
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                s.write_all(&sent).await.unwrap();
+                s.finish().unwrap();
+            });
+            // An ordinary request on the same connection while the session is busy.
+            let resp = send
+                .send_request(request(
+                    &Method::GET,
+                    "/hello",
+                    &[],
+                    Bytes::new(),
+                    "localhost",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(
+                &resp.into_body().collect().await.unwrap().to_bytes()[..],
+                b"hello"
+            );
+            assert_eq!(r.read_to_end(1 << 20).await.unwrap(), data);
+            writer.await.unwrap();
+            session.close(100 + i, &format!("done {i}"));
+            (session.id(), i)
+        }));
+    }
+    let mut expected = std::collections::HashMap::new();
+    for t in tasks {
+        let (id, i) = t.await.unwrap();
+        expected.insert(id, i);
+    }
+    assert_eq!(expected.len(), 4, "four distinct sessions");
+    for _ in 0..4 {
+        let (id, why) = tokio::time::timeout(Duration::from_secs(10), ended.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let i = expected[&id];
+        assert_eq!(
+            why,
+            SessionError::Closed {
+                code: 100 + i,
+                reason: format!("done {i}")
+            }
+        );
+    }
+
+    // A GET to the WebTransport route is refused by the extractor.
+    let resp = send
+        .clone()
+        .send_request(request(&Method::GET, "/wt", &[], Bytes::new(), "localhost"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // A server without WebTransport enabled: the extractor refuses the CONNECT.
+    let endpoint = h3_endpoint(&certs);
+    let plain = endpoint.local_addr();
+    let app = Router::new().route(
+        "/wt",
+        axum::routing::any(|upgrade: WebTransportUpgrade| async move {
+            upgrade.on_session(|_s| async {})
+        }),
+    );
+    tokio::spawn(gquic_axum::serve(endpoint, app).into_future());
+    let mut send = wt_client(plain, &certs).await;
+    let err = send
+        .webtransport(
+            format!("https://localhost:{}/wt", plain.port())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    // The extractor's rejection: 400 with a message naming `enable_webtransport`.
+    assert!(err.is_connect(), "{err:?}");
+    assert!(format!("{err:?}").contains("400"), "{err:?}");
+}

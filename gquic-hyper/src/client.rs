@@ -14,8 +14,8 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 
 use crate::body::{content_length, Incoming};
-use crate::webtransport::{ConnectRecv, ConnectSend, Demux, Session};
 use crate::error::Kind;
+use crate::webtransport::{ConnectRecv, ConnectSend, Demux, Session};
 use crate::Error;
 
 type H3Send = h3::client::SendRequest<gquic_transport::h3::OpenStreams, Bytes>;
@@ -80,7 +80,8 @@ impl<B> SendRequest<B> {
             .header("sec-webtransport-http3-draft02", "1")
             .body(())
             .map_err(|e| Error::new(Kind::Connect, e))?;
-        req.extensions_mut().insert(h3::ext::Protocol::WEB_TRANSPORT);
+        req.extensions_mut()
+            .insert(h3::ext::Protocol::WEB_TRANSPORT);
         let mut stream = self.inner.send_request(req).await.map_err(Error::stream)?;
         let id = stream.id().into_inner();
         // The server may open streams and send datagrams as soon as it has answered; they
@@ -98,7 +99,10 @@ impl<B> SendRequest<B> {
             stream.stop_stream(Code::H3_REQUEST_CANCELLED);
             return Err(Error::new(
                 Kind::Connect,
-                format!("the server refused the WebTransport session: {}", head.status()),
+                format!(
+                    "the server refused the WebTransport session: {}",
+                    head.status()
+                ),
             ));
         }
         let (send, recv) = stream.split();

@@ -11,6 +11,8 @@
 //! - Client: [`client::handshake`] gives a [`client::SendRequest`] (cloneable, multiplexing)
 //!   and a [`client::Connection`] to spawn, like `hyper::client::conn::http2`;
 //!   [`client::Connector`] dials by URI.
+//! - WebTransport ([`webtransport`]): sessions at extended CONNECT routes, several per
+//!   connection next to ordinary requests, on both sides.
 //!
 //! ```no_run
 //! # async fn demo(endpoint: gquic_transport::runtime::Endpoint) {

@@ -16,8 +16,8 @@ use hyper::service::Service;
 use tokio::sync::Notify;
 
 use crate::body::{content_length, Incoming};
-use crate::webtransport::{ConnectRecv, ConnectSend, Demux, PendingSession, Session};
 use crate::error::Kind;
+use crate::webtransport::{ConnectRecv, ConnectSend, Demux, PendingSession, Session};
 use crate::Error;
 
 /// Sessions announced in SETTINGS (h3's draft setting; Chromium does not read it).
@@ -373,7 +373,8 @@ where
     // stream stays with the session, the service sees an empty body.
     let demux = demux.filter(|_| {
         parts.method == http::Method::CONNECT
-            && parts.extensions.get::<h3::ext::Protocol>() == Some(&h3::ext::Protocol::WEB_TRANSPORT)
+            && parts.extensions.get::<h3::ext::Protocol>()
+                == Some(&h3::ext::Protocol::WEB_TRANSPORT)
     });
     let (body, mut connect_recv) = match demux {
         Some(_) => (Incoming::empty(), Some(recv)),
@@ -421,7 +422,9 @@ where
             // Chromium's draft-02 client insists on this header.
             parts
                 .headers
-                .entry(http::header::HeaderName::from_static("sec-webtransport-http3-draft"))
+                .entry(http::header::HeaderName::from_static(
+                    "sec-webtransport-http3-draft",
+                ))
                 .or_insert(http::HeaderValue::from_static("draft02"));
             if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
                 demux.abandon(id);

@@ -457,7 +457,11 @@ async fn accept_loop(shared: Arc<Shared>, stop: Arc<Notify>) {
 }
 
 /// Reads exactly `n` bytes into `raw`; `false` if the stream ended first.
-async fn read_exact(recv: &mut RecvStream, n: usize, raw: &mut BytesMut) -> Result<bool, ReadError> {
+async fn read_exact(
+    recv: &mut RecvStream,
+    n: usize,
+    raw: &mut BytesMut,
+) -> Result<bool, ReadError> {
     let mut got = 0;
     while got < n {
         match recv.read_chunk(n - got).await? {
@@ -575,16 +579,18 @@ impl ConnectSend {
 }
 
 impl ConnectRecv {
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, h3::error::StreamError>> {
-        let polled = match self {
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, h3::error::StreamError>> {
+        match self {
             ConnectRecv::Server(r) => r
                 .poll_recv_data(cx)
                 .map_ok(|o| o.map(|mut b| b.copy_to_bytes(b.remaining()))),
             ConnectRecv::Client(r) => r
                 .poll_recv_data(cx)
                 .map_ok(|o| o.map(|mut b| b.copy_to_bytes(b.remaining()))),
-        };
-        polled
+        }
     }
 
     fn stop(&mut self, code: u32) {
@@ -725,7 +731,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.inner.id).finish()
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 
@@ -811,14 +819,8 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn read_datagram(&self) -> Result<Bytes, SessionError> {
-        poll_fn(|cx| {
-            self.poll_slot(
-                cx,
-                |s| s.datagrams.pop_front(),
-                |s| &mut s.datagram_wakers,
-            )
-        })
-        .await
+        poll_fn(|cx| self.poll_slot(cx, |s| s.datagrams.pop_front(), |s| &mut s.datagram_wakers))
+            .await
     }
 
     fn check_open(&self) -> Result<(), SessionError> {
@@ -939,17 +941,22 @@ impl Session {
     }
 }
 
+/// Where a claimed session arrives once the response is sent.
+pub(crate) type SessionReceiver = oneshot::Receiver<Result<Session, Error>>;
+
 /// A pending session on the server, in the extensions of an extended CONNECT request with
 /// `:protocol = webtransport` when WebTransport is enabled. Take it with [`on`].
 #[derive(Clone)]
 pub struct PendingSession {
     pub(crate) id: u64,
-    pub(crate) rx: Arc<Mutex<Option<oneshot::Receiver<Result<Session, Error>>>>>,
+    pub(crate) rx: Arc<Mutex<Option<SessionReceiver>>>,
 }
 
 impl std::fmt::Debug for PendingSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingSession").field("id", &self.id).finish()
+        f.debug_struct("PendingSession")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -1000,13 +1007,102 @@ impl Future for OnSession {
 /// ([`crate::server::Builder::enable_webtransport`]), or if the session was already claimed.
 pub fn on(extensions: &mut http::Extensions) -> Option<OnSession> {
     let pending = extensions.get::<PendingSession>()?;
-    let rx = pending.rx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    let rx = pending
+        .rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()?;
     Some(OnSession { rx })
+}
+
+/// Entry points for `fuzz/` (feature `fuzzing`): the CONNECT-stream decoder on raw bytes.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Feeds `data` to the capsule parser whole and in two pieces (split where the first
+    /// byte says); both must agree, and a parsed close must respect the draft's limits.
+    pub fn capsules(data: &[u8]) {
+        let whole = parse_capsules(&mut BytesMut::from(data));
+        let split = data
+            .first()
+            .map_or(0, |b| usize::from(*b) % (data.len() + 1));
+        let mut buf = BytesMut::from(&data[..split]);
+        let mut first = parse_capsules(&mut buf);
+        if matches!(first, Ok(Capsules::More)) {
+            buf.extend_from_slice(&data[split..]);
+            first = parse_capsules(&mut buf);
+        }
+        match (&whole, &first) {
+            (Ok(Capsules::Close(c1, r1)), Ok(Capsules::Close(c2, r2))) => {
+                assert_eq!((c1, r1), (c2, r2));
+                assert!(r1.len() <= MAX_CLOSE_MESSAGE);
+            }
+            (Ok(Capsules::More), Ok(Capsules::More)) | (Err(_), Err(_)) => {}
+            _ => panic!("whole and split parses disagree"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One capsule on the wire: (type, payload).
+    fn encode(capsules: &[(u64, Vec<u8>)]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        for (ty, payload) in capsules {
+            put_varint(&mut buf, *ty);
+            put_varint(&mut buf, payload.len() as u64);
+            buf.put_slice(payload);
+        }
+        buf
+    }
+
+    proptest! {
+        /// Any sequence of unknown capsules followed by a close parses to that close,
+        /// however the bytes are split.
+        #[test]
+        fn close_after_unknown_capsules_survives_any_split(
+            others in proptest::collection::vec((0u64..0x2800, proptest::collection::vec(any::<u8>(), 0..64)), 0..6),
+            code in any::<u32>(),
+            reason in "[a-zA-Z0-9 é]{0,60}",
+            split in any::<usize>(),
+        ) {
+            let mut all: Vec<(u64, Vec<u8>)> = others
+                .into_iter()
+                .filter(|(t, _)| *t != WT_CLOSE_SESSION)
+                .collect();
+            let mut close = code.to_be_bytes().to_vec();
+            close.extend_from_slice(reason.as_bytes());
+            all.push((WT_CLOSE_SESSION, close));
+            let wire = encode(&all);
+            let split = split % (wire.len() + 1);
+            let mut buf = BytesMut::from(&wire[..split]);
+            let first = parse_capsules(&mut buf).unwrap();
+            let result = match first {
+                Capsules::Close(c, r) => (c, r),
+                Capsules::More => {
+                    buf.extend_from_slice(&wire[split..]);
+                    match parse_capsules(&mut buf).unwrap() {
+                        Capsules::Close(c, r) => (c, r),
+                        Capsules::More => panic!("complete close not parsed"),
+                    }
+                }
+            };
+            prop_assert_eq!(result, (code, reason));
+        }
+
+        /// Arbitrary bytes never panic the parser and never yield an oversized message.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Capsules::Close(_, r)) = parse_capsules(&mut BytesMut::from(&data[..])) {
+                prop_assert!(r.len() <= MAX_CLOSE_MESSAGE);
+            }
+        }
+    }
 
     #[test]
     fn error_codes_round_trip_and_skip_reserved() {
@@ -1015,7 +1111,11 @@ mod tests {
         assert_eq!(error_code_to_http(u32::MAX).into_inner(), 0x52e5_ac98_3162);
         for n in [0u32, 1, 0x1d, 0x1e, 0x1f, 1000, 123_456_789, u32::MAX] {
             let h = error_code_to_http(n);
-            assert_ne!((h.into_inner() - 0x21) % 0x1f, 0, "{n} maps onto a reserved code");
+            assert_ne!(
+                (h.into_inner() - 0x21) % 0x1f,
+                0,
+                "{n} maps onto a reserved code"
+            );
             assert_eq!(http_code_to_error(h), Some(n));
         }
         assert_eq!(http_code_to_error(VarInt::from_u32(0x100)), None);
@@ -1057,7 +1157,16 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0u64, 0x3f, 0x40, 0x3fff, 0x4000, 0x3fff_ffff, 0x4000_0000, (1 << 62) - 1] {
+        for v in [
+            0u64,
+            0x3f,
+            0x40,
+            0x3fff,
+            0x4000,
+            0x3fff_ffff,
+            0x4000_0000,
+            (1 << 62) - 1,
+        ] {
             let mut b = BytesMut::new();
             put_varint(&mut b, v);
             assert_eq!(decode_varint(&b), Some((v, b.len())));

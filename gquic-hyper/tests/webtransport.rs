@@ -25,7 +25,9 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// server-opened bidirectional stream saying hello.
 async fn echo(session: Session) {
     if let Ok((mut s, _r)) = session.open_bi().await {
-        let _ = s.write_all(format!("hello {}", session.id()).as_bytes()).await;
+        let _ = s
+            .write_all(format!("hello {}", session.id()).as_bytes())
+            .await;
         let _ = s.finish();
     }
     loop {
@@ -175,7 +177,8 @@ async fn exercise(session: &Session, tag: u64) {
     assert!(session.max_datagram_size().unwrap() > 1000);
     let echoed = loop {
         session.send_datagram(msg.clone()).unwrap();
-        if let Ok(d) = tokio::time::timeout(Duration::from_millis(200), session.read_datagram()).await
+        if let Ok(d) =
+            tokio::time::timeout(Duration::from_millis(200), session.read_datagram()).await
         {
             break d.unwrap();
         }

@@ -19,7 +19,19 @@ use tokio::sync::Notify;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// The accept loop, waiting for its optional shutdown signal.
-type Runner = Box<dyn FnOnce(Option<BoxFuture<()>>) -> BoxFuture<io::Result<()>> + Send>;
+type Runner = Box<dyn FnOnce(Option<BoxFuture<()>>, Options) -> BoxFuture<io::Result<()>> + Send>;
+
+/// Per-server settings applied to every connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    webtransport: bool,
+}
+
+impl Options {
+    fn builder(self) -> gquic_hyper::server::Builder {
+        gquic_hyper::server::Builder::new().enable_webtransport(self.webtransport)
+    }
+}
 
 /// A make-service from a closure: `MakeServiceFn::new(|info: &ConnectionInfo| service)`.
 #[derive(Debug, Clone)]
@@ -90,11 +102,13 @@ where
     B::Error: Into<BoxError>,
 {
     let local = endpoint.local_addr();
-    let run: Runner = Box::new(move |signal| Box::pin(run(endpoint, make, signal)));
+    let run: Runner =
+        Box::new(move |signal, options| Box::pin(run(endpoint, make, signal, options)));
     Serve {
         run,
         signal: None,
         local,
+        options: Options::default(),
     }
 }
 
@@ -105,6 +119,7 @@ pub struct Serve {
     run: Runner,
     signal: Option<BoxFuture<()>>,
     local: SocketAddr,
+    options: Options,
 }
 
 impl std::fmt::Debug for Serve {
@@ -131,6 +146,14 @@ impl Serve {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
     }
+
+    /// Accept WebTransport sessions on every connection (see
+    /// `gquic_hyper::server::Builder::enable_webtransport`); handlers claim them with
+    /// `gquic_hyper::webtransport::on`.
+    pub fn enable_webtransport(mut self, enable: bool) -> Self {
+        self.options.webtransport = enable;
+        self
+    }
 }
 
 impl IntoFuture for Serve {
@@ -138,7 +161,7 @@ impl IntoFuture for Serve {
     type IntoFuture = BoxFuture<io::Result<()>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        (self.run)(self.signal)
+        (self.run)(self.signal, self.options)
     }
 }
 
@@ -159,6 +182,7 @@ async fn run<F, Fut, S, B>(
     endpoint: Endpoint,
     make: F,
     signal: Option<BoxFuture<()>>,
+    options: Options,
 ) -> io::Result<()>
 where
     F: FnMut(ConnectionInfo) -> Fut + Send + 'static,
@@ -179,7 +203,7 @@ where
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(connecting) = incoming else { break };
-                tokio::spawn(serve_one(connecting, make.clone(), tracker.clone()));
+                tokio::spawn(serve_one(connecting, make.clone(), tracker.clone(), options));
             }
             _ = &mut signal => {
                 tracing::debug!(local = %endpoint.local_addr(), "graceful shutdown");
@@ -216,6 +240,7 @@ async fn serve_one<F, Fut, S, B>(
     connecting: gquic_transport::runtime::Connecting,
     make: Arc<Mutex<F>>,
     tracker: Arc<Tracker>,
+    options: Options,
 ) where
     F: FnMut(ConnectionInfo) -> Fut + Send + 'static,
     Fut: Future<Output = Option<S>> + Send + 'static,
@@ -244,8 +269,9 @@ async fn serve_one<F, Fut, S, B>(
         conn.close(gquic_transport::VarInt::from_u32(0x10b), b"refused"); // H3_REQUEST_REJECTED
         return;
     };
-    let served =
-        gquic_hyper::serve_connection(conn, hyper_util::service::TowerToHyperService::new(service));
+    let served = options
+        .builder()
+        .serve_connection(conn, hyper_util::service::TowerToHyperService::new(service));
     let handle = served.shutdown_handle();
     tracker
         .conns
