@@ -1,0 +1,681 @@
+//! gquic-client against our own axum server over HTTP/3: pooling, retries, redirects,
+//! cookies, decompression, timeouts, streaming with trailers.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Path, Query, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use gquic_client::{Body, Certificate, Client};
+use gquic_transport::runtime::{Connection, Endpoint};
+use gquic_transport::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+struct Server {
+    addr: SocketAddr,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
+    /// Hits per `key` on `/drop`.
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+struct Certs {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn certs() -> Certs {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    Certs {
+        cert: CertificateDer::from(c.cert.der().to_vec()),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der())),
+    }
+}
+
+fn pattern(n: usize) -> Bytes {
+    (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+/// What `/target` saw: method, body length, and the credentials that arrived.
+async fn target(req: Request) -> String {
+    let method = req.method().clone();
+    let h = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let get = |k: &str| h.get(k).map_or("-", |v| v.to_str().unwrap()).to_owned();
+    format!(
+        "{method} len={} auth={} cookie={}",
+        body.len(),
+        get("authorization"),
+        get("cookie")
+    )
+}
+
+fn app(hits: Arc<Mutex<HashMap<String, usize>>>) -> Router {
+    Router::new()
+        .route(
+            "/conn",
+            get(|req: Request| async move {
+                let info = req
+                    .extensions()
+                    .get::<gquic_hyper::ConnectionInfo>()
+                    .unwrap();
+                info.connection_id.to_string()
+            }),
+        )
+        .route(
+            "/bytes/{n}",
+            get(|Path(n): Path<usize>| async move { pattern(n) }),
+        )
+        // The first hit for a key closes the connection before any response; later hits
+        // answer.
+        .route(
+            "/drop",
+            any(
+                move |Query(q): Query<HashMap<String, String>>,
+                      Extension(conn): Extension<Connection>| {
+                    let hits = hits.clone();
+                    async move {
+                        let key = q.get("key").cloned().unwrap_or_default();
+                        let n = {
+                            let mut h = hits.lock().unwrap();
+                            let n = h.entry(key).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        if n == 1 {
+                            conn.close(gquic_transport::VarInt::from_u32(0x102), b"dropped");
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        format!("hit {n}")
+                    }
+                },
+            ),
+        )
+        .route(
+            "/redirect/{code}",
+            any(
+                |Path(code): Path<u16>, Query(q): Query<HashMap<String, String>>| async move {
+                    let to = q.get("to").cloned().unwrap_or_else(|| "/target".into());
+                    Response::builder()
+                        .status(code)
+                        .header("location", to)
+                        .body(AxumBody::empty())
+                        .unwrap()
+                },
+            ),
+        )
+        .route("/target", any(target))
+        .route(
+            "/chain/{n}",
+            get(|Path(n): Path<u32>| async move {
+                if n == 0 {
+                    return "end".into_response();
+                }
+                (
+                    StatusCode::FOUND,
+                    [("location", format!("/chain/{}", n - 1))],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/loop/a",
+            get(|| async { (StatusCode::FOUND, [("location", "/loop/b")]) }),
+        )
+        .route(
+            "/loop/b",
+            get(|| async { (StatusCode::FOUND, [("location", "/loop/a")]) }),
+        )
+        .route(
+            "/set-cookies",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                for c in [
+                    "a=1; Path=/",
+                    "b=2; Path=/cookies/sub",
+                    "e=3; Max-Age=1",
+                    "s=4; Secure; HttpOnly; SameSite=Strict",
+                    "d=5; Domain=evil.example",
+                ] {
+                    h.append("set-cookie", c.parse().unwrap());
+                }
+                (h, "set")
+            }),
+        )
+        .route("/cookies", get(cookies))
+        .route("/cookies/sub", get(cookies))
+        .route(
+            "/text",
+            get(|| async { "compress me please ".repeat(2000) }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/stall",
+            get(|| async {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(Bytes::from_static(b"first"))).await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let _ = tx.send(Ok(Bytes::from_static(b"late"))).await;
+                });
+                AxumBody::from_stream(tokio_stream(rx))
+            }),
+        )
+        .route(
+            "/upload",
+            post(|body: AxumBody| async move {
+                let mut n = 0usize;
+                let mut stream = body.into_data_stream();
+                while let Some(chunk) = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+                })
+                .await
+                {
+                    n += chunk.unwrap().len();
+                }
+                n.to_string()
+            }),
+        )
+        .route(
+            "/trailers",
+            get(|| async {
+                let mut t = HeaderMap::new();
+                t.insert("x-checksum", "abc123".parse().unwrap());
+                let frames = vec![
+                    Ok::<_, std::io::Error>(http_body::Frame::data(pattern(100_000))),
+                    Ok(http_body::Frame::trailers(t)),
+                ];
+                AxumBody::new(http_body_util::StreamBody::new(IterStream(
+                    frames.into_iter(),
+                )))
+            }),
+        )
+        .layer(tower_http::compression::CompressionLayer::new())
+}
+
+async fn cookies(headers: HeaderMap) -> String {
+    headers
+        .get("cookie")
+        .map_or(String::new(), |v| v.to_str().unwrap().to_owned())
+}
+
+struct IterStream<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+struct RxStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for RxStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn tokio_stream<T>(rx: tokio::sync::mpsc::Receiver<T>) -> RxStream<T> {
+    RxStream(rx)
+}
+
+async fn server(certs: &Certs) -> Server {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
+    .unwrap();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let endpoint = Endpoint::server(
+        ServerConfig::new(Arc::new(tls)).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let router = app(hits.clone());
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Some(connecting) = endpoint.accept().await {
+            let Ok(conn) = connecting.await else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let service = router.clone().layer(Extension(conn.clone()));
+            tokio::spawn(gquic_hyper::serve_connection(
+                conn,
+                hyper_util::service::TowerToHyperService::new(service),
+            ));
+        }
+    });
+    Server {
+        addr,
+        connections,
+        hits,
+    }
+}
+
+fn client_builder(certs: &Certs) -> gquic_client::ClientBuilder {
+    Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(Certificate::from_der(&certs.cert).unwrap())
+}
+
+fn url(s: &Server, path: &str) -> String {
+    format!("https://localhost:{}{path}", s.addr.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_reuses_one_connection_and_replaces_a_dead_one() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let client = client_builder(&certs).build().unwrap();
+    // 50 concurrent requests: one connection (concurrent dials are coalesced).
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, u) = (client.clone(), url(&s, "/conn"));
+        tasks.push(tokio::spawn(async move {
+            client.get(u).send().await.unwrap().text().await.unwrap()
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "requests spread over {ids:?}");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 1);
+
+    // The server kills the connection (the first /drop): the next request gets a new one.
+    let resp = client.get(url(&s, "/drop?key=pool")).send().await.unwrap();
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "hit 2",
+        "GET retried on a new connection"
+    );
+    let id = client
+        .get(url(&s, "/conn"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!ids.contains(&id), "dead connection reused");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+
+    // Responses say where they came from.
+    let resp = client.get(url(&s, "/bytes/10")).send().await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_3);
+    assert_eq!(resp.remote_addr(), Some(s.addr));
+    assert_eq!(resp.url().as_str(), url(&s, "/bytes/10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_are_retried_and_posts_are_not() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let client = client_builder(&certs).build().unwrap();
+    let resp = client.get(url(&s, "/drop?key=get")).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "hit 2");
+    assert_eq!(s.hits.lock().unwrap()["get"], 2);
+
+    let err = client
+        .post(url(&s, "/drop?key=post"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_request(), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.hits.lock().unwrap()["post"], 1, "POST was retried");
+
+    // With retries off, even a GET fails.
+    let client = client_builder(&certs)
+        .retry(gquic_client::retry::Policy::never())
+        .build()
+        .unwrap();
+    let err = client
+        .get(url(&s, "/drop?key=never"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_request(), "{err:?}");
+    assert_eq!(s.hits.lock().unwrap()["never"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_follow_the_rules() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let other = server(&certs).await;
+    let client = client_builder(&certs).build().unwrap();
+    // 301/302/303 turn a POST into a GET without body; 307/308 keep both.
+    for (code, expect) in [
+        (301, "GET len=0"),
+        (302, "GET len=0"),
+        (303, "GET len=0"),
+        (307, "POST len=5"),
+        (308, "POST len=5"),
+    ] {
+        let resp = client
+            .post(url(&s, &format!("/redirect/{code}")))
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.url().path(), "/target", "{code}");
+        let text = resp.text().await.unwrap();
+        assert!(text.starts_with(expect), "{code}: {text}");
+    }
+    // 301/302 keep HEAD; 303 makes it GET.
+    // A HEAD answer has no body; a GET to /target would.
+    for (code, body_len) in [(301, 0), (302, 0), (303, "GET len=0 auth=- cookie=-".len())] {
+        let resp = client
+            .head(url(&s, &format!("/redirect/{code}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{code}");
+        assert_eq!(resp.text().await.unwrap().len(), body_len, "{code}");
+    }
+    // A streamed body cannot be sent twice: the 307 comes back as it is.
+    let stream = IterStream(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))].into_iter());
+    let resp = client
+        .post(url(&s, "/redirect/307"))
+        .body(Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+
+    // The limit: 10 by default; 11 hops fail, 10 succeed.
+    let ok = client.get(url(&s, "/chain/10")).send().await.unwrap();
+    assert_eq!(ok.text().await.unwrap(), "end");
+    let err = client.get(url(&s, "/chain/11")).send().await.unwrap_err();
+    assert!(err.is_redirect(), "{err:?}");
+    // A loop is detected.
+    let err = client.get(url(&s, "/loop/a")).send().await.unwrap_err();
+    assert!(err.is_redirect(), "{err:?}");
+    assert!(err.to_string().contains("loop"), "{err}");
+    // Policy::none returns the 3xx.
+    let none = client_builder(&certs)
+        .redirect(gquic_client::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = none.get(url(&s, "/redirect/302")).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+
+    // Credentials stay on the origin: kept for a same-origin hop, stripped across origins.
+    let same = client
+        .get(url(&s, "/redirect/302?to=/target"))
+        .bearer_auth("secret")
+        .header("cookie", "k=v")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        same.contains("auth=Bearer secret") && same.contains("cookie=k=v"),
+        "{same}"
+    );
+    let cross = client
+        .get(url(
+            &s,
+            &format!("/redirect/302?to={}", url(&other, "/target")),
+        ))
+        .bearer_auth("secret")
+        .header("cookie", "k=v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.url().port(), Some(other.addr.port()));
+    let cross = cross.text().await.unwrap();
+    assert!(
+        cross.contains("auth=-") && cross.contains("cookie=-"),
+        "{cross}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_kept_and_sent_by_the_rules() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let jar = Arc::new(gquic_client::cookie::Jar::default());
+    let client = client_builder(&certs)
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    client.get(url(&s, "/set-cookies")).send().await.unwrap();
+    let root = client
+        .get(url(&s, "/cookies"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for c in ["a=1", "e=3", "s=4"] {
+        assert!(root.contains(c), "{c} missing: {root}");
+    }
+    assert!(!root.contains("b=2"), "path rule broken: {root}");
+    assert!(!root.contains("d=5"), "foreign domain accepted: {root}");
+    let sub = client
+        .get(url(&s, "/cookies/sub"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sub.contains("b=2") && sub.contains("a=1"), "{sub}");
+    let u: gquic_client::Url = url(&s, "/").parse().unwrap();
+    assert_eq!(jar.get(&u, "s"), Some(("4".into(), Some("Strict".into()))));
+    // Shared across connections: a second client with the same jar sends them too.
+    let other = client_builder(&certs)
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let again = other
+        .get(url(&s, "/cookies"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.contains("a=1"), "{again}");
+    // Expiry.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let later = client
+        .get(url(&s, "/cookies"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(later.contains("a=1") && !later.contains("e=3"), "{later}");
+    // Without a store, nothing is sent.
+    let plain = client_builder(&certs).build().unwrap();
+    plain.get(url(&s, "/set-cookies")).send().await.unwrap();
+    let none = plain
+        .get(url(&s, "/cookies"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(none, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_decompressed() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let client = client_builder(&certs).build().unwrap();
+    let expected = "compress me please ".repeat(2000);
+    for enc in ["gzip", "br", "zstd", "deflate"] {
+        // Ask for one encoding; the server's CompressionLayer uses it.
+        let resp = client
+            .get(url(&s, "/text"))
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers().get("content-encoding").is_none(), "{enc}");
+        assert_eq!(resp.text().await.unwrap(), expected, "{enc}");
+    }
+    // The client asks for all four by default, and the body still arrives plain.
+    let resp = client.get(url(&s, "/text")).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), expected);
+    // Turned off, the client gets the identity encoding.
+    let raw = client_builder(&certs)
+        .gzip(false)
+        .brotli(false)
+        .zstd(false)
+        .deflate(false)
+        .build()
+        .unwrap();
+    let resp = raw.get(url(&s, "/text")).send().await.unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert_eq!(resp.text().await.unwrap().len(), expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_fire() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let client = client_builder(&certs)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = client.get(url(&s, "/slow")).send().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(err.url().map(|u| u.path()), Some("/slow"));
+    // A request's own timeout wins.
+    let resp = client
+        .get(url(&s, "/slow"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "slow");
+
+    // read_timeout: the head and first chunk arrive, the stalled rest times out.
+    let reader = client_builder(&certs)
+        .read_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut resp = reader.get(url(&s, "/stall")).send().await.unwrap();
+    assert_eq!(&resp.chunk().await.unwrap().unwrap()[..], b"first");
+    let err = resp.chunk().await.unwrap_err();
+    assert!(err.is_timeout() && err.is_body(), "{err:?}");
+
+    // connect_timeout: nothing answers on this port.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dialer = client_builder(&certs)
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = dialer
+        .get(format!("https://localhost:{port}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect() && err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_upload_and_download_with_trailers() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let client = client_builder(&certs).build().unwrap();
+    // 4 MiB streamed up in 64 KiB chunks.
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        (0..64).map(|_| Ok(pattern(64 * 1024))).collect();
+    let resp = client
+        .post(url(&s, "/upload"))
+        .body(Body::wrap_stream(IterStream(chunks.into_iter())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), (4 << 20).to_string());
+
+    // Downloaded chunk by chunk, then the trailers.
+    let mut resp = client
+        .get(url(&s, "/trailers"))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got, pattern(100_000));
+    let trailers = resp.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["x-checksum"], "abc123");
+
+    // bytes_stream and json.
+    let resp = client.get(url(&s, "/bytes/300000")).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut n = 0;
+    while let Some(c) = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    })
+    .await
+    {
+        n += c.unwrap().len();
+    }
+    assert_eq!(n, 300_000);
+    let err = client
+        .get(url(&s, "/bytes/5"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    assert!(err.is_decode(), "{err:?}");
+    // error_for_status.
+    let err = client
+        .get(url(&s, "/missing"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap_err();
+    assert!(err.is_status());
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+}
