@@ -7,11 +7,11 @@
 //!
 //! | feature     | module        | state today |
 //! |-------------|---------------|-------------|
-//! | `transport` | [`transport`] | wire format and packet protection (sans-IO) |
-//! | `hyper`     | `hyper`       | not implemented yet (empty crate) |
-//! | `tower`     | `tower`       | not implemented yet (empty crate) |
-//! | `axum`      | `axum`        | not implemented yet (empty crate) |
-//! | `client`    | `client`      | not implemented yet (empty crate) |
+//! | `transport` | [`transport`] | the QUIC transport: sans-IO core and tokio runtime |
+//! | `hyper`     | `hyper`       | HTTP/3 server and client in hyper's vocabulary, WebTransport |
+//! | `tower`     | `tower`       | accept loop over any tower service, Alt-Svc layer, client service |
+//! | `axum`      | `axum`        | `serve(endpoint, router)`, dual HTTP/1+2+3 server, WebTransport extractor |
+//! | `client`    | `client`      | the reqwest-like HTTP/3 client |
 //!
 //! See the README's feature table for what works and how it is tested.
 
@@ -34,6 +34,6 @@ pub use gquic_tower as tower;
 #[cfg(feature = "axum")]
 pub use gquic_axum as axum;
 
-/// The reqwest-like client ([`gquic_client`]); empty until its issue lands.
+/// The reqwest-like HTTP/3 client ([`gquic_client`]).
 #[cfg(feature = "client")]
 pub use gquic_client as client;

@@ -816,3 +816,57 @@ mod in_process {
         }
     }
 }
+
+/// `gquic-client` (the reqwest-like client) against aioquic's HTTP/3 server: GET of 0 B,
+/// 1 KiB and 10 MiB (sha256), a 1 MiB POST echoed, 100 requests in parallel on the pooled
+/// connection, and a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gquic_client_crate_against_aioquic_server() {
+    let py = python();
+    let dir = TempDir::new("aioquic-gquic-client");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    let files = h3_files(&www);
+    let (_server, port) = start_aioquic_server(&py, "aioquic_h3", &www, &cert, &key);
+    let client = gquic_client::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            gquic_client::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("https://localhost:{port}/{p}");
+    for (name, data) in &files[..3] {
+        let resp = client.get(url(name)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(resp.version(), http::Version::HTTP_3);
+        let got = resp.bytes().await.unwrap();
+        assert_eq!(Sha256::digest(&got), Sha256::digest(data), "{name}");
+    }
+    let payload = pattern(1 << 20, 99);
+    let echoed = client
+        .post(url("echo"))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(Sha256::digest(&echoed), Sha256::digest(&payload));
+    let mut tasks = Vec::new();
+    for (name, data) in files[3..].iter().cloned() {
+        let (client, u) = (client.clone(), url(&name));
+        tasks.push(tokio::spawn(async move {
+            let got = client.get(u).send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(&got[..], &data[..], "{name}");
+        }));
+    }
+    assert_eq!(tasks.len(), 100);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let missing = client.get(url("missing.bin")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
