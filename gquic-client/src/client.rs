@@ -209,6 +209,7 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     tls: TlsOptions,
     local_address: Option<IpAddr>,
+    http2_fallback: bool,
     layers: Vec<LayerFn>,
     gzip: bool,
     brotli: bool,
@@ -256,6 +257,7 @@ impl ClientBuilder {
             headers,
             tls: TlsOptions::default(),
             local_address: None,
+            http2_fallback: false,
             layers: Vec::new(),
             gzip: true,
             brotli: true,
@@ -376,6 +378,16 @@ impl ClientBuilder {
         self
     }
 
+    /// When QUIC does not get through (UDP blocked, no HTTP/3 on the port), fall back to
+    /// HTTP/2 over TLS over TCP (default `false`): HTTP/3 is tried first; if no QUIC
+    /// handshake completes within 300 ms, an HTTP/2 connection races it and the first to
+    /// finish wins. The winner is remembered per origin; an `alt-svc: h3=...` header on an
+    /// HTTP/2 response sends the next connection to HTTP/3 again (RFC 7838).
+    pub fn http2_fallback(mut self, enable: bool) -> Self {
+        self.http2_fallback = enable;
+        self
+    }
+
     /// Decompress gzip responses (default `true`; also sent in `accept-encoding`).
     pub fn gzip(mut self, enable: bool) -> Self {
         self.gzip = enable;
@@ -433,6 +445,7 @@ impl ClientBuilder {
             max_idle_per_host: self.pool_max_idle_per_host,
             connect_timeout: self.connect_timeout,
             local_address: self.local_address,
+            http2_fallback: self.http2_fallback,
         }));
         // The stack, from the network up: pool, user layers, retry, cookies, redirects,
         // decompression.

@@ -102,6 +102,16 @@ impl Error {
         err
     }
 
+    /// An HTTP/2 (fallback) error from sending.
+    pub(crate) fn from_h2(e: hyper::Error) -> Self {
+        let connection_failed = e.is_closed() || e.is_canceled();
+        let timeout = e.is_timeout();
+        let mut err = Self::new(Kind::Request, Some(Box::new(e)));
+        err.timeout = timeout;
+        err.connection_failed = connection_failed;
+        err
+    }
+
     pub(crate) fn with_url(mut self, url: Url) -> Self {
         self.url = Some(url);
         self

@@ -32,13 +32,45 @@ struct Origin {
     port: u16,
 }
 
+/// How requests go out on a connection.
+#[derive(Clone)]
+enum Sender {
+    H3(SendRequest<Body>),
+    /// The HTTP/2 fallback over TCP (`http2_fallback`).
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H3(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Conn {
-    send: SendRequest<Body>,
+    send: Sender,
     remote: SocketAddr,
     id: u64,
     in_flight: Arc<AtomicUsize>,
 }
+
+/// What the client learned about reaching an origin (with `http2_fallback`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Route {
+    /// QUIC did not get through; HTTP/2 did.
+    h2_only: bool,
+    /// An `alt-svc: h3=":port"` advertisement, until it expires.
+    alt: Option<(u16, Instant)>,
+}
+
+/// How long QUIC gets alone before HTTP/2 over TCP joins the race.
+const FALLBACK_DELAY: Duration = Duration::from_millis(300);
+
+/// Connection IDs for HTTP/2 connections (QUIC ones use the transport's stable ID).
+static H2_IDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a dial failed, kept for the callers that waited on it.
 #[derive(Clone, Debug)]
@@ -92,6 +124,7 @@ pub(crate) struct PoolConfig {
     pub(crate) max_idle_per_host: usize,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) local_address: Option<IpAddr>,
+    pub(crate) http2_fallback: bool,
 }
 
 pub(crate) struct Pool {
@@ -99,6 +132,7 @@ pub(crate) struct Pool {
     v4: OnceCell<Endpoint>,
     v6: OnceCell<Endpoint>,
     slots: Mutex<HashMap<Origin, Arc<Slot>>>,
+    routes: Mutex<HashMap<Origin, Route>>,
 }
 
 impl Pool {
@@ -108,6 +142,156 @@ impl Pool {
             v4: OnceCell::new(),
             v6: OnceCell::new(),
             slots: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn route(&self, origin: &Origin) -> Route {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let r = routes.entry(origin.clone()).or_default();
+        if r.alt.is_some_and(|(_, until)| until <= Instant::now()) {
+            r.alt = None;
+        }
+        *r
+    }
+
+    fn set_route(&self, origin: &Origin, f: impl FnOnce(&mut Route)) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        f(routes.entry(origin.clone()).or_default());
+    }
+
+    /// Dials `origin`: over QUIC, or with `http2_fallback` as a race in which HTTP/2 over
+    /// TCP joins after a short delay (or at once if QUIC fails), remembering the winner.
+    /// An `alt-svc` advertisement sends the next dial to HTTP/3 again.
+    async fn dial(&self, origin: &Origin) -> Result<Conn, DialError> {
+        if !self.config.http2_fallback {
+            return self.dial_h3(origin, origin.port).await;
+        }
+        let route = self.route(origin);
+        if route.h2_only && route.alt.is_none() {
+            return self.dial_h2(origin).await;
+        }
+        let h3_port = route.alt.map_or(origin.port, |(p, _)| p);
+        let h3 = self.dial_h3(origin, h3_port);
+        tokio::pin!(h3);
+        let early = tokio::select! {
+            r = &mut h3 => Some(r),
+            () = tokio::time::sleep(FALLBACK_DELAY) => None,
+        };
+        let won_h2 = |c: Conn| {
+            self.set_route(origin, |r| {
+                r.h2_only = true;
+                r.alt = None;
+            });
+            c
+        };
+        match early {
+            Some(Ok(c)) => return Ok(c),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e.message, "QUIC failed: HTTP/2 over TCP");
+                return self.dial_h2(origin).await.map(won_h2).map_err(|_| e);
+            }
+            None => {}
+        }
+        let h2 = self.dial_h2(origin);
+        tokio::pin!(h2);
+        tokio::select! {
+            r = &mut h3 => match r {
+                Ok(c) => Ok(c),
+                Err(e) => h2.await.map(won_h2).map_err(|_| e),
+            },
+            r = &mut h2 => match r {
+                Ok(c) => Ok(won_h2(c)),
+                Err(_) => h3.await,
+            },
+        }
+    }
+
+    /// HTTP/2 over TLS over TCP (ALPN `h2`), with hyper.
+    async fn dial_h2(&self, origin: &Origin) -> Result<Conn, DialError> {
+        let fail = |e: &dyn std::fmt::Display| DialError {
+            message: format!("{}:{} (HTTP/2): {e}", origin.host, origin.port),
+            timeout: false,
+        };
+        let host = origin.host.trim_start_matches('[').trim_end_matches(']');
+        let dial = async {
+            let tcp = tokio::net::TcpStream::connect((host, origin.port))
+                .await
+                .map_err(|e| fail(&e))?;
+            let remote = tcp.peer_addr().map_err(|e| fail(&e))?;
+            let _ = tcp.set_nodelay(true);
+            let mut tls = (*self.config.tls).clone();
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            let name =
+                rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| fail(&e))?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(&e))?;
+            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(fail(&"the server did not agree to HTTP/2"));
+            }
+            let (send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended");
+                }
+            });
+            tracing::debug!(%remote, host, "connected over HTTP/2");
+            Ok(Conn {
+                send: Sender::H2(send),
+                remote,
+                id: u64::MAX - H2_IDS.fetch_add(1, Ordering::Relaxed) as u64,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            })
+        };
+        match self.config.connect_timeout {
+            Some(t) => tokio::time::timeout(t, dial).await.map_err(|_| DialError {
+                message: format!(
+                    "{}:{}: no TLS handshake within {t:?}",
+                    origin.host, origin.port
+                ),
+                timeout: true,
+            })?,
+            None => dial.await,
+        }
+    }
+
+    /// Reads `alt-svc` on an HTTP/2 response (RFC 7838 §3): `h3` on this host, at a port,
+    /// for `ma` seconds (default 24 h). `clear` forgets alternatives.
+    fn alt_svc(&self, origin: &Origin, value: &str) {
+        if value.trim() == "clear" {
+            self.set_route(origin, |r| r.alt = None);
+            return;
+        }
+        for alt in value.split(',') {
+            let mut params = alt.split(';').map(str::trim);
+            let Some(first) = params.next() else { continue };
+            let Some(authority) = first.strip_prefix("h3=") else {
+                continue;
+            };
+            let authority = authority.trim_matches('"');
+            let Some((host, port)) = authority.rsplit_once(':') else {
+                continue;
+            };
+            // Only the same host: another host would need its own certificate check.
+            if !host.is_empty() && host != origin.host {
+                continue;
+            }
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let max_age = params
+                .find_map(|p| p.strip_prefix("ma=").and_then(|v| v.parse::<u64>().ok()))
+                .unwrap_or(86_400);
+            let until = Instant::now() + Duration::from_secs(max_age);
+            self.set_route(origin, |r| r.alt = Some((port, until)));
+            return;
         }
     }
 
@@ -126,13 +310,13 @@ impl Pool {
         .await
     }
 
-    async fn dial(&self, origin: &Origin) -> Result<Conn, DialError> {
+    async fn dial_h3(&self, origin: &Origin, port: u16) -> Result<Conn, DialError> {
         let fail = |e: &dyn std::fmt::Display| DialError {
             message: format!("{}:{}: {e}", origin.host, origin.port),
             timeout: false,
         };
         let host = origin.host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, origin.port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| fail(&e))?
             .collect();
@@ -174,7 +358,7 @@ impl Pool {
         });
         tracing::debug!(%addr, host, "connected");
         Ok(Conn {
-            send,
+            send: Sender::H3(send),
             remote: addr,
             id,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -275,31 +459,64 @@ impl tower_service::Service<Request<Body>> for PoolService {
                     .to_owned(),
                 port: uri.port_u16().unwrap_or(443),
             };
-            let mut conn = pool.checkout(&origin).await?;
-            // Wait for room under the peer's stream limit (RFC 9000 §4.6).
-            if let Err(e) = std::future::poll_fn(|cx| conn.send.poll_ready(cx)).await {
-                pool.evict(&origin, conn.id);
-                return Err(Error::from_h3(e, true));
-            }
+            let conn = pool.checkout(&origin).await?;
             conn.in_flight.fetch_add(1, Ordering::AcqRel);
             let guard = InFlight(conn.in_flight.clone());
-            let resp = match conn.send.send_request(req).await {
+            let remote = conn.remote;
+            let sent = match conn.send.clone() {
+                Sender::H3(mut send) => {
+                    // Wait for room under the peer's stream limit (RFC 9000 §4.6).
+                    match std::future::poll_fn(|cx| send.poll_ready(cx)).await {
+                        Ok(()) => send.send_request(req).await.map(|r| {
+                            r.map(|body| {
+                                ResBody::new(Tracked {
+                                    inner: body,
+                                    _guard: guard,
+                                })
+                            })
+                        }),
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| Error::from_h3(e, true))
+                }
+                Sender::H2(mut send) => {
+                    let sent = match send.ready().await {
+                        Ok(()) => send.send_request(req).await,
+                        Err(e) => Err(e),
+                    };
+                    match sent {
+                        Ok(r) => {
+                            if let Some(v) = r
+                                .headers()
+                                .get(http::header::ALT_SVC)
+                                .and_then(|v| v.to_str().ok())
+                            {
+                                pool.alt_svc(&origin, v);
+                                if pool.route(&origin).alt.is_some() {
+                                    // The next request goes to HTTP/3.
+                                    pool.evict(&origin, conn.id);
+                                }
+                            }
+                            Ok(r.map(|body| {
+                                ResBody::new(Tracked {
+                                    inner: body,
+                                    _guard: guard,
+                                })
+                            }))
+                        }
+                        Err(e) => Err(Error::from_h2(e)),
+                    }
+                }
+            };
+            let mut resp = match sent {
                 Ok(r) => r,
-                Err(e) => {
-                    let err = Error::from_h3(e, true);
+                Err(err) => {
                     if err.connection_failed {
                         pool.evict(&origin, conn.id);
                     }
                     return Err(err);
                 }
             };
-            let remote = conn.remote;
-            let mut resp = resp.map(|body| {
-                ResBody::new(Tracked {
-                    inner: body,
-                    _guard: guard,
-                })
-            });
             resp.extensions_mut().insert(RemoteAddr(remote));
             Ok(resp)
         })
@@ -315,12 +532,16 @@ impl Drop for InFlight {
     }
 }
 
-struct Tracked {
-    inner: gquic_hyper::Incoming,
+struct Tracked<B> {
+    inner: B,
     _guard: InFlight,
 }
 
-impl http_body::Body for Tracked {
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<crate::error::BoxError>,
+{
     type Data = Bytes;
     type Error = crate::error::BoxError;
 

@@ -117,6 +117,10 @@ fn app(hits: Arc<Mutex<HashMap<String, usize>>>) -> Router {
         )
         .route("/target", any(target))
         .route(
+            "/proto",
+            get(|req: Request| async move { format!("{:?}", req.version()) }),
+        )
+        .route(
             "/chain/{n}",
             get(|Path(n): Path<u32>| async move {
                 if n == 0 {
@@ -678,4 +682,71 @@ async fn streaming_upload_and_download_with_trailers() {
         .unwrap_err();
     assert!(err.is_status());
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+}
+
+/// `http2_fallback`: nothing answers QUIC on the URL's port, so HTTP/2 over TCP wins the
+/// race; its `alt-svc` sends the next request to the HTTP/3 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_fallback_then_alt_svc_upgrade() {
+    let certs = certs();
+    let h3 = server(&certs).await;
+    // An HTTP/2-only server on TCP (its UDP port is closed), advertising HTTP/3 elsewhere.
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let alt_svc = format!("h3=\":{}\"; ma=60", h3.addr.port());
+    let app = Router::new().route(
+        "/proto",
+        get(move |req: Request| {
+            let alt_svc = alt_svc.clone();
+            async move { ([("alt-svc", alt_svc)], format!("{:?}", req.version())) }
+        }),
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = tcp.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(tls),
+                    hyper_util::service::TowerToHyperService::new(app),
+                )
+                .await;
+            });
+        }
+    });
+    let u = format!("https://localhost:{port}/proto");
+
+    // Without the fallback, HTTP/3 alone cannot reach it.
+    let strict = client_builder(&certs)
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = strict.get(&u).send().await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+
+    let client = client_builder(&certs).http2_fallback(true).build().unwrap();
+    let first = client.get(&u).send().await.unwrap();
+    assert_eq!(first.version(), http::Version::HTTP_2);
+    assert!(first.headers().contains_key("alt-svc"));
+    assert_eq!(first.text().await.unwrap(), "HTTP/2.0");
+    // The advertisement moves the origin to HTTP/3 (served on the other port).
+    let second = client.get(&u).send().await.unwrap();
+    assert_eq!(second.version(), http::Version::HTTP_3);
+    assert_eq!(second.remote_addr(), Some(h3.addr));
+    assert_eq!(second.text().await.unwrap(), "HTTP/3.0");
 }
