@@ -85,7 +85,7 @@ impl Error {
     /// what retries are for.
     pub(crate) fn from_h3(e: gquic_hyper::Error, before_head: bool) -> Self {
         // RFC 9114 §8.1: H3_REQUEST_REJECTED says the request was not processed.
-        let not_processed = e.code() == Some(0x10b);
+        let not_processed = e.code() == Some(0x10b) || e.is_goaway();
         let connection_failed = before_head && (e.is_closed() || e.is_timeout());
         let timeout = e.is_timeout();
         let kind = if e.is_connect() {

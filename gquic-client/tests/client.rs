@@ -61,8 +61,27 @@ async fn target(req: Request) -> String {
     )
 }
 
-fn app(hits: Arc<Mutex<HashMap<String, usize>>>) -> Router {
+type Shutdowns = Arc<Mutex<HashMap<u64, gquic_hyper::server::ShutdownHandle>>>;
+
+fn app(hits: Arc<Mutex<HashMap<String, usize>>>, shutdowns: Shutdowns) -> Router {
     Router::new()
+        // Starts a graceful shutdown (GOAWAY) of the connection this request came on.
+        .route(
+            "/goaway",
+            get(move |req: Request| {
+                let shutdowns = shutdowns.clone();
+                async move {
+                    let id = req
+                        .extensions()
+                        .get::<gquic_hyper::ConnectionInfo>()
+                        .unwrap()
+                        .connection_id;
+                    let handle = shutdowns.lock().unwrap().get(&id).cloned();
+                    handle.unwrap().graceful_shutdown();
+                    "going away"
+                }
+            }),
+        )
         .route(
             "/conn",
             get(|req: Request| async move {
@@ -266,17 +285,24 @@ async fn server(certs: &Certs) -> Server {
     let addr = endpoint.local_addr();
     let connections = Arc::new(AtomicUsize::new(0));
     let hits = Arc::new(Mutex::new(HashMap::new()));
-    let router = app(hits.clone());
+    let shutdowns: Shutdowns = Arc::default();
+    let router = app(hits.clone(), shutdowns.clone());
     let count = connections.clone();
     tokio::spawn(async move {
         while let Some(connecting) = endpoint.accept().await {
             let Ok(conn) = connecting.await else { continue };
             count.fetch_add(1, Ordering::SeqCst);
             let service = router.clone().layer(Extension(conn.clone()));
-            tokio::spawn(gquic_hyper::serve_connection(
+            let id = conn.stable_id();
+            let served = gquic_hyper::serve_connection(
                 conn,
                 hyper_util::service::TowerToHyperService::new(service),
-            ));
+            );
+            shutdowns
+                .lock()
+                .unwrap()
+                .insert(id, served.shutdown_handle());
+            tokio::spawn(served);
         }
     });
     Server {
@@ -333,6 +359,31 @@ async fn pooling_reuses_one_connection_and_replaces_a_dead_one() {
         .unwrap();
     assert!(!ids.contains(&id), "dead connection reused");
     assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+
+    // GOAWAY: the connection takes no new requests; the next one goes to a new connection.
+    let going = client.get(url(&s, "/goaway")).send().await.unwrap();
+    assert_eq!(going.text().await.unwrap(), "going away");
+    let after = client
+        .get(url(&s, "/conn"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(after, id, "request sent on a connection that sent GOAWAY");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 3);
+    // A POST after GOAWAY too: it was never sent on the old connection.
+    let going = client.get(url(&s, "/goaway")).send().await.unwrap();
+    assert_eq!(going.text().await.unwrap(), "going away");
+    let posted = client
+        .post(url(&s, "/target"))
+        .body("after goaway")
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.text().await.unwrap().starts_with("POST len=12"));
+    assert_eq!(s.connections.load(Ordering::SeqCst), 4);
 
     // Responses say where they came from.
     let resp = client.get(url(&s, "/bytes/10")).send().await.unwrap();

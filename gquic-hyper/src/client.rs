@@ -231,7 +231,7 @@ where
             .inner
             .send_request(Request::from_parts(parts, ()))
             .await
-            .map_err(Error::stream)?;
+            .map_err(Error::before_response)?;
         let (mut send, mut recv) = stream.split();
         let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
         // The upload runs on its own task so the response can arrive (and be read) while the
@@ -288,7 +288,7 @@ where
             Ok(h) => h,
             Err(e) => {
                 upload.abort();
-                return Err(Error::stream(e));
+                return Err(Error::before_response(e));
             }
         };
         let cancel = guard.0.take().expect("taken only here");

@@ -26,6 +26,8 @@ pub struct Error {
     /// The HTTP/3 error code, when the peer or we sent one.
     code: Option<u64>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// GOAWAY refused the request before it was sent.
+    goaway: bool,
 }
 
 impl Error {
@@ -37,6 +39,7 @@ impl Error {
             kind,
             code: None,
             source: Some(source.into()),
+            goaway: false,
         }
     }
 
@@ -50,8 +53,20 @@ impl Error {
             _ if code.is_some() => Kind::Body,
             _ => Kind::Connection,
         };
+        let goaway = matches!(e, h3::error::StreamError::RemoteClosing);
         let mut err = Self::new(kind, e);
         err.code = code;
+        err.goaway = goaway;
+        err
+    }
+
+    /// A stream error before the response head arrived. A GOAWAY, or a graceful close
+    /// (H3_NO_ERROR, which a server sends only once it has answered every request it took,
+    /// RFC 9114 §5.2), means this request was not processed.
+    pub(crate) fn before_response(e: h3::error::StreamError) -> Self {
+        let graceful = format!("{e:?}").contains("ApplicationClose(H3_NO_ERROR)");
+        let mut err = Self::stream(e);
+        err.goaway |= graceful;
         err
     }
 
@@ -100,6 +115,13 @@ impl Error {
     /// Connecting failed.
     pub fn is_connect(&self) -> bool {
         self.kind == Kind::Connect
+    }
+
+    /// The peer had sent GOAWAY or closed the connection gracefully (RFC 9114 §5.2) before
+    /// this request got a response, so it was not processed: send it again on a new
+    /// connection.
+    pub fn is_goaway(&self) -> bool {
+        self.goaway
     }
 
     /// The HTTP/3 error code the stream ended with, if any (RFC 9114 §8.1), e.g. `0x10c` for
