@@ -262,36 +262,22 @@ impl Pool {
         }
     }
 
-    /// Reads `alt-svc` on an HTTP/2 response (RFC 7838 §3): `h3` on this host, at a port,
-    /// for `ma` seconds (default 24 h). `clear` forgets alternatives.
+    /// Reads `alt-svc` on an HTTP/2 response (RFC 7838): the first `h3` alternative on this
+    /// host is used until its `ma` expires; `clear` forgets alternatives.
     fn alt_svc(&self, origin: &Origin, value: &str) {
-        if value.trim() == "clear" {
-            self.set_route(origin, |r| r.alt = None);
-            return;
-        }
-        for alt in value.split(',') {
-            let mut params = alt.split(';').map(str::trim);
-            let Some(first) = params.next() else { continue };
-            let Some(authority) = first.strip_prefix("h3=") else {
-                continue;
-            };
-            let authority = authority.trim_matches('"');
-            let Some((host, port)) = authority.rsplit_once(':') else {
-                continue;
-            };
-            // Only the same host: another host would need its own certificate check.
-            if !host.is_empty() && host != origin.host {
-                continue;
+        match gquic_tower::parse_alt_svc(value) {
+            Some(gquic_tower::AltSvcValue::Clear) => self.set_route(origin, |r| r.alt = None),
+            Some(gquic_tower::AltSvcValue::Alternatives(alts)) => {
+                // Only the same host: another one would need its own certificate check.
+                let h3 = alts.iter().find(|a| {
+                    a.protocol == "h3" && a.host.as_deref().is_none_or(|h| h == origin.host)
+                });
+                if let Some(a) = h3 {
+                    let until = Instant::now() + a.max_age;
+                    self.set_route(origin, |r| r.alt = Some((a.port, until)));
+                }
             }
-            let Ok(port) = port.parse::<u16>() else {
-                continue;
-            };
-            let max_age = params
-                .find_map(|p| p.strip_prefix("ma=").and_then(|v| v.parse::<u64>().ok()))
-                .unwrap_or(86_400);
-            let until = Instant::now() + Duration::from_secs(max_age);
-            self.set_route(origin, |r| r.alt = Some((port, until)));
-            return;
+            None => {}
         }
     }
 

@@ -31,7 +31,7 @@ mod alt_svc;
 mod client;
 mod server;
 
-pub use alt_svc::{AltSvc, AltSvcLayer, ResponseFuture};
+pub use alt_svc::{parse_alt_svc, AltSvc, AltSvcLayer, AltSvcValue, Alternative, ResponseFuture};
 pub use client::Client;
 pub use gquic_hyper::{ConnectionInfo, Incoming};
 pub use server::{serve, serve_with, MakeServiceFn, Serve, ShutdownSignal};
