@@ -15,7 +15,7 @@ use tower_service::Service;
 use crate::body::Body;
 use crate::cookie::{CookieStore, Jar};
 use crate::error::{BoxError, Error, Kind};
-use crate::layers::{Cookies, FinalUrl, FollowRedirects, Retry};
+use crate::layers::{self, FinalUrl};
 use crate::pool::{Pool, PoolConfig, PoolService, RemoteAddr};
 use crate::request::{Request, RequestBuilder};
 use crate::tls::{Certificate, TlsOptions};
@@ -453,18 +453,11 @@ impl ClientBuilder {
         for layer in self.layers {
             svc = layer(svc);
         }
-        svc = BoxCloneSyncService::new(Retry {
-            inner: svc,
-            policy: Arc::new(self.retry),
-            budget: Arc::default(),
-        });
+        svc = layers::retry(svc, Arc::new(self.retry), Arc::default());
         if let Some(store) = self.cookies {
-            svc = BoxCloneSyncService::new(Cookies { inner: svc, store });
+            svc = layers::cookies(svc, store);
         }
-        svc = BoxCloneSyncService::new(FollowRedirects {
-            inner: svc,
-            policy: Arc::new(self.redirect),
-        });
+        svc = layers::follow_redirects(svc, Arc::new(self.redirect));
         let decompress = tower_http::decompression::DecompressionLayer::new()
             .gzip(self.gzip)
             .br(self.brotli)

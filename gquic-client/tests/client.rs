@@ -267,7 +267,8 @@ fn tokio_stream<T>(rx: tokio::sync::mpsc::Receiver<T>) -> RxStream<T> {
     RxStream(rx)
 }
 
-async fn server(certs: &Certs) -> Server {
+/// TLS 1.3 with the test certificate, offering `alpn`.
+fn tls_server(certs: &Certs, alpn: &[u8]) -> rustls::ServerConfig {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -276,7 +277,12 @@ async fn server(certs: &Certs) -> Server {
     .with_no_client_auth()
     .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
     .unwrap();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls
+}
+
+async fn server(certs: &Certs) -> Server {
+    let tls = tls_server(certs, b"h3");
     let endpoint = Endpoint::server(
         ServerConfig::new(Arc::new(tls)).unwrap(),
         "127.0.0.1:0".parse().unwrap(),
@@ -318,6 +324,11 @@ fn client_builder(certs: &Certs) -> gquic_client::ClientBuilder {
         .add_root_certificate(Certificate::from_der(&certs.cert).unwrap())
 }
 
+/// GET `u` and read the body as text.
+async fn text(client: &Client, u: impl gquic_client::IntoUrl) -> String {
+    client.get(u).send().await.unwrap().text().await.unwrap()
+}
+
 fn url(s: &Server, path: &str) -> String {
     format!("https://localhost:{}{path}", s.addr.port())
 }
@@ -349,28 +360,14 @@ async fn pooling_reuses_one_connection_and_replaces_a_dead_one() {
         "hit 2",
         "GET retried on a new connection"
     );
-    let id = client
-        .get(url(&s, "/conn"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let id = text(&client, url(&s, "/conn")).await;
     assert!(!ids.contains(&id), "dead connection reused");
     assert_eq!(s.connections.load(Ordering::SeqCst), 2);
 
     // GOAWAY: the connection takes no new requests; the next one goes to a new connection.
     let going = client.get(url(&s, "/goaway")).send().await.unwrap();
     assert_eq!(going.text().await.unwrap(), "going away");
-    let after = client
-        .get(url(&s, "/conn"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = text(&client, url(&s, "/conn")).await;
     assert_ne!(after, id, "request sent on a connection that sent GOAWAY");
     assert_eq!(s.connections.load(Ordering::SeqCst), 3);
     // A POST after GOAWAY too: it was never sent on the old connection.
@@ -530,27 +527,13 @@ async fn cookies_are_kept_and_sent_by_the_rules() {
         .build()
         .unwrap();
     client.get(url(&s, "/set-cookies")).send().await.unwrap();
-    let root = client
-        .get(url(&s, "/cookies"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let root = text(&client, url(&s, "/cookies")).await;
     for c in ["a=1", "e=3", "s=4"] {
         assert!(root.contains(c), "{c} missing: {root}");
     }
     assert!(!root.contains("b=2"), "path rule broken: {root}");
     assert!(!root.contains("d=5"), "foreign domain accepted: {root}");
-    let sub = client
-        .get(url(&s, "/cookies/sub"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sub = text(&client, url(&s, "/cookies/sub")).await;
     assert!(sub.contains("b=2") && sub.contains("a=1"), "{sub}");
     let u: gquic_client::Url = url(&s, "/").parse().unwrap();
     assert_eq!(jar.get(&u, "s"), Some(("4".into(), Some("Strict".into()))));
@@ -559,37 +542,16 @@ async fn cookies_are_kept_and_sent_by_the_rules() {
         .cookie_provider(jar.clone())
         .build()
         .unwrap();
-    let again = other
-        .get(url(&s, "/cookies"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = text(&other, url(&s, "/cookies")).await;
     assert!(again.contains("a=1"), "{again}");
     // Expiry.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let later = client
-        .get(url(&s, "/cookies"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let later = text(&client, url(&s, "/cookies")).await;
     assert!(later.contains("a=1") && !later.contains("e=3"), "{later}");
     // Without a store, nothing is sent.
     let plain = client_builder(&certs).build().unwrap();
     plain.get(url(&s, "/set-cookies")).send().await.unwrap();
-    let none = plain
-        .get(url(&s, "/cookies"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let none = text(&plain, url(&s, "/cookies")).await;
     assert_eq!(none, "");
 }
 
@@ -742,15 +704,7 @@ async fn http2_fallback_then_alt_svc_upgrade() {
     let certs = certs();
     let h3 = server(&certs).await;
     // An HTTP/2-only server on TCP (its UDP port is closed), advertising HTTP/3 elsewhere.
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
-    .unwrap();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_server(&certs, b"h2");
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let alt_svc = format!("h3=\":{}\"; ma=60", h3.addr.port());

@@ -70,18 +70,7 @@ async fn connect(
     addr: std::net::SocketAddr,
     certs: &Certs,
 ) -> SendRequest<Body> {
-    let conn = client
-        .connect_with(
-            ClientConfig::new(Arc::new(tls_client(certs))).unwrap(),
-            addr,
-            "localhost",
-        )
-        .unwrap()
-        .await
-        .unwrap();
-    let (send, driver) = gquic_hyper::client::handshake(conn).await.unwrap();
-    tokio::spawn(driver);
-    send
+    h3_client(client, addr, certs, gquic_hyper::client::Builder::new()).await
 }
 
 fn get(path: &str) -> Request<Body> {

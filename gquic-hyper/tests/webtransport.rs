@@ -121,22 +121,8 @@ async fn client(
     addr: std::net::SocketAddr,
     certs: &Certs,
 ) -> SendRequest<Body> {
-    let conn = endpoint
-        .connect_with(
-            ClientConfig::new(Arc::new(tls_client(certs))).unwrap(),
-            addr,
-            "localhost",
-        )
-        .unwrap()
-        .await
-        .unwrap();
-    let (send, driver) = gquic_hyper::client::Builder::new()
-        .enable_webtransport(true)
-        .handshake(conn)
-        .await
-        .unwrap();
-    tokio::spawn(driver);
-    send
+    let builder = gquic_hyper::client::Builder::new().enable_webtransport(true);
+    h3_client(endpoint, addr, certs, builder).await
 }
 
 fn url(addr: std::net::SocketAddr, path: &str) -> http::Uri {

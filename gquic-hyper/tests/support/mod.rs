@@ -59,6 +59,28 @@ pub fn tls_client(certs: &Certs) -> rustls::ClientConfig {
     tls
 }
 
+/// Connects `endpoint` to `addr` (trusting `certs`) and starts HTTP/3 with `builder`, the
+/// connection driven on its own task.
+pub async fn h3_client(
+    endpoint: &gquic_transport::runtime::Endpoint,
+    addr: SocketAddr,
+    certs: &Certs,
+    builder: gquic_hyper::client::Builder,
+) -> gquic_hyper::client::SendRequest<Body> {
+    let conn = endpoint
+        .connect_with(
+            gquic_transport::ClientConfig::new(Arc::new(tls_client(certs))).unwrap(),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, driver) = builder.handshake(conn).await.unwrap();
+    tokio::spawn(driver);
+    send
+}
+
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
