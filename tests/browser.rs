@@ -7,19 +7,10 @@
 //! - It loads `examples/webtransport`'s page, whose script must end with
 //!   `webtransport: ok`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn chromium() -> String {
     let bin = std::env::var("GQUIC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
@@ -35,65 +26,9 @@ fn chromium() -> String {
     bin
 }
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds it",
-        bin.display()
-    );
-    bin
-}
-
-/// A serving example started with `--listen 127.0.0.1:0`: the process, its port, its SPKI.
-struct Served {
-    _child: Kill,
-    port: u16,
-    spki: String,
-}
-
-fn serve(name: &str) -> Served {
-    let mut child = Kill(
-        Command::new(example(name))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let mut spki = None;
-    let port: u16 = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("{name} exited"))
-            .unwrap();
-        if let Some(s) = line.strip_prefix("SPKI sha256 (base64): ") {
-            spki = Some(s.trim().to_string());
-        }
-        if let Some(rest) = line.strip_prefix("serving https://localhost:") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Served {
-        _child: child,
-        port,
-        spki: spki.unwrap_or_else(|| panic!("{name} printed no SPKI")),
-    }
-}
-
 /// Loads `https://localhost:PORT/` in headless Chromium with QUIC forced for the origin and
 /// the server's certificate pinned by SPKI; returns the DOM after the page's scripts ran.
-fn load(served: &Served) -> String {
+fn load(served: &common::Served) -> String {
     let port = served.port;
     let profile =
         std::env::temp_dir().join(format!("gquic-chromium-{}-{port}", std::process::id()));
@@ -141,7 +76,7 @@ fn load(served: &Served) -> String {
 
 #[test]
 fn headless_chromium_loads_hello_over_http3() {
-    let dom = load(&serve("hello"));
+    let dom = load(&common::serve("hello", &[]));
     assert!(
         dom.contains("served over h3"),
         "the server did not see HTTP/3: {dom}"
@@ -156,7 +91,7 @@ fn headless_chromium_loads_hello_over_http3() {
 /// bidirectional echo, a unidirectional echo (on a server-opened stream) and a datagram echo.
 #[test]
 fn headless_chromium_speaks_webtransport() {
-    let dom = load(&serve("webtransport"));
+    let dom = load(&common::serve("webtransport", &[]));
     assert!(
         dom.contains(r#"<p id="wt">webtransport: ok</p>"#),
         "the page did not finish its WebTransport checks: {dom}"

@@ -135,6 +135,25 @@ fn app(hits: Arc<Mutex<HashMap<String, usize>>>, shutdowns: Shutdowns) -> Router
             ),
         )
         .route("/target", any(target))
+        // Everything the request carried: method, query, headers, body.
+        .route(
+            "/inspect",
+            any(|req: Request| async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                let headers: HashMap<String, String> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "method": parts.method.as_str(),
+                    "query": parts.uri.query(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                }))
+            }),
+        )
         .route(
             "/proto",
             get(|req: Request| async move { format!("{:?}", req.version()) }),
@@ -754,4 +773,108 @@ async fn http2_fallback_then_alt_svc_upgrade() {
     assert_eq!(second.version(), http::Version::HTTP_3);
     assert_eq!(second.remote_addr(), Some(h3.addr));
     assert_eq!(second.text().await.unwrap(), "HTTP/3.0");
+}
+
+/// The request builder's pieces reach the server as reqwest would send them, and user
+/// layers see every exchange (each redirect hop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_builder_and_user_layers() {
+    let certs = certs();
+    let s = server(&certs).await;
+    let mut defaults = http::HeaderMap::new();
+    defaults.insert("x-default", "d".parse().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let client = client_builder(&certs)
+        .default_headers(defaults)
+        .layer(tower::layer::layer_fn(
+            move |inner: gquic_client::HttpService| {
+                let counter = counter.clone();
+                tower::service_fn(move |req: http::Request<Body>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let mut inner = inner.clone();
+                    async move {
+                        let mut resp = tower::Service::call(&mut inner, req).await?;
+                        resp.headers_mut()
+                            .insert("x-layer", "seen".parse().unwrap());
+                        Ok::<_, gquic_client::Error>(resp)
+                    }
+                })
+            },
+        ))
+        .build()
+        .unwrap();
+
+    // Default user agent and default header; query pairs appended to an existing query.
+    let v: serde_json::Value = client
+        .get(url(&s, "/inspect?a=1"))
+        .query(&[("b", "two words"), ("c", "&")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["query"], "a=1&b=two+words&c=%26");
+    assert!(v["headers"]["user-agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("gquic-client/"));
+    assert_eq!(v["headers"]["x-default"], "d");
+
+    // A request's own header wins over the default; basic auth; a form body.
+    let resp = client
+        .post(url(&s, "/inspect"))
+        .header("x-default", "mine")
+        .basic_auth("user", Some("pass"))
+        .form(&[("k", "v w")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-layer"], "seen");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["headers"]["x-default"], "mine");
+    assert_eq!(v["headers"]["authorization"], "Basic dXNlcjpwYXNz");
+    assert_eq!(
+        v["headers"]["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(v["body"], "k=v+w");
+
+    // JSON body and a custom user agent.
+    let agent = client_builder(&certs)
+        .user_agent("probe/1")
+        .build()
+        .unwrap();
+    let v: serde_json::Value = agent
+        .put(url(&s, "/inspect"))
+        .json(&serde_json::json!({"x": [1, 2]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["headers"]["user-agent"], "probe/1");
+    assert_eq!(v["headers"]["content-type"], "application/json");
+    assert_eq!(v["body"], r#"{"x":[1,2]}"#);
+
+    // The layer sits below redirects: three hops and the target are four exchanges.
+    let before = seen.load(Ordering::SeqCst);
+    assert_eq!(text(&client, url(&s, "/chain/3")).await, "end");
+    assert_eq!(seen.load(Ordering::SeqCst) - before, 4);
+
+    // A bad header is a builder error, reported at send.
+    let err = client
+        .get(url(&s, "/inspect"))
+        .header("bad header", "x")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_builder(), "{err:?}");
+    // http:// cannot be HTTP/3.
+    let err = client.get("http://localhost/").send().await.unwrap_err();
+    assert!(err.is_builder(), "{err:?}");
 }

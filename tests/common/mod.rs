@@ -1,0 +1,82 @@
+//! Helpers shared by the tests that drive the examples as programs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// Kills the child when dropped.
+pub struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of a built example (`cargo test` builds them).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// A serving example started with `--listen 127.0.0.1:0`: the process, its port, its SPKI.
+pub struct Served {
+    _child: Kill,
+    pub port: u16,
+    pub spki: String,
+    /// Where it wrote its development certificate, if it made one.
+    pub cert: Option<PathBuf>,
+}
+
+/// Starts `examples/NAME --listen 127.0.0.1:0 EXTRA...` and waits until it serves.
+pub fn serve(name: &str, extra: &[&str]) -> Served {
+    let mut child = Kill(
+        Command::new(example(name))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut spki = None;
+    let mut cert = None;
+    let port: u16 = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{name} exited"))
+            .unwrap();
+        if let Some(p) = line.strip_prefix("development certificate: ") {
+            cert = Some(PathBuf::from(p.trim()));
+        }
+        if let Some(s) = line.strip_prefix("SPKI sha256 (base64): ") {
+            spki = Some(s.trim().to_string());
+        }
+        if let Some(rest) = line.strip_prefix("serving https://localhost:") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Served {
+        _child: child,
+        port,
+        spki: spki.unwrap_or_default(),
+        cert,
+    }
+}
