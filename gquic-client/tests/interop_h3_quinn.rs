@@ -15,11 +15,19 @@ fn pattern(n: usize) -> Bytes {
     (0..n).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into()
 }
 
+/// Requests `/reject` refused so far.
+static REJECTED: AtomicUsize = AtomicUsize::new(0);
+
 async fn handle(
     resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (req, mut stream) = resolver.resolve_request().await?;
     let path = req.uri().path().to_owned();
+    // The first `/reject` is refused unprocessed (RFC 9114 §4.1.1: H3_REQUEST_REJECTED).
+    if path == "/reject" && REJECTED.fetch_add(1, Ordering::SeqCst) == 0 {
+        stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
+        return Ok(());
+    }
     let mut body = BytesMut::new();
     while let Some(mut chunk) = stream.recv_data().await? {
         body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
@@ -141,6 +149,20 @@ async fn gquic_client_against_h3_quinn_server() {
     let redirected = client.get(url("/redirect")).send().await.unwrap();
     assert_eq!(redirected.url().path(), "/bytes/3");
     assert_eq!(redirected.bytes().await.unwrap(), pattern(3));
+
+    // A POST the server rejected unprocessed is sent again.
+    let echoed = client
+        .post(url("/reject"))
+        .body("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), 404);
+    assert_eq!(
+        REJECTED.load(Ordering::SeqCst),
+        2,
+        "the POST was not re-sent"
+    );
 
     client.get(url("/set-cookie")).send().await.unwrap();
     let cookie = client
