@@ -13,6 +13,10 @@
 //! connection per origin (concurrent dials coalesced, dead connections replaced, idle ones
 //! evicted, the peer's stream limit respected).
 //!
+//! With [`ClientBuilder::http2_fallback`], HTTP/2 over TCP takes over where QUIC does not get
+//! through, and `alt-svc` brings the origin back to HTTP/3. Not yet: 0-RTT (it waits for the
+//! transport's).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), gquic_client::Error> {
 //! let client = gquic_client::Client::builder()

@@ -298,3 +298,76 @@ async fn close_codes_travel_and_refusals_are_errors() {
     .await
     .expect("timed out");
 }
+
+/// A misbehaving peer is limited: streams for sessions that do not exist are buffered up to
+/// 64 per connection, then refused with WT_BUFFERED_STREAM_REJECTED; a session ID that is not
+/// a client-initiated bidirectional stream is refused with H3_ID_ERROR. Requests still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_for_unknown_sessions_are_bounded() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (ended_tx, _ended) = mpsc::unbounded_channel();
+        let (addr, certs) = server(ended_tx).await;
+        let endpoint = Endpoint::client(localhost()).unwrap();
+        let conn = endpoint
+            .connect_with(
+                ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
+                addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, driver) = gquic_hyper::client::Builder::new()
+            .enable_webtransport(true)
+            .handshake::<Body>(conn.clone())
+            .await
+            .unwrap();
+        tokio::spawn(driver);
+
+        /// A uni stream claiming session `id` (type 0x54, then the ID; both 2-byte varints
+        /// or 1-byte for small IDs).
+        async fn wt_uni(
+            conn: &gquic_transport::runtime::Connection,
+            id: u8,
+        ) -> gquic_transport::runtime::SendStream {
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(&[0x40, 0x54, id]).await.unwrap();
+            s
+        }
+
+        // Session 4 never exists: 64 streams wait for it, one more is refused. The server
+        // classifies streams concurrently, so any one of the 65 may be the refused one.
+        let (codes_tx, mut codes) = mpsc::unbounded_channel();
+        for _ in 0..65 {
+            let mut s = wt_uni(&conn, 4).await;
+            let codes_tx = codes_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(code) = s.stopped().await {
+                    let _ = codes_tx.send(code.map(|c| c.into_inner()));
+                }
+            });
+        }
+        let code = tokio::time::timeout(Duration::from_secs(10), codes.recv())
+            .await
+            .expect("no stream was refused")
+            .unwrap();
+        assert_eq!(code, Some(0x3994_bd84));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(codes.try_recv().is_err(), "more than one stream refused");
+        // Session ID 2 is a server-initiated stream's ID: refused outright.
+        let mut bad = wt_uni(&conn, 2).await;
+        let code = tokio::time::timeout(Duration::from_secs(10), bad.stopped())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.map(|c| c.into_inner()), Some(0x108));
+        // The connection still serves requests and sessions.
+        let res = send
+            .send_request(Request::get(url(addr, "/bytes/7")).body(full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    })
+    .await
+    .expect("timed out");
+}

@@ -8,6 +8,13 @@ use std::process::{Child, Command, Stdio};
 /// Kills the child when dropped.
 pub struct Kill(Child);
 
+impl Kill {
+    /// Owns `child` until dropped.
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+}
+
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -40,6 +47,8 @@ pub struct Served {
     pub spki: String,
     /// Where it wrote its development certificate, if it made one.
     pub cert: Option<PathBuf>,
+    /// The rest of what it prints, line by line.
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `examples/NAME --listen 127.0.0.1:0 EXTRA...` and waits until it serves.
@@ -72,11 +81,17 @@ pub fn serve(name: &str, extra: &[&str]) -> Served {
         }
     };
     // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     Served {
         _child: child,
         port,
         spki: spki.unwrap_or_default(),
         cert,
+        lines: rx,
     }
 }
