@@ -137,6 +137,11 @@ async fn echo(session: Session) {
                 let Ok(d) = datagram else { break };
                 let _ = session.send_datagram(d);
             }
+            // The server is shutting down (or the peer asked): end the session cleanly.
+            () = session.draining() => {
+                session.close(0, "server shutting down");
+                break;
+            }
         }
     }
     let reason = session.closed().await;

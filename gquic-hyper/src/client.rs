@@ -112,6 +112,7 @@ impl<B> SendRequest<B> {
             ConnectSend::Client(send),
             ConnectRecv::Client(recv),
             Some(Box::new(self.inner.clone())),
+            None,
         ))
     }
 }

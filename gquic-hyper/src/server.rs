@@ -178,12 +178,25 @@ where
     Builder::new().serve_connection(conn, service)
 }
 
-#[derive(Default)]
 struct Shutdown {
     requested: AtomicBool,
     notify: Notify,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Tells WebTransport sessions that the connection is shutting down.
+    drain: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            requested: AtomicBool::new(false),
+            notify: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            drain: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 /// Decrements the in-flight count when a request task ends, however it ends.
@@ -299,6 +312,8 @@ where
         if !draining && shutdown.requested.load(Ordering::Acquire) {
             draining = true;
             tracing::debug!(parent: &span, "graceful shutdown: GOAWAY");
+            // WebTransport sessions count as requests in flight; they are asked to wrap up.
+            shutdown.drain.send_replace(true);
             if let Err(e) = h3c.shutdown(0).await {
                 tracing::debug!(parent: &span, error = %e, "GOAWAY failed");
                 break;
@@ -328,9 +343,9 @@ where
         let info = info.clone();
         let span = span.clone();
         let demux = demux.clone();
+        let drain = shutdown.drain.subscribe();
         executor.execute(Box::pin(async move {
-            let _guard = guard;
-            if let Err(e) = handle(resolver, service, info, demux).await {
+            if let Err(e) = handle(resolver, service, info, demux, guard, drain).await {
                 tracing::debug!(parent: &span, error = %e, "request ended with an error");
             }
         }));
@@ -358,6 +373,8 @@ async fn handle<S, B>(
     service: S,
     info: ConnectionInfo,
     demux: Option<Arc<Demux>>,
+    in_flight: InFlight,
+    drain: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -431,12 +448,15 @@ where
                 return Err(Error::stream(e));
             }
             let recv = connect_recv.take().expect("kept for WebTransport");
+            // The session holds the in-flight count until it ends, so a graceful shutdown
+            // waits for it (after asking it to drain).
             let session = Session::start(
                 id,
                 demux,
                 ConnectSend::Server(send),
                 ConnectRecv::Server(recv),
                 None,
+                Some((Box::new(in_flight), drain)),
             );
             // If the handler gave up on it, dropping the session closes it.
             let _ = tx.send(Ok(session));

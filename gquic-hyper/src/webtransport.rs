@@ -148,6 +148,8 @@ impl Wakers {
 struct Slot {
     /// The session has been accepted (server: the 2xx was sent; client: received).
     active: bool,
+    /// WT_DRAIN_SESSION was sent or received: the application should wrap up.
+    draining: bool,
     closed: Option<SessionError>,
     bi: VecDeque<(SendStream, RecvStream)>,
     uni: VecDeque<RecvStream>,
@@ -156,6 +158,7 @@ struct Slot {
     uni_wakers: Wakers,
     datagram_wakers: Wakers,
     closed_wakers: Wakers,
+    drain_wakers: Wakers,
 }
 
 impl Slot {
@@ -164,6 +167,7 @@ impl Slot {
         self.uni_wakers.wake();
         self.datagram_wakers.wake();
         self.closed_wakers.wake();
+        self.drain_wakers.wake();
     }
 
     /// Resets every stream still queued (the session is gone or was never established).
@@ -321,6 +325,15 @@ impl Shared {
                 st.buffered -= n;
             }
             slot.wake_all();
+        }
+    }
+
+    /// The session is asked to wrap up.
+    fn drain_session(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(slot) = st.sessions.get_mut(&id) {
+            slot.draining = true;
+            slot.drain_wakers.wake();
         }
     }
 
@@ -610,8 +623,9 @@ enum Capsules {
     Close(u32, String),
 }
 
-/// Parses the capsules (RFC 9297 §3.2) at the front of `buf`, consuming the complete ones.
-fn parse_capsules(buf: &mut BytesMut) -> Result<Capsules, &'static str> {
+/// Parses the capsules (RFC 9297 §3.2) at the front of `buf`, consuming the complete ones;
+/// sets `drain` on WT_DRAIN_SESSION.
+fn parse_capsules(buf: &mut BytesMut, drain: &mut bool) -> Result<Capsules, &'static str> {
     loop {
         let Some((ty, a)) = decode_varint(buf) else {
             return Ok(Capsules::More);
@@ -639,12 +653,18 @@ fn parse_capsules(buf: &mut BytesMut) -> Result<Capsules, &'static str> {
                     .to_owned();
                 return Ok(Capsules::Close(code, reason));
             }
-            WT_DRAIN_SESSION => tracing::debug!("peer asks to drain the WebTransport session"),
+            WT_DRAIN_SESSION => *drain = true,
             // RFC 9297 §3.2: unknown capsule types are skipped.
             _ => {}
         }
     }
 }
+
+/// What a server session holds: its share of the in-flight count, and the shutdown signal.
+pub(crate) type ServerDrain = (
+    Box<dyn std::any::Any + Send>,
+    tokio::sync::watch::Receiver<bool>,
+);
 
 /// Owns the CONNECT stream for the life of the session.
 async fn session_task(
@@ -653,14 +673,37 @@ async fn session_task(
     mut send: ConnectSend,
     mut recv: ConnectRecv,
     mut close_rx: oneshot::Receiver<(u32, String)>,
+    server_drain: Option<ServerDrain>,
 ) {
+    let (_in_flight, mut shutdown) = match server_drain {
+        Some((guard, rx)) => (Some(guard), Some(rx)),
+        None => (None, None),
+    };
     let mut buf = BytesMut::new();
     let reason = loop {
         tokio::select! {
+            // The server is shutting down: WT_DRAIN_SESSION, once
+            // (§"Interaction with the HTTP/3 GOAWAY frame").
+            changed = async { shutdown.as_mut().expect("guarded").wait_for(|d| *d).await.is_ok() },
+                if shutdown.is_some() => {
+                shutdown = None;
+                if changed {
+                    demux.shared.drain_session(id);
+                    let mut capsule = BytesMut::new();
+                    put_varint(&mut capsule, WT_DRAIN_SESSION);
+                    put_varint(&mut capsule, 0);
+                    let _ = send.send(capsule.freeze()).await;
+                }
+            }
             data = poll_fn(|cx| recv.poll_recv(cx)) => match data {
                 Ok(Some(b)) => {
                     buf.extend_from_slice(&b);
-                    match parse_capsules(&mut buf) {
+                    let mut drain = false;
+                    let parsed = parse_capsules(&mut buf, &mut drain);
+                    if drain {
+                        demux.shared.drain_session(id);
+                    }
+                    match parsed {
                         Ok(Capsules::More) => {}
                         Ok(Capsules::Close(code, reason)) => {
                             // The peer FINs next; anything else it sends is an error we need
@@ -739,16 +782,26 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Starts the session on its CONNECT stream, after the 2xx response.
+    /// `server_drain`: held for the session's life (the server's in-flight count) and the
+    /// signal that the server is shutting down.
     pub(crate) fn start(
         id: u64,
         demux: Arc<Demux>,
         send: ConnectSend,
         recv: ConnectRecv,
         keep_alive: Option<Box<dyn std::any::Any + Send + Sync>>,
+        server_drain: Option<ServerDrain>,
     ) -> Self {
         demux.shared.activate(id);
         let (close_tx, close_rx) = oneshot::channel();
-        tokio::spawn(session_task(id, demux.clone(), send, recv, close_rx));
+        tokio::spawn(session_task(
+            id,
+            demux.clone(),
+            send,
+            recv,
+            close_rx,
+            server_drain,
+        ));
         Self {
             inner: Arc::new(SessionInner {
                 id,
@@ -932,6 +985,23 @@ impl Session {
         }
     }
 
+    /// Resolves when the session should wrap up: the peer sent WT_DRAIN_SESSION, or (on a
+    /// server) a graceful shutdown began, which waits for the session to end. Also resolves
+    /// once the session is over.
+    pub async fn draining(&self) {
+        poll_fn(|cx| {
+            let mut st = self.inner.demux.shared.lock();
+            match st.sessions.get_mut(&self.inner.id) {
+                Some(slot) if !slot.draining && slot.closed.is_none() => {
+                    slot.drain_wakers.register(cx.waker());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(()),
+            }
+        })
+        .await;
+    }
+
     /// Waits until the session is over, and says why.
     pub async fn closed(&self) -> SessionError {
         match poll_fn(|cx| self.poll_slot(cx, |_| None::<()>, |s| &mut s.closed_wakers)).await {
@@ -1024,15 +1094,15 @@ pub mod fuzzing {
     /// Feeds `data` to the capsule parser whole and in two pieces (split where the first
     /// byte says); both must agree, and a parsed close must respect the draft's limits.
     pub fn capsules(data: &[u8]) {
-        let whole = parse_capsules(&mut BytesMut::from(data));
+        let whole = parse_capsules(&mut BytesMut::from(data), &mut false);
         let split = data
             .first()
             .map_or(0, |b| usize::from(*b) % (data.len() + 1));
         let mut buf = BytesMut::from(&data[..split]);
-        let mut first = parse_capsules(&mut buf);
+        let mut first = parse_capsules(&mut buf, &mut false);
         if matches!(first, Ok(Capsules::More)) {
             buf.extend_from_slice(&data[split..]);
-            first = parse_capsules(&mut buf);
+            first = parse_capsules(&mut buf, &mut false);
         }
         match (&whole, &first) {
             (Ok(Capsules::Close(c1, r1)), Ok(Capsules::Close(c2, r2))) => {
@@ -1081,12 +1151,12 @@ mod tests {
             let wire = encode(&all);
             let split = split % (wire.len() + 1);
             let mut buf = BytesMut::from(&wire[..split]);
-            let first = parse_capsules(&mut buf).unwrap();
+            let first = parse_capsules(&mut buf, &mut false).unwrap();
             let result = match first {
                 Capsules::Close(c, r) => (c, r),
                 Capsules::More => {
                     buf.extend_from_slice(&wire[split..]);
-                    match parse_capsules(&mut buf).unwrap() {
+                    match parse_capsules(&mut buf, &mut false).unwrap() {
                         Capsules::Close(c, r) => (c, r),
                         Capsules::More => panic!("complete close not parsed"),
                     }
@@ -1098,7 +1168,7 @@ mod tests {
         /// Arbitrary bytes never panic the parser and never yield an oversized message.
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(Capsules::Close(_, r)) = parse_capsules(&mut BytesMut::from(&data[..])) {
+            if let Ok(Capsules::Close(_, r)) = parse_capsules(&mut BytesMut::from(&data[..]), &mut false) {
                 prop_assert!(r.len() <= MAX_CLOSE_MESSAGE);
             }
         }
@@ -1124,7 +1194,9 @@ mod tests {
     #[test]
     fn capsules_parse_close_skip_unknown_and_reject_garbage() {
         let mut buf = BytesMut::new();
-        // An unknown capsule, then WT_CLOSE_SESSION (code 7, "bye").
+        // WT_DRAIN_SESSION, an unknown capsule, then WT_CLOSE_SESSION (code 7, "bye").
+        put_varint(&mut buf, WT_DRAIN_SESSION);
+        put_varint(&mut buf, 0);
         put_varint(&mut buf, 0x1234);
         put_varint(&mut buf, 2);
         buf.put_slice(b"xx");
@@ -1134,9 +1206,13 @@ mod tests {
         buf.put_slice(b"bye");
         // Fed one byte at a time it only completes at the end.
         let mut feed = BytesMut::new();
+        let mut drained = false;
         for (i, b) in buf.iter().enumerate() {
             feed.put_u8(*b);
-            match parse_capsules(&mut feed).expect("well formed") {
+            let parsed = parse_capsules(&mut feed, &mut drained).expect("well formed");
+            // The drain capsule is 5 bytes (a 4-byte type, a 1-byte length).
+            assert_eq!(drained, i >= 4, "drain seen at byte {i}");
+            match parsed {
                 Capsules::More => assert!(i + 1 < buf.len()),
                 Capsules::Close(code, reason) => {
                     assert_eq!(i + 1, buf.len());
@@ -1148,11 +1224,11 @@ mod tests {
         put_varint(&mut bad, WT_CLOSE_SESSION);
         put_varint(&mut bad, 2);
         bad.put_slice(b"ab");
-        assert!(parse_capsules(&mut bad).is_err());
+        assert!(parse_capsules(&mut bad, &mut false).is_err());
         let mut huge = BytesMut::new();
         put_varint(&mut huge, 0);
         put_varint(&mut huge, 1 << 40);
-        assert!(parse_capsules(&mut huge).is_err());
+        assert!(parse_capsules(&mut huge, &mut false).is_err());
     }
 
     #[test]

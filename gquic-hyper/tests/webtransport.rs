@@ -65,6 +65,20 @@ async fn echo(session: Session) {
 /// Serves `app` plus WebTransport at `/wt` (echo), `/wt-close` (closes at once with 42
 /// "bye") and `/wt-report` (sends why the session ended to `ended`); `/wt-refuse` answers 403.
 async fn server(ended: mpsc::UnboundedSender<SessionError>) -> (std::net::SocketAddr, Certs) {
+    let (addr, certs, _handles) = server_with_handles(ended).await;
+    (addr, certs)
+}
+
+/// [`server`], also handing out each connection's shutdown handle; `/wt-drain` sessions
+/// close with 99 "shutting down" once asked to drain.
+async fn server_with_handles(
+    ended: mpsc::UnboundedSender<SessionError>,
+) -> (
+    std::net::SocketAddr,
+    Certs,
+    mpsc::UnboundedReceiver<gquic_hyper::server::ShutdownHandle>,
+) {
+    let (handles_tx, handles) = mpsc::unbounded_channel();
     let certs = certs();
     let server = Endpoint::server(
         ServerConfig::new(Arc::new(tls_server(&certs))).unwrap(),
@@ -97,6 +111,10 @@ async fn server(ended: mpsc::UnboundedSender<SessionError>) -> (std::net::Socket
                         let session = on.await.expect("session after the 200");
                         match path.as_str() {
                             "/wt-close" => session.close(42, "bye"),
+                            "/wt-drain" => {
+                                session.draining().await;
+                                session.close(99, "shutting down");
+                            }
                             "/wt-report" => {
                                 let _ = ended.send(session.closed().await);
                             }
@@ -106,14 +124,14 @@ async fn server(ended: mpsc::UnboundedSender<SessionError>) -> (std::net::Socket
                     Ok(res)
                 }
             });
-            tokio::spawn(
-                gquic_hyper::server::Builder::new()
-                    .enable_webtransport(true)
-                    .serve_connection(conn, service),
-            );
+            let served = gquic_hyper::server::Builder::new()
+                .enable_webtransport(true)
+                .serve_connection(conn, service);
+            let _ = handles_tx.send(served.shutdown_handle());
+            tokio::spawn(served);
         }
     });
-    (addr, certs)
+    (addr, certs, handles)
 }
 
 async fn client(
@@ -367,6 +385,39 @@ async fn streams_for_unknown_sessions_are_bounded() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Graceful shutdown sends WT_DRAIN_SESSION and waits for the session, which closes itself
+/// with its own code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_sessions() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (ended_tx, _ended) = mpsc::unbounded_channel();
+        let (addr, certs, mut handles) = server_with_handles(ended_tx).await;
+        let endpoint = Endpoint::client(localhost()).unwrap();
+        let mut send = client(&endpoint, addr, &certs).await;
+        let session = send.webtransport(url(addr, "/wt-drain")).await.unwrap();
+        let handle = handles.recv().await.unwrap();
+        // Not draining until the server shuts down.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), session.draining())
+                .await
+                .is_err()
+        );
+        handle.graceful_shutdown();
+        tokio::time::timeout(Duration::from_secs(10), session.draining())
+            .await
+            .expect("the client saw WT_DRAIN_SESSION");
+        assert_eq!(
+            session.closed().await,
+            SessionError::Closed {
+                code: 99,
+                reason: "shutting down".into()
+            }
+        );
     })
     .await
     .expect("timed out");
