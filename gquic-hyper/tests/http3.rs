@@ -382,15 +382,7 @@ async fn extended_connect_protocol_reaches_the_service() {
         });
         // A raw h3 client over gquic sends an extended CONNECT (RFC 9220, RFC 9298).
         let client = Endpoint::client(localhost()).unwrap();
-        let conn = client
-            .connect_with(
-                ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
-                addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = quic_connect(&client, addr, &certs).await;
         let (mut driver, mut send) = h3::client::builder()
             .enable_extended_connect(true)
             .build::<_, _, Bytes>(gquic_transport::h3::Connection::new(conn))

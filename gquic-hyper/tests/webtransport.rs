@@ -12,7 +12,7 @@ use bytes::Bytes;
 use gquic_hyper::client::SendRequest;
 use gquic_hyper::webtransport::{Session, SessionError};
 use gquic_transport::runtime::Endpoint;
-use gquic_transport::{ClientConfig, ServerConfig};
+use gquic_transport::ServerConfig;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
@@ -299,15 +299,7 @@ async fn close_codes_travel_and_refusals_are_errors() {
         assert_eq!(res.status(), StatusCode::OK);
 
         // Without WebTransport enabled on the client, asking for a session is a typed error.
-        let conn = endpoint
-            .connect_with(
-                ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
-                addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = quic_connect(&endpoint, addr, &certs).await;
         let (mut plain, driver) = gquic_hyper::client::handshake::<Body>(conn).await.unwrap();
         tokio::spawn(driver);
         let err = plain.webtransport(url(addr, "/wt")).await.unwrap_err();
@@ -326,15 +318,7 @@ async fn streams_for_unknown_sessions_are_bounded() {
         let (ended_tx, _ended) = mpsc::unbounded_channel();
         let (addr, certs) = server(ended_tx).await;
         let endpoint = Endpoint::client(localhost()).unwrap();
-        let conn = endpoint
-            .connect_with(
-                ClientConfig::new(Arc::new(tls_client(&certs))).unwrap(),
-                addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = quic_connect(&endpoint, addr, &certs).await;
         let (mut send, driver) = gquic_hyper::client::Builder::new()
             .enable_webtransport(true)
             .handshake::<Body>(conn.clone())

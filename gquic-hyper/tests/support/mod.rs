@@ -59,6 +59,23 @@ pub fn tls_client(certs: &Certs) -> rustls::ClientConfig {
     tls
 }
 
+/// A QUIC connection from `endpoint` to `addr` as `localhost`, trusting `certs` (ALPN h3).
+pub async fn quic_connect(
+    endpoint: &gquic_transport::runtime::Endpoint,
+    addr: SocketAddr,
+    certs: &Certs,
+) -> gquic_transport::runtime::Connection {
+    endpoint
+        .connect_with(
+            gquic_transport::ClientConfig::new(Arc::new(tls_client(certs))).unwrap(),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap()
+}
+
 /// Connects `endpoint` to `addr` (trusting `certs`) and starts HTTP/3 with `builder`, the
 /// connection driven on its own task.
 pub async fn h3_client(
@@ -67,15 +84,7 @@ pub async fn h3_client(
     certs: &Certs,
     builder: gquic_hyper::client::Builder,
 ) -> gquic_hyper::client::SendRequest<Body> {
-    let conn = endpoint
-        .connect_with(
-            gquic_transport::ClientConfig::new(Arc::new(tls_client(certs))).unwrap(),
-            addr,
-            "localhost",
-        )
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = quic_connect(endpoint, addr, certs).await;
     let (send, driver) = builder.handshake(conn).await.unwrap();
     tokio::spawn(driver);
     send
