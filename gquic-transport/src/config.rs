@@ -288,8 +288,12 @@ fn check_provider(provider: &rustls::crypto::CryptoProvider) -> Result<(), Confi
 /// Server settings: the rustls server config (certificates, ALPN) and transport settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// What connections use: the user's config, or a copy set up for 0-RTT.
     pub(crate) crypto: Arc<rustls::ServerConfig>,
+    /// The config as the user gave it.
+    user_crypto: Arc<rustls::ServerConfig>,
     pub(crate) transport: Arc<TransportConfig>,
+    zero_rtt: bool,
 }
 
 impl ServerConfig {
@@ -300,8 +304,10 @@ impl ServerConfig {
     pub fn new(crypto: Arc<rustls::ServerConfig>) -> Result<Self, ConfigError> {
         check_provider(crypto.crypto_provider())?;
         Ok(Self {
+            user_crypto: crypto.clone(),
             crypto,
             transport: Arc::new(TransportConfig::default()),
+            zero_rtt: false,
         })
     }
 
@@ -312,7 +318,124 @@ impl ServerConfig {
     pub fn transport(&mut self, transport: Arc<TransportConfig>) -> Result<&mut Self, ConfigError> {
         transport.validate()?;
         self.transport = transport;
+        self.rebuild_crypto();
         Ok(self)
+    }
+
+    /// Accepts 0-RTT data from clients resuming a session (RFC 9001 §4.6.1); off by default.
+    ///
+    /// Replay protection comes from single-use tickets: rustls accepts early data only with
+    /// stateful resumption, where a ticket is taken out of the session store
+    /// (`rustls::ServerConfig::session_storage`) when it is used. A store shared by several
+    /// servers must keep `take` single-use across all of them. The transport parameters a
+    /// ticket was issued under are kept with it, and a ticket whose limits are above this
+    /// configuration's is not resumed (RFC 9000 §7.4.1), so 0-RTT is then rejected and the
+    /// client sends its data again in 1-RTT.
+    ///
+    /// Data in 0-RTT can be replayed by an attacker within these limits only as a whole
+    /// connection's first flight; applications see which streams came in 0-RTT
+    /// ([`crate::Connection::is_0rtt_stream`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Tls`] if the rustls config uses stateless tickets
+    /// (`ServerConfig::ticketer`), with which rustls never accepts early data.
+    pub fn enable_0rtt(&mut self, enable: bool) -> Result<&mut Self, ConfigError> {
+        if enable && self.user_crypto.ticketer.enabled() {
+            return Err(ConfigError::Tls(
+                "0-RTT needs stateful session resumption: remove the rustls ticketer (stateless \
+                 tickets could be replayed, so rustls refuses early data with them)",
+            ));
+        }
+        if enable && self.user_crypto.send_tls13_tickets == 0 {
+            return Err(ConfigError::Tls(
+                "0-RTT needs session tickets: set rustls ServerConfig::send_tls13_tickets above 0",
+            ));
+        }
+        self.zero_rtt = enable;
+        self.rebuild_crypto();
+        Ok(self)
+    }
+
+    /// Whether 0-RTT is accepted.
+    pub fn is_0rtt_enabled(&self) -> bool {
+        self.zero_rtt
+    }
+
+    fn rebuild_crypto(&mut self) {
+        if !self.zero_rtt {
+            self.crypto = self.user_crypto.clone();
+            return;
+        }
+        let mut crypto = (*self.user_crypto).clone();
+        // RFC 9001 §4.6.1: QUIC requires 0xffffffff here.
+        crypto.max_early_data_size = u32::MAX;
+        crypto.session_storage = Arc::new(ZeroRttSessions {
+            inner: self.user_crypto.session_storage.clone(),
+            limits: zero_rtt_limits(&self.transport),
+        });
+        self.crypto = Arc::new(crypto);
+    }
+}
+
+/// The transport limits a 0-RTT client relies on (RFC 9000 §7.4.1), as this server sets them.
+fn zero_rtt_limits(t: &TransportConfig) -> [u64; 7] {
+    [
+        t.active_connection_id_limit,
+        t.receive_window,
+        t.stream_receive_window,
+        t.stream_receive_window,
+        t.stream_receive_window,
+        t.max_concurrent_bidi_streams,
+        t.max_concurrent_uni_streams,
+    ]
+}
+
+/// A session store that keeps, with each ticket, the limits it was issued under, and resumes
+/// only tickets whose limits this server still honours (RFC 9000 §7.4.1: "A server MUST
+/// reject 0-RTT data if the restored values for transport parameters cannot be supported").
+#[derive(Debug)]
+struct ZeroRttSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    limits: [u64; 7],
+}
+
+impl ZeroRttSessions {
+    const PREFIX: usize = 7 * 8;
+
+    fn unwrap(&self, value: Vec<u8>) -> Option<Vec<u8>> {
+        let prefix = value.get(..Self::PREFIX)?;
+        let honoured = prefix
+            .chunks_exact(8)
+            .zip(self.limits)
+            .all(|(old, now)| u64::from_be_bytes(old.try_into().unwrap_or([0xff; 8])) <= now);
+        if !honoured {
+            tracing::debug!("ticket issued under higher limits: not resumed, 0-RTT rejected");
+            return None;
+        }
+        Some(value[Self::PREFIX..].to_vec())
+    }
+}
+
+impl rustls::server::StoresServerSessions for ZeroRttSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let mut stored = Vec::with_capacity(Self::PREFIX + value.len());
+        for l in self.limits {
+            stored.extend_from_slice(&l.to_be_bytes());
+        }
+        stored.extend_from_slice(&value);
+        self.inner.put(key, stored)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.unwrap(self.inner.get(key)?)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.unwrap(self.inner.take(key)?)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
     }
 }
 
@@ -352,6 +475,19 @@ impl ClientConfig {
     /// The QUIC version of the first Initial (v1 by default; v2 per RFC 9369).
     pub fn version(&mut self, version: Version) -> &mut Self {
         self.version = version;
+        self
+    }
+
+    /// Offers 0-RTT when resuming a session whose ticket allows it (RFC 9001 §4.6.1): sets
+    /// rustls' `enable_early_data` on a copy of the TLS config. Tickets are kept by the rustls
+    /// config's resumption store (`rustls::ClientConfig::resumption`), per server name.
+    /// Send early data with [`crate::runtime::Connecting::into_0rtt`].
+    pub fn enable_0rtt(&mut self, enable: bool) -> &mut Self {
+        if self.crypto.enable_early_data != enable {
+            let mut crypto = (*self.crypto).clone();
+            crypto.enable_early_data = enable;
+            self.crypto = Arc::new(crypto);
+        }
         self
     }
 }

@@ -9,6 +9,7 @@ mod recv;
 mod send;
 mod spaces;
 pub mod streams;
+mod zero_rtt;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use self::spaces::PacketSpace;
 pub use self::spaces::SpaceId;
 use self::streams::Streams;
 pub use self::streams::{ReadError, StreamEvent, WriteError};
+use self::zero_rtt::ZeroRtt;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::crypto::{self, KeyPhase};
 use crate::error::TransportErrorCode;
@@ -202,6 +204,10 @@ pub struct Connection {
     state: State,
     spaces: [PacketSpace; 3],
     one_rtt: Option<KeyPhase>,
+    /// 0-RTT keys and outcome (RFC 9001 §4.6).
+    zero_rtt: ZeroRtt,
+    /// Whether the frames being handled came in a 0-RTT packet.
+    receiving_0rtt: bool,
     /// The space TLS output goes to next.
     tls_space: SpaceId,
     handshake_confirmed: bool,
@@ -394,6 +400,7 @@ impl Connection {
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
         conn.write_tls();
+        conn.start_0rtt();
         Ok(conn)
     }
 
@@ -467,6 +474,8 @@ impl Connection {
             state: State::Handshake,
             spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
             one_rtt: None,
+            zero_rtt: ZeroRtt::default(),
+            receiving_0rtt: false,
             tls_space: SpaceId::Initial,
             handshake_confirmed: false,
             handshake_done_pending: false,
@@ -982,6 +991,15 @@ impl Connection {
                 SpaceId::Data
             });
         tracing::debug!(?space, pto_count = self.pto_count, "PTO");
+        // CRYPTO data declared lost in another space may be waiting for a congestion window
+        // that packets the peer cannot acknowledge yet keep full (Handshake packets before it
+        // has the keys): it goes out as a probe too, or the handshake could stall for good.
+        for other in SpaceId::ALL {
+            let sp = &mut self.spaces[other as usize];
+            if other != space && sp.keys.is_some() && sp.crypto_send.has_pending(u64::MAX) {
+                sp.probes = sp.probes.max(1);
+            }
+        }
         let sp = &mut self.spaces[space as usize];
         sp.probes = 2;
         // Resend the CRYPTO data still in flight: probes should carry data (RFC 9002 §6.2.4).

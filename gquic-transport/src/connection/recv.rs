@@ -14,7 +14,7 @@ use crate::recovery::sent::{
 };
 use crate::wire::frame::{Ack, Frame, Iter};
 use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
-use crate::wire::{LongType, TransportParameters};
+use crate::wire::{LongType, PacketType, TransportParameters};
 use crate::Side;
 
 impl Connection {
@@ -66,18 +66,24 @@ impl Connection {
         now: Instant,
         partial: PartialDecode,
     ) -> Result<(), TransportError> {
-        let space = match partial.header() {
-            ProtectedHeader::Initial { .. } => SpaceId::Initial,
+        let (space, early) = match partial.header() {
+            ProtectedHeader::Initial { .. } => (SpaceId::Initial, false),
             ProtectedHeader::Long {
                 ty: LongType::Handshake,
                 ..
-            } => SpaceId::Handshake,
-            ProtectedHeader::Short { .. } => SpaceId::Data,
+            } => (SpaceId::Handshake, false),
+            // RFC 9000 §17.2.3: 0-RTT packets share the application data space; only a
+            // server takes them.
+            ProtectedHeader::Long {
+                ty: LongType::ZeroRtt,
+                ..
+            } if self.side.is_server() => (SpaceId::Data, true),
+            ProtectedHeader::Short { .. } => (SpaceId::Data, false),
             ProtectedHeader::VersionNegotiation { .. } => {
                 self.on_version_negotiation(now, &partial);
                 return Ok(());
             }
-            // 0-RTT, Retry and other versions are not accepted yet: dropped.
+            // Retry and other versions are not accepted yet: dropped.
             _ => {
                 self.stats.packets_dropped += 1;
                 return Ok(());
@@ -96,6 +102,31 @@ impl Connection {
         }
         // Header protection, packet number, payload protection.
         let decoded = match space {
+            SpaceId::Data if early => {
+                // RFC 9001 §5.3: 0-RTT keys open 0-RTT packets; without them (0-RTT rejected
+                // or already discarded) the packet is dropped.
+                let Some(keys) = self.zero_rtt.keys.as_ref() else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let Ok(packet) = partial.finish(keys.header.as_ref()) else {
+                    self.stats.packets_dropped += 1;
+                    return Ok(());
+                };
+                let pn = packet
+                    .header
+                    .number()
+                    .expand(self.spaces[space as usize].largest_received);
+                let header = packet.header.clone();
+                let reserved_ok = packet.reserved_bits_valid();
+                match crypto::open(packet.buf, packet.header_len, pn, keys.packet.as_ref()) {
+                    Ok(payload) => (header, pn, payload, reserved_ok),
+                    Err(_) => {
+                        self.stats.packets_dropped += 1;
+                        return Ok(());
+                    }
+                }
+            }
             SpaceId::Data => {
                 let Some(keys) = self.one_rtt.as_mut() else {
                     self.stats.packets_dropped += 1;
@@ -124,6 +155,12 @@ impl Connection {
                     Ok(payload) => {
                         keys.on_packet_received(which, pn)
                             .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                        // RFC 9001 §4.9.3: a server may drop 0-RTT keys on its first 1-RTT
+                        // packet; a late 0-RTT packet is then lost and its data resent.
+                        if self.side.is_server() && self.zero_rtt.keys.is_some() {
+                            tracing::debug!("discarding 0-RTT keys");
+                            self.zero_rtt.keys = None;
+                        }
                         (header, pn, payload, reserved_ok)
                     }
                     Err(_) => {
@@ -198,7 +235,13 @@ impl Connection {
         }
 
         let mut ack_eliciting = false;
-        for frame in Iter::new(payload, space.packet_type()) {
+        let packet_type = if early {
+            PacketType::ZeroRtt
+        } else {
+            space.packet_type()
+        };
+        self.receiving_0rtt = early;
+        for frame in Iter::new(payload, packet_type) {
             let frame = frame.map_err(|e| TransportError {
                 code: e.code(),
                 frame: e.frame_type(),
@@ -309,18 +352,22 @@ impl Connection {
                     });
                 }
             }
-            Frame::Stream(s) => self
-                .streams
-                .on_stream_frame(s.id, s.offset, s.data, s.fin, now, rtt)
-                .map_err(|c| stream_err(c, ty))?,
+            Frame::Stream(s) => {
+                self.streams
+                    .on_stream_frame(s.id, s.offset, s.data, s.fin, now, rtt)
+                    .map_err(|c| stream_err(c, ty))?;
+                self.note_0rtt_stream(s.id);
+            }
             Frame::ResetStream {
                 id,
                 error_code,
                 final_size,
-            } => self
-                .streams
-                .on_reset_stream(id, error_code, final_size, now, rtt)
-                .map_err(|c| stream_err(c, ty))?,
+            } => {
+                self.streams
+                    .on_reset_stream(id, error_code, final_size, now, rtt)
+                    .map_err(|c| stream_err(c, ty))?;
+                self.note_0rtt_stream(id);
+            }
             Frame::StopSending { id, error_code } => self
                 .streams
                 .on_stop_sending(id, error_code)
@@ -437,6 +484,7 @@ impl Connection {
             }
         }
         self.write_tls();
+        self.server_0rtt_decided();
         // A resuming rustls client reports the parameters remembered from the last session
         // (for 0-RTT) until the new EncryptedExtensions arrive, in the Handshake space; the
         // checks of RFC 9000 §7.3 apply to the new ones.
@@ -457,6 +505,7 @@ impl Connection {
                 self.peer_params = Some(params);
             }
         }
+        self.client_0rtt_outcome()?;
         if self.state == State::Handshake && !self.tls.is_handshaking() && self.one_rtt.is_some() {
             tracing::debug!(alpn = ?self.tls.alpn_protocol().map(String::from_utf8_lossy), "handshake complete");
             self.state = State::Established;

@@ -22,6 +22,9 @@ const MIN_INITIAL_SIZE: usize = 1200;
 const STREAM_OVERHEAD: usize = 19;
 /// Worst-case CRYPTO frame header: type, 8-byte offset, 2-byte length.
 const CRYPTO_OVERHEAD: usize = 11;
+/// Room a datagram needs left for another long-header packet worth coalescing: a header with
+/// two 20-byte connection IDs, a few bytes of frames and the AEAD tag.
+const LATER_PACKET_ROOM: usize = 128;
 
 impl Connection {
     /// Writes the next datagram to send into `buf` (replacing its contents), or returns `None`
@@ -49,12 +52,32 @@ impl Connection {
             max_size
         };
         let mut needs_padding = false;
+        let mut last_space = None;
         for space in SpaceId::ALL {
             if buf.len() + 64 > limit {
                 break;
             }
             if let Some(summary) = self.write_packet(now, space, buf, limit, needs_padding) {
-                needs_padding |= summary.needs_padding;
+                needs_padding = summary.needs_padding;
+                last_space = Some(space);
+            }
+        }
+        if let (true, Some(space)) = (needs_padding, last_space) {
+            // The packet that was to pad the datagram did not get written (congestion window,
+            // pacing): RFC 9000 §14.1 still wants 1200 bytes, so a packet of PADDING follows
+            // in the last space written (a long header: the datagram can go on).
+            if let Some((start, partial, pn)) = self.begin_packet(space, buf) {
+                self.finish_packet(
+                    now,
+                    space,
+                    buf,
+                    start,
+                    partial,
+                    pn,
+                    SentInfo::default(),
+                    false,
+                    MIN_INITIAL_SIZE.min(limit),
+                );
             }
         }
         self.datagram_written(buf)
@@ -76,7 +99,7 @@ impl Connection {
 
     fn has_keys(&self, space: SpaceId) -> bool {
         match space {
-            SpaceId::Data => self.one_rtt.is_some(),
+            SpaceId::Data => self.one_rtt.is_some() || self.is_0rtt(),
             _ => self.spaces[space as usize].keys.is_some(),
         }
     }
@@ -116,6 +139,14 @@ impl Connection {
             },
             SpaceId::Handshake => Header::Long {
                 ty: LongType::Handshake,
+                version: self.version,
+                dst_cid: self.cids.remote(),
+                src_cid: self.local_cid,
+                number,
+            },
+            // RFC 9000 §17.2.3: before 1-RTT keys, a resuming client sends 0-RTT packets.
+            SpaceId::Data if self.is_0rtt() => Header::Long {
+                ty: LongType::ZeroRtt,
                 version: self.version,
                 dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
@@ -163,6 +194,19 @@ impl Connection {
             return;
         }
         let sealed = match space {
+            SpaceId::Data if self.is_0rtt() => match self.zero_rtt.keys.as_ref() {
+                Some(keys) => {
+                    self.zero_rtt.sent = true;
+                    crypto::seal(
+                        &mut buf[start..],
+                        partial.header_len(),
+                        partial.pn_offset,
+                        pn,
+                        keys,
+                    )
+                }
+                None => return,
+            },
             SpaceId::Data => match self.one_rtt.as_mut() {
                 Some(k) => {
                     let r = crypto::seal_with(
@@ -296,7 +340,15 @@ impl Connection {
         let mut info = SentInfo::default();
         let mut ack_eliciting = false;
 
-        if ack_wanted || self.spaces[space as usize].ack_pending() {
+        // RFC 9000 §17.2.3: 0-RTT packets carry no ACK frames.
+        let zero_rtt = space == SpaceId::Data && self.is_0rtt();
+        // Handshake-space packets and probes repeat the ACK even when nothing new needs one:
+        // the peer's view of what arrived (and its RTT sample) should not hang on one lost
+        // ACK-only packet while the handshake is stuck behind loss (RFC 9002 §6.2.4).
+        let repeat_ack = can_elicit
+            && (space != SpaceId::Data || probe)
+            && !self.spaces[space as usize].received.is_empty();
+        if !zero_rtt && (ack_wanted || repeat_ack || self.spaces[space as usize].ack_pending()) {
             self.write_ack(now, space, buf, end);
         }
         if can_elicit {
@@ -337,10 +389,14 @@ impl Connection {
         // datagrams, are padded to 1200 bytes; padding goes in the last packet.
         let needs_padding = datagram_needs_padding
             || (space == SpaceId::Initial && (self.side.is_client() || ack_eliciting));
-        let later_wants = SpaceId::ALL
-            .iter()
-            .filter(|&&s| s > space)
-            .any(|&s| self.space_wants_to_send(now, s));
+        // A later packet pads only if one can still fit (room for a header, a frame and the
+        // tag); otherwise this one does.
+        let later_fits = limit.saturating_sub(buf.len() + TAG_LEN) >= LATER_PACKET_ROOM;
+        let later_wants = later_fits
+            && SpaceId::ALL
+                .iter()
+                .filter(|&&s| s > space)
+                .any(|&s| self.space_wants_to_send(now, s));
         let pad_to = if needs_padding && !later_wants {
             MIN_INITIAL_SIZE.min(limit)
         } else {

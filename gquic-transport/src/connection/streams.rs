@@ -236,12 +236,22 @@ impl Streams {
     }
 
     /// Applies the peer's transport parameters (RFC 9000 §7.4).
+    ///
+    /// Called once with the remembered parameters of a 0-RTT attempt and again with the ones
+    /// of the handshake: limits only grow (RFC 9000 §7.4.1 forbids a server that accepts 0-RTT
+    /// to lower them; the connection checks that before calling this), and streams opened in
+    /// 0-RTT take the new per-stream limits.
     pub fn set_peer_params(&mut self, params: &TransportParameters) {
-        self.max_local = [
-            params.initial_max_streams_bidi,
-            params.initial_max_streams_uni,
-        ];
-        self.max_data = params.initial_max_data;
+        for (d, dir, limit) in [
+            (0, Dir::Bi, params.initial_max_streams_bidi),
+            (1, Dir::Uni, params.initial_max_streams_uni),
+        ] {
+            if limit > self.max_local[d] {
+                self.max_local[d] = limit;
+                self.events.push_back(StreamEvent::Available(dir));
+            }
+        }
+        self.max_data = self.max_data.max(params.initial_max_data);
         self.peer_params = params.clone();
         // Streams opened before the parameters arrived (0-RTT) take their limits now.
         let ids: Vec<StreamId> = self.send.keys().copied().collect();
@@ -251,6 +261,27 @@ impl Streams {
                 s.max_data = s.max_data.max(limit);
             }
         }
+        self.wake_writers();
+    }
+
+    /// Whether what we already sent (streams opened, data per stream and in total) fits
+    /// within `params`: after a 0-RTT rejection, data sent under the remembered limits is sent
+    /// again under the new ones (RFC 9000 §7.4.1).
+    pub fn sent_fits(&self, params: &TransportParameters) -> bool {
+        if self.next_local[0] > params.initial_max_streams_bidi
+            || self.next_local[1] > params.initial_max_streams_uni
+            || self.data_sent > params.initial_max_data
+        {
+            return false;
+        }
+        self.send.iter().all(|(id, s)| {
+            let limit = match (id.dir(), id.initiator() == self.side) {
+                (Dir::Uni, _) => params.initial_max_stream_data_uni,
+                (Dir::Bi, true) => params.initial_max_stream_data_bidi_remote,
+                (Dir::Bi, false) => params.initial_max_stream_data_bidi_local,
+            };
+            s.buf.sent_offset() <= limit
+        })
     }
 
     /// The peer's initial limit for data we send on `id`.

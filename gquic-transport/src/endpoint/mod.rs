@@ -473,6 +473,13 @@ impl Endpoint {
             return None;
         }
         conn.handle_datagram(now, remote, data);
+        if conn.stats().packets_received == 0 {
+            // Nothing in the datagram authenticated: its header (the client's connection ID
+            // above all) cannot be trusted, and keeping the state would let one corrupted or
+            // forged Initial take the connection ID the real client's Initials are routed by.
+            self.stats.dropped += 1;
+            return None;
+        }
         let idx = self.insert(conn);
         // Retransmitted client Initials still carry the original DCID until the client adopts
         // ours (RFC 9000 §7.2).

@@ -1,0 +1,240 @@
+//! 0-RTT (RFC 9001 §4.6, RFC 9000 §7.4.1): early data on a resumed connection.
+//!
+//! A client resuming a TLS session whose ticket allows early data gets 0-RTT keys from rustls
+//! before any packet is sent. Until the 1-RTT keys arrive it sends application data in 0-RTT
+//! packets, obeying the server transport parameters remembered with the ticket. Once the
+//! handshake says whether the server accepted it:
+//!
+//! - accepted: the 0-RTT packets stay in flight and are acknowledged like any other; the
+//!   server's new parameters must not lower a remembered limit (§7.4.1);
+//! - rejected: every 0-RTT packet counts as lost (RFC 9001 §4.6.2), so the stream data and
+//!   control frames they carried go again in 1-RTT packets: nothing is lost for the
+//!   application.
+//!
+//! A server accepts 0-RTT when rustls does (a fresh, single-use ticket from its session store;
+//! see [`crate::ServerConfig::enable_0rtt`]), opens 0-RTT packets with the early keys, and
+//! remembers which streams the client opened in them so an application can treat early
+//! requests with care (they could be replays of a request the client made before, RFC 9001
+//! §9.2).
+
+use std::collections::HashSet;
+
+use rustls::quic::DirectionalKeys;
+
+use super::{Connection, SpaceId, TransportError};
+use crate::error::TransportErrorCode;
+use crate::wire::TransportParameters;
+use crate::StreamId;
+
+/// How many streams opened in 0-RTT a server remembers (the client cannot open more than its
+/// remembered stream limits allow before 1-RTT; this is a cap against a misbehaving one).
+const MAX_EARLY_STREAMS: usize = 4096;
+
+/// 0-RTT state of a connection.
+#[derive(Default)]
+pub(super) struct ZeroRtt {
+    /// Client: seals 0-RTT packets until the 1-RTT keys arrive. Server: opens them until the
+    /// first 1-RTT packet (RFC 9001 §4.9.3).
+    pub(super) keys: Option<DirectionalKeys>,
+    /// Client: the server parameters remembered with the ticket, which 0-RTT data obeys.
+    pub(super) remembered: Option<TransportParameters>,
+    /// Client: whether any 0-RTT packet was sent.
+    pub(super) sent: bool,
+    /// Whether the server accepted 0-RTT, once the handshake has said.
+    pub(super) accepted: Option<bool>,
+    /// Server: streams the client used in 0-RTT packets.
+    pub(super) streams: HashSet<StreamId>,
+}
+
+/// RFC 9000 §7.4.1: the limits a server accepting 0-RTT must not lower.
+fn lowered_limit(
+    remembered: &TransportParameters,
+    new: &TransportParameters,
+) -> Option<&'static str> {
+    let pairs = [
+        (
+            "active_connection_id_limit",
+            remembered.active_connection_id_limit,
+            new.active_connection_id_limit,
+        ),
+        (
+            "initial_max_data",
+            remembered.initial_max_data,
+            new.initial_max_data,
+        ),
+        (
+            "initial_max_stream_data_bidi_local",
+            remembered.initial_max_stream_data_bidi_local,
+            new.initial_max_stream_data_bidi_local,
+        ),
+        (
+            "initial_max_stream_data_bidi_remote",
+            remembered.initial_max_stream_data_bidi_remote,
+            new.initial_max_stream_data_bidi_remote,
+        ),
+        (
+            "initial_max_stream_data_uni",
+            remembered.initial_max_stream_data_uni,
+            new.initial_max_stream_data_uni,
+        ),
+        (
+            "initial_max_streams_bidi",
+            remembered.initial_max_streams_bidi,
+            new.initial_max_streams_bidi,
+        ),
+        (
+            "initial_max_streams_uni",
+            remembered.initial_max_streams_uni,
+            new.initial_max_streams_uni,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .find(|(_, old, new)| new < old)
+        .map(|(name, _, _)| name)
+}
+
+impl Connection {
+    /// Client, right after the ClientHello: takes the 0-RTT keys and remembered parameters if
+    /// rustls is resuming a session that allows early data.
+    pub(super) fn start_0rtt(&mut self) {
+        let Some(keys) = self.tls.zero_rtt_keys() else {
+            return;
+        };
+        let Some(raw) = self.tls.quic_transport_parameters() else {
+            return;
+        };
+        // A ticket whose parameters no longer decode is not used for 0-RTT.
+        let Ok(remembered) = TransportParameters::decode(self.side.peer(), raw) else {
+            tracing::debug!("remembered transport parameters do not decode; no 0-RTT");
+            return;
+        };
+        tracing::debug!("0-RTT keys available");
+        // RFC 9000 §7.4.1: 0-RTT data obeys the remembered limits.
+        self.streams.set_peer_params(&remembered);
+        self.zero_rtt.remembered = Some(remembered);
+        self.zero_rtt.keys = Some(keys);
+    }
+
+    /// Whether data written now goes out in 0-RTT packets: a client resuming a session that
+    /// allows early data, before the handshake completes.
+    pub fn is_0rtt(&self) -> bool {
+        self.side.is_client() && self.zero_rtt.keys.is_some() && self.one_rtt.is_none()
+    }
+
+    /// Whether the server accepted 0-RTT: `None` until the handshake says (and for a client
+    /// that had no 0-RTT keys, `Some(false)` once it completes).
+    pub fn zero_rtt_accepted(&self) -> Option<bool> {
+        self.zero_rtt.accepted
+    }
+
+    /// Server: whether the client used stream `id` in a 0-RTT packet. Such a request could be
+    /// a replay of one made on an earlier connection (RFC 9001 §9.2, RFC 8470): act on it only
+    /// if that is harmless.
+    pub fn is_0rtt_stream(&self, id: StreamId) -> bool {
+        self.zero_rtt.streams.contains(&id)
+    }
+
+    /// Server: records a stream carried in a 0-RTT packet.
+    pub(super) fn note_0rtt_stream(&mut self, id: StreamId) {
+        if self.receiving_0rtt && self.zero_rtt.streams.len() < MAX_EARLY_STREAMS {
+            self.zero_rtt.streams.insert(id);
+        }
+    }
+
+    /// Server, once the ClientHello is processed: rustls has decided about early data.
+    pub(super) fn server_0rtt_decided(&mut self) {
+        if self.side.is_client()
+            || self.zero_rtt.accepted.is_some()
+            || self.spaces[SpaceId::Handshake as usize].keys.is_none()
+        {
+            return;
+        }
+        let keys = self.tls.zero_rtt_keys();
+        tracing::debug!(accepted = keys.is_some(), "0-RTT decision");
+        self.zero_rtt.accepted = Some(keys.is_some());
+        self.zero_rtt.keys = keys;
+    }
+
+    /// Client, once the 1-RTT keys and the server's new parameters are in: learn whether
+    /// 0-RTT was accepted and act on it (RFC 9001 §4.6.2, RFC 9000 §7.4.1).
+    pub(super) fn client_0rtt_outcome(&mut self) -> Result<(), TransportError> {
+        if self.side.is_server() || self.zero_rtt.accepted.is_some() || self.one_rtt.is_none() {
+            return Ok(());
+        }
+        let Some(remembered) = self.zero_rtt.remembered.take() else {
+            self.zero_rtt.accepted = Some(false);
+            return Ok(());
+        };
+        // RFC 9001 §4.9.3: a client with 1-RTT keys sends no more 0-RTT packets.
+        self.zero_rtt.keys = None;
+        let accepted = match &self.tls {
+            rustls::quic::Connection::Client(c) => c.is_early_data_accepted(),
+            rustls::quic::Connection::Server(_) => false,
+        };
+        self.zero_rtt.accepted = Some(accepted);
+        let lowered = self
+            .peer_params
+            .as_ref()
+            .and_then(|new| lowered_limit(&remembered, new));
+        tracing::debug!(accepted, sent = self.zero_rtt.sent, "0-RTT outcome");
+        if accepted {
+            if let Some(name) = lowered {
+                return Err(TransportError::new(
+                    TransportErrorCode::PROTOCOL_VIOLATION,
+                    format!("the server accepted 0-RTT but lowered {name} (RFC 9000 §7.4.1)"),
+                ));
+            }
+            return Ok(());
+        }
+        // Rejected: everything sent in 0-RTT is lost and goes again in 1-RTT packets
+        // (RFC 9001 §4.6.2). It left no trace at the server, so congestion control ignores it.
+        let lost = self.spaces[SpaceId::Data as usize].sent.discard();
+        for (_, packet) in lost {
+            for c in &packet.info.chunks {
+                self.streams.on_chunk_lost(c);
+            }
+            for c in packet.info.control {
+                self.streams.on_control_lost(c);
+            }
+        }
+        // The server may have lowered its limits (that can be why it rejected): what was sent
+        // must fit the new ones to be sent again.
+        let fits = self
+            .peer_params
+            .as_ref()
+            .is_none_or(|p| self.streams.sent_fits(p));
+        if !fits {
+            // Fail loudly rather than violate the new limits.
+            return Err(TransportError::new(
+                TransportErrorCode::INTERNAL_ERROR,
+                format!(
+                    "0-RTT was rejected and the server's new limits ({}) are below what the \
+                     0-RTT data used; retry the requests on a new connection",
+                    lowered.unwrap_or("flow control")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowered_limits_are_named() {
+        let old = TransportParameters {
+            initial_max_data: 100,
+            initial_max_streams_bidi: 10,
+            ..TransportParameters::default()
+        };
+        let mut new = old.clone();
+        assert_eq!(lowered_limit(&old, &new), None);
+        new.initial_max_data = 1000;
+        assert_eq!(lowered_limit(&old, &new), None);
+        new.initial_max_streams_bidi = 9;
+        assert_eq!(lowered_limit(&old, &new), Some("initial_max_streams_bidi"));
+    }
+}
