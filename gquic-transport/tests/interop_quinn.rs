@@ -780,3 +780,132 @@ impl Proxy {
         )
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 0-RTT (RFC 9001 §4.6) in both directions
+// ---------------------------------------------------------------------------------------
+
+/// A quinn server that accepts early data (rustls needs 0xffffffff for QUIC).
+fn quinn_server_0rtt(certs: &Certs) -> QuinnServer {
+    let mut tls = tls_server(certs, b"interop");
+    tls.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    run_quinn_server(quinn::Endpoint::server(config, localhost()).unwrap())
+}
+
+/// Opens a stream in 0-RTT, sends `data` and checks the echo.
+async fn early_echo(conn: &Connection, data: Bytes) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&data).await.unwrap();
+    send.finish().unwrap();
+    let back = recv.read_to_end(64 << 20).await.unwrap();
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data), "echo differs");
+}
+
+#[tokio::test]
+async fn gquic_client_quinn_server_0rtt_accepted_then_rejected_and_resent() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let server = quinn_server_0rtt(&certs);
+        let client = Endpoint::client(localhost()).unwrap();
+        let mut config = gquic_client_config(&certs, b"interop", Settings::default());
+        config.enable_0rtt(true);
+        client.set_default_client_config(config);
+        let addr = server.endpoint.local_addr().unwrap();
+
+        let first = client.connect(addr, "localhost").unwrap();
+        let first = match first.into_0rtt() {
+            Ok(_) => panic!("no ticket yet: no 0-RTT"),
+            Err(connecting) => connecting.await.unwrap(),
+        };
+        echo!(first, pattern(1000, 1));
+        assert_eq!(first.zero_rtt_accepted(), Some(false));
+        first.close(VarInt::from_u32(0), b"");
+
+        // Resumed: the request goes in 0-RTT and quinn accepts it.
+        let (conn, accepted) = client
+            .connect(addr, "localhost")
+            .unwrap()
+            .into_0rtt()
+            .expect("a ticket with early data");
+        assert!(conn.is_0rtt());
+        early_echo(&conn, pattern(100_000, 2)).await;
+        assert!(accepted.await, "quinn accepted 0-RTT");
+        assert_eq!(conn.zero_rtt_accepted(), Some(true));
+        conn.close(VarInt::from_u32(0), b"");
+
+        // Another quinn server knows nothing of the ticket: 0-RTT is rejected and the data is
+        // sent again in 1-RTT, unseen by the application.
+        let other = quinn_server_0rtt(&certs);
+        let addr = other.endpoint.local_addr().unwrap();
+        let (conn, accepted) = client
+            .connect(addr, "localhost")
+            .unwrap()
+            .into_0rtt()
+            .expect("the client still holds a ticket for localhost");
+        early_echo(&conn, pattern(100_000, 3)).await;
+        assert!(!accepted.await, "the other server rejects 0-RTT");
+        echo!(conn, pattern(5000, 4));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn quinn_client_gquic_server_0rtt_accepted_and_seen_as_early() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let mut config = ServerConfig::new(Arc::new(tls_server(&certs, b"interop"))).unwrap();
+        config.enable_0rtt(true).unwrap();
+        let endpoint = Endpoint::server(config, localhost()).unwrap();
+        let addr = endpoint.local_addr();
+        // Echo server using connections before their handshake completes; reports, per
+        // stream, whether it came in 0-RTT and whether the handshake was done when read.
+        let (tx, mut early) = tokio::sync::mpsc::unbounded_channel();
+        let ep = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(connecting) = ep.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let (conn, _accepted) = connecting.into_0rtt().expect("servers always can");
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let data = recv.read_to_end(64 << 20).await.unwrap();
+                        let _ = tx.send((recv.is_0rtt(), conn.is_0rtt_stream(recv.id())));
+                        send.write_all(&data).await.unwrap();
+                        send.finish().unwrap();
+                    }
+                });
+            }
+        });
+
+        let mut tls = tls_client(&certs, b"interop");
+        tls.enable_early_data = true;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+
+        let first = client.connect(addr, "localhost").unwrap().await.unwrap();
+        echo!(first, pattern(1000, 5));
+        assert_eq!(early.recv().await, Some((false, false)), "a full handshake");
+        first.close(0u32.into(), b"");
+
+        let (conn, accepted) = client
+            .connect(addr, "localhost")
+            .unwrap()
+            .into_0rtt()
+            .expect("quinn has a ticket with early data");
+        echo!(conn, pattern(50_000, 6));
+        assert!(accepted.await, "gquic accepted quinn's 0-RTT");
+        assert_eq!(
+            early.recv().await,
+            Some((true, true)),
+            "the server saw the stream arrive in 0-RTT"
+        );
+        // A stream opened after the handshake is not early.
+        echo!(conn, pattern(1000, 7));
+        assert_eq!(early.recv().await, Some((false, false)));
+    })
+    .await
+    .unwrap();
+}

@@ -84,6 +84,75 @@ impl Connecting {
     }
 }
 
+impl Connecting {
+    /// Uses the connection before its handshake completes (RFC 9001 §4.6).
+    ///
+    /// - **Client**: when resuming a session whose ticket allows early data (enable it with
+    ///   [`crate::ClientConfig::enable_0rtt`]), gives the connection at once: streams opened
+    ///   and data written now go in 0-RTT packets, under the limits remembered from the last
+    ///   connection. Without such a ticket, gives `self` back: await it instead.
+    /// - **Server**: always gives the connection at once, so requests that arrived in 0-RTT
+    ///   are read half a round trip before the client's Finished (and responses go out in
+    ///   1-RTT packets before the handshake completes).
+    ///
+    /// 0-RTT data can be replayed by an attacker (RFC 9001 §9.2); send only requests that
+    /// are safe to repeat (idempotent ones), and on the server, see
+    /// [`Connection::is_0rtt_stream`]. If the server rejects 0-RTT, what was sent in it goes
+    /// again in 1-RTT packets: nothing is lost. [`ZeroRttAccepted`] says which happened.
+    ///
+    /// # Errors
+    /// `Err(self)` for a client with no 0-RTT keys.
+    pub fn into_0rtt(mut self) -> Result<(Connection, ZeroRttAccepted), Self> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(self);
+        };
+        let usable = {
+            let mut s = conn.inner.shared.lock();
+            match s.proto(conn.inner.id) {
+                Some(c) => c.side().is_server() || c.is_0rtt(),
+                None => false,
+            }
+        };
+        if !usable {
+            return Err(self);
+        }
+        let conn = self.conn.take().expect("checked above");
+        let accepted = ZeroRttAccepted { conn: conn.clone() };
+        Ok((conn, accepted))
+    }
+}
+
+/// Resolves when the handshake completes, to whether the server accepted 0-RTT (`false` also
+/// when the connection failed first). From [`Connecting::into_0rtt`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ZeroRttAccepted {
+    conn: Connection,
+}
+
+impl Future for ZeroRttAccepted {
+    type Output = bool;
+
+    /// # Cancel safety
+    /// Cancel safe.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let id = self.conn.inner.id;
+        let mut s = self.conn.inner.shared.lock();
+        let accepted = s.proto(id).and_then(|c| c.zero_rtt_accepted());
+        let Some(st) = s.conns.get_mut(&id) else {
+            return Poll::Ready(false);
+        };
+        if st.connected {
+            return Poll::Ready(accepted.unwrap_or(false));
+        }
+        if st.error.is_some() {
+            return Poll::Ready(false);
+        }
+        register_waker(&mut st.handshake, cx.waker());
+        Poll::Pending
+    }
+}
+
 impl Future for Connecting {
     type Output = Result<Connection, ConnectionError>;
 
@@ -198,6 +267,32 @@ impl Connection {
                 counters: Default::default(),
             },
         }
+    }
+
+    /// Whether the handshake has completed.
+    pub fn is_handshake_complete(&self) -> bool {
+        let s = self.inner.shared.lock();
+        s.conns.get(&self.inner.id).is_some_and(|c| c.connected)
+    }
+
+    /// Client: whether data written now still goes out in 0-RTT packets (see
+    /// [`Connecting::into_0rtt`]).
+    pub fn is_0rtt(&self) -> bool {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).is_some_and(|c| c.is_0rtt())
+    }
+
+    /// Whether the server accepted 0-RTT; `None` until the handshake says.
+    pub fn zero_rtt_accepted(&self) -> Option<bool> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).and_then(|c| c.zero_rtt_accepted())
+    }
+
+    /// Server: whether the client sent on stream `id` in 0-RTT packets. Such data could be a
+    /// replay (RFC 9001 §9.2, RFC 8470): act on it only if repeating it is harmless.
+    pub fn is_0rtt_stream(&self, id: crate::StreamId) -> bool {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).is_some_and(|c| c.is_0rtt_stream(id))
     }
 
     /// Smoothed round-trip time.

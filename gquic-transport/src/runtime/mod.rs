@@ -47,7 +47,7 @@ use crate::connection::ConnectionError;
 use crate::endpoint::{self as proto, ConnectionHandle, EndpointConfig, EndpointConfigError};
 use crate::wire::VarInt;
 
-pub use connection::{Connecting, Connection, ConnectionStats};
+pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
 pub use streams::{ReadError, ReadToEndError, RecvStream, SendStream, StoppedError, WriteError};
 
 /// Why [`Endpoint::connect`] could not start a connection.

@@ -357,6 +357,14 @@ impl RecvStream {
         StreamId(self.id)
     }
 
+    /// Server: whether the client sent on this stream in 0-RTT packets, which could be
+    /// replayed (RFC 9001 §9.2).
+    pub fn is_0rtt(&self) -> bool {
+        let mut s = self.conn.shared.lock();
+        s.proto(self.conn.id)
+            .is_some_and(|c| c.is_0rtt_stream(StreamId(self.id)))
+    }
+
     /// Polls for up to `max` bytes in order; `None` at the end of the stream.
     ///
     /// # Errors

@@ -436,3 +436,39 @@ fn one_client_endpoint_carries_many_connections() {
         assert!(!s.net.endpoint(C).connection(h).unwrap().is_handshaking());
     }
 }
+
+#[test]
+fn an_initial_that_does_not_authenticate_leaves_no_state() {
+    // A first Initial whose header was forged or corrupted (here a flipped source connection
+    // ID byte) must not create a connection: the real client's Initials are routed by the same
+    // destination connection ID and would reach a connection answering the forged ID.
+    let s = sim(4, LinkConfig::default(), TransportConfig::default());
+    let mut net = s.net;
+    let now = net.now();
+    let mut buf = Vec::new();
+    let t = net
+        .endpoint(C)
+        .connection_mut(s.client)
+        .unwrap()
+        .poll_transmit(now, &mut buf)
+        .expect("the client's first Initial");
+    buf.truncate(t.size);
+    let mut forged = buf.clone();
+    // Long header: 1 flag byte, 4 version bytes, DCID length + DCID, SCID length, SCID.
+    let scid_at = 6 + forged[5] as usize + 1;
+    forged[scid_at] ^= 0x55;
+    let server = net.endpoint(S);
+    assert_eq!(
+        server.handle_datagram(now, CLIENT, BytesMut::from(&forged[..])),
+        None
+    );
+    assert!(
+        server.accept().is_none(),
+        "no connection for a forged Initial"
+    );
+    assert_eq!(server.connection_count(), 0);
+    assert!(server
+        .handle_datagram(now, CLIENT, BytesMut::from(&buf[..]))
+        .is_some());
+    assert!(server.accept().is_some(), "the genuine Initial is accepted");
+}
