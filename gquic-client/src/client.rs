@@ -210,6 +210,7 @@ pub struct ClientBuilder {
     tls: TlsOptions,
     local_address: Option<IpAddr>,
     http2_fallback: bool,
+    zero_rtt: bool,
     layers: Vec<LayerFn>,
     gzip: bool,
     brotli: bool,
@@ -258,6 +259,7 @@ impl ClientBuilder {
             tls: TlsOptions::default(),
             local_address: None,
             http2_fallback: false,
+            zero_rtt: false,
             layers: Vec::new(),
             gzip: true,
             brotli: true,
@@ -378,6 +380,21 @@ impl ClientBuilder {
         self
     }
 
+    /// 0-RTT (RFC 9001 §4.6, default `false`): the client keeps TLS session tickets per
+    /// origin, and a new connection to an origin it has a ticket for sends idempotent
+    /// requests (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) at once, in 0-RTT, saving a round
+    /// trip; other requests wait for the handshake. If the server rejects 0-RTT, the
+    /// requests go again in 1-RTT packets without the caller noticing.
+    /// [`Response::zero_rtt`](crate::Response::zero_rtt) says whether a request went in
+    /// accepted 0-RTT.
+    ///
+    /// 0-RTT data can be replayed by an attacker who captured it (RFC 8470): enable this only
+    /// for servers whose idempotent requests are safe to repeat.
+    pub fn zero_rtt(mut self, enable: bool) -> Self {
+        self.zero_rtt = enable;
+        self
+    }
+
     /// When QUIC does not get through (UDP blocked, no HTTP/3 on the port), fall back to
     /// HTTP/2 over TLS over TCP (default `false`): HTTP/3 is tried first; if no QUIC
     /// handshake completes within 300 ms, an HTTP/2 connection races it and the first to
@@ -446,6 +463,7 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             local_address: self.local_address,
             http2_fallback: self.http2_fallback,
+            zero_rtt: self.zero_rtt,
         }));
         // The stack, from the network up: pool, user layers, retry, cookies, redirects,
         // decompression.

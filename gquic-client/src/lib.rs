@@ -49,6 +49,7 @@ pub use body::Body;
 pub use client::{Client, ClientBuilder, HttpService};
 pub use error::Error;
 pub use http::{header, Method, StatusCode, Version};
+pub use pool::ZeroRtt;
 pub use request::{Request, RequestBuilder};
 pub use response::{BytesStream, Response};
 pub use tls::Certificate;

@@ -26,6 +26,14 @@ use crate::ResBody;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
+/// A response extension: `ZeroRtt(true)` when the request went in 0-RTT data that the server
+/// accepted (see [`crate::ClientBuilder::zero_rtt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZeroRtt(pub bool);
+
+/// Origins whose TLS session tickets are kept (the oldest-dialed are forgotten beyond this).
+const MAX_TICKET_ORIGINS: usize = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Origin {
     host: String,
@@ -55,6 +63,26 @@ struct Conn {
     remote: SocketAddr,
     id: u64,
     in_flight: Arc<AtomicUsize>,
+    /// An HTTP/3 connection used before its handshake completed (0-RTT): the QUIC
+    /// connection, and `true` on the channel once the handshake is over.
+    early: Option<(
+        gquic_transport::runtime::Connection,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
+}
+
+/// RFC 9110 §9.2.2: methods whose requests can be repeated, so may go in 0-RTT.
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ]
+    .contains(method)
 }
 
 /// What the client learned about reaching an origin (with `http2_fallback`).
@@ -125,6 +153,7 @@ pub(crate) struct PoolConfig {
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) local_address: Option<IpAddr>,
     pub(crate) http2_fallback: bool,
+    pub(crate) zero_rtt: bool,
 }
 
 pub(crate) struct Pool {
@@ -133,6 +162,9 @@ pub(crate) struct Pool {
     v6: OnceCell<Endpoint>,
     slots: Mutex<HashMap<Origin, Arc<Slot>>>,
     routes: Mutex<HashMap<Origin, Route>>,
+    /// The TLS configuration per origin: each has its own session ticket store, so tickets
+    /// (and 0-RTT) are per origin, not per host name.
+    tls: Mutex<HashMap<Origin, (Arc<rustls::ClientConfig>, Instant)>>,
 }
 
 impl Pool {
@@ -143,7 +175,33 @@ impl Pool {
             v6: OnceCell::new(),
             slots: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
+            tls: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The TLS configuration for QUIC connections to `origin`, with its own ticket store.
+    fn origin_tls(&self, origin: &Origin) -> Arc<rustls::ClientConfig> {
+        let mut map = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some((tls, used)) = map.get_mut(origin) {
+            *used = now;
+            return tls.clone();
+        }
+        if map.len() >= MAX_TICKET_ORIGINS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(o, _)| o.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        let mut tls = (*self.config.tls).clone();
+        tls.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        tls.enable_early_data = self.config.zero_rtt;
+        let tls = Arc::new(tls);
+        map.insert(origin.clone(), (tls.clone(), now));
+        tls
     }
 
     fn route(&self, origin: &Origin) -> Route {
@@ -248,6 +306,7 @@ impl Pool {
                 remote,
                 id: u64::MAX - H2_IDS.fetch_add(1, Ordering::Relaxed) as u64,
                 in_flight: Arc::new(AtomicUsize::new(0)),
+                early: None,
             })
         };
         match self.config.connect_timeout {
@@ -319,20 +378,50 @@ impl Pool {
             .ok_or_else(|| fail(&"no address"))?;
         let endpoint = self.endpoint(addr.is_ipv6()).await.map_err(|e| fail(&e))?;
         let config =
-            gquic_transport::ClientConfig::new(self.config.tls.clone()).map_err(|e| fail(&e))?;
+            gquic_transport::ClientConfig::new(self.origin_tls(origin)).map_err(|e| fail(&e))?;
         let connecting = endpoint
             .connect_with(config, addr, host)
             .map_err(|e| fail(&e))?;
-        let conn = match self.config.connect_timeout {
-            Some(t) => tokio::time::timeout(t, connecting)
-                .await
-                .map_err(|_| DialError {
-                    message: format!("{}:{}: no handshake within {t:?}", origin.host, origin.port),
-                    timeout: true,
-                })?,
-            None => connecting.await,
-        }
-        .map_err(|e| fail(&e))?;
+        let timeout = self.config.connect_timeout;
+        let no_handshake = |t: Duration| DialError {
+            message: format!("{}:{}: no handshake within {t:?}", origin.host, origin.port),
+            timeout: true,
+        };
+        // With a ticket allowing early data, the connection is used at once (0-RTT).
+        let (conn, early) = match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let watched = conn.clone();
+                tokio::spawn(async move {
+                    let handshake = async {
+                        let accepted = accepted.await;
+                        tracing::debug!(accepted, "0-RTT outcome");
+                    };
+                    match timeout {
+                        // The handshake still has `connect_timeout` to complete: requests sent
+                        // in 0-RTT then fail as a connection that could not be made.
+                        Some(t) => {
+                            if tokio::time::timeout(t, handshake).await.is_err() {
+                                watched.close(gquic_transport::VarInt::from_u32(0x10c), b"");
+                            }
+                        }
+                        None => handshake.await,
+                    }
+                    let _ = tx.send(true);
+                });
+                (conn.clone(), Some((conn, rx)))
+            }
+            Err(connecting) => {
+                let conn = match timeout {
+                    Some(t) => tokio::time::timeout(t, connecting)
+                        .await
+                        .map_err(|_| no_handshake(t))?,
+                    None => connecting.await,
+                }
+                .map_err(|e| fail(&e))?;
+                (conn, None)
+            }
+        };
         let id = conn.stable_id();
         let (send, driver) = gquic_hyper::client::handshake::<Body>(conn)
             .await
@@ -342,12 +431,13 @@ impl Pool {
                 tracing::debug!(error = %e, "HTTP/3 connection ended");
             }
         });
-        tracing::debug!(%addr, host, "connected");
+        tracing::debug!(%addr, host, zero_rtt = early.is_some(), "connected");
         Ok(Conn {
             send: Sender::H3(send),
             remote: addr,
             id,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            early,
         })
     }
 
@@ -449,6 +539,16 @@ impl tower_service::Service<Request<Body>> for PoolService {
             conn.in_flight.fetch_add(1, Ordering::AcqRel);
             let guard = InFlight(conn.in_flight.clone());
             let remote = conn.remote;
+            // 0-RTT: an idempotent request goes now; any other waits for the handshake.
+            let mut sent_early = None;
+            if let Some((quic, done)) = &conn.early {
+                if quic.is_0rtt() && idempotent(req.method()) {
+                    sent_early = Some(quic.clone());
+                } else {
+                    let mut done = done.clone();
+                    let _ = done.wait_for(|d| *d).await;
+                }
+            }
             let sent = match conn.send.clone() {
                 Sender::H3(mut send) => {
                     // Wait for room under the peer's stream limit (RFC 9000 §4.6).
@@ -504,6 +604,9 @@ impl tower_service::Service<Request<Body>> for PoolService {
                 }
             };
             resp.extensions_mut().insert(RemoteAddr(remote));
+            // The response came in 1-RTT packets, so the client knows the 0-RTT outcome.
+            let zero_rtt = sent_early.is_some_and(|q| q.zero_rtt_accepted() == Some(true));
+            resp.extensions_mut().insert(ZeroRtt(zero_rtt));
             Ok(resp)
         })
     }

@@ -99,6 +99,17 @@ impl Response {
         self.remote_addr
     }
 
+    /// Whether the request went in 0-RTT data and the server accepted it (see
+    /// [`ClientBuilder::zero_rtt`](crate::ClientBuilder::zero_rtt)); `false` for a request
+    /// sent after the handshake or replayed in 1-RTT after a rejection. Also in the
+    /// response's extensions as [`ZeroRtt`](crate::ZeroRtt).
+    pub fn zero_rtt(&self) -> bool {
+        self.head
+            .extensions
+            .get::<crate::ZeroRtt>()
+            .is_some_and(|z| z.0)
+    }
+
     /// The body's length, if the server announced it (and the body is not being
     /// decompressed).
     pub fn content_length(&self) -> Option<u64> {

@@ -878,3 +878,80 @@ async fn request_builder_and_user_layers() {
     let err = client.get("http://localhost/").send().await.unwrap_err();
     assert!(err.is_builder(), "{err:?}");
 }
+
+/// What `/early` answers: the method and whether the request came in 0-RTT.
+async fn early(req: Request) -> String {
+    let info = req
+        .extensions()
+        .get::<gquic_hyper::ConnectionInfo>()
+        .unwrap()
+        .clone();
+    format!("{} early={}", req.method(), info.zero_rtt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_rtt_on_the_second_connection_and_replay_after_rejection() {
+    let certs = certs();
+    let server_config = |certs: &Certs| {
+        let mut config = ServerConfig::new(Arc::new(tls_server(certs, b"h3"))).unwrap();
+        config.enable_0rtt(true).unwrap();
+        config
+    };
+    let endpoint = Endpoint::server(server_config(&certs), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let router = Router::new().route(
+        "/early",
+        any(move |req: Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            early(req)
+        }),
+    );
+    let serving = endpoint.clone();
+    tokio::spawn(async move { gquic_axum::serve(serving, router).await });
+    // A connection per request, so each one is a new handshake.
+    let client = client_builder(&certs)
+        .zero_rtt(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let u = format!("https://localhost:{}/early", addr.port());
+
+    let first = client.get(&u).send().await.unwrap();
+    assert!(!first.zero_rtt(), "no ticket yet");
+    assert_eq!(first.text().await.unwrap(), "GET early=false");
+    // The session tickets follow the handshake.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let second = client.get(&u).send().await.unwrap();
+    assert!(
+        second.zero_rtt(),
+        "the second connection's GET goes in 0-RTT"
+    );
+    assert_eq!(
+        second.extensions().get::<gquic_client::ZeroRtt>(),
+        Some(&gquic_client::ZeroRtt(true))
+    );
+    assert_eq!(
+        second.text().await.unwrap(),
+        "GET early=true",
+        "the server saw the request arrive in 0-RTT"
+    );
+
+    // A POST is not idempotent: it waits for the handshake even with a ticket.
+    let post = client.post(&u).body("x").send().await.unwrap();
+    assert!(!post.zero_rtt());
+    assert_eq!(post.text().await.unwrap(), "POST early=false");
+
+    // A server that forgot its tickets rejects 0-RTT; the GET is sent again in 1-RTT.
+    endpoint.set_server_config(Some(server_config(&certs)));
+    let replayed = client.get(&u).send().await.unwrap();
+    assert!(!replayed.zero_rtt(), "0-RTT was rejected");
+    assert_eq!(replayed.text().await.unwrap(), "GET early=false");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        4,
+        "each request reached the service once"
+    );
+}

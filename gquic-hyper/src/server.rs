@@ -39,8 +39,10 @@ pub struct ConnectionInfo {
     pub connection_id: u64,
     /// The negotiated ALPN (`h3`).
     pub alpn: Option<Vec<u8>>,
-    /// Whether the request arrived in 0-RTT data (RFC 9114 §10.9); such requests may be
-    /// replayed by an attacker. Always `false` until 0-RTT is accepted by the transport.
+    /// Whether the request arrived in 0-RTT data (RFC 9114 §10.9, RFC 8470): an attacker
+    /// could replay it, so act on it only if repeating it is harmless (or answer 425 Too
+    /// Early). Set per request; the server accepts 0-RTT with
+    /// `gquic_transport::ServerConfig::enable_0rtt`.
     pub zero_rtt: bool,
 }
 
@@ -341,11 +343,12 @@ where
         let guard = InFlight(shutdown.clone());
         let service = service.clone();
         let info = info.clone();
+        let quic = quic.clone();
         let span = span.clone();
         let demux = demux.clone();
         let drain = shutdown.drain.subscribe();
         executor.execute(Box::pin(async move {
-            if let Err(e) = handle(resolver, service, info, demux, guard, drain).await {
+            if let Err(e) = handle(resolver, service, info, &quic, demux, guard, drain).await {
                 tracing::debug!(parent: &span, error = %e, "request ended with an error");
             }
         }));
@@ -371,7 +374,8 @@ where
 async fn handle<S, B>(
     resolver: h3::server::RequestResolver<gquic_transport::h3::Connection, Bytes>,
     service: S,
-    info: ConnectionInfo,
+    mut info: ConnectionInfo,
+    quic: &gquic_transport::runtime::Connection,
     demux: Option<Arc<Demux>>,
     in_flight: InFlight,
     drain: tokio::sync::watch::Receiver<bool>,
@@ -384,6 +388,7 @@ where
 {
     let (req, stream) = resolver.resolve_request().await.map_err(Error::stream)?;
     let id = stream.id().into_inner();
+    info.zero_rtt = quic.is_0rtt_stream(gquic_transport::StreamId(id));
     let (mut send, recv) = stream.split();
     let (parts, ()) = req.into_parts();
     // A WebTransport CONNECT (draft-ietf-webtrans-http3 §"Creating a New Session"): the

@@ -252,12 +252,22 @@ async fn serve_one<F, Fut, S, B>(
     B::Error: Into<BoxError>,
 {
     let remote = connecting.remote_address();
-    let conn = match connecting.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(%remote, error = %e, "handshake failed");
-            return;
-        }
+    let mut connecting = connecting;
+    // Once the ClientHello is in (server name, ALPN known), the connection serves at once:
+    // requests that came in 0-RTT are answered half a round trip before the handshake ends.
+    if let Err(e) = connecting.handshake_data().await {
+        tracing::debug!(%remote, error = %e, "handshake failed");
+        return;
+    }
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, _)) => conn,
+        Err(connecting) => match connecting.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "handshake failed");
+                return;
+            }
+        },
     };
     let info = ConnectionInfo::from_connection(&conn);
     let id = info.connection_id;

@@ -868,7 +868,11 @@ async fn quinn_client_gquic_server_0rtt_accepted_and_seen_as_early() {
             while let Some(connecting) = ep.accept().await {
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let mut connecting = connecting;
+                    connecting.handshake_data().await.unwrap();
                     let (conn, _accepted) = connecting.into_0rtt().expect("servers always can");
+                    assert_eq!(conn.alpn().as_deref(), Some(&b"interop"[..]));
+                    assert_eq!(conn.server_name().as_deref(), Some("localhost"));
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                         let data = recv.read_to_end(64 << 20).await.unwrap();
                         let _ = tx.send((recv.is_0rtt(), conn.is_0rtt_stream(recv.id())));

@@ -105,6 +105,9 @@ pub enum ConnectionError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// Server: the ClientHello was processed, so the server name, ALPN and the 0-RTT decision
+    /// are known (streams can be used from now on, in 0.5-RTT).
+    HandshakeDataReady,
     /// The handshake completed: ALPN, peer certificates and streams are available.
     Connected,
     /// Something happened on a stream.

@@ -154,6 +154,7 @@ impl Connection {
         tracing::debug!(accepted = keys.is_some(), "0-RTT decision");
         self.zero_rtt.accepted = Some(keys.is_some());
         self.zero_rtt.keys = keys;
+        self.events.push_back(super::Event::HandshakeDataReady);
     }
 
     /// Client, once the 1-RTT keys and the server's new parameters are in: learn whether

@@ -85,6 +85,36 @@ impl Connecting {
 }
 
 impl Connecting {
+    /// Waits until the peer's first flight is processed: on a server, the ClientHello, so
+    /// [`Connection::server_name`], [`Connection::alpn`] and the 0-RTT decision are known
+    /// before [`Connecting::into_0rtt`]; on a client, until the handshake completes.
+    ///
+    /// # Errors
+    /// The [`ConnectionError`] if the connection failed first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn handshake_data(&mut self) -> Result<(), ConnectionError> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(ConnectionError::LocallyClosed);
+        };
+        poll_fn(|cx| {
+            let mut s = conn.inner.shared.lock();
+            let Some(st) = s.conns.get_mut(&conn.inner.id) else {
+                return Poll::Ready(Err(ConnectionError::LocallyClosed));
+            };
+            if st.handshake_data {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = st.error.clone() {
+                return Poll::Ready(Err(e));
+            }
+            register_waker(&mut st.handshake, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Uses the connection before its handshake completes (RFC 9001 §4.6).
     ///
     /// - **Client**: when resuming a session whose ticket allows early data (enable it with

@@ -98,6 +98,8 @@ pub(crate) struct ConnState {
     /// Application handles (connections and streams) alive.
     pub(crate) refs: usize,
     pub(crate) connected: bool,
+    /// Server: the ClientHello was processed (server name, ALPN, 0-RTT decision known).
+    pub(crate) handshake_data: bool,
     pub(crate) error: Option<ConnectionError>,
     pub(crate) remote: Option<SocketAddr>,
     pub(crate) handshake: Vec<Waker>,
@@ -334,7 +336,14 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event) {
     }
     let dir_idx = |d: Dir| usize::from(d == Dir::Uni);
     match event {
+        Event::HandshakeDataReady => {
+            st.handshake_data = true;
+            for w in st.handshake.drain(..) {
+                w.wake();
+            }
+        }
         Event::Connected => {
+            st.handshake_data = true;
             st.connected = true;
             for w in st.handshake.drain(..) {
                 w.wake();
