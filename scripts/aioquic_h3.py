@@ -6,7 +6,8 @@ HTTP/3 peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
     aioquic_h3.py client --output DIR --ca ca.pem [--post FILE [--trailers]] [--cancel PATH]
                          [--sequential N] URL...
 
-The server answers GET /path with DIR/path, POST /echo with the request body, anything else
+The server answers GET /path with DIR/path, POST /echo with the request body, GET /early with
+whether the connection accepted 0-RTT (it keeps single-use session tickets), anything else
 with 404; it prints "listening HOST PORT" when ready. The client fetches all URLs over one
 connection in parallel (uploading FILE with POST when --post is given), writes
 DIR/<last path segment>, prints "trailers NAME: VALUE" lines for response trailers, and exits
@@ -86,6 +87,9 @@ class H3Server(QuicConnectionProtocol):
             trailers = [(b"x-checksum", b"abc")]
         elif method == b"GET" and path == "/resets":
             status, body = b"200", ",".join(hex(c) for c in H3Server.resets).encode()
+        elif method == b"GET" and path == "/early":
+            # Whether this connection's TLS accepted 0-RTT data (RFC 9001 §4.6).
+            status, body = b"200", f"early={self._quic.tls.early_data_accepted}".encode()
         elif method == b"GET" and path == "/waiting":
             status, body = b"200", str(H3Server.waiting).encode()
         elif method == b"GET":
@@ -176,7 +180,17 @@ async def run_server(args):
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
     config.load_cert_chain(args.cert, args.key)
     H3Server.root = args.root
-    server = await serve(host, int(port), configuration=config, create_protocol=H3Server)
+    # Session tickets, single use: a resumed client may send 0-RTT data, which aioquic
+    # accepts when it finds the ticket here.
+    tickets = {}
+    server = await serve(
+        host,
+        int(port),
+        configuration=config,
+        create_protocol=H3Server,
+        session_ticket_fetcher=lambda key: tickets.pop(key, None),
+        session_ticket_handler=lambda ticket: tickets.__setitem__(ticket.ticket, ticket),
+    )
     h, p = server._transport.get_extra_info("socket").getsockname()[:2]
     print(f"listening {h} {p}", flush=True)
     await asyncio.Future()

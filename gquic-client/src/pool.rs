@@ -604,8 +604,15 @@ impl tower_service::Service<Request<Body>> for PoolService {
                 }
             };
             resp.extensions_mut().insert(RemoteAddr(remote));
-            // The response came in 1-RTT packets, so the client knows the 0-RTT outcome.
-            let zero_rtt = sent_early.is_some_and(|q| q.zero_rtt_accepted() == Some(true));
+            // The response came in 1-RTT packets, so the client knows the 0-RTT outcome; the
+            // request went in 0-RTT if its stream's data did.
+            let stream = resp
+                .extensions()
+                .get::<gquic_transport::StreamId>()
+                .copied();
+            let zero_rtt = sent_early.is_some_and(|q| {
+                q.zero_rtt_accepted() == Some(true) && stream.is_some_and(|s| q.is_0rtt_stream(s))
+            });
             resp.extensions_mut().insert(ZeroRtt(zero_rtt));
             Ok(resp)
         })

@@ -218,7 +218,8 @@ where
 {
     /// Sends a request; resolves with the response head once it arrives, the body streaming
     /// in as [`Incoming`]. The request body streams out concurrently (a server may answer
-    /// while still reading it), trailers included.
+    /// while still reading it), trailers included. The response's extensions hold the
+    /// request's [`gquic_transport::StreamId`].
     ///
     /// # Errors
     /// If the connection failed, or the server refused or reset the request (see
@@ -233,6 +234,7 @@ where
             .send_request(Request::from_parts(parts, ()))
             .await
             .map_err(Error::before_response)?;
+        let stream_id = gquic_transport::StreamId(stream.id().into_inner());
         let (mut send, mut recv) = stream.split();
         let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
         // The upload runs on its own task so the response can arrive (and be read) while the
@@ -293,7 +295,10 @@ where
             }
         };
         let cancel = guard.0.take().expect("taken only here");
-        let (parts, ()) = head.into_parts();
+        let (mut parts, ()) = head.into_parts();
+        // The QUIC stream the request went on (to ask the transport about it, e.g. whether it
+        // went in 0-RTT).
+        parts.extensions.insert(stream_id);
         let len = content_length(&parts.headers);
         Ok(Response::from_parts(
             parts,

@@ -468,6 +468,7 @@ impl Connection {
         }
         // RFC 9221 §5: datagrams go before stream data; they are not retransmitted.
         wrote |= self.write_datagrams(buf, end);
+        let early = self.is_0rtt();
         loop {
             let room = end.saturating_sub(buf.len());
             if room <= STREAM_OVERHEAD {
@@ -479,6 +480,9 @@ impl Connection {
             let len = (chunk.range.end - chunk.range.start) as usize;
             StreamFrame::encode_header(chunk.id, chunk.range.start, len, chunk.fin, true, buf);
             self.streams.copy_chunk(&chunk, buf);
+            if early {
+                self.note_0rtt_sent(chunk.id);
+            }
             info.chunks.push(chunk);
             wrote = true;
         }

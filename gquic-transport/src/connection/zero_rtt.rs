@@ -42,7 +42,7 @@ pub(super) struct ZeroRtt {
     pub(super) sent: bool,
     /// Whether the server accepted 0-RTT, once the handshake has said.
     pub(super) accepted: Option<bool>,
-    /// Server: streams the client used in 0-RTT packets.
+    /// Streams with data in 0-RTT packets (received on a server, sent on a client).
     pub(super) streams: HashSet<StreamId>,
 }
 
@@ -128,11 +128,20 @@ impl Connection {
         self.zero_rtt.accepted
     }
 
-    /// Server: whether the client used stream `id` in a 0-RTT packet. Such a request could be
-    /// a replay of one made on an earlier connection (RFC 9001 §9.2, RFC 8470): act on it only
-    /// if that is harmless.
+    /// Whether stream `id` carried data in 0-RTT packets. Server: such a request could be a
+    /// replay of one made on an earlier connection (RFC 9001 §9.2, RFC 8470): act on it only
+    /// if that is harmless. Client: the data went out before the handshake completed (it
+    /// reached the server in 0-RTT if [`Connection::zero_rtt_accepted`] says so and the
+    /// packets were not lost).
     pub fn is_0rtt_stream(&self, id: StreamId) -> bool {
         self.zero_rtt.streams.contains(&id)
+    }
+
+    /// Client: records a stream whose data goes in a 0-RTT packet.
+    pub(super) fn note_0rtt_sent(&mut self, id: StreamId) {
+        if self.zero_rtt.streams.len() < MAX_EARLY_STREAMS {
+            self.zero_rtt.streams.insert(id);
+        }
     }
 
     /// Server: records a stream carried in a 0-RTT packet.

@@ -318,8 +318,9 @@ impl Connection {
         s.proto(self.inner.id).and_then(|c| c.zero_rtt_accepted())
     }
 
-    /// Server: whether the client sent on stream `id` in 0-RTT packets. Such data could be a
-    /// replay (RFC 9001 §9.2, RFC 8470): act on it only if repeating it is harmless.
+    /// Whether stream `id` carried data in 0-RTT packets. Server: the client sent on it in
+    /// 0-RTT, which could be a replay (RFC 9001 §9.2, RFC 8470): act on it only if repeating
+    /// it is harmless. Client: its data went out before the handshake completed.
     pub fn is_0rtt_stream(&self, id: crate::StreamId) -> bool {
         let mut s = self.inner.shared.lock();
         s.proto(self.inner.id).is_some_and(|c| c.is_0rtt_stream(id))
