@@ -14,8 +14,10 @@
 //! evicted, the peer's stream limit respected).
 //!
 //! With [`ClientBuilder::http2_fallback`], HTTP/2 over TCP takes over where QUIC does not get
-//! through, and `alt-svc` brings the origin back to HTTP/3. Not yet: 0-RTT (it waits for the
-//! transport's).
+//! through, and `alt-svc` brings the origin back to HTTP/3. With [`ClientBuilder::zero_rtt`],
+//! TLS session tickets are kept per origin and a new connection to a known origin sends its
+//! idempotent requests in 0-RTT, a round trip earlier ([`Response::zero_rtt`]); if the server
+//! rejects 0-RTT they go again in 1-RTT.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), gquic_client::Error> {

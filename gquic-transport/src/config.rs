@@ -334,7 +334,7 @@ impl ServerConfig {
     ///
     /// Data in 0-RTT can be replayed by an attacker within these limits only as a whole
     /// connection's first flight; applications see which streams came in 0-RTT
-    /// ([`crate::Connection::is_0rtt_stream`]).
+    /// ([`crate::connection::Connection::is_0rtt_stream`]).
     ///
     /// # Errors
     /// [`ConfigError::Tls`] if the rustls config uses stateless tickets
