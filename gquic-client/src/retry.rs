@@ -6,6 +6,10 @@
 //! was not processed (H3_REQUEST_REJECTED, RFC 9114 §4.1.1). Bodies must be replayable
 //! (bytes, not a stream). A budget caps retries at a fraction of successful requests, so a
 //! failing server is not hammered.
+//!
+//! A request sent in 0-RTT that the server rejects needs no retry here: the transport counts
+//! the rejected 0-RTT packets as lost and sends their data again in 1-RTT (RFC 9001 §4.6.2),
+//! so the request is delivered once, on the same connection.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
