@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
-//! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] URL...
+//! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F]
+//!                [--resume] [--zero-rtt] [--key-update] URL...
 //! ```
 //!
 //! The server speaks two ALPNs on the same port:
@@ -15,13 +16,24 @@
 //!   finishes it; the server answers with the bytes of `DIR/path` and finishes, or resets the
 //!   stream if there is no such file.
 //!
-//! Without `--cert`/`--key` it makes a development certificate for `localhost`.
+//! Without `--cert`/`--key` it makes a development certificate for `localhost`. It resumes
+//! sessions and accepts 0-RTT (single-use tickets), serving requests from the ClientHello on.
 //!
 //! The client (ALPN `h3` by default) fetches every URL over one connection, in parallel, writes
 //! each body to `DIR/<last path segment>`, and exits non-zero if any download fails (for h3,
 //! any status other than 2xx is a failure). With `-X POST --data-file F` it uploads `F` to
 //! each URL and writes the response bodies. Without `--ca` it trusts the system's root
 //! certificates.
+//!
+//! Transport features, as the interop runner's test cases use them:
+//! - `--resume`: the first URL is fetched on a first connection, the others on a second one
+//!   that resumes the TLS session (exit 1 if it does not);
+//! - `--zero-rtt`: as `--resume`, and the second connection's requests go in 0-RTT (exit 1 if
+//!   the server rejects it);
+//! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
+//!   before the downloads (RFC 9001 §6).
+//!
+//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL` and `key updates: N` lines on stderr.
 
 #![allow(clippy::disallowed_methods)] // A program reads the real clock.
 
@@ -52,7 +64,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
-         interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] URL..."
+         interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] \
+         [--resume] [--zero-rtt] [--key-update] URL..."
     );
     ExitCode::from(2)
 }
@@ -132,10 +145,19 @@ fn main() -> ExitCode {
             })
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(server(a))),
-        "client" => Args::parse(argv, &[])
+        "client" => Args::parse(argv, &["resume", "zero-rtt", "key-update"])
             .and_then(|a| {
-                a.check_known(&["output", "ca", "alpn", "method", "data-file"])
-                    .map(|()| a)
+                a.check_known(&[
+                    "output",
+                    "ca",
+                    "alpn",
+                    "method",
+                    "data-file",
+                    "resume",
+                    "zero-rtt",
+                    "key-update",
+                ])
+                .map(|()| a)
             })
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(client(a))),
@@ -196,8 +218,9 @@ async fn server(args: Args) -> Result<(), BoxError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_HQ.to_vec()];
-    tls.max_early_data_size = 0;
-    let config = ServerConfig::new(Arc::new(tls))?;
+    let mut config = ServerConfig::new(Arc::new(tls))?;
+    // Resumption and 0-RTT (single-use tickets): the files served are safe to fetch twice.
+    config.enable_0rtt(true)?;
     let endpoint = Endpoint::server(config, listen)?;
     eprintln!("interop server: listening on {}", endpoint.local_addr());
     let root = Arc::new(root);
@@ -207,7 +230,16 @@ async fn server(args: Args) -> Result<(), BoxError> {
                 let Some(connecting) = incoming else { break };
                 let root = root.clone();
                 tokio::spawn(async move {
-                    match connecting.await {
+                    // Served from the ClientHello on: 0-RTT requests are answered at once.
+                    let mut connecting = connecting;
+                    let ready = match connecting.handshake_data().await {
+                        Ok(()) => match connecting.into_0rtt() {
+                            Ok((conn, _)) => Ok(conn),
+                            Err(connecting) => connecting.await,
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match ready {
                         Ok(conn) if conn.alpn().as_deref() == Some(ALPN_H3) => {
                             let service = hyper::service::service_fn(move |req| {
                                 h3_request(req, root.clone())
@@ -451,7 +483,10 @@ async fn client(args: Args) -> Result<(), BoxError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    let config = ClientConfig::new(Arc::new(tls))?;
+    let zero_rtt = args.has("zero-rtt");
+    let resume = zero_rtt || args.has("resume");
+    let mut config = ClientConfig::new(Arc::new(tls))?;
+    config.enable_0rtt(zero_rtt);
 
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
@@ -464,10 +499,107 @@ async fn client(args: Args) -> Result<(), BoxError> {
     };
     let endpoint = Endpoint::client(bind)?;
     let started = Instant::now();
-    let conn = endpoint.connect_with(config, addr, &host)?.await?;
+    let mut targets = targets;
+    let mut failed = 0;
+    let mut total = 0u64;
+    let conn = if resume {
+        if targets.len() < 2 {
+            return Err("--resume and --zero-rtt need two URLs or more".into());
+        }
+        // The first URL on a first connection, which brings the session ticket.
+        let rest = targets.split_off(1);
+        let first = endpoint.connect_with(config.clone(), addr, &host)?.await?;
+        let (n, f) = download(&first, alpn, &host, port, targets, &data_file, &output).await;
+        total += n;
+        failed += f;
+        // The ticket comes after the handshake; give it a moment before closing.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        first.close(VarInt::from_u32(0), b"done");
+        targets = rest;
+        let connecting = endpoint.connect_with(config, addr, &host)?;
+        if zero_rtt {
+            let (conn, accepted) = connecting
+                .into_0rtt()
+                .map_err(|_| "no session ticket allowing 0-RTT from the first connection")?;
+            let (n, f) = download(&conn, alpn, &host, port, targets, &data_file, &output).await;
+            total += n;
+            failed += f;
+            let accepted = accepted.await;
+            eprintln!("interop client: 0-RTT accepted: {accepted}");
+            if !accepted {
+                failed += 1;
+            }
+            targets = Vec::new();
+            conn
+        } else {
+            connecting.await?
+        }
+    } else {
+        endpoint.connect_with(config, addr, &host)?.await?
+    };
+    if args.has("key-update") {
+        // RFC 9001 §6.1: only once the handshake is confirmed (HANDSHAKE_DONE for a client).
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match conn.force_key_update() {
+                Ok(()) => break,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(e) => return Err(format!("--key-update: {e}").into()),
+            }
+        }
+    }
+    if !targets.is_empty() {
+        let (n, f) = download(&conn, alpn, &host, port, targets, &data_file, &output).await;
+        total += n;
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    if resume {
+        eprintln!(
+            "interop client: resumed: {}",
+            conn.is_resumed().unwrap_or(false)
+        );
+        if conn.is_resumed() != Some(true) {
+            failed += 1;
+        }
+    }
+    eprintln!(
+        "interop client: key updates: {}",
+        conn.stats().counters.key_updates
+    );
+    conn.close(VarInt::from_u32(0), b"done");
+    endpoint.wait_idle().await;
+    eprintln!(
+        "interop client: {total} bytes in {:.3} s ({failed} failed)",
+        elapsed.as_secs_f64()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} download(s) failed").into());
+    }
+    Ok(())
+}
+
+/// Fetches `targets` over `conn` in parallel; returns the bytes written and the failures.
+async fn download(
+    conn: &Connection,
+    alpn: &str,
+    host: &str,
+    port: u16,
+    targets: Vec<Target>,
+    data_file: &Option<PathBuf>,
+    output: &Path,
+) -> (u64, usize) {
     let mut tasks = tokio::task::JoinSet::new();
     if alpn.as_bytes() == ALPN_H3 {
-        let (send, driver) = gquic_hyper::client::handshake::<H3Body>(conn.clone()).await?;
+        let (send, driver) = match gquic_hyper::client::handshake::<H3Body>(conn.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("interop client: HTTP/3 setup: {e}");
+                return (0, targets.len().max(1));
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = driver.await {
                 tracing::debug!(error = %e, "h3 connection ended");
@@ -475,7 +607,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
         });
         for t in targets {
             let send = send.clone();
-            let output = output.clone();
+            let output = output.to_path_buf();
             let data_file = data_file.clone();
             let authority = format!("{host}:{port}");
             tasks.spawn(async move {
@@ -486,7 +618,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
     } else {
         for t in targets {
             let conn = conn.clone();
-            let output = output.clone();
+            let output = output.to_path_buf();
             tasks.spawn(async move {
                 let r = fetch(&conn, &t.path, &output).await;
                 (t.path, r)
@@ -508,17 +640,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
             }
         }
     }
-    let elapsed = started.elapsed();
-    conn.close(VarInt::from_u32(0), b"done");
-    endpoint.wait_idle().await;
-    eprintln!(
-        "interop client: {total} bytes in {:.3} s ({failed} failed)",
-        elapsed.as_secs_f64()
-    );
-    if failed > 0 {
-        return Err(format!("{failed} download(s) failed").into());
-    }
-    Ok(())
+    (total, failed)
 }
 
 fn file_name(path: &str) -> Result<&str, BoxError> {

@@ -4,11 +4,15 @@
 They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR
-    aioquic_hq.py client --output DIR --ca ca.pem URL...
+    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update] URL...
 
-The server prints "listening HOST PORT" on stdout once it is ready. The client fetches all
-URLs over one connection in parallel, writes DIR/<last path segment>, and exits 1 on any
-failure.
+The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
+session tickets, so clients can resume and send 0-RTT. The client fetches all URLs over one
+connection in parallel, writes DIR/<last path segment>, and exits 1 on any failure. With
+--zero-rtt it fetches the first URL on a first connection, then the others on a second one
+that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL" and
+"0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
+1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N".
 """
 
 import argparse
@@ -17,6 +21,7 @@ import os
 import sys
 from urllib.parse import urlparse
 
+from aioquic import tls
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
@@ -85,11 +90,34 @@ async def run_server(args):
     config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
     config.load_cert_chain(args.cert, args.key)
     HqServer.root = args.root
-    server = await serve(host, int(port), configuration=config, create_protocol=HqServer)
+    tickets = {}
+    server = await serve(
+        host,
+        int(port),
+        configuration=config,
+        create_protocol=HqServer,
+        session_ticket_fetcher=lambda key: tickets.pop(key, None),
+        session_ticket_handler=lambda ticket: tickets.__setitem__(ticket.ticket, ticket),
+    )
     sock = server._transport.get_extra_info("socket")
     h, p = sock.getsockname()[:2]
     print(f"listening {h} {p}", flush=True)
     await asyncio.Future()
+
+
+async def fetch_all(client, urls, output):
+    """Fetches `urls` in parallel on `client`; returns the number of failures."""
+    failed = 0
+    results = await asyncio.gather(*(client.get(u.path or "/") for u in urls), return_exceptions=True)
+    for u, r in zip(urls, results):
+        if isinstance(r, Exception):
+            print(f"{u.path}: {r}", file=sys.stderr)
+            failed += 1
+            continue
+        name = u.path.rsplit("/", 1)[-1]
+        with open(os.path.join(output, name), "wb") as f:
+            f.write(r)
+    return failed
 
 
 async def run_client(args):
@@ -101,18 +129,46 @@ async def run_client(args):
     config.server_name = host
     os.makedirs(args.output, exist_ok=True)
     failed = 0
-    async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
-        results = await asyncio.gather(
-            *(client.get(u.path or "/") for u in urls), return_exceptions=True
-        )
-        for u, r in zip(urls, results):
-            if isinstance(r, Exception):
-                print(f"{u.path}: {r}", file=sys.stderr)
+    if args.zero_rtt:
+        if len(urls) < 2:
+            print("--zero-rtt needs two URLs or more", file=sys.stderr)
+            return 2
+        tickets = []
+        async with connect(
+            host, port, configuration=config, create_protocol=HqClient,
+            session_ticket_handler=tickets.append,
+        ) as client:
+            failed += await fetch_all(client, urls[:1], args.output)
+            # The ticket follows the handshake.
+            for _ in range(50):
+                if tickets:
+                    break
+                await asyncio.sleep(0.02)
+        if not tickets:
+            print("no session ticket received", file=sys.stderr)
+            return 1
+        config.session_ticket = tickets[-1]
+        urls = urls[1:]
+        # wait_connected=False: the requests go before the handshake completes, in 0-RTT.
+        async with connect(
+            host, port, configuration=config, create_protocol=HqClient, wait_connected=False
+        ) as client:
+            failed += await fetch_all(client, urls, args.output)
+            resumed = client._quic.tls.session_resumed
+            accepted = client._quic.tls.early_data_accepted
+            print(f"resumed: {resumed}", file=sys.stderr)
+            print(f"0-RTT accepted: {accepted}", file=sys.stderr)
+            if not (resumed and accepted):
                 failed += 1
-                continue
-            name = u.path.rsplit("/", 1)[-1]
-            with open(os.path.join(args.output, name), "wb") as f:
-                f.write(r)
+        return 1 if failed else 0
+    async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
+        if args.key_update:
+            await client.wait_connected()
+            client._quic.request_key_update()
+            client.transmit()
+        failed += await fetch_all(client, urls, args.output)
+        if args.key_update:
+            print(f"key phase: {client._quic._cryptos[tls.Epoch.ONE_RTT].send.key_phase}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -127,6 +183,8 @@ def main():
     c = sub.add_parser("client")
     c.add_argument("--output", required=True)
     c.add_argument("--ca")
+    c.add_argument("--zero-rtt", action="store_true")
+    c.add_argument("--key-update", action="store_true")
     c.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.role == "server":

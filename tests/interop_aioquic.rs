@@ -252,6 +252,73 @@ fn gquic_client_downloads_from_aioquic_server() {
     assert!(err.contains("nope.bin") && err.contains("reset"), "{err}");
 }
 
+/// 0-RTT and key update (RFC 9001 §4.6, §6) over hq-interop, in both directions.
+#[test]
+fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
+    let py = python();
+    let dir = TempDir::new("aioquic-0rtt");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = pattern(3 << 20, 21);
+    std::fs::write(www.join("3mib.bin"), &body).unwrap();
+    std::fs::write(www.join("first.txt"), b"first\n").unwrap();
+    let out_dir = dir.0.join("out");
+    let check = |out: &std::process::Output, who: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{who} failed: {err}");
+        let got = std::fs::read(out_dir.join("3mib.bin")).unwrap();
+        assert_eq!(
+            Sha256::digest(&got),
+            Sha256::digest(&body),
+            "{who}: 3 MiB intact"
+        );
+        std::fs::remove_file(out_dir.join("3mib.bin")).unwrap();
+        err
+    };
+
+    // aioquic client -> gquic server: a resumed connection whose requests go in 0-RTT.
+    let (_server, port) = start_interop_server(&www, &cert, &key);
+    let aioquic = |flag: &str| {
+        let mut cmd = Command::new(&py);
+        cmd.arg(repo().join("scripts/aioquic_hq.py"))
+            .args(["client", flag, "--output"])
+            .arg(&out_dir)
+            .arg("--ca")
+            .arg(&ca)
+            .arg(format!("https://localhost:{port}/first.txt"))
+            .arg(format!("https://localhost:{port}/3mib.bin"));
+        run_with_timeout(cmd, 120)
+    };
+    let err = check(&aioquic("--zero-rtt"), "aioquic --zero-rtt");
+    assert!(err.contains("resumed: True"), "{err}");
+    assert!(err.contains("0-RTT accepted: True"), "{err}");
+    // aioquic updates its keys; the gquic server follows (the key phase bit flipped).
+    let err = check(&aioquic("--key-update"), "aioquic --key-update");
+    assert!(err.contains("key phase: 1"), "{err}");
+
+    // gquic client -> aioquic server.
+    let (_server, port) = start_aioquic_server(&py, "aioquic_hq", &www, &cert, &key);
+    let gquic = |flag: &str| {
+        let mut cmd = Command::new(interop_bin());
+        cmd.args(["client", "--alpn", "hq-interop", flag, "--output"])
+            .arg(&out_dir)
+            .arg("--ca")
+            .arg(&ca)
+            .arg(format!("https://localhost:{port}/first.txt"))
+            .arg(format!("https://localhost:{port}/3mib.bin"));
+        run_with_timeout(cmd, 120)
+    };
+    let err = check(&gquic("--zero-rtt"), "interop client --zero-rtt");
+    assert!(err.contains("resumed: true"), "{err}");
+    assert!(err.contains("0-RTT accepted: true"), "{err}");
+    let err = check(&gquic("--key-update"), "interop client --key-update");
+    assert!(
+        err.contains("key updates: ") && !err.contains("key updates: 0"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP/3 (ALPN h3): aioquic's H3Connection against `examples/interop` and back.
 // ---------------------------------------------------------------------------------------

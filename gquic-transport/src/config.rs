@@ -199,6 +199,14 @@ impl TransportConfig {
         self
     }
 
+    /// Packets sent under one 1-RTT key before the connection updates keys on its own
+    /// (RFC 9001 §6; default 2^23). Always kept below the AEAD's confidentiality limit
+    /// (§6.6), so a long-lived connection never reaches it.
+    pub fn key_update_interval(&mut self, packets: u64) -> &mut Self {
+        self.key_update_interval = packets.max(1);
+        self
+    }
+
     /// The congestion controller for new connections (default NewReno).
     pub fn congestion_controller_factory(
         &mut self,

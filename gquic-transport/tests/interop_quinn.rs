@@ -913,3 +913,87 @@ async fn quinn_client_gquic_server_0rtt_accepted_and_seen_as_early() {
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Key update (RFC 9001 §6), initiated by each side during a 3 MiB transfer
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn gquic_client_updates_keys_with_quinn_during_3mib() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
+        let client = Endpoint::client(localhost()).unwrap();
+        let mut transport = TransportConfig::default();
+        transport.key_update_interval(300);
+        let mut config = ClientConfig::new(Arc::new(tls_client(&certs, b"interop"))).unwrap();
+        config.transport(Arc::new(transport)).unwrap();
+        client.set_default_client_config(config);
+        let conn = client
+            .connect(server.endpoint.local_addr().unwrap(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        echo!(conn, pattern(3 << 20, 11));
+        let updates = conn.stats().counters.key_updates;
+        assert!(updates >= 3, "quinn followed {updates} key updates");
+        // And one on demand, after which data still flows.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.force_key_update().unwrap();
+        echo!(conn, pattern(100_000, 12));
+        assert!(conn.stats().counters.key_updates > updates);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn quinn_client_updates_keys_with_gquic_during_3mib() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let endpoint = gquic_server(&certs, b"interop", Settings::default());
+        let addr = endpoint.local_addr();
+        let (tx, mut stats) = tokio::sync::mpsc::unbounded_channel();
+        let ep = endpoint.clone();
+        tokio::spawn(async move {
+            let conn = ep.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let data = recv.read_to_end(64 << 20).await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            let _ = tx.send(conn.stats().counters.key_updates);
+        });
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(quinn_client_config(
+            &certs,
+            b"interop",
+            Settings::default(),
+        ));
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let data = pattern(3 << 20, 13);
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let writer = {
+            let (data, conn) = (data.clone(), conn.clone());
+            async move {
+                // quinn updates its keys every 512 KiB (it ignores a request while it still
+                // keeps the previous keys, about three PTOs, hence the pauses).
+                for chunk in data.chunks(512 << 10) {
+                    send.write_all(chunk).await.unwrap();
+                    conn.force_key_update();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                send.finish().unwrap();
+            }
+        };
+        let (_, back) = tokio::join!(writer, recv.read_to_end(64 << 20));
+        assert_eq!(Sha256::digest(back.unwrap()), Sha256::digest(&data));
+        let updates = stats.recv().await.unwrap();
+        assert!(
+            updates >= 2,
+            "gquic followed {updates} of quinn's key updates"
+        );
+    })
+    .await
+    .unwrap();
+}

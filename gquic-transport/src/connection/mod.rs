@@ -245,6 +245,10 @@ pub struct Connection {
     /// Whether an ack-eliciting packet was sent since the last packet was received.
     eliciting_since_receive: bool,
     last_ack_eliciting_sent: Option<Instant>,
+    /// The key generation last seen, and when the previous generation's receive key goes
+    /// (RFC 9001 §6.5: about three PTOs after an update).
+    key_generation: u64,
+    discard_old_key_at: Option<Instant>,
     streams: Streams,
     events: VecDeque<Event>,
     close: Option<CloseFrame>,
@@ -282,6 +286,8 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Packets dropped on receipt (undecryptable, duplicate, malformed).
     pub packets_dropped: u64,
+    /// 1-RTT key updates, initiated by either side (RFC 9001 §6).
+    pub key_updates: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -510,6 +516,8 @@ impl Connection {
                 .then(|| now + config.max_idle_timeout),
             eliciting_since_receive: false,
             last_ack_eliciting_sent: None,
+            key_generation: 0,
+            discard_old_key_at: None,
             streams,
             events: VecDeque::new(),
             close: None,
@@ -608,7 +616,28 @@ impl Connection {
 
     /// Counters.
     pub fn stats(&self) -> ConnectionStats {
-        self.stats
+        let mut stats = self.stats;
+        stats.key_updates = self.one_rtt.as_ref().map_or(0, KeyPhase::generation);
+        stats
+    }
+
+    /// Updates the 1-RTT keys now (RFC 9001 §6.1): the next packet goes out under new keys
+    /// with the Key Phase bit flipped, and the peer follows.
+    ///
+    /// # Errors
+    /// [`KeyUpdateError::HandshakeNotConfirmed`] before the handshake is confirmed (§6.1);
+    /// [`KeyUpdateError::NotConfirmed`] while the previous update is not yet acknowledged.
+    pub fn initiate_key_update(&mut self) -> Result<(), crypto::KeyUpdateError> {
+        if !self.handshake_confirmed || self.is_closed() {
+            return Err(crypto::KeyUpdateError::HandshakeNotConfirmed);
+        }
+        let keys = self
+            .one_rtt
+            .as_mut()
+            .ok_or(crypto::KeyUpdateError::HandshakeNotConfirmed)?;
+        keys.initiate_update()?;
+        tracing::debug!(generation = keys.generation(), "key update initiated");
+        Ok(())
     }
 
     /// Gives the connection new connection IDs to issue to the peer (after
@@ -854,6 +883,24 @@ impl Connection {
             )));
     }
 
+    /// After a key update by either side, schedules the previous receive key's discard
+    /// (RFC 9001 §6.5) and updates on our own when a key has been used long enough (§6.6).
+    pub(super) fn key_phase_housekeeping(&mut self, now: Instant) {
+        let pto = self.rtt.pto_base() + self.peer_max_ack_delay();
+        let confirmed = self.handshake_confirmed;
+        let Some(k) = self.one_rtt.as_mut() else {
+            return;
+        };
+        // RFC 9001 §6.1: never before the handshake is confirmed.
+        if confirmed && k.should_update() && k.initiate_update().is_ok() {
+            tracing::debug!(generation = k.generation(), "automatic key update");
+        }
+        if k.generation() != self.key_generation {
+            self.key_generation = k.generation();
+            self.discard_old_key_at = k.has_previous().then_some(now + pto * 3);
+        }
+    }
+
     /// Three times the current PTO (RFC 9000 §10.2).
     fn close_period(&self) -> Duration {
         (self.rtt.pto_base() + self.config.max_ack_delay) * 3
@@ -884,6 +931,7 @@ impl Connection {
         };
         consider(self.loss_detection_timer());
         consider(self.pacing_until);
+        consider(self.discard_old_key_at);
         for space in &self.spaces {
             if space.ack_pending() {
                 consider(space.ack_deadline);
@@ -916,6 +964,12 @@ impl Connection {
         }
         if self.pacing_until.is_some_and(|t| now >= t) {
             self.pacing_until = None;
+        }
+        if self.discard_old_key_at.is_some_and(|t| now >= t) {
+            self.discard_old_key_at = None;
+            if let Some(k) = self.one_rtt.as_mut() {
+                k.discard_previous();
+            }
         }
         if self.loss_detection_timer().is_some_and(|t| now >= t) {
             self.on_loss_detection_timeout(now);

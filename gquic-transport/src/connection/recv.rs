@@ -59,6 +59,8 @@ impl Connection {
                 return;
             }
         }
+        // The peer may have updated keys (RFC 9001 §6.2).
+        self.key_phase_housekeeping(now);
     }
 
     fn handle_packet(

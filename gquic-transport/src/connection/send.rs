@@ -38,6 +38,7 @@ impl Connection {
             State::Closing { .. } => return self.poll_close(now, buf),
             _ => {}
         }
+        self.key_phase_housekeeping(now);
         let max_size = self.max_datagram_size as usize;
         // RFC 9000 §8.1: before validating the client's address a server sends at most three
         // times what it received.

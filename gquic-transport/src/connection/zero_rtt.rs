@@ -122,6 +122,14 @@ impl Connection {
         self.side.is_client() && self.zero_rtt.keys.is_some() && self.one_rtt.is_none()
     }
 
+    /// Whether the TLS handshake resumed an earlier session (a ticket was accepted); `None`
+    /// until it is known.
+    pub fn is_resumed(&self) -> Option<bool> {
+        self.tls
+            .handshake_kind()
+            .map(|k| k == rustls::HandshakeKind::Resumed)
+    }
+
     /// Whether the server accepted 0-RTT: `None` until the handshake says (and for a client
     /// that had no 0-RTT keys, `Some(false)` once it completes).
     pub fn zero_rtt_accepted(&self) -> Option<bool> {

@@ -21,13 +21,19 @@ pub enum KeyUpdateError {
     /// RFC 9001 §6.6: the confidentiality or integrity limit of the AEAD was reached.
     #[error("AEAD usage limit reached")]
     LimitReached,
+    /// RFC 9001 §6.1: no key update before the handshake is confirmed (or after the
+    /// connection closed); try again once it is established.
+    #[error("the handshake is not confirmed yet: key updates start after it")]
+    HandshakeNotConfirmed,
 }
 
 impl KeyUpdateError {
     /// The transport error to close with if the condition is the peer's doing.
     pub fn code(self) -> TransportErrorCode {
         match self {
-            Self::NotConfirmed => TransportErrorCode::KEY_UPDATE_ERROR,
+            Self::NotConfirmed | Self::HandshakeNotConfirmed => {
+                TransportErrorCode::KEY_UPDATE_ERROR
+            }
             Self::LimitReached => TransportErrorCode::AEAD_LIMIT_REACHED,
         }
     }
@@ -68,6 +74,8 @@ pub struct KeyPhase {
     failed: u64,
     /// Our own limit on packets per key, below the AEAD's, to update automatically.
     update_interval: u64,
+    /// Key updates so far, by either side.
+    generation: u64,
 }
 
 impl std::fmt::Debug for KeyPhase {
@@ -105,7 +113,18 @@ impl KeyPhase {
             encrypted: 0,
             failed: 0,
             update_interval: update_interval.min(limit.saturating_sub(limit / 8)).max(1),
+            generation: 0,
         }
+    }
+
+    /// How many key updates happened, initiated by either side.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the previous generation's receive key is still kept.
+    pub fn has_previous(&self) -> bool {
+        self.previous_remote.is_some()
     }
 
     /// The Key Phase bit to send.
@@ -234,5 +253,6 @@ impl KeyPhase {
         self.first_sent_pn = None;
         self.confirmed = false;
         self.encrypted = 0;
+        self.generation += 1;
     }
 }

@@ -299,6 +299,22 @@ impl Connection {
         }
     }
 
+    /// Updates the 1-RTT keys now (RFC 9001 §6); the peer follows. Keys also update on their
+    /// own after [`crate::TransportConfig::key_update_interval`] packets.
+    ///
+    /// # Errors
+    /// [`crate::crypto::KeyUpdateError`]: before the handshake is confirmed, or while the
+    /// previous update is not yet acknowledged.
+    pub fn force_key_update(&self) -> Result<(), crate::crypto::KeyUpdateError> {
+        let mut s = self.inner.shared.lock();
+        let r = match s.proto(self.inner.id) {
+            Some(c) => c.initiate_key_update(),
+            None => Err(crate::crypto::KeyUpdateError::HandshakeNotConfirmed),
+        };
+        s.wake_driver();
+        r
+    }
+
     /// Whether the handshake has completed.
     pub fn is_handshake_complete(&self) -> bool {
         let s = self.inner.shared.lock();
@@ -310,6 +326,12 @@ impl Connection {
     pub fn is_0rtt(&self) -> bool {
         let mut s = self.inner.shared.lock();
         s.proto(self.inner.id).is_some_and(|c| c.is_0rtt())
+    }
+
+    /// Whether the TLS handshake resumed an earlier session; `None` until it is known.
+    pub fn is_resumed(&self) -> Option<bool> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).and_then(|c| c.is_resumed())
     }
 
     /// Whether the server accepted 0-RTT; `None` until the handshake says.

@@ -472,3 +472,64 @@ fn an_initial_that_does_not_authenticate_leaves_no_state() {
         .is_some());
     assert!(server.accept().is_some(), "the genuine Initial is accepted");
 }
+
+#[test]
+fn key_updates_by_interval_and_on_demand_keep_data_intact() {
+    // RFC 9001 §6: both sides update every 300 packets, and the client forces one more.
+    let mut transport = TransportConfig::default();
+    transport.key_update_interval(300);
+    let link = LinkConfig {
+        jitter: Duration::from_millis(3),
+        loss: 0.02,
+        ..LinkConfig::default()
+    };
+    let mut s = sim(21, link, transport);
+    let server = connect(&mut s);
+    // The client's handshake is confirmed by HANDSHAKE_DONE, which may still be in flight.
+    s.net.run_for(Duration::from_millis(100));
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    c.initiate_key_update()
+        .expect("confirmed handshake: the client may update");
+    assert_eq!(
+        c.initiate_key_update(),
+        Err(crate::crypto::KeyUpdateError::NotConfirmed),
+        "no second update before the first is acknowledged (§6.1)"
+    );
+    let got = transfer(&mut s, server, 2 << 20, Duration::from_secs(120));
+    assert!(
+        got == pattern(2 << 20),
+        "seed {}: 2 MiB intact",
+        s.net.seed()
+    );
+    let client_updates = s
+        .net
+        .endpoint(C)
+        .connection(s.client)
+        .unwrap()
+        .stats()
+        .key_updates;
+    let server_updates = s
+        .net
+        .endpoint(S)
+        .connection(server)
+        .unwrap()
+        .stats()
+        .key_updates;
+    assert!(
+        client_updates >= 4,
+        "2 MiB is about 1800 packets: several updates (got {client_updates})"
+    );
+    // Every update by one side is followed by the other: both count the same generations.
+    assert_eq!(client_updates, server_updates);
+}
+
+#[test]
+fn no_key_update_before_the_handshake_is_confirmed() {
+    let mut s = sim(22, LinkConfig::default(), TransportConfig::default());
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    assert_eq!(
+        c.initiate_key_update(),
+        Err(crate::crypto::KeyUpdateError::HandshakeNotConfirmed)
+    );
+    let _ = connect(&mut s);
+}
