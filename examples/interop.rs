@@ -16,6 +16,8 @@
 //!   finishes it; the server answers with the bytes of `DIR/path` and finishes, or resets the
 //!   stream if there is no such file.
 //!
+//! With `--retry` every client without a valid token gets a Retry first (RFC 9000 §8.1.2);
+//! clients get NEW_TOKEN tokens for their next connection.
 //! Without `--cert`/`--key` it makes a development certificate for `localhost`. It resumes
 //! sessions and accepts 0-RTT (single-use tickets), serving requests from the ClientHello on.
 //!
@@ -33,7 +35,8 @@
 //! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
 //!   before the downloads (RFC 9001 §6).
 //!
-//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL` and `key updates: N` lines on stderr.
+//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL`, `retried: BOOL` and `key updates: N`
+//! lines on stderr.
 
 #![allow(clippy::disallowed_methods)] // A program reads the real clock.
 
@@ -208,11 +211,6 @@ async fn server(args: Args) -> Result<(), BoxError> {
         }
         _ => return Err("--cert and --key go together".into()),
     };
-    if args.has("retry") {
-        // Retry (RFC 9000 §8.1.2) is part of the transport completion work; until it lands
-        // the flag is accepted so scripts keep working, and said so.
-        eprintln!("interop server: --retry accepted; Retry packets are not sent yet");
-    }
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -221,6 +219,10 @@ async fn server(args: Args) -> Result<(), BoxError> {
     let mut config = ServerConfig::new(Arc::new(tls))?;
     // Resumption and 0-RTT (single-use tickets): the files served are safe to fetch twice.
     config.enable_0rtt(true)?;
+    if args.has("retry") {
+        // RFC 9000 §8.1.2: every client without a valid token is validated by a Retry first.
+        config.retry(gquic::transport::RetryPolicy::Always);
+    }
     let endpoint = Endpoint::server(config, listen)?;
     eprintln!("interop server: listening on {}", endpoint.local_addr());
     let root = Arc::new(root);
@@ -569,6 +571,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
         "interop client: key updates: {}",
         conn.stats().counters.key_updates
     );
+    eprintln!("interop client: retried: {}", conn.retried());
     conn.close(VarInt::from_u32(0), b"done");
     endpoint.wait_idle().await;
     eprintln!(

@@ -3,7 +3,7 @@
 
 They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
-    aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR
+    aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
     aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update] URL...
 
 The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
@@ -98,6 +98,7 @@ async def run_server(args):
         create_protocol=HqServer,
         session_ticket_fetcher=lambda key: tickets.pop(key, None),
         session_ticket_handler=lambda ticket: tickets.__setitem__(ticket.ticket, ticket),
+        retry=args.retry,
     )
     sock = server._transport.get_extra_info("socket")
     h, p = sock.getsockname()[:2]
@@ -162,6 +163,8 @@ async def run_client(args):
                 failed += 1
         return 1 if failed else 0
     async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
+        # Whether the server made us follow a Retry (RFC 9000 §8.1.2).
+        print(f"retried: {bool(client._quic._retry_count)}", file=sys.stderr)
         if args.key_update:
             await client.wait_connected()
             client._quic.request_key_update()
@@ -180,6 +183,7 @@ def main():
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
     s.add_argument("--root", required=True)
+    s.add_argument("--retry", action="store_true", help="validate addresses with Retry")
     c = sub.add_parser("client")
     c.add_argument("--output", required=True)
     c.add_argument("--ca")

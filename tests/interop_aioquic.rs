@@ -319,12 +319,71 @@ fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
     );
 }
 
+/// Retry (RFC 9000 §8.1.2) over hq-interop, in both directions.
+#[test]
+fn retry_with_aioquic_both_ways() {
+    let py = python();
+    let dir = TempDir::new("aioquic-retry");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = pattern(1 << 20, 41);
+    std::fs::write(www.join("1mib.bin"), &body).unwrap();
+    let out_dir = dir.0.join("out");
+    let fetched = || {
+        let got = std::fs::read(out_dir.join("1mib.bin")).unwrap();
+        std::fs::remove_file(out_dir.join("1mib.bin")).unwrap();
+        Sha256::digest(&got) == Sha256::digest(&body)
+    };
+
+    // aioquic client -> `interop server --retry`.
+    let (_server, port) = start_interop_server_with(&www, &cert, &key, &["--retry"]);
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_hq.py"))
+        .args(["client", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/1mib.bin"));
+    let out = run_with_timeout(cmd, 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "aioquic client: {err}");
+    assert!(
+        err.contains("retried: True"),
+        "aioquic followed our Retry: {err}"
+    );
+    assert!(fetched(), "1 MiB intact");
+
+    // `interop client` -> aioquic server with retry=True.
+    let (_server, port) =
+        start_aioquic_server_with(&py, "aioquic_hq", &www, &cert, &key, &["--retry"]);
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--alpn", "hq-interop", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/1mib.bin"));
+    let out = run_with_timeout(cmd, 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "interop client: {err}");
+    assert!(
+        err.contains("retried: true"),
+        "we followed aioquic's Retry: {err}"
+    );
+    assert!(fetched(), "1 MiB intact");
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP/3 (ALPN h3): aioquic's H3Connection against `examples/interop` and back.
 // ---------------------------------------------------------------------------------------
 
 /// Starts `interop server` on a free port; returns the process and the port.
 fn start_interop_server(www: &Path, cert: &Path, key: &Path) -> (Kill, u16) {
+    start_interop_server_with(www, cert, key, &[])
+}
+
+/// [`start_interop_server`] with extra flags.
+fn start_interop_server_with(www: &Path, cert: &Path, key: &Path, extra: &[&str]) -> (Kill, u16) {
     let port = free_udp_port();
     let listen = format!("127.0.0.1:{port}");
     let mut server = Kill(
@@ -335,6 +394,7 @@ fn start_interop_server(www: &Path, cert: &Path, key: &Path) -> (Kill, u16) {
             .arg(cert)
             .arg("--key")
             .arg(key)
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -360,6 +420,18 @@ fn start_aioquic_server(
     cert: &Path,
     key: &Path,
 ) -> (Kill, u16) {
+    start_aioquic_server_with(py, script, www, cert, key, &[])
+}
+
+/// [`start_aioquic_server`] with extra flags.
+fn start_aioquic_server_with(
+    py: &str,
+    script: &str,
+    www: &Path,
+    cert: &Path,
+    key: &Path,
+    extra: &[&str],
+) -> (Kill, u16) {
     let mut server = Kill(
         Command::new(py)
             .arg(repo().join(format!("scripts/{script}.py")))
@@ -369,6 +441,7 @@ fn start_aioquic_server(
             .arg(cert)
             .arg("--key")
             .arg(key)
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),

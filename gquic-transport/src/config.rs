@@ -3,9 +3,12 @@
 //!
 //! Defaults are safe and fast; every limit a peer could abuse is bounded here.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::recovery::congestion::{ControllerFactory, NewRenoConfig};
 use crate::wire::Version;
@@ -293,6 +296,76 @@ fn check_provider(provider: &rustls::crypto::CryptoProvider) -> Result<(), Confi
     Ok(())
 }
 
+/// When a server validates a client's address with a Retry before keeping any state for it
+/// (RFC 9000 §8.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetryPolicy {
+    /// Never: handshakes start at once, under the 3x amplification limit (the default).
+    #[default]
+    Never,
+    /// Every new connection without a valid token (from a Retry or NEW_TOKEN) gets a Retry:
+    /// one more round trip, but no state for spoofed addresses.
+    Always,
+    /// A Retry only while the endpoint has at least this many connections.
+    UnderLoad(usize),
+}
+
+/// Where a client keeps the address-validation tokens servers send in NEW_TOKEN frames
+/// (RFC 9000 §8.1.3), to present on its next connection to the same server.
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// Keeps `token` for `server_name`.
+    fn insert(&self, server_name: &str, token: Bytes);
+    /// Takes a token for `server_name` (each is used once, §8.1.3 discourages reuse).
+    fn take(&self, server_name: &str) -> Option<Bytes>;
+}
+
+/// An in-memory [`TokenStore`]: a few tokens per server, for a bounded number of servers.
+#[derive(Debug)]
+pub struct TokenMemoryCache {
+    servers: usize,
+    inner: Mutex<HashMap<String, VecDeque<Bytes>>>,
+}
+
+impl TokenMemoryCache {
+    /// Tokens per server kept (the newest).
+    const PER_SERVER: usize = 2;
+
+    /// A cache for up to `servers` server names.
+    pub fn new(servers: usize) -> Self {
+        Self {
+            servers: servers.max(1),
+            inner: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl TokenStore for TokenMemoryCache {
+    fn insert(&self, server_name: &str, token: Bytes) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(server_name) && map.len() >= self.servers {
+            if let Some(k) = map.keys().next().cloned() {
+                map.remove(&k);
+            }
+        }
+        let q = map.entry(server_name.to_owned()).or_default();
+        if q.len() >= Self::PER_SERVER {
+            q.pop_front();
+        }
+        q.push_back(token);
+    }
+
+    fn take(&self, server_name: &str) -> Option<Bytes> {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let q = map.get_mut(server_name)?;
+        let t = q.pop_back();
+        if q.is_empty() {
+            map.remove(server_name);
+        }
+        t
+    }
+}
+
 /// Server settings: the rustls server config (certificates, ALPN) and transport settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -302,6 +375,7 @@ pub struct ServerConfig {
     user_crypto: Arc<rustls::ServerConfig>,
     pub(crate) transport: Arc<TransportConfig>,
     zero_rtt: bool,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl ServerConfig {
@@ -316,6 +390,7 @@ impl ServerConfig {
             crypto,
             transport: Arc::new(TransportConfig::default()),
             zero_rtt: false,
+            retry: RetryPolicy::Never,
         })
     }
 
@@ -367,6 +442,15 @@ impl ServerConfig {
     /// Whether 0-RTT is accepted.
     pub fn is_0rtt_enabled(&self) -> bool {
         self.zero_rtt
+    }
+
+    /// When to validate client addresses with a Retry (RFC 9000 §8.1.2; default
+    /// [`RetryPolicy::Never`]). Tokens are sealed with the endpoint's token key
+    /// ([`crate::endpoint::EndpointConfig::token_key`]). A connection that passed a Retry, or
+    /// presented a NEW_TOKEN token, is not amplification-limited.
+    pub fn retry(&mut self, policy: RetryPolicy) -> &mut Self {
+        self.retry = policy;
+        self
     }
 
     fn rebuild_crypto(&mut self) {
@@ -454,6 +538,7 @@ pub struct ClientConfig {
     pub(crate) crypto: Arc<rustls::ClientConfig>,
     pub(crate) transport: Arc<TransportConfig>,
     pub(crate) version: Version,
+    pub(crate) token_store: Option<Arc<dyn TokenStore>>,
 }
 
 impl ClientConfig {
@@ -467,6 +552,7 @@ impl ClientConfig {
             crypto,
             transport: Arc::new(TransportConfig::default()),
             version: Version::V1,
+            token_store: Some(Arc::new(TokenMemoryCache::new(256))),
         })
     }
 
@@ -478,6 +564,14 @@ impl ClientConfig {
         transport.validate()?;
         self.transport = transport;
         Ok(self)
+    }
+
+    /// Where NEW_TOKEN tokens are kept between connections (RFC 9000 §8.1.3; an in-memory
+    /// [`TokenMemoryCache`] by default, shared by clones of this config); `None` to neither
+    /// keep nor present them.
+    pub fn token_store(&mut self, store: Option<Arc<dyn TokenStore>>) -> &mut Self {
+        self.token_store = store;
+        self
     }
 
     /// The QUIC version of the first Initial (v1 by default; v2 per RFC 9369).

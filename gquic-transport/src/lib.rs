@@ -80,7 +80,9 @@ pub mod testing;
 mod types;
 pub mod wire;
 
-pub use config::{ClientConfig, ServerConfig, TransportConfig};
+pub use config::{
+    ClientConfig, RetryPolicy, ServerConfig, TokenMemoryCache, TokenStore, TransportConfig,
+};
 pub use error::TransportErrorCode;
 pub use types::{Dir, Side, StreamId};
 pub use wire::VarInt;

@@ -997,3 +997,69 @@ async fn quinn_client_updates_keys_with_gquic_during_3mib() {
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Retry (RFC 9000 §8.1.2) in both directions, and NEW_TOKEN
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn quinn_client_follows_gquic_retry() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let mut config = ServerConfig::new(Arc::new(tls_server(&certs, b"interop"))).unwrap();
+        config.retry(gquic_transport::RetryPolicy::Always);
+        let server = run_gquic_server(Endpoint::server(config, localhost()).unwrap());
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(quinn_client_config(
+            &certs,
+            b"interop",
+            Settings::default(),
+        ));
+        let conn = client
+            .connect(server.endpoint.local_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        echo!(conn, pattern(200_000, 31));
+        assert!(server.endpoint.stats().retries >= 1, "gquic sent a Retry");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn gquic_client_follows_quinn_retry() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let endpoint = quinn_server(&certs, b"interop", Settings::default());
+        let ep = endpoint.clone();
+        let retried = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = retried.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                if !incoming.remote_address_validated() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    incoming.retry().unwrap();
+                    continue;
+                }
+                let conn = incoming.await.unwrap();
+                serve!(conn);
+            }
+        });
+        let client = Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(gquic_client_config(
+            &certs,
+            b"interop",
+            Settings::default(),
+        ));
+        let conn = client
+            .connect(endpoint.local_addr().unwrap(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        echo!(conn, pattern(200_000, 32));
+        assert!(retried.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    })
+    .await
+    .unwrap();
+}

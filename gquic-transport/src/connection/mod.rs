@@ -226,6 +226,16 @@ pub struct Connection {
     original_dst_cid: ConnectionId,
     /// Whether the client has switched to the server's chosen connection ID.
     remote_cid_set: bool,
+    /// Client: the token its Initials carry (from a Retry or an earlier NEW_TOKEN), and the
+    /// Source Connection ID of the Retry it followed (RFC 9000 §17.2.5.2, §7.3).
+    token: Bytes,
+    retry_src_cid: Option<ConnectionId>,
+    /// The crypto provider (for Initial keys after a Retry).
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Client: where tokens from NEW_TOKEN frames go, for the next connection to this server.
+    token_store: Option<Arc<dyn crate::config::TokenStore>>,
+    /// Server: a NEW_TOKEN token to send once the handshake is confirmed (RFC 9000 §8.1.3).
+    new_token: Option<Bytes>,
     remote: SocketAddr,
     /// Whether the peer's address is validated (RFC 9000 §8.1); until then a server sends at
     /// most three times what it received.
@@ -318,6 +328,17 @@ pub struct ServerConnectionParams {
     pub version: Version,
     /// Stateless reset token for `local_cid` (RFC 9000 §10.3).
     pub reset_token: ResetToken,
+    /// After a Retry: its Source Connection ID, now the Destination Connection ID of the
+    /// client's Initials (so the Initial keys come from it) and echoed in
+    /// `retry_source_connection_id` (RFC 9000 §7.3). `original_dst_cid` is then the one from
+    /// the client's very first Initial, taken from the token.
+    pub retry_src_cid: Option<ConnectionId>,
+    /// Whether a token already proved the client's address (RFC 9000 §8.1.2, §8.1.3): no
+    /// amplification limit.
+    pub address_validated: bool,
+    /// A token for the client's next connection, sent in NEW_TOKEN once the handshake is
+    /// confirmed (RFC 9000 §8.1.3).
+    pub new_token: Option<Bytes>,
 }
 
 /// Why a connection could not be created.
@@ -403,9 +424,18 @@ impl Connection {
             initial_dst_cid,
             &params,
             None,
+            config.crypto.crypto_provider().clone(),
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         conn.dialed_name = Some(server_name.to_owned());
+        // RFC 9000 §8.1.3: a token from an earlier connection to this server lets it skip
+        // address validation.
+        if let Some(store) = &config.token_store {
+            if let Some(token) = store.take(server_name) {
+                conn.token = token;
+            }
+            conn.token_store = Some(store.clone());
+        }
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
         conn.write_tls();
@@ -429,12 +459,16 @@ impl Connection {
             .ok_or(ConnectError::UnsupportedVersion(version))?;
         let mut params = local_params(&config.transport, incoming.local_cid);
         params.original_destination_connection_id = Some(incoming.original_dst_cid);
+        params.retry_source_connection_id = incoming.retry_src_cid;
         params.stateless_reset_token = Some(incoming.reset_token);
         let mut encoded = Vec::with_capacity(params.encoded_len());
         params.encode(&mut encoded);
         let tls = tls::ServerConnection::new(config.crypto.clone(), tls_version, encoded)?;
         let suite = crypto::initial_suite(config.crypto.crypto_provider())?;
-        let keys = crypto::initial_keys(&suite, version, &incoming.original_dst_cid, Side::Server)?;
+        // RFC 9001 §5.2: Initial keys come from the Destination Connection ID of the client's
+        // Initial, which after a Retry is the Retry's Source Connection ID.
+        let initial_dcid = incoming.retry_src_cid.unwrap_or(incoming.original_dst_cid);
+        let keys = crypto::initial_keys(&suite, version, &initial_dcid, Side::Server)?;
         let mut conn = Self::new(
             Side::Server,
             version,
@@ -447,9 +481,12 @@ impl Connection {
             incoming.original_dst_cid,
             &params,
             Some(incoming.reset_token),
+            config.crypto.crypto_provider().clone(),
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         conn.remote_cid_set = true;
+        conn.path_validated = incoming.address_validated;
+        conn.new_token = incoming.new_token;
         Ok(conn)
     }
 
@@ -466,6 +503,7 @@ impl Connection {
         original_dst_cid: ConnectionId,
         params: &TransportParameters,
         reset_token: Option<ResetToken>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Self {
         let max_datagram_size = u64::from(config.initial_mtu);
         let span = tracing::debug_span!("conn", side = ?side, remote = %remote, cid = %local_cid);
@@ -500,6 +538,11 @@ impl Connection {
             drained_reported: false,
             original_dst_cid,
             remote_cid_set: false,
+            token: Bytes::new(),
+            retry_src_cid: None,
+            token_store: None,
+            provider,
+            new_token: None,
             remote,
             path_validated: false,
             bytes_received: 0,
@@ -656,6 +699,11 @@ impl Connection {
             return Some(EndpointEvent::Drained);
         }
         None
+    }
+
+    /// Client: whether the server made us follow a Retry (RFC 9000 §8.1.2).
+    pub fn retried(&self) -> bool {
+        self.retry_src_cid.is_some()
     }
 
     /// The number of streams with state.
@@ -899,6 +947,11 @@ impl Connection {
             self.key_generation = k.generation();
             self.discard_old_key_at = k.has_previous().then_some(now + pto * 3);
         }
+    }
+
+    /// The crypto provider of the TLS configuration (for Initial keys after a Retry).
+    pub(super) fn tls_provider(&self) -> &rustls::crypto::CryptoProvider {
+        self.provider.as_ref()
     }
 
     /// Three times the current PTO (RFC 9000 §10.2).

@@ -85,6 +85,10 @@ impl Connection {
                 self.on_version_negotiation(now, &partial);
                 return Ok(());
             }
+            ProtectedHeader::Retry { .. } => {
+                self.on_retry(&partial);
+                return Ok(());
+            }
             // Retry and other versions are not accepted yet: dropped.
             _ => {
                 self.stats.packets_dropped += 1;
@@ -294,6 +298,72 @@ impl Connection {
         }
     }
 
+    /// RFC 9000 §17.2.5.2: a client follows at most one Retry, only before it has processed
+    /// any packet from the server, and only one whose integrity tag verifies (RFC 9001 §5.8).
+    fn on_retry(&mut self, partial: &PartialDecode) {
+        let ProtectedHeader::Retry {
+            version,
+            dst_cid,
+            src_cid,
+            token,
+            ..
+        } = partial.header()
+        else {
+            return;
+        };
+        if self.side.is_server()
+            || self.retry_src_cid.is_some()
+            || self.stats.packets_received > 0
+            || *version != self.version
+            || *dst_cid != self.local_cid
+            || *src_cid == self.original_dst_cid
+        {
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        let verified =
+            crypto::retry::verify_retry(self.version, &self.original_dst_cid, partial.data());
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        let verified = false;
+        if !verified {
+            tracing::debug!("Retry with a bad integrity tag dropped");
+            self.stats.packets_dropped += 1;
+            return;
+        }
+        tracing::debug!(new_dcid = %src_cid, "following a Retry");
+        let Ok(suite) = crypto::initial_suite(self.tls_provider()) else {
+            return;
+        };
+        let Ok(keys) = crypto::initial_keys(&suite, self.version, src_cid, crate::Side::Client)
+        else {
+            return;
+        };
+        // New Initial keys from the Retry's connection ID; its token goes in every Initial
+        // from now on; everything sent so far is sent again (packet numbers go on, §17.2.5.3).
+        self.retry_src_cid = Some(*src_cid);
+        self.token = token.clone();
+        self.cids.set_initial_remote(*src_cid);
+        let initial = &mut self.spaces[SpaceId::Initial as usize];
+        initial.keys = Some(keys);
+        for (_, p) in initial.sent.discard() {
+            if let Some(r) = p.info.crypto {
+                initial.crypto_send.lost(r);
+            }
+        }
+        // 0-RTT packets sent to the old connection ID are lost too (RFC 9001 §4.6.2 allows
+        // sending them again).
+        for (_, p) in self.spaces[SpaceId::Data as usize].sent.discard() {
+            for c in &p.info.chunks {
+                self.streams.on_chunk_lost(c);
+            }
+            for c in p.info.control {
+                self.streams.on_control_lost(c);
+            }
+        }
+        self.pto_count = 0;
+    }
+
     fn on_version_negotiation(&mut self, _now: Instant, partial: &PartialDecode) {
         // RFC 9000 §6.2: only a client, only before it has processed any packet, and only if
         // the list does not contain the version it used.
@@ -343,15 +413,26 @@ impl Connection {
                 sp.crypto_recv.insert(offset, data);
                 self.read_crypto(now, space)?;
             }
-            Frame::NewToken(_) => {
-                // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION. Clients
-                // ignore tokens until address-validation tokens are supported.
+            Frame::NewToken(token) => {
+                // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION; an
+                // empty token is a FRAME_ENCODING_ERROR.
                 if self.side.is_server() {
                     return Err(TransportError {
                         code: TransportErrorCode::PROTOCOL_VIOLATION,
                         frame: Some(ty),
                         reason: "NEW_TOKEN from a client".into(),
                     });
+                }
+                if token.is_empty() {
+                    return Err(TransportError {
+                        code: TransportErrorCode::FRAME_ENCODING_ERROR,
+                        frame: Some(ty),
+                        reason: "empty NEW_TOKEN".into(),
+                    });
+                }
+                // Kept for the next connection to this server (§8.1.3).
+                if let (Some(store), Some(name)) = (&self.token_store, &self.dialed_name) {
+                    store.insert(name, token);
                 }
             }
             Frame::Stream(s) => {
@@ -553,8 +634,13 @@ impl Connection {
             if p.original_destination_connection_id != Some(self.original_dst_cid) {
                 return bad("original_destination_connection_id does not match");
             }
-            if p.retry_source_connection_id.is_some() {
-                return bad("retry_source_connection_id without a Retry");
+            // RFC 9000 §7.3: present exactly when we followed a Retry, and equal to its SCID.
+            if p.retry_source_connection_id != self.retry_src_cid {
+                return bad(if self.retry_src_cid.is_some() {
+                    "retry_source_connection_id does not match the Retry"
+                } else {
+                    "retry_source_connection_id without a Retry"
+                });
             }
         }
         Ok(())
@@ -668,6 +754,9 @@ impl Connection {
             }
             if info.handshake_done {
                 self.handshake_done_pending = true;
+            }
+            if let Some(token) = info.new_token {
+                self.new_token.get_or_insert(token);
             }
             for seq in info.new_cids {
                 self.cids.on_new_lost(seq);

@@ -116,6 +116,7 @@ impl Connection {
         }
         space == SpaceId::Data
             && (self.handshake_done_pending
+                || (self.new_token.is_some() && self.handshake_confirmed)
                 || !self.path_responses.is_empty()
                 || self.streams.has_pending()
                 || !self.datagrams_out.is_empty()
@@ -135,7 +136,7 @@ impl Connection {
                 version: self.version,
                 dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
-                token: Bytes::new(),
+                token: self.token.clone(),
                 number,
             },
             SpaceId::Handshake => Header::Long {
@@ -428,6 +429,19 @@ impl Connection {
             self.handshake_done_pending = false;
             info.handshake_done = true;
             wrote = true;
+        }
+        // RFC 9000 §8.1.3: a token for the client's next connection, once confirmed.
+        if self.handshake_confirmed {
+            if let Some(token) = self.new_token.take() {
+                let frame = Frame::NewToken(token.clone());
+                if buf.len() + frame.encoded_len() <= end {
+                    frame.encode(buf);
+                    info.new_token = Some(token);
+                    wrote = true;
+                } else {
+                    self.new_token = Some(token);
+                }
+            }
         }
         while let Some(data) = self.path_responses.front().copied() {
             if buf.len() + 9 > end {

@@ -43,6 +43,7 @@ pub(super) struct SentInfo {
     pub(super) chunks: Vec<StreamChunk>,
     pub(super) control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
+    pub(super) new_token: Option<bytes::Bytes>,
     pub(super) new_cids: Vec<u64>,
     pub(super) retire_cids: Vec<u64>,
 }

@@ -103,6 +103,9 @@ impl Pair {
                 client_cid: scid,
                 version: Version::V1,
                 reset_token: ResetToken([9; 16]),
+                retry_src_cid: None,
+                address_validated: false,
+                new_token: None,
             },
         )
         .unwrap();

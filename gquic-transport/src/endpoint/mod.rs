@@ -6,10 +6,12 @@
 //! packets of unknown connections, and can refuse new connections. Like [`Connection`], it has
 //! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
 
+mod token;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls::crypto::tls13::HkdfExpander;
@@ -20,7 +22,7 @@ use crate::connection::{
     ConnectError, Connection, EndpointEvent, ServerConnectionParams, Transmit, TransportError,
 };
 use crate::error::TransportErrorCode;
-use crate::wire::packet::encode_version_negotiation;
+use crate::wire::packet::{encode_retry, encode_version_negotiation};
 use crate::wire::{ConnectionId, LongType, ResetToken, Version};
 
 /// Endpoint settings.
@@ -31,6 +33,9 @@ pub struct EndpointConfig {
     cid_len: usize,
     versions: Vec<Version>,
     max_stateless_per_second: u32,
+    token_key: Option<[u8; 32]>,
+    retry_token_lifetime: Duration,
+    new_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for EndpointConfig {
@@ -67,7 +72,30 @@ impl EndpointConfig {
             cid_len: 8,
             versions: vec![Version::V1, Version::V2],
             max_stateless_per_second: 100,
+            token_key: None,
+            retry_token_lifetime: Duration::from_secs(10),
+            new_token_lifetime: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// The key that seals address-validation tokens (Retry and NEW_TOKEN, RFC 9000 §8.1).
+    /// Servers behind one address share it so a token from one is good at another. By
+    /// default it is derived from the reset key.
+    pub fn token_key(&mut self, key: [u8; 32]) -> &mut Self {
+        self.token_key = Some(key);
+        self
+    }
+
+    /// How long a Retry token is good for (default 10 s: the client uses it at once).
+    pub fn retry_token_lifetime(&mut self, d: Duration) -> &mut Self {
+        self.retry_token_lifetime = d;
+        self
+    }
+
+    /// How long a NEW_TOKEN token is good for (default 24 h).
+    pub fn new_token_lifetime(&mut self, d: Duration) -> &mut Self {
+        self.new_token_lifetime = d;
+        self
     }
 
     /// The crypto provider (its HKDF derives tokens; its RNG seeds the runtime's secrets).
@@ -127,6 +155,10 @@ pub struct EndpointStats {
     pub stateless_resets: u64,
     /// Datagrams dropped before reaching a connection.
     pub dropped: u64,
+    /// Retry packets sent (RFC 9000 §8.1.2).
+    pub retries: u64,
+    /// Initials whose token did not validate.
+    pub invalid_tokens: u64,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -147,6 +179,10 @@ pub struct Endpoint {
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     cid_expander: Box<dyn HkdfExpander>,
     reset_expander: Box<dyn HkdfExpander>,
+    token_expander: Box<dyn HkdfExpander>,
+    /// An instant and the Unix time in ms at it: tokens carry wall-clock times so that other
+    /// servers (and restarts) can check them.
+    clock: Option<(Instant, u64)>,
     cid_counter: u64,
     refuse: bool,
     stateless_tokens: f64,
@@ -172,6 +208,21 @@ struct Peek<'a> {
     long_type_bits: u8,
     dst_cid: &'a [u8],
     src_cid: &'a [u8],
+}
+
+/// The token of a long-header Initial packet (RFC 9000 §17.2.2), unauthenticated.
+fn initial_token(data: &[u8]) -> Option<&[u8]> {
+    let dlen = usize::from(*data.get(5)?);
+    let slen = usize::from(*data.get(6 + dlen)?);
+    let mut at = 7 + dlen + slen;
+    let first = *data.get(at)?;
+    let len_bytes = 1usize << (first >> 6);
+    let mut len = u64::from(first & 0x3f);
+    for i in 1..len_bytes {
+        len = (len << 8) | u64::from(*data.get(at + i)?);
+    }
+    at += len_bytes;
+    data.get(at..at.checked_add(usize::try_from(len).ok()?)?)
 }
 
 fn peek(data: &[u8], cid_len: usize) -> Option<Peek<'_>> {
@@ -212,6 +263,15 @@ impl Endpoint {
     ) -> Result<Self, EndpointConfigError> {
         let cid_expander = config.expander(&secret)?;
         let reset_expander = config.expander(&config.reset_key)?;
+        let token_secret = match config.token_key {
+            Some(k) => k,
+            None => {
+                let mut k = [0u8; 32];
+                let _ = reset_expander.expand_slice(&[b"token key"], &mut k);
+                k
+            }
+        };
+        let token_expander = config.expander(&token_secret)?;
         Ok(Self {
             stateless_tokens: f64::from(config.max_stateless_per_second),
             config,
@@ -227,6 +287,8 @@ impl Endpoint {
             responses: VecDeque::new(),
             cid_expander,
             reset_expander,
+            token_expander,
+            clock: None,
             cid_counter: 0,
             refuse: false,
             stateless_refill: None,
@@ -235,9 +297,26 @@ impl Endpoint {
         })
     }
 
+    /// The server configuration, if the endpoint accepts connections.
+    pub fn server_config(&self) -> Option<&Arc<ServerConfig>> {
+        self.server.as_ref()
+    }
+
     /// Replaces (or removes) the server configuration.
     pub fn set_server_config(&mut self, server: Option<Arc<ServerConfig>>) {
         self.server = server;
+    }
+
+    /// Anchors token times: at `now` the Unix time is `unix_ms` (the runtime passes the system
+    /// clock; without it tokens count from the endpoint's first datagram, which is enough
+    /// within one process).
+    pub fn set_unix_time(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = Some((now, unix_ms));
+    }
+
+    fn unix_ms(&mut self, now: Instant) -> u64 {
+        let (at, unix) = *self.clock.get_or_insert((now, 0));
+        unix + now.saturating_duration_since(at).as_millis() as u64
     }
 
     /// While `true`, new connections are answered with CONNECTION_REFUSED (RFC 9000 §20.1).
@@ -439,14 +518,72 @@ impl Endpoint {
             self.stats.dropped += 1;
             return None;
         }
+        // Address validation (RFC 9000 §8.1): a token from a Retry or a NEW_TOKEN frame, or a
+        // Retry if the policy wants one and there is no valid token.
+        let now_ms = self.unix_ms(now);
+        let checked = match initial_token(&data) {
+            Some(t) if !t.is_empty() => Some(token::validate(
+                self.token_expander.as_ref(),
+                t,
+                remote,
+                now_ms,
+                self.config.retry_token_lifetime.as_millis() as u64,
+                self.config.new_token_lifetime.as_millis() as u64,
+            )),
+            _ => None,
+        };
+        let (original_dst_cid, retry_src_cid, validated) = match checked {
+            Some(Ok(token::Validated::Retry {
+                original_dst_cid,
+                retry_src_cid,
+            })) if retry_src_cid == dst => (original_dst_cid, Some(retry_src_cid), true),
+            Some(Ok(token::Validated::NewToken)) => (dst, None, true),
+            Some(Ok(token::Validated::Retry { .. }) | Err(token::Invalid::Retry)) => {
+                // RFC 9000 §8.1.3: a Retry token that is ours but wrong closes with
+                // INVALID_TOKEN.
+                self.stats.invalid_tokens += 1;
+                self.reject(
+                    now,
+                    &server,
+                    remote,
+                    dst,
+                    src,
+                    version,
+                    TransportErrorCode::INVALID_TOKEN,
+                );
+                return None;
+            }
+            Some(Err(_)) => {
+                self.stats.invalid_tokens += 1;
+                (dst, None, false)
+            }
+            None => (dst, None, false),
+        };
+        let wants_retry = match server.retry {
+            crate::config::RetryPolicy::Never => false,
+            crate::config::RetryPolicy::Always => true,
+            crate::config::RetryPolicy::UnderLoad(n) => self.connection_count() >= n,
+        };
+        if wants_retry && !validated {
+            self.send_retry(now_ms, remote, version, dst, src);
+            return None;
+        }
         let local_cid = self.new_cid();
+        let new_token = Some(bytes::Bytes::from(token::mint_new_token(
+            self.token_expander.as_ref(),
+            now_ms,
+            remote,
+        )));
         let params = ServerConnectionParams {
             remote,
             local_cid,
-            original_dst_cid: dst,
+            original_dst_cid,
             client_cid: src,
             version,
             reset_token: self.reset_token(&local_cid),
+            retry_src_cid,
+            address_validated: validated,
+            new_token,
         };
         let mut conn = match Connection::accept_incoming(&server, now, params) {
             Ok(c) => c,
@@ -457,18 +594,13 @@ impl Endpoint {
         };
         if self.refuse {
             // RFC 9000 §20.1: CONNECTION_REFUSED, sent in an Initial packet.
-            conn.close_with_error(
+            Self::close_unborn(
+                &mut conn,
                 now,
-                TransportError::new(
-                    TransportErrorCode::CONNECTION_REFUSED,
-                    "not accepting connections",
-                ),
+                remote,
+                TransportErrorCode::CONNECTION_REFUSED,
+                &mut self.responses,
             );
-            let mut buf = Vec::new();
-            if let Some(t) = conn.poll_transmit(now, &mut buf) {
-                buf.truncate(t.size);
-                self.responses.push_back((remote, buf));
-            }
             self.stats.refused += 1;
             return None;
         }
@@ -488,6 +620,102 @@ impl Endpoint {
         self.incoming.push_back(ConnectionHandle(idx));
         self.process_events(idx);
         Some(ConnectionHandle(idx))
+    }
+
+    /// Closes a connection that never got state, with `code` in an Initial packet.
+    fn close_unborn(
+        conn: &mut Connection,
+        now: Instant,
+        remote: SocketAddr,
+        code: TransportErrorCode,
+        responses: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    ) {
+        let reason = if code == TransportErrorCode::INVALID_TOKEN {
+            "invalid address-validation token"
+        } else {
+            "not accepting connections"
+        };
+        conn.close_with_error(now, TransportError::new(code, reason));
+        let mut buf = Vec::new();
+        if let Some(t) = conn.poll_transmit(now, &mut buf) {
+            buf.truncate(t.size);
+            responses.push_back((remote, buf));
+        }
+    }
+
+    /// Answers an Initial whose token is ours but invalid with `code` (RFC 9000 §8.1.3).
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        now: Instant,
+        server: &Arc<ServerConfig>,
+        remote: SocketAddr,
+        dst: ConnectionId,
+        src: ConnectionId,
+        version: Version,
+        code: TransportErrorCode,
+    ) {
+        let local_cid = self.new_cid();
+        let params = ServerConnectionParams {
+            remote,
+            local_cid,
+            original_dst_cid: dst,
+            client_cid: src,
+            version,
+            reset_token: self.reset_token(&local_cid),
+            retry_src_cid: None,
+            address_validated: false,
+            new_token: None,
+        };
+        if let Ok(mut conn) = Connection::accept_incoming(server, now, params) {
+            Self::close_unborn(&mut conn, now, remote, code, &mut self.responses);
+        }
+    }
+
+    /// RFC 9000 §8.1.2, §17.2.5: a Retry with a token binding the client's address and its
+    /// original Destination Connection ID; no state is kept.
+    fn send_retry(
+        &mut self,
+        now_ms: u64,
+        remote: SocketAddr,
+        version: Version,
+        original_dst_cid: ConnectionId,
+        client_cid: ConnectionId,
+    ) {
+        let retry_src_cid = self.new_cid();
+        let token = token::mint_retry(
+            self.token_expander.as_ref(),
+            now_ms,
+            remote,
+            &original_dst_cid,
+            &retry_src_cid,
+        );
+        let mut buf = Vec::with_capacity(128);
+        let unused = (self.cid_counter as u8) & 0x0f;
+        if encode_retry(
+            &mut buf,
+            version,
+            &client_cid,
+            &retry_src_cid,
+            &token,
+            unused,
+        )
+        .is_err()
+        {
+            return;
+        }
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        {
+            let Some(tag) = crate::crypto::retry::retry_tag(version, &original_dst_cid, &buf)
+            else {
+                return;
+            };
+            buf.extend_from_slice(&tag);
+            self.stats.retries += 1;
+            self.responses.push_back((remote, buf));
+        }
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        let _ = buf;
     }
 
     fn take_stateless_token(&mut self, now: Instant) -> bool {

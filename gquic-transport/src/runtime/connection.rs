@@ -328,6 +328,12 @@ impl Connection {
         s.proto(self.inner.id).is_some_and(|c| c.is_0rtt())
     }
 
+    /// Client: whether the server made this connection follow a Retry (RFC 9000 §8.1.2).
+    pub fn retried(&self) -> bool {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).is_some_and(|c| c.retried())
+    }
+
     /// Whether the TLS handshake resumed an earlier session; `None` until it is known.
     pub fn is_resumed(&self) -> Option<bool> {
         let mut s = self.inner.shared.lock();

@@ -496,7 +496,12 @@ impl Endpoint {
             tokio::net::UdpSocket::from_std(socket)?
         };
         let secret = random_bytes(config.provider());
-        let ep = proto::Endpoint::new(config, server.map(Arc::new), secret)?;
+        let mut ep = proto::Endpoint::new(config, server.map(Arc::new), secret)?;
+        // Tokens carry wall-clock times, so a fleet (or a restarted server) can check them.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ep.set_unix_time(Instant::now(), unix_ms);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 ep,

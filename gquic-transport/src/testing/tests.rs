@@ -533,3 +533,70 @@ fn no_key_update_before_the_handshake_is_confirmed() {
     );
     let _ = connect(&mut s);
 }
+
+#[test]
+fn retry_then_new_token_skips_it() {
+    use crate::config::RetryPolicy;
+    let mut s = sim(31, LinkConfig::default(), TransportConfig::default());
+    // The server now sends a Retry to every client without a valid token.
+    let mut config = (**s.net.endpoint(S).server_config().unwrap()).clone();
+    config.retry(RetryPolicy::Always);
+    s.net.endpoint(S).set_server_config(Some(Arc::new(config)));
+    // The client was created before the first step; its first Initial gets a Retry.
+    let server = connect(&mut s);
+    // One per datagram of the client's first flight (its ClientHello takes two), all
+    // stateless; the client follows the first.
+    let retries = s.net.endpoint(S).stats().retries;
+    assert!(retries >= 1, "a Retry was sent");
+    assert!(
+        s.net.endpoint(C).connection(s.client).unwrap().retried(),
+        "the client followed it"
+    );
+    let got = transfer(&mut s, server, 100_000, Duration::from_secs(30));
+    assert!(got == pattern(100_000));
+    // The server sent NEW_TOKEN; the next connection presents it and gets no Retry.
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let cfg = s.client_config.clone();
+    let second = s
+        .net
+        .endpoint(C)
+        .connect(now, &cfg, SERVER, "localhost")
+        .unwrap();
+    s.net.run_for(Duration::from_millis(500));
+    let c = s.net.endpoint(C).connection(second).unwrap();
+    assert!(!c.is_handshaking(), "second connection established");
+    assert!(!c.retried(), "a NEW_TOKEN token spares the Retry");
+    assert_eq!(s.net.endpoint(S).stats().retries, retries);
+    // A third one without a token store gets a Retry again.
+    let mut no_tokens = cfg.clone();
+    no_tokens.token_store(None);
+    let third = s
+        .net
+        .endpoint(C)
+        .connect(now, &no_tokens, SERVER, "localhost")
+        .unwrap();
+    s.net.run_for(Duration::from_millis(500));
+    let c = s.net.endpoint(C).connection(third).unwrap();
+    assert!(!c.is_handshaking() && c.retried());
+    assert!(s.net.endpoint(S).stats().retries > retries);
+}
+
+#[test]
+fn retry_under_loss_over_twenty_seeds() {
+    use crate::config::RetryPolicy;
+    for seed in 40..60 {
+        let link = LinkConfig {
+            loss: 0.2,
+            jitter: Duration::from_millis(5),
+            ..LinkConfig::default()
+        };
+        let mut s = sim(seed, link, TransportConfig::default());
+        let mut config = (**s.net.endpoint(S).server_config().unwrap()).clone();
+        config.retry(RetryPolicy::Always);
+        s.net.endpoint(S).set_server_config(Some(Arc::new(config)));
+        let server = connect(&mut s);
+        let got = transfer(&mut s, server, 50_000, Duration::from_secs(60));
+        assert!(got == pattern(50_000), "seed {seed}");
+    }
+}
