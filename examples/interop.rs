@@ -6,7 +6,7 @@
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
 //! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F]
-//!                [--resume] [--zero-rtt] [--key-update] URL...
+//!                [--resume] [--zero-rtt] [--key-update] [--chacha20] URL...
 //! ```
 //!
 //! The server speaks two ALPNs on the same port:
@@ -33,10 +33,11 @@
 //! - `--zero-rtt`: as `--resume`, and the second connection's requests go in 0-RTT (exit 1 if
 //!   the server rejects it);
 //! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
-//!   before the downloads (RFC 9001 §6).
+//!   before the downloads (RFC 9001 §6);
+//! - `--chacha20`: TLS offers only TLS_CHACHA20_POLY1305_SHA256.
 //!
-//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL`, `retried: BOOL` and `key updates: N`
-//! lines on stderr.
+//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL`, `retried: BOOL`, `key updates: N` and
+//! `cipher suite: NAME` lines on stderr.
 
 #![allow(clippy::disallowed_methods)] // A program reads the real clock.
 
@@ -68,7 +69,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
          interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] \
-         [--resume] [--zero-rtt] [--key-update] URL..."
+         [--resume] [--zero-rtt] [--key-update] [--chacha20] URL..."
     );
     ExitCode::from(2)
 }
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
             })
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(server(a))),
-        "client" => Args::parse(argv, &["resume", "zero-rtt", "key-update"])
+        "client" => Args::parse(argv, &["resume", "zero-rtt", "key-update", "chacha20"])
             .and_then(|a| {
                 a.check_known(&[
                     "output",
@@ -159,6 +160,7 @@ fn main() -> ExitCode {
                     "resume",
                     "zero-rtt",
                     "key-update",
+                    "chacha20",
                 ])
                 .map(|()| a)
             })
@@ -480,7 +482,15 @@ async fn client(args: Args) -> Result<(), BoxError> {
             roots.add_parsable_certificates(native.certs);
         }
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    let mut provider = (*provider()).clone();
+    if args.has("chacha20") {
+        // Offer only ChaCha20-Poly1305 in TLS (Initial packets keep AES-128-GCM, RFC 9001
+        // §5.2).
+        provider
+            .cipher_suites
+            .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -572,6 +582,9 @@ async fn client(args: Args) -> Result<(), BoxError> {
         conn.stats().counters.key_updates
     );
     eprintln!("interop client: retried: {}", conn.retried());
+    if let Some(suite) = conn.cipher_suite() {
+        eprintln!("interop client: cipher suite: {suite:?}");
+    }
     conn.close(VarInt::from_u32(0), b"done");
     endpoint.wait_idle().await;
     eprintln!(

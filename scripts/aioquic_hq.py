@@ -12,7 +12,8 @@ connection in parallel, writes DIR/<last path segment>, and exits 1 on any failu
 --zero-rtt it fetches the first URL on a first connection, then the others on a second one
 that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL" and
 "0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
-1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N".
+1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N". With
+--chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME".
 """
 
 import argparse
@@ -125,6 +126,8 @@ async def run_client(args):
     urls = [urlparse(u) for u in args.urls]
     host, port = urls[0].hostname, urls[0].port or 443
     config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+    if args.chacha20:
+        config.cipher_suites = [tls.CipherSuite.CHACHA20_POLY1305_SHA256]
     if args.ca:
         config.load_verify_locations(args.ca)
     config.server_name = host
@@ -163,8 +166,10 @@ async def run_client(args):
                 failed += 1
         return 1 if failed else 0
     async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
-        # Whether the server made us follow a Retry (RFC 9000 §8.1.2).
+        # Whether the server made us follow a Retry (RFC 9000 §8.1.2), and the TLS suite.
         print(f"retried: {bool(client._quic._retry_count)}", file=sys.stderr)
+        await client.wait_connected()
+        print(f"cipher suite: {client._quic.tls.key_schedule.cipher_suite.name}", file=sys.stderr)
         if args.key_update:
             await client.wait_connected()
             client._quic.request_key_update()
@@ -189,6 +194,7 @@ def main():
     c.add_argument("--ca")
     c.add_argument("--zero-rtt", action="store_true")
     c.add_argument("--key-update", action="store_true")
+    c.add_argument("--chacha20", action="store_true", help="offer only TLS_CHACHA20_POLY1305_SHA256")
     c.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.role == "server":

@@ -319,6 +319,57 @@ fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
     );
 }
 
+/// TLS with only ChaCha20-Poly1305 offered, over hq-interop, in both directions.
+#[test]
+fn chacha20_only_with_aioquic_both_ways() {
+    let py = python();
+    let dir = TempDir::new("aioquic-chacha");
+    let (ca, cert, key) = write_certs(&dir.0);
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body = pattern(1 << 20, 61);
+    std::fs::write(www.join("1mib.bin"), &body).unwrap();
+    let out_dir = dir.0.join("out");
+    let fetched = || {
+        let got = std::fs::read(out_dir.join("1mib.bin")).unwrap();
+        std::fs::remove_file(out_dir.join("1mib.bin")).unwrap();
+        Sha256::digest(&got) == Sha256::digest(&body)
+    };
+
+    let (_server, port) = start_interop_server(&www, &cert, &key);
+    let mut cmd = Command::new(&py);
+    cmd.arg(repo().join("scripts/aioquic_hq.py"))
+        .args(["client", "--chacha20", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/1mib.bin"));
+    let out = run_with_timeout(cmd, 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "aioquic client: {err}");
+    assert!(
+        err.contains("cipher suite: CHACHA20_POLY1305_SHA256"),
+        "{err}"
+    );
+    assert!(fetched(), "1 MiB intact");
+
+    let (_server, port) = start_aioquic_server(&py, "aioquic_hq", &www, &cert, &key);
+    let mut cmd = Command::new(interop_bin());
+    cmd.args(["client", "--alpn", "hq-interop", "--chacha20", "--output"])
+        .arg(&out_dir)
+        .arg("--ca")
+        .arg(&ca)
+        .arg(format!("https://localhost:{port}/1mib.bin"));
+    let out = run_with_timeout(cmd, 120);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "interop client: {err}");
+    assert!(
+        err.contains("cipher suite: TLS13_CHACHA20_POLY1305_SHA256"),
+        "{err}"
+    );
+    assert!(fetched(), "1 MiB intact");
+}
+
 /// Retry (RFC 9000 §8.1.2) over hq-interop, in both directions.
 #[test]
 fn retry_with_aioquic_both_ways() {

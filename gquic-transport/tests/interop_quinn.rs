@@ -1063,3 +1063,70 @@ async fn gquic_client_follows_quinn_retry() {
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// ChaCha20-Poly1305 only (Initial packets still use AES-128-GCM, RFC 9001 §5.2)
+// ---------------------------------------------------------------------------------------
+
+fn chacha_only() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites
+        .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    Arc::new(p)
+}
+
+#[tokio::test]
+async fn chacha20_only_both_ways() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs.cert.clone()).unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_provider(chacha_only())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"interop".to_vec()];
+        let config = ClientConfig::new(Arc::new(tls)).unwrap();
+
+        // gquic client (ChaCha20 only) -> quinn server.
+        let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
+        let client = Endpoint::client(localhost()).unwrap();
+        let conn = client
+            .connect_with(config, server.endpoint.local_addr().unwrap(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.cipher_suite(),
+            Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+        );
+        echo!(conn, pattern(1 << 20, 51));
+
+        // quinn client (ChaCha20 only) -> gquic server.
+        let server = run_gquic_server(gquic_server(&certs, b"interop", Settings::default()));
+        let mut tls = rustls::ClientConfig::builder_with_provider(chacha_only())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"interop".to_vec()];
+        // quinn needs the Initial suite given separately when TLS does not offer it.
+        let initial = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+            .tls13()
+            .and_then(|s| s.quic_suite())
+            .unwrap();
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::with_initial(Arc::new(tls), initial).unwrap();
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = client
+            .connect(server.endpoint.local_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        echo!(conn, pattern(1 << 20, 52));
+    })
+    .await
+    .unwrap();
+}

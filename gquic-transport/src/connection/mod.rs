@@ -629,6 +629,12 @@ impl Connection {
         }
     }
 
+    /// The negotiated TLS cipher suite (which protects Handshake and 1-RTT packets), once
+    /// known.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.tls.negotiated_cipher_suite().map(|s| s.suite())
+    }
+
     /// The peer's certificate chain, once received.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls.peer_certificates()

@@ -8,11 +8,13 @@ use super::CryptoError;
 use crate::types::Side;
 use crate::wire::{ConnectionId, Version};
 
-/// The suite Initial packets are protected with: TLS_AES_128_GCM_SHA256 from `provider`
-/// (RFC 9001 §5.2: "Initial packets use AEAD_AES_128_GCM").
+/// The suite Initial packets are protected with: TLS_AES_128_GCM_SHA256 (RFC 9001 §5.2:
+/// "Initial packets use AEAD_AES_128_GCM", whatever TLS negotiates later). It comes from
+/// `provider`, or, for a provider that offers TLS only other suites (a ChaCha20-only
+/// client, say), from the crate's backend (feature `aws-lc-rs` or `ring`).
 ///
 /// # Errors
-/// [`CryptoError::NoInitialSuite`] if the provider does not offer it for QUIC.
+/// [`CryptoError::NoInitialSuite`] if neither has it.
 pub fn initial_suite(provider: &CryptoProvider) -> Result<Suite, CryptoError> {
     provider
         .cipher_suites
@@ -20,7 +22,20 @@ pub fn initial_suite(provider: &CryptoProvider) -> Result<Suite, CryptoError> {
         .find(|s| s.suite() == CipherSuite::TLS13_AES_128_GCM_SHA256)
         .and_then(|s| s.tls13())
         .and_then(|s| s.quic_suite())
+        .or_else(builtin_initial_suite)
         .ok_or(CryptoError::NoInitialSuite)
+}
+
+/// TLS_AES_128_GCM_SHA256 from the backend this crate was built with.
+fn builtin_initial_suite() -> Option<Suite> {
+    #[cfg(feature = "aws-lc-rs")]
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    return suite.tls13().and_then(|s| s.quic_suite());
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+    None
 }
 
 /// The Initial keys for `side`, derived from the Destination Connection ID of the client's first

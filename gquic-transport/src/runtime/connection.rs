@@ -328,6 +328,12 @@ impl Connection {
         s.proto(self.inner.id).is_some_and(|c| c.is_0rtt())
     }
 
+    /// The negotiated TLS cipher suite, once known.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).and_then(|c| c.cipher_suite())
+    }
+
     /// Client: whether the server made this connection follow a Retry (RFC 9000 §8.1.2).
     pub fn retried(&self) -> bool {
         let mut s = self.inner.shared.lock();
