@@ -49,6 +49,7 @@ pub struct TransportConfig {
     pub(crate) max_ack_ranges: usize,
     pub(crate) max_udp_payload_size: u16,
     pub(crate) initial_mtu: u16,
+    pub(crate) mtu_discovery_upper_bound: Option<u16>,
     pub(crate) active_connection_id_limit: u64,
     pub(crate) keep_alive_interval: Option<Duration>,
     pub(crate) datagram_receive_buffer: Option<usize>,
@@ -74,6 +75,7 @@ impl Default for TransportConfig {
             max_ack_ranges: 64,
             max_udp_payload_size: 1472,
             initial_mtu: 1200,
+            mtu_discovery_upper_bound: Some(1452),
             active_connection_id_limit: 4,
             keep_alive_interval: None,
             datagram_receive_buffer: Some(1 << 20),
@@ -178,6 +180,14 @@ impl TransportConfig {
     /// Largest UDP payload we accept (`max_udp_payload_size`, at least 1200).
     pub fn max_udp_payload_size(&mut self, value: u16) -> &mut Self {
         self.max_udp_payload_size = value;
+        self
+    }
+
+    /// Path MTU discovery (RFC 8899, RFC 9000 §14.3): the largest UDP payload to probe for,
+    /// default 1452 (a 1500-byte Ethernet path over IPv6); `None` keeps packets at 1200 bytes.
+    /// The peer's `max_udp_payload_size` bounds it too.
+    pub fn mtu_discovery_upper_bound(&mut self, value: Option<u16>) -> &mut Self {
+        self.mtu_discovery_upper_bound = value;
         self
     }
 

@@ -5,6 +5,7 @@
 //! [`Connection::poll_transmit`]. See the type's documentation for the call contract.
 
 mod cid;
+mod mtud;
 mod recv;
 mod send;
 mod spaces;
@@ -249,6 +250,8 @@ pub struct Connection {
     pacing_until: Option<Instant>,
     pto_count: u32,
     max_datagram_size: u64,
+    /// Path MTU discovery (RFC 8899).
+    mtud: mtud::Mtud,
     /// Negotiated idle timeout (RFC 9000 §10.1).
     idle_timeout: Option<Duration>,
     idle_deadline: Option<Instant>,
@@ -554,6 +557,13 @@ impl Connection {
             pacing_until: None,
             pto_count: 0,
             max_datagram_size,
+            mtud: mtud::Mtud::new(
+                config
+                    .mtu_discovery_upper_bound
+                    .unwrap_or(0)
+                    .min(config.max_udp_payload_size),
+                config.mtu_discovery_upper_bound.is_some(),
+            ),
             idle_timeout: (!config.max_idle_timeout.is_zero()).then_some(config.max_idle_timeout),
             idle_deadline: (!config.max_idle_timeout.is_zero())
                 .then(|| now + config.max_idle_timeout),
@@ -608,6 +618,11 @@ impl Connection {
     /// The RTT estimator.
     pub fn rtt_estimator(&self) -> &RttEstimator {
         &self.rtt
+    }
+
+    /// The largest UDP payload packets use now (1200 until path MTU discovery finds more).
+    pub fn path_mtu(&self) -> u16 {
+        self.max_datagram_size as u16
     }
 
     /// The congestion window in bytes.
@@ -960,6 +975,13 @@ impl Connection {
         self.provider.as_ref()
     }
 
+    /// Applies a new datagram size from path MTU discovery.
+    pub(super) fn set_datagram_size(&mut self, size: u16) {
+        tracing::debug!(size, "path MTU");
+        self.max_datagram_size = u64::from(size);
+        self.cc.on_mtu_update(u64::from(size));
+    }
+
     /// Three times the current PTO (RFC 9000 §10.2).
     fn close_period(&self) -> Duration {
         (self.rtt.pto_base() + self.config.max_ack_delay) * 3
@@ -991,6 +1013,8 @@ impl Connection {
         consider(self.loss_detection_timer());
         consider(self.pacing_until);
         consider(self.discard_old_key_at);
+        consider(self.zero_rtt.discard_at);
+        consider(self.mtud.timeout());
         for space in &self.spaces {
             if space.ack_pending() {
                 consider(space.ack_deadline);
@@ -1023,6 +1047,11 @@ impl Connection {
         }
         if self.pacing_until.is_some_and(|t| now >= t) {
             self.pacing_until = None;
+        }
+        if self.zero_rtt.discard_at.is_some_and(|t| now >= t) {
+            tracing::debug!("discarding 0-RTT keys");
+            self.zero_rtt.discard_at = None;
+            self.zero_rtt.keys = None;
         }
         if self.discard_old_key_at.is_some_and(|t| now >= t) {
             self.discard_old_key_at = None;
@@ -1107,6 +1136,11 @@ impl Connection {
                 SpaceId::Data
             });
         tracing::debug!(?space, pto_count = self.pto_count, "PTO");
+        if space == SpaceId::Data {
+            if let Some(base) = self.mtud.on_pto(now, self.pto_count) {
+                self.set_datagram_size(base);
+            }
+        }
         // CRYPTO data declared lost in another space may be waiting for a congestion window
         // that packets the peer cannot acknowledge yet keep full (Handshake packets before it
         // has the keys): it goes out as a probe too, or the handshake could stall for good.

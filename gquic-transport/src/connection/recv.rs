@@ -59,6 +59,22 @@ impl Connection {
                 return;
             }
         }
+        // 0-RTT packets that came before the ClientHello, now that it is processed.
+        if !self.zero_rtt.early_packets.is_empty() && self.zero_rtt.accepted.is_some() {
+            let early = std::mem::take(&mut self.zero_rtt.early_packets);
+            if self.zero_rtt.keys.is_none() {
+                self.stats.packets_dropped += early.len() as u64;
+            }
+            for partial in early {
+                if self.zero_rtt.keys.is_none() {
+                    break;
+                }
+                if let Err(error) = self.handle_packet(now, partial) {
+                    self.close_with_error(now, error);
+                    return;
+                }
+            }
+        }
         // The peer may have updated keys (RFC 9001 §6.2).
         self.key_phase_housekeeping(now);
     }
@@ -109,10 +125,17 @@ impl Connection {
         // Header protection, packet number, payload protection.
         let decoded = match space {
             SpaceId::Data if early => {
-                // RFC 9001 §5.3: 0-RTT keys open 0-RTT packets; without them (0-RTT rejected
-                // or already discarded) the packet is dropped.
+                // RFC 9001 §5.3: 0-RTT keys open 0-RTT packets. Before the ClientHello is
+                // processed they wait (§4.7, bounded); without keys after that (0-RTT
+                // rejected or already discarded) the packet is dropped.
                 let Some(keys) = self.zero_rtt.keys.as_ref() else {
-                    self.stats.packets_dropped += 1;
+                    if self.zero_rtt.accepted.is_none()
+                        && self.zero_rtt.early_packets.len() < super::zero_rtt::MAX_BUFFERED_0RTT
+                    {
+                        self.zero_rtt.early_packets.push(partial);
+                    } else {
+                        self.stats.packets_dropped += 1;
+                    }
                     return Ok(());
                 };
                 let Ok(packet) = partial.finish(keys.header.as_ref()) else {
@@ -161,11 +184,15 @@ impl Connection {
                     Ok(payload) => {
                         keys.on_packet_received(which, pn)
                             .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
-                        // RFC 9001 §4.9.3: a server may drop 0-RTT keys on its first 1-RTT
-                        // packet; a late 0-RTT packet is then lost and its data resent.
-                        if self.side.is_server() && self.zero_rtt.keys.is_some() {
-                            tracing::debug!("discarding 0-RTT keys");
-                            self.zero_rtt.keys = None;
+                        // RFC 9001 §4.9.3: after its first 1-RTT packet a server discards
+                        // 0-RTT keys "within a short time", three PTOs recommended, so that
+                        // reordered 0-RTT packets still open.
+                        if self.side.is_server()
+                            && self.zero_rtt.keys.is_some()
+                            && self.zero_rtt.discard_at.is_none()
+                        {
+                            let pto = self.rtt.pto_base() + self.config.max_ack_delay;
+                            self.zero_rtt.discard_at = Some(now + pto * 3);
                         }
                         (header, pn, payload, reserved_ok)
                     }
@@ -679,7 +706,17 @@ impl Connection {
         }
         let app_limited = self.bytes_in_flight() + self.max_datagram_size < self.cc.window() / 2;
         let acked_pns: Vec<u64> = outcome.acked.iter().map(|(pn, _)| *pn).collect();
-        for (pn, packet) in outcome.acked {
+        for (pn, mut packet) in outcome.acked {
+            if space == SpaceId::Data {
+                match packet.info.mtu_probe.take() {
+                    Some(size) => {
+                        if let Some(new) = self.mtud.on_probe_acked(now, size) {
+                            self.set_datagram_size(new);
+                        }
+                    }
+                    None => self.mtud.on_acked(packet.size),
+                }
+            }
             if packet.in_flight {
                 self.cc.on_ack(
                     now,
@@ -736,6 +773,16 @@ impl Connection {
         let mut newest_sent = None;
         for (pn, packet) in lost {
             tracing::trace!(?space, pn, "packet lost");
+            if space == SpaceId::Data {
+                // RFC 9000 §14.4: a lost probe is not a congestion signal.
+                if let Some(size) = packet.info.mtu_probe {
+                    self.mtud.on_probe_lost(now, size);
+                    continue;
+                }
+                if let Some(base) = self.mtud.on_lost(now, packet.size) {
+                    self.set_datagram_size(base);
+                }
+            }
             if packet.in_flight {
                 lost_bytes += u64::from(packet.size);
                 newest_sent = Some(

@@ -52,6 +52,9 @@ impl Connection {
         } else {
             max_size
         };
+        if let Some(t) = self.poll_mtu_probe(now, buf) {
+            return Some(t);
+        }
         let mut needs_padding = false;
         let mut last_space = None;
         for space in SpaceId::ALL {
@@ -81,6 +84,47 @@ impl Connection {
                 );
             }
         }
+        self.datagram_written(buf)
+    }
+
+    /// A path MTU probe (RFC 9000 §14.3.1: PING and PADDING in a 1-RTT packet of the size
+    /// to test), once the handshake is confirmed and the congestion window has room.
+    fn poll_mtu_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if !self.handshake_confirmed || self.one_rtt.is_none() {
+            return None;
+        }
+        let peer_max = self
+            .peer_params
+            .as_ref()
+            .map_or(u64::from(super::mtud::BASE), |p| p.max_udp_payload_size);
+        self.mtud.start(peer_max);
+        let size = self.mtud.poll_probe(now)?;
+        if self.bytes_in_flight() + u64::from(size) > self.cc.window() {
+            return None;
+        }
+        let (start, partial, pn) = self.begin_packet(SpaceId::Data, buf)?;
+        buf.put_u8(0x01); // PING
+        let info = SentInfo {
+            mtu_probe: Some(size),
+            ..SentInfo::default()
+        };
+        self.finish_packet(
+            now,
+            SpaceId::Data,
+            buf,
+            start,
+            partial,
+            pn,
+            info,
+            true,
+            usize::from(size),
+        );
+        if buf.len() != usize::from(size) {
+            buf.clear();
+            return None;
+        }
+        tracing::trace!(size, pn, "path MTU probe");
+        self.mtud.on_probe_sent(pn);
         self.datagram_written(buf)
     }
 

@@ -44,6 +44,8 @@ pub(super) struct SentInfo {
     pub(super) control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
     pub(super) new_token: Option<bytes::Bytes>,
+    /// A path MTU probe of this size (RFC 9000 §14.3.1).
+    pub(super) mtu_probe: Option<u16>,
     pub(super) new_cids: Vec<u64>,
     pub(super) retire_cids: Vec<u64>,
 }

@@ -26,6 +26,9 @@ use crate::error::TransportErrorCode;
 use crate::wire::TransportParameters;
 use crate::StreamId;
 
+/// How many 0-RTT packets a server keeps while it waits for the ClientHello.
+pub(super) const MAX_BUFFERED_0RTT: usize = 16;
+
 /// How many streams opened in 0-RTT a server remembers (the client cannot open more than its
 /// remembered stream limits allow before 1-RTT; this is a cap against a misbehaving one).
 const MAX_EARLY_STREAMS: usize = 4096;
@@ -42,8 +45,14 @@ pub(super) struct ZeroRtt {
     pub(super) sent: bool,
     /// Whether the server accepted 0-RTT, once the handshake has said.
     pub(super) accepted: Option<bool>,
+    /// Server: when the 0-RTT keys go (three PTOs after the first 1-RTT packet, RFC 9001
+    /// §4.9.3).
+    pub(super) discard_at: Option<std::time::Instant>,
     /// Streams with data in 0-RTT packets (received on a server, sent on a client).
     pub(super) streams: HashSet<StreamId>,
+    /// Server: 0-RTT packets that arrived before the ClientHello was processed (RFC 9001
+    /// §4.7 allows buffering them), opened once the keys are known.
+    pub(super) early_packets: Vec<crate::wire::PartialDecode>,
 }
 
 /// RFC 9000 §7.4.1: the limits a server accepting 0-RTT must not lower.

@@ -600,3 +600,46 @@ fn retry_under_loss_over_twenty_seeds() {
         assert!(got == pattern(50_000), "seed {seed}");
     }
 }
+
+#[test]
+fn path_mtu_discovery_reaches_1452_and_survives_a_black_hole() {
+    // Long enough an idle timeout for the pause before searching again.
+    let mut transport = TransportConfig::default();
+    transport.max_idle_timeout(Duration::from_secs(300));
+    let mut s = sim(71, LinkConfig::default(), transport);
+    let server = connect(&mut s);
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20));
+    // RFC 8899 on a 1500-byte path, up to the default bound of 1452.
+    for (node, h) in [(C, s.client), (S, server)] {
+        assert_eq!(s.net.endpoint(node).connection(h).unwrap().path_mtu(), 1452);
+    }
+    // The path shrinks: 1452-byte packets vanish. The connection must notice and go on.
+    s.net.link.mtu = 1280;
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(120));
+    assert!(got == pattern(1 << 20), "intact through the black hole");
+    let c = s.net.endpoint(C).connection(s.client).unwrap();
+    assert!(c.path_mtu() <= 1280, "fell back (now {})", c.path_mtu());
+    // A minute later the search runs again and finds what the new path carries.
+    s.net.run_for(Duration::from_secs(70));
+    let got = transfer(&mut s, server, 256 << 10, Duration::from_secs(60));
+    assert!(got == pattern(256 << 10));
+    let mtu = s.net.endpoint(C).connection(s.client).unwrap().path_mtu();
+    assert!(
+        (1200..=1280).contains(&mtu) && mtu > 1250,
+        "re-discovered {mtu}"
+    );
+}
+
+#[test]
+fn path_mtu_discovery_can_be_turned_off() {
+    let mut transport = TransportConfig::default();
+    transport.mtu_discovery_upper_bound(None);
+    let mut s = sim(72, LinkConfig::default(), transport);
+    let server = connect(&mut s);
+    let _ = transfer(&mut s, server, 256 << 10, Duration::from_secs(60));
+    assert_eq!(
+        s.net.endpoint(C).connection(s.client).unwrap().path_mtu(),
+        1200
+    );
+}
