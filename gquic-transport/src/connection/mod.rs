@@ -689,8 +689,8 @@ impl Connection {
     /// with the Key Phase bit flipped, and the peer follows.
     ///
     /// # Errors
-    /// [`KeyUpdateError::HandshakeNotConfirmed`] before the handshake is confirmed (§6.1);
-    /// [`KeyUpdateError::NotConfirmed`] while the previous update is not yet acknowledged.
+    /// [`crypto::KeyUpdateError::HandshakeNotConfirmed`] before the handshake is confirmed (§6.1);
+    /// [`crypto::KeyUpdateError::NotConfirmed`] while the previous update is not yet acknowledged.
     pub fn initiate_key_update(&mut self) -> Result<(), crypto::KeyUpdateError> {
         if !self.handshake_confirmed || self.is_closed() {
             return Err(crypto::KeyUpdateError::HandshakeNotConfirmed);
