@@ -252,67 +252,142 @@ fn gquic_client_downloads_from_aioquic_server() {
     assert!(err.contains("nope.bin") && err.contains("reset"), "{err}");
 }
 
+/// One hq-interop case for a transport feature: certificates, a served directory holding
+/// `first.txt` and `file` (`len` bytes), and both clients as commands.
+struct Case {
+    py: String,
+    _dir: TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    www: PathBuf,
+    out: PathBuf,
+    file: &'static str,
+    body: Vec<u8>,
+}
+
+impl Case {
+    fn new(tag: &str, file: &'static str, len: usize, seed: u64) -> Self {
+        let dir = TempDir::new(tag);
+        let (ca, cert, key) = write_certs(&dir.0);
+        let www = dir.0.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let body = pattern(len, seed);
+        std::fs::write(www.join(file), &body).unwrap();
+        std::fs::write(www.join("first.txt"), b"first\n").unwrap();
+        Self {
+            py: python(),
+            out: dir.0.join("out"),
+            _dir: dir,
+            ca,
+            cert,
+            key,
+            www,
+            file,
+            body,
+        }
+    }
+
+    fn urls(&self, port: u16, with_first: bool) -> Vec<String> {
+        let mut urls = Vec::new();
+        if with_first {
+            urls.push(format!("https://localhost:{port}/first.txt"));
+        }
+        urls.push(format!("https://localhost:{port}/{}", self.file));
+        urls
+    }
+
+    /// `aioquic_hq.py client FLAGS` against `port`.
+    fn aioquic(&self, port: u16, flags: &[&str], with_first: bool) -> std::process::Output {
+        let mut cmd = Command::new(&self.py);
+        cmd.arg(repo().join("scripts/aioquic_hq.py"))
+            .arg("client")
+            .args(flags)
+            .arg("--output")
+            .arg(&self.out)
+            .arg("--ca")
+            .arg(&self.ca)
+            .args(self.urls(port, with_first));
+        run_with_timeout(cmd, 120)
+    }
+
+    /// `interop client --alpn hq-interop FLAGS` against `port`.
+    fn gquic(&self, port: u16, flags: &[&str], with_first: bool) -> std::process::Output {
+        let mut cmd = Command::new(interop_bin());
+        cmd.args(["client", "--alpn", "hq-interop"])
+            .args(flags)
+            .arg("--output")
+            .arg(&self.out)
+            .arg("--ca")
+            .arg(&self.ca)
+            .args(self.urls(port, with_first));
+        run_with_timeout(cmd, 120)
+    }
+
+    /// Checks that `who` succeeded and `file` arrived intact (then removes it); returns its
+    /// stderr.
+    fn check(&self, out: &std::process::Output, who: &str) -> String {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{who} failed: {err}");
+        let path = self.out.join(self.file);
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(
+            Sha256::digest(&got),
+            Sha256::digest(&self.body),
+            "{who}: {} intact",
+            self.file
+        );
+        std::fs::remove_file(path).unwrap();
+        err
+    }
+
+    fn gquic_server(&self, extra: &[&str]) -> (Kill, u16) {
+        start_interop_server_with(&self.www, &self.cert, &self.key, extra)
+    }
+
+    fn aioquic_server(&self, extra: &[&str]) -> (Kill, u16) {
+        start_aioquic_server_with(
+            &self.py,
+            "aioquic_hq",
+            &self.www,
+            &self.cert,
+            &self.key,
+            extra,
+        )
+    }
+}
+
 /// 0-RTT and key update (RFC 9001 §4.6, §6) over hq-interop, in both directions.
 #[test]
 fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
-    let py = python();
-    let dir = TempDir::new("aioquic-0rtt");
-    let (ca, cert, key) = write_certs(&dir.0);
-    let www = dir.0.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let body = pattern(3 << 20, 21);
-    std::fs::write(www.join("3mib.bin"), &body).unwrap();
-    std::fs::write(www.join("first.txt"), b"first\n").unwrap();
-    let out_dir = dir.0.join("out");
-    let check = |out: &std::process::Output, who: &str| {
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{who} failed: {err}");
-        let got = std::fs::read(out_dir.join("3mib.bin")).unwrap();
-        assert_eq!(
-            Sha256::digest(&got),
-            Sha256::digest(&body),
-            "{who}: 3 MiB intact"
-        );
-        std::fs::remove_file(out_dir.join("3mib.bin")).unwrap();
-        err
-    };
-
+    let case = Case::new("aioquic-0rtt", "3mib.bin", 3 << 20, 21);
     // aioquic client -> gquic server: a resumed connection whose requests go in 0-RTT.
-    let (_server, port) = start_interop_server(&www, &cert, &key);
-    let aioquic = |flag: &str| {
-        let mut cmd = Command::new(&py);
-        cmd.arg(repo().join("scripts/aioquic_hq.py"))
-            .args(["client", flag, "--output"])
-            .arg(&out_dir)
-            .arg("--ca")
-            .arg(&ca)
-            .arg(format!("https://localhost:{port}/first.txt"))
-            .arg(format!("https://localhost:{port}/3mib.bin"));
-        run_with_timeout(cmd, 120)
-    };
-    let err = check(&aioquic("--zero-rtt"), "aioquic --zero-rtt");
+    let (_server, port) = case.gquic_server(&[]);
+    let err = case.check(
+        &case.aioquic(port, &["--zero-rtt"], true),
+        "aioquic --zero-rtt",
+    );
     assert!(err.contains("resumed: True"), "{err}");
     assert!(err.contains("0-RTT accepted: True"), "{err}");
     // aioquic updates its keys; the gquic server follows (the key phase bit flipped).
-    let err = check(&aioquic("--key-update"), "aioquic --key-update");
+    let err = case.check(
+        &case.aioquic(port, &["--key-update"], true),
+        "aioquic --key-update",
+    );
     assert!(err.contains("key phase: 1"), "{err}");
 
     // gquic client -> aioquic server.
-    let (_server, port) = start_aioquic_server(&py, "aioquic_hq", &www, &cert, &key);
-    let gquic = |flag: &str| {
-        let mut cmd = Command::new(interop_bin());
-        cmd.args(["client", "--alpn", "hq-interop", flag, "--output"])
-            .arg(&out_dir)
-            .arg("--ca")
-            .arg(&ca)
-            .arg(format!("https://localhost:{port}/first.txt"))
-            .arg(format!("https://localhost:{port}/3mib.bin"));
-        run_with_timeout(cmd, 120)
-    };
-    let err = check(&gquic("--zero-rtt"), "interop client --zero-rtt");
+    let (_server, port) = case.aioquic_server(&[]);
+    let err = case.check(
+        &case.gquic(port, &["--zero-rtt"], true),
+        "interop client --zero-rtt",
+    );
     assert!(err.contains("resumed: true"), "{err}");
     assert!(err.contains("0-RTT accepted: true"), "{err}");
-    let err = check(&gquic("--key-update"), "interop client --key-update");
+    let err = case.check(
+        &case.gquic(port, &["--key-update"], true),
+        "interop client --key-update",
+    );
     assert!(
         err.contains("key updates: ") && !err.contains("key updates: 0"),
         "{err}"
@@ -322,106 +397,44 @@ fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
 /// TLS with only ChaCha20-Poly1305 offered, over hq-interop, in both directions.
 #[test]
 fn chacha20_only_with_aioquic_both_ways() {
-    let py = python();
-    let dir = TempDir::new("aioquic-chacha");
-    let (ca, cert, key) = write_certs(&dir.0);
-    let www = dir.0.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let body = pattern(1 << 20, 61);
-    std::fs::write(www.join("1mib.bin"), &body).unwrap();
-    let out_dir = dir.0.join("out");
-    let fetched = || {
-        let got = std::fs::read(out_dir.join("1mib.bin")).unwrap();
-        std::fs::remove_file(out_dir.join("1mib.bin")).unwrap();
-        Sha256::digest(&got) == Sha256::digest(&body)
-    };
-
-    let (_server, port) = start_interop_server(&www, &cert, &key);
-    let mut cmd = Command::new(&py);
-    cmd.arg(repo().join("scripts/aioquic_hq.py"))
-        .args(["client", "--chacha20", "--output"])
-        .arg(&out_dir)
-        .arg("--ca")
-        .arg(&ca)
-        .arg(format!("https://localhost:{port}/1mib.bin"));
-    let out = run_with_timeout(cmd, 120);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "aioquic client: {err}");
+    let case = Case::new("aioquic-chacha", "1mib.bin", 1 << 20, 61);
+    let (_server, port) = case.gquic_server(&[]);
+    let err = case.check(
+        &case.aioquic(port, &["--chacha20"], false),
+        "aioquic client",
+    );
     assert!(
         err.contains("cipher suite: CHACHA20_POLY1305_SHA256"),
         "{err}"
     );
-    assert!(fetched(), "1 MiB intact");
 
-    let (_server, port) = start_aioquic_server(&py, "aioquic_hq", &www, &cert, &key);
-    let mut cmd = Command::new(interop_bin());
-    cmd.args(["client", "--alpn", "hq-interop", "--chacha20", "--output"])
-        .arg(&out_dir)
-        .arg("--ca")
-        .arg(&ca)
-        .arg(format!("https://localhost:{port}/1mib.bin"));
-    let out = run_with_timeout(cmd, 120);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "interop client: {err}");
+    let (_server, port) = case.aioquic_server(&[]);
+    let err = case.check(&case.gquic(port, &["--chacha20"], false), "interop client");
     assert!(
         err.contains("cipher suite: TLS13_CHACHA20_POLY1305_SHA256"),
         "{err}"
     );
-    assert!(fetched(), "1 MiB intact");
 }
 
 /// Retry (RFC 9000 §8.1.2) over hq-interop, in both directions.
 #[test]
 fn retry_with_aioquic_both_ways() {
-    let py = python();
-    let dir = TempDir::new("aioquic-retry");
-    let (ca, cert, key) = write_certs(&dir.0);
-    let www = dir.0.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let body = pattern(1 << 20, 41);
-    std::fs::write(www.join("1mib.bin"), &body).unwrap();
-    let out_dir = dir.0.join("out");
-    let fetched = || {
-        let got = std::fs::read(out_dir.join("1mib.bin")).unwrap();
-        std::fs::remove_file(out_dir.join("1mib.bin")).unwrap();
-        Sha256::digest(&got) == Sha256::digest(&body)
-    };
-
+    let case = Case::new("aioquic-retry", "1mib.bin", 1 << 20, 41);
     // aioquic client -> `interop server --retry`.
-    let (_server, port) = start_interop_server_with(&www, &cert, &key, &["--retry"]);
-    let mut cmd = Command::new(&py);
-    cmd.arg(repo().join("scripts/aioquic_hq.py"))
-        .args(["client", "--output"])
-        .arg(&out_dir)
-        .arg("--ca")
-        .arg(&ca)
-        .arg(format!("https://localhost:{port}/1mib.bin"));
-    let out = run_with_timeout(cmd, 120);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "aioquic client: {err}");
+    let (_server, port) = case.gquic_server(&["--retry"]);
+    let err = case.check(&case.aioquic(port, &[], false), "aioquic client");
     assert!(
         err.contains("retried: True"),
         "aioquic followed our Retry: {err}"
     );
-    assert!(fetched(), "1 MiB intact");
 
     // `interop client` -> aioquic server with retry=True.
-    let (_server, port) =
-        start_aioquic_server_with(&py, "aioquic_hq", &www, &cert, &key, &["--retry"]);
-    let mut cmd = Command::new(interop_bin());
-    cmd.args(["client", "--alpn", "hq-interop", "--output"])
-        .arg(&out_dir)
-        .arg("--ca")
-        .arg(&ca)
-        .arg(format!("https://localhost:{port}/1mib.bin"));
-    let out = run_with_timeout(cmd, 120);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "interop client: {err}");
+    let (_server, port) = case.aioquic_server(&["--retry"]);
+    let err = case.check(&case.gquic(port, &[], false), "interop client");
     assert!(
         err.contains("retried: true"),
         "we followed aioquic's Retry: {err}"
     );
-    assert!(fetched(), "1 MiB intact");
 }
 
 // ---------------------------------------------------------------------------------------

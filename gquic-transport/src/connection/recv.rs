@@ -17,6 +17,23 @@ use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
 use crate::wire::{LongType, PacketType, TransportParameters};
 use crate::Side;
 
+/// Removes header protection from a long-header packet, recovers its packet number and opens
+/// its payload (RFC 9001 §5.3, §5.4): the header, the packet number, the payload and whether
+/// the reserved bits were zero. `None` if it does not authenticate.
+fn open_long(
+    partial: PartialDecode,
+    largest_received: Option<u64>,
+    header_key: &dyn rustls::quic::HeaderProtectionKey,
+    packet_key: &dyn rustls::quic::PacketKey,
+) -> Option<(Header, u64, bytes::Bytes, bool)> {
+    let packet = partial.finish(header_key).ok()?;
+    let pn = packet.header.number().expand(largest_received);
+    let header = packet.header.clone();
+    let reserved_ok = packet.reserved_bits_valid();
+    let payload = crypto::open(packet.buf, packet.header_len, pn, packet_key).ok()?;
+    Some((header, pn, payload, reserved_ok))
+}
+
 impl Connection {
     /// Handles a UDP datagram from `remote` routed to this connection (possibly several
     /// coalesced packets, RFC 9000 §12.2).
@@ -138,19 +155,10 @@ impl Connection {
                     }
                     return Ok(());
                 };
-                let Ok(packet) = partial.finish(keys.header.as_ref()) else {
-                    self.stats.packets_dropped += 1;
-                    return Ok(());
-                };
-                let pn = packet
-                    .header
-                    .number()
-                    .expand(self.spaces[space as usize].largest_received);
-                let header = packet.header.clone();
-                let reserved_ok = packet.reserved_bits_valid();
-                match crypto::open(packet.buf, packet.header_len, pn, keys.packet.as_ref()) {
-                    Ok(payload) => (header, pn, payload, reserved_ok),
-                    Err(_) => {
+                let largest = self.spaces[space as usize].largest_received;
+                match open_long(partial, largest, keys.header.as_ref(), keys.packet.as_ref()) {
+                    Some(decoded) => decoded,
+                    None => {
                         self.stats.packets_dropped += 1;
                         return Ok(());
                     }
@@ -210,24 +218,15 @@ impl Connection {
                     self.stats.packets_dropped += 1;
                     return Ok(());
                 };
-                let Ok(packet) = partial.finish(keys.remote.header.as_ref()) else {
-                    self.stats.packets_dropped += 1;
-                    return Ok(());
-                };
-                let pn = packet
-                    .header
-                    .number()
-                    .expand(self.spaces[space as usize].largest_received);
-                let header = packet.header.clone();
-                let reserved_ok = packet.reserved_bits_valid();
-                match crypto::open(
-                    packet.buf,
-                    packet.header_len,
-                    pn,
+                let largest = self.spaces[space as usize].largest_received;
+                match open_long(
+                    partial,
+                    largest,
+                    keys.remote.header.as_ref(),
                     keys.remote.packet.as_ref(),
                 ) {
-                    Ok(payload) => (header, pn, payload, reserved_ok),
-                    Err(_) => {
+                    Some(decoded) => decoded,
+                    None => {
                         self.stats.packets_dropped += 1;
                         return Ok(());
                     }
