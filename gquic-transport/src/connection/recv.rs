@@ -379,14 +379,7 @@ impl Connection {
         }
         // 0-RTT packets sent to the old connection ID are lost too (RFC 9001 §4.6.2 allows
         // sending them again).
-        for (_, p) in self.spaces[SpaceId::Data as usize].sent.discard() {
-            for c in &p.info.chunks {
-                self.streams.on_chunk_lost(c);
-            }
-            for c in p.info.control {
-                self.streams.on_control_lost(c);
-            }
-        }
+        self.resend_0rtt();
         self.pto_count = 0;
     }
 

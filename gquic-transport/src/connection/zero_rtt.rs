@@ -183,6 +183,20 @@ impl Connection {
         self.events.push_back(super::Event::HandshakeDataReady);
     }
 
+    /// Client: forgets the 0-RTT packets in flight (rejected, or sent before a Retry) and
+    /// queues their stream data and control frames to go again (RFC 9001 §4.6.2). They left
+    /// no trace at the server, so congestion control ignores them.
+    pub(super) fn resend_0rtt(&mut self) {
+        for (_, packet) in self.spaces[SpaceId::Data as usize].sent.discard() {
+            for c in &packet.info.chunks {
+                self.streams.on_chunk_lost(c);
+            }
+            for c in packet.info.control {
+                self.streams.on_control_lost(c);
+            }
+        }
+    }
+
     /// Client, once the 1-RTT keys and the server's new parameters are in: learn whether
     /// 0-RTT was accepted and act on it (RFC 9001 §4.6.2, RFC 9000 §7.4.1).
     pub(super) fn client_0rtt_outcome(&mut self) -> Result<(), TransportError> {
@@ -216,15 +230,7 @@ impl Connection {
         }
         // Rejected: everything sent in 0-RTT is lost and goes again in 1-RTT packets
         // (RFC 9001 §4.6.2). It left no trace at the server, so congestion control ignores it.
-        let lost = self.spaces[SpaceId::Data as usize].sent.discard();
-        for (_, packet) in lost {
-            for c in &packet.info.chunks {
-                self.streams.on_chunk_lost(c);
-            }
-            for c in packet.info.control {
-                self.streams.on_control_lost(c);
-            }
-        }
+        self.resend_0rtt();
         // The server may have lowered its limits (that can be why it rejected): what was sent
         // must fit the new ones to be sent again.
         let fits = self
