@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::recovery::congestion::{ControllerFactory, NewRenoConfig};
+use crate::recovery::congestion::{ControllerFactory, CubicConfig};
 use crate::wire::Version;
 
 /// A configuration value that cannot work, with what to change.
@@ -80,7 +80,7 @@ impl Default for TransportConfig {
             keep_alive_interval: None,
             datagram_receive_buffer: Some(1 << 20),
             datagram_send_buffer: 1 << 20,
-            congestion: Arc::new(NewRenoConfig::default()),
+            congestion: Arc::new(CubicConfig::default()),
             key_update_interval: 1 << 23,
         }
     }
@@ -220,7 +220,9 @@ impl TransportConfig {
         self
     }
 
-    /// The congestion controller for new connections (default NewReno).
+    /// The congestion controller for new connections (default [`CubicConfig`], RFC 9438; also
+    /// [`NewRenoConfig`](crate::recovery::congestion::NewRenoConfig), or any
+    /// [`ControllerFactory`] of your own).
     pub fn congestion_controller_factory(
         &mut self,
         factory: Arc<dyn ControllerFactory>,

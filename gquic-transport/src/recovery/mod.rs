@@ -3,7 +3,8 @@
 //! - [`rtt`]: the RTT estimator (§5).
 //! - [`sent`]: sent-packet tracking per packet-number space, ACK processing, packet- and
 //!   time-threshold loss detection (§6.1) and persistent congestion (§7.6).
-//! - [`congestion`]: the public [`Controller`](congestion::Controller) trait and NewReno (§7).
+//! - [`congestion`]: the public [`Controller`](congestion::Controller) trait, CUBIC (RFC 9438,
+//!   the default) and NewReno (§7).
 //! - [`pacing`]: the pacer (§7.7).
 
 pub mod congestion;

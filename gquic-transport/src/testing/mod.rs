@@ -32,6 +32,9 @@ pub struct LinkConfig {
     pub mtu: usize,
     /// Bytes per second per direction; 0 is unlimited.
     pub bandwidth: u64,
+    /// Bytes the bottleneck queue holds (with a `bandwidth`): a datagram arriving at a full
+    /// queue is dropped (drop-tail). 0 is unlimited.
+    pub buffer: usize,
 }
 
 impl Default for LinkConfig {
@@ -44,6 +47,7 @@ impl Default for LinkConfig {
             corrupt: 0.0,
             mtu: 1500,
             bandwidth: 0,
+            buffer: 0,
         }
     }
 }
@@ -55,8 +59,10 @@ pub struct NetworkStats {
     pub sent: u64,
     /// Datagrams delivered (duplicates count twice).
     pub delivered: u64,
-    /// Datagrams dropped by loss or MTU.
+    /// Datagrams dropped by loss, MTU or a full queue.
     pub dropped: u64,
+    /// Of those, datagrams dropped by a full bottleneck queue.
+    pub queue_drops: u64,
     /// Datagrams corrupted.
     pub corrupted: u64,
     /// Datagrams duplicated.
@@ -216,6 +222,12 @@ impl Network {
         let mut depart = self.now;
         if link.bandwidth > 0 {
             let start = self.busy_until[from_node].max(self.now);
+            let queued = (start - self.now).as_secs_f64() * link.bandwidth as f64;
+            if link.buffer > 0 && queued as usize + data.len() > link.buffer {
+                self.stats.dropped += 1;
+                self.stats.queue_drops += 1;
+                return;
+            }
             let tx = Duration::from_secs_f64(data.len() as f64 / link.bandwidth as f64);
             self.busy_until[from_node] = start + tx;
             depart = start + tx;
@@ -311,3 +323,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod zero_rtt_tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod congestion_tests;

@@ -22,16 +22,16 @@ fn endpoint_config() -> EndpointConfig {
     )
 }
 
-struct Sim {
-    net: Network,
+pub(super) struct Sim {
+    pub(super) net: Network,
     client_config: ClientConfig,
-    client: ConnectionHandle,
+    pub(super) client: ConnectionHandle,
 }
 
-const S: usize = 0;
-const C: usize = 1;
+pub(super) const S: usize = 0;
+pub(super) const C: usize = 1;
 
-fn sim(seed: u64, link: LinkConfig, transport: TransportConfig) -> Sim {
+pub(super) fn sim(seed: u64, link: LinkConfig, transport: TransportConfig) -> Sim {
     let certs = certs();
     let server = server_config(&certs, &[b"hq-interop"], transport.clone());
     let client_config = client_config(&certs, &[b"hq-interop"], transport);
@@ -68,7 +68,7 @@ fn events(net: &mut Network, node: usize, h: ConnectionHandle) -> Vec<Event> {
 }
 
 /// Runs the handshake; returns the server's handle.
-fn connect(s: &mut Sim) -> ConnectionHandle {
+pub(super) fn connect(s: &mut Sim) -> ConnectionHandle {
     let client = s.client;
     // A corrupted client Initial can look like another connection's first packet (a
     // different connection ID): the server accepts it too, and it never completes.
@@ -96,12 +96,23 @@ fn connect(s: &mut Sim) -> ConnectionHandle {
     server.unwrap()
 }
 
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 253) as u8).collect()
 }
 
 /// Client sends `len` bytes on one bidi stream; returns what the server read.
 fn transfer(s: &mut Sim, server: ConnectionHandle, len: usize, max: Duration) -> Vec<u8> {
+    transfer_observed(s, server, len, max, |_| {})
+}
+
+/// [`transfer`], calling `observe` after every step of the network.
+pub(super) fn transfer_observed(
+    s: &mut Sim,
+    server: ConnectionHandle,
+    len: usize,
+    max: Duration,
+    mut observe: impl FnMut(&mut Network),
+) -> Vec<u8> {
     let client = s.client;
     let id = s
         .net
@@ -115,6 +126,7 @@ fn transfer(s: &mut Sim, server: ConnectionHandle, len: usize, max: Duration) ->
     let mut received = Vec::with_capacity(len);
     let mut accepted: Option<StreamId> = None;
     let done = s.net.run_until(max, |net| {
+        observe(net);
         let now = net.now();
         let c = net.endpoint(C).connection_mut(client).unwrap();
         while written < len {

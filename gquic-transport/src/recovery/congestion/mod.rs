@@ -1,14 +1,61 @@
 //! Congestion control behind one public trait (RFC 9002 §7).
 //!
 //! A [`Controller`] sees every packet sent, acknowledged and lost and answers with a congestion
-//! window. GQUIC ships [`NewReno`] (RFC 9002 §7.3); users can implement their own and hand a
-//! [`ControllerFactory`] to the transport configuration.
+//! window. GQUIC ships [`Cubic`] (RFC 9438, the default) and [`NewReno`] (RFC 9002 §7.3);
+//! users can implement their own and hand a [`ControllerFactory`] to the transport
+//! configuration (`TransportConfig::congestion_controller_factory`).
+//!
+//! A custom controller, here a fixed window (useful on a dedicated link, never on the
+//! Internet):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use gquic_transport::recovery::congestion::{Controller, ControllerFactory};
+//! use gquic_transport::recovery::RttEstimator;
+//! use gquic_transport::TransportConfig;
+//!
+//! #[derive(Debug, Clone)]
+//! struct Fixed(u64);
+//!
+//! impl Controller for Fixed {
+//!     fn on_ack(&mut self, _: Instant, _: Instant, _: u64, _: bool, _: &RttEstimator) {}
+//!     fn on_congestion_event(&mut self, _: Instant, _: Instant, _: bool, _: u64) {}
+//!     fn on_mtu_update(&mut self, _: u64) {}
+//!     fn window(&self) -> u64 {
+//!         self.0
+//!     }
+//!     fn initial_window(&self) -> u64 {
+//!         self.0
+//!     }
+//!     fn clone_box(&self) -> Box<dyn Controller> {
+//!         Box::new(self.clone())
+//!     }
+//! }
+//!
+//! #[derive(Debug)]
+//! struct FixedFactory(u64);
+//!
+//! impl ControllerFactory for FixedFactory {
+//!     fn build(&self, _now: Instant, _max_datagram_size: u64) -> Box<dyn Controller> {
+//!         Box::new(Fixed(self.0))
+//!     }
+//! }
+//!
+//! let mut transport = TransportConfig::default();
+//! transport.congestion_controller_factory(Arc::new(FixedFactory(1 << 20)));
+//! ```
+//!
+//! The simulated-network tests run every controller, and a custom AIMD one, over random loss,
+//! deep and shallow bottleneck queues and a path whose RTT changes.
 
+mod cubic;
 mod new_reno;
 
 use std::fmt::Debug;
 use std::time::Instant;
 
+pub use cubic::{cubic_k, Cubic, CubicConfig};
 pub use new_reno::{NewReno, NewRenoConfig};
 
 use super::rtt::RttEstimator;
