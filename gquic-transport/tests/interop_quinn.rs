@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gquic_transport::connection::ConnectionError;
+use gquic_transport::recovery::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
 use gquic_transport::runtime::{Connection, Endpoint};
 use gquic_transport::{ClientConfig, ServerConfig, TransportConfig, TransportErrorCode, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -67,6 +68,15 @@ fn tls_client(certs: &Certs, alpn: &[u8]) -> rustls::ClientConfig {
 struct Settings {
     idle: Duration,
     streams: u32,
+    /// gquic's congestion controller.
+    cc: Cc,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cc {
+    Cubic,
+    NewReno,
+    Bbr,
 }
 
 impl Default for Settings {
@@ -74,6 +84,7 @@ impl Default for Settings {
         Self {
             idle: Duration::from_secs(30),
             streams: 256,
+            cc: Cc::Cubic,
         }
     }
 }
@@ -83,6 +94,11 @@ fn gquic_transport(s: Settings) -> Arc<TransportConfig> {
     t.max_idle_timeout(s.idle)
         .max_concurrent_bidi_streams(u64::from(s.streams))
         .max_concurrent_uni_streams(u64::from(s.streams));
+    match s.cc {
+        Cc::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
+        Cc::NewReno => t.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
+        Cc::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+    };
     Arc::new(t)
 }
 
@@ -684,6 +700,174 @@ async fn quinn_client_gquic_server_through_lossy_proxy() {
     .unwrap();
 }
 
+/// 30% of datagrams lost each way: 20 handshakes in a row, each followed by a small echo,
+/// all succeed (RFC 9002 §6.2.4: probes; RFC 9000 §8.1: amplification limits still hold).
+#[tokio::test]
+async fn twenty_sequential_handshakes_through_30_percent_loss() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let certs = certs();
+        let imp = Impairment {
+            loss: 300,
+            reorder: 0,
+            corrupt: 0,
+            duplicate: 0,
+        };
+        // gquic clients to a quinn server.
+        let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
+        let proxy =
+            Proxy::start_with(server.endpoint.local_addr().unwrap(), 0x5eed_0300, imp).await;
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            let client = Endpoint::client(localhost()).unwrap();
+            let conn = client
+                .connect_with(
+                    gquic_client_config(&certs, b"interop", Settings::default()),
+                    proxy.addr,
+                    "localhost",
+                )
+                .unwrap()
+                .await
+                .unwrap_or_else(|e| panic!("handshake {i} to quinn: {e}"));
+            echo!(conn, pattern(4096, 60 + i));
+            conn.close(VarInt::from_u32(0), b"done");
+        }
+        eprintln!("20 handshakes gquic -> quinn in {:?}", started.elapsed());
+        assert!(
+            proxy.counts().0 > 20,
+            "the proxy dropped {}",
+            proxy.counts().0
+        );
+        // quinn clients to a gquic server.
+        let server = run_gquic_server(gquic_server(&certs, b"interop", Settings::default()));
+        let proxy = Proxy::start_with(server.endpoint.local_addr(), 0x5eed_0301, imp).await;
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            let client = quinn::Endpoint::client(localhost()).unwrap();
+            let conn = client
+                .connect_with(
+                    quinn_client_config(&certs, b"interop", Settings::default()),
+                    proxy.addr,
+                    "localhost",
+                )
+                .unwrap()
+                .await
+                .unwrap_or_else(|e| panic!("handshake {i} from quinn: {e}"));
+            echo!(conn, pattern(4096, 80 + i));
+            conn.close(0u32.into(), b"done");
+        }
+        eprintln!("20 handshakes quinn -> gquic in {:?}", started.elapsed());
+        assert!(proxy.counts().0 > 20);
+    })
+    .await
+    .unwrap();
+}
+
+/// 5% loss, 3% corruption, 10% reordering and 2% duplication each way: 10 MiB arrive intact
+/// in both directions (corrupted datagrams fail authentication and count as lost).
+#[tokio::test]
+async fn ten_mib_through_loss_corruption_reordering_and_duplication() {
+    tokio::time::timeout(TIMEOUT * 6, async {
+        let certs = certs();
+        let imp = Impairment {
+            loss: 50,
+            reorder: 100,
+            corrupt: 30,
+            duplicate: 20,
+        };
+        let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
+        let proxy =
+            Proxy::start_with(server.endpoint.local_addr().unwrap(), 0x5eed_0400, imp).await;
+        let client = Endpoint::client(localhost()).unwrap();
+        let conn = client
+            .connect_with(
+                gquic_client_config(&certs, b"interop", Settings::default()),
+                proxy.addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        uni!(conn, pattern(10 << 20, 100));
+        let stats = conn.stats();
+        assert!(
+            stats.counters.packets_lost > 0 && stats.counters.packets_dropped > 0,
+            "{stats:?}"
+        );
+        // And a quinn client sending to a gquic server.
+        let server = run_gquic_server(gquic_server(&certs, b"interop", Settings::default()));
+        let proxy = Proxy::start_with(server.endpoint.local_addr(), 0x5eed_0401, imp).await;
+        let client = quinn::Endpoint::client(localhost()).unwrap();
+        let conn = client
+            .connect_with(
+                quinn_client_config(&certs, b"interop", Settings::default()),
+                proxy.addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        uni!(conn, pattern(10 << 20, 101));
+        assert!(conn.stats().path.lost_packets > 0);
+    })
+    .await
+    .unwrap();
+}
+
+/// Each congestion controller, on both sides of a gquic/quinn connection, through loss and
+/// reordering: a 2 MiB echo goes each way intact.
+#[tokio::test]
+async fn every_congestion_controller_with_quinn_through_lossy_proxy() {
+    tokio::time::timeout(TIMEOUT * 4, async {
+        let certs = certs();
+        for (i, cc) in [Cc::Cubic, Cc::NewReno, Cc::Bbr].into_iter().enumerate() {
+            let s = Settings {
+                cc,
+                ..Settings::default()
+            };
+            // gquic client, quinn server.
+            let server = run_quinn_server(quinn_server(&certs, b"interop", s));
+            let proxy = Proxy::start(
+                server.endpoint.local_addr().unwrap(),
+                0x5eed_0100 + i as u64,
+            )
+            .await;
+            let client = Endpoint::client(localhost()).unwrap();
+            let conn = client
+                .connect_with(
+                    gquic_client_config(&certs, b"interop", s),
+                    proxy.addr,
+                    "localhost",
+                )
+                .unwrap()
+                .await
+                .unwrap();
+            echo!(conn, pattern(2 << 20, 40 + i as u64));
+            assert!(proxy.counts().0 > 0, "{cc:?}: the proxy dropped nothing");
+            assert!(
+                conn.stats().counters.packets_lost > 0,
+                "{cc:?}: no loss seen"
+            );
+            // quinn client, gquic server.
+            let server = run_gquic_server(gquic_server(&certs, b"interop", s));
+            let proxy = Proxy::start(server.endpoint.local_addr(), 0x5eed_0200 + i as u64).await;
+            let client = quinn::Endpoint::client(localhost()).unwrap();
+            let conn = client
+                .connect_with(
+                    quinn_client_config(&certs, b"interop", s),
+                    proxy.addr,
+                    "localhost",
+                )
+                .unwrap()
+                .await
+                .unwrap();
+            echo!(conn, pattern(2 << 20, 50 + i as u64));
+            assert!(proxy.counts().0 > 0, "{cc:?}: the proxy dropped nothing");
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn quinn_client_gquic_server_datagrams() {
     tokio::time::timeout(TIMEOUT, async {
@@ -714,22 +898,47 @@ struct Proxy {
     reordered: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// What the proxy does to datagrams, in parts per thousand, each direction.
+#[derive(Clone, Copy, Debug)]
+struct Impairment {
+    loss: u32,
+    reorder: u32,
+    corrupt: u32,
+    duplicate: u32,
+}
+
+impl Default for Impairment {
+    fn default() -> Self {
+        Self {
+            loss: 50,
+            reorder: 100,
+            corrupt: 0,
+            duplicate: 0,
+        }
+    }
+}
+
 impl Proxy {
     async fn start(server: SocketAddr, seed: u64) -> Self {
+        Self::start_with(server, seed, Impairment::default()).await
+    }
+
+    /// A proxy in front of `server` for one client at a time (the latest one to send).
+    async fn start_with(server: SocketAddr, seed: u64, imp: Impairment) -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
         let socket = Arc::new(UdpSocket::bind(localhost()).await.unwrap());
         let addr = socket.local_addr().unwrap();
         let dropped = Arc::new(AtomicU64::new(0));
         let reordered = Arc::new(AtomicU64::new(0));
         let (d, r) = (dropped.clone(), reordered.clone());
-        eprintln!("proxy seed {seed:#x}");
+        eprintln!("proxy seed {seed:#x}, {imp:?}");
         tokio::spawn(async move {
             let mut rng = seed | 1;
             let mut next = move || {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                (rng % 1000) as u32
+                rng
             };
             let mut client: Option<SocketAddr> = None;
             let mut buf = vec![0u8; 65536];
@@ -746,22 +955,33 @@ impl Proxy {
                     client = Some(from);
                     server
                 };
-                let roll = next();
-                if roll < 50 {
+                if ((next() % 1000) as u32) < imp.loss {
                     d.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let data = buf[..n].to_vec();
-                if roll < 150 {
-                    r.fetch_add(1, Ordering::Relaxed);
-                    let socket = socket.clone();
-                    let delay = Duration::from_millis(u64::from(next() % 10) + 2);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = socket.send_to(&data, to).await;
-                    });
+                let mut data = buf[..n].to_vec();
+                if ((next() % 1000) as u32) < imp.corrupt && n > 0 {
+                    let i = (next() as usize) % n;
+                    data[i] ^= 1 << (next() % 8);
+                }
+                let copies = if ((next() % 1000) as u32) < imp.duplicate {
+                    2
                 } else {
-                    let _ = socket.send_to(&data, to).await;
+                    1
+                };
+                for _ in 0..copies {
+                    if ((next() % 1000) as u32) < imp.reorder {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        let socket = socket.clone();
+                        let data = data.clone();
+                        let delay = Duration::from_millis(next() % 10 + 2);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = socket.send_to(&data, to).await;
+                        });
+                    } else {
+                        let _ = socket.send_to(&data, to).await;
+                    }
                 }
             }
         });

@@ -33,6 +33,7 @@ use crate::crypto::{self, KeyPhase};
 use crate::error::TransportErrorCode;
 use crate::recovery::congestion::Controller;
 use crate::recovery::pacing::Pacer;
+use crate::recovery::rate::RateSampler;
 use crate::recovery::RttEstimator;
 use crate::wire::{ConnectionId, ResetToken, TransportParameters, VarInt, Version};
 use crate::{Dir, Side, StreamId};
@@ -246,6 +247,8 @@ pub struct Connection {
     rtt: RttEstimator,
     first_rtt_sample: Option<Instant>,
     cc: Box<dyn Controller>,
+    /// Delivery rate sampling for the controller (draft-ietf-ccwg-bbr §4.1).
+    rate: RateSampler,
     pacer: Pacer,
     pacing_until: Option<Instant>,
     pto_count: u32,
@@ -553,6 +556,7 @@ impl Connection {
             rtt: RttEstimator::new(config.initial_rtt),
             first_rtt_sample: None,
             cc: config.congestion.build(now, max_datagram_size),
+            rate: RateSampler::default(),
             pacer: Pacer::new(10, max_datagram_size),
             pacing_until: None,
             pto_count: 0,

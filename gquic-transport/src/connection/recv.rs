@@ -709,6 +709,10 @@ impl Connection {
                     None => self.mtud.on_acked(packet.size),
                 }
             }
+            if let (true, Some(rate)) = (packet.in_flight, packet.info.rate.as_ref()) {
+                self.rate
+                    .on_acked(now, packet.time_sent, u64::from(packet.size), rate);
+            }
             if packet.in_flight {
                 self.cc.on_ack(
                     now,
@@ -730,6 +734,8 @@ impl Connection {
         self.pto_count = 0;
         let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
         self.on_packets_lost(now, space, lost, &acked_pns);
+        let sample = self.rate.generate(self.rtt.min(), self.bytes_in_flight());
+        self.cc.on_rate_sample(now, &sample, &self.rtt);
         Ok(())
     }
 
@@ -774,6 +780,10 @@ impl Connection {
                 if let Some(base) = self.mtud.on_lost(now, packet.size) {
                     self.set_datagram_size(base);
                 }
+            }
+            if let (true, Some(rate)) = (packet.in_flight, packet.info.rate.as_ref()) {
+                let lost = self.rate.on_lost(u64::from(packet.size), rate);
+                self.cc.on_packet_lost(now, &lost);
             }
             if packet.in_flight {
                 lost_bytes += u64::from(packet.size);

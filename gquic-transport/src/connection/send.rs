@@ -84,7 +84,21 @@ impl Connection {
                 );
             }
         }
+        if buf.is_empty() {
+            self.note_if_app_limited(now);
+        }
         self.datagram_written(buf)
+    }
+
+    /// Nothing was sent although the window and the pacer allowed it: the sender is
+    /// application-limited, and delivery rate samples taken now say so
+    /// (draft-ietf-ccwg-bbr §4.1.2.3).
+    fn note_if_app_limited(&mut self, now: Instant) {
+        let in_flight = self.bytes_in_flight();
+        let paced = self.pacing_until.is_some_and(|t| t > now);
+        if !paced && in_flight + self.max_datagram_size <= self.cc.window() {
+            self.rate.on_app_limited(in_flight);
+        }
     }
 
     /// A path MTU probe (RFC 9000 §14.3.1: PING and PADDING in a 1-RTT packet of the size
@@ -220,7 +234,7 @@ impl Connection {
         start: usize,
         partial: PartialEncode,
         pn: u64,
-        info: SentInfo,
+        mut info: SentInfo,
         ack_eliciting: bool,
         pad_to: usize,
     ) {
@@ -289,6 +303,10 @@ impl Connection {
         }
         let size = buf.len() - start;
         let in_flight = ack_eliciting || padded;
+        if in_flight {
+            let before = self.bytes_in_flight();
+            info.rate = Some(self.rate.on_sent(now, before, size as u64));
+        }
         let recorded = self.spaces[space as usize].sent.on_sent(SentPacket {
             time_sent: now,
             size: size as u16,
@@ -365,13 +383,19 @@ impl Connection {
         // probes do not.
         let mut can_elicit = probe || self.bytes_in_flight() + max_size <= self.cc.window();
         if can_elicit && !probe {
-            if let Some(t) = self.pacer.delay(
-                now,
-                max_size,
-                self.cc.window(),
-                self.rtt.smoothed(),
-                max_size,
-            ) {
+            let delay = match self.cc.pacing_rate() {
+                Some(rate) => self
+                    .pacer
+                    .delay_at_rate(now, max_size, rate as f64, max_size),
+                None => self.pacer.delay(
+                    now,
+                    max_size,
+                    self.cc.window(),
+                    self.rtt.smoothed(),
+                    max_size,
+                ),
+            };
+            if let Some(t) = delay {
                 self.pacing_until = Some(t);
                 can_elicit = false;
             }

@@ -48,6 +48,8 @@ pub(super) struct SentInfo {
     pub(super) mtu_probe: Option<u16>,
     pub(super) new_cids: Vec<u64>,
     pub(super) retire_cids: Vec<u64>,
+    /// The delivery-rate snapshot of an in-flight packet.
+    pub(super) rate: Option<crate::recovery::rate::PacketRateState>,
 }
 
 /// The state of one packet-number space.

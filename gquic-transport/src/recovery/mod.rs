@@ -6,9 +6,11 @@
 //! - [`congestion`]: the public [`Controller`](congestion::Controller) trait, CUBIC (RFC 9438,
 //!   the default) and NewReno (§7).
 //! - [`pacing`]: the pacer (§7.7).
+//! - [`rate`]: delivery rate sampling for model-based controllers (draft-ietf-ccwg-bbr §4.1).
 
 pub mod congestion;
 pub mod pacing;
+pub mod rate;
 pub mod rtt;
 pub mod sent;
 

@@ -34,10 +34,22 @@ impl Pacer {
         rtt: Duration,
         max_datagram_size: u64,
     ) -> Option<Instant> {
-        self.capacity = (self.burst_packets * max_datagram_size).max(bytes);
         let rtt = rtt.max(Duration::from_micros(1));
         // rate in bytes per second = 1.25 * window / rtt
         let rate = (window as f64 * 1.25) / rtt.as_secs_f64();
+        self.delay_at_rate(now, bytes, rate, max_datagram_size)
+    }
+
+    /// [`Pacer::delay`] at a rate (bytes per second) the congestion controller chose.
+    pub fn delay_at_rate(
+        &mut self,
+        now: Instant,
+        bytes: u64,
+        rate: f64,
+        max_datagram_size: u64,
+    ) -> Option<Instant> {
+        self.capacity = (self.burst_packets * max_datagram_size).max(bytes);
+        let rate = rate.max(1.0);
         if let Some(last) = self.last {
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
             let refill = (elapsed * rate) as u64;

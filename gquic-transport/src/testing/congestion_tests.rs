@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::tests::{connect, pattern, sim, transfer_observed, Sim, C};
 use super::*;
 use crate::config::TransportConfig;
-use crate::recovery::congestion::{Controller, ControllerFactory, CubicConfig, NewRenoConfig};
+use crate::recovery::congestion::{
+    BbrConfig, Controller, ControllerFactory, CubicConfig, NewRenoConfig,
+};
 use crate::recovery::RttEstimator;
 
 /// A deliberately simple custom controller, as a user would write one against the public
@@ -71,6 +73,7 @@ fn controllers() -> Vec<(&'static str, Arc<dyn ControllerFactory>)> {
     vec![
         ("cubic", Arc::new(CubicConfig::default())),
         ("newreno", Arc::new(NewRenoConfig::default())),
+        ("bbr", Arc::new(BbrConfig::default())),
         ("custom-aimd", Arc::new(AimdFactory)),
     ]
 }
@@ -173,8 +176,15 @@ fn every_controller_fills_a_deep_buffer_and_hystart_avoids_the_overshoot() {
         let r = run(&mut s, server, 4 << 20);
         eprintln!("{name} deep buffer: {r:?} {:?}", s.net.stats());
         assert!(r.utilisation > 0.9, "{name}: {r:?}");
-        // A loss-based controller fills the queue: the RTT grows far past the path's 20 ms.
-        assert!(r.max_rtt > Duration::from_millis(60), "{name}: {r:?}");
+        if name == "bbr" {
+            // BBR paces at the bottleneck rate with about one BDP in flight: the queue stays
+            // short, and nothing is lost.
+            assert!(r.median_rtt < Duration::from_millis(35), "{name}: {r:?}");
+            assert!(r.loss < 0.002, "{name}: {r:?}");
+        } else {
+            // A loss-based controller fills the queue: the RTT grows far past the path's 20 ms.
+            assert!(r.max_rtt > Duration::from_millis(60), "{name}: {r:?}");
+        }
         loss.insert(name, r.loss);
     }
     // RFC 9406: HyStart++ leaves slow start as the queue builds, before it overflows; slow
@@ -208,12 +218,20 @@ fn every_controller_follows_an_rtt_change() {
         let short = run(&mut s, server, 1 << 20);
         // The path lengthens fivefold (a route change), mid-connection.
         s.net.link.latency = Duration::from_millis(50);
-        let long = run(&mut s, server, 3 << 20);
+        // BBR keeps its propagation-delay estimate for up to 10 s (draft-ietf-ccwg-bbr
+        // §5.5.7, MinRTTFilterLen), sizing its window to the old path until then.
+        // Transfers go on for 12 s before the measured one.
+        let changed = s.net.now();
+        let mut adapting = Vec::new();
+        while s.net.now() - changed < Duration::from_secs(12) {
+            adapting.push(run(&mut s, server, 1 << 20));
+        }
+        let long = run(&mut s, server, 4 << 20);
         // And shortens again.
         s.net.link.latency = Duration::from_millis(5);
         let shorter = run(&mut s, server, 2 << 20);
-        eprintln!("{name} RTT change:\n {short:?}\n {long:?}\n {shorter:?}");
-        for r in [&short, &long, &shorter] {
+        eprintln!("{name} RTT change:\n {short:?}\n {adapting:?}\n {long:?}\n {shorter:?}");
+        for r in [&short, &long, &shorter].into_iter().chain(&adapting) {
             assert!(r.loss < 0.2, "{name}: {r:?}");
         }
         // The estimate follows the longer path (100 ms plus what queues)...
@@ -226,5 +244,12 @@ fn every_controller_follows_an_rtt_change() {
         // ...and the shorter path afterwards is used fully, with the RTT coming down.
         assert!(shorter.utilisation > 0.9, "{name}: {shorter:?}");
         assert!(shorter.median_rtt < long.median_rtt, "{name}: {shorter:?}");
+        if name == "bbr" {
+            // And BBR keeps the queue short there too (the path's RTT is 10 ms).
+            assert!(
+                shorter.median_rtt < Duration::from_millis(25),
+                "{shorter:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Congestion control behind one public trait (RFC 9002 §7).
 //!
 //! A [`Controller`] sees every packet sent, acknowledged and lost and answers with a congestion
-//! window. GQUIC ships [`Cubic`] (RFC 9438, the default) and [`NewReno`] (RFC 9002 §7.3);
+//! window. GQUIC ships [`Cubic`] (RFC 9438, the default), [`Bbr`] (BBRv3,
+//! draft-ietf-ccwg-bbr) and [`NewReno`] (RFC 9002 §7.3);
 //! users can implement their own and hand a [`ControllerFactory`] to the transport
 //! configuration (`TransportConfig::congestion_controller_factory`).
 //!
@@ -49,15 +50,18 @@
 //! The simulated-network tests run every controller, and a custom AIMD one, over random loss,
 //! deep and shallow bottleneck queues and a path whose RTT changes.
 
+mod bbr;
 mod cubic;
 mod new_reno;
 
 use std::fmt::Debug;
 use std::time::Instant;
 
+pub use bbr::{Bbr, BbrConfig, BbrState};
 pub use cubic::{cubic_k, Cubic, CubicConfig};
 pub use new_reno::{NewReno, NewRenoConfig};
 
+use super::rate::{LostPacket, RateSample};
 use super::rtt::RttEstimator;
 
 /// A congestion controller for one path of one connection.
@@ -95,6 +99,25 @@ pub trait Controller: Send + Sync + Debug {
     /// as a congestion event.
     fn on_ecn_ce(&mut self, now: Instant, sent: Instant) {
         self.on_congestion_event(now, sent, false, 0);
+    }
+
+    /// One packet was declared lost, before the [`Controller::on_congestion_event`] covering it.
+    /// Model-based controllers (BBR) use it; the default ignores it.
+    fn on_packet_lost(&mut self, now: Instant, lost: &LostPacket) {
+        let _ = (now, lost);
+    }
+
+    /// Once per ACK frame that acknowledged packets, after [`Controller::on_ack`] for each
+    /// and the losses it revealed: the delivery rate sample (draft-ietf-ccwg-bbr §4.1). The
+    /// default ignores it.
+    fn on_rate_sample(&mut self, now: Instant, sample: &RateSample, rtt: &RttEstimator) {
+        let _ = (now, sample, rtt);
+    }
+
+    /// The rate to pace at, in bytes per second, for controllers that choose one (BBR).
+    /// `None`, the default, paces at 1.25 times the window per smoothed RTT (RFC 9002 §7.7).
+    fn pacing_rate(&self) -> Option<u64> {
+        None
     }
 
     /// The path's maximum datagram size changed.
