@@ -6,7 +6,8 @@
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
 //! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F]
-//!                [--resume] [--zero-rtt] [--key-update] [--chacha20] URL...
+//!                [--resume] [--zero-rtt] [--key-update] [--chacha20]
+//!                [--rebind-after BYTES] URL...
 //! ```
 //!
 //! The server speaks two ALPNs on the same port:
@@ -34,7 +35,10 @@
 //!   the server rejects it);
 //! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
 //!   before the downloads (RFC 9001 §6);
-//! - `--chacha20`: TLS offers only TLS_CHACHA20_POLY1305_SHA256.
+//! - `--chacha20`: TLS offers only TLS_CHACHA20_POLY1305_SHA256;
+//! - `--rebind-after BYTES`: once BYTES have been received, the client moves to a new UDP
+//!   socket (a new local port) mid-transfer and the connection migrates (RFC 9000 §9); exit
+//!   1 if the downloads ended before it could.
 //!
 //! It prints `resumed: BOOL`, `0-RTT accepted: BOOL`, `retried: BOOL`, `key updates: N` and
 //! `cipher suite: NAME` lines on stderr.
@@ -69,7 +73,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
          interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] \
-         [--resume] [--zero-rtt] [--key-update] [--chacha20] URL..."
+         [--resume] [--zero-rtt] [--key-update] [--chacha20] [--rebind-after BYTES] URL..."
     );
     ExitCode::from(2)
 }
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
                     "zero-rtt",
                     "key-update",
                     "chacha20",
+                    "rebind-after",
                 ])
                 .map(|()| a)
             })
@@ -562,10 +567,41 @@ async fn client(args: Args) -> Result<(), BoxError> {
             }
         }
     }
+    let rebind = match args.get("rebind-after") {
+        Some(v) => {
+            let after: u64 = v.parse().map_err(|e| format!("--rebind-after {v}: {e}"))?;
+            let (conn, endpoint) = (conn.clone(), endpoint.clone());
+            Some(tokio::spawn(async move {
+                // RFC 9000 §9: a new local port mid-transfer; the connection follows.
+                while conn.stats().counters.bytes_received < after {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let socket = std::net::UdpSocket::bind(bind)?;
+                let local = socket.local_addr()?;
+                endpoint.rebind(socket)?;
+                eprintln!("interop client: rebound to {local}");
+                Ok::<_, BoxError>(())
+            }))
+        }
+        None => None,
+    };
     if !targets.is_empty() {
         let (n, f) = download(&conn, alpn, &host, port, targets, &data_file, &output).await;
         total += n;
         failed += f;
+    }
+    if let Some(task) = rebind {
+        if !task.is_finished() {
+            task.abort();
+            eprintln!("interop client: --rebind-after: the downloads ended first");
+            failed += 1;
+        } else if let Ok(Err(e)) = task.await {
+            return Err(format!("--rebind-after: {e}").into());
+        }
+        eprintln!(
+            "interop client: migrations: {}",
+            conn.stats().counters.migrations
+        );
     }
     let elapsed = started.elapsed();
     if resume {

@@ -4,7 +4,8 @@
 They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
-    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update] URL...
+    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update]
+                         [--rebind-after BYTES] URL...
 
 The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
 session tickets, so clients can resume and send 0-RTT. The client fetches all URLs over one
@@ -14,11 +15,15 @@ that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL"
 "0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
 1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N". With
 --chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME".
+With --rebind-after BYTES the client moves to a new UDP socket (a new port) once BYTES have
+arrived, closes the old one, switches to a new connection ID (RFC 9000 §9.5) and prints
+"rebound to PORT".
 """
 
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from urllib.parse import urlparse
 
@@ -64,6 +69,7 @@ class HqClient(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self._waiters = {}
         self._bodies = {}
+        self.received = 0
 
     async def get(self, path):
         stream_id = self._quic.get_next_available_stream_id()
@@ -76,6 +82,7 @@ class HqClient(QuicConnectionProtocol):
 
     def quic_event_received(self, event):
         if isinstance(event, StreamDataReceived) and event.stream_id in self._waiters:
+            self.received += len(event.data)
             self._bodies[event.stream_id] += event.data
             if event.end_stream:
                 body = bytes(self._bodies.pop(event.stream_id))
@@ -120,6 +127,24 @@ async def fetch_all(client, urls, output):
         with open(os.path.join(output, name), "wb") as f:
             f.write(r)
     return failed
+
+
+async def rebind_after(client, after):
+    """Once `after` bytes have arrived, moves `client` to a new UDP socket (RFC 9000 §9)."""
+    while client.received < after:
+        await asyncio.sleep(0.001)
+    # The same kind of socket aioquic's connect() makes: IPv6, dual-stack.
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", 0, 0, 0))
+    # The protocol object now sends through the new socket (connection_made); the old one
+    # closes, so the transfer only goes on if the server follows.
+    old = client._transport
+    await asyncio.get_running_loop().create_datagram_endpoint(lambda: client, sock=sock)
+    old.close()
+    client._quic.change_connection_id()
+    client.transmit()
+    print(f"rebound to {sock.getsockname()[1]}", file=sys.stderr)
 
 
 async def run_client(args):
@@ -174,7 +199,17 @@ async def run_client(args):
             await client.wait_connected()
             client._quic.request_key_update()
             client.transmit()
+        rebind = None
+        if args.rebind_after is not None:
+            rebind = asyncio.ensure_future(rebind_after(client, args.rebind_after))
         failed += await fetch_all(client, urls, args.output)
+        if rebind is not None:
+            if not rebind.done():
+                rebind.cancel()
+                print("--rebind-after: the downloads ended first", file=sys.stderr)
+                failed += 1
+            else:
+                rebind.result()
         if args.key_update:
             print(f"key phase: {client._quic._cryptos[tls.Epoch.ONE_RTT].send.key_phase}", file=sys.stderr)
     return 1 if failed else 0
@@ -195,6 +230,7 @@ def main():
     c.add_argument("--zero-rtt", action="store_true")
     c.add_argument("--key-update", action="store_true")
     c.add_argument("--chacha20", action="store_true", help="offer only TLS_CHACHA20_POLY1305_SHA256")
+    c.add_argument("--rebind-after", type=int, help="move to a new UDP port after BYTES")
     c.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.role == "server":

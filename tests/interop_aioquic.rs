@@ -416,6 +416,149 @@ fn chacha20_only_with_aioquic_both_ways() {
     );
 }
 
+/// Connection migration (RFC 9000 §9) over hq-interop, in both directions: the client moves
+/// to a new UDP port after 1 MiB of a 4 MiB download, and the server follows.
+#[test]
+fn client_port_rebinding_mid_transfer_with_aioquic_both_ways() {
+    let case = Case::new("aioquic-rebind", "4mib.bin", 4 << 20, 71);
+    // aioquic client (new socket, new connection ID) -> gquic server.
+    let (_server, port) = case.gquic_server(&[]);
+    let err = case.check(
+        &case.aioquic(port, &["--rebind-after", "1048576"], false),
+        "aioquic --rebind-after",
+    );
+    assert!(err.contains("rebound to "), "{err}");
+
+    // `interop client --rebind-after` -> aioquic server.
+    let (_server, port) = case.aioquic_server(&[]);
+    let err = case.check(
+        &case.gquic(port, &["--rebind-after", "1048576"], false),
+        "interop client --rebind-after",
+    );
+    assert!(err.contains("rebound to "), "{err}");
+    assert!(err.contains("migrations: 1"), "{err}");
+}
+
+/// A NAT in front of a client, on a thread: after `rebind_after` datagrams from the client it
+/// maps the client to a new source port (a new upstream socket), and the old mapping expires
+/// at once: what the server sends to the old port is lost. The transfer only goes on if the
+/// server follows the client to its new address (RFC 9000 §9.3).
+struct Nat {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rebound: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Nat {
+    fn start(server: u16, rebind_after: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let server: std::net::SocketAddr = ([127, 0, 0, 1], server).into();
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = front.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rebound = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(Mutex::new(None));
+        let generation = Arc::new(AtomicU64::new(0));
+        let upstream = {
+            let (front, client, generation, stop) = (
+                front.try_clone().unwrap(),
+                client.clone(),
+                generation.clone(),
+                stop.clone(),
+            );
+            move |gen: u64| {
+                let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+                up.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let reader = up.try_clone().unwrap();
+                let (front, client, generation, stop) = (
+                    front.try_clone().unwrap(),
+                    client.clone(),
+                    generation.clone(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while !stop.load(Ordering::Relaxed) && generation.load(Ordering::Relaxed) == gen
+                    {
+                        if let Ok((n, _)) = reader.recv_from(&mut buf) {
+                            let to: Option<std::net::SocketAddr> = *client.lock().unwrap();
+                            if let (Some(to), true) =
+                                (to, generation.load(Ordering::Relaxed) == gen)
+                            {
+                                let _ = front.send_to(&buf[..n], to);
+                            }
+                        }
+                    }
+                });
+                up
+            }
+        };
+        let (stop2, rebound2) = (stop.clone(), rebound.clone());
+        std::thread::spawn(move || {
+            let mut up = upstream(0);
+            let mut buf = vec![0u8; 65536];
+            let mut count = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                *client.lock().unwrap() = Some(from);
+                count += 1;
+                if count == rebind_after {
+                    generation.store(1, Ordering::Relaxed);
+                    up = upstream(1);
+                    rebound2.store(true, Ordering::Relaxed);
+                }
+                let _ = up.send_to(&buf[..n], server);
+            }
+        });
+        Self {
+            port,
+            stop,
+            rebound,
+        }
+    }
+
+    fn rebound(&self) -> bool {
+        self.rebound.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// NAT rebinding (RFC 9000 §9.3) under a 4 MiB download, in both directions: the client's
+/// source port changes after 300 datagrams and the old one stops working.
+#[test]
+fn nat_rebinding_mid_transfer_with_aioquic_both_ways() {
+    let case = Case::new("aioquic-nat", "4mib.bin", 4 << 20, 81);
+    // aioquic client -> NAT -> gquic server.
+    let (_server, port) = case.gquic_server(&[]);
+    let nat = Nat::start(port, 300);
+    case.check(
+        &case.aioquic(nat.port, &[], false),
+        "aioquic client behind a NAT",
+    );
+    assert!(nat.rebound(), "the NAT changed the client's port");
+
+    // `interop client` -> NAT -> aioquic server.
+    let (_server, port) = case.aioquic_server(&[]);
+    let nat = Nat::start(port, 300);
+    case.check(
+        &case.gquic(nat.port, &[], false),
+        "interop client behind a NAT",
+    );
+    assert!(nat.rebound(), "the NAT changed the client's port");
+}
+
 /// Retry (RFC 9000 §8.1.2) over hq-interop, in both directions.
 #[test]
 fn retry_with_aioquic_both_ways() {

@@ -203,6 +203,19 @@ impl CidState {
         Ok(())
     }
 
+    /// Moves to the next peer connection ID not used yet and retires the one in use (RFC 9000
+    /// §9.5, for a new path); `false` when the peer has given no spare ID.
+    pub(super) fn rotate_remote(&mut self) -> bool {
+        let Some((&next, _)) = self.remote.range(self.remote_seq + 1..).next() else {
+            return false;
+        };
+        let old = self.remote_seq;
+        self.remote_seq = next;
+        self.remote.remove(&old);
+        self.pending_retire.push_back(old);
+        true
+    }
+
     /// Whether NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are waiting.
     pub(super) fn has_pending(&self) -> bool {
         !self.pending_new.is_empty() || !self.pending_retire.is_empty()

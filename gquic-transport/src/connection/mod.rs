@@ -5,6 +5,7 @@
 //! [`Connection::poll_transmit`]. See the type's documentation for the call contract.
 
 mod cid;
+mod migration;
 mod mtud;
 mod recv;
 mod send;
@@ -269,7 +270,13 @@ pub struct Connection {
     events: VecDeque<Event>,
     close: Option<CloseFrame>,
     close_pending: bool,
-    path_responses: VecDeque<[u8; 8]>,
+    /// PATH_RESPONSE frames to send, with the address the challenge came from.
+    path_responses: VecDeque<([u8; 8], SocketAddr)>,
+    /// Migration and path validation (RFC 9000 §8.2, §9).
+    migration: migration::Migration,
+    /// The datagram being processed came from this address, not the current peer address;
+    /// with its size.
+    incoming_path: Option<(SocketAddr, u64)>,
     ack_scratch: Vec<std::ops::RangeInclusive<u64>>,
     stats: ConnectionStats,
     /// The name a client connection checks the server's certificate against.
@@ -304,6 +311,11 @@ pub struct ConnectionStats {
     pub packets_dropped: u64,
     /// 1-RTT key updates, initiated by either side (RFC 9001 §6).
     pub key_updates: u64,
+    /// Moves to a new path: the peer's address changed (server) or ours did (client), RFC
+    /// 9000 §9.
+    pub migrations: u64,
+    /// New peer addresses validated with PATH_CHALLENGE / PATH_RESPONSE (RFC 9000 §8.2).
+    pub paths_validated: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -580,6 +592,8 @@ impl Connection {
             close: None,
             close_pending: false,
             path_responses: VecDeque::new(),
+            migration: migration::Migration::default(),
+            incoming_path: None,
             ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
             dialed_name: None,
@@ -607,6 +621,18 @@ impl Connection {
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// The peer's connection ID this connection sends to now (it changes on migration, RFC
+    /// 9000 §9.5).
+    pub fn remote_connection_id(&self) -> ConnectionId {
+        self.cids.remote()
+    }
+
+    /// Whether the peer's current address is validated (RFC 9000 §8): false from a
+    /// migration until PATH_RESPONSE arrives.
+    pub fn is_path_validated(&self) -> bool {
+        self.path_validated
     }
 
     /// The connection ID the peer sends to us with.
@@ -1019,6 +1045,7 @@ impl Connection {
         consider(self.discard_old_key_at);
         consider(self.zero_rtt.discard_at);
         consider(self.mtud.timeout());
+        consider(self.migration_timeout());
         for space in &self.spaces {
             if space.ack_pending() {
                 consider(space.ack_deadline);
@@ -1062,6 +1089,9 @@ impl Connection {
             if let Some(k) = self.one_rtt.as_mut() {
                 k.discard_previous();
             }
+        }
+        if self.migration_timeout().is_some_and(|t| now >= t) {
+            self.on_migration_timeout(now);
         }
         if self.loss_detection_timer().is_some_and(|t| now >= t) {
             self.on_loss_detection_timeout(now);

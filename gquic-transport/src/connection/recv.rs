@@ -43,11 +43,16 @@ impl Connection {
         if matches!(self.state, State::Drained | State::Draining { .. }) {
             return;
         }
+        self.incoming_path = None;
         if remote != self.remote {
-            // Migration is not supported yet: packets from another address are dropped.
-            tracing::trace!(%remote, "datagram from unknown address dropped");
-            self.stats.packets_dropped += 1;
-            return;
+            if !self.accepts_new_path() {
+                // RFC 9000 §9: no migration before the handshake is confirmed, and a client
+                // takes packets from the server's address only (§9.6).
+                tracing::trace!(%remote, "datagram from unknown address dropped");
+                self.stats.packets_dropped += 1;
+                return;
+            }
+            self.incoming_path = Some((remote, datagram.len() as u64));
         }
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
@@ -267,6 +272,12 @@ impl Connection {
         }
 
         let mut ack_eliciting = false;
+        // RFC 9000 §9.1: PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID and PADDING are
+        // probing frames; anything else in a packet from a new address moves the connection.
+        let mut non_probing = false;
+        let is_largest = self.spaces[space as usize]
+            .largest_received
+            .is_none_or(|l| pn > l);
         let packet_type = if early {
             PacketType::ZeroRtt
         } else {
@@ -280,9 +291,25 @@ impl Connection {
                 reason: e.to_string(),
             })?;
             ack_eliciting |= frame.ty().is_ack_eliciting();
+            non_probing |= !matches!(
+                frame,
+                Frame::Padding(_)
+                    | Frame::PathChallenge(_)
+                    | Frame::PathResponse(_)
+                    | Frame::NewConnectionId(_)
+            );
             self.handle_frame(now, space, frame, &packet_dcid)?;
             if matches!(self.state, State::Draining { .. } | State::Drained) {
                 return Ok(());
+            }
+        }
+
+        if space == SpaceId::Data && !early && is_largest {
+            let new_path = self.incoming_path;
+            self.note_peer_dcid(packet_dcid, new_path.is_some());
+            if let (Some((remote, len)), true) = (new_path, non_probing) {
+                self.on_packet_from_new_path(now, remote, len);
+                self.incoming_path = None;
             }
         }
 
@@ -510,11 +537,13 @@ impl Connection {
                     })?;
             }
             Frame::PathChallenge(data) => {
+                // RFC 9000 §8.2.2: answered on the path it came from.
                 if self.path_responses.len() < 4 {
-                    self.path_responses.push_back(data);
+                    let from = self.incoming_path.map_or(self.remote, |(a, _)| a);
+                    self.path_responses.push_back((data, from));
                 }
             }
-            Frame::PathResponse(_) => {}
+            Frame::PathResponse(data) => self.on_path_response(data),
             Frame::ConnectionClose(c) => {
                 self.enter_draining(
                     now,

@@ -26,6 +26,10 @@ const CRYPTO_OVERHEAD: usize = 11;
 /// two 20-byte connection IDs, a few bytes of frames and the AEAD tag.
 const LATER_PACKET_ROOM: usize = 128;
 
+/// The smallest datagram worth sending on an unvalidated new path under the
+/// anti-amplification limit.
+const MIN_MIGRATION_DATAGRAM: usize = 64;
+
 impl Connection {
     /// Writes the next datagram to send into `buf` (replacing its contents), or returns `None`
     /// when there is nothing to send now.
@@ -44,11 +48,17 @@ impl Connection {
         // times what it received.
         let limit = if self.side.is_server() && !self.path_validated {
             let budget = (3 * self.bytes_received).saturating_sub(self.bytes_sent) as usize;
-            if budget < max_size {
+            if self.handshake_confirmed && budget >= MIN_MIGRATION_DATAGRAM {
+                // A client that moved (RFC 9000 §9.3): smaller datagrams within the budget,
+                // so that validation is not stuck behind a peer that only sends ACKs
+                // (§8.2.1 allows a PATH_CHALLENGE below 1200 bytes then).
+                budget.min(max_size)
+            } else if budget < max_size {
                 tracing::trace!(budget, "amplification limit");
                 return None;
+            } else {
+                max_size
             }
-            max_size
         } else {
             max_size
         };
@@ -176,6 +186,7 @@ impl Connection {
             && (self.handshake_done_pending
                 || (self.new_token.is_some() && self.handshake_confirmed)
                 || !self.path_responses.is_empty()
+                || self.migration_wants_to_send()
                 || self.streams.has_pending()
                 || !self.datagrams_out.is_empty()
                 || self.cids.has_pending())
@@ -440,6 +451,9 @@ impl Connection {
                 }
             }
             if space == SpaceId::Data {
+                if !zero_rtt {
+                    ack_eliciting |= self.write_migration_frames(now, buf, end);
+                }
                 ack_eliciting |= self.write_data_frames(buf, end, &mut info);
             }
             if probe && !ack_eliciting && buf.len() < end {
@@ -457,7 +471,9 @@ impl Connection {
         }
         // RFC 9000 §14.1: a client's Initial datagrams, and a server's ack-eliciting Initial
         // datagrams, are padded to 1200 bytes; padding goes in the last packet.
+        let path_padding = std::mem::take(&mut self.migration.pad_packet);
         let needs_padding = datagram_needs_padding
+            || path_padding
             || (space == SpaceId::Initial && (self.side.is_client() || ack_eliciting));
         // A later packet pads only if one can still fit (room for a header, a frame and the
         // tag); otherwise this one does.
@@ -511,12 +527,20 @@ impl Connection {
                 }
             }
         }
-        while let Some(data) = self.path_responses.front().copied() {
+        while let Some((data, to)) = self.path_responses.front().copied() {
+            if to != self.remote {
+                // A probe from a path we did not move to: not answered (we do not send on
+                // paths other than the current one).
+                self.path_responses.pop_front();
+                continue;
+            }
             if buf.len() + 9 > end {
                 break;
             }
             Frame::PathResponse(data).encode(buf);
             self.path_responses.pop_front();
+            // RFC 9000 §8.2.2: padded to 1200 bytes like the challenge.
+            self.migration.pad_packet = true;
             wrote = true;
         }
         while let Some(f) = self.cids.poll_new() {

@@ -344,6 +344,15 @@ impl Endpoint {
         self.connections.get_mut(h.0)?.as_mut()
     }
 
+    /// The endpoint's socket moved to a new local address (`ip_changed`: not just a new
+    /// port). Every connection is told ([`Connection::local_address_changed`]): client
+    /// connections migrate to the new path (RFC 9000 §9.2, §9.5).
+    pub fn local_address_changed(&mut self, now: Instant, ip_changed: bool) {
+        for conn in self.connections.iter_mut().flatten() {
+            conn.local_address_changed(now, ip_changed);
+        }
+    }
+
     /// The next connection a peer opened.
     pub fn accept(&mut self) -> Option<ConnectionHandle> {
         self.incoming.pop_front()

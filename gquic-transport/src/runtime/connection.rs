@@ -244,9 +244,13 @@ impl Connection {
         }
     }
 
-    /// The peer's address.
+    /// The peer's address: where the connection sends now (it follows a peer that migrates,
+    /// RFC 9000 §9); after the connection is gone, the last one.
     pub fn remote_address(&self) -> SocketAddr {
-        let s = self.inner.shared.lock();
+        let mut s = self.inner.shared.lock();
+        if let Some(c) = s.proto(self.inner.id) {
+            return c.remote_address();
+        }
         s.conns
             .get(&self.inner.id)
             .and_then(|c| c.remote)

@@ -83,6 +83,10 @@ impl Future for Driver {
         state.driver_waker = Some(cx.waker().clone());
         loop {
             let now = Instant::now();
+            // 0. A new socket from `Endpoint::rebind`: the old one closes here.
+            if let Some(socket) = state.new_socket.take() {
+                this.socket = socket;
+            }
             // 1. Receive.
             let mut received = 0;
             while received < RECV_BATCH {

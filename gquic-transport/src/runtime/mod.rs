@@ -160,6 +160,8 @@ pub(crate) struct State {
     scratch: Vec<(u64, ConnectionHandle)>,
     /// The socket's local address.
     pub(crate) local: SocketAddr,
+    /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
+    pub(crate) new_socket: Option<tokio::net::UdpSocket>,
 }
 
 impl State {
@@ -406,7 +408,6 @@ impl Shared {
 #[derive(Debug)]
 pub struct Endpoint {
     shared: Arc<Shared>,
-    local: SocketAddr,
 }
 
 impl std::fmt::Debug for Shared {
@@ -420,7 +421,6 @@ impl Clone for Endpoint {
         self.shared.lock().endpoint_refs += 1;
         Self {
             shared: self.shared.clone(),
-            local: self.local,
         }
     }
 }
@@ -519,16 +519,43 @@ impl Endpoint {
                 driver_done: false,
                 scratch: Vec::new(),
                 local,
+                new_socket: None,
             }),
         });
         let span = tracing::info_span!("endpoint", local = %local);
         runtime.spawn(driver::Driver::new(shared.clone(), socket, span));
-        Ok(Self { shared, local })
+        Ok(Self { shared })
     }
 
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.shared.lock().local
+    }
+
+    /// Moves the endpoint to another UDP socket, as after a network change: its connections
+    /// go on over the new local address (RFC 9000 §9). Client connections move to a fresh
+    /// connection ID (§9.5) and send at once so their servers see the new path; servers
+    /// validate it. The old socket is closed.
+    ///
+    /// # Errors
+    /// [`EndpointError`] if the socket cannot be registered with tokio.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> Result<(), EndpointError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let socket = {
+            let _enter = runtime.enter();
+            tokio::net::UdpSocket::from_std(socket)?
+        };
+        let mut state = self.shared.lock();
+        let ip_changed = state.local.ip() != local.ip();
+        tracing::debug!(old = %state.local, new = %local, "endpoint rebinding");
+        state.local = local;
+        state.new_socket = Some(socket);
+        state.ep.local_address_changed(Instant::now(), ip_changed);
+        state.wake_driver();
+        Ok(())
     }
 
     /// Sets the configuration [`Endpoint::connect`] uses.

@@ -129,6 +129,8 @@ pub struct Network {
     queue: BinaryHeap<Reverse<InFlight>>,
     /// When each node's outgoing link is free again (bandwidth).
     busy_until: Vec<Instant>,
+    /// Old addresses that still reach a node (NAT mappings, [`Network::nat_rebind`]).
+    aliases: Vec<(SocketAddr, usize)>,
     seq: u64,
     buf: Vec<u8>,
     stats: NetworkStats,
@@ -154,6 +156,7 @@ impl Network {
             nodes: Vec::new(),
             queue: BinaryHeap::new(),
             busy_until: Vec::new(),
+            aliases: Vec::new(),
             seq: 0,
             buf: Vec::with_capacity(65536),
             stats: NetworkStats::default(),
@@ -192,6 +195,23 @@ impl Network {
         self.nodes[node].0
     }
 
+    /// Gives a node another address: its datagrams come from there from now on, and
+    /// datagrams to it must be sent there. With [`Endpoint::local_address_changed`] this is
+    /// the node moving; datagrams to the old address are lost.
+    pub fn set_addr(&mut self, node: usize, addr: SocketAddr) {
+        self.aliases.retain(|(a, _)| *a != addr);
+        self.nodes[node].0 = addr;
+    }
+
+    /// A NAT in front of a node maps it to a new address, without the node knowing: its
+    /// datagrams come from `addr` from now on, and datagrams to the old address still reach
+    /// it (the old mapping has not expired yet).
+    pub fn nat_rebind(&mut self, node: usize, addr: SocketAddr) {
+        let old = self.nodes[node].0;
+        self.set_addr(node, addr);
+        self.aliases.push((old, node));
+    }
+
     fn transmit_all(&mut self) {
         for from in 0..self.nodes.len() {
             loop {
@@ -203,7 +223,17 @@ impl Network {
                 };
                 let data = self.buf[..t.size].to_vec();
                 self.stats.sent += 1;
-                let Some(to) = self.nodes.iter().position(|(a, _)| *a == t.destination) else {
+                let to = self
+                    .nodes
+                    .iter()
+                    .position(|(a, _)| *a == t.destination)
+                    .or_else(|| {
+                        self.aliases
+                            .iter()
+                            .find(|(a, _)| *a == t.destination)
+                            .map(|(_, n)| *n)
+                    });
+                let Some(to) = to else {
                     self.stats.dropped += 1;
                     continue;
                 };
@@ -327,3 +357,7 @@ mod zero_rtt_tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod congestion_tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod migration_tests;
