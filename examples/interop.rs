@@ -15,7 +15,7 @@
 //!   streams the request body back, anything else is 404;
 //! - `hq-interop` (HTTP/0.9): the client sends `GET /path\r\n` on a bidirectional stream and
 //!   finishes it; the server answers with the bytes of `DIR/path` and finishes, or resets the
-//!   stream if there is no such file.
+//!   stream if there is no such file. Unreliable datagrams (RFC 9221) are echoed back.
 //!
 //! With `--retry` every client without a valid token gets a Retry first (RFC 9000 §8.1.2);
 //! clients get NEW_TOKEN tokens for their next connection.
@@ -273,6 +273,13 @@ async fn server(args: Args) -> Result<(), BoxError> {
 }
 
 async fn serve_hq(conn: Connection, root: Arc<PathBuf>) {
+    // RFC 9221 datagrams come back as they came.
+    let echo = conn.clone();
+    tokio::spawn(async move {
+        while let Ok(d) = echo.read_datagram().await {
+            let _ = echo.send_datagram(d);
+        }
+    });
     while let Ok((send, recv)) = conn.accept_bi().await {
         let root = root.clone();
         tokio::spawn(async move {

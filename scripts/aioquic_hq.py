@@ -5,7 +5,7 @@ They are the independent peers of `examples/interop.rs` in `tests/interop_aioqui
 
     aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
     aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update]
-                         [--rebind-after BYTES] URL...
+                         [--rebind-after BYTES] [--datagrams N] URL...
 
 The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
 session tickets, so clients can resume and send 0-RTT. The client fetches all URLs over one
@@ -15,6 +15,8 @@ that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL"
 "0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
 1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N". With
 --chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME".
+The server echoes RFC 9221 datagrams; with --datagrams N the client first sends N
+1000-byte datagrams, resending missing ones for up to 5 s, and prints "datagrams echoed: K/N".
 With --rebind-after BYTES the client moves to a new UDP socket (a new port) once BYTES have
 arrived, closes the old one, switches to a new connection ID (RFC 9000 §9.5) and prints
 "rebound to PORT".
@@ -31,7 +33,7 @@ from aioquic import tls
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import StreamDataReceived, StreamReset
+from aioquic.quic.events import DatagramFrameReceived, StreamDataReceived, StreamReset
 
 ALPN = "hq-interop"
 NOT_FOUND = 0x10
@@ -45,7 +47,11 @@ class HqServer(QuicConnectionProtocol):
         self._requests = {}
 
     def quic_event_received(self, event):
-        if isinstance(event, StreamDataReceived):
+        if isinstance(event, DatagramFrameReceived):
+            # RFC 9221 datagrams are echoed.
+            self._quic.send_datagram_frame(event.data)
+            self.transmit()
+        elif isinstance(event, StreamDataReceived):
             buf = self._requests.setdefault(event.stream_id, bytearray())
             buf += event.data
             if event.end_stream:
@@ -70,6 +76,7 @@ class HqClient(QuicConnectionProtocol):
         self._waiters = {}
         self._bodies = {}
         self.received = 0
+        self.datagrams = set()
 
     async def get(self, path):
         stream_id = self._quic.get_next_available_stream_id()
@@ -81,7 +88,9 @@ class HqClient(QuicConnectionProtocol):
         return await waiter
 
     def quic_event_received(self, event):
-        if isinstance(event, StreamDataReceived) and event.stream_id in self._waiters:
+        if isinstance(event, DatagramFrameReceived):
+            self.datagrams.add(bytes(event.data))
+        elif isinstance(event, StreamDataReceived) and event.stream_id in self._waiters:
             self.received += len(event.data)
             self._bodies[event.stream_id] += event.data
             if event.end_stream:
@@ -95,7 +104,7 @@ class HqClient(QuicConnectionProtocol):
 
 async def run_server(args):
     host, port = args.listen.rsplit(":", 1)
-    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
+    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], max_datagram_frame_size=65536)
     config.load_cert_chain(args.cert, args.key)
     HqServer.root = args.root
     tickets = {}
@@ -129,6 +138,20 @@ async def fetch_all(client, urls, output):
     return failed
 
 
+async def exchange_datagrams(client, n):
+    """Sends `n` 1000-byte datagrams (RFC 9221), resending missing ones, until all come back
+    echoed or 5 s pass; returns how many did."""
+    wanted = {bytes([i]) * 1000 for i in range(n)}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while loop.time() < deadline and not wanted <= client.datagrams:
+        for d in wanted - client.datagrams:
+            client._quic.send_datagram_frame(d)
+        client.transmit()
+        await asyncio.sleep(0.2)
+    return len(wanted & client.datagrams)
+
+
 async def rebind_after(client, after):
     """Once `after` bytes have arrived, moves `client` to a new UDP socket (RFC 9000 §9)."""
     while client.received < after:
@@ -150,7 +173,7 @@ async def rebind_after(client, after):
 async def run_client(args):
     urls = [urlparse(u) for u in args.urls]
     host, port = urls[0].hostname, urls[0].port or 443
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536)
     if args.chacha20:
         config.cipher_suites = [tls.CipherSuite.CHACHA20_POLY1305_SHA256]
     if args.ca:
@@ -194,6 +217,11 @@ async def run_client(args):
         # Whether the server made us follow a Retry (RFC 9000 §8.1.2), and the TLS suite.
         print(f"retried: {bool(client._quic._retry_count)}", file=sys.stderr)
         await client.wait_connected()
+        if args.datagrams:
+            echoed = await exchange_datagrams(client, args.datagrams)
+            print(f"datagrams echoed: {echoed}/{args.datagrams}", file=sys.stderr)
+            if echoed < args.datagrams:
+                failed += 1
         print(f"cipher suite: {client._quic.tls.key_schedule.cipher_suite.name}", file=sys.stderr)
         if args.key_update:
             await client.wait_connected()
@@ -231,6 +259,7 @@ def main():
     c.add_argument("--key-update", action="store_true")
     c.add_argument("--chacha20", action="store_true", help="offer only TLS_CHACHA20_POLY1305_SHA256")
     c.add_argument("--rebind-after", type=int, help="move to a new UDP port after BYTES")
+    c.add_argument("--datagrams", type=int, default=0, help="exchange N echoed datagrams first")
     c.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.role == "server":

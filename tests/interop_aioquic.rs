@@ -559,6 +559,71 @@ fn nat_rebinding_mid_transfer_with_aioquic_both_ways() {
     assert!(nat.rebound(), "the NAT changed the client's port");
 }
 
+/// Unreliable datagrams (RFC 9221) both ways: aioquic's client gets its datagrams echoed by
+/// `interop server`, and a gquic client gets its echoed by aioquic's server.
+#[test]
+fn datagrams_with_aioquic_both_ways() {
+    let case = Case::new("aioquic-datagrams", "small.bin", 1000, 91);
+    let (_server, port) = case.gquic_server(&[]);
+    let err = case.check(
+        &case.aioquic(port, &["--datagrams", "20"], false),
+        "aioquic --datagrams",
+    );
+    assert!(err.contains("datagrams echoed: 20/20"), "{err}");
+
+    let (_server, port) = case.aioquic_server(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use gquic::transport::runtime::Endpoint;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&case.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            gquic::transport::crypto::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+        let config = gquic::transport::ClientConfig::new(std::sync::Arc::new(tls)).unwrap();
+        let endpoint = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let conn = endpoint
+            .connect_with(config, addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let max = conn.max_datagram_size().expect("aioquic accepts datagrams");
+        assert!(max >= 1000, "{max}");
+        let mut seen = [false; 20];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !seen.iter().all(|s| *s) && tokio::time::Instant::now() < deadline {
+            for (i, _) in seen.iter().enumerate().filter(|(_, s)| !**s) {
+                conn.send_datagram(bytes::Bytes::from(vec![i as u8; 1000]))
+                    .unwrap();
+            }
+            let wait = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    d = conn.read_datagram() => {
+                        let d = d.unwrap();
+                        assert_eq!(d.len(), 1000);
+                        assert!(d.iter().all(|&b| b == d[0]), "echo intact");
+                        seen[d[0] as usize] = true;
+                    }
+                    _ = &mut wait => break,
+                }
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "echoes: {seen:?}");
+        conn.close(gquic::transport::VarInt::from_u32(0), b"done");
+    });
+}
+
 /// Retry (RFC 9000 §8.1.2) over hq-interop, in both directions.
 #[test]
 fn retry_with_aioquic_both_ways() {

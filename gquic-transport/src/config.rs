@@ -50,6 +50,7 @@ pub struct TransportConfig {
     pub(crate) max_udp_payload_size: u16,
     pub(crate) initial_mtu: u16,
     pub(crate) mtu_discovery_upper_bound: Option<u16>,
+    pub(crate) ecn: bool,
     pub(crate) active_connection_id_limit: u64,
     pub(crate) keep_alive_interval: Option<Duration>,
     pub(crate) datagram_receive_buffer: Option<usize>,
@@ -73,6 +74,7 @@ impl Default for TransportConfig {
             send_window: 16 << 20,
             crypto_buffer_size: 64 << 10,
             max_ack_ranges: 64,
+            ecn: true,
             max_udp_payload_size: 1472,
             initial_mtu: 1200,
             mtu_discovery_upper_bound: Some(1452),
@@ -228,6 +230,14 @@ impl TransportConfig {
         factory: Arc<dyn ControllerFactory>,
     ) -> &mut Self {
         self.congestion = factory;
+        self
+    }
+
+    /// Whether to use ECN (RFC 9000 §13.4; default on): mark packets ECT(0), validate the
+    /// path, report received marks in ACK_ECN frames and react to CE. Received marks are
+    /// always counted and reported, as RFC 9000 §13.4.1 requires.
+    pub fn ecn(&mut self, enabled: bool) -> &mut Self {
+        self.ecn = enabled;
         self
     }
 

@@ -61,7 +61,9 @@
 //! [`wire::DecodeError`] carrying the [`TransportErrorCode`] the RFC prescribes.
 
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// The only unsafe code is the Linux socket layer (`runtime::udp`: `recvmsg`/`sendmsg` with ECN
+// control messages), which allows it locally.
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod connection;

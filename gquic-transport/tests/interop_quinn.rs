@@ -704,7 +704,17 @@ async fn quinn_client_gquic_server_through_lossy_proxy() {
 /// all succeed (RFC 9002 §6.2.4: probes; RFC 9000 §8.1: amplification limits still hold).
 #[tokio::test]
 async fn twenty_sequential_handshakes_through_30_percent_loss() {
-    tokio::time::timeout(Duration::from_secs(240), async {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // Under 30% loss a peer's PTO can back off to tens of seconds before one of its probes
+    // gets through (RFC 9002 §6.2.1): the connections may idle that long.
+    let s = Settings {
+        idle: Duration::from_secs(120),
+        ..Settings::default()
+    };
+    tokio::time::timeout(Duration::from_secs(600), async {
         let certs = certs();
         let imp = Impairment {
             loss: 300,
@@ -713,7 +723,7 @@ async fn twenty_sequential_handshakes_through_30_percent_loss() {
             duplicate: 0,
         };
         // gquic clients to a quinn server.
-        let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
+        let server = run_quinn_server(quinn_server(&certs, b"interop", s));
         let proxy =
             Proxy::start_with(server.endpoint.local_addr().unwrap(), 0x5eed_0300, imp).await;
         let started = std::time::Instant::now();
@@ -721,7 +731,7 @@ async fn twenty_sequential_handshakes_through_30_percent_loss() {
             let client = Endpoint::client(localhost()).unwrap();
             let conn = client
                 .connect_with(
-                    gquic_client_config(&certs, b"interop", Settings::default()),
+                    gquic_client_config(&certs, b"interop", s),
                     proxy.addr,
                     "localhost",
                 )
@@ -730,6 +740,10 @@ async fn twenty_sequential_handshakes_through_30_percent_loss() {
                 .unwrap_or_else(|e| panic!("handshake {i} to quinn: {e}"));
             echo!(conn, pattern(4096, 60 + i));
             conn.close(VarInt::from_u32(0), b"done");
+            eprintln!(
+                "gquic -> quinn handshake {i} done at {:?}",
+                started.elapsed()
+            );
         }
         eprintln!("20 handshakes gquic -> quinn in {:?}", started.elapsed());
         assert!(
@@ -738,14 +752,14 @@ async fn twenty_sequential_handshakes_through_30_percent_loss() {
             proxy.counts().0
         );
         // quinn clients to a gquic server.
-        let server = run_gquic_server(gquic_server(&certs, b"interop", Settings::default()));
+        let server = run_gquic_server(gquic_server(&certs, b"interop", s));
         let proxy = Proxy::start_with(server.endpoint.local_addr(), 0x5eed_0301, imp).await;
         let started = std::time::Instant::now();
         for i in 0..20 {
             let client = quinn::Endpoint::client(localhost()).unwrap();
             let conn = client
                 .connect_with(
-                    quinn_client_config(&certs, b"interop", Settings::default()),
+                    quinn_client_config(&certs, b"interop", s),
                     proxy.addr,
                     "localhost",
                 )
@@ -754,6 +768,10 @@ async fn twenty_sequential_handshakes_through_30_percent_loss() {
                 .unwrap_or_else(|e| panic!("handshake {i} from quinn: {e}"));
             echo!(conn, pattern(4096, 80 + i));
             conn.close(0u32.into(), b"done");
+            eprintln!(
+                "quinn -> gquic handshake {i} done at {:?}",
+                started.elapsed()
+            );
         }
         eprintln!("20 handshakes quinn -> gquic in {:?}", started.elapsed());
         assert!(proxy.counts().0 > 20);
@@ -808,6 +826,47 @@ async fn ten_mib_through_loss_corruption_reordering_and_duplication() {
             .unwrap();
         uni!(conn, pattern(10 << 20, 101));
         assert!(conn.stats().path.lost_packets > 0);
+    })
+    .await
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// ECN (RFC 9000 §13.4) over loopback, which keeps the IP header's ECN bits
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ecn_with_quinn_both_ways() {
+    use gquic_transport::connection::EcnState;
+    tokio::time::timeout(TIMEOUT, async {
+        // gquic client -> quinn server: quinn counts our ECT(0) marks in ACK_ECN (our path
+        // validates), and we read the marks on quinn's packets.
+        let (_client, conn, _server) = gquic_to_quinn(Settings::default()).await;
+        echo!(conn, pattern(1 << 20, 300));
+        assert_eq!(conn.ecn_state(), Some(EcnState::Capable));
+        let c = conn.stats().counters;
+        assert!(
+            c.ecn_marked_received > 100,
+            "quinn marks its packets ECT(0) and we read them: {c:?}"
+        );
+        assert_eq!(c.ecn_ce_received, 0);
+        // quinn client -> gquic server.
+        let certs = certs();
+        let (server, mut conns) = gquic_server_with_conns(&certs);
+        let client = quinn::Endpoint::client(localhost()).unwrap();
+        let qconn = client
+            .connect_with(
+                quinn_client_config(&certs, b"interop", Settings::default()),
+                server.local_addr(),
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let server_conn = conns.recv().await.unwrap();
+        echo!(qconn, pattern(1 << 20, 301));
+        assert_eq!(server_conn.ecn_state(), Some(EcnState::Capable));
+        assert!(server_conn.stats().counters.ecn_marked_received > 100);
     })
     .await
     .unwrap();

@@ -119,6 +119,8 @@ impl Connection {
         self.rtt = RttEstimator::new(self.config.initial_rtt);
         self.rate = Default::default();
         self.max_datagram_size = base;
+        // RFC 9000 §13.4.2: ECN is validated per path.
+        self.ecn.restart_validation(self.config.ecn);
         self.mtud = super::mtud::Mtud::new(
             self.config
                 .mtu_discovery_upper_bound

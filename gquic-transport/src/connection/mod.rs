@@ -5,6 +5,7 @@
 //! [`Connection::poll_transmit`]. See the type's documentation for the call contract.
 
 mod cid;
+mod ecn;
 mod migration;
 mod mtud;
 mod recv;
@@ -12,6 +13,8 @@ mod send;
 mod spaces;
 pub mod streams;
 mod zero_rtt;
+
+pub use self::ecn::{EcnCodepoint, EcnState};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -149,6 +152,8 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// Its length in bytes (the buffer holds exactly this).
     pub size: usize,
+    /// The ECN codepoint to set in the IP header (RFC 9000 §13.4).
+    pub ecn: Option<EcnCodepoint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +279,10 @@ pub struct Connection {
     path_responses: VecDeque<([u8; 8], SocketAddr)>,
     /// Migration and path validation (RFC 9000 §8.2, §9).
     migration: migration::Migration,
+    /// ECN (RFC 9000 §13.4).
+    ecn: ecn::Ecn,
+    /// The ECN codepoint of the datagram being processed.
+    incoming_ecn: Option<EcnCodepoint>,
     /// The datagram being processed came from this address, not the current peer address;
     /// with its size.
     incoming_path: Option<(SocketAddr, u64)>,
@@ -316,6 +325,12 @@ pub struct ConnectionStats {
     pub migrations: u64,
     /// New peer addresses validated with PATH_CHALLENGE / PATH_RESPONSE (RFC 9000 §8.2).
     pub paths_validated: u64,
+    /// Packets received with an ECN codepoint (ECT(0), ECT(1) or CE) in their IP header.
+    pub ecn_marked_received: u64,
+    /// Of those, packets marked CE (Congestion Experienced).
+    pub ecn_ce_received: u64,
+    /// CE marks the peer reported on our packets (RFC 9002 §7.1: congestion signals).
+    pub ecn_ce: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -593,6 +608,8 @@ impl Connection {
             close_pending: false,
             path_responses: VecDeque::new(),
             migration: migration::Migration::default(),
+            ecn: ecn::Ecn::new(config.ecn),
+            incoming_ecn: None,
             incoming_path: None,
             ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
@@ -1184,17 +1201,9 @@ impl Connection {
                 sp.probes = sp.probes.max(1);
             }
         }
-        let sp = &mut self.spaces[space as usize];
-        sp.probes = 2;
+        self.spaces[space as usize].probes = 2;
         // Resend the CRYPTO data still in flight: probes should carry data (RFC 9002 §6.2.4).
-        let ranges: Vec<std::ops::Range<u64>> = sp
-            .sent
-            .oldest_unacked()
-            .filter_map(|(_, p)| p.info.crypto.clone())
-            .collect();
-        for r in ranges {
-            sp.crypto_send.lost(r);
-        }
+        self.resend_unacked_crypto(space);
         // In the data space, the oldest unacknowledged stream data goes again too.
         if space == SpaceId::Data {
             let chunks: Vec<streams::StreamChunk> = self.spaces[space as usize]
@@ -1206,6 +1215,19 @@ impl Connection {
             for c in &chunks {
                 self.streams.on_chunk_lost(c);
             }
+        }
+    }
+
+    /// Queues the CRYPTO data of `space` that is in flight and not acknowledged to go again.
+    pub(super) fn resend_unacked_crypto(&mut self, space: SpaceId) {
+        let sp = &mut self.spaces[space as usize];
+        let ranges: Vec<std::ops::Range<u64>> = sp
+            .sent
+            .oldest_unacked()
+            .filter_map(|(_, p)| p.info.crypto.clone())
+            .collect();
+        for r in ranges {
+            sp.crypto_send.lost(r);
         }
     }
 

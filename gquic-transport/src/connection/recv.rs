@@ -38,6 +38,19 @@ impl Connection {
     /// Handles a UDP datagram from `remote` routed to this connection (possibly several
     /// coalesced packets, RFC 9000 §12.2).
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: BytesMut) {
+        self.handle_datagram_ecn(now, remote, None, datagram);
+    }
+
+    /// [`Connection::handle_datagram`] with the ECN codepoint of the datagram's IP header
+    /// (RFC 9000 §13.4.1: counted for every packet in it).
+    pub fn handle_datagram_ecn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<super::EcnCodepoint>,
+        datagram: BytesMut,
+    ) {
+        self.incoming_ecn = ecn;
         let span = self.span.clone();
         let _guard = span.enter();
         if matches!(self.state, State::Drained | State::Draining { .. }) {
@@ -325,6 +338,17 @@ impl Connection {
             sp.largest_received = Some(pn);
             sp.largest_received_time = Some(now);
         }
+        // RFC 9000 §13.4.1: ECN marks are counted per packet; §13.2.1: CE is acknowledged
+        // at once.
+        let ce = self.ecn.on_packet_received(space, self.incoming_ecn);
+        if self.incoming_ecn.is_some() {
+            self.stats.ecn_marked_received += 1;
+        }
+        let sp = &mut self.spaces[space as usize];
+        if ce {
+            self.stats.ecn_ce_received += 1;
+            sp.ack_deadline = Some(now);
+        }
         if ack_eliciting {
             sp.unacked_eliciting += 1;
             // RFC 9000 §13.2.1: Initial and Handshake immediately; otherwise after a second
@@ -456,8 +480,23 @@ impl Connection {
                         reason: "CRYPTO data beyond the buffer".into(),
                     });
                 }
+                let duplicate = end <= sp.crypto_recv.read_offset();
                 sp.crypto_recv.insert(offset, data);
                 self.read_crypto(now, space)?;
+                // RFC 9002 §6.2.3: a server that gets the client's Initial CRYPTO data again
+                // can tell its own flight did not all arrive, and resends it at once instead
+                // of waiting for its PTO (within the anti-amplification limit).
+                if duplicate && space == SpaceId::Initial && self.side.is_server() {
+                    for s in [SpaceId::Initial, SpaceId::Handshake] {
+                        if self.spaces[s as usize].keys.is_some()
+                            && self.spaces[s as usize].sent.has_ack_eliciting_in_flight()
+                        {
+                            self.resend_unacked_crypto(s);
+                            let sp = &mut self.spaces[s as usize];
+                            sp.probes = sp.probes.max(1);
+                        }
+                    }
+                }
             }
             Frame::NewToken(token) => {
                 // RFC 9000 §19.7: a server receiving NEW_TOKEN is a PROTOCOL_VIOLATION; an
@@ -700,6 +739,7 @@ impl Connection {
         space: SpaceId,
         ack: &Ack,
     ) -> Result<(), TransportError> {
+        let largest_before = self.spaces[space as usize].sent.largest_acked();
         let outcome = self.spaces[space as usize]
             .sent
             .on_ack(ack.iter(), ack.largest, now)
@@ -724,6 +764,17 @@ impl Connection {
         }
         if outcome.acked.is_empty() {
             return Ok(());
+        }
+        // RFC 9000 §13.4.2.1: ECN counts are checked on ACKs that raise the largest
+        // acknowledged.
+        if largest_before.is_none_or(|l| ack.largest > l) {
+            let newly_marked = outcome.acked.iter().filter(|(_, p)| p.info.ecn).count() as u64;
+            if self.on_ack_ecn(space, ack.ecn.as_ref(), newly_marked) {
+                if let Some((_, newest)) = outcome.acked.last() {
+                    let sent = newest.time_sent;
+                    self.on_ecn_congestion(now, sent);
+                }
+            }
         }
         let app_limited = self.bytes_in_flight() + self.max_datagram_size < self.cc.window() / 2;
         let acked_pns: Vec<u64> = outcome.acked.iter().map(|(pn, _)| *pn).collect();
@@ -809,6 +860,9 @@ impl Connection {
                 if let Some(base) = self.mtud.on_lost(now, packet.size) {
                     self.set_datagram_size(base);
                 }
+            }
+            if packet.info.ecn {
+                self.ecn.on_marked_lost();
             }
             if let (true, Some(rate)) = (packet.in_flight, packet.info.rate.as_ref()) {
                 let lost = self.rate.on_lost(u64::from(packet.size), rate);

@@ -163,6 +163,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: buf.len(),
+            ecn: self.ecn.marking(),
         })
     }
 
@@ -318,6 +319,10 @@ impl Connection {
             let before = self.bytes_in_flight();
             info.rate = Some(self.rate.on_sent(now, before, size as u64));
         }
+        if self.ecn.marking().is_some() {
+            info.ecn = true;
+            self.ecn.on_marked_sent();
+        }
         let recorded = self.spaces[space as usize].sent.on_sent(SentPacket {
             time_sent: now,
             size: size as u16,
@@ -359,13 +364,15 @@ impl Connection {
             now.saturating_duration_since(t).as_micros() as u64 >> 3
         });
         let mark = buf.len();
-        encode_ack(&self.ack_scratch, delay, None, buf);
+        // RFC 9000 §13.4.1: ACK_ECN once any marked packet arrived in this space.
+        let ecn = self.ecn.ack_counts(space);
+        encode_ack(&self.ack_scratch, delay, ecn.as_ref(), buf);
         if buf.len() > end {
             // Too many ranges for the space left: keep the newest ones.
             buf.truncate(mark);
             let keep = self.ack_scratch.len() / 2;
             let from = self.ack_scratch.len() - keep.max(1);
-            encode_ack(&self.ack_scratch[from..], delay, None, buf);
+            encode_ack(&self.ack_scratch[from..], delay, ecn.as_ref(), buf);
             if buf.len() > end {
                 buf.truncate(mark);
                 return false;

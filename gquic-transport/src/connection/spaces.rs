@@ -50,6 +50,8 @@ pub(super) struct SentInfo {
     pub(super) retire_cids: Vec<u64>,
     /// The delivery-rate snapshot of an in-flight packet.
     pub(super) rate: Option<crate::recovery::rate::PacketRateState>,
+    /// Sent marked ECT(0) (RFC 9000 §13.4.2).
+    pub(super) ecn: bool,
 }
 
 /// The state of one packet-number space.

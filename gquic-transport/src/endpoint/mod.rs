@@ -19,7 +19,8 @@ use rustls::crypto::CryptoProvider;
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::connection::{
-    ConnectError, Connection, EndpointEvent, ServerConnectionParams, Transmit, TransportError,
+    ConnectError, Connection, EcnCodepoint, EndpointEvent, ServerConnectionParams, Transmit,
+    TransportError,
 };
 use crate::error::TransportErrorCode;
 use crate::wire::packet::{encode_retry, encode_version_negotiation};
@@ -455,6 +456,18 @@ impl Endpoint {
         remote: SocketAddr,
         data: BytesMut,
     ) -> Option<ConnectionHandle> {
+        self.handle_datagram_ecn(now, remote, None, data)
+    }
+
+    /// [`Endpoint::handle_datagram`] with the ECN codepoint from the datagram's IP header
+    /// (RFC 9000 §13.4).
+    pub fn handle_datagram_ecn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) -> Option<ConnectionHandle> {
         let Some(p) = peek(&data, self.config.cid_len) else {
             self.stats.dropped += 1;
             return None;
@@ -462,7 +475,7 @@ impl Endpoint {
         let dst = ConnectionId::try_from_slice(p.dst_cid);
         if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
             if let Some(conn) = self.connections[idx].as_mut() {
-                conn.handle_datagram(now, remote, data);
+                conn.handle_datagram_ecn(now, remote, ecn, data);
                 self.process_events(idx);
                 return Some(ConnectionHandle(idx));
             }
@@ -475,7 +488,7 @@ impl Endpoint {
                 tail.copy_from_slice(&data[at..]);
                 if let Some(&idx) = self.by_reset_token.get(&ResetToken(tail)) {
                     if let Some(conn) = self.connections[idx].as_mut() {
-                        conn.handle_datagram(now, remote, data);
+                        conn.handle_datagram_ecn(now, remote, ecn, data);
                         self.process_events(idx);
                         return Some(ConnectionHandle(idx));
                     }
@@ -613,7 +626,7 @@ impl Endpoint {
             self.stats.refused += 1;
             return None;
         }
-        conn.handle_datagram(now, remote, data);
+        conn.handle_datagram_ecn(now, remote, ecn, data);
         if conn.stats().packets_received == 0 {
             // Nothing in the datagram authenticated: its header (the client's connection ID
             // above all) cannot be trusted, and keeping the state would let one corrupted or
@@ -826,6 +839,7 @@ impl Endpoint {
             return Some(Transmit {
                 destination,
                 size: data.len(),
+                ecn: None,
             });
         }
         let n = self.connections.len();

@@ -257,6 +257,13 @@ impl Connection {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Where ECN validation of the path stands (RFC 9000 §13.4.2): `Capable` once the
+    /// peer's acknowledgments reported our ECT(0) marks; `None` once the connection is gone.
+    pub fn ecn_state(&self) -> Option<crate::connection::EcnState> {
+        let mut s = self.inner.shared.lock();
+        Some(s.proto(self.inner.id)?.ecn_state())
+    }
+
     /// The local address of the endpoint's socket.
     pub fn local_address(&self) -> SocketAddr {
         self.inner.shared.lock().local

@@ -8,10 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
 use tokio::time::Sleep;
 
+use super::udp::UdpIo;
 use super::Shared;
 use crate::connection::Transmit;
 
@@ -27,7 +26,7 @@ const RECV_BLOCK: usize = 1 << 20;
 
 pub(super) struct Driver {
     shared: Arc<Shared>,
-    socket: UdpSocket,
+    socket: UdpIo,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
     recv: BytesMut,
@@ -37,7 +36,7 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    pub(super) fn new(shared: Arc<Shared>, socket: UdpSocket, span: tracing::Span) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, socket: UdpIo, span: tracing::Span) -> Self {
         Self {
             shared,
             socket,
@@ -91,13 +90,11 @@ impl Future for Driver {
             let mut received = 0;
             while received < RECV_BATCH {
                 this.ensure_recv_space();
-                let mut buf = ReadBuf::new(&mut this.recv[..]);
-                match this.socket.poll_recv_from(cx, &mut buf) {
-                    Poll::Ready(Ok(from)) => {
-                        let n = buf.filled().len();
+                match this.socket.poll_recv(cx, &mut this.recv[..]) {
+                    Poll::Ready(Ok((n, from, ecn))) => {
                         let data = this.recv.split_to(n);
                         received += 1;
-                        state.ep.handle_datagram(now, from, data);
+                        state.ep.handle_datagram_ecn(now, from, ecn, data);
                         state.reap();
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
@@ -130,7 +127,7 @@ impl Future for Driver {
                 };
                 match this
                     .socket
-                    .poll_send_to(cx, &this.send[..t.size], t.destination)
+                    .poll_send(cx, &this.send[..t.size], t.destination, t.ecn)
                 {
                     Poll::Ready(Ok(_)) => {
                         this.pending = None;

@@ -31,6 +31,7 @@
 mod connection;
 mod driver;
 mod streams;
+mod udp;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -161,7 +162,7 @@ pub(crate) struct State {
     /// The socket's local address.
     pub(crate) local: SocketAddr,
     /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
-    pub(crate) new_socket: Option<tokio::net::UdpSocket>,
+    pub(crate) new_socket: Option<udp::UdpIo>,
 }
 
 impl State {
@@ -523,7 +524,11 @@ impl Endpoint {
             }),
         });
         let span = tracing::info_span!("endpoint", local = %local);
-        runtime.spawn(driver::Driver::new(shared.clone(), socket, span));
+        runtime.spawn(driver::Driver::new(
+            shared.clone(),
+            udp::UdpIo::new(socket),
+            span,
+        ));
         Ok(Self { shared })
     }
 
@@ -552,7 +557,7 @@ impl Endpoint {
         let ip_changed = state.local.ip() != local.ip();
         tracing::debug!(old = %state.local, new = %local, "endpoint rebinding");
         state.local = local;
-        state.new_socket = Some(socket);
+        state.new_socket = Some(udp::UdpIo::new(socket));
         state.ep.local_address_changed(Instant::now(), ip_changed);
         state.wake_driver();
         Ok(())

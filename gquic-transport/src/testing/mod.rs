@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::connection::EcnCodepoint;
 use crate::endpoint::Endpoint;
 
 /// How the simulated path treats datagrams (the same both ways).
@@ -35,6 +36,11 @@ pub struct LinkConfig {
     /// Bytes the bottleneck queue holds (with a `bandwidth`): a datagram arriving at a full
     /// queue is dropped (drop-tail). 0 is unlimited.
     pub buffer: usize,
+    /// An ECN-marking queue (with a `bandwidth`): ECN-capable datagrams that find more than
+    /// this many bytes queued are marked CE (RFC 3168). 0 never marks.
+    pub ecn_ce_above: usize,
+    /// The link clears ECN codepoints (a "bleaching" middlebox).
+    pub ecn_bleach: bool,
 }
 
 impl Default for LinkConfig {
@@ -48,6 +54,8 @@ impl Default for LinkConfig {
             mtu: 1500,
             bandwidth: 0,
             buffer: 0,
+            ecn_ce_above: 0,
+            ecn_bleach: false,
         }
     }
 }
@@ -63,6 +71,8 @@ pub struct NetworkStats {
     pub dropped: u64,
     /// Of those, datagrams dropped by a full bottleneck queue.
     pub queue_drops: u64,
+    /// Datagrams marked CE by the queue.
+    pub ce_marked: u64,
     /// Datagrams corrupted.
     pub corrupted: u64,
     /// Datagrams duplicated.
@@ -99,6 +109,7 @@ struct InFlight {
     from: SocketAddr,
     to: usize,
     data: Vec<u8>,
+    ecn: Option<EcnCodepoint>,
 }
 
 impl PartialEq for InFlight {
@@ -237,12 +248,19 @@ impl Network {
                     self.stats.dropped += 1;
                     continue;
                 };
-                self.enqueue(from, addr, to, data);
+                self.enqueue(from, addr, to, data, t.ecn);
             }
         }
     }
 
-    fn enqueue(&mut self, from_node: usize, from: SocketAddr, to: usize, mut data: Vec<u8>) {
+    fn enqueue(
+        &mut self,
+        from_node: usize,
+        from: SocketAddr,
+        to: usize,
+        mut data: Vec<u8>,
+        mut ecn: Option<EcnCodepoint>,
+    ) {
         let link = self.link.clone();
         if data.len() > link.mtu || self.rng.unit() < link.loss {
             self.stats.dropped += 1;
@@ -258,9 +276,16 @@ impl Network {
                 self.stats.queue_drops += 1;
                 return;
             }
+            if link.ecn_ce_above > 0 && ecn.is_some() && queued as usize > link.ecn_ce_above {
+                ecn = Some(EcnCodepoint::Ce);
+                self.stats.ce_marked += 1;
+            }
             let tx = Duration::from_secs_f64(data.len() as f64 / link.bandwidth as f64);
             self.busy_until[from_node] = start + tx;
             depart = start + tx;
+        }
+        if link.ecn_bleach {
+            ecn = None;
         }
         if self.rng.unit() < link.corrupt && !data.is_empty() {
             let i = (self.rng.next_u64() as usize) % data.len();
@@ -282,6 +307,7 @@ impl Network {
                 from,
                 to,
                 data: data.clone(),
+                ecn,
             }));
         }
     }
@@ -313,7 +339,7 @@ impl Network {
             let now = self.now;
             self.nodes[d.to]
                 .1
-                .handle_datagram(now, d.from, BytesMut::from(&d.data[..]));
+                .handle_datagram_ecn(now, d.from, d.ecn, BytesMut::from(&d.data[..]));
         }
         let now = self.now;
         for (_, ep) in &mut self.nodes {
