@@ -1,5 +1,6 @@
 //! Arbitrary input against an established server connection, through its endpoint: either a
-//! raw datagram from the client's address, or frames sealed as a genuine 1-RTT packet by the
+//! raw datagram from the client's address (or a new one, with any ECN codepoint), or frames
+//! sealed as a genuine 1-RTT packet by the
 //! client (so the frame handlers themselves are reached). The network then runs for a while so
 //! the server's replies and timers are exercised too. Nothing may panic, and a server that
 //! closes must do so with a transport error code.
@@ -76,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
             None => return,
         }
     };
-    net.endpoint(s).handle_datagram(now, CLIENT, BytesMut::from(&datagram[..]));
+    // Mode bit 1: the datagram comes from another address (migration, RFC 9000 §9); bits 2-3:
+    // its ECN codepoint (RFC 9000 §13.4).
+    let from = if mode & 2 == 0 { CLIENT } else { SocketAddr::new(CLIENT.ip(), 50001) };
+    let ecn = gquic_transport::connection::EcnCodepoint::from_bits(mode >> 2);
+    net.endpoint(s).handle_datagram_ecn(now, from, ecn, BytesMut::from(&datagram[..]));
     net.run_for(Duration::from_millis(200));
     if let Some(conn) = net.endpoint(s).connection_mut(sh) {
         while let Some(e) = conn.poll_event() {

@@ -1058,13 +1058,18 @@ impl Connection {
             }
         };
         consider(self.loss_detection_timer());
-        consider(self.pacing_until);
+        // Blocked by the anti-amplification limit, a server can send nothing: ACK and pacing
+        // deadlines would fire at once, again and again (only new input unblocks it).
+        let blocked = self.amplification_blocked();
+        if !blocked {
+            consider(self.pacing_until);
+        }
         consider(self.discard_old_key_at);
         consider(self.zero_rtt.discard_at);
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
         for space in &self.spaces {
-            if space.ack_pending() {
+            if space.ack_pending() && !blocked {
                 consider(space.ack_deadline);
             }
         }

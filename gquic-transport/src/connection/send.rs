@@ -47,7 +47,7 @@ impl Connection {
         // RFC 9000 §8.1: before validating the client's address a server sends at most three
         // times what it received.
         let limit = if self.side.is_server() && !self.path_validated {
-            let budget = (3 * self.bytes_received).saturating_sub(self.bytes_sent) as usize;
+            let budget = self.amplification_budget();
             if self.handshake_confirmed && budget >= MIN_MIGRATION_DATAGRAM {
                 // A client that moved (RFC 9000 §9.3): smaller datagrams within the budget,
                 // so that validation is not stuck behind a peer that only sends ACKs
@@ -98,6 +98,26 @@ impl Connection {
             self.note_if_app_limited(now);
         }
         self.datagram_written(buf)
+    }
+
+    /// What a server may still send to an unvalidated address (RFC 9000 §8.1: three times
+    /// what it received).
+    fn amplification_budget(&self) -> usize {
+        (3 * self.bytes_received).saturating_sub(self.bytes_sent) as usize
+    }
+
+    /// Whether the anti-amplification limit stops every datagram now: then timers that only
+    /// lead to sending (ACK deadlines, pacing) must wait for more input, not fire in a loop.
+    pub(super) fn amplification_blocked(&self) -> bool {
+        if !self.side.is_server() || self.path_validated {
+            return false;
+        }
+        let needed = if self.handshake_confirmed {
+            MIN_MIGRATION_DATAGRAM
+        } else {
+            self.max_datagram_size as usize
+        };
+        self.amplification_budget() < needed
     }
 
     /// Nothing was sent although the window and the pacer allowed it: the sender is

@@ -281,3 +281,40 @@ fn rfc9000_failed_path_validation_returns_to_the_last_validated_path() {
     }
     assert!(data == pattern(1000));
 }
+
+/// Found by the `server_connection` fuzz target: a CE-marked packet from a new address made an
+/// ACK due at once while the anti-amplification limit of the new path allowed nothing, and the
+/// ACK deadline fired at the same instant forever (a busy loop in the runtime).
+#[test]
+fn fuzz_regression_forged_ack_ecn_from_a_new_address() {
+    let mut s = sim(206, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let now = s.net.now();
+    let frames = [0x03u8, 0, 0, 0, 0, 0, 0, 0, 5, 0, 5];
+    let d = s
+        .net
+        .endpoint(C)
+        .connection_mut(s.client)
+        .unwrap()
+        .forge_one_rtt_packet(now, &frames)
+        .unwrap();
+    s.net.endpoint(S).handle_datagram_ecn(
+        now,
+        NEW_PORT,
+        Some(crate::connection::EcnCodepoint::Ce),
+        bytes::BytesMut::from(&d[..]),
+    );
+    let limit = s.net.now() + Duration::from_millis(200);
+    let mut steps = 0;
+    while s.net.step(limit) {
+        steps += 1;
+        if steps > 100_000 {
+            let now = s.net.now();
+            let sc = s.net.endpoint(S).connection(server).unwrap();
+            panic!(
+                "no progress at {now:?}: {sc:?} timeout {:?}",
+                sc.poll_timeout()
+            );
+        }
+    }
+}
