@@ -392,6 +392,10 @@ async fn pooling_reuses_one_connection_and_replaces_a_dead_one() {
     // A POST after GOAWAY too: it was never sent on the old connection.
     let going = client.get(url(&s, "/goaway")).send().await.unwrap();
     assert_eq!(going.text().await.unwrap(), "going away");
+    // The GOAWAY frame travels on the control stream, the response on its own stream: the
+    // response can be read before the GOAWAY is processed. A POST is not retried, so give
+    // the GOAWAY time to arrive (the GET above is retried, so it needs no such pause).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let posted = client
         .post(url(&s, "/target"))
         .body("after goaway")
