@@ -6,7 +6,7 @@
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
 //! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F]
-//!                [--resume] [--zero-rtt] [--key-update] [--chacha20]
+//!                [--resume] [--zero-rtt] [--key-update] [--chacha20] [--v2 | --v2-only]
 //!                [--rebind-after BYTES] URL...
 //! ```
 //!
@@ -36,12 +36,17 @@
 //! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
 //!   before the downloads (RFC 9001 §6);
 //! - `--chacha20`: TLS offers only TLS_CHACHA20_POLY1305_SHA256;
+//! - `--v2`: the client starts in QUIC v1 and offers v2 first in its version information, so a
+//!   server supporting v2 moves the connection to it (compatible version negotiation, RFC
+//!   9368; exit 1 if the connection does not end in v2); `--v2-only` starts in v2 (RFC 9369)
+//!   and offers nothing else. The server supports v1 and v2 and honours the client's
+//!   preference;
 //! - `--rebind-after BYTES`: once BYTES have been received, the client moves to a new UDP
 //!   socket (a new local port) mid-transfer and the connection migrates (RFC 9000 §9); exit
 //!   1 if the downloads ended before it could.
 //!
-//! It prints `resumed: BOOL`, `0-RTT accepted: BOOL`, `retried: BOOL`, `key updates: N` and
-//! `cipher suite: NAME` lines on stderr.
+//! It prints `version: v1|v2`, `original version: v1|v2`, `resumed: BOOL`, `0-RTT accepted:
+//! BOOL`, `retried: BOOL`, `key updates: N` and `cipher suite: NAME` lines on stderr.
 
 #![allow(clippy::disallowed_methods)] // A program reads the real clock.
 
@@ -53,7 +58,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use gquic::transport::runtime::{Connection, Endpoint, RecvStream, SendStream};
-use gquic::transport::{ClientConfig, ServerConfig, VarInt};
+use gquic::transport::{ClientConfig, ServerConfig, VarInt, Version};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::AsyncWriteExt;
@@ -73,7 +78,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
          interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] \
-         [--resume] [--zero-rtt] [--key-update] [--chacha20] [--rebind-after BYTES] URL..."
+         [--resume] [--zero-rtt] [--key-update] [--chacha20] [--v2 | --v2-only] [--rebind-after BYTES] URL..."
     );
     ExitCode::from(2)
 }
@@ -153,24 +158,36 @@ fn main() -> ExitCode {
             })
             .map_err(BoxError::from)
             .map(|a| runtime.block_on(server(a))),
-        "client" => Args::parse(argv, &["resume", "zero-rtt", "key-update", "chacha20"])
-            .and_then(|a| {
-                a.check_known(&[
-                    "output",
-                    "ca",
-                    "alpn",
-                    "method",
-                    "data-file",
-                    "resume",
-                    "zero-rtt",
-                    "key-update",
-                    "chacha20",
-                    "rebind-after",
-                ])
-                .map(|()| a)
-            })
-            .map_err(BoxError::from)
-            .map(|a| runtime.block_on(client(a))),
+        "client" => Args::parse(
+            argv,
+            &[
+                "resume",
+                "zero-rtt",
+                "key-update",
+                "chacha20",
+                "v2",
+                "v2-only",
+            ],
+        )
+        .and_then(|a| {
+            a.check_known(&[
+                "output",
+                "ca",
+                "alpn",
+                "method",
+                "data-file",
+                "resume",
+                "zero-rtt",
+                "key-update",
+                "chacha20",
+                "v2",
+                "v2-only",
+                "rebind-after",
+            ])
+            .map(|()| a)
+        })
+        .map_err(BoxError::from)
+        .map(|a| runtime.block_on(client(a))),
         _ => return usage(),
     };
     match result.and_then(|r| r) {
@@ -511,6 +528,21 @@ async fn client(args: Args) -> Result<(), BoxError> {
     let resume = zero_rtt || args.has("resume");
     let mut config = ClientConfig::new(Arc::new(tls))?;
     config.enable_0rtt(zero_rtt);
+    let want_v2 = args.has("v2") || args.has("v2-only");
+    if args.has("v2") && args.has("v2-only") {
+        return Err("--v2 and --v2-only exclude each other".into());
+    }
+    if args.has("v2") {
+        // RFC 9368 §2.3: start in v1, prefer v2; the server may switch during the handshake.
+        config
+            .version(Version::V1)
+            .available_versions(&[Version::V2, Version::V1])?;
+    } else if args.has("v2-only") {
+        // RFC 9369: a first flight in v2.
+        config
+            .version(Version::V2)
+            .available_versions(&[Version::V2])?;
+    }
 
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
@@ -625,6 +657,15 @@ async fn client(args: Args) -> Result<(), BoxError> {
         conn.stats().counters.key_updates
     );
     eprintln!("interop client: retried: {}", conn.retried());
+    let (version, original) = (conn.version(), conn.original_version());
+    if let (Some(v), Some(o)) = (version, original) {
+        eprintln!("interop client: version: {v}");
+        eprintln!("interop client: original version: {o}");
+    }
+    if want_v2 && version != Some(Version::V2) {
+        eprintln!("interop client: the connection did not end in QUIC v2");
+        failed += 1;
+    }
     if let Some(suite) = conn.cipher_suite() {
         eprintln!("interop client: cipher suite: {suite:?}");
     }

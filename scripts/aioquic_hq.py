@@ -4,8 +4,8 @@
 They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
-    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update]
-                         [--rebind-after BYTES] [--datagrams N] URL...
+    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update] [--chacha20]
+                         [--v2] [--rebind-after BYTES] [--datagrams N] URL...
 
 The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
 session tickets, so clients can resume and send 0-RTT. The client fetches all URLs over one
@@ -14,7 +14,10 @@ connection in parallel, writes DIR/<last path segment>, and exits 1 on any failu
 that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL" and
 "0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
 1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N". With
---chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME".
+--chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME". With
+--v2 the client starts in QUIC v1 and lists v2 first in its version information (compatible
+version negotiation, RFC 9368); it prints "version: 0x........" (the version in use). The
+server supports v1 and v2 and honours the client's preference (aioquic's default).
 The server echoes RFC 9221 datagrams; with --datagrams N the client first sends N
 1000-byte datagrams, resending missing ones for up to 5 s, and prints "datagrams echoed: K/N".
 With --rebind-after BYTES the client moves to a new UDP socket (a new port) once BYTES have
@@ -33,6 +36,7 @@ from aioquic import tls
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.quic.events import DatagramFrameReceived, StreamDataReceived, StreamReset
 
 ALPN = "hq-interop"
@@ -174,6 +178,10 @@ async def run_client(args):
     urls = [urlparse(u) for u in args.urls]
     host, port = urls[0].hostname, urls[0].port or 443
     config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536)
+    if args.v2:
+        # Compatible version negotiation (RFC 9368): a v1 first flight preferring v2.
+        config.supported_versions = [QuicProtocolVersion.VERSION_2, QuicProtocolVersion.VERSION_1]
+        config.original_version = QuicProtocolVersion.VERSION_1
     if args.chacha20:
         config.cipher_suites = [tls.CipherSuite.CHACHA20_POLY1305_SHA256]
     if args.ca:
@@ -223,6 +231,7 @@ async def run_client(args):
             if echoed < args.datagrams:
                 failed += 1
         print(f"cipher suite: {client._quic.tls.key_schedule.cipher_suite.name}", file=sys.stderr)
+        print(f"version: {client._quic._version:#010x}", file=sys.stderr)
         if args.key_update:
             await client.wait_connected()
             client._quic.request_key_update()
@@ -258,6 +267,7 @@ def main():
     c.add_argument("--zero-rtt", action="store_true")
     c.add_argument("--key-update", action="store_true")
     c.add_argument("--chacha20", action="store_true", help="offer only TLS_CHACHA20_POLY1305_SHA256")
+    c.add_argument("--v2", action="store_true", help="start in QUIC v1, prefer v2 (RFC 9368)")
     c.add_argument("--rebind-after", type=int, help="move to a new UDP port after BYTES")
     c.add_argument("--datagrams", type=int, default=0, help="exchange N echoed datagrams first")
     c.add_argument("urls", nargs="+")

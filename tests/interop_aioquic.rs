@@ -416,6 +416,42 @@ fn chacha20_only_with_aioquic_both_ways() {
     );
 }
 
+/// QUIC v2 (RFC 9369) reached by compatible version negotiation (RFC 9368) over hq-interop,
+/// in both directions: a v1 first flight that prefers v2 is moved to v2 by the server. Also
+/// our client starting in v2 against aioquic's server.
+#[test]
+fn v2_by_compatible_negotiation_with_aioquic_both_ways() {
+    let case = Case::new("aioquic-v2", "2mib.bin", 2 << 20, 71);
+    // aioquic client (v1 first, v2 preferred) -> gquic server, which switches.
+    let (_server, port) = case.gquic_server(&[]);
+    let err = case.check(&case.aioquic(port, &["--v2"], false), "aioquic --v2");
+    assert!(err.contains("version: 0x6b3343cf"), "{err}");
+    // Without the preference aioquic stays in v1 (the server honours the client's order).
+    let err = case.check(&case.aioquic(port, &[], false), "aioquic client");
+    assert!(err.contains("version: 0x00000001"), "{err}");
+
+    // gquic client (v1 first, v2 preferred) -> aioquic server, which switches; our client
+    // follows with keys derived for v2.
+    let (_server, port) = case.aioquic_server(&[]);
+    let err = case.check(
+        &case.gquic(port, &["--v2", "--key-update"], false),
+        "interop client --v2",
+    );
+    assert!(err.contains("version: v2"), "{err}");
+    assert!(err.contains("original version: v1"), "{err}");
+    assert!(!err.contains("key updates: 0"), "{err}");
+    // A first flight in v2.
+    let err = case.check(
+        &case.gquic(port, &["--v2-only"], false),
+        "interop client --v2-only",
+    );
+    assert!(err.contains("version: v2"), "{err}");
+    assert!(err.contains("original version: v2"), "{err}");
+    // The default offer (v1 preferred) stays in v1.
+    let err = case.check(&case.gquic(port, &[], false), "interop client");
+    assert!(err.contains("version: v1"), "{err}");
+}
+
 /// Connection migration (RFC 9000 §9) over hq-interop, in both directions: the client moves
 /// to a new UDP port after 1 MiB of a 4 MiB download, and the server follows.
 #[test]

@@ -30,6 +30,9 @@ pub enum ConfigError {
     /// The rustls configuration cannot be used for QUIC.
     #[error("the rustls configuration cannot be used for QUIC: {0}")]
     Tls(&'static str),
+    /// A QUIC version this crate does not implement (v1 and v2 are).
+    #[error("QUIC version {0} is not supported: use Version::V1 or Version::V2")]
+    UnsupportedVersion(Version),
 }
 
 /// Transport limits and timers, shared by both sides.
@@ -553,6 +556,10 @@ impl rustls::server::StoresServerSessions for ZeroRttSessions {
     }
 }
 
+fn default_available_versions() -> Vec<Version> {
+    vec![Version::V1, Version::V2]
+}
+
 /// Client settings: the rustls client config (roots, ALPN), transport settings and the
 /// version to start with.
 #[derive(Debug, Clone)]
@@ -560,7 +567,12 @@ pub struct ClientConfig {
     pub(crate) crypto: Arc<rustls::ClientConfig>,
     pub(crate) transport: Arc<TransportConfig>,
     pub(crate) version: Version,
+    /// The Available Versions of our version information (RFC 9368 §5), most preferred first.
+    pub(crate) available_versions: Vec<Version>,
     pub(crate) token_store: Option<Arc<dyn TokenStore>>,
+    /// Hands TLS secrets to connections a server switches to another version (RFC 9368 §2.3).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) secret_capture: Arc<crate::crypto::version_keys::SecretCapture>,
 }
 
 impl ClientConfig {
@@ -570,11 +582,26 @@ impl ClientConfig {
     /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
     pub fn new(crypto: Arc<rustls::ClientConfig>) -> Result<Self, ConfigError> {
         check_provider(crypto.crypto_provider())?;
+        // The key log is wrapped so a connection a server switches to another version can
+        // derive that version's keys from the TLS secrets (rustls keeps the version it was
+        // created with); every line still reaches the configured key log.
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        let (crypto, secret_capture) = {
+            let capture = Arc::new(crate::crypto::version_keys::SecretCapture::new(
+                crypto.key_log.clone(),
+            ));
+            let mut c = (*crypto).clone();
+            c.key_log = capture.clone();
+            (Arc::new(c), capture)
+        };
         Ok(Self {
             crypto,
             transport: Arc::new(TransportConfig::default()),
             version: Version::V1,
+            available_versions: default_available_versions(),
             token_store: Some(Arc::new(TokenMemoryCache::new(256))),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            secret_capture,
         })
     }
 
@@ -596,10 +623,62 @@ impl ClientConfig {
         self
     }
 
-    /// The QUIC version of the first Initial (v1 by default; v2 per RFC 9369).
+    /// The QUIC version of the first Initial, the "original version" (v1 by default; v2 per
+    /// RFC 9369). It is always among the versions offered to the server (see
+    /// [`ClientConfig::available_versions`]).
     pub fn version(&mut self, version: Version) -> &mut Self {
         self.version = version;
         self
+    }
+
+    /// The versions this client accepts for a connection, most preferred first, sent to the
+    /// server in the `version_information` transport parameter (RFC 9368 §5). A server that
+    /// supports a compatible version listed before the original one may switch the connection
+    /// to it during the handshake (compatible version negotiation, RFC 9368 §2.3; v1 and v2
+    /// are compatible both ways, RFC 9369 §4).
+    ///
+    /// The default is `[V1, V2]`: start in v1, prefer it, accept v2 when a server prefers it.
+    /// `[V2, V1]` asks servers that honour the client's preference (as GQUIC and aioquic do)
+    /// to move a v1 connection to v2; `[V1]` disables compatible version negotiation.
+    /// (Without the `aws-lc-rs` or `ring` feature only the original version is offered: the
+    /// keys of a switched connection come from the crate's own backend.)
+    ///
+    /// # Errors
+    /// [`ConfigError::UnsupportedVersion`] for a version other than v1 and v2;
+    /// [`ConfigError::OutOfRange`] for an empty list.
+    pub fn available_versions(&mut self, versions: &[Version]) -> Result<&mut Self, ConfigError> {
+        if let Some(v) = versions.iter().find(|v| !v.is_supported()) {
+            return Err(ConfigError::UnsupportedVersion(*v));
+        }
+        if versions.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                field: "available_versions",
+                value: 0,
+                hint: "at least one version",
+            });
+        }
+        let mut list = Vec::with_capacity(versions.len());
+        for v in versions {
+            if !list.contains(v) {
+                list.push(*v);
+            }
+        }
+        self.available_versions = list;
+        Ok(self)
+    }
+
+    /// The Available Versions sent with the original version `self.version`: the configured
+    /// list, the original version added last if missing (RFC 9368 §5: it must be there), and
+    /// only the original version when no backend can derive another version's keys.
+    pub(crate) fn offered_versions(&self) -> Vec<Version> {
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        let mut list = self.available_versions.clone();
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        let mut list = Vec::new();
+        if !list.contains(&self.version) {
+            list.push(self.version);
+        }
+        list
     }
 
     /// Offers 0-RTT when resuming a session whose ticket allows it (RFC 9001 §4.6.1): sets

@@ -87,4 +87,4 @@ pub use config::{
 };
 pub use error::TransportErrorCode;
 pub use types::{Dir, Side, StreamId};
-pub use wire::VarInt;
+pub use wire::{VarInt, Version};

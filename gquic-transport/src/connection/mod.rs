@@ -12,6 +12,7 @@ mod recv;
 mod send;
 mod spaces;
 pub mod streams;
+mod version;
 mod zero_rtt;
 
 pub use self::ecn::{EcnCodepoint, EcnState};
@@ -217,6 +218,8 @@ pub struct Connection {
     one_rtt: Option<KeyPhase>,
     /// 0-RTT keys and outcome (RFC 9001 §4.6).
     zero_rtt: ZeroRtt,
+    /// Compatible version negotiation (RFC 9368).
+    versions: version::VersionState,
     /// Whether the frames being handled came in a 0-RTT packet.
     receiving_0rtt: bool,
     /// The space TLS output goes to next.
@@ -372,6 +375,9 @@ pub struct ServerConnectionParams {
     /// A token for the client's next connection, sent in NEW_TOKEN once the handshake is
     /// confirmed (RFC 9000 §8.1.3).
     pub new_token: Option<Bytes>,
+    /// The versions the server supports: its Available Versions, and what it may switch the
+    /// client to if the client prefers one (compatible version negotiation, RFC 9368 §2.3).
+    pub supported_versions: Vec<Version>,
 }
 
 /// Why a connection could not be created.
@@ -439,7 +445,13 @@ impl Connection {
         let tls_version = version
             .tls_version()
             .ok_or(ConnectError::UnsupportedVersion(version))?;
-        let params = local_params(&config.transport, local_cid);
+        let mut params = local_params(&config.transport, local_cid);
+        // RFC 9368 §5, RFC 9369 §4: the versions this first flight is compatible with.
+        let offered = config.offered_versions();
+        params.version_information = Some(crate::wire::transport_params::VersionInformation {
+            chosen: version,
+            available: offered.clone(),
+        });
         let mut encoded = Vec::with_capacity(params.encoded_len());
         params.encode(&mut encoded);
         let tls = tls::ClientConnection::new(config.crypto.clone(), tls_version, name, encoded)?;
@@ -461,6 +473,15 @@ impl Connection {
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         conn.dialed_name = Some(server_name.to_owned());
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        let capture_source = (offered.len() > 1).then(|| config.secret_capture.clone());
+        conn.versions = version::VersionState {
+            original: Some(version),
+            available: offered,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            capture_source,
+            ..version::VersionState::default()
+        };
         // RFC 9000 §8.1.3: a token from an earlier connection to this server lets it skip
         // address validation.
         if let Some(store) = &config.token_store {
@@ -471,7 +492,8 @@ impl Connection {
         }
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
-        conn.write_tls();
+        conn.write_tls()
+            .map_err(|e| ConnectError::Tls(rustls::Error::General(e.reason)))?;
         conn.start_0rtt();
         Ok(conn)
     }
@@ -494,6 +516,15 @@ impl Connection {
         params.original_destination_connection_id = Some(incoming.original_dst_cid);
         params.retry_source_connection_id = incoming.retry_src_cid;
         params.stateless_reset_token = Some(incoming.reset_token);
+        // RFC 9368 §5: the server's Available Versions are those it supports.
+        let mut supported = incoming.supported_versions.clone();
+        if !supported.contains(&version) {
+            supported.push(version);
+        }
+        params.version_information = Some(crate::wire::transport_params::VersionInformation {
+            chosen: version,
+            available: supported.clone(),
+        });
         let mut encoded = Vec::with_capacity(params.encoded_len());
         params.encode(&mut encoded);
         let tls = tls::ServerConnection::new(config.crypto.clone(), tls_version, encoded)?;
@@ -517,6 +548,13 @@ impl Connection {
             config.crypto.crypto_provider().clone(),
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        conn.versions = version::VersionState::server(
+            version,
+            supported,
+            config.crypto.clone(),
+            params,
+            initial_dcid,
+        );
         conn.remote_cid_set = true;
         conn.path_validated = incoming.address_validated;
         conn.new_token = incoming.new_token;
@@ -555,6 +593,7 @@ impl Connection {
             spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
             one_rtt: None,
             zero_rtt: ZeroRtt::default(),
+            versions: version::VersionState::default(),
             receiving_0rtt: false,
             tls_space: SpaceId::Initial,
             handshake_confirmed: false,
@@ -1239,27 +1278,33 @@ impl Connection {
     // ---- TLS ----
 
     /// Moves TLS output into the CRYPTO streams and installs new keys (RFC 9001 §4.1).
-    fn write_tls(&mut self) {
+    fn write_tls(&mut self) -> Result<(), TransportError> {
         loop {
             let mut buf = Vec::new();
             let change = self.tls.write_hs(&mut buf);
             if !buf.is_empty() {
+                if self.side.is_client() && self.tls_space == SpaceId::Initial {
+                    self.on_client_hello_written(&buf);
+                }
                 self.spaces[self.tls_space as usize]
                     .crypto_send
                     .write(buf.into());
             }
-            match change {
-                None => break,
-                Some(tls::KeyChange::Handshake { keys }) => {
+            let Some(change) = change else {
+                break;
+            };
+            match self.keys_for_version(change)? {
+                (keys, None) => {
                     self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
                     self.tls_space = SpaceId::Handshake;
                 }
-                Some(tls::KeyChange::OneRtt { keys, next }) => {
+                (keys, Some(next)) => {
                     self.one_rtt = Some(KeyPhase::new(keys, next, self.config.key_update_interval));
                     self.tls_space = SpaceId::Data;
                 }
             }
         }
+        Ok(())
     }
 
     /// Discards a packet-number space's keys and in-flight packets (RFC 9001 §4.9, RFC 9002

@@ -146,8 +146,12 @@ impl Connection {
                 return Ok(());
             }
         };
-        if let Some(v) = partial.header().version() {
-            if v != self.version {
+        // RFC 9369 §4: besides the connection's version, a server still opens the client's
+        // original-version Initials after switching, and a client not yet settled tries the
+        // server's first Initial in another version it offered.
+        let other_version = partial.header().version().filter(|v| *v != self.version);
+        if let Some(v) = other_version {
+            if !self.other_version_allowed(v, space, early) {
                 self.stats.packets_dropped += 1;
                 return Ok(());
             }
@@ -232,7 +236,18 @@ impl Connection {
                 }
             }
             _ => {
-                let Some(keys) = self.spaces[space as usize].keys.as_ref() else {
+                // A client's candidate Initial keys for the version a server may have switched
+                // to (RFC 9368 §2.3): the connection moves only if the packet authenticates.
+                let candidate = match other_version {
+                    Some(v) if self.side.is_client() => self.initial_keys_for(v).map(|k| (v, k)),
+                    _ => None,
+                };
+                let keys = match (&candidate, other_version) {
+                    (Some((_, k)), _) => Some(k),
+                    (None, Some(_)) => self.versions.original_initial.as_ref(),
+                    (None, None) => self.spaces[space as usize].keys.as_ref(),
+                };
+                let Some(keys) = keys else {
                     self.stats.packets_dropped += 1;
                     return Ok(());
                 };
@@ -243,7 +258,12 @@ impl Connection {
                     keys.remote.header.as_ref(),
                     keys.remote.packet.as_ref(),
                 ) {
-                    Some(decoded) => decoded,
+                    Some(decoded) => {
+                        if let Some((v, keys)) = candidate {
+                            self.switch_client(v, keys);
+                        }
+                        decoded
+                    }
                     None => {
                         self.stats.packets_dropped += 1;
                         return Ok(());
@@ -482,6 +502,10 @@ impl Connection {
                 }
                 let duplicate = end <= sp.crypto_recv.read_offset();
                 sp.crypto_recv.insert(offset, data);
+                // RFC 9369 §4: the server's CRYPTO data fixes the version it came in.
+                if self.side.is_client() {
+                    self.settle_version();
+                }
                 self.read_crypto(now, space)?;
                 // RFC 9002 §6.2.3: a server that gets the client's Initial CRYPTO data again
                 // can tell its own flight did not all arrive, and resends it at once instead
@@ -643,17 +667,19 @@ impl Connection {
 
     /// Feeds contiguous CRYPTO data to TLS and advances the handshake (RFC 9001 §4.1.3).
     fn read_crypto(&mut self, now: Instant, space: SpaceId) -> Result<(), TransportError> {
-        while let Some(data) = self.spaces[space as usize].crypto_recv.read(usize::MAX) {
-            if let Err(e) = self.tls.read_hs(&data) {
-                // RFC 9001 §4.8: TLS alerts become CRYPTO_ERROR codes.
-                let code = match self.tls.alert() {
-                    Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
-                    None => TransportErrorCode::PROTOCOL_VIOLATION,
-                };
-                return Err(TransportError::new(code, format!("TLS: {e}")));
+        if space == SpaceId::Initial && self.side.is_server() {
+            // The server's TLS starts once the whole ClientHello is in, in the version chosen
+            // from it (RFC 9368 §2.3).
+            match self.server_client_hello()? {
+                Some(hello) => self.tls_read(&hello)?,
+                None if self.versions_pending() => return Ok(()),
+                None => {}
             }
         }
-        self.write_tls();
+        while let Some(data) = self.spaces[space as usize].crypto_recv.read(usize::MAX) {
+            self.tls_read(&data)?;
+        }
+        self.write_tls()?;
         self.server_0rtt_decided();
         // A resuming rustls client reports the parameters remembered from the last session
         // (for 0-RTT) until the new EncryptedExtensions arrive, in the Handshake space; the
@@ -702,8 +728,20 @@ impl Connection {
         Ok(())
     }
 
+    fn tls_read(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.tls.read_hs(data).map_err(|e| {
+            // RFC 9001 §4.8: TLS alerts become CRYPTO_ERROR codes.
+            let code = match self.tls.alert() {
+                Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
+                None => TransportErrorCode::PROTOCOL_VIOLATION,
+            };
+            TransportError::new(code, format!("TLS: {e}"))
+        })
+    }
+
     /// RFC 9000 §7.3: the connection-ID parameters must match what was seen on the wire.
     fn validate_peer_params(&self, p: &TransportParameters) -> Result<(), TransportError> {
+        self.validate_version_information(p.version_information.as_ref())?;
         let bad = |reason: &str| -> Result<(), TransportError> {
             Err(TransportError::new(
                 TransportErrorCode::TRANSPORT_PARAMETER_ERROR,

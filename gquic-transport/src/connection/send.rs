@@ -237,9 +237,11 @@ impl Connection {
                 number,
             },
             // RFC 9000 §17.2.3: before 1-RTT keys, a resuming client sends 0-RTT packets.
+            // RFC 9369 §4: "The client MUST NOT send 0-RTT packets using the negotiated
+            // version": they keep the original one.
             SpaceId::Data if self.is_0rtt() => Header::Long {
                 ty: LongType::ZeroRtt,
-                version: self.version,
+                version: self.original_version(),
                 dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
                 number,
@@ -400,6 +402,11 @@ impl Connection {
         }
         sp.unacked_eliciting = 0;
         sp.ack_deadline = None;
+        if space == SpaceId::Data {
+            if let (Some(k), Some(largest)) = (self.one_rtt.as_mut(), self.ack_scratch.last()) {
+                k.on_ack_sent(*largest.end());
+            }
+        }
         true
     }
 

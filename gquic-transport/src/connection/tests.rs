@@ -106,6 +106,7 @@ impl Pair {
                 retry_src_cid: None,
                 address_validated: false,
                 new_token: None,
+                supported_versions: vec![Version::V1, Version::V2],
             },
         )
         .unwrap();

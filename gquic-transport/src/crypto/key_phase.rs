@@ -51,9 +51,35 @@ pub enum RemoteKey {
     Next,
 }
 
+/// Where the next generations of 1-RTT keys come from.
+pub enum NextSecrets {
+    /// The secrets rustls hands over with `KeyChange::OneRtt` (the version the TLS connection
+    /// was created with).
+    Rustls(Secrets),
+    /// Secrets expanded with the labels of a version a server switched us to (RFC 9368 §2.3).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    Version(super::version_keys::VersionSecrets),
+}
+
+impl NextSecrets {
+    fn next_packet_keys(&mut self) -> PacketKeySet {
+        match self {
+            Self::Rustls(s) => s.next_packet_keys(),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            Self::Version(s) => s.next_packet_keys(),
+        }
+    }
+}
+
+impl From<Secrets> for NextSecrets {
+    fn from(s: Secrets) -> Self {
+        Self::Rustls(s)
+    }
+}
+
 /// The 1-RTT key state of one connection.
 pub struct KeyPhase {
-    secrets: Secrets,
+    secrets: NextSecrets,
     /// The Key Phase bit of the current generation.
     phase: bool,
     local: Box<dyn PacketKey>,
@@ -68,6 +94,9 @@ pub struct KeyPhase {
     /// update (§6.1).
     first_sent_pn: Option<u64>,
     confirmed: bool,
+    /// Whether a packet under the current keys carried an ACK for a packet received in the
+    /// current phase (RFC 9001 §6.2: before that, another update by the peer is an error).
+    acked_in_phase: bool,
     /// Packets encrypted with the current local key (§6.6 confidentiality limit).
     encrypted: u64,
     /// Packets that failed authentication over the whole connection (§6.6 integrity limit).
@@ -90,12 +119,14 @@ impl std::fmt::Debug for KeyPhase {
 }
 
 impl KeyPhase {
-    /// Takes the 1-RTT keys and secrets rustls hands over with `KeyChange::OneRtt`.
+    /// Takes the 1-RTT keys and secrets rustls hands over with `KeyChange::OneRtt` (or the
+    /// same, derived for a negotiated version).
     ///
     /// `update_interval` is how many packets may be sent with one key before
     /// [`KeyPhase::should_update`] asks for an update; it is capped below the AEAD's
     /// confidentiality limit.
-    pub fn new(keys: Keys, mut next: Secrets, update_interval: u64) -> Self {
+    pub fn new(keys: Keys, next: impl Into<NextSecrets>, update_interval: u64) -> Self {
+        let mut next = next.into();
         let next_keys = next.next_packet_keys();
         let limit = keys.local.packet.confidentiality_limit();
         Self {
@@ -110,6 +141,7 @@ impl KeyPhase {
             first_received_pn: None,
             first_sent_pn: None,
             confirmed: true,
+            acked_in_phase: false,
             encrypted: 0,
             failed: 0,
             update_interval: update_interval.min(limit.saturating_sub(limit / 8)).max(1),
@@ -172,11 +204,11 @@ impl KeyPhase {
         if phase == self.phase {
             return Some((RemoteKey::Current, self.remote.as_ref()));
         }
-        match self.first_received_pn {
-            Some(first) if pn < first => self
-                .previous_remote
-                .as_deref()
-                .map(|k| (RemoteKey::Previous, k)),
+        match (self.first_received_pn, self.previous_remote.as_deref()) {
+            (Some(first), previous) if pn < first => previous.map(|k| (RemoteKey::Previous, k)),
+            // We updated and the peer has not answered in the new phase yet: the packet was
+            // sent before it saw our update (it cannot update again before answering, §6.2).
+            (None, Some(previous)) => Some((RemoteKey::Previous, previous)),
             _ => Some((RemoteKey::Next, self.next.remote.as_ref())),
         }
     }
@@ -194,7 +226,10 @@ impl KeyPhase {
             }
             RemoteKey::Previous => {}
             RemoteKey::Next => {
-                if !self.confirmed {
+                // RFC 9001 §6.2: a second update before we sent, under the current keys, an
+                // acknowledgment for a packet of the current phase is an error (and so is one
+                // before our own last update was acknowledged).
+                if !self.confirmed && !self.acked_in_phase {
                     return Err(KeyUpdateError::NotConfirmed);
                 }
                 // RFC 9001 §6.2: the peer updated; follow, and update our send keys too.
@@ -216,6 +251,14 @@ impl KeyPhase {
             return Err(KeyUpdateError::LimitReached);
         }
         Ok(())
+    }
+
+    /// Records that a packet under the current keys carries an ACK frame whose largest
+    /// acknowledged packet number is `largest`.
+    pub fn on_ack_sent(&mut self, largest: u64) {
+        if self.first_received_pn.is_some_and(|first| largest >= first) {
+            self.acked_in_phase = true;
+        }
     }
 
     /// Records that the peer acknowledged packet `pn`; acknowledging a packet sent in the
@@ -252,6 +295,7 @@ impl KeyPhase {
         self.phase = !self.phase;
         self.first_sent_pn = None;
         self.confirmed = false;
+        self.acked_in_phase = false;
         self.encrypted = 0;
         self.generation += 1;
     }

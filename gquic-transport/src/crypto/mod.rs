@@ -7,6 +7,8 @@
 //!   [`remove_header_protection`] and [`open`] undo it on receipt.
 //! - [`initial`]: Initial keys for QUIC v1 and v2 (RFC 9001 §5.2, RFC 9369 §3.3.1).
 //! - [`retry`]: the Retry Integrity Tag (RFC 9001 §5.8, RFC 9369 §3.3.3).
+//! - [`version_keys`]: packet keys for the version a server switched a client to (RFC 9368
+//!   §2.3), from TLS secrets, when rustls was started with another version.
 //! - [`key_phase`]: 1-RTT key generations and the key-update bookkeeping of RFC 9001 §6,
 //!   including the AEAD usage limits of §6.6.
 
@@ -14,12 +16,14 @@ pub mod initial;
 pub mod key_phase;
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 pub mod retry;
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+pub mod version_keys;
 
 use bytes::{Bytes, BytesMut};
 use rustls::quic::{DirectionalKeys, HeaderProtectionKey, PacketKey};
 
 pub use initial::{initial_keys, initial_suite};
-pub use key_phase::{KeyPhase, KeyUpdateError};
+pub use key_phase::{KeyPhase, KeyUpdateError, NextSecrets};
 
 /// Offset of the header-protection sample after the start of the packet number
 /// (RFC 9001 §5.4.2: the sample is taken as if the packet number were four bytes long).
@@ -54,6 +58,10 @@ pub enum CryptoError {
     /// The QUIC version has no key schedule here.
     #[error("QUIC version {0:?} is not supported")]
     UnsupportedVersion(crate::wire::Version),
+    /// The TLS cipher suite is not one of the three QUIC uses (AES-128-GCM, AES-256-GCM,
+    /// ChaCha20-Poly1305), so packet keys cannot be derived for it here.
+    #[error("cipher suite {0:?} cannot protect QUIC packets here")]
+    UnsupportedSuite(rustls::CipherSuite),
 }
 
 /// Encrypts a packet in place and applies header protection (RFC 9001 §5.3, §5.4.1).

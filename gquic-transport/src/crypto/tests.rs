@@ -253,6 +253,61 @@ fn rfc9001_key_update_ring() {
     key_update_both_ways(rustls::crypto::ring::default_provider());
 }
 
+/// RFC 9001 §6.2: a responder whose own packets carry only ACKs (so nothing of its new phase
+/// is acknowledged) takes the peer's next update once it has sent an ACK under the new keys,
+/// and refuses it before that.
+#[test]
+fn rfc9001_responder_takes_a_second_update_after_acknowledging_the_first() {
+    let (mut client, mut server) = phases(rustls::crypto::aws_lc_rs::default_provider(), 1 << 20);
+    client.initiate_update().unwrap();
+    let p0 = send(&mut client, 0, b"phase one");
+    assert_eq!(receive(&mut server, &p0, None).unwrap().0, RemoteKey::Next);
+    // The server acknowledges packet 0 in an ACK-only packet of the new phase, which the
+    // client acknowledges never; the client's update is confirmed by that ACK.
+    server.on_ack_sent(0);
+    client.on_ack(0);
+    client.initiate_update().unwrap();
+    let p1 = send(&mut client, 1, b"phase two");
+    let (partial, _) = PartialDecode::new(BytesMut::from(&p1[..]), 8).unwrap();
+    let packet = partial.finish(server.remote_header_key()).unwrap();
+    let Header::Short { key_phase, .. } = packet.header else {
+        panic!("short header")
+    };
+    let (which, key) = server.remote_key_for(key_phase, 1).unwrap();
+    assert_eq!(which, RemoteKey::Next);
+    open(packet.buf, packet.header_len, 1, key).unwrap();
+    assert_eq!(server.on_packet_received(which, 1), Ok(()));
+
+    // Without the ACK having gone out, the same second update is an error.
+    let (mut client, mut server) = phases(rustls::crypto::aws_lc_rs::default_provider(), 1 << 20);
+    client.initiate_update().unwrap();
+    let p0 = send(&mut client, 0, b"phase one");
+    receive(&mut server, &p0, None).unwrap();
+    client.on_ack(0);
+    client.initiate_update().unwrap();
+    assert_eq!(
+        server.on_packet_received(RemoteKey::Next, 1),
+        Err(KeyUpdateError::NotConfirmed)
+    );
+}
+
+/// After our own update, a packet the peer sent before it saw it (old phase, no new-phase
+/// packet from the peer yet) opens with the previous key rather than being taken for an
+/// update by the peer.
+#[test]
+fn rfc9001_old_phase_packet_after_our_update_opens() {
+    let (mut client, mut server) = phases(rustls::crypto::aws_lc_rs::default_provider(), 1 << 20);
+    let s0 = send(&mut server, 0, b"before");
+    receive(&mut client, &s0, None).unwrap();
+    let s1 = send(&mut server, 1, b"in flight");
+    client.on_ack(0);
+    client.initiate_update().unwrap();
+    assert_eq!(
+        receive(&mut client, &s1, Some(0)).unwrap(),
+        (RemoteKey::Previous, b"in flight".to_vec())
+    );
+}
+
 #[test]
 fn rfc9001_tampered_packet_fails_and_counts() {
     let (mut client, mut server) = phases(rustls::crypto::aws_lc_rs::default_provider(), 1 << 20);

@@ -60,6 +60,11 @@ pub enum EndpointConfigError {
     /// The provider has no TLS 1.3 suite to derive tokens with.
     #[error("the crypto provider has no TLS 1.3 cipher suite")]
     NoHkdf,
+    /// A version this crate does not implement, or an empty list.
+    #[error(
+        "unsupported QUIC version list {0:?}: use a non-empty list of Version::V1 and Version::V2"
+    )]
+    Versions(Vec<Version>),
 }
 
 impl EndpointConfig {
@@ -113,6 +118,24 @@ impl EndpointConfig {
             return Err(EndpointConfigError::CidLength(len));
         }
         self.cid_len = len;
+        Ok(self)
+    }
+
+    /// The QUIC versions a server accepts (default v1 and v2). A client's first Initial in
+    /// another version gets a Version Negotiation packet listing these (RFC 9000 §6). A
+    /// client that starts in one of them and lists another one of them earlier in its
+    /// `version_information` is moved to that one during the handshake (compatible version
+    /// negotiation, RFC 9368 §2.3; the client's order of preference is honoured). The
+    /// server's own `version_information` lists them as its Available Versions.
+    ///
+    /// # Errors
+    /// [`EndpointConfigError::Versions`] for an empty list or a version other than v1 and
+    /// v2.
+    pub fn versions(&mut self, versions: &[Version]) -> Result<&mut Self, EndpointConfigError> {
+        if versions.is_empty() || versions.iter().any(|v| !v.is_supported()) {
+            return Err(EndpointConfigError::Versions(versions.to_vec()));
+        }
+        self.versions = versions.to_vec();
         Ok(self)
     }
 
@@ -606,6 +629,7 @@ impl Endpoint {
             retry_src_cid,
             address_validated: validated,
             new_token,
+            supported_versions: self.config.versions.clone(),
         };
         let mut conn = match Connection::accept_incoming(&server, now, params) {
             Ok(c) => c,
@@ -688,6 +712,7 @@ impl Endpoint {
             retry_src_cid: None,
             address_validated: false,
             new_token: None,
+            supported_versions: self.config.versions.clone(),
         };
         if let Ok(mut conn) = Connection::accept_incoming(server, now, params) {
             Self::close_unborn(&mut conn, now, remote, code, &mut self.responses);

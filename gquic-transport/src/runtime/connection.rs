@@ -345,6 +345,21 @@ impl Connection {
         s.proto(self.inner.id).and_then(|c| c.cipher_suite())
     }
 
+    /// The QUIC version in use: after compatible version negotiation (RFC 9368 §2.3) the one
+    /// the server chose, otherwise the version of the first Initial. `None` once the
+    /// connection's state is gone.
+    pub fn version(&self) -> Option<crate::wire::Version> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).map(|c| c.version())
+    }
+
+    /// The version of the client's first Initial (the "original version", RFC 9368 §2);
+    /// differs from [`Connection::version`] when the server switched versions.
+    pub fn original_version(&self) -> Option<crate::wire::Version> {
+        let mut s = self.inner.shared.lock();
+        s.proto(self.inner.id).map(|c| c.original_version())
+    }
+
     /// Client: whether the server made this connection follow a Retry (RFC 9000 §8.1.2).
     pub fn retried(&self) -> bool {
         let mut s = self.inner.shared.lock();

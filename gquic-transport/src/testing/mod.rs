@@ -145,6 +145,8 @@ pub struct Network {
     seq: u64,
     buf: Vec<u8>,
     stats: NetworkStats,
+    /// Every datagram sent, with its sender's address, while capturing.
+    captured: Option<Vec<(SocketAddr, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -171,7 +173,22 @@ impl Network {
             seq: 0,
             buf: Vec::with_capacity(65536),
             stats: NetworkStats::default(),
+            captured: None,
         }
+    }
+
+    /// Starts keeping a copy of every datagram sent from now on (before loss or corruption),
+    /// for [`Network::take_captured`].
+    pub fn capture(&mut self) {
+        self.captured.get_or_insert_with(Vec::new);
+    }
+
+    /// The datagrams captured so far, with their senders' addresses.
+    pub fn take_captured(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.captured
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The seed this run replays from.
@@ -234,6 +251,9 @@ impl Network {
                 };
                 let data = self.buf[..t.size].to_vec();
                 self.stats.sent += 1;
+                if let Some(c) = self.captured.as_mut() {
+                    c.push((addr, data.clone()));
+                }
                 let to = self
                     .nodes
                     .iter()
@@ -387,3 +407,6 @@ mod congestion_tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod migration_tests;
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod version_tests;

@@ -24,7 +24,7 @@ fn endpoint_config() -> EndpointConfig {
 
 pub(super) struct Sim {
     pub(super) net: Network,
-    client_config: ClientConfig,
+    pub(super) client_config: ClientConfig,
     pub(super) client: ConnectionHandle,
 }
 
