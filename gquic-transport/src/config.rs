@@ -338,6 +338,10 @@ pub enum RetryPolicy {
 
 /// Where a client keeps the address-validation tokens servers send in NEW_TOKEN frames
 /// (RFC 9000 §8.1.3), to present on its next connection to the same server.
+///
+/// Tokens belong to the QUIC version of the connection that received them (RFC 9369 §5: not
+/// used across versions), so for versions other than v1 the key is the server name followed
+/// by a space and the version (`"example.com v2"`).
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Keeps `token` for `server_name`.
     fn insert(&self, server_name: &str, token: Bytes);
@@ -394,8 +398,11 @@ impl TokenStore for TokenMemoryCache {
 /// Server settings: the rustls server config (certificates, ALPN) and transport settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// What connections use: the user's config, or a copy set up for 0-RTT.
+    /// What v1 connections use: the user's config, or a copy set up for 0-RTT, with session
+    /// tickets bound to v1.
     pub(crate) crypto: Arc<rustls::ServerConfig>,
+    /// The same for v2 connections, tickets bound to v2 (RFC 9369 §5).
+    crypto_v2: Arc<rustls::ServerConfig>,
     /// The config as the user gave it.
     user_crypto: Arc<rustls::ServerConfig>,
     pub(crate) transport: Arc<TransportConfig>,
@@ -410,13 +417,27 @@ impl ServerConfig {
     /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
     pub fn new(crypto: Arc<rustls::ServerConfig>) -> Result<Self, ConfigError> {
         check_provider(crypto.crypto_provider())?;
-        Ok(Self {
+        let mut config = Self {
             user_crypto: crypto.clone(),
+            crypto_v2: crypto.clone(),
             crypto,
             transport: Arc::new(TransportConfig::default()),
             zero_rtt: false,
             retry: RetryPolicy::Never,
-        })
+        };
+        config.rebuild_crypto();
+        Ok(config)
+    }
+
+    /// The rustls config for connections of `version`: session tickets issued on a connection
+    /// resume only connections of the same version (RFC 9369 §5: "Servers MUST validate the
+    /// originating version of any session ticket").
+    pub(crate) fn crypto_for(&self, version: Version) -> &Arc<rustls::ServerConfig> {
+        if version == Version::V2 {
+            &self.crypto_v2
+        } else {
+            &self.crypto
+        }
     }
 
     /// Replaces the transport settings.
@@ -479,18 +500,102 @@ impl ServerConfig {
     }
 
     fn rebuild_crypto(&mut self) {
-        if !self.zero_rtt {
-            self.crypto = self.user_crypto.clone();
-            return;
-        }
         let mut crypto = (*self.user_crypto).clone();
-        // RFC 9001 §4.6.1: QUIC requires 0xffffffff here.
-        crypto.max_early_data_size = u32::MAX;
-        crypto.session_storage = Arc::new(ZeroRttSessions {
-            inner: self.user_crypto.session_storage.clone(),
-            limits: zero_rtt_limits(&self.transport),
+        if self.zero_rtt {
+            // RFC 9001 §4.6.1: QUIC requires 0xffffffff here.
+            crypto.max_early_data_size = u32::MAX;
+            crypto.session_storage = Arc::new(ZeroRttSessions {
+                inner: self.user_crypto.session_storage.clone(),
+                limits: zero_rtt_limits(&self.transport),
+            });
+        }
+        self.crypto = Arc::new(version_bound(&crypto, Version::V1));
+        self.crypto_v2 = Arc::new(version_bound(&crypto, Version::V2));
+    }
+}
+
+/// A copy of `base` whose session tickets, stateful or stateless, carry `version` and resume
+/// only connections of that version (RFC 9369 §5).
+fn version_bound(base: &rustls::ServerConfig, version: Version) -> rustls::ServerConfig {
+    let mut c = base.clone();
+    c.session_storage = Arc::new(VersionSessions {
+        inner: base.session_storage.clone(),
+        version,
+    });
+    if base.ticketer.enabled() {
+        c.ticketer = Arc::new(VersionTickets {
+            inner: base.ticketer.clone(),
+            version,
         });
-        self.crypto = Arc::new(crypto);
+    }
+    c
+}
+
+/// Prefixes `value` with the version's four bytes.
+fn tag_version(version: Version, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + value.len());
+    out.extend_from_slice(&version.0.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The value after the version prefix, if it is `version`'s.
+fn untag_version(version: Version, value: &[u8]) -> Option<Vec<u8>> {
+    let (tag, rest) = value.split_at_checked(4)?;
+    if tag != version.0.to_be_bytes() {
+        tracing::debug!(%version, "session ticket from another QUIC version: not resumed");
+        return None;
+    }
+    Some(rest.to_vec())
+}
+
+/// A session store whose entries carry the QUIC version of the connection that made them.
+#[derive(Debug)]
+struct VersionSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    version: Version,
+}
+
+impl rustls::server::StoresServerSessions for VersionSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, tag_version(self.version, &value))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        untag_version(self.version, &self.inner.get(key)?)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        untag_version(self.version, &self.inner.take(key)?)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
+/// Stateless tickets that seal the QUIC version of the connection that issued them.
+#[derive(Debug)]
+struct VersionTickets {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    version: Version,
+}
+
+impl rustls::server::ProducesTickets for VersionTickets {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(&tag_version(self.version, plain))
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        untag_version(self.version, &self.inner.decrypt(cipher)?)
     }
 }
 
@@ -553,6 +658,15 @@ impl rustls::server::StoresServerSessions for ZeroRttSessions {
 
     fn can_cache(&self) -> bool {
         self.inner.can_cache()
+    }
+}
+
+/// The [`TokenStore`] key for tokens of `version` from `server_name`.
+pub(crate) fn token_key(server_name: &str, version: Version) -> std::borrow::Cow<'_, str> {
+    if version == Version::V1 {
+        server_name.into()
+    } else {
+        format!("{server_name} {version}").into()
     }
 }
 

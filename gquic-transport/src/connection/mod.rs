@@ -378,6 +378,9 @@ pub struct ServerConnectionParams {
     /// The versions the server supports: its Available Versions, and what it may switch the
     /// client to if the client prefers one (compatible version negotiation, RFC 9368 §2.3).
     pub supported_versions: Vec<Version>,
+    /// NEW_TOKEN tokens for the other supported versions, sent instead of `new_token` when
+    /// the connection moves to one of them (tokens are bound to a version, RFC 9369 §5).
+    pub new_tokens_for_other_versions: Vec<(Version, Bytes)>,
 }
 
 /// Why a connection could not be created.
@@ -485,7 +488,7 @@ impl Connection {
         // RFC 9000 §8.1.3: a token from an earlier connection to this server lets it skip
         // address validation.
         if let Some(store) = &config.token_store {
-            if let Some(token) = store.take(server_name) {
+            if let Some(token) = store.take(&crate::config::token_key(server_name, version)) {
                 conn.token = token;
             }
             conn.token_store = Some(store.clone());
@@ -527,7 +530,8 @@ impl Connection {
         });
         let mut encoded = Vec::with_capacity(params.encoded_len());
         params.encode(&mut encoded);
-        let tls = tls::ServerConnection::new(config.crypto.clone(), tls_version, encoded)?;
+        let tls =
+            tls::ServerConnection::new(config.crypto_for(version).clone(), tls_version, encoded)?;
         let suite = crypto::initial_suite(config.crypto.crypto_provider())?;
         // RFC 9001 §5.2: Initial keys come from the Destination Connection ID of the client's
         // Initial, which after a Retry is the Retry's Source Connection ID.
@@ -551,7 +555,9 @@ impl Connection {
         conn.versions = version::VersionState::server(
             version,
             supported,
-            config.crypto.clone(),
+            config.crypto_for(Version::V1).clone(),
+            config.crypto_for(Version::V2).clone(),
+            incoming.new_tokens_for_other_versions,
             params,
             initial_dcid,
         );

@@ -541,7 +541,8 @@ impl Connection {
                 }
                 // Kept for the next connection to this server (§8.1.3).
                 if let (Some(store), Some(name)) = (&self.token_store, &self.dialed_name) {
-                    store.insert(name, token);
+                    // RFC 9369 §5: the token belongs to the negotiated version.
+                    store.insert(&crate::config::token_key(name, self.version), token);
                 }
             }
             Frame::Stream(s) => {

@@ -107,6 +107,7 @@ impl Pair {
                 address_validated: false,
                 new_token: None,
                 supported_versions: vec![Version::V1, Version::V2],
+                new_tokens_for_other_versions: Vec::new(),
             },
         )
         .unwrap();

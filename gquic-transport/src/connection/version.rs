@@ -64,7 +64,11 @@ pub(super) struct VersionState {
 /// Server: the ClientHello gathered so far and how to start TLS again.
 pub(super) struct ServerPending {
     hello: Vec<u8>,
-    crypto: Arc<rustls::ServerConfig>,
+    /// The TLS configs for v1 and v2 (session tickets bound to each, RFC 9369 §5).
+    crypto_v1: Arc<rustls::ServerConfig>,
+    crypto_v2: Arc<rustls::ServerConfig>,
+    /// NEW_TOKEN tokens for the versions the connection may move to (RFC 9369 §5).
+    new_tokens: Vec<(Version, bytes::Bytes)>,
     params: TransportParameters,
     initial_dcid: ConnectionId,
 }
@@ -143,7 +147,9 @@ impl VersionState {
     pub(super) fn server(
         original: Version,
         supported: Vec<Version>,
-        crypto: Arc<rustls::ServerConfig>,
+        crypto_v1: Arc<rustls::ServerConfig>,
+        crypto_v2: Arc<rustls::ServerConfig>,
+        new_tokens: Vec<(Version, bytes::Bytes)>,
         params: TransportParameters,
         initial_dcid: ConnectionId,
     ) -> Self {
@@ -152,7 +158,9 @@ impl VersionState {
             available: supported,
             pending: Some(Box::new(ServerPending {
                 hello: Vec::new(),
-                crypto,
+                crypto_v1,
+                crypto_v2,
+                new_tokens,
                 params,
                 initial_dcid,
             })),
@@ -259,7 +267,12 @@ impl Connection {
         });
         let mut encoded = Vec::with_capacity(params.encoded_len());
         params.encode(&mut encoded);
-        let tls = tls::ServerConnection::new(pending.crypto.clone(), tls_version, encoded)
+        let crypto = if to == Version::V2 {
+            &pending.crypto_v2
+        } else {
+            &pending.crypto_v1
+        };
+        let tls = tls::ServerConnection::new(crypto.clone(), tls_version, encoded)
             .map_err(|e| internal(format!("TLS for {to}: {e}")))?;
         let suite = crypto::initial_suite(&self.provider).map_err(|e| internal(e.to_string()))?;
         let keys = crypto::initial_keys(&suite, to, &pending.initial_dcid, Side::Server)
@@ -268,6 +281,14 @@ impl Connection {
         self.versions.original_initial = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
         self.tls = tls.into();
         self.version = to;
+        // RFC 9369 §5: tokens issued on this connection originate from the negotiated version.
+        if self.new_token.is_some() {
+            self.new_token = pending
+                .new_tokens
+                .iter()
+                .find(|(v, _)| *v == to)
+                .map(|(_, t)| t.clone());
+        }
         Ok(())
     }
 

@@ -569,6 +569,7 @@ impl Endpoint {
         let checked = match initial_token(&data) {
             Some(t) if !t.is_empty() => Some(token::validate(
                 self.token_expander.as_ref(),
+                version,
                 t,
                 remote,
                 now_ms,
@@ -614,8 +615,21 @@ impl Endpoint {
             return None;
         }
         let local_cid = self.new_cid();
+        // A NEW_TOKEN token for the version of the connection (RFC 9369 §5), and one for each
+        // version compatible version negotiation may move it to.
+        let new_tokens = self
+            .config
+            .versions
+            .iter()
+            .filter(|v| **v != version)
+            .map(|v| {
+                let t = token::mint_new_token(self.token_expander.as_ref(), *v, now_ms, remote);
+                (*v, bytes::Bytes::from(t))
+            })
+            .collect::<Vec<_>>();
         let new_token = Some(bytes::Bytes::from(token::mint_new_token(
             self.token_expander.as_ref(),
+            version,
             now_ms,
             remote,
         )));
@@ -630,6 +644,7 @@ impl Endpoint {
             address_validated: validated,
             new_token,
             supported_versions: self.config.versions.clone(),
+            new_tokens_for_other_versions: new_tokens,
         };
         let mut conn = match Connection::accept_incoming(&server, now, params) {
             Ok(c) => c,
@@ -713,6 +728,7 @@ impl Endpoint {
             address_validated: false,
             new_token: None,
             supported_versions: self.config.versions.clone(),
+            new_tokens_for_other_versions: Vec::new(),
         };
         if let Ok(mut conn) = Connection::accept_incoming(server, now, params) {
             Self::close_unborn(&mut conn, now, remote, code, &mut self.responses);
@@ -732,6 +748,7 @@ impl Endpoint {
         let retry_src_cid = self.new_cid();
         let token = token::mint_retry(
             self.token_expander.as_ref(),
+            version,
             now_ms,
             remote,
             &original_dst_cid,

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rustls::crypto::tls13::HkdfExpander;
 
-use crate::wire::ConnectionId;
+use crate::wire::{ConnectionId, Version};
 
 const KIND_RETRY: u8 = 0;
 const KIND_NEW_TOKEN: u8 = 1;
@@ -61,10 +61,12 @@ fn push_addr(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-fn tag(key: &dyn HkdfExpander, body: &[u8]) -> [u8; TAG_LEN] {
+fn tag(key: &dyn HkdfExpander, version: Version, body: &[u8]) -> [u8; TAG_LEN] {
     let mut out = [0u8; TAG_LEN];
-    // HKDF-Expand(PRK, info) is HMAC(PRK, info || 0x01): a MAC over the body.
-    let _ = key.expand_slice(&[b"gquic token", body], &mut out);
+    // HKDF-Expand(PRK, info) is HMAC(PRK, info || 0x01): a MAC over the body. The QUIC
+    // version is in it too, so a token is good only for the version of the connection that
+    // issued it (RFC 9369 §5), without taking room in the token.
+    let _ = key.expand_slice(&[b"gquic token", &version.0.to_be_bytes(), body], &mut out);
     out
 }
 
@@ -72,6 +74,7 @@ fn tag(key: &dyn HkdfExpander, body: &[u8]) -> [u8; TAG_LEN] {
 /// answered by a Retry with Source Connection ID `retry_src_cid`.
 pub(crate) fn mint_retry(
     key: &dyn HkdfExpander,
+    version: Version,
     now_ms: u64,
     remote: SocketAddr,
     original_dst_cid: &ConnectionId,
@@ -84,25 +87,33 @@ pub(crate) fn mint_retry(
     out.extend_from_slice(&remote.port().to_be_bytes());
     original_dst_cid.encode_prefixed(&mut out);
     retry_src_cid.encode_prefixed(&mut out);
-    let t = tag(key, &out);
+    let t = tag(key, version, &out);
     out.extend_from_slice(&t);
     out
 }
 
-/// A NEW_TOKEN token for a client at `remote` (RFC 9000 §8.1.3).
-pub(crate) fn mint_new_token(key: &dyn HkdfExpander, now_ms: u64, remote: SocketAddr) -> Vec<u8> {
+/// A NEW_TOKEN token for a client at `remote` (RFC 9000 §8.1.3), on a connection of `version`.
+pub(crate) fn mint_new_token(
+    key: &dyn HkdfExpander,
+    version: Version,
+    now_ms: u64,
+    remote: SocketAddr,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
     out.push(KIND_NEW_TOKEN);
     out.extend_from_slice(&now_ms.to_be_bytes());
     push_addr(&mut out, remote.ip());
-    let t = tag(key, &out);
+    let t = tag(key, version, &out);
     out.extend_from_slice(&t);
     out
 }
 
-/// Checks `token` from a client at `remote` at time `now_ms`, with the two lifetimes.
+/// Checks `token` from a client at `remote` at time `now_ms`, in an Initial of `version`, with
+/// the two lifetimes. A token issued on a connection of another version is not ours.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn validate(
     key: &dyn HkdfExpander,
+    version: Version,
     token: &[u8],
     remote: SocketAddr,
     now_ms: u64,
@@ -111,7 +122,7 @@ pub(crate) fn validate(
 ) -> Result<Validated, Invalid> {
     let body_len = token.len().checked_sub(TAG_LEN).ok_or(Invalid::Unknown)?;
     let (body, t) = token.split_at(body_len);
-    let expected = tag(key, body);
+    let expected = tag(key, version, body);
     if expected
         .iter()
         .zip(t)
@@ -189,9 +200,9 @@ mod tests {
         let remote: SocketAddr = A.parse().unwrap();
         let odcid = ConnectionId::new(&[1; 8]);
         let rscid = ConnectionId::new(&[2; 8]);
-        let t = mint_retry(k.as_ref(), 1000, remote, &odcid, &rscid);
+        let t = mint_retry(k.as_ref(), Version::V1, 1000, remote, &odcid, &rscid);
         assert_eq!(
-            validate(k.as_ref(), &t, remote, 2000, 10_000, 0),
+            validate(k.as_ref(), Version::V1, &t, remote, 2000, 10_000, 0),
             Ok(Validated::Retry {
                 original_dst_cid: odcid,
                 retry_src_cid: rscid
@@ -199,20 +210,20 @@ mod tests {
         );
         // Another server of the fleet, same key: accepted.
         let k2 = key(b"fleet key");
-        assert!(validate(k2.as_ref(), &t, remote, 2000, 10_000, 0).is_ok());
+        assert!(validate(k2.as_ref(), Version::V1, &t, remote, 2000, 10_000, 0).is_ok());
         // Another key, another port, too late.
         let other = key(b"other key");
         assert_eq!(
-            validate(other.as_ref(), &t, remote, 2000, 10_000, 0),
+            validate(other.as_ref(), Version::V1, &t, remote, 2000, 10_000, 0),
             Err(Invalid::Unknown)
         );
         let moved: SocketAddr = "192.0.2.1:4434".parse().unwrap();
         assert_eq!(
-            validate(k.as_ref(), &t, moved, 2000, 10_000, 0),
+            validate(k.as_ref(), Version::V1, &t, moved, 2000, 10_000, 0),
             Err(Invalid::Retry)
         );
         assert_eq!(
-            validate(k.as_ref(), &t, remote, 20_000, 10_000, 0),
+            validate(k.as_ref(), Version::V1, &t, remote, 20_000, 10_000, 0),
             Err(Invalid::Retry)
         );
     }
@@ -221,20 +232,42 @@ mod tests {
     fn new_tokens_bind_the_ip_only() {
         let k = key(b"k");
         let remote: SocketAddr = A.parse().unwrap();
-        let t = mint_new_token(k.as_ref(), 5, remote);
+        let t = mint_new_token(k.as_ref(), Version::V1, 5, remote);
         let rebound: SocketAddr = "192.0.2.1:9999".parse().unwrap();
         assert_eq!(
-            validate(k.as_ref(), &t, rebound, 10, 0, 1000),
+            validate(k.as_ref(), Version::V1, &t, rebound, 10, 0, 1000),
             Ok(Validated::NewToken)
         );
         let elsewhere: SocketAddr = "192.0.2.2:4433".parse().unwrap();
         assert_eq!(
-            validate(k.as_ref(), &t, elsewhere, 10, 0, 1000),
+            validate(k.as_ref(), Version::V1, &t, elsewhere, 10, 0, 1000),
             Err(Invalid::NewToken)
         );
         assert_eq!(
-            validate(k.as_ref(), &t, remote, 2000, 0, 1000),
+            validate(k.as_ref(), Version::V1, &t, remote, 2000, 0, 1000),
             Err(Invalid::NewToken)
+        );
+    }
+
+    /// RFC 9369 §5: a token is good only for the version of the connection that issued it.
+    #[test]
+    fn tokens_bind_the_quic_version() {
+        let k = key(b"k");
+        let remote: SocketAddr = A.parse().unwrap();
+        let t = mint_new_token(k.as_ref(), Version::V2, 5, remote);
+        assert_eq!(
+            validate(k.as_ref(), Version::V2, &t, remote, 10, 0, 1000),
+            Ok(Validated::NewToken)
+        );
+        assert_eq!(
+            validate(k.as_ref(), Version::V1, &t, remote, 10, 0, 1000),
+            Err(Invalid::Unknown)
+        );
+        let odcid = ConnectionId::new(&[1; 8]);
+        let t = mint_retry(k.as_ref(), Version::V1, 5, remote, &odcid, &odcid);
+        assert_eq!(
+            validate(k.as_ref(), Version::V2, &t, remote, 10, 1000, 0),
+            Err(Invalid::Unknown)
         );
     }
 
@@ -243,17 +276,17 @@ mod tests {
         fn arbitrary_tokens_are_unknown_and_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let k = key(b"k");
             let remote: SocketAddr = A.parse().unwrap();
-            prop_assert_eq!(validate(k.as_ref(), &bytes, remote, 0, 1, 1), Err(Invalid::Unknown));
+            prop_assert_eq!(validate(k.as_ref(), Version::V1, &bytes, remote, 0, 1, 1), Err(Invalid::Unknown));
         }
 
         #[test]
         fn any_flipped_bit_is_rejected(byte in 0usize..60, bit in 0u8..8) {
             let k = key(b"k");
             let remote: SocketAddr = A.parse().unwrap();
-            let mut t = mint_retry(k.as_ref(), 1, remote, &ConnectionId::new(&[1; 8]), &ConnectionId::new(&[2; 8]));
+            let mut t = mint_retry(k.as_ref(), Version::V1, 1, remote, &ConnectionId::new(&[1; 8]), &ConnectionId::new(&[2; 8]));
             let i = byte % t.len();
             t[i] ^= 1 << bit;
-            prop_assert!(validate(k.as_ref(), &t, remote, 1, 1000, 1000).is_err());
+            prop_assert!(validate(k.as_ref(), Version::V1, &t, remote, 1, 1000, 1000).is_err());
         }
     }
 }

@@ -284,3 +284,44 @@ fn rfc9368_a_server_chosen_version_that_differs_closes_the_connection() {
         crate::error::TransportErrorCode::VERSION_NEGOTIATION_ERROR
     );
 }
+
+/// RFC 9369 §5: session tickets belong to the negotiated version. A ticket from a connection
+/// moved to v2 resumes a v2 connection, not a v1 one (the server checks: a full handshake).
+#[test]
+fn rfc9369_tickets_resume_only_their_version() {
+    let mut s = sim_with(
+        45,
+        LinkConfig::default(),
+        TransportConfig::default(),
+        &Versions {
+            server: &[Version::V1, Version::V2],
+            client_first: Version::V1,
+            client_available: &[Version::V2, Version::V1],
+        },
+    );
+    let server = connect(&mut s);
+    assert_eq!(versions(&mut s, server)[0], (Version::V1, Version::V2));
+    // The tickets follow the handshake.
+    s.net.run_for(Duration::from_millis(200));
+    let mut again = |version: Version, available: &[Version]| {
+        let mut config = s.client_config.clone();
+        config.version(version);
+        config.available_versions(available).unwrap();
+        let now = s.net.now();
+        s.client = s
+            .net
+            .endpoint(C)
+            .connect(now, &config, SERVER, "localhost")
+            .unwrap();
+        connect(&mut s);
+        let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+        let resumed = c.is_resumed();
+        s.net.run_for(Duration::from_millis(200));
+        resumed
+    };
+    // v2 from the start: the v2 ticket resumes.
+    assert_eq!(again(Version::V2, &[Version::V2]), Some(true));
+    // v1 only: the client still offers a v2 ticket (rustls does not know versions), and the
+    // server refuses it.
+    assert_eq!(again(Version::V1, &[Version::V1]), Some(false));
+}
