@@ -6,7 +6,8 @@
 //! ```text
 //! interop server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
 //! interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F]
-//!                [--resume] [--zero-rtt] [--key-update] [--chacha20] [--v2 | --v2-only]
+//!                [--resume] [--zero-rtt [--expect-0rtt-rejected]] [--key-update] [--chacha20]
+//!                [--v2 | --v2-only]
 //!                [--rebind-after BYTES] URL...
 //! ```
 //!
@@ -32,7 +33,10 @@
 //! - `--resume`: the first URL is fetched on a first connection, the others on a second one
 //!   that resumes the TLS session (exit 1 if it does not);
 //! - `--zero-rtt`: as `--resume`, and the second connection's requests go in 0-RTT (exit 1 if
-//!   the server rejects it);
+//!   the server rejects it); with `--expect-0rtt-rejected`, exit 1 unless the server rejects
+//!   it (the early requests are then sent again in 1-RTT and must still succeed). With
+//!   `--resume` or `--zero-rtt` the URLs after the first may name another port of the same
+//!   host: a server that does not know the ticket;
 //! - `--key-update`: the client updates its 1-RTT keys as soon as the handshake is confirmed,
 //!   before the downloads (RFC 9001 §6);
 //! - `--chacha20`: TLS offers only TLS_CHACHA20_POLY1305_SHA256;
@@ -78,7 +82,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  interop server --listen ADDR [--cert cert.pem --key key.pem] --root DIR [--retry]\n  \
          interop client --output DIR [--ca cert.pem] [--alpn h3|hq-interop] [-X POST --data-file F] \
-         [--resume] [--zero-rtt] [--key-update] [--chacha20] [--v2 | --v2-only] [--rebind-after BYTES] URL..."
+         [--resume] [--zero-rtt [--expect-0rtt-rejected]] [--key-update] [--chacha20] [--v2 | --v2-only] [--rebind-after BYTES] URL..."
     );
     ExitCode::from(2)
 }
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
             &[
                 "resume",
                 "zero-rtt",
+                "expect-0rtt-rejected",
                 "key-update",
                 "chacha20",
                 "v2",
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
                 "data-file",
                 "resume",
                 "zero-rtt",
+                "expect-0rtt-rejected",
                 "key-update",
                 "chacha20",
                 "v2",
@@ -495,9 +501,27 @@ async fn client(args: Args) -> Result<(), BoxError> {
         .iter()
         .map(|u| parse_url(u))
         .collect::<Result<Vec<_>, _>>()?;
+    let zero_rtt = args.has("zero-rtt");
+    let resume = zero_rtt || args.has("resume");
+    let expect_rejected = args.has("expect-0rtt-rejected");
+    if expect_rejected && !zero_rtt {
+        return Err("--expect-0rtt-rejected goes with --zero-rtt".into());
+    }
     let (host, port) = (targets[0].host.clone(), targets[0].port);
-    if targets.iter().any(|t| t.host != host || t.port != port) {
-        return Err("all URLs must name the same server (one connection)".into());
+    // One connection; with --resume or --zero-rtt the second connection (the URLs after the
+    // first) may go to another port of the same host.
+    let second_port = targets.get(1).filter(|_| resume).map_or(port, |t| t.port);
+    let same_server = targets.iter().all(|t| t.host == host)
+        && targets
+            .iter()
+            .skip(1)
+            .all(|t| t.port == if resume { second_port } else { port });
+    if !same_server {
+        return Err(
+            "all URLs must name the same server (one connection; with --resume or --zero-rtt \
+             the URLs after the first may name another port of the same host)"
+                .into(),
+        );
     }
     let mut roots = rustls::RootCertStore::empty();
     match args.get("ca") {
@@ -524,8 +548,6 @@ async fn client(args: Args) -> Result<(), BoxError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    let zero_rtt = args.has("zero-rtt");
-    let resume = zero_rtt || args.has("resume");
     let mut config = ClientConfig::new(Arc::new(tls))?;
     config.enable_0rtt(zero_rtt);
     let want_v2 = args.has("v2") || args.has("v2-only");
@@ -572,17 +594,33 @@ async fn client(args: Args) -> Result<(), BoxError> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         first.close(VarInt::from_u32(0), b"done");
         targets = rest;
+        let addr = if second_port == port {
+            addr
+        } else {
+            SocketAddr::new(addr.ip(), second_port)
+        };
         let connecting = endpoint.connect_with(config, addr, &host)?;
         if zero_rtt {
             let (conn, accepted) = connecting
                 .into_0rtt()
                 .map_err(|_| "no session ticket allowing 0-RTT from the first connection")?;
-            let (n, f) = download(&conn, alpn, &host, port, targets, &data_file, &output).await;
+            let (n, f) = download(
+                &conn,
+                alpn,
+                &host,
+                second_port,
+                targets,
+                &data_file,
+                &output,
+            )
+            .await;
             total += n;
             failed += f;
             let accepted = accepted.await;
             eprintln!("interop client: 0-RTT accepted: {accepted}");
-            if !accepted {
+            // A rejection resends the early data in 1-RTT (RFC 9001 §4.6.2): the downloads
+            // above must have succeeded either way.
+            if accepted == expect_rejected {
                 failed += 1;
             }
             targets = Vec::new();
@@ -625,7 +663,16 @@ async fn client(args: Args) -> Result<(), BoxError> {
         None => None,
     };
     if !targets.is_empty() {
-        let (n, f) = download(&conn, alpn, &host, port, targets, &data_file, &output).await;
+        let (n, f) = download(
+            &conn,
+            alpn,
+            &host,
+            second_port,
+            targets,
+            &data_file,
+            &output,
+        )
+        .await;
         total += n;
         failed += f;
     }
@@ -648,7 +695,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
             "interop client: resumed: {}",
             conn.is_resumed().unwrap_or(false)
         );
-        if conn.is_resumed() != Some(true) {
+        if conn.is_resumed() != Some(true) && !expect_rejected {
             failed += 1;
         }
     }

@@ -4,7 +4,8 @@
 They are the independent peers of `examples/interop.rs` in `tests/interop_aioquic.rs`:
 
     aioquic_hq.py server --listen 127.0.0.1:4433 --cert cert.pem --key key.pem --root DIR [--retry]
-    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt] [--key-update] [--chacha20]
+    aioquic_hq.py client --output DIR --ca ca.pem [--zero-rtt [--expect-0rtt-rejected]]
+                         [--key-update] [--chacha20]
                          [--v2] [--rebind-after BYTES] [--datagrams N] URL...
 
 The server prints "listening HOST PORT" on stdout once it is ready; it keeps single-use
@@ -12,7 +13,9 @@ session tickets, so clients can resume and send 0-RTT. The client fetches all UR
 connection in parallel, writes DIR/<last path segment>, and exits 1 on any failure. With
 --zero-rtt it fetches the first URL on a first connection, then the others on a second one
 that resumes the session and sends its requests in 0-RTT, prints "resumed: BOOL" and
-"0-RTT accepted: BOOL", and fails unless both are true. With --key-update it requests a
+"0-RTT accepted: BOOL", and fails unless both are true (with --expect-0rtt-rejected: unless
+the server rejected 0-RTT; the URLs after the first may then name another port, a server
+that does not know the ticket). With --key-update it requests a
 1-RTT key update (RFC 9001 §6) before the downloads and prints "key phase: N". With
 --chacha20 TLS offers only ChaCha20-Poly1305; the client prints "cipher suite: NAME". With
 --v2 the client starts in QUIC v1 and lists v2 first in its version information (compatible
@@ -209,6 +212,9 @@ async def run_client(args):
             return 1
         config.session_ticket = tickets[-1]
         urls = urls[1:]
+        # The URLs after the first may name another port: a server that does not know the
+        # ticket.
+        port = urls[0].port or port
         # wait_connected=False: the requests go before the handshake completes, in 0-RTT.
         async with connect(
             host, port, configuration=config, create_protocol=HqClient, wait_connected=False
@@ -218,7 +224,11 @@ async def run_client(args):
             accepted = client._quic.tls.early_data_accepted
             print(f"resumed: {resumed}", file=sys.stderr)
             print(f"0-RTT accepted: {accepted}", file=sys.stderr)
-            if not (resumed and accepted):
+            if args.expect_0rtt_rejected:
+                # The early requests were sent again in 1-RTT and must have succeeded.
+                if accepted:
+                    failed += 1
+            elif not (resumed and accepted):
                 failed += 1
         return 1 if failed else 0
     async with connect(host, port, configuration=config, create_protocol=HqClient) as client:
@@ -265,6 +275,8 @@ def main():
     c.add_argument("--output", required=True)
     c.add_argument("--ca")
     c.add_argument("--zero-rtt", action="store_true")
+    c.add_argument("--expect-0rtt-rejected", action="store_true",
+                   help="with --zero-rtt: succeed only if the server rejects 0-RTT")
     c.add_argument("--key-update", action="store_true")
     c.add_argument("--chacha20", action="store_true", help="offer only TLS_CHACHA20_POLY1305_SHA256")
     c.add_argument("--v2", action="store_true", help="start in QUIC v1, prefer v2 (RFC 9368)")

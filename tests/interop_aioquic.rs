@@ -299,6 +299,11 @@ impl Case {
 
     /// `aioquic_hq.py client FLAGS` against `port`.
     fn aioquic(&self, port: u16, flags: &[&str], with_first: bool) -> std::process::Output {
+        self.aioquic_urls(flags, &self.urls(port, with_first))
+    }
+
+    /// `aioquic_hq.py client FLAGS URLS`.
+    fn aioquic_urls(&self, flags: &[&str], urls: &[String]) -> std::process::Output {
         let mut cmd = Command::new(&self.py);
         cmd.arg(repo().join("scripts/aioquic_hq.py"))
             .arg("client")
@@ -307,12 +312,17 @@ impl Case {
             .arg(&self.out)
             .arg("--ca")
             .arg(&self.ca)
-            .args(self.urls(port, with_first));
+            .args(urls);
         run_with_timeout(cmd, 120)
     }
 
     /// `interop client --alpn hq-interop FLAGS` against `port`.
     fn gquic(&self, port: u16, flags: &[&str], with_first: bool) -> std::process::Output {
+        self.gquic_urls(flags, &self.urls(port, with_first))
+    }
+
+    /// `interop client --alpn hq-interop FLAGS URLS`.
+    fn gquic_urls(&self, flags: &[&str], urls: &[String]) -> std::process::Output {
         let mut cmd = Command::new(interop_bin());
         cmd.args(["client", "--alpn", "hq-interop"])
             .args(flags)
@@ -320,8 +330,17 @@ impl Case {
             .arg(&self.out)
             .arg("--ca")
             .arg(&self.ca)
-            .args(self.urls(port, with_first));
+            .args(urls);
         run_with_timeout(cmd, 120)
+    }
+
+    /// `first.txt` from the server at `first`, then `file` from the server at `second`: with
+    /// `--zero-rtt`, a ticket from one server offered to another.
+    fn two_servers(&self, first: u16, second: u16) -> Vec<String> {
+        vec![
+            format!("https://localhost:{first}/first.txt"),
+            format!("https://localhost:{second}/{}", self.file),
+        ]
     }
 
     /// Checks that `who` succeeded and `file` arrived intact (then removes it); returns its
@@ -392,6 +411,38 @@ fn resumption_0rtt_and_key_update_with_aioquic_both_ways() {
         err.contains("key updates: ") && !err.contains("key updates: 0"),
         "{err}"
     );
+}
+
+/// 0-RTT rejected (RFC 9001 §4.6.2) over hq-interop, in both directions: the resumed
+/// connection goes to a second server that does not know the ticket, which rejects the early
+/// data; the client sends it again in 1-RTT and the file arrives intact.
+#[test]
+fn zero_rtt_rejected_with_aioquic_both_ways() {
+    let case = Case::new("aioquic-0rtt-rejected", "1mib.bin", 1 << 20, 23);
+    // aioquic client: a ticket from one gquic server, 0-RTT to another.
+    let (_a, a) = case.gquic_server(&[]);
+    let (_b, b) = case.gquic_server(&[]);
+    let err = case.check(
+        &case.aioquic_urls(
+            &["--zero-rtt", "--expect-0rtt-rejected"],
+            &case.two_servers(a, b),
+        ),
+        "aioquic --zero-rtt to another server",
+    );
+    assert!(err.contains("0-RTT accepted: False"), "{err}");
+
+    // gquic client: a ticket from one aioquic server, 0-RTT to another.
+    let (_a, a) = case.aioquic_server(&[]);
+    let (_b, b) = case.aioquic_server(&[]);
+    let err = case.check(
+        &case.gquic_urls(
+            &["--zero-rtt", "--expect-0rtt-rejected"],
+            &case.two_servers(a, b),
+        ),
+        "interop client --zero-rtt to another server",
+    );
+    assert!(err.contains("0-RTT accepted: false"), "{err}");
+    assert!(err.contains("resumed: false"), "{err}");
 }
 
 /// TLS with only ChaCha20-Poly1305 offered, over hq-interop, in both directions.

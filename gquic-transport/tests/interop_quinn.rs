@@ -1406,36 +1406,47 @@ async fn gquic_client_quinn_server_0rtt_accepted_then_rejected_and_resent() {
     .unwrap();
 }
 
+/// A gquic echo server with 0-RTT on, using connections before their handshake completes;
+/// reports, per stream, whether it came in 0-RTT (seen two ways).
+fn gquic_0rtt_echo_server(
+    certs: &Certs,
+) -> (
+    Endpoint,
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(bool, bool)>,
+) {
+    let mut config = ServerConfig::new(Arc::new(tls_server(certs, b"interop"))).unwrap();
+    config.enable_0rtt(true).unwrap();
+    let endpoint = Endpoint::server(config, localhost()).unwrap();
+    let addr = endpoint.local_addr();
+    let (tx, early) = tokio::sync::mpsc::unbounded_channel();
+    let ep = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(connecting) = ep.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut connecting = connecting;
+                connecting.handshake_data().await.unwrap();
+                let (conn, _accepted) = connecting.into_0rtt().expect("servers always can");
+                assert_eq!(conn.alpn().as_deref(), Some(&b"interop"[..]));
+                assert_eq!(conn.server_name().as_deref(), Some("localhost"));
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let data = recv.read_to_end(64 << 20).await.unwrap();
+                    let _ = tx.send((recv.is_0rtt(), conn.is_0rtt_stream(recv.id())));
+                    send.write_all(&data).await.unwrap();
+                    send.finish().unwrap();
+                }
+            });
+        }
+    });
+    (endpoint, addr, early)
+}
+
 #[tokio::test]
 async fn quinn_client_gquic_server_0rtt_accepted_and_seen_as_early() {
     tokio::time::timeout(TIMEOUT, async {
         let certs = certs();
-        let mut config = ServerConfig::new(Arc::new(tls_server(&certs, b"interop"))).unwrap();
-        config.enable_0rtt(true).unwrap();
-        let endpoint = Endpoint::server(config, localhost()).unwrap();
-        let addr = endpoint.local_addr();
-        // Echo server using connections before their handshake completes; reports, per
-        // stream, whether it came in 0-RTT and whether the handshake was done when read.
-        let (tx, mut early) = tokio::sync::mpsc::unbounded_channel();
-        let ep = endpoint.clone();
-        tokio::spawn(async move {
-            while let Some(connecting) = ep.accept().await {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut connecting = connecting;
-                    connecting.handshake_data().await.unwrap();
-                    let (conn, _accepted) = connecting.into_0rtt().expect("servers always can");
-                    assert_eq!(conn.alpn().as_deref(), Some(&b"interop"[..]));
-                    assert_eq!(conn.server_name().as_deref(), Some("localhost"));
-                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                        let data = recv.read_to_end(64 << 20).await.unwrap();
-                        let _ = tx.send((recv.is_0rtt(), conn.is_0rtt_stream(recv.id())));
-                        send.write_all(&data).await.unwrap();
-                        send.finish().unwrap();
-                    }
-                });
-            }
-        });
+        let (_endpoint, addr, mut early) = gquic_0rtt_echo_server(&certs);
 
         let mut tls = tls_client(&certs, b"interop");
         tls.enable_early_data = true;
@@ -1463,6 +1474,31 @@ async fn quinn_client_gquic_server_0rtt_accepted_and_seen_as_early() {
         // A stream opened after the handshake is not early.
         echo!(conn, pattern(1000, 7));
         assert_eq!(early.recv().await, Some((false, false)));
+        conn.close(0u32.into(), b"");
+
+        // Another gquic server knows nothing of the ticket: it rejects quinn's 0-RTT. quinn
+        // fails the early stream with ZeroRttRejected (its API leaves resending to the
+        // application), the application sends again in 1-RTT, and the server never saw early
+        // data.
+        let (_other, other_addr, mut other_early) = gquic_0rtt_echo_server(&certs);
+        let (conn, accepted) = client
+            .connect(other_addr, "localhost")
+            .unwrap()
+            .into_0rtt()
+            .expect("quinn still holds a ticket for localhost");
+        let data = pattern(50_000, 8);
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let _ = send.write_all(&data).await;
+        let _ = send.finish();
+        assert!(!accepted.await, "the other gquic server rejected 0-RTT");
+        assert!(matches!(
+            recv.read_to_end(1 << 20).await,
+            Err(quinn::ReadToEndError::Read(
+                quinn::ReadError::ZeroRttRejected
+            ))
+        ));
+        echo!(conn, data);
+        assert_eq!(other_early.recv().await, Some((false, false)));
     })
     .await
     .unwrap();
