@@ -26,6 +26,13 @@ struct Versions<'a> {
     client_available: &'a [Version],
 }
 
+/// A server with v1 and v2, a client starting in v1 that prefers v2: the server moves it.
+const PREFERS_V2: Versions<'static> = Versions {
+    server: &[Version::V1, Version::V2],
+    client_first: Version::V1,
+    client_available: &[Version::V2, Version::V1],
+};
+
 fn sim_with(seed: u64, link: LinkConfig, transport: TransportConfig, v: &Versions<'_>) -> Sim {
     let certs = certs();
     let server = server_config(&certs, &[b"hq-interop"], transport.clone());
@@ -93,16 +100,7 @@ fn rfc9368_server_moves_a_v1_client_that_prefers_v2() {
     let mut transport = TransportConfig::default();
     // Key updates every 200 packets: the switched client's own key schedule ("quicv2 ku").
     transport.key_update_interval(200);
-    let mut s = sim_with(
-        41,
-        LinkConfig::default(),
-        transport,
-        &Versions {
-            server: &[Version::V1, Version::V2],
-            client_first: Version::V1,
-            client_available: &[Version::V2, Version::V1],
-        },
-    );
+    let mut s = sim_with(41, LinkConfig::default(), transport, &PREFERS_V2);
     let server = connect(&mut s);
     assert_eq!(
         versions(&mut s, server),
@@ -222,11 +220,7 @@ fn rfc9368_switch_under_loss() {
                 ..LinkConfig::default()
             },
             TransportConfig::default(),
-            &Versions {
-                server: &[Version::V1, Version::V2],
-                client_first: Version::V1,
-                client_available: &[Version::V2, Version::V1],
-            },
+            &PREFERS_V2,
         );
         let server = connect(&mut s);
         assert_eq!(
@@ -246,11 +240,7 @@ fn rfc9368_a_server_chosen_version_that_differs_closes_the_connection() {
         44,
         LinkConfig::default(),
         TransportConfig::default(),
-        &Versions {
-            server: &[Version::V1, Version::V2],
-            client_first: Version::V1,
-            client_available: &[Version::V2, Version::V1],
-        },
+        &PREFERS_V2,
     );
     let server = connect(&mut s);
     let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
@@ -293,11 +283,7 @@ fn rfc9369_tickets_resume_only_their_version() {
         45,
         LinkConfig::default(),
         TransportConfig::default(),
-        &Versions {
-            server: &[Version::V1, Version::V2],
-            client_first: Version::V1,
-            client_available: &[Version::V2, Version::V1],
-        },
+        &PREFERS_V2,
     );
     let server = connect(&mut s);
     assert_eq!(versions(&mut s, server)[0], (Version::V1, Version::V2));
