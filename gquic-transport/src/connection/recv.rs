@@ -354,6 +354,11 @@ impl Connection {
         let out_of_order = sp.largest_received.is_some_and(|l| pn < l);
         sp.received.insert_one(pn);
         sp.received.truncate_low(self.config.max_ack_ranges);
+        if space != SpaceId::Data && ack_eliciting {
+            sp.eliciting_received.insert_one(pn);
+            sp.eliciting_received
+                .truncate_low(self.config.max_ack_ranges);
+        }
         if sp.largest_received.is_none_or(|l| pn > l) {
             sp.largest_received = Some(pn);
             sp.largest_received_time = Some(now);

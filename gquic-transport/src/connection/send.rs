@@ -375,12 +375,13 @@ impl Connection {
 
     fn write_ack(&mut self, now: Instant, space: SpaceId, buf: &mut Vec<u8>, end: usize) -> bool {
         let sp = &mut self.spaces[space as usize];
-        if sp.received.is_empty() {
+        let ranges = sp.ack_ranges(space);
+        if ranges.is_empty() {
             return false;
         }
         self.ack_scratch.clear();
         self.ack_scratch
-            .extend(sp.received.iter().map(|r| r.start..=r.end - 1));
+            .extend(ranges.iter().map(|r| r.start..=r.end - 1));
         // ACK Delay in microseconds scaled by our ack_delay_exponent (3, RFC 9000 §18.2).
         let delay = sp.largest_received_time.map_or(0, |t| {
             now.saturating_duration_since(t).as_micros() as u64 >> 3
@@ -462,7 +463,7 @@ impl Connection {
         // ACK-only packet while the handshake is stuck behind loss (RFC 9002 §6.2.4).
         let repeat_ack = can_elicit
             && (space != SpaceId::Data || probe)
-            && !self.spaces[space as usize].received.is_empty();
+            && !self.spaces[space as usize].ack_ranges(space).is_empty();
         if !zero_rtt && (ack_wanted || repeat_ack || self.spaces[space as usize].ack_pending()) {
             self.write_ack(now, space, buf, end);
         }

@@ -65,6 +65,14 @@ pub(super) struct PacketSpace {
     pub(super) sent: SentPackets<SentInfo>,
     /// Packet numbers received (for ACK frames and duplicate detection).
     pub(super) received: RangeSet,
+    /// Initial and Handshake: the ack-eliciting packets received, the only ones the ACK frames
+    /// of these spaces name. A server whose lost CRYPTO data waits behind a congestion window
+    /// kept full by Handshake packets we cannot open yet would otherwise see its CRYPTO
+    /// packets declared lost (after our ACK of a later ACK-only packet) and wait for the window
+    /// for good; left in flight, they are resent by its PTO probes, which the window does not
+    /// hold back (RFC 9002 §6.2.4; RFC 9000 §13.2.1 does not require acknowledging
+    /// non-ack-eliciting packets).
+    pub(super) eliciting_received: RangeSet,
     pub(super) largest_received: Option<u64>,
     pub(super) largest_received_time: Option<Instant>,
     /// Ack-eliciting packets received since our last ACK.
@@ -78,6 +86,16 @@ pub(super) struct PacketSpace {
 }
 
 impl PacketSpace {
+    /// The packet numbers the ACK frames of `space` (this space) name: every packet in the
+    /// application space, the ack-eliciting ones in Initial and Handshake.
+    pub(super) fn ack_ranges(&self, space: SpaceId) -> &RangeSet {
+        if space == SpaceId::Data {
+            &self.received
+        } else {
+            &self.eliciting_received
+        }
+    }
+
     pub(super) fn new() -> Self {
         Self {
             keys: None,
@@ -85,6 +103,7 @@ impl PacketSpace {
             crypto_recv: Assembler::new(),
             sent: SentPackets::new(),
             received: RangeSet::new(),
+            eliciting_received: RangeSet::new(),
             largest_received: None,
             largest_received_time: None,
             unacked_eliciting: 0,
