@@ -222,6 +222,9 @@ pub struct Connection {
     versions: version::VersionState,
     /// Whether the frames being handled came in a 0-RTT packet.
     receiving_0rtt: bool,
+    /// Server: 1-RTT packets that arrived before the handshake completed, with their ECN
+    /// codepoints, handled once the client's Finished is in (RFC 9001 §5.7).
+    early_1rtt: Vec<(crate::wire::PartialDecode, Option<EcnCodepoint>)>,
     /// The space TLS output goes to next.
     tls_space: SpaceId,
     handshake_confirmed: bool,
@@ -601,6 +604,7 @@ impl Connection {
             zero_rtt: ZeroRtt::default(),
             versions: version::VersionState::default(),
             receiving_0rtt: false,
+            early_1rtt: Vec::new(),
             tls_space: SpaceId::Initial,
             handshake_confirmed: false,
             handshake_done_pending: false,

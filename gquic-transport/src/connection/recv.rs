@@ -17,6 +17,9 @@ use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
 use crate::wire::{LongType, PacketType, TransportParameters};
 use crate::Side;
 
+/// How many 1-RTT packets a server keeps while it waits for the client's Finished.
+const MAX_BUFFERED_1RTT: usize = 16;
+
 /// Removes header protection from a long-header packet, recovers its packet number and opens
 /// its payload (RFC 9001 §5.3, §5.4): the header, the packet number, the payload and whether
 /// the reserved bits were zero. `None` if it does not authenticate.
@@ -94,6 +97,22 @@ impl Connection {
                 return;
             }
         }
+        // 1-RTT packets that came before the client's Finished, now that the handshake is
+        // complete (RFC 9001 §5.7).
+        if !self.early_1rtt.is_empty() && self.state != State::Handshake {
+            let ecn = self.incoming_ecn;
+            for (partial, packet_ecn) in std::mem::take(&mut self.early_1rtt) {
+                self.incoming_ecn = packet_ecn;
+                if let Err(error) = self.handle_packet(now, partial) {
+                    self.close_with_error(now, error);
+                    return;
+                }
+                if matches!(self.state, State::Draining { .. } | State::Drained) {
+                    return;
+                }
+            }
+            self.incoming_ecn = ecn;
+        }
         // 0-RTT packets that came before the ClientHello, now that it is processed.
         if !self.zero_rtt.early_packets.is_empty() && self.zero_rtt.accepted.is_some() {
             let early = std::mem::take(&mut self.zero_rtt.early_packets);
@@ -159,6 +178,22 @@ impl Connection {
         if matches!(self.state, State::Closing { .. }) {
             // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE (the send path rate-limits).
             self.close_pending = true;
+            return Ok(());
+        }
+        // RFC 9001 §5.7: "a server MUST NOT process incoming 1-RTT protected packets before
+        // the TLS handshake is complete". Acknowledging one would let the client consider the
+        // handshake confirmed (§4.1.2) and drop its Handshake keys, so a lost client Finished
+        // would never come again. A few are kept and handled once the Finished is in.
+        if self.side.is_server()
+            && space == SpaceId::Data
+            && !early
+            && self.state == State::Handshake
+        {
+            if self.early_1rtt.len() < MAX_BUFFERED_1RTT {
+                self.early_1rtt.push((partial, self.incoming_ecn));
+            } else {
+                self.stats.packets_dropped += 1;
+            }
             return Ok(());
         }
         // Header protection, packet number, payload protection.

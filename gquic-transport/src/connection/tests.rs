@@ -884,3 +884,69 @@ fn datagram_without_negotiation_is_a_protocol_violation() {
         p.server_events
     );
 }
+
+/// RFC 9001 §5.7: a server does not process (or acknowledge) 1-RTT packets before the client's
+/// Finished is in; a client whose 1-RTT packet was acknowledged may consider the handshake
+/// confirmed (§4.1.2) and stop resending a lost Finished (seen with quinn at 30% loss: the
+/// connection then hung until the idle timeout). The early packets are kept and handled once
+/// the Finished arrives.
+#[test]
+fn server_holds_1rtt_packets_until_the_clients_finished() {
+    let mut p = default_pair(Duration::from_millis(10));
+    let mut buf = Vec::new();
+    let now = p.now;
+    // Client Initial(s) -> server; server flight -> client.
+    let mut to_server = Vec::new();
+    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
+        to_server.push(buf[..t.size].to_vec());
+    }
+    for d in to_server {
+        p.server
+            .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&d[..]));
+    }
+    let mut to_client = Vec::new();
+    while let Some(t) = p.server.poll_transmit(now, &mut buf) {
+        to_client.push(buf[..t.size].to_vec());
+    }
+    for d in to_client {
+        p.client
+            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
+    }
+    // The client has 1-RTT keys and its Finished to send; it also sends stream data.
+    let id = p.client.open(Dir::Bi).unwrap();
+    p.client
+        .write(id, Bytes::from_static(b"early 1-RTT data"))
+        .unwrap();
+    p.client.finish(id).unwrap();
+    let mut handshake = Vec::new();
+    let mut one_rtt = Vec::new();
+    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
+        let mut rest = Some(BytesMut::from(&buf[..t.size]));
+        while let Some(d) = rest.take() {
+            let (partial, next) = crate::wire::PartialDecode::new(d, 8).unwrap();
+            rest = next;
+            let bytes = BytesMut::from(partial.data());
+            match partial.header() {
+                crate::wire::ProtectedHeader::Short { .. } => one_rtt.push(bytes),
+                _ => handshake.push(bytes),
+            }
+        }
+    }
+    assert!(!one_rtt.is_empty() && !handshake.is_empty());
+    // Only the 1-RTT packets arrive: nothing is processed, so nothing is acknowledged.
+    let received = p.server.stats().packets_received;
+    for d in &one_rtt {
+        p.server.handle_datagram(now, CLIENT_ADDR, d.clone());
+    }
+    assert_eq!(p.server.stats().packets_received, received);
+    assert_eq!(p.server.accept(Dir::Bi), None);
+    // The Finished arrives: the handshake completes and the kept packets are handled.
+    for d in handshake {
+        p.server.handle_datagram(now, CLIENT_ADDR, d);
+    }
+    assert_eq!(p.server.accept(Dir::Bi), Some(id));
+    assert_eq!(
+        p.server.read(id, usize::MAX, now).unwrap().as_deref(),
+        Some(&b"early 1-RTT data"[..])
+    );
+}
