@@ -711,10 +711,17 @@ async fn quinn_client_gquic_server_through_lossy_proxy() {
 
 /// 30% of datagrams lost each way: 20 handshakes in a row, each followed by a small echo,
 /// all succeed (RFC 9002 §6.2.4: probes; RFC 9000 §8.1: amplification limits still hold).
+///
+/// Found with it and fixed: our server acknowledged 1-RTT packets before the client's
+/// Finished, so a quinn client considered the handshake confirmed and never resent a lost
+/// Finished (RFC 9001 §5.7); and our client's ACKs of a quinn server's ACK-only Initial packets
+/// let it declare its ServerHello tail lost, after which quinn holds the resend behind a
+/// congestion window its unopenable Handshake probes keep full (its PTO probes only the PTO
+/// space). Still seen, about one run in fifteen: handshakes whose PTOs back off to tens of
+/// seconds under the loss, so the test's patience runs out.
 #[tokio::test]
-#[ignore = "flaky: about one run in five, one of the 40 handshakes stalls (a gquic client \
-            keeps sending Initial probes to quinn and gets no ServerHello back); being \
-            investigated, run with --ignored"]
+#[ignore = "flaky: about one run in fifteen, one of the 40 handshakes stalls or backs off past \
+            the test's patience (see the comment above); run with --ignored"]
 async fn twenty_sequential_handshakes_through_30_percent_loss() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
