@@ -1332,6 +1332,10 @@ impl Connection {
         sp.ack_deadline = None;
         sp.probes = 0;
         self.pto_count = 0;
+        if space == SpaceId::Initial {
+            // The original version's Initial keys go with the negotiated version's.
+            self.versions.original_initial = None;
+        }
     }
 }
 
