@@ -67,6 +67,9 @@ const MAX_QUEUED_DATAGRAMS: usize = 256;
 const MAX_CAPSULE: usize = 16 * 1024;
 /// The longest close message (§"Session Termination").
 const MAX_CLOSE_MESSAGE: usize = 1024;
+/// How long a session closed on this side waits for the peer to finish the CONNECT stream
+/// in answer before it lets go of it.
+const PEER_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// First and last HTTP/3 codes of the WebTransport application error range
 /// (§"Resetting Data Streams").
@@ -732,6 +735,15 @@ async fn session_task(
                     let _ = send.send(capsule.freeze()).await;
                 }
                 let _ = send.finish().await;
+                demux.shared.close_session(id, SessionError::LocallyClosed);
+                // The peer answers the close by finishing its side (§"Session Termination").
+                // Until it has, the session is still in flight: a server shutting down
+                // gracefully that closed the connection now could cut off the capsule before
+                // the peer's application read it. Bounded, in case the peer never answers.
+                let _ = tokio::time::timeout(PEER_CLOSE_WAIT, async {
+                    while let Ok(Some(_)) = poll_fn(|cx| recv.poll_recv(cx)).await {}
+                })
+                .await;
                 break SessionError::LocallyClosed;
             }
         }
