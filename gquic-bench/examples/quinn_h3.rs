@@ -72,6 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bytes: done,
             wall: t0.elapsed(),
             cpu: measure::cpu_time() - cpu0,
+            client_cpu: None,
+            server_cpu: None,
             lost: 0,
         })
     })?;

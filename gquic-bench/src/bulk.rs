@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use gquic_transport::runtime::Endpoint;
 use gquic_transport::{ClientConfig, ServerConfig, TransportConfig};
 
-use crate::measure::{self, Outcome};
+use crate::measure::{self, ClientRun, Flavour, Outcome, Spread};
 
 fn transport() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
@@ -25,64 +26,138 @@ fn transport() -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
-/// The gquic child: runs one transfer and prints its [`Outcome`].
-pub(crate) fn child_gquic(dir: &Path, bytes: u64) -> Result<Outcome, Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let (server_tls, client_tls) = measure::tls_configs(dir);
-        let mut sc = ServerConfig::new(Arc::new(server_tls))?;
-        sc.transport(transport())?;
-        let mut cc = ClientConfig::new(Arc::new(client_tls))?;
-        cc.transport(transport())?;
-        let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
-        let addr = server.local_addr();
-        let srv = tokio::spawn(async move {
+/// Which way the bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client to server.
+    Upload,
+    /// Server to client.
+    Download,
+}
+
+impl Direction {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Direction::Upload => "up",
+            Direction::Download => "down",
+        }
+    }
+
+    /// Parses [`Direction::name`].
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "up" => Some(Direction::Upload),
+            "down" => Some(Direction::Download),
+            _ => None,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The gquic child: runs one transfer and returns its [`Outcome`].
+///
+/// Upload: the client writes `bytes` and finishes, the server answers with the count it read.
+/// Download: the client asks for `bytes` (8 bytes, big-endian), the server writes them.
+pub(crate) fn child_gquic(
+    dir: &Path,
+    bytes: u64,
+    flavour: Flavour,
+    direction: Direction,
+) -> Result<Outcome, BoxError> {
+    let (server_tls, client_tls) = measure::tls_configs(dir);
+    let mut sc = ServerConfig::new(Arc::new(server_tls))?;
+    sc.transport(transport())?;
+    let mut cc = ClientConfig::new(Arc::new(client_tls))?;
+    cc.transport(transport())?;
+    let chunk = Bytes::from(vec![0xa5u8; measure::CHUNK]);
+    let server_chunk = chunk.clone();
+    let server_lost = Arc::new(AtomicU64::new(0));
+    let lost_on_server = server_lost.clone();
+    measure::run_pair(
+        flavour,
+        move |addr_tx| async move {
+            let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            addr_tx.send(server.local_addr())?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
-            let mut n = 0u64;
-            while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
-                n += chunk.len() as u64;
+            match direction {
+                Direction::Upload => {
+                    let mut n = 0u64;
+                    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+                        n += chunk.len() as u64;
+                    }
+                    send.write_all(&n.to_be_bytes()).await?;
+                }
+                Direction::Download => {
+                    let ask = recv.read_to_end(8).await?;
+                    let want = u64::from_be_bytes(ask[..].try_into().map_err(|_| "short ask")?);
+                    write_n(&mut send, &server_chunk, want).await?;
+                }
             }
-            send.write_all(&n.to_be_bytes()).await?;
             send.finish()?;
             let _ = send.stopped().await;
+            lost_on_server.store(conn.stats().counters.packets_lost, Ordering::Relaxed);
             let _ = conn.closed().await;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        });
-        let client = Endpoint::client("127.0.0.1:0".parse()?)?;
-        let conn = client.connect_with(cc, addr, "localhost")?.await?;
-        let chunk = Bytes::from(vec![0xa5u8; measure::CHUNK]);
-        let cpu0 = measure::cpu_time();
-        let t0 = Instant::now();
-        let (mut send, mut recv) = conn.open_bi().await?;
-        let mut sent = 0u64;
-        while sent < bytes {
-            let take = (bytes - sent).min(chunk.len() as u64) as usize;
-            send.write_chunk(chunk.slice(..take)).await?;
-            sent += take as u64;
-        }
-        send.finish()?;
-        let echo = recv.read_to_end(8).await?;
-        let wall = t0.elapsed();
-        let cpu = measure::cpu_time() - cpu0;
-        let received = u64::from_be_bytes(echo[..].try_into().map_err(|_| "short answer")?);
-        if received != bytes {
-            return Err(format!("server received {received} of {bytes} bytes").into());
-        }
-        let lost = conn.stats().counters.packets_lost;
-        conn.close(0u32.into(), b"done");
-        client.wait_idle().await;
-        let _ = srv.await;
-        Ok(Outcome {
-            bytes,
-            wall,
-            cpu,
-            lost,
-        })
-    })
+            server.wait_idle().await;
+            Ok(())
+        },
+        move |addr| async move {
+            let client = Endpoint::client("127.0.0.1:0".parse()?)?;
+            let conn = client.connect_with(cc, addr, "localhost")?.await?;
+            let t0 = Instant::now();
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let moved = match direction {
+                Direction::Upload => {
+                    write_n(&mut send, &chunk, bytes).await?;
+                    send.finish()?;
+                    let echo = recv.read_to_end(8).await?;
+                    u64::from_be_bytes(echo[..].try_into().map_err(|_| "short answer")?)
+                }
+                Direction::Download => {
+                    send.write_all(&bytes.to_be_bytes()).await?;
+                    send.finish()?;
+                    let mut n = 0u64;
+                    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+                        n += chunk.len() as u64;
+                    }
+                    n
+                }
+            };
+            let wall = t0.elapsed();
+            if moved != bytes {
+                return Err(format!("{moved} of {bytes} bytes arrived").into());
+            }
+            // The sender's losses.
+            let lost = match direction {
+                Direction::Upload => conn.stats().counters.packets_lost,
+                Direction::Download => server_lost.load(Ordering::Relaxed),
+            };
+            conn.close(0u32.into(), b"done");
+            client.wait_idle().await;
+            Ok(ClientRun {
+                units: bytes,
+                wall,
+                lost,
+            })
+        },
+    )
+}
+
+/// Writes `n` bytes of `chunk` (repeated) to `send`.
+async fn write_n(
+    send: &mut gquic_transport::runtime::SendStream,
+    chunk: &Bytes,
+    n: u64,
+) -> Result<(), BoxError> {
+    let mut sent = 0u64;
+    while sent < n {
+        let take = (n - sent).min(chunk.len() as u64) as usize;
+        send.write_chunk(chunk.slice(..take)).await?;
+        sent += take as u64;
+    }
+    Ok(())
 }
 
 fn run_child(mut cmd: Command, name: &str) -> Result<Outcome, String> {
@@ -139,56 +214,111 @@ pub(crate) fn build_example(name: &str) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// The parent: writes the certificate, runs both children, prints the comparison.
-pub(crate) fn run(bytes: u64) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("gquic-bench-bulk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into()]).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())
-        .map_err(|e| e.to_string())?;
-    let quinn = quinn_child();
+/// One child run of `stack` ("gquic" or "quinn").
+fn one_run(
+    stack: &str,
+    exe: &Path,
+    quinn: &Path,
+    dir: &Path,
+    bytes: u64,
+    flavour: Flavour,
+    direction: Direction,
+) -> Result<Outcome, String> {
+    let mut cmd = if stack == "gquic" {
+        let mut c = Command::new(exe);
+        c.arg("bulk-child");
+        c
+    } else {
+        Command::new(quinn)
+    };
+    cmd.arg(dir)
+        .arg(bytes.to_string())
+        .arg(flavour.name())
+        .arg(direction.name());
+    run_child(cmd, stack)
+}
+
+/// The parent: writes the certificate, runs both stacks interleaved (one warm-up each, then
+/// `runs` counted runs each) in every flavour and direction, prints the comparison.
+pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
+    let dir = write_cert_dir("bulk")?;
+    let quinn = quinn_child()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     println!(
-        "gquic-bench bulk: {} MiB on one stream, client -> server over 127.0.0.1, \
-         AES-GCM with aws-lc-rs, windows stream {} MiB / connection {} MiB / send {} MiB\n",
+        "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-GCM with aws-lc-rs, \
+         windows stream {} MiB / connection {} MiB / send {} MiB; 1 warm-up + {runs} runs per \
+         stack, interleaved; median (min-max)\n\
+         ct: server and client on current-thread runtimes of their own threads (CPU per side); \
+         mt: one 2-worker multi-thread runtime (CPU of the process)\n",
         bytes >> 20,
         measure::STREAM_WINDOW >> 20,
         measure::CONN_WINDOW >> 20,
         measure::SEND_WINDOW >> 20
     );
-    let mut cmd = Command::new(&exe);
-    cmd.arg("bulk-child").arg(&dir).arg(bytes.to_string());
-    let gquic = run_child(cmd, "gquic");
-    let quinn = quinn.and_then(|bin| {
-        let mut cmd = Command::new(bin);
-        cmd.arg(&dir).arg(bytes.to_string());
-        run_child(cmd, "quinn")
-    });
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "{:<8} {:>10} {:>10} {:>16} {:>10}",
-        "stack", "Gbit/s", "wall s", "CPU-s per GB", "lost pkts"
+        "{:<10} {:<6} {:>24} {:>22} {:>10} {:>10} {:>8}",
+        "scenario", "stack", "Gbit/s", "CPU-s/GB", "client", "server", "lost"
     );
-    for (name, o) in [("gquic", &gquic), ("quinn", &quinn)] {
-        match o {
-            Ok(o) => println!(
-                "{name:<8} {:>10.3} {:>10.3} {:>16.3} {:>10}",
-                o.gbps(),
-                o.wall.as_secs_f64(),
-                o.cpu_per_gb(),
-                o.lost
-            ),
-            Err(e) => println!("{name:<8} failed: {e}"),
+    let mut failed = false;
+    for flavour in [Flavour::CurrentThread, Flavour::MultiThread] {
+        for direction in [Direction::Upload, Direction::Download] {
+            let name = format!("{}-{}", direction.name(), flavour.name());
+            let mut results: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
+            let mut errors: [Option<String>; 2] = [None, None];
+            for round in 0..=runs {
+                for (i, stack) in ["gquic", "quinn"].into_iter().enumerate() {
+                    if errors[i].is_some() {
+                        continue;
+                    }
+                    match one_run(stack, &exe, &quinn, &dir, bytes, flavour, direction) {
+                        Ok(o) if round > 0 => results[i].push(o),
+                        Ok(_) => {}
+                        Err(e) => errors[i] = Some(e),
+                    }
+                }
+            }
+            let mut gbps = [0.0; 2];
+            let mut cpu = [0.0; 2];
+            for (i, stack) in ["gquic", "quinn"].into_iter().enumerate() {
+                if let Some(e) = &errors[i] {
+                    println!("{name:<10} {stack:<6} failed: {e}");
+                    failed = true;
+                    continue;
+                }
+                let r = &results[i];
+                let g = Spread::of(r.iter().map(Outcome::gbps)).ok_or("no runs")?;
+                let c = Spread::of(r.iter().map(Outcome::cpu_per_gb)).ok_or("no runs")?;
+                let side = |f: fn(&Outcome) -> Option<std::time::Duration>| {
+                    Spread::of(
+                        r.iter()
+                            .filter_map(|o| f(o).map(|d| d.as_secs_f64() / (o.bytes as f64 / 1e9))),
+                    )
+                    .map_or("-".to_owned(), |s| format!("{:.3}", s.median))
+                };
+                let lost = Spread::of(r.iter().map(|o| o.lost as f64)).ok_or("no runs")?;
+                gbps[i] = g.median;
+                cpu[i] = c.median;
+                println!(
+                    "{name:<10} {stack:<6} {:>24} {:>22} {:>10} {:>10} {:>8.0}",
+                    g.show(3),
+                    c.show(3),
+                    side(|o| o.client_cpu),
+                    side(|o| o.server_cpu),
+                    lost.median
+                );
+            }
+            if errors.iter().all(Option::is_none) {
+                println!(
+                    "{name:<10} ratio  throughput {:.2}x, CPU per GB {:.2}x (gquic/quinn, medians)",
+                    gbps[0] / gbps[1],
+                    cpu[0] / cpu[1]
+                );
+            }
         }
     }
-    let (g, q) = (gquic?, quinn?);
-    println!(
-        "\nratio gquic/quinn: throughput {:.2}x, CPU per GB {:.2}x (CPU counts client and server, \
-         both in one process per stack)",
-        g.gbps() / q.gbps(),
-        g.cpu_per_gb() / q.cpu_per_gb()
-    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if failed {
+        return Err("a run failed".into());
+    }
     Ok(())
 }

@@ -80,6 +80,8 @@ pub(crate) fn child_gquic(
             bytes: done,
             wall,
             cpu,
+            client_cpu: None,
+            server_cpu: None,
             lost: 0,
         })
     })

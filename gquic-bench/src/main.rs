@@ -7,9 +7,12 @@
 //!   (seal + open with AES-128-GCM and ChaCha20-Poly1305, aws-lc-rs and ring), in ns/packet and
 //!   Gbit/s on this machine. The same inputs as the criterion benches of gquic-transport.
 //!
-//! - `bulk [--mib N]`: 1 GiB (or N MiB) on one stream from client to server over loopback,
-//!   gquic and quinn in the same run with the same certificate, crypto provider and windows;
-//!   prints Gbit/s and CPU-seconds per GB (getrusage) for both and their ratio.
+//! - `bulk [--mib N] [--runs R]`: 1 GiB (or N MiB) on one stream over loopback, upload and
+//!   download, with server and client on current-thread runtimes of their own threads (CPU
+//!   time per side, getrusage per thread) and on one 2-worker multi-thread runtime; gquic and
+//!   quinn interleaved in the same run with the same certificate, crypto provider and windows,
+//!   one warm-up and R (5) counted runs each; prints Gbit/s and CPU-seconds per GB as median
+//!   (min-max) and the ratios of the medians.
 //!
 //! Run with: `cargo run --release -p gquic-bench -- bulk`
 //! - `h3 [--requests N]`: HTTP/3 requests/s and CPU per request, gquic and h3-quinn with the
@@ -139,7 +142,14 @@ fn main() -> ExitCode {
                 .and_then(|i| args.get(i + 1))
                 .and_then(|s| s.parse::<u64>().ok())
                 .map_or(1 << 30, |m| m << 20);
-            match bulk::run(bytes) {
+            let runs = args
+                .iter()
+                .position(|a| a == "--runs")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(5)
+                .max(1);
+            match bulk::run(bytes, runs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gquic-bench bulk: {e}");
@@ -182,12 +192,15 @@ fn main() -> ExitCode {
             }
         }
         Some("bulk-child") => {
-            let (Some(dir), Some(bytes)) =
-                (args.get(1), args.get(2).and_then(|b| b.parse::<u64>().ok()))
-            else {
+            let (Some(dir), Some(bytes), Some(flavour), Some(direction)) = (
+                args.get(1),
+                args.get(2).and_then(|b| b.parse::<u64>().ok()),
+                args.get(3).and_then(|f| measure::Flavour::parse(f)),
+                args.get(4).and_then(|d| bulk::Direction::parse(d)),
+            ) else {
                 return ExitCode::from(2);
             };
-            match bulk::child_gquic(std::path::Path::new(dir), bytes) {
+            match bulk::child_gquic(std::path::Path::new(dir), bytes, flavour, direction) {
                 Ok(o) => {
                     println!("{}", o.line());
                     ExitCode::SUCCESS
@@ -200,7 +213,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N]\n       gquic-bench h3 [--requests N]\n\n\
+                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N] [--runs R]\n       gquic-bench h3 [--requests N]\n\n\
                  scenarios: wire (per-packet codec and packet protection costs), bulk (1 GiB \
                  on one stream over loopback, gquic and quinn side by side)"
             );

@@ -66,15 +66,148 @@ pub(crate) fn tls_configs(dir: &Path) -> (rustls::ServerConfig, rustls::ClientCo
     (server, client)
 }
 
-/// One measured transfer, as a child prints it: `RESULT <bytes> <wall s> <cpu s> <lost>`.
+/// User plus system CPU time of the calling thread so far (getrusage(RUSAGE_THREAD)).
+pub(crate) fn thread_cpu_time() -> Duration {
+    // SAFETY: as in `cpu_time`.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// How the stacks' tasks are scheduled in a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// Server and client each on a current-thread runtime of its own thread: CPU time is
+    /// measured per side.
+    CurrentThread,
+    /// Server and client on one multi-thread runtime with two workers: CPU time is the
+    /// process's.
+    MultiThread,
+}
+
+impl Flavour {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flavour::CurrentThread => "ct",
+            Flavour::MultiThread => "mt",
+        }
+    }
+
+    /// Parses [`Flavour::name`].
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ct" => Some(Flavour::CurrentThread),
+            "mt" => Some(Flavour::MultiThread),
+            _ => None,
+        }
+    }
+}
+
+/// What a client run reports to [`run_pair`]: the measured interval and packets lost.
+pub(crate) struct ClientRun {
+    /// Units of work done (bytes, requests, streams...).
+    pub(crate) units: u64,
+    /// Wall-clock time of the measured part.
+    pub(crate) wall: Duration,
+    /// Packets the stack declared lost.
+    pub(crate) lost: u64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs one server and one client in `flavour`: `server` gets a channel for its address and
+/// serves until the client is done; `client` connects to that address. CPU time is taken
+/// around both (per thread with [`Flavour::CurrentThread`]).
+pub(crate) fn run_pair<SF, SFut, CF, CFut>(
+    flavour: Flavour,
+    server: SF,
+    client: CF,
+) -> Result<Outcome, BoxError>
+where
+    SF: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>) -> SFut + Send + 'static,
+    SFut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+    CF: FnOnce(std::net::SocketAddr) -> CFut,
+    CFut: std::future::Future<Output = Result<ClientRun, BoxError>>,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    match flavour {
+        Flavour::CurrentThread => {
+            let srv = std::thread::spawn(move || -> Result<Duration, String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let cpu0 = thread_cpu_time();
+                rt.block_on(server(addr_tx)).map_err(|e| e.to_string())?;
+                Ok(thread_cpu_time() - cpu0)
+            });
+            let addr = addr_rx.recv().map_err(|_| "the server did not start")?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let cpu0 = thread_cpu_time();
+            let run = rt.block_on(client(addr))?;
+            let client_cpu = thread_cpu_time() - cpu0;
+            drop(rt);
+            let server_cpu = srv.join().map_err(|_| "the server panicked")??;
+            Ok(Outcome {
+                bytes: run.units,
+                wall: run.wall,
+                cpu: client_cpu + server_cpu,
+                client_cpu: Some(client_cpu),
+                server_cpu: Some(server_cpu),
+                lost: run.lost,
+            })
+        }
+        Flavour::MultiThread => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let cpu0 = cpu_time();
+            let run = rt.block_on(async move {
+                let srv = tokio::spawn(server(addr_tx));
+                let addr = addr_rx.recv().map_err(|_| "the server did not start")?;
+                let run = client(addr).await?;
+                srv.await.map_err(|e| e.to_string())??;
+                Ok::<_, BoxError>(run)
+            })?;
+            let cpu = cpu_time() - cpu0;
+            Ok(Outcome {
+                bytes: run.units,
+                wall: run.wall,
+                cpu,
+                client_cpu: None,
+                server_cpu: None,
+                lost: run.lost,
+            })
+        }
+    }
+}
+
+/// One measured run, as a child prints it:
+/// `RESULT <units> <wall s> <cpu s> <client cpu s|-> <server cpu s|-> <lost>`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     /// Bytes moved.
     pub(crate) bytes: u64,
     /// Wall-clock time from opening the stream to the server's acknowledgement.
     pub(crate) wall: Duration,
-    /// CPU time of the whole process (client and server) over the same interval.
+    /// CPU time of client and server.
     pub(crate) cpu: Duration,
+    /// The client's share, when it was measured apart.
+    pub(crate) client_cpu: Option<Duration>,
+    /// The server's share, when it was measured apart.
+    pub(crate) server_cpu: Option<Duration>,
     /// Packets the sender declared lost.
     pub(crate) lost: u64,
 }
@@ -82,11 +215,15 @@ pub(crate) struct Outcome {
 impl Outcome {
     /// The line a child prints.
     pub(crate) fn line(&self) -> String {
+        let side =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.6}", d.as_secs_f64()));
         format!(
-            "RESULT {} {:.6} {:.6} {}",
+            "RESULT {} {:.6} {:.6} {} {} {}",
             self.bytes,
             self.wall.as_secs_f64(),
             self.cpu.as_secs_f64(),
+            side(self.client_cpu),
+            side(self.server_cpu),
             self.lost
         )
     }
@@ -95,10 +232,13 @@ impl Outcome {
     pub(crate) fn parse(output: &str) -> Option<Self> {
         let line = output.lines().find(|l| l.starts_with("RESULT "))?;
         let mut f = line.split_whitespace().skip(1);
+        let side = |s: &str| s.parse().ok().map(Duration::from_secs_f64);
         Some(Self {
             bytes: f.next()?.parse().ok()?,
             wall: Duration::from_secs_f64(f.next()?.parse().ok()?),
             cpu: Duration::from_secs_f64(f.next()?.parse().ok()?),
+            client_cpu: side(f.next()?),
+            server_cpu: side(f.next()?),
             lost: f.next()?.parse().ok()?,
         })
     }
@@ -111,5 +251,42 @@ impl Outcome {
     /// CPU-seconds per gigabyte (10^9 bytes), client and server together.
     pub(crate) fn cpu_per_gb(&self) -> f64 {
         self.cpu.as_secs_f64() / (self.bytes as f64 / 1e9)
+    }
+}
+
+/// Median, minimum and maximum of some runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Spread {
+    /// Of `values` (not empty).
+    pub(crate) fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+
+    /// `median (min-max)` with `prec` decimals.
+    pub(crate) fn show(&self, prec: usize) -> String {
+        format!(
+            "{:.prec$} ({:.prec$}-{:.prec$})",
+            self.median, self.min, self.max
+        )
     }
 }

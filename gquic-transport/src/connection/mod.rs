@@ -146,7 +146,9 @@ pub enum SendDatagramError {
     ConnectionClosed,
 }
 
-/// A datagram to send, written by [`Connection::poll_transmit`] into the caller's buffer.
+/// Datagrams to send, written by [`Connection::poll_transmit`] (one datagram) or
+/// [`Endpoint::poll_transmit_batch`](crate::endpoint::Endpoint::poll_transmit_batch) (several
+/// for one destination) into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send it.
@@ -155,6 +157,20 @@ pub struct Transmit {
     pub size: usize,
     /// The ECN codepoint to set in the IP header (RFC 9000 §13.4).
     pub ecn: Option<EcnCodepoint>,
+    /// `Some(n)`: the buffer holds several datagrams back to back, each `n` bytes long but the
+    /// last, which may be shorter (a UDP generic segmentation offload send, Linux
+    /// `UDP_SEGMENT`). `None`: one datagram.
+    pub segment_size: Option<usize>,
+}
+
+impl Transmit {
+    /// How many datagrams the buffer holds.
+    pub fn datagrams(&self) -> usize {
+        match self.segment_size {
+            Some(n) if n > 0 => self.size.div_ceil(n),
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -184,6 +184,7 @@ impl Connection {
             destination: self.remote,
             size: buf.len(),
             ecn: self.ecn.marking(),
+            segment_size: None,
         })
     }
 

@@ -161,6 +161,9 @@ impl EndpointConfig {
 /// How many drained connections wait for [`Endpoint::poll_drained`] before the oldest is
 /// dropped.
 const MAX_DRAINED: usize = 1024;
+/// The most bytes one batch of datagrams holds: the largest UDP payload over IPv4
+/// (65,535 less the IPv4 and UDP headers).
+const MAX_BATCH_BYTES: usize = 65_507;
 
 /// Identifies a connection within its endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -212,6 +215,12 @@ pub struct Endpoint {
     stateless_tokens: f64,
     stateless_refill: Option<Instant>,
     next_poll: usize,
+    /// A connection's datagram that did not fit the last batch, in `held_buf`, with the
+    /// connection's index.
+    held: Option<(Transmit, usize)>,
+    held_buf: Vec<u8>,
+    /// Where the second and later datagrams of a batch are written before joining it.
+    scratch: Vec<u8>,
     stats: EndpointStats,
 }
 
@@ -317,6 +326,9 @@ impl Endpoint {
             refuse: false,
             stateless_refill: None,
             next_poll: 0,
+            held: None,
+            held_buf: Vec::new(),
+            scratch: Vec::new(),
             stats: EndpointStats::default(),
         })
     }
@@ -875,15 +887,11 @@ impl Endpoint {
     /// Writes the next datagram to send into `buf`: stateless responses first, then the
     /// connections' datagrams, round robin.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        if let Some((destination, data)) = self.responses.pop_front() {
-            buf.clear();
-            buf.extend_from_slice(&data);
-            return Some(Transmit {
-                destination,
-                size: data.len(),
-                ecn: None,
-            });
-        }
+        self.poll_transmit_batch(now, 1, buf)
+    }
+
+    /// The next datagram of a connection, round robin, with the connection's index.
+    fn poll_connections(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(Transmit, usize)> {
         let n = self.connections.len();
         for i in 0..n {
             let idx = (self.next_poll + i) % n;
@@ -893,11 +901,90 @@ impl Endpoint {
             if let Some(t) = conn.poll_transmit(now, buf) {
                 self.next_poll = (idx + 1) % n;
                 self.process_events(idx);
-                return Some(t);
+                return Some((t, idx));
             }
             self.process_events(idx);
         }
         None
+    }
+
+    /// Writes up to `max_segments` datagrams for one destination into `buf`, back to back,
+    /// every one as long as the first but the last, which may be shorter: what one UDP send
+    /// with generic segmentation offload takes (Linux `UDP_SEGMENT`). The result's
+    /// `segment_size` is `Some` when there is more than one datagram. With `max_segments` 1
+    /// this is [`Endpoint::poll_transmit`].
+    ///
+    /// A datagram that the connection wrote but that cannot join the batch (another size,
+    /// destination or ECN codepoint) is kept for the next call, so nothing is lost and the
+    /// connection's order is kept.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let (first, idx) = match self.held.take() {
+            Some((t, idx)) => {
+                std::mem::swap(buf, &mut self.held_buf);
+                (t, Some(idx))
+            }
+            None => {
+                if let Some(t) = self.poll_transmit_stateless(buf) {
+                    return Some(t);
+                }
+                let (t, idx) = self.poll_connections(now, buf)?;
+                (t, Some(idx))
+            }
+        };
+        let segment = first.size;
+        // The IPv4 UDP payload limit bounds a whole batch.
+        let max_segments = max_segments.min(MAX_BATCH_BYTES / segment.max(1)).max(1);
+        let Some(idx) = idx.filter(|_| max_segments > 1) else {
+            return Some(first);
+        };
+        let mut count = 1;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while count < max_segments {
+            let Some(conn) = self.connections[idx].as_mut() else {
+                break;
+            };
+            let Some(t) = conn.poll_transmit(now, &mut scratch) else {
+                self.process_events(idx);
+                break;
+            };
+            self.process_events(idx);
+            if t.destination != first.destination || t.ecn != first.ecn || t.size > segment {
+                // Sent first thing next time.
+                self.held = Some((t, idx));
+                std::mem::swap(&mut scratch, &mut self.held_buf);
+                break;
+            }
+            buf.extend_from_slice(&scratch[..t.size]);
+            count += 1;
+            if t.size < segment {
+                break;
+            }
+        }
+        self.scratch = scratch;
+        Some(Transmit {
+            size: buf.len(),
+            segment_size: (count > 1).then_some(segment),
+            ..first
+        })
+    }
+
+    /// A queued stateless response (Version Negotiation, Retry, stateless reset, a refusal)
+    /// into `buf`.
+    fn poll_transmit_stateless(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (destination, data) = self.responses.pop_front()?;
+        buf.clear();
+        buf.extend_from_slice(&data);
+        Some(Transmit {
+            destination,
+            size: data.len(),
+            ecn: None,
+            segment_size: None,
+        })
     }
 
     /// The earliest deadline of any connection.

@@ -1,7 +1,6 @@
 //! The endpoint's background task: socket in, state machine, socket out, timer.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,14 +9,14 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::time::Sleep;
 
-use super::udp::UdpIo;
+use super::udp::{is_transient, Received, UdpIo};
 use super::Shared;
 use crate::connection::Transmit;
 
 /// Datagrams received per turn before the driver sends and checks timers.
 const RECV_BATCH: usize = 64;
 /// Datagrams sent per turn before the driver yields to other tasks.
-const SEND_BATCH: usize = 64;
+const SEND_BATCH: usize = 128;
 /// The largest UDP payload we read (RFC 9000 §18.2 max_udp_payload_size upper bound).
 const MAX_DATAGRAM: usize = 65_527;
 /// Receive memory is allocated in blocks of this size and handed out as `BytesMut` slices, so
@@ -57,19 +56,6 @@ impl Driver {
     }
 }
 
-/// Errors a UDP socket reports for one datagram (ICMP feedback on some platforms) rather
-/// than for the socket.
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(90) // EMSGSIZE on Linux: one datagram too large.
-}
-
 impl Future for Driver {
     type Output = ();
 
@@ -91,10 +77,19 @@ impl Future for Driver {
             while received < RECV_BATCH {
                 this.ensure_recv_space();
                 match this.socket.poll_recv(cx, &mut this.recv[..]) {
-                    Poll::Ready(Ok((n, from, ecn))) => {
-                        let data = this.recv.split_to(n);
+                    Poll::Ready(Ok(Received {
+                        len,
+                        from,
+                        ecn,
+                        stride,
+                    })) => {
+                        let mut data = this.recv.split_to(len);
                         received += 1;
-                        state.ep.handle_datagram_ecn(now, from, ecn, data);
+                        // With receive offload, several datagrams of one flow.
+                        while !data.is_empty() {
+                            let one = data.split_to(stride.min(data.len()));
+                            state.ep.handle_datagram_ecn(now, from, ecn, one);
+                        }
                         state.reap();
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
@@ -119,19 +114,23 @@ impl Future for Driver {
             let mut blocked = false;
             while sent < SEND_BATCH {
                 if this.pending.is_none() {
-                    this.pending = state.ep.poll_transmit(now, &mut this.send);
+                    let max = this.socket.max_segments();
+                    this.pending = state.ep.poll_transmit_batch(now, max, &mut this.send);
                     state.reap();
                 }
                 let Some(t) = this.pending else {
                     break;
                 };
-                match this
-                    .socket
-                    .poll_send(cx, &this.send[..t.size], t.destination, t.ecn)
-                {
-                    Poll::Ready(Ok(_)) => {
+                match this.socket.poll_send(
+                    cx,
+                    &this.send[..t.size],
+                    t.destination,
+                    t.ecn,
+                    t.segment_size,
+                ) {
+                    Poll::Ready(Ok(())) => {
                         this.pending = None;
-                        sent += 1;
+                        sent += t.datagrams();
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
                         tracing::debug!(error = %e, dst = %t.destination, "send error; datagram dropped");
@@ -157,7 +156,7 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             // More work is ready right now: let other tasks run, then come back.
-            if received == RECV_BATCH || (sent == SEND_BATCH && !blocked) {
+            if received == RECV_BATCH || (sent >= SEND_BATCH && !blocked) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }

@@ -1,10 +1,18 @@
-//! UDP socket I/O with ECN (RFC 9000 §13.4, RFC 3168 §5).
+//! UDP socket I/O: ECN (RFC 9000 §13.4, RFC 3168 §5) and, on Linux, segmentation offload.
 //!
 //! On Linux the ECN codepoint of each received datagram is read from its IP header
 //! (`IP_RECVTOS` / `IPV6_RECVTCLASS` control messages), and each sent datagram carries the
 //! codepoint its connection chose (`IP_TOS` / `IPV6_TCLASS` control messages on `sendmsg`).
 //! Elsewhere, or if the kernel refuses the control message, datagrams go without ECN: the
 //! connections' ECN validation then sees no marks and stops marking.
+//!
+//! Batches: where the kernel offers generic segmentation offload (`UDP_SEGMENT`, Linux 4.18)
+//! one `sendmsg` carries up to [`MAX_GSO_SEGMENTS`] datagrams of one size for one
+//! destination, and with generic receive offload (`UDP_GRO`, Linux 5.0) one `recvmsg` returns
+//! several datagrams of one flow back to back with their size. Both are detected when the
+//! socket is set up; a socket without them sends and receives one datagram per call, and a
+//! send the device refuses to segment (`EIO`: no checksum offload) turns segmentation off and
+//! sends the batch one datagram at a time.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,30 +22,79 @@ use tokio::net::UdpSocket;
 
 use crate::connection::EcnCodepoint;
 
-/// A UDP socket with ECN on the datagrams.
+/// The most datagrams one segmentation-offload send carries (the kernel's
+/// `UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+
+/// One receive: `len` bytes from `from`, holding datagrams of `stride` bytes back to back (the
+/// last may be shorter); `stride == len` for a single datagram.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) from: SocketAddr,
+    pub(crate) ecn: Option<EcnCodepoint>,
+    pub(crate) stride: usize,
+}
+
+/// Errors a UDP socket reports for one datagram (ICMP feedback on some platforms, a datagram
+/// larger than the path allows) rather than for the socket.
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(90) // EMSGSIZE on Linux: one datagram too large.
+}
+
+/// A UDP socket with ECN on the datagrams and, where the kernel has it, segmentation offload.
 #[derive(Debug)]
 pub(crate) struct UdpIo {
     socket: UdpSocket,
     /// `sendmsg` with an ECN control message works here.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     ecn_send: bool,
+    /// Datagrams one send may carry: [`MAX_GSO_SEGMENTS`] with segmentation offload, else 1.
+    max_segments: usize,
+    /// Bytes of the batch being sent one datagram at a time already gone (a send that was
+    /// interrupted by a full socket buffer resumes here).
+    partial: usize,
 }
 
 impl UdpIo {
     pub(crate) fn new(socket: UdpSocket) -> Self {
         #[cfg(target_os = "linux")]
-        let ecn_send = linux::enable_ecn_receive(&socket);
+        let (ecn_send, max_segments) = {
+            let ecn = linux::enable_ecn_receive(&socket);
+            linux::enable_gro(&socket);
+            let gso = !offload_disabled() && linux::gso_supported(&socket);
+            (ecn, if gso { MAX_GSO_SEGMENTS } else { 1 })
+        };
         #[cfg(not(target_os = "linux"))]
-        let ecn_send = false;
-        Self { socket, ecn_send }
+        let (ecn_send, max_segments) = (false, 1);
+        tracing::debug!(max_segments, "UDP socket ready");
+        Self {
+            socket,
+            ecn_send,
+            max_segments,
+            partial: 0,
+        }
     }
 
-    /// Receives one datagram into `buf`: its length, source and ECN codepoint.
+    /// How many datagrams one [`UdpIo::poll_send`] should carry.
+    pub(crate) fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// Receives into `buf` (which should hold 64 KiB: with receive offload, several datagrams
+    /// of one flow arrive together).
     pub(crate) fn poll_recv(
         &self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr, Option<EcnCodepoint>)>> {
+    ) -> Poll<io::Result<Received>> {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -57,41 +114,126 @@ impl UdpIo {
         {
             let mut rb = tokio::io::ReadBuf::new(buf);
             let from = std::task::ready!(self.socket.poll_recv_from(cx, &mut rb))?;
-            Poll::Ready(Ok((rb.filled().len(), from, None)))
+            let len = rb.filled().len();
+            Poll::Ready(Ok(Received {
+                len,
+                from,
+                ecn: None,
+                stride: len,
+            }))
         }
     }
 
-    /// Sends one datagram to `dst` with the ECN codepoint `ecn`.
+    /// Sends `buf` to `dst` with the ECN codepoint `ecn`: one datagram, or with
+    /// `segment_size` several of that size back to back (the last may be shorter). Ready
+    /// once all of them are gone; an error means the rest of the batch is dropped.
     pub(crate) fn poll_send(
         &mut self,
         cx: &mut Context<'_>,
         buf: &[u8],
         dst: SocketAddr,
         ecn: Option<EcnCodepoint>,
-    ) -> Poll<io::Result<usize>> {
+        segment_size: Option<usize>,
+    ) -> Poll<io::Result<()>> {
+        let segment = segment_size.filter(|&n| n > 0 && n < buf.len());
         #[cfg(target_os = "linux")]
-        if let (Some(ecn), true) = (ecn, self.ecn_send) {
-            use std::os::fd::AsRawFd;
-            loop {
-                std::task::ready!(self.socket.poll_send_ready(cx))?;
-                let fd = self.socket.as_raw_fd();
-                match self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-                    linux::send(fd, buf, dst, ecn)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        // The kernel refuses the control message: no ECN from now on.
-                        tracing::debug!(error = %e, "ECN control message refused; sending without");
-                        self.ecn_send = false;
-                        break;
-                    }
-                    other => return Poll::Ready(other),
+        if let (Some(n), 0, true) = (segment, self.partial, self.max_segments > 1) {
+            match std::task::ready!(self.poll_sendmsg(cx, buf, dst, ecn, Some(n))) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    // The device cannot checksum segments (the kernel says EIO).
+                    tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
+                    self.max_segments = 1;
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // A segment larger than the device allows (a path MTU probe in the
+                    // batch): this batch goes one by one, the next may segment again.
+                    tracing::debug!(error = %e, "segmented send refused; this batch goes one by one");
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        let _ = ecn;
-        self.socket.poll_send_to(cx, buf, dst)
+        let Some(n) = segment else {
+            return self.poll_send_one(cx, buf, dst, ecn);
+        };
+        while self.partial < buf.len() {
+            let end = (self.partial + n).min(buf.len());
+            let one = &buf[self.partial..end];
+            match std::task::ready!(self.poll_send_one(cx, one, dst, ecn)) {
+                Ok(()) => {}
+                Err(e) if is_transient(&e) => {
+                    tracing::debug!(error = %e, %dst, "send error; datagram dropped");
+                }
+                Err(e) => {
+                    self.partial = 0;
+                    return Poll::Ready(Err(e));
+                }
+            }
+            self.partial = end;
+        }
+        self.partial = 0;
+        Poll::Ready(Ok(()))
     }
+
+    /// Sends one datagram.
+    fn poll_send_one(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        dst: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+    ) -> Poll<io::Result<()>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.poll_sendmsg(cx, buf, dst, ecn, None)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = ecn;
+            self.socket.poll_send_to(cx, buf, dst).map_ok(|_| ())
+        }
+    }
+
+    /// One `sendmsg` with the ECN and segmentation control messages that apply.
+    #[cfg(target_os = "linux")]
+    fn poll_sendmsg(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        dst: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        segment: Option<usize>,
+    ) -> Poll<io::Result<()>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            std::task::ready!(self.socket.poll_send_ready(cx))?;
+            let fd = self.socket.as_raw_fd();
+            let tos = ecn.filter(|_| self.ecn_send);
+            let segment = segment.and_then(|n| u16::try_from(n).ok());
+            match self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                linux::send(fd, buf, dst, tos, segment)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && tos.is_some()
+                        && segment.is_none() =>
+                {
+                    // The kernel refuses the control message: no ECN from now on.
+                    tracing::debug!(error = %e, "ECN control message refused; sending without");
+                    self.ecn_send = false;
+                }
+                other => return Poll::Ready(other.map(|_| ())),
+            }
+        }
+    }
+}
+
+/// `GQUIC_NO_OFFLOAD=1` turns segmentation offload off (to compare, or to work around a
+/// broken driver).
+#[cfg(target_os = "linux")]
+fn offload_disabled() -> bool {
+    std::env::var_os("GQUIC_NO_OFFLOAD").is_some_and(|v| v != "0" && !v.is_empty())
 }
 
 #[cfg(target_os = "linux")]
@@ -106,8 +248,9 @@ mod linux {
 
     use crate::connection::EcnCodepoint;
 
-    /// Room for one TOS / TCLASS control message, 8-byte aligned.
-    type Control = [u64; 8];
+    /// Room for the control messages of one send or receive (TOS / TCLASS, segment size),
+    /// 8-byte aligned.
+    type Control = [u64; 16];
 
     fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
         // SAFETY: `value` outlives the call and its size is passed along.
@@ -136,10 +279,32 @@ mod linux {
         true
     }
 
-    pub(super) fn recv(
-        fd: RawFd,
-        buf: &mut [u8],
-    ) -> io::Result<(usize, SocketAddr, Option<EcnCodepoint>)> {
+    /// Whether the kernel knows `UDP_SEGMENT` on this socket (generic segmentation offload).
+    pub(super) fn gso_supported(socket: &UdpSocket) -> bool {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` outlive the call and describe a `c_int`.
+        unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+        }
+    }
+
+    /// Asks for generic receive offload (several datagrams of one flow per receive).
+    pub(super) fn enable_gro(socket: &UdpSocket) -> bool {
+        let ok = set_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+        if !ok {
+            tracing::debug!("UDP receive offload not available");
+        }
+        ok
+    }
+
+    pub(super) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<super::Received> {
         // SAFETY: every pointer in `hdr` points at a local that outlives `recvmsg`, with its
         // size; the control messages are read only within `msg_controllen` through the CMSG
         // macros, and their data only at the size the kernel documents for each type.
@@ -149,7 +314,7 @@ mod linux {
                 iov_base: buf.as_mut_ptr().cast(),
                 iov_len: buf.len(),
             };
-            let mut control: Control = [0; 8];
+            let mut control: Control = [0; 16];
             let mut hdr: libc::msghdr = zeroed();
             hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -162,7 +327,9 @@ mod linux {
                 return Err(io::Error::last_os_error());
             }
             let from = from_sockaddr(&name)?;
+            let len = n as usize;
             let mut ecn = None;
+            let mut stride = len;
             let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
             while !cmsg.is_null() {
                 let c = &*cmsg;
@@ -175,19 +342,33 @@ mod linux {
                         let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
                         ecn = EcnCodepoint::from_bits(v as u8);
                     }
+                    (libc::SOL_UDP, libc::UDP_GRO) => {
+                        let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                        if v > 0 {
+                            stride = v as usize;
+                        }
+                    }
                     _ => {}
                 }
                 cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
             }
-            Ok((n as usize, from, ecn))
+            Ok(super::Received {
+                len,
+                from,
+                ecn,
+                stride,
+            })
         }
     }
 
+    /// One `sendmsg`: `ecn` in the IP header if given, and with `segment` the buffer is cut
+    /// into datagrams of that size by the kernel (`UDP_SEGMENT`).
     pub(super) fn send(
         fd: RawFd,
         buf: &[u8],
         dst: SocketAddr,
-        ecn: EcnCodepoint,
+        ecn: Option<EcnCodepoint>,
+        segment: Option<u16>,
     ) -> io::Result<usize> {
         let (mut name, namelen) = to_sockaddr(dst);
         // IPv4, or IPv4 through an IPv6 socket (a mapped address), takes IP_TOS; IPv6 takes
@@ -196,34 +377,47 @@ mod linux {
             SocketAddr::V4(_) => true,
             SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
         };
-        let (level, ty) = if v4 {
-            (libc::IPPROTO_IP, libc::IP_TOS)
-        } else {
-            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
-        };
-        let value = libc::c_int::from(ecn.bits());
-        // SAFETY: as in `recv`; the control buffer is large enough for one `c_int` message
-        // (checked by `CMSG_SPACE`), and written through the CMSG macros.
+        // SAFETY: as in `recv`; the control buffer is large enough for both messages
+        // (checked against `CMSG_SPACE`), which are written through the CMSG macros.
         unsafe {
             let mut iov = libc::iovec {
                 iov_base: buf.as_ptr() as *mut libc::c_void,
                 iov_len: buf.len(),
             };
-            let mut control: Control = [0; 8];
-            let space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+            let mut control: Control = [0; 16];
+            let int_space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+            let u16_space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+            let space = ecn.map_or(0, |_| int_space) + segment.map_or(0, |_| u16_space);
             debug_assert!(space <= size_of::<Control>());
             let mut hdr: libc::msghdr = zeroed();
             hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
             hdr.msg_namelen = namelen;
             hdr.msg_iov = &mut iov;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = control.as_mut_ptr().cast();
-            hdr.msg_controllen = space as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            (*cmsg).cmsg_level = level;
-            (*cmsg).cmsg_type = ty;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), value);
+            if space > 0 {
+                hdr.msg_control = control.as_mut_ptr().cast();
+                hdr.msg_controllen = space as _;
+                let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+                if let Some(ecn) = ecn {
+                    let (level, ty) = if v4 {
+                        (libc::IPPROTO_IP, libc::IP_TOS)
+                    } else {
+                        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+                    };
+                    (*cmsg).cmsg_level = level;
+                    (*cmsg).cmsg_type = ty;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
+                    let value = libc::c_int::from(ecn.bits());
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), value);
+                    cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+                }
+                if let Some(segment) = segment {
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+                }
+            }
             let n = libc::sendmsg(fd, &hdr, 0);
             if n < 0 {
                 return Err(io::Error::last_os_error());
@@ -289,5 +483,103 @@ mod linux {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    async fn socket() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Three datagrams of a batch: two of 1200 bytes and a shorter last one, each filled with
+    /// its index.
+    fn batch() -> Vec<u8> {
+        let mut buf = vec![0u8; 1200];
+        buf.extend_from_slice(&[1u8; 1200]);
+        buf.extend_from_slice(&[2u8; 500]);
+        buf
+    }
+
+    /// Receives the three datagrams of [`batch`] with a plain socket (no receive offload).
+    async fn expect_three(rx: &UdpSocket) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < 3 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .expect("a datagram")
+                .unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got[0], vec![0u8; 1200]);
+        assert_eq!(got[1], vec![1u8; 1200]);
+        assert_eq!(got[2], vec![2u8; 500]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn segmentation_offload_is_detected_on_linux() {
+        let io = UdpIo::new(socket().await);
+        assert_eq!(io.max_segments(), MAX_GSO_SEGMENTS);
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_as_separate_datagrams() {
+        let rx = socket().await;
+        let mut io = UdpIo::new(socket().await);
+        let dst = rx.local_addr().unwrap();
+        let buf = batch();
+        poll_fn(|cx| io.poll_send(cx, &buf, dst, Some(EcnCodepoint::Ect0), Some(1200)))
+            .await
+            .unwrap();
+        expect_three(&rx).await;
+    }
+
+    #[tokio::test]
+    async fn without_offload_a_batch_goes_one_datagram_at_a_time() {
+        let rx = socket().await;
+        let mut io = UdpIo::new(socket().await);
+        io.max_segments = 1;
+        let dst = rx.local_addr().unwrap();
+        let buf = batch();
+        poll_fn(|cx| io.poll_send(cx, &buf, dst, None, Some(1200)))
+            .await
+            .unwrap();
+        expect_three(&rx).await;
+    }
+
+    /// Whatever the kernel coalesces, splitting each receive at its stride gives back the
+    /// datagrams that were sent; on Linux a looped-back segmented send arrives in one receive
+    /// with the segment size as its stride.
+    #[tokio::test]
+    async fn receive_offload_reports_the_stride() {
+        let rx = UdpIo::new(socket().await);
+        let mut tx = UdpIo::new(socket().await);
+        let dst = rx.socket.local_addr().unwrap();
+        let buf = batch();
+        poll_fn(|cx| tx.poll_send(cx, &buf, dst, None, Some(1200)))
+            .await
+            .unwrap();
+        let mut datagrams = Vec::new();
+        let mut receives = 0;
+        let mut space = vec![0u8; 65_536];
+        while datagrams.len() < 3 {
+            let r = poll_fn(|cx| rx.poll_recv(cx, &mut space)).await.unwrap();
+            receives += 1;
+            for one in space[..r.len].chunks(r.stride) {
+                datagrams.push(one.to_vec());
+            }
+        }
+        assert_eq!(datagrams.len(), 3);
+        assert_eq!(datagrams.concat(), buf);
+        assert_eq!(datagrams[2].len(), 500);
+        #[cfg(target_os = "linux")]
+        assert_eq!(receives, 1, "receive offload coalesces a looped-back batch");
+        let _ = receives;
     }
 }

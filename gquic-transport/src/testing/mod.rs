@@ -77,6 +77,10 @@ pub struct NetworkStats {
     pub corrupted: u64,
     /// Datagrams duplicated.
     pub duplicated: u64,
+    /// Batches of more than one datagram the endpoints wrote.
+    pub batches: u64,
+    /// Datagrams in those batches.
+    pub batched: u64,
 }
 
 /// An xorshift64* generator: fast, deterministic, good enough for simulation.
@@ -144,6 +148,10 @@ pub struct Network {
     aliases: Vec<(SocketAddr, usize)>,
     seq: u64,
     buf: Vec<u8>,
+    /// The most datagrams an endpoint writes per batch
+    /// ([`Endpoint::poll_transmit_batch`]); 64 by default, as with Linux segmentation
+    /// offload, so every simulated test exercises batches.
+    pub batch_segments: usize,
     stats: NetworkStats,
     /// Every datagram sent, with its sender's address, while capturing.
     captured: Option<Vec<(SocketAddr, Vec<u8>)>>,
@@ -172,6 +180,7 @@ impl Network {
             aliases: Vec::new(),
             seq: 0,
             buf: Vec::with_capacity(65536),
+            batch_segments: 64,
             stats: NetworkStats::default(),
             captured: None,
         }
@@ -246,31 +255,50 @@ impl Network {
                 let now = self.now;
                 let (addr, ep) = &mut self.nodes[from];
                 let addr = *addr;
-                let Some(t) = ep.poll_transmit(now, &mut self.buf) else {
+                let Some(t) = ep.poll_transmit_batch(now, self.batch_segments, &mut self.buf)
+                else {
                     break;
                 };
-                let data = self.buf[..t.size].to_vec();
-                self.stats.sent += 1;
-                if let Some(c) = self.captured.as_mut() {
-                    c.push((addr, data.clone()));
-                }
-                let to = self
-                    .nodes
-                    .iter()
-                    .position(|(a, _)| *a == t.destination)
-                    .or_else(|| {
-                        self.aliases
-                            .iter()
-                            .find(|(a, _)| *a == t.destination)
-                            .map(|(_, n)| *n)
-                    });
-                let Some(to) = to else {
-                    self.stats.dropped += 1;
+                let Some(to) = self.route(t.destination) else {
+                    self.stats.sent += t.datagrams() as u64;
+                    self.stats.dropped += t.datagrams() as u64;
                     continue;
                 };
-                self.enqueue(from, addr, to, data, t.ecn);
+                // A batch is cut into its datagrams as a segmentation-offload send is.
+                let stride = t.segment_size.unwrap_or(t.size);
+                if t.segment_size.is_some() {
+                    assert!(
+                        t.datagrams() <= self.batch_segments && t.size <= 65_507,
+                        "a batch beyond the limits: {t:?}"
+                    );
+                    self.stats.batches += 1;
+                    self.stats.batched += t.datagrams() as u64;
+                }
+                let batch = std::mem::take(&mut self.buf);
+                for one in batch[..t.size].chunks(stride.max(1)) {
+                    let data = one.to_vec();
+                    self.stats.sent += 1;
+                    if let Some(c) = self.captured.as_mut() {
+                        c.push((addr, data.clone()));
+                    }
+                    self.enqueue(from, addr, to, data, t.ecn);
+                }
+                self.buf = batch;
             }
         }
+    }
+
+    /// The node an address reaches.
+    fn route(&self, destination: SocketAddr) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|(a, _)| *a == destination)
+            .or_else(|| {
+                self.aliases
+                    .iter()
+                    .find(|(a, _)| *a == destination)
+                    .map(|(_, n)| *n)
+            })
     }
 
     fn enqueue(

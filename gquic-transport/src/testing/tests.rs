@@ -177,6 +177,12 @@ fn endpoints_handshake_and_ten_mebibytes_on_one_stream() {
     );
     // The server issued spare connection IDs and routes all of them.
     assert_eq!(s.net.endpoint(S).stats().accepted, 1);
+    // The datagrams went in batches (segmentation offload), cut apart intact by the network.
+    let net = s.net.stats();
+    assert!(
+        net.batches > 100 && net.batched >= 4 * net.batches,
+        "few or small batches: {net:?}"
+    );
 }
 
 #[test]
