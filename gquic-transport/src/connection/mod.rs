@@ -225,6 +225,10 @@ enum CloseFrame {
 /// `None` (sending each datagram), then `poll_event` until `None`, then `poll_timeout` to
 /// (re)arm its single timer. Every input takes `now`; the connection never reads a clock.
 pub struct Connection {
+    /// Reused by each ACK frame for the packets it acknowledges (no allocation per ACK).
+    acked_scratch: Vec<(u64, crate::recovery::sent::SentPacket<spaces::SentInfo>)>,
+    /// Their packet numbers, for persistent congestion (RFC 9002 §7.6.2).
+    acked_pns_scratch: Vec<u64>,
     side: Side,
     version: Version,
     config: Arc<TransportConfig>,
@@ -678,6 +682,8 @@ impl Connection {
             incoming_path: None,
             ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
+            acked_scratch: Vec::new(),
+            acked_pns_scratch: Vec::new(),
             dialed_name: None,
             datagrams_in: VecDeque::new(),
             datagrams_in_bytes: 0,
@@ -1280,7 +1286,7 @@ impl Connection {
                 .sent
                 .oldest_unacked()
                 .take(2)
-                .flat_map(|(_, p)| p.info.chunks.clone())
+                .flat_map(|(_, p)| p.info.chunks.iter().cloned())
                 .collect();
             for c in &chunks {
                 self.streams.on_chunk_lost(c);

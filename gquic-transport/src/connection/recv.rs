@@ -819,15 +819,33 @@ impl Connection {
         ack: &Ack,
     ) -> Result<(), TransportError> {
         let largest_before = self.spaces[space as usize].sent.largest_acked();
-        let outcome = self.spaces[space as usize]
+        // One vector reused across ACK frames: no allocation per ACK.
+        let mut acked = std::mem::take(&mut self.acked_scratch);
+        let rtt_sample = self.spaces[space as usize]
             .sent
-            .on_ack(ack.iter(), ack.largest, now)
+            .on_ack_into(ack.iter(), ack.largest, now, &mut acked)
             .map_err(|code| TransportError {
                 code,
                 frame: Some(ack.frame_type().0),
                 reason: "ACK of a packet never sent".into(),
             })?;
-        if let Some(sample) = outcome.rtt_sample {
+        let result = self.on_packets_acked(now, space, ack, largest_before, rtt_sample, &mut acked);
+        acked.clear();
+        self.acked_scratch = acked;
+        result
+    }
+
+    /// The rest of [`Connection::on_ack_frame`], with the newly acknowledged packets.
+    fn on_packets_acked(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        ack: &Ack,
+        largest_before: Option<u64>,
+        rtt_sample: Option<Duration>,
+        acked: &mut Vec<(u64, SentPacket<SentInfo>)>,
+    ) -> Result<(), TransportError> {
+        if let Some(sample) = rtt_sample {
             let exponent = self
                 .peer_params
                 .as_ref()
@@ -841,23 +859,25 @@ impl Connection {
             self.rtt.update(delay, sample);
             self.first_rtt_sample.get_or_insert(now);
         }
-        if outcome.acked.is_empty() {
+        if acked.is_empty() {
             return Ok(());
         }
         // RFC 9000 §13.4.2.1: ECN counts are checked on ACKs that raise the largest
         // acknowledged.
         if largest_before.is_none_or(|l| ack.largest > l) {
-            let newly_marked = outcome.acked.iter().filter(|(_, p)| p.info.ecn).count() as u64;
+            let newly_marked = acked.iter().filter(|(_, p)| p.info.ecn).count() as u64;
             if self.on_ack_ecn(space, ack.ecn.as_ref(), newly_marked) {
-                if let Some((_, newest)) = outcome.acked.last() {
+                if let Some((_, newest)) = acked.last() {
                     let sent = newest.time_sent;
                     self.on_ecn_congestion(now, sent);
                 }
             }
         }
         let app_limited = self.bytes_in_flight() + self.max_datagram_size < self.cc.window() / 2;
-        let acked_pns: Vec<u64> = outcome.acked.iter().map(|(pn, _)| *pn).collect();
-        for (pn, mut packet) in outcome.acked {
+        let mut acked_pns = std::mem::take(&mut self.acked_pns_scratch);
+        acked_pns.clear();
+        acked_pns.extend(acked.iter().map(|(pn, _)| *pn));
+        for (pn, mut packet) in acked.drain(..) {
             if space == SpaceId::Data {
                 match packet.info.mtu_probe.take() {
                     Some(size) => {
@@ -893,6 +913,7 @@ impl Connection {
         self.pto_count = 0;
         let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
         self.on_packets_lost(now, space, lost, &acked_pns);
+        self.acked_pns_scratch = acked_pns;
         let sample = self.rate.generate(self.rtt.min(), self.bytes_in_flight());
         self.cc.on_rate_sample(now, &sample, &self.rtt);
         Ok(())

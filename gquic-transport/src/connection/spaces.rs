@@ -36,11 +36,43 @@ impl SpaceId {
     }
 }
 
+/// The stream chunks of a sent packet. Most packets carry one, kept inline, so that sending
+/// does not allocate per packet; more go into a vector.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Chunks {
+    first: Option<StreamChunk>,
+    rest: Vec<StreamChunk>,
+}
+
+impl Chunks {
+    pub(super) fn push(&mut self, chunk: StreamChunk) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push(chunk);
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &StreamChunk> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a Chunks {
+    type Item = &'a StreamChunk;
+    type IntoIter =
+        std::iter::Chain<std::option::Iter<'a, StreamChunk>, std::slice::Iter<'a, StreamChunk>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
 /// What a sent packet carried that matters when it is acknowledged or lost.
 #[derive(Debug, Default)]
 pub(super) struct SentInfo {
     pub(super) crypto: Option<Range<u64>>,
-    pub(super) chunks: Vec<StreamChunk>,
+    pub(super) chunks: Chunks,
     pub(super) control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
     pub(super) new_token: Option<bytes::Bytes>,

@@ -158,10 +158,27 @@ impl<T> SentPackets<T> {
         largest: u64,
         now: Instant,
     ) -> Result<AckOutcome<T>, TransportErrorCode> {
+        let mut acked = Vec::new();
+        let rtt_sample = self.on_ack_into(ranges, largest, now, &mut acked)?;
+        Ok(AckOutcome { acked, rtt_sample })
+    }
+
+    /// [`SentPackets::on_ack`] into a caller's vector (cleared first), so that a connection
+    /// can reuse one across ACK frames; returns the RTT sample.
+    ///
+    /// # Errors
+    /// As [`SentPackets::on_ack`].
+    pub fn on_ack_into(
+        &mut self,
+        ranges: impl Iterator<Item = RangeInclusive<u64>>,
+        largest: u64,
+        now: Instant,
+        acked: &mut Vec<(u64, SentPacket<T>)>,
+    ) -> Result<Option<Duration>, TransportErrorCode> {
+        acked.clear();
         if largest >= self.next_pn {
             return Err(TransportErrorCode::PROTOCOL_VIOLATION);
         }
-        let mut acked = Vec::new();
         let mut largest_newly_acked = None;
         let mut any_ack_eliciting = false;
         for range in ranges {
@@ -184,11 +201,10 @@ impl<T> SentPackets<T> {
         self.trim();
         acked.reverse();
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
-        let rtt_sample = match largest_newly_acked {
+        Ok(match largest_newly_acked {
             Some(sent) if any_ack_eliciting => Some(now.saturating_duration_since(sent)),
             _ => None,
-        };
-        Ok(AckOutcome { acked, rtt_sample })
+        })
     }
 
     /// Declares lost the packets that RFC 9002 §6.1 says are lost, and sets the next loss time.

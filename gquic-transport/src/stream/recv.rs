@@ -1,7 +1,7 @@
 //! The receive side of a stream's data: out-of-order reassembly (RFC 9000 §2.2), final size
 //! (§4.5) and per-stream flow control (§4.1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -9,13 +9,22 @@ use crate::error::TransportErrorCode;
 
 /// Reassembles stream data that may arrive out of order, duplicated or overlapping, holding
 /// only zero-copy slices of the packets it came in.
+///
+/// Data contiguous with what was delivered waits in a queue whose memory is reused, so a
+/// stream arriving in order costs no allocation per packet; only data beyond a gap goes into
+/// an ordered map until the gap is filled.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    /// Non-overlapping chunks at or above `read`, keyed by stream offset.
+    /// The chunks of `[read, contiguous_end)`, in order.
+    contiguous: VecDeque<Bytes>,
+    /// One past the last byte of `contiguous`.
+    contiguous_end: u64,
+    /// Non-overlapping chunks beyond a gap, all starting after `contiguous_end`, keyed by
+    /// stream offset.
     chunks: BTreeMap<u64, Bytes>,
     /// Bytes delivered to the application.
     read: u64,
-    /// Bytes held in `chunks`.
+    /// Bytes held in `contiguous` and `chunks`.
     buffered: u64,
 }
 
@@ -37,18 +46,26 @@ impl Assembler {
 
     /// Number of separate chunks held (what fragmentation costs in bookkeeping).
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        self.contiguous.len() + self.chunks.len()
     }
 
     /// Adds `data` at `offset`, keeping only bytes not already delivered or held.
     pub fn insert(&mut self, mut offset: u64, mut data: Bytes) {
-        // Drop what was already delivered.
-        if offset < self.read {
-            let skip = (self.read - offset).min(data.len() as u64) as usize;
+        // Drop what is already delivered or waiting in order.
+        if offset < self.contiguous_end {
+            let skip = (self.contiguous_end - offset).min(data.len() as u64) as usize;
             data = data.slice(skip..);
-            offset = self.read;
+            offset = self.contiguous_end;
         }
-        // Fill only the gaps between chunks already held.
+        if data.is_empty() {
+            return;
+        }
+        if offset == self.contiguous_end {
+            self.push_contiguous(data);
+            self.absorb();
+            return;
+        }
+        // Beyond a gap: fill only the gaps between chunks already held.
         while !data.is_empty() {
             let end = offset + data.len() as u64;
             // A held chunk that starts at or before `offset` and covers it.
@@ -75,20 +92,40 @@ impl Assembler {
         }
     }
 
+    fn push_contiguous(&mut self, data: Bytes) {
+        self.contiguous_end += data.len() as u64;
+        self.buffered += data.len() as u64;
+        self.contiguous.push_back(data);
+    }
+
+    /// Moves the held chunks that the contiguous data now reaches into the queue.
+    fn absorb(&mut self) {
+        while let Some(entry) = self.chunks.first_entry() {
+            let start = *entry.key();
+            if start > self.contiguous_end {
+                break;
+            }
+            let mut data = entry.remove();
+            self.buffered -= data.len() as u64;
+            let skip = (self.contiguous_end - start).min(data.len() as u64) as usize;
+            data = data.slice(skip..);
+            if !data.is_empty() {
+                self.push_contiguous(data);
+            }
+        }
+    }
+
     /// Takes the next contiguous data, at most `max` bytes, or `None` if the next byte has not
     /// arrived.
     pub fn read(&mut self, max: usize) -> Option<Bytes> {
-        let mut entry = self.chunks.first_entry()?;
-        if *entry.key() != self.read || max == 0 {
+        if max == 0 {
             return None;
         }
-        let data = if entry.get().len() > max {
-            let head = entry.get_mut().split_to(max);
-            let rest = entry.remove();
-            self.chunks.insert(self.read + max as u64, rest);
-            head
+        let front = self.contiguous.front_mut()?;
+        let data = if front.len() > max {
+            front.split_to(max)
         } else {
-            entry.remove()
+            self.contiguous.pop_front()?
         };
         self.read += data.len() as u64;
         self.buffered -= data.len() as u64;
@@ -97,7 +134,9 @@ impl Assembler {
 
     /// Discards everything buffered (the stream was reset or stopped).
     pub fn clear(&mut self) {
+        self.contiguous.clear();
         self.chunks.clear();
+        self.contiguous_end = self.read;
         self.buffered = 0;
     }
 }
@@ -218,8 +257,9 @@ mod tests {
         a.insert(0, Bytes::from_static(b"abcdefg"));
         assert_eq!(a.buffered(), 10);
         assert_eq!(&a.read(3).unwrap()[..], b"abc");
-        assert_eq!(&a.read(100).unwrap()[..], b"de");
-        assert_eq!(&a.read(100).unwrap()[..], b"fghij");
+        // The in-order data is kept whole; the held chunk keeps only what it adds.
+        assert_eq!(&a.read(100).unwrap()[..], b"defg");
+        assert_eq!(&a.read(100).unwrap()[..], b"hij");
         assert_eq!(a.read(100), None);
         a.insert(2, Bytes::from_static(b"cdefghijkl"));
         assert_eq!(&a.read(100).unwrap()[..], b"kl");
