@@ -70,6 +70,7 @@ pub mod connection;
 pub mod crypto;
 pub mod endpoint;
 pub mod error;
+mod fast_hash;
 #[cfg(feature = "h3")]
 pub mod h3;
 pub mod range_set;

@@ -873,7 +873,17 @@ impl Connection {
                 }
             }
         }
-        let app_limited = self.bytes_in_flight() + self.max_datagram_size < self.cc.window() / 2;
+        // RFC 9002 §7.8: the window grows only when it limits the sender. What was in flight
+        // before this ACK says so; what is left after it does not (one ACK for a whole batch
+        // of datagrams, as receive offload brings, leaves nothing in flight, and the window
+        // would never grow).
+        let acked_in_flight: u64 = acked
+            .iter()
+            .filter(|(_, p)| p.in_flight)
+            .map(|(_, p)| u64::from(p.size))
+            .sum();
+        let app_limited = self.bytes_in_flight() + acked_in_flight + self.max_datagram_size
+            < self.cc.window() / 2;
         let mut acked_pns = std::mem::take(&mut self.acked_pns_scratch);
         acked_pns.clear();
         acked_pns.extend(acked.iter().map(|(pn, _)| *pn));

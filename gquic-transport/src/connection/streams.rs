@@ -6,7 +6,8 @@
 //! opens them (streams below the peer's highest opened ID are created implicitly, RFC 9000
 //! §3.2, and so count against the limit).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::fast_hash::FastMap;
+use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -135,8 +136,8 @@ struct RecvState {
 #[derive(Debug)]
 pub struct Streams {
     side: Side,
-    send: HashMap<StreamId, SendState>,
-    recv: HashMap<StreamId, RecvState>,
+    send: FastMap<StreamId, SendState>,
+    recv: FastMap<StreamId, RecvState>,
     /// Next index of a stream we open, per direction.
     next_local: [u64; 2],
     /// How many streams we may open per direction (the peer's MAX_STREAMS).
@@ -201,8 +202,8 @@ impl Streams {
     ) -> Self {
         Self {
             side,
-            send: HashMap::new(),
-            recv: HashMap::new(),
+            send: FastMap::default(),
+            recv: FastMap::default(),
             next_local: [0; 2],
             max_local: [0; 2],
             next_remote: [0; 2],

@@ -194,7 +194,7 @@ pub struct Endpoint {
     server: Option<Arc<ServerConfig>>,
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
-    by_cid: HashMap<ConnectionId, usize>,
+    by_cid: crate::fast_hash::FastMap<ConnectionId, usize>,
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
     by_reset_token: HashMap<ResetToken, usize>,
     tokens_of: HashMap<usize, Vec<ResetToken>>,
@@ -311,7 +311,7 @@ impl Endpoint {
             server,
             connections: Vec::new(),
             free: Vec::new(),
-            by_cid: HashMap::new(),
+            by_cid: crate::fast_hash::FastMap::default(),
             by_reset_token: HashMap::new(),
             tokens_of: HashMap::new(),
             cids_of: HashMap::new(),

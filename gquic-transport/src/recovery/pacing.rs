@@ -2,8 +2,14 @@
 
 use std::time::{Duration, Instant};
 
+/// How long a burst may last at the pacing rate (quinn and Linux's fq use similar bounds).
+const BURST_INTERVAL: Duration = Duration::from_millis(2);
+/// The largest burst, in datagrams.
+const MAX_BURST_PACKETS: u64 = 256;
+
 /// A token-bucket pacer: tokens (bytes) refill at `N * cwnd / smoothed_rtt` with N = 1.25 (RFC
-/// 9002 §7.7 recommends a small N above 1), up to a burst of `burst_packets` datagrams.
+/// 9002 §7.7 recommends a small N above 1), up to a burst of what the rate sends in 2 ms,
+/// at least `burst_packets` datagrams.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     tokens: u64,
@@ -48,8 +54,15 @@ impl Pacer {
         rate: f64,
         max_datagram_size: u64,
     ) -> Option<Instant> {
-        self.capacity = (self.burst_packets * max_datagram_size).max(bytes);
         let rate = rate.max(1.0);
+        // The bucket holds what the rate sends in BURST_INTERVAL (at least `burst_packets`,
+        // at most MAX_BURST_PACKETS datagrams): a runtime's timers fire a millisecond or so
+        // late, and a bucket smaller than what the rate sends meanwhile would cap the rate.
+        let interval = (rate * BURST_INTERVAL.as_secs_f64()) as u64;
+        self.capacity = interval
+            .min(MAX_BURST_PACKETS * max_datagram_size)
+            .max(self.burst_packets * max_datagram_size)
+            .max(bytes);
         if let Some(last) = self.last {
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
             let refill = (elapsed * rate) as u64;

@@ -159,7 +159,9 @@ impl RateSampler {
         rs.total_delivered = self.delivered;
         rs.bytes_in_flight = bytes_in_flight;
         rs.lost = self.lost.saturating_sub(rs.lost);
-        if prior_time.is_none() {
+        // No sample from a packet sent before the sampler was reset (a new path, RFC 9000
+        // §9.4): its snapshot counts deliveries of the old one.
+        if prior_time.is_none() || rs.prior_delivered > self.delivered {
             return rs;
         }
         rs.interval = self.rs_send_elapsed.max(self.rs_ack_elapsed);

@@ -33,6 +33,7 @@ mod driver;
 mod streams;
 mod udp;
 
+use crate::fast_hash::FastMap;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -108,12 +109,12 @@ pub(crate) struct ConnState {
     /// Index 0: bidirectional, 1: unidirectional.
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
-    pub(crate) readable: HashMap<u64, Waker>,
+    pub(crate) readable: FastMap<u64, Waker>,
     /// Tasks waiting for a datagram.
     pub(crate) datagrams: Vec<Waker>,
     /// Tasks waiting for all sent stream data to be acknowledged.
     pub(crate) flushed: Vec<Waker>,
-    pub(crate) writable: HashMap<u64, Waker>,
+    pub(crate) writable: FastMap<u64, Waker>,
     pub(crate) stopped_wakers: HashMap<u64, Waker>,
     /// STOP_SENDING codes received, until the stream handle reads them.
     pub(crate) stopped: HashMap<u64, VarInt>,
@@ -144,7 +145,7 @@ impl ConnState {
 pub(crate) struct State {
     pub(crate) ep: proto::Endpoint,
     /// Runtime connection state by runtime id (stable: sans-IO handles are reused).
-    pub(crate) conns: HashMap<u64, ConnState>,
+    pub(crate) conns: FastMap<u64, ConnState>,
     pub(crate) by_handle: HashMap<ConnectionHandle, u64>,
     next_id: u64,
     incoming: VecDeque<u64>,
@@ -506,7 +507,7 @@ impl Endpoint {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 ep,
-                conns: HashMap::new(),
+                conns: FastMap::default(),
                 by_handle: HashMap::new(),
                 next_id: 0,
                 incoming: VecDeque::new(),
