@@ -75,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             client_cpu: None,
             server_cpu: None,
             lost: 0,
+            percentiles: None,
         })
     })?;
     println!("{}", outcome.line());

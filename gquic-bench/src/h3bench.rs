@@ -83,6 +83,7 @@ pub(crate) fn child_gquic(
             client_cpu: None,
             server_cpu: None,
             lost: 0,
+            percentiles: None,
         })
     })
 }

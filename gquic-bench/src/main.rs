@@ -34,10 +34,12 @@ use gquic_transport::wire::PacketType;
 mod bulk;
 #[macro_use]
 mod h3app;
+mod ceilings;
 #[path = "../../gquic-transport/benches/support/fixtures.rs"]
 mod fixtures;
 mod h3bench;
 mod measure;
+mod scenarios;
 
 /// Runs `f` repeatedly for about `budget` after a warm-up; returns the median of five runs in
 /// nanoseconds per call.
@@ -122,65 +124,171 @@ fn wire(budget: Duration) {
     }
 }
 
+/// The value after `--name` on the command line.
+fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Prints a child's outcome (or its error) and returns the exit code.
+fn child(
+    what: &str,
+    r: Result<measure::Outcome, Box<dyn std::error::Error + Send + Sync>>,
+) -> ExitCode {
+    match r {
+        Ok(o) => {
+            println!("{}", o.line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gquic {what} child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A scenario's result as an exit code.
+fn done(what: &str, r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gquic-bench {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `streams`, `handshakes` (full and resumed) and `latency` (with the raw UDP reference).
+fn small_scenarios(which: &str, args: &[String], runs: usize) -> Result<(), String> {
+    let dir = bulk::write_cert_dir(which)?;
+    let d = dir.display().to_string();
+    let ct = measure::Flavour::CurrentThread.name().to_owned();
+    let result = (|| {
+        if which == "streams" || which == "all" {
+            let n: u64 = flag(args, "--count").unwrap_or(100_000);
+            println!(
+                "\nstreams: {n} bidirectional streams of {} B echoed, {} at a time, one \
+                 connection, ct; 1 warm-up + {runs} runs per stack, interleaved; median (min-max)",
+                measure::SMALL,
+                measure::CONCURRENT_STREAMS
+            );
+            let a = ["streams".into(), d.clone(), n.to_string(), ct.clone()];
+            scenarios::compare("streams", &a, runs, scenarios::Metric::Rate("stream"))?;
+        }
+        if which == "handshakes" || which == "all" {
+            let n: u64 = flag(args, "--count").unwrap_or(5_000);
+            println!(
+                "\nhandshakes: {n} connections, {} at a time, each closed once established \
+                 (ECDSA P-256, X25519MLKEM768 offered), ct; 1 warm-up + {runs} runs per stack",
+                measure::CONCURRENT_HANDSHAKES
+            );
+            for mode in ["full", "resume"] {
+                let a = [
+                    "handshakes".into(),
+                    d.clone(),
+                    n.to_string(),
+                    mode.to_owned(),
+                    ct.clone(),
+                ];
+                scenarios::compare(
+                    &format!("handshakes-{mode}"),
+                    &a,
+                    runs,
+                    scenarios::Metric::Rate("handshake"),
+                )?;
+            }
+        }
+        if which == "latency" || which == "all" {
+            let n: u64 = flag(args, "--count").unwrap_or(10_000);
+            println!(
+                "\nlatency: {n} one-byte round trips on one stream (after {} unmeasured), ct; \
+                 1 warm-up + {runs} runs per stack",
+                measure::LATENCY_WARM_UP
+            );
+            let a = ["latency".into(), d.clone(), n.to_string(), ct.clone()];
+            let outcomes = scenarios::compare("latency", &a, runs, scenarios::Metric::Latency)?;
+            let mut udp = Vec::new();
+            for _ in 0..runs {
+                udp.push(
+                    measure::udp_pingpong(n, measure::Flavour::CurrentThread)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let p = |o: &measure::Outcome| o.percentiles.unwrap_or_default();
+            let udp50 = measure::Spread::of(udp.iter().map(|o| p(o).0)).ok_or("no runs")?;
+            let udp99 = measure::Spread::of(udp.iter().map(|o| p(o).1)).ok_or("no runs")?;
+            println!(
+                "{:<18} {:<6} p50 {:>24} µs   p99 {:>24} µs",
+                "latency",
+                "udp",
+                udp50.show(1),
+                udp99.show(1)
+            );
+            let g99 =
+                measure::Spread::of(outcomes[..runs].iter().map(|o| p(o).1)).ok_or("no runs")?;
+            println!(
+                "{:<18} gquic p99 - raw UDP p99 = {:.1} µs (medians)",
+                "latency",
+                g99.median - udp99.median
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let budget = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse::<f64>().ok())
-        .map_or(Duration::from_millis(500), Duration::from_secs_f64);
+    let budget =
+        flag::<f64>(&args, "--seconds").map_or(Duration::from_millis(500), Duration::from_secs_f64);
+    let runs = flag::<usize>(&args, "--runs").unwrap_or(5).max(1);
+    let path = |i: usize| args.get(i).map(std::path::PathBuf::from);
+    let num = |i: usize| args.get(i).and_then(|b| b.parse::<u64>().ok());
+    let flavour = |i: usize| args.get(i).and_then(|f| measure::Flavour::parse(f));
     match args.first().map(String::as_str) {
         Some("wire") => {
             wire(budget);
             ExitCode::SUCCESS
         }
+        Some("ceilings") => {
+            wire(budget);
+            done("ceilings", ceilings::run())
+        }
         Some("bulk") => {
-            let bytes = args
-                .iter()
-                .position(|a| a == "--mib")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|s| s.parse::<u64>().ok())
-                .map_or(1 << 30, |m| m << 20);
-            let runs = args
-                .iter()
-                .position(|a| a == "--runs")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|s| s.parse::<usize>().ok())
-                .unwrap_or(5)
-                .max(1);
-            match bulk::run(bytes, runs) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gquic-bench bulk: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let bytes = flag::<u64>(&args, "--mib").map_or(1 << 30, |m| m << 20);
+            done("bulk", bulk::run(bytes, runs))
         }
         Some("h3") => {
-            let requests = args
-                .iter()
-                .position(|a| a == "--requests")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(50_000);
-            match h3bench::run(requests) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gquic-bench h3: {e}");
-                    ExitCode::FAILURE
-                }
+            let requests = flag(&args, "--requests").unwrap_or(50_000);
+            done("h3", h3bench::run(requests))
+        }
+        Some(which @ ("streams" | "handshakes" | "latency")) => {
+            done(which, small_scenarios(which, &args, runs))
+        }
+        Some("all") => {
+            let t0 = Instant::now();
+            wire(budget);
+            let mut ok = done("ceilings", ceilings::run()) == ExitCode::SUCCESS;
+            println!();
+            ok &= done("bulk", bulk::run(1 << 30, runs)) == ExitCode::SUCCESS;
+            ok &= done("small", small_scenarios("all", &args, runs)) == ExitCode::SUCCESS;
+            println!();
+            ok &= done("h3", h3bench::run(50_000)) == ExitCode::SUCCESS;
+            println!("\ngquic-bench all: {:.0} s", t0.elapsed().as_secs_f64());
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Some("h3-child") => {
-            let (Some(dir), Some(conns), Some(requests)) = (
-                args.get(1),
-                args.get(2).and_then(|b| b.parse::<usize>().ok()),
-                args.get(3).and_then(|b| b.parse::<u64>().ok()),
-            ) else {
+            let (Some(dir), Some(conns), Some(requests)) = (path(1), num(2), num(3)) else {
                 return ExitCode::from(2);
             };
-            match h3bench::child_gquic(std::path::Path::new(dir), conns, requests) {
+            match h3bench::child_gquic(&dir, conns as usize, requests) {
                 Ok(o) => {
                     println!("{}", o.line());
                     ExitCode::SUCCESS
@@ -193,29 +301,50 @@ fn main() -> ExitCode {
         }
         Some("bulk-child") => {
             let (Some(dir), Some(bytes), Some(flavour), Some(direction)) = (
-                args.get(1),
-                args.get(2).and_then(|b| b.parse::<u64>().ok()),
-                args.get(3).and_then(|f| measure::Flavour::parse(f)),
+                path(1),
+                num(2),
+                flavour(3),
                 args.get(4).and_then(|d| bulk::Direction::parse(d)),
             ) else {
                 return ExitCode::from(2);
             };
-            match bulk::child_gquic(std::path::Path::new(dir), bytes, flavour, direction) {
-                Ok(o) => {
-                    println!("{}", o.line());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("gquic child: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            child("bulk", bulk::child_gquic(&dir, bytes, flavour, direction))
+        }
+        Some("streams-child") => {
+            let (Some(dir), Some(n), Some(flavour)) = (path(1), num(2), flavour(3)) else {
+                return ExitCode::from(2);
+            };
+            child("streams", scenarios::child_streams(&dir, n, flavour))
+        }
+        Some("handshakes-child") => {
+            let (Some(dir), Some(n), Some(mode), Some(flavour)) =
+                (path(1), num(2), args.get(3), flavour(4))
+            else {
+                return ExitCode::from(2);
+            };
+            let resume = mode == "resume";
+            child(
+                "handshakes",
+                scenarios::child_handshakes(&dir, n, resume, flavour),
+            )
+        }
+        Some("latency-child") => {
+            let (Some(dir), Some(n), Some(flavour)) = (path(1), num(2), flavour(3)) else {
+                return ExitCode::from(2);
+            };
+            child("latency", scenarios::child_latency(&dir, n, flavour))
         }
         _ => {
             eprintln!(
-                "usage: gquic-bench wire [--seconds S]\n       gquic-bench bulk [--mib N] [--runs R]\n       gquic-bench h3 [--requests N]\n\n\
-                 scenarios: wire (per-packet codec and packet protection costs), bulk (1 GiB \
-                 on one stream over loopback, gquic and quinn side by side)"
+                "usage: gquic-bench SCENARIO [--runs R]\n\
+                 \n  wire [--seconds S]      per-packet codec and packet protection costs\
+                 \n  ceilings                wire, plus raw UDP send with and without GSO\
+                 \n  bulk [--mib N]          1 GiB on one stream, up and down, ct and mt\
+                 \n  streams [--count N]     100k small bidi streams, 100 at a time\
+                 \n  handshakes [--count N]  5k handshakes, 64 at a time, full and resumed\
+                 \n  latency [--count N]     1-byte ping-pong p50/p99, and raw UDP's\
+                 \n  h3 [--requests N]       HTTP/3 GETs, 1 and 10 connections\
+                 \n  all                     every scenario (gquic and quinn side by side)"
             );
             ExitCode::from(2)
         }

@@ -16,6 +16,37 @@ pub(crate) const SEND_WINDOW: u64 = 32 << 20;
 /// Size of the chunk the client writes repeatedly (one allocation, cloned as `Bytes`).
 pub(crate) const CHUNK: usize = 1 << 20;
 
+/// The most concurrent bidirectional streams either stack allows (`streams` scenario).
+pub(crate) const MAX_STREAMS: u64 = 128;
+/// Streams in flight at once in the `streams` scenario.
+pub(crate) const CONCURRENT_STREAMS: usize = 100;
+/// Bytes each stream of the `streams` scenario carries each way.
+pub(crate) const SMALL: usize = 100;
+/// Handshakes in flight at once in the `handshakes` scenario.
+pub(crate) const CONCURRENT_HANDSHAKES: usize = 64;
+/// Round trips before the `latency` scenario starts counting.
+pub(crate) const LATENCY_WARM_UP: u64 = 200;
+
+/// Takes one unit of work from a shared count; false when none is left.
+pub(crate) fn take_one(left: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The 50th and 99th percentiles of `samples`, in microseconds.
+pub(crate) fn percentiles(samples: &mut [Duration]) -> Option<(f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1e6
+    };
+    Some((at(0.50), at(0.99)))
+}
+
 /// User plus system CPU time of this process so far (getrusage(RUSAGE_SELF)).
 pub(crate) fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct we pass, which is plain old data and zeroed.
@@ -45,6 +76,25 @@ pub(crate) fn load_cert(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKey
 /// The rustls configurations both stacks use: same provider (aws-lc-rs), TLS 1.3 only, same
 /// certificate, ALPN "bench".
 pub(crate) fn tls_configs(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    tls_configs_for(dir, true)
+}
+
+/// [`tls_configs`], with TLS session resumption on (`resume`: the rustls defaults, in-memory
+/// caches on both sides) or off (no tickets, no client cache: every handshake is full).
+pub(crate) fn tls_configs_for(
+    dir: &Path,
+    resume: bool,
+) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    let (mut server, mut client) = tls_base(dir);
+    if !resume {
+        server.send_tls13_tickets = 0;
+        server.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
+        client.resumption = rustls::client::Resumption::disabled();
+    }
+    (server, client)
+}
+
+fn tls_base(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let (chain, key) = load_cert(dir);
     let mut roots = rustls::RootCertStore::empty();
@@ -166,6 +216,7 @@ where
                 client_cpu: Some(client_cpu),
                 server_cpu: Some(server_cpu),
                 lost: run.lost,
+                percentiles: None,
             })
         }
         Flavour::MultiThread => {
@@ -189,6 +240,7 @@ where
                 client_cpu: None,
                 server_cpu: None,
                 lost: run.lost,
+                percentiles: None,
             })
         }
     }
@@ -210,6 +262,8 @@ pub(crate) struct Outcome {
     pub(crate) server_cpu: Option<Duration>,
     /// Packets the sender declared lost.
     pub(crate) lost: u64,
+    /// Round-trip p50 and p99 in microseconds (`latency`).
+    pub(crate) percentiles: Option<(f64, f64)>,
 }
 
 impl Outcome {
@@ -217,8 +271,11 @@ impl Outcome {
     pub(crate) fn line(&self) -> String {
         let side =
             |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.6}", d.as_secs_f64()));
+        let pct = self
+            .percentiles
+            .map_or("- -".to_owned(), |(a, b)| format!("{a:.3} {b:.3}"));
         format!(
-            "RESULT {} {:.6} {:.6} {} {} {}",
+            "RESULT {} {:.6} {:.6} {} {} {} {pct}",
             self.bytes,
             self.wall.as_secs_f64(),
             self.cpu.as_secs_f64(),
@@ -240,6 +297,10 @@ impl Outcome {
             client_cpu: side(f.next()?),
             server_cpu: side(f.next()?),
             lost: f.next()?.parse().ok()?,
+            percentiles: match (f.next(), f.next()) {
+                (Some(a), Some(b)) => a.parse().ok().zip(b.parse().ok()),
+                _ => None,
+            },
         })
     }
 
@@ -289,4 +350,50 @@ impl Spread {
             self.median, self.min, self.max
         )
     }
+}
+
+/// The reference for `latency`: `count` one-byte round trips over plain UDP sockets, with the
+/// same runtimes and threads as the stacks' runs.
+pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
+    let mut samples = Vec::new();
+    let samples_out = &mut samples;
+    let mut outcome = run_pair(
+        flavour,
+        move |addr_tx| async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            addr_tx.send(socket.local_addr()?)?;
+            let mut buf = [0u8; 16];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                socket.send_to(&buf[..n], from).await?;
+            }
+        },
+        move |addr| async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            socket.connect(addr).await?;
+            let mut buf = [7u8; 16];
+            let t0 = std::time::Instant::now();
+            for i in 0..count + LATENCY_WARM_UP {
+                let t = std::time::Instant::now();
+                socket.send(&buf[..1]).await?;
+                socket.recv(&mut buf).await?;
+                if i >= LATENCY_WARM_UP {
+                    samples_out.push(t.elapsed());
+                }
+            }
+            let wall = t0.elapsed();
+            // An empty datagram ends the server.
+            socket.send(&[]).await?;
+            Ok(ClientRun {
+                units: count,
+                wall,
+                lost: 0,
+            })
+        },
+    )?;
+    outcome.percentiles = percentiles(&mut samples);
+    Ok(outcome)
 }

@@ -1,0 +1,314 @@
+//! The `streams`, `handshakes` and `latency` scenarios, gquic side; the quinn side is the
+//! example `quinn_scenarios` (quinn is a dev-dependency only). Both run through
+//! [`measure::run_pair`] with the same settings from `measure.rs`, and the parent compares
+//! them with [`compare`].
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gquic_transport::runtime::Endpoint;
+use gquic_transport::{ClientConfig, ServerConfig, TransportConfig};
+
+use crate::measure::{self, ClientRun, Flavour, Outcome, Spread};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn transport() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(measure::MAX_STREAMS)
+        .max_idle_timeout(Duration::from_secs(30));
+    Arc::new(t)
+}
+
+fn configs(dir: &Path, resume: bool) -> Result<(ServerConfig, ClientConfig), BoxError> {
+    let (server_tls, client_tls) = measure::tls_configs_for(dir, resume);
+    let mut sc = ServerConfig::new(Arc::new(server_tls))?;
+    sc.transport(transport())?;
+    let mut cc = ClientConfig::new(Arc::new(client_tls))?;
+    cc.transport(transport())?;
+    Ok((sc, cc))
+}
+
+/// `count` bidirectional streams of 100 B echoed, `measure::CONCURRENT_STREAMS` at a time, on
+/// one connection.
+pub(crate) fn child_streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
+    let (sc, cc) = configs(dir, false)?;
+    measure::run_pair(
+        flavour,
+        move |addr_tx| async move {
+            let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            addr_tx.send(server.local_addr())?;
+            let conn = server.accept().await.ok_or("no connection")?.await?;
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    if let Ok(data) = recv.read_to_end(measure::SMALL).await {
+                        let _ = send.write_all(&data).await;
+                        let _ = send.finish();
+                    }
+                });
+            }
+            server.wait_idle().await;
+            Ok(())
+        },
+        move |addr| async move {
+            let client = Endpoint::client("127.0.0.1:0".parse()?)?;
+            let conn = client.connect_with(cc, addr, "localhost")?.await?;
+            let t0 = Instant::now();
+            let left = Arc::new(std::sync::atomic::AtomicU64::new(count));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..measure::CONCURRENT_STREAMS {
+                let conn = conn.clone();
+                let left = left.clone();
+                tasks.spawn(async move {
+                    let payload = [0x42u8; measure::SMALL];
+                    while measure::take_one(&left) {
+                        let (mut send, mut recv) = conn.open_bi().await?;
+                        send.write_all(&payload).await?;
+                        send.finish()?;
+                        let back = recv.read_to_end(measure::SMALL).await?;
+                        if back.len() != measure::SMALL {
+                            return Err::<(), BoxError>("short echo".into());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            let wall = t0.elapsed();
+            let lost = conn.stats().counters.packets_lost;
+            conn.close(0u32.into(), b"done");
+            client.wait_idle().await;
+            Ok(ClientRun {
+                units: count,
+                wall,
+                lost,
+            })
+        },
+    )
+}
+
+/// `count` handshakes, `measure::CONCURRENT_HANDSHAKES` at a time, each connection closed once
+/// established; with `resume`, TLS session resumption (one connection first to get tickets).
+pub(crate) fn child_handshakes(
+    dir: &Path,
+    count: u64,
+    resume: bool,
+    flavour: Flavour,
+) -> Result<Outcome, BoxError> {
+    let (sc, cc) = configs(dir, resume)?;
+    measure::run_pair(
+        flavour,
+        move |addr_tx| async move {
+            let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            addr_tx.send(server.local_addr())?;
+            let mut accepted = 0;
+            while let Some(connecting) = server.accept().await {
+                accepted += 1;
+                tokio::spawn(async move {
+                    if let Ok(conn) = connecting.await {
+                        let _ = conn.closed().await;
+                    }
+                });
+                if accepted == count + u64::from(resume) {
+                    break;
+                }
+            }
+            server.wait_idle().await;
+            Ok(())
+        },
+        move |addr| async move {
+            let client = Endpoint::client("127.0.0.1:0".parse()?)?;
+            if resume {
+                // Tickets for the counted connections.
+                let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                conn.close(0u32.into(), b"");
+            }
+            let t0 = Instant::now();
+            let left = Arc::new(std::sync::atomic::AtomicU64::new(count));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..measure::CONCURRENT_HANDSHAKES {
+                let client = client.clone();
+                let cc = cc.clone();
+                let left = left.clone();
+                tasks.spawn(async move {
+                    while measure::take_one(&left) {
+                        let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                        conn.close(0u32.into(), b"");
+                    }
+                    Ok::<(), BoxError>(())
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            let wall = t0.elapsed();
+            client.wait_idle().await;
+            Ok(ClientRun {
+                units: count,
+                wall,
+                lost: 0,
+            })
+        },
+    )
+}
+
+/// `count` round trips of one byte on one stream; the outcome carries the p50 and p99 round
+/// trip.
+pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
+    let (sc, cc) = configs(dir, false)?;
+    let mut samples = Vec::new();
+    let samples_out = &mut samples;
+    let mut outcome = measure::run_pair(
+        flavour,
+        move |addr_tx| async move {
+            let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            addr_tx.send(server.local_addr())?;
+            let conn = server.accept().await.ok_or("no connection")?.await?;
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            let mut byte = [0u8; 1];
+            // Until the client finishes (or closes the connection right after).
+            while let Ok(Some(n)) = recv.read(&mut byte).await {
+                if n == 1 && send.write_all(&byte).await.is_err() {
+                    break;
+                }
+            }
+            let _ = send.finish();
+            let _ = conn.closed().await;
+            server.wait_idle().await;
+            Ok(())
+        },
+        move |addr| async move {
+            let client = Endpoint::client("127.0.0.1:0".parse()?)?;
+            let conn = client.connect_with(cc, addr, "localhost")?.await?;
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let mut byte = [7u8; 1];
+            let t0 = Instant::now();
+            for i in 0..count + measure::LATENCY_WARM_UP {
+                let t = Instant::now();
+                send.write_all(&byte).await?;
+                match recv.read(&mut byte).await? {
+                    Some(1) => {}
+                    _ => return Err("the echo ended".into()),
+                }
+                if i >= measure::LATENCY_WARM_UP {
+                    samples_out.push(t.elapsed());
+                }
+            }
+            let wall = t0.elapsed();
+            send.finish()?;
+            conn.close(0u32.into(), b"done");
+            client.wait_idle().await;
+            Ok(ClientRun {
+                units: count,
+                wall,
+                lost: 0,
+            })
+        },
+    )?;
+    outcome.percentiles = measure::percentiles(&mut samples);
+    Ok(outcome)
+}
+
+/// Runs a child (gquic: this executable with `args`; quinn: the example with `args`).
+fn run_child(stack: &str, quinn: &Path, args: &[String]) -> Result<Outcome, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = if stack == "gquic" {
+        let mut c = Command::new(exe);
+        c.arg(format!("{}-child", args[0])).args(&args[1..]);
+        c
+    } else {
+        let mut c = Command::new(quinn);
+        c.args(args);
+        c
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{stack}: cannot start: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{stack} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Outcome::parse(&stdout).ok_or(format!("{stack}: no RESULT line in {stdout:?}"))
+}
+
+/// What a scenario reports per run.
+pub(crate) enum Metric {
+    /// Units per second and CPU-microseconds per unit.
+    Rate(&'static str),
+    /// Round-trip percentiles in microseconds.
+    Latency,
+}
+
+/// Runs `args` for both stacks, interleaved (one warm-up and `runs` counted runs each), and
+/// prints the comparison. `args` are the child's arguments after the program name; the
+/// first names the scenario.
+pub(crate) fn compare(
+    name: &str,
+    args: &[String],
+    runs: usize,
+    metric: Metric,
+) -> Result<Vec<Outcome>, String> {
+    let quinn = crate::bulk::build_example("quinn_scenarios")?;
+    let mut results: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..=runs {
+        for (i, stack) in ["gquic", "quinn"].into_iter().enumerate() {
+            let o = run_child(stack, &quinn, args)?;
+            if round > 0 {
+                results[i].push(o);
+            }
+        }
+    }
+    let mut medians = [0.0; 2];
+    let mut cpus = [0.0; 2];
+    for (i, stack) in ["gquic", "quinn"].into_iter().enumerate() {
+        let r = &results[i];
+        match metric {
+            Metric::Rate(unit) => {
+                let rate = Spread::of(r.iter().map(|o| o.bytes as f64 / o.wall.as_secs_f64()))
+                    .ok_or("no runs")?;
+                let cpu = Spread::of(r.iter().map(|o| o.cpu.as_secs_f64() * 1e6 / o.bytes as f64))
+                    .ok_or("no runs")?;
+                medians[i] = rate.median;
+                cpus[i] = cpu.median;
+                println!(
+                    "{name:<18} {stack:<6} {:>30} {unit}/s {:>24} CPU-µs/{unit}",
+                    rate.show(0),
+                    cpu.show(2)
+                );
+            }
+            Metric::Latency => {
+                let p50 = Spread::of(r.iter().filter_map(|o| o.percentiles.map(|p| p.0)))
+                    .ok_or("no percentiles")?;
+                let p99 = Spread::of(r.iter().filter_map(|o| o.percentiles.map(|p| p.1)))
+                    .ok_or("no percentiles")?;
+                medians[i] = p99.median;
+                println!(
+                    "{name:<18} {stack:<6} p50 {:>24} µs   p99 {:>24} µs",
+                    p50.show(1),
+                    p99.show(1)
+                );
+            }
+        }
+    }
+    match metric {
+        Metric::Rate(_) => println!(
+            "{name:<18} ratio  rate {:.2}x, CPU per unit {:.2}x (gquic/quinn, medians)",
+            medians[0] / medians[1],
+            cpus[0] / cpus[1]
+        ),
+        Metric::Latency => println!(
+            "{name:<18} ratio  p99 {:.2}x (gquic/quinn, medians)",
+            medians[0] / medians[1]
+        ),
+    }
+    Ok(results.into_iter().flatten().collect())
+}
