@@ -4,7 +4,8 @@
 //!
 //! Usage: `quinn_scenarios streams DIR N ct|mt`, `quinn_scenarios handshakes DIR N
 //! full|resume ct|mt`, `quinn_scenarios latency DIR N ct|mt`; prints the `RESULT` line of
-//! `measure::Outcome`.
+//! `measure::Outcome`; `quinn_scenarios idle-server DIR N STREAMS` holds connections for the
+//! `idle` scenario.
 
 #![allow(clippy::disallowed_methods)] // A measuring tool reads the clock.
 
@@ -217,6 +218,41 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
     Ok(outcome)
 }
 
+/// Holds connections until told to measure on stdin; prints the heap and RSS growth per
+/// connection.
+fn idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (server_tls, _) = measure::tls_configs_for(dir, false);
+        let mut t = quinn::TransportConfig::default();
+        t.max_concurrent_bidi_streams(quinn::VarInt::from_u64(streams)?)
+            .max_concurrent_uni_streams(quinn::VarInt::from_u64(streams)?)
+            .max_idle_timeout(Some(quinn::IdleTimeout::try_from(measure::IDLE_TIMEOUT)?));
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)?,
+        ));
+        sc.transport_config(Arc::new(t));
+        let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+        let heap0 = measure::HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed);
+        let rss0 = measure::rss();
+        measure::announce(server.local_addr()?);
+        tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(conn) = incoming.await {
+                        let _ = conn.closed().await;
+                    }
+                });
+            }
+        });
+        measure::wait_for_parent().await;
+        println!("{}", measure::idle_line(count, heap0, rss0));
+        Ok(())
+    })
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).ok_or("missing argument");
@@ -231,6 +267,7 @@ fn main() -> Result<(), BoxError> {
             Flavour::parse(arg(4)?).ok_or("ct or mt")?,
         )?,
         "latency" => latency(&dir, n, Flavour::parse(arg(3)?).ok_or("ct or mt")?)?,
+        "idle-server" => return idle_server(&dir, n, arg(3)?.parse()?),
         other => return Err(format!("unknown scenario {other}").into()),
     };
     println!("{}", outcome.line());

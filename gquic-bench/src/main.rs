@@ -277,6 +277,7 @@ fn main() -> ExitCode {
             ok &= done("small", small_scenarios("all", &args, runs)) == ExitCode::SUCCESS;
             println!();
             ok &= done("h3", h3bench::run(50_000)) == ExitCode::SUCCESS;
+            ok &= done("idle", scenarios::idle(10_000)) == ExitCode::SUCCESS;
             println!("\ngquic-bench all: {:.0} s", t0.elapsed().as_secs_f64());
             if ok {
                 ExitCode::SUCCESS
@@ -328,6 +329,22 @@ fn main() -> ExitCode {
                 scenarios::child_handshakes(&dir, n, resume, flavour),
             )
         }
+        Some("idle") => {
+            let n = flag(&args, "--connections").unwrap_or(10_000);
+            done("idle", scenarios::idle(n))
+        }
+        Some("idle-server-child") => {
+            let (Some(dir), Some(n), Some(streams)) = (path(1), num(2), num(3)) else {
+                return ExitCode::from(2);
+            };
+            match scenarios::child_idle_server(&dir, n, streams) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gquic idle child: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("latency-child") => {
             let (Some(dir), Some(n), Some(flavour)) = (path(1), num(2), flavour(3)) else {
                 return ExitCode::from(2);
@@ -344,6 +361,7 @@ fn main() -> ExitCode {
                  \n  handshakes [--count N]  5k handshakes, 64 at a time, full and resumed\
                  \n  latency [--count N]     1-byte ping-pong p50/p99, and raw UDP's\
                  \n  h3 [--requests N]       HTTP/3 GETs, 1 and 10 connections\
+                 \n  idle [--connections N]  heap and RSS per idle server connection (10k)\
                  \n  all                     every scenario (gquic and quinn side by side)"
             );
             ExitCode::from(2)

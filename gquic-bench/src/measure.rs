@@ -397,3 +397,105 @@ pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxE
     outcome.percentiles = percentiles(&mut samples);
     Ok(outcome)
 }
+
+/// Live heap bytes of this process (the counting allocator below).
+pub(crate) static HEAP_LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The system allocator, counting live bytes for the `idle` scenario.
+pub(crate) struct CountingAlloc;
+
+// SAFETY: every call goes to the system allocator unchanged; only a counter is kept.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HEAP_LIVE.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HEAP_LIVE.fetch_sub(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HEAP_LIVE.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        HEAP_LIVE.fetch_add(
+            new_size as i64 - layout.size() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Resident set size of this process in bytes (/proc/self/statm).
+pub(crate) fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// What an `idle` server child reports: heap and RSS growth per connection held.
+pub(crate) fn idle_line(connections: u64, heap0: i64, rss0: u64) -> String {
+    let heap = HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed) - heap0;
+    let rss = rss().saturating_sub(rss0);
+    format!(
+        "IDLE {connections} {:.1} {:.1}",
+        heap as f64 / connections as f64,
+        rss as f64 / connections as f64
+    )
+}
+
+/// Parses [`idle_line`]: (heap bytes, RSS bytes) per connection.
+pub(crate) fn parse_idle(output: &str) -> Option<(f64, f64)> {
+    let line = output.lines().find(|l| l.starts_with("IDLE "))?;
+    let mut f = line.split_whitespace().skip(2);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// How long idle connections of the `idle` scenario stay open without traffic.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The certificate directory the parent wrote for this run (`GQUIC_BENCH_CERTS`), written on
+/// first use.
+pub(crate) fn cert_dir() -> String {
+    if let Ok(d) = std::env::var("GQUIC_BENCH_CERTS") {
+        return d;
+    }
+    let dir = std::env::temp_dir().join(format!("gquic-bench-idle-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(cert) = rcgen::generate_simple_self_signed(vec!["localhost".into()]) {
+        let _ = std::fs::write(dir.join("cert.pem"), cert.cert.pem());
+        let _ = std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem());
+    }
+    let d = dir.display().to_string();
+    // Children inherit it.
+    std::env::set_var("GQUIC_BENCH_CERTS", &d);
+    d
+}
+
+/// Tells the parent where a server listens (`ADDR <addr>` on stdout).
+pub(crate) fn announce(addr: std::net::SocketAddr) {
+    use std::io::Write;
+    println!("ADDR {addr}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Waits for the parent's line on stdin (or its end).
+pub(crate) async fn wait_for_parent() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await;
+}

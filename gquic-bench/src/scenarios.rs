@@ -248,7 +248,8 @@ pub(crate) enum Metric {
     Latency,
 }
 
-/// Runs `args` for both stacks, interleaved (one warm-up and `runs` counted runs each), and
+/// Runs `args` for both stacks, interleaved (one warm-up of a tenth of the work and `runs`
+/// counted runs each), and
 /// prints the comparison. `args` are the child's arguments after the program name; the
 /// first names the scenario.
 pub(crate) fn compare(
@@ -259,9 +260,14 @@ pub(crate) fn compare(
 ) -> Result<Vec<Outcome>, String> {
     let quinn = crate::bulk::build_example("quinn_scenarios")?;
     let mut results: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
+    // The warm-up runs do a tenth of the work (args[2] is the count).
+    let mut warm_up = args.to_vec();
+    if let Some(n) = warm_up.get(2).and_then(|n| n.parse::<u64>().ok()) {
+        warm_up[2] = (n / 10).max(1).to_string();
+    }
     for round in 0..=runs {
         for (i, stack) in ["gquic", "quinn"].into_iter().enumerate() {
-            let o = run_child(stack, &quinn, args)?;
+            let o = run_child(stack, &quinn, if round == 0 { &warm_up } else { args })?;
             if round > 0 {
                 results[i].push(o);
             }
@@ -311,4 +317,156 @@ pub(crate) fn compare(
         ),
     }
     Ok(results.into_iter().flatten().collect())
+}
+
+/// The `idle` server child: holds connections until told to measure on stdin, then prints
+/// the heap and RSS growth per connection ([`measure::idle_line`]).
+pub(crate) fn child_idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (server_tls, _) = measure::tls_configs_for(dir, false);
+        let mut t = TransportConfig::default();
+        t.max_concurrent_bidi_streams(streams)
+            .max_concurrent_uni_streams(streams)
+            .max_idle_timeout(measure::IDLE_TIMEOUT);
+        let mut sc = ServerConfig::new(Arc::new(server_tls))?;
+        sc.transport(Arc::new(t))?;
+        let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+        let heap0 = measure::HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed);
+        let rss0 = measure::rss();
+        measure::announce(server.local_addr());
+        tokio::spawn(async move {
+            while let Some(connecting) = server.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(conn) = connecting.await {
+                        let _ = conn.closed().await;
+                    }
+                });
+            }
+        });
+        measure::wait_for_parent().await;
+        println!("{}", measure::idle_line(count, heap0, rss0));
+        Ok(())
+    })
+}
+
+/// Opens `count` connections to an `idle` server child (gquic's client for both servers),
+/// has it measure, and returns (heap, RSS) bytes per server connection.
+fn idle_run(server: &mut std::process::Child, count: u64) -> Result<(f64, f64), String> {
+    use std::io::{BufRead, Write};
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .next()
+            .ok_or("the server ended")?
+            .map_err(|e| e.to_string())?;
+        if let Some(a) = line.strip_prefix("ADDR ") {
+            break a.parse().map_err(|e| format!("{e}"))?;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (client, conns) = rt
+        .block_on(async move {
+            let (_, client_tls) = measure::tls_configs_for(Path::new(&measure::cert_dir()), false);
+            let mut t = TransportConfig::default();
+            t.max_idle_timeout(measure::IDLE_TIMEOUT);
+            let mut cc = ClientConfig::new(Arc::new(client_tls))?;
+            cc.transport(Arc::new(t))?;
+            let client = Endpoint::client("127.0.0.1:0".parse()?)?;
+            let mut tasks = tokio::task::JoinSet::new();
+            let left = Arc::new(std::sync::atomic::AtomicU64::new(count));
+            for _ in 0..measure::CONCURRENT_HANDSHAKES {
+                let client = client.clone();
+                let cc = cc.clone();
+                let left = left.clone();
+                tasks.spawn(async move {
+                    let mut held = Vec::new();
+                    while measure::take_one(&left) {
+                        held.push(client.connect_with(cc.clone(), addr, "localhost")?.await?);
+                    }
+                    Ok::<_, BoxError>(held)
+                });
+            }
+            let mut conns = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                conns.extend(r??);
+            }
+            // Let the handshakes' last packets (HANDSHAKE_DONE, tickets, ACKs) settle.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, BoxError>((client, conns))
+        })
+        .map_err(|e| e.to_string())?;
+    let mut stdin = server.stdin.take().ok_or("no stdin")?;
+    writeln!(stdin, "measure").map_err(|e| e.to_string())?;
+    let result = loop {
+        let line = lines
+            .next()
+            .ok_or("the server ended before measuring")?
+            .map_err(|e| e.to_string())?;
+        if let Some(r) = measure::parse_idle(&line) {
+            break r;
+        }
+    };
+    drop(conns);
+    client.close(0u32.into(), b"");
+    let _ = server.wait();
+    Ok(result)
+}
+
+/// The `idle` scenario: heap and RSS per idle server connection with `count` connections,
+/// at 100 and 1000 stream limits, gquic and quinn servers.
+pub(crate) fn idle(count: u64) -> Result<(), String> {
+    let quinn = crate::bulk::build_example("quinn_scenarios")?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = measure::cert_dir();
+    println!(
+        "\nidle: {count} connections held open by one client process, handshake done, no \
+         streams; growth of the server process's live heap (counting allocator) and RSS, per \
+         connection"
+    );
+    let mut heaps = Vec::new();
+    for streams in [100u64, 1000] {
+        for stack in ["gquic", "quinn"] {
+            let mut cmd = if stack == "gquic" {
+                let mut c = Command::new(&exe);
+                c.arg("idle-server-child");
+                c
+            } else {
+                let mut c = Command::new(&quinn);
+                c.arg("idle-server");
+                c
+            };
+            cmd.arg(&dir)
+                .arg(count.to_string())
+                .arg(streams.to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            let mut child = cmd.spawn().map_err(|e| format!("{stack}: {e}"))?;
+            let r = idle_run(&mut child, count);
+            if r.is_err() {
+                let _ = child.kill();
+            }
+            let (heap, rss) = r?;
+            heaps.push(heap);
+            println!(
+                "{:<18} {stack:<6} {:>10.0} B heap {:>10.0} B RSS per connection",
+                format!("idle-{streams}-streams"),
+                heap,
+                rss
+            );
+        }
+        let n = heaps.len();
+        println!(
+            "{:<18} ratio  heap {:.3}x (gquic/quinn)",
+            format!("idle-{streams}-streams"),
+            heaps[n - 2] / heaps[n - 1]
+        );
+    }
+    Ok(())
 }
