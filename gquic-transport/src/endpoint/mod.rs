@@ -192,7 +192,7 @@ pub struct EndpointStats {
 pub struct Endpoint {
     config: EndpointConfig,
     server: Option<Arc<ServerConfig>>,
-    connections: Vec<Option<Connection>>,
+    connections: Vec<Option<Box<Connection>>>,
     free: Vec<usize>,
     by_cid: crate::fast_hash::FastMap<ConnectionId, usize>,
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
@@ -202,7 +202,7 @@ pub struct Endpoint {
     cids_of: HashMap<usize, Vec<ConnectionId>>,
     incoming: VecDeque<ConnectionHandle>,
     /// Connections removed after draining, with their last events, for the driver.
-    drained: VecDeque<(ConnectionHandle, Connection)>,
+    drained: VecDeque<(ConnectionHandle, Box<Connection>)>,
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     cid_expander: Box<dyn HkdfExpander>,
     reset_expander: Box<dyn HkdfExpander>,
@@ -372,12 +372,12 @@ impl Endpoint {
 
     /// A connection by handle (`None` once drained and removed).
     pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
-        self.connections.get(h.0)?.as_ref()
+        self.connections.get(h.0)?.as_deref()
     }
 
     /// A connection by handle, mutable.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
-        self.connections.get_mut(h.0)?.as_mut()
+        self.connections.get_mut(h.0)?.as_deref_mut()
     }
 
     /// The endpoint's socket moved to a new local address (`ip_changed`: not just a new
@@ -400,7 +400,7 @@ impl Endpoint {
     /// connection ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`],
     /// [`Endpoint::poll_transmit`]). Unclaimed ones beyond a bound are dropped, oldest first.
     pub fn poll_drained(&mut self) -> Option<(ConnectionHandle, Connection)> {
-        self.drained.pop_front()
+        self.drained.pop_front().map(|(h, c)| (h, *c))
     }
 
     fn new_cid(&mut self) -> ConnectionId {
@@ -437,11 +437,11 @@ impl Endpoint {
         let cid = conn.local_cid();
         let idx = match self.free.pop() {
             Some(i) => {
-                self.connections[i] = Some(conn);
+                self.connections[i] = Some(Box::new(conn));
                 i
             }
             None => {
-                self.connections.push(Some(conn));
+                self.connections.push(Some(Box::new(conn)));
                 self.connections.len() - 1
             }
         };
@@ -992,7 +992,7 @@ impl Endpoint {
         self.connections
             .iter()
             .flatten()
-            .filter_map(Connection::poll_timeout)
+            .filter_map(|c| c.poll_timeout())
             .min()
     }
 
@@ -1001,7 +1001,7 @@ impl Endpoint {
         for idx in 0..self.connections.len() {
             let due = self.connections[idx]
                 .as_ref()
-                .and_then(Connection::poll_timeout)
+                .and_then(|c| c.poll_timeout())
                 .is_some_and(|t| t <= now);
             if due {
                 if let Some(c) = self.connections[idx].as_mut() {
