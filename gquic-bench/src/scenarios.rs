@@ -397,8 +397,9 @@ fn idle_run(server: &mut std::process::Child, count: u64) -> Result<(f64, f64), 
             while let Some(r) = tasks.join_next().await {
                 conns.extend(r??);
             }
-            // Let the handshakes' last packets (HANDSHAKE_DONE, tickets, ACKs) settle.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Let the handshakes' last packets (HANDSHAKE_DONE, tickets, ACKs) settle, and
+            // the connections go quiet (gquic compacts a connection after 1 s of quiet).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
             Ok::<_, BoxError>((client, conns))
         })
         .map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ mod recv;
 mod send;
 mod spaces;
 pub mod streams;
+mod tls_state;
 mod version;
 mod zero_rtt;
 
@@ -229,10 +230,12 @@ pub struct Connection {
     acked_scratch: Vec<(u64, crate::recovery::sent::SentPacket<spaces::SentInfo>)>,
     /// Their packet numbers, for persistent congestion (RFC 9002 §7.6.2).
     acked_pns_scratch: Vec<u64>,
+    /// When to free the buffers a busy connection keeps, if it is still quiet then.
+    compact_at: Option<Instant>,
     side: Side,
     version: Version,
     config: Arc<TransportConfig>,
-    tls: tls::Connection,
+    tls: tls_state::Tls,
     state: State,
     spaces: [PacketSpace; 3],
     one_rtt: Option<KeyPhase>,
@@ -617,7 +620,7 @@ impl Connection {
         Self {
             side,
             version,
-            tls,
+            tls: tls.into(),
             state: State::Handshake,
             spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
             one_rtt: None,
@@ -684,6 +687,7 @@ impl Connection {
             stats: ConnectionStats::default(),
             acked_scratch: Vec::new(),
             acked_pns_scratch: Vec::new(),
+            compact_at: None,
             dialed_name: None,
             datagrams_in: VecDeque::new(),
             datagrams_in_bytes: 0,
@@ -756,10 +760,24 @@ impl Connection {
     /// The TLS server name: the SNI a client sent (server side), or the name a client checks
     /// the certificate against (client side).
     pub fn server_name(&self) -> Option<&str> {
-        match &self.tls {
-            tls::Connection::Server(s) => s.server_name(),
-            tls::Connection::Client(_) => self.dialed_name.as_deref(),
+        if self.tls.is_server() {
+            self.tls.sni()
+        } else {
+            self.dialed_name.as_deref()
         }
+    }
+
+    /// Whether the connection is compacted: nothing in flight, next-generation keys dropped.
+    #[cfg(test)]
+    pub(crate) fn is_compacted(&self) -> bool {
+        self.one_rtt.as_ref().is_some_and(|k| k.is_hibernating())
+    }
+
+    /// Whether the TLS session has been reduced to its summary (a server after the
+    /// handshake).
+    #[cfg(test)]
+    pub(crate) fn tls_finished(&self) -> bool {
+        matches!(self.tls, tls_state::Tls::Done(_))
     }
 
     /// The negotiated TLS cipher suite (which protects Handshake and 1-RTT packets), once
@@ -1136,6 +1154,7 @@ impl Connection {
             consider(self.pacing_until);
         }
         consider(self.discard_old_key_at);
+        consider(self.compact_at);
         consider(self.zero_rtt.discard_at);
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
@@ -1145,6 +1164,30 @@ impl Connection {
             }
         }
         next
+    }
+
+    /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
+    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) go back
+    /// to the allocator. A connection that is still sending keeps them.
+    fn compact(&mut self) {
+        if self.bytes_in_flight() > 0 {
+            return;
+        }
+        tracing::trace!("compacting an idle connection");
+        for space in &mut self.spaces {
+            space.sent.shrink();
+        }
+        self.acked_scratch = Vec::new();
+        self.acked_pns_scratch = Vec::new();
+        self.ack_scratch = Vec::new();
+        self.early_1rtt = Vec::new();
+        if let Some(k) = self.one_rtt.as_mut() {
+            k.hibernate();
+        }
+        self.events.shrink_to_fit();
+        self.path_responses.shrink_to_fit();
+        self.datagrams_in.shrink_to_fit();
+        self.datagrams_out.shrink_to_fit();
     }
 
     /// Handles the expiry of the time from [`Connection::poll_timeout`].
@@ -1171,6 +1214,10 @@ impl Connection {
         }
         if self.pacing_until.is_some_and(|t| now >= t) {
             self.pacing_until = None;
+        }
+        if self.compact_at.is_some_and(|t| now >= t) {
+            self.compact_at = None;
+            self.compact();
         }
         if self.zero_rtt.discard_at.is_some_and(|t| now >= t) {
             tracing::debug!("discarding 0-RTT keys");

@@ -17,6 +17,9 @@ use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
 use crate::wire::{LongType, PacketType, TransportParameters};
 use crate::Side;
 
+/// How long a connection with nothing in flight waits before freeing its busy-time buffers.
+const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
 /// How many 1-RTT packets a server keeps while it waits for the client's Finished.
 const MAX_BUFFERED_1RTT: usize = 16;
 
@@ -763,6 +766,8 @@ impl Connection {
                 self.handshake_confirmed = true;
                 self.handshake_done_pending = true;
                 self.discard_space(SpaceId::Handshake);
+                // The tickets are written: the TLS session is no longer needed.
+                self.tls.finish_server();
             }
         }
         let _ = now;
@@ -924,6 +929,10 @@ impl Connection {
         let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
         self.on_packets_lost(now, space, lost, &acked_pns);
         self.acked_pns_scratch = acked_pns;
+        if self.bytes_in_flight() == 0 {
+            // Quiet for now: free the busy-time buffers in a second if it stays so.
+            self.compact_at = Some(now + COMPACT_AFTER);
+        }
         let sample = self.rate.generate(self.rtt.min(), self.bytes_in_flight());
         self.cc.on_rate_sample(now, &sample, &self.rtt);
         Ok(())

@@ -209,10 +209,7 @@ impl Connection {
         };
         // RFC 9001 §4.9.3: a client with 1-RTT keys sends no more 0-RTT packets.
         self.zero_rtt.keys = None;
-        let accepted = match &self.tls {
-            rustls::quic::Connection::Client(c) => c.is_early_data_accepted(),
-            rustls::quic::Connection::Server(_) => false,
-        };
+        let accepted = self.tls.is_early_data_accepted();
         self.zero_rtt.accepted = Some(accepted);
         let lowered = self
             .peer_params

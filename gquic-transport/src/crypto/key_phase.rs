@@ -52,6 +52,7 @@ pub enum RemoteKey {
 }
 
 /// Where the next generations of 1-RTT keys come from.
+#[derive(Clone)]
 pub enum NextSecrets {
     /// The secrets rustls hands over with `KeyChange::OneRtt` (the version the TLS connection
     /// was created with).
@@ -84,7 +85,10 @@ pub struct KeyPhase {
     phase: bool,
     local: Box<dyn PacketKey>,
     remote: Box<dyn PacketKey>,
-    next: PacketKeySet,
+    /// The next generation's keys, derived ahead from a copy of `secrets` (RFC 9001 §6.3
+    /// recommends deriving ahead, so that a packet of the next phase takes no longer to
+    /// open); `None` after [`KeyPhase::hibernate`] until needed again.
+    next: Option<PacketKeySet>,
     previous_remote: Option<Box<dyn PacketKey>>,
     local_header: Box<dyn HeaderProtectionKey>,
     remote_header: Box<dyn HeaderProtectionKey>,
@@ -126,15 +130,15 @@ impl KeyPhase {
     /// [`KeyPhase::should_update`] asks for an update; it is capped below the AEAD's
     /// confidentiality limit.
     pub fn new(keys: Keys, next: impl Into<NextSecrets>, update_interval: u64) -> Self {
-        let mut next = next.into();
-        let next_keys = next.next_packet_keys();
+        let next = next.into();
+        let next_keys = next.clone().next_packet_keys();
         let limit = keys.local.packet.confidentiality_limit();
         Self {
             secrets: next,
             phase: false,
             local: keys.local.packet,
             remote: keys.remote.packet,
-            next: next_keys,
+            next: Some(next_keys),
             previous_remote: None,
             local_header: keys.local.header,
             remote_header: keys.remote.header,
@@ -200,17 +204,41 @@ impl KeyPhase {
 
     /// Which key to try for a received packet with Key Phase bit `phase` and (recovered) packet
     /// number `pn` (RFC 9001 §6.3, §6.5).
-    pub fn remote_key_for(&self, phase: bool, pn: u64) -> Option<(RemoteKey, &dyn PacketKey)> {
+    pub fn remote_key_for(&mut self, phase: bool, pn: u64) -> Option<(RemoteKey, &dyn PacketKey)> {
         if phase == self.phase {
             return Some((RemoteKey::Current, self.remote.as_ref()));
         }
-        match (self.first_received_pn, self.previous_remote.as_deref()) {
-            (Some(first), previous) if pn < first => previous.map(|k| (RemoteKey::Previous, k)),
+        match (self.first_received_pn, self.previous_remote.is_some()) {
+            (Some(first), _) if pn < first => self
+                .previous_remote
+                .as_deref()
+                .map(|k| (RemoteKey::Previous, k)),
             // We updated and the peer has not answered in the new phase yet: the packet was
             // sent before it saw our update (it cannot update again before answering, §6.2).
-            (None, Some(previous)) => Some((RemoteKey::Previous, previous)),
-            _ => Some((RemoteKey::Next, self.next.remote.as_ref())),
+            (None, true) => self
+                .previous_remote
+                .as_deref()
+                .map(|k| (RemoteKey::Previous, k)),
+            _ => {
+                if self.next.is_none() {
+                    self.next = Some(self.secrets.clone().next_packet_keys());
+                }
+                self.next
+                    .as_ref()
+                    .map(|n| (RemoteKey::Next, n.remote.as_ref()))
+            }
         }
+    }
+
+    /// Idle-connection diet: drops the next generation's keys (derived again from the
+    /// secrets when a packet of the next phase arrives or the connection updates).
+    pub fn hibernate(&mut self) {
+        self.next = None;
+    }
+
+    /// Whether the next generation's keys are dropped ([`KeyPhase::hibernate`]).
+    pub fn is_hibernating(&self) -> bool {
+        self.next.is_none()
     }
 
     /// Records that packet `pn` authenticated with the key of `which`.
@@ -289,7 +317,11 @@ impl KeyPhase {
     }
 
     fn rotate(&mut self) {
-        let next = std::mem::replace(&mut self.next, self.secrets.next_packet_keys());
+        // `secrets` moves on to the new generation; `next` is derived from a copy, so that
+        // dropping it (hibernation) loses nothing.
+        let derived = self.secrets.next_packet_keys();
+        let next = self.next.take().unwrap_or(derived);
+        self.next = Some(self.secrets.clone().next_packet_keys());
         self.local = next.local;
         self.previous_remote = Some(std::mem::replace(&mut self.remote, next.remote));
         self.phase = !self.phase;

@@ -31,6 +31,7 @@ use crate::types::Side;
 use crate::wire::Version;
 
 /// The HKDF labels of a QUIC version (RFC 9001 §5.1, §6.1; RFC 9369 §3.3.2).
+#[derive(Clone, Copy)]
 struct Labels {
     key: &'static [u8],
     iv: &'static [u8],
@@ -313,6 +314,7 @@ pub fn keys(
 
 /// The 1-RTT secrets after the current generation, for key updates (RFC 9001 §6.1) under
 /// `version`'s `ku` label: the counterpart of `rustls::quic::Secrets`.
+#[derive(Clone)]
 pub struct VersionSecrets {
     suite: &'static Tls13CipherSuite,
     aead: Aead,

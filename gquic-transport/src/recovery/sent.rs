@@ -95,6 +95,14 @@ impl<T> SentPackets<T> {
         self.bytes_in_flight
     }
 
+    /// Frees the tracking memory when no packet is tracked (an idle connection).
+    pub fn shrink(&mut self) {
+        if self.packets.iter().all(Option::is_none) {
+            self.base = self.next_pn;
+            self.packets = VecDeque::new();
+        }
+    }
+
     /// Whether ack-eliciting packets are outstanding (RFC 9002 §6.2.1: arms the PTO).
     pub fn has_ack_eliciting_in_flight(&self) -> bool {
         self.ack_eliciting_in_flight > 0

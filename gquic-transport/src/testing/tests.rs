@@ -215,6 +215,59 @@ fn the_window_grows_when_one_ack_covers_a_whole_batch() {
     assert!(s.net.stats().batches > 0);
 }
 
+/// Idle-connection diet: a server drops its TLS session once the handshake is complete (the
+/// tickets written) and still answers what the API asks of it; data keeps flowing, key
+/// updates included (they need only the 1-RTT secrets).
+#[test]
+fn a_server_drops_its_tls_session_after_the_handshake() {
+    let mut t = TransportConfig::default();
+    t.key_update_interval(300);
+    let mut s = sim(11, LinkConfig::default(), t);
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_millis(200));
+    let sc = s.net.endpoint(S).connection(server).unwrap();
+    assert!(sc.tls_finished(), "the server still holds its TLS session");
+    assert_eq!(sc.alpn(), Some(&b"hq-interop"[..]));
+    assert_eq!(sc.server_name(), Some("localhost"));
+    assert!(sc.cipher_suite().is_some());
+    // A client keeps its session (tickets may still come).
+    assert!(!s
+        .net
+        .endpoint(C)
+        .connection(s.client)
+        .unwrap()
+        .tls_finished());
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20));
+}
+
+/// Idle-connection diet: after a second with nothing in flight both sides compact, dropping
+/// the next key generation (derived ahead of need); key updates afterwards, by either side,
+/// still find the right keys (derived again from the kept secrets, RFC 9001 §6).
+#[test]
+fn key_updates_after_an_idle_connection_compacted() {
+    let mut t = TransportConfig::default();
+    t.key_update_interval(150);
+    let mut s = sim(12, LinkConfig::default(), t);
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    assert!(c.is_compacted(), "the idle client compacted");
+    c.initiate_key_update().expect("the client may update");
+    assert!(s.net.endpoint(S).connection(server).unwrap().is_compacted());
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20), "1 MiB intact across the updates");
+    let updates = |net: &mut Network, node, h| {
+        net.endpoint(node)
+            .connection(h)
+            .unwrap()
+            .stats()
+            .key_updates
+    };
+    assert!(updates(&mut s.net, C, s.client) >= 3);
+    assert!(updates(&mut s.net, S, server) >= 3);
+}
+
 #[test]
 fn lossy_transfers_over_fifty_seeds() {
     for seed in 1..=50 {

@@ -1,0 +1,157 @@
+//! The connection's TLS session (RFC 9001 §4): the rustls connection while the handshake
+//! runs; on a server, once the handshake is complete and its last messages (the session
+//! tickets) are written, only what the API still reports. No TLS message follows then (TLS 1.3
+//! over QUIC has no post-handshake messages from the client, RFC 9001 §4.1.3), and dropping
+//! the session frees its buffers and record keys: part of the idle-connection diet.
+
+use rustls::pki_types::CertificateDer;
+use rustls::quic::{self as tls, DirectionalKeys, KeyChange};
+use rustls::{AlertDescription, SupportedCipherSuite};
+
+/// What a finished server session still answers.
+#[derive(Debug)]
+pub(super) struct Summary {
+    alpn: Option<Vec<u8>>,
+    server_name: Option<String>,
+    kind: Option<rustls::HandshakeKind>,
+    suite: Option<SupportedCipherSuite>,
+    peer_certificates: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// The TLS session of a connection.
+#[derive(Debug)]
+pub(super) enum Tls {
+    /// The rustls connection.
+    Live(tls::Connection),
+    /// A server's session after the handshake.
+    Done(Box<Summary>),
+}
+
+impl From<tls::Connection> for Tls {
+    fn from(c: tls::Connection) -> Self {
+        Tls::Live(c)
+    }
+}
+
+impl From<tls::ServerConnection> for Tls {
+    fn from(c: tls::ServerConnection) -> Self {
+        Tls::Live(c.into())
+    }
+}
+
+impl Tls {
+    /// A server whose handshake is complete: keeps only the summary. No effect on a client
+    /// (it still receives session tickets) or while the handshake runs.
+    pub(super) fn finish_server(&mut self) {
+        let Tls::Live(tls::Connection::Server(s)) = self else {
+            return;
+        };
+        if s.is_handshaking() {
+            return;
+        }
+        let summary = Summary {
+            alpn: s.alpn_protocol().map(<[u8]>::to_vec),
+            server_name: s.server_name().map(str::to_owned),
+            kind: s.handshake_kind(),
+            suite: s.negotiated_cipher_suite(),
+            peer_certificates: s.peer_certificates().map(<[_]>::to_vec),
+        };
+        *self = Tls::Done(Box::new(summary));
+    }
+
+    pub(super) fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Tls::Live(c) => c.alpn_protocol(),
+            Tls::Done(s) => s.alpn.as_deref(),
+        }
+    }
+
+    /// The SNI a client sent (server side only).
+    pub(super) fn sni(&self) -> Option<&str> {
+        match self {
+            Tls::Live(tls::Connection::Server(s)) => s.server_name(),
+            Tls::Live(tls::Connection::Client(_)) => None,
+            Tls::Done(s) => s.server_name.as_deref(),
+        }
+    }
+
+    pub(super) fn is_server(&self) -> bool {
+        matches!(self, Tls::Live(tls::Connection::Server(_)) | Tls::Done(_))
+    }
+
+    pub(super) fn negotiated_cipher_suite(&self) -> Option<SupportedCipherSuite> {
+        match self {
+            Tls::Live(c) => c.negotiated_cipher_suite(),
+            Tls::Done(s) => s.suite,
+        }
+    }
+
+    pub(super) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match self {
+            Tls::Live(c) => c.peer_certificates(),
+            Tls::Done(s) => s.peer_certificates.as_deref(),
+        }
+    }
+
+    pub(super) fn write_hs(&mut self, buf: &mut Vec<u8>) -> Option<KeyChange> {
+        match self {
+            Tls::Live(c) => c.write_hs(buf),
+            Tls::Done(_) => None,
+        }
+    }
+
+    /// Handshake data from the peer. After a server's handshake there is no TLS message the
+    /// client may send: any is an unexpected message.
+    pub(super) fn read_hs(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
+        match self {
+            Tls::Live(c) => c.read_hs(data),
+            Tls::Done(_) => Err(rustls::Error::InappropriateHandshakeMessage {
+                expect_types: Vec::new(),
+                got_type: rustls::HandshakeType::Unknown(data.first().copied().unwrap_or(0)),
+            }),
+        }
+    }
+
+    pub(super) fn alert(&self) -> Option<AlertDescription> {
+        match self {
+            Tls::Live(c) => c.alert(),
+            Tls::Done(_) => Some(AlertDescription::UnexpectedMessage),
+        }
+    }
+
+    pub(super) fn quic_transport_parameters(&self) -> Option<&[u8]> {
+        match self {
+            Tls::Live(c) => c.quic_transport_parameters(),
+            Tls::Done(_) => None,
+        }
+    }
+
+    pub(super) fn is_handshaking(&self) -> bool {
+        match self {
+            Tls::Live(c) => c.is_handshaking(),
+            Tls::Done(_) => false,
+        }
+    }
+
+    pub(super) fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match self {
+            Tls::Live(c) => c.handshake_kind(),
+            Tls::Done(s) => s.kind,
+        }
+    }
+
+    /// Whether a client's early data was accepted (false on a server).
+    pub(super) fn is_early_data_accepted(&self) -> bool {
+        match self {
+            Tls::Live(tls::Connection::Client(c)) => c.is_early_data_accepted(),
+            _ => false,
+        }
+    }
+
+    pub(super) fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
+        match self {
+            Tls::Live(c) => c.zero_rtt_keys(),
+            Tls::Done(_) => None,
+        }
+    }
+}
