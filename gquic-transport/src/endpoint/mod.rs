@@ -161,6 +161,42 @@ impl EndpointConfig {
 /// How many drained connections wait for [`Endpoint::poll_drained`] before the oldest is
 /// dropped.
 const MAX_DRAINED: usize = 1024;
+/// The connections' next deadlines in order, and which connections changed since they were
+/// last read (their deadlines are read again before the next look).
+#[derive(Debug, Default)]
+struct Timers {
+    set: std::collections::BTreeSet<(Instant, usize)>,
+    at: Vec<Option<Instant>>,
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    /// Scratch space for the connections due in one `handle_timeout`.
+    due: Vec<usize>,
+}
+
+impl Timers {
+    fn touch(&mut self, idx: usize) {
+        if idx >= self.is_dirty.len() {
+            self.is_dirty.resize(idx + 1, false);
+            self.at.resize(idx + 1, None);
+        }
+        if !self.is_dirty[idx] {
+            self.is_dirty[idx] = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    fn set(&mut self, idx: usize, t: Option<Instant>) {
+        self.is_dirty[idx] = false;
+        if let Some(old) = self.at[idx].take() {
+            self.set.remove(&(old, idx));
+        }
+        if let Some(t) = t {
+            self.set.insert((t, idx));
+            self.at[idx] = Some(t);
+        }
+    }
+}
+
 /// The most bytes one batch of datagrams holds: the largest UDP payload over IPv4
 /// (65,535 less the IPv4 and UDP headers).
 const MAX_BATCH_BYTES: usize = 65_507;
@@ -221,6 +257,8 @@ pub struct Endpoint {
     held_buf: Vec<u8>,
     /// Where the second and later datagrams of a batch are written before joining it.
     scratch: Vec<u8>,
+    /// The connections' deadlines, sorted: the earliest costs no scan of every connection.
+    timers: std::cell::RefCell<Timers>,
     stats: EndpointStats,
 }
 
@@ -329,6 +367,7 @@ impl Endpoint {
             held: None,
             held_buf: Vec::new(),
             scratch: Vec::new(),
+            timers: std::cell::RefCell::default(),
             stats: EndpointStats::default(),
         })
     }
@@ -377,6 +416,8 @@ impl Endpoint {
 
     /// A connection by handle, mutable.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        // Whatever the caller does may move the connection's deadline.
+        self.timers.get_mut().touch(h.0);
         self.connections.get_mut(h.0)?.as_deref_mut()
     }
 
@@ -384,8 +425,11 @@ impl Endpoint {
     /// port). Every connection is told ([`Connection::local_address_changed`]): client
     /// connections migrate to the new path (RFC 9000 §9.2, §9.5).
     pub fn local_address_changed(&mut self, now: Instant, ip_changed: bool) {
-        for conn in self.connections.iter_mut().flatten() {
-            conn.local_address_changed(now, ip_changed);
+        for (idx, conn) in self.connections.iter_mut().enumerate() {
+            if let Some(conn) = conn {
+                conn.local_address_changed(now, ip_changed);
+                self.timers.get_mut().touch(idx);
+            }
         }
     }
 
@@ -446,6 +490,7 @@ impl Endpoint {
             }
         };
         self.route(cid, idx);
+        self.timers.get_mut().touch(idx);
         idx
     }
 
@@ -836,6 +881,8 @@ impl Endpoint {
 
     /// Acts on a connection's requests: new connection IDs, retired ones, removal.
     fn process_events(&mut self, idx: usize) {
+        // Called after every change to a connection: its deadline may have moved.
+        self.timers.get_mut().touch(idx);
         while let Some(event) = self.connections[idx]
             .as_mut()
             .and_then(|c| c.poll_endpoint_event())
@@ -989,28 +1036,49 @@ impl Endpoint {
 
     /// The earliest deadline of any connection.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.connections
-            .iter()
-            .flatten()
-            .filter_map(|c| c.poll_timeout())
-            .min()
+        self.refresh_timers();
+        self.timers.borrow().set.first().map(|&(t, _)| t)
+    }
+
+    /// Brings the deadlines of the connections touched since the last look up to date.
+    fn refresh_timers(&self) {
+        let mut timers = self.timers.borrow_mut();
+        let mut dirty = std::mem::take(&mut timers.dirty);
+        for &idx in &dirty {
+            let t = self
+                .connections
+                .get(idx)
+                .and_then(|c| c.as_deref())
+                .and_then(Connection::poll_timeout);
+            timers.set(idx, t);
+        }
+        dirty.clear();
+        timers.dirty = dirty;
     }
 
     /// Fires the timers of every connection due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for idx in 0..self.connections.len() {
-            let due = self.connections[idx]
-                .as_ref()
-                .and_then(|c| c.poll_timeout())
-                .is_some_and(|t| t <= now);
-            if due {
-                if let Some(c) = self.connections[idx].as_mut() {
-                    c.handle_timeout(now);
-                }
+        self.refresh_timers();
+        let mut due = std::mem::take(&mut self.timers.get_mut().due);
+        due.clear();
+        due.extend(
+            self.timers
+                .get_mut()
+                .set
+                .iter()
+                .take_while(|&&(t, _)| t <= now)
+                .map(|&(_, idx)| idx),
+        );
+        for &idx in &due {
+            if let Some(c) = self.connections[idx].as_mut() {
+                c.handle_timeout(now);
             }
             if self.connections[idx].is_some() {
                 self.process_events(idx);
+            } else {
+                self.timers.get_mut().touch(idx);
             }
         }
+        self.timers.get_mut().due = due;
     }
 }

@@ -538,6 +538,81 @@ fn one_client_endpoint_carries_many_connections() {
     }
 }
 
+/// The endpoint keeps its connections' deadlines sorted instead of scanning them all: at
+/// every step of 40 connections' handshakes, transfers and idle time, its earliest deadline
+/// is the earliest of its connections'.
+#[test]
+fn the_endpoint_deadline_is_the_earliest_connection_deadline() {
+    let mut s = sim(13, LinkConfig::default(), TransportConfig::default());
+    let now = s.net.now();
+    let cfg = s.client_config.clone();
+    let mut handles: Vec<ConnectionHandle> = (0..40)
+        .map(|_| {
+            s.net
+                .endpoint(C)
+                .connect(now, &cfg, SERVER, "localhost")
+                .unwrap()
+        })
+        .collect();
+    handles.push(s.client);
+    let mut checked = 0;
+    // Handshakes, the streams, compaction, then idle timeouts.
+    let limit = s.net.now() + Duration::from_secs(120);
+    while s.net.now() < limit {
+        if !s.net.step(limit) {
+            break;
+        }
+        if checked % 7 == 0 {
+            // Some application calls in between (they can move deadlines).
+            let h = handles[checked % handles.len()];
+            let close = checked % 21 == 0;
+            let now = s.net.now();
+            if let Some(c) = s.net.endpoint(C).connection_mut(h) {
+                if close {
+                    // Closing: the deadline becomes the end of the closing period.
+                    c.close(now, crate::VarInt::from_u32(0), Bytes::new());
+                } else if let Some(id) = c.open(Dir::Uni) {
+                    let _ = c.write(id, Bytes::from_static(b"ping"));
+                    let _ = c.finish(id);
+                }
+            }
+        }
+        let ep = s.net.endpoint(C);
+        let expected = handles
+            .iter()
+            .filter_map(|&h| ep.connection(h).and_then(|c| c.poll_timeout()))
+            .min();
+        assert_eq!(ep.poll_timeout(), expected, "step {checked}");
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} steps");
+    // Fresh connections, idle (their deadlines far away), then closed through the API: the
+    // endpoint sees the new, nearer deadlines at once.
+    let now = s.net.now();
+    let fresh: Vec<ConnectionHandle> = (0..5)
+        .map(|_| {
+            s.net
+                .endpoint(C)
+                .connect(now, &cfg, SERVER, "localhost")
+                .unwrap()
+        })
+        .collect();
+    s.net.run_for(Duration::from_secs(3));
+    let now = s.net.now();
+    let before = s.net.endpoint(C).poll_timeout();
+    for &h in &fresh {
+        let c = s.net.endpoint(C).connection_mut(h).unwrap();
+        c.close(now, crate::VarInt::from_u32(0), Bytes::new());
+    }
+    let ep = s.net.endpoint(C);
+    let expected = fresh
+        .iter()
+        .filter_map(|&h| ep.connection(h).and_then(|c| c.poll_timeout()))
+        .min();
+    assert!(expected < before, "closing brings the deadline nearer");
+    assert_eq!(ep.poll_timeout(), expected);
+}
+
 #[test]
 fn an_initial_that_does_not_authenticate_leaves_no_state() {
     // A first Initial whose header was forged or corrupted (here a flipped source connection
