@@ -15,6 +15,13 @@ impl Kill {
     }
 }
 
+impl Kill {
+    /// The child's stdout, if it was piped and not taken yet.
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.0.stdout.take()
+    }
+}
+
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
