@@ -19,6 +19,8 @@
 //! `perf: N requests, D bytes down, U bytes up in T s (X Gbit/s down, Y Gbit/s up)`. It exits
 //! with status 1 if any request fails.
 
+#![allow(clippy::disallowed_methods)] // A program reads the real clock.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,6 @@ use gquic::transport::{ClientConfig, ServerConfig, TransportConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-#[allow(dead_code)]
 mod common;
 
 use common::BoxError;
