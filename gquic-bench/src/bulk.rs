@@ -160,7 +160,8 @@ async fn write_n(
     Ok(())
 }
 
-fn run_child(mut cmd: Command, name: &str) -> Result<Outcome, String> {
+/// Runs a child and parses its `RESULT` line.
+pub(crate) fn run_child(mut cmd: Command, name: &str) -> Result<Outcome, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("{name}: cannot start: {e}"))?;

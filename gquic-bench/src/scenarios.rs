@@ -226,18 +226,7 @@ fn run_child(stack: &str, quinn: &Path, args: &[String]) -> Result<Outcome, Stri
         c.args(args);
         c
     };
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{stack}: cannot start: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{stack} failed: {}{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Outcome::parse(&stdout).ok_or(format!("{stack}: no RESULT line in {stdout:?}"))
+    crate::bulk::run_child(cmd, stack)
 }
 
 /// What a scenario reports per run.
