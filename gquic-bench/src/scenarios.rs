@@ -217,7 +217,7 @@ pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<
 /// Runs a child (gquic: this executable with `args`; quinn: the example with `args`).
 fn run_child(stack: &str, quinn: &Path, args: &[String]) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = if stack == "gquic" {
+    let cmd = if stack == "gquic" {
         let mut c = Command::new(exe);
         c.arg(format!("{}-child", args[0])).args(&args[1..]);
         c
