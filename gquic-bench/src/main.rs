@@ -280,7 +280,7 @@ fn main() -> ExitCode {
             ok &= done("small", small_scenarios("all", &args, runs)) == ExitCode::SUCCESS;
             println!();
             ok &= done("h3", h3bench::run(50_000)) == ExitCode::SUCCESS;
-            ok &= done("idle", scenarios::idle(10_000)) == ExitCode::SUCCESS;
+            ok &= done("idle", scenarios::idle(10_000, false)) == ExitCode::SUCCESS;
             println!("\ngquic-bench all: {:.0} s", t0.elapsed().as_secs_f64());
             if ok {
                 ExitCode::SUCCESS
@@ -334,7 +334,8 @@ fn main() -> ExitCode {
         }
         Some("idle") => {
             let n = flag(&args, "--connections").unwrap_or(10_000);
-            done("idle", scenarios::idle(n))
+            let gquic_only = args.iter().any(|a| a == "--gquic-only");
+            done("idle", scenarios::idle(n, gquic_only))
         }
         Some("idle-server-child") => {
             let (Some(dir), Some(n), Some(streams)) = (path(1), num(2), num(3)) else {
@@ -364,7 +365,7 @@ fn main() -> ExitCode {
                  \n  handshakes [--count N]  5k handshakes, 64 at a time, full and resumed\
                  \n  latency [--count N]     1-byte ping-pong p50/p99, and raw UDP's\
                  \n  h3 [--requests N]       HTTP/3 GETs, 1 and 10 connections\
-                 \n  idle [--connections N]  heap and RSS per idle server connection (10k)\
+                 \n  idle [--connections N] [--gquic-only]  heap and RSS per idle server connection\
                  \n  all                     every scenario (gquic and quinn side by side)"
             );
             ExitCode::from(2)
