@@ -159,6 +159,7 @@ pub(crate) struct State {
     /// A fatal socket error stops the driver; connections then fail.
     socket_error: Option<Arc<io::Error>>,
     pub(crate) driver_done: bool,
+    scratch: Vec<(u64, ConnectionHandle)>,
     /// The socket's local address.
     pub(crate) local: SocketAddr,
     /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
@@ -210,19 +211,26 @@ impl State {
                 w.wake();
             }
         }
-        // Only the connections the endpoint touched since the last turn can have events:
-        // with many idle connections, a turn must not visit them all.
-        while let Some(h) = self.ep.poll_touched() {
-            let Some(&id) = self.by_handle.get(&h) else {
+        // A reused list: dispatching runs on every driver turn and must not allocate.
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend(
+            self.conns
+                .iter()
+                .filter_map(|(&id, s)| s.handle.map(|h| (id, h))),
+        );
+        for &(id, h) in &ids {
+            let Some(conn) = self.ep.connection_mut(h) else {
                 continue;
             };
             let Some(st) = self.conns.get_mut(&id) else {
                 continue;
             };
-            while let Some(event) = self.ep.poll_connection_event(h) {
+            while let Some(event) = conn.poll_event() {
                 handle_event(st, event);
             }
         }
+        self.scratch = ids;
         self.reap();
     }
 
@@ -511,6 +519,7 @@ impl Endpoint {
                 default_client: None,
                 socket_error: None,
                 driver_done: false,
+                scratch: Vec::new(),
                 local,
                 new_socket: None,
             }),
