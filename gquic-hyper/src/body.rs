@@ -76,6 +76,9 @@ pub struct Incoming {
     drop_code: Code,
     /// Client side: tells the request's upload to reset when the response is abandoned.
     cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Keeps h3 from reading far ahead of this body's reader (see
+    /// `gquic_transport::h3::ReadPace`).
+    pace: Option<gquic_transport::h3::ReadPace>,
 }
 
 impl std::fmt::Debug for Incoming {
@@ -89,7 +92,11 @@ impl std::fmt::Debug for Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn server(stream: ServerRecv, content_length: Option<u64>) -> Self {
+    pub(crate) fn server(
+        stream: ServerRecv,
+        content_length: Option<u64>,
+        pace: gquic_transport::h3::ReadPace,
+    ) -> Self {
         Self {
             stream: Some(Stream::Server(stream)),
             state: State::Data,
@@ -97,6 +104,7 @@ impl Incoming {
             received: 0,
             drop_code: Code::H3_NO_ERROR,
             cancel: None,
+            pace: Some(pace),
         }
     }
 
@@ -104,6 +112,7 @@ impl Incoming {
         stream: ClientRecv,
         content_length: Option<u64>,
         cancel: tokio::sync::oneshot::Sender<()>,
+        pace: gquic_transport::h3::ReadPace,
     ) -> Self {
         Self {
             stream: Some(Stream::Client(stream)),
@@ -112,6 +121,7 @@ impl Incoming {
             received: 0,
             drop_code: Code::H3_REQUEST_CANCELLED,
             cancel: Some(cancel),
+            pace: Some(pace),
         }
     }
 
@@ -124,6 +134,7 @@ impl Incoming {
             received: 0,
             drop_code: Code::H3_NO_ERROR,
             cancel: None,
+            pace: None,
         }
     }
 }
@@ -155,9 +166,13 @@ impl Body for Incoming {
             match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Data => match stream.poll_data(cx) {
+                    Poll::Pending if this.pace.as_ref().is_some_and(|p| p.release()) => continue,
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(Some(data))) => {
                         this.received += data.len() as u64;
+                        if let Some(p) = &this.pace {
+                            p.consumed(data.len());
+                        }
                         if data.is_empty() {
                             continue;
                         }
@@ -172,6 +187,9 @@ impl Body for Incoming {
                 State::Trailers => {
                     let r = stream.poll_trailers(cx);
                     match r {
+                        Poll::Pending if this.pace.as_ref().is_some_and(|p| p.release()) => {
+                            continue
+                        }
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(t)) => {
                             this.state = State::Done;

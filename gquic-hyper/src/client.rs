@@ -302,7 +302,12 @@ where
         let len = content_length(&parts.headers);
         Ok(Response::from_parts(
             parts,
-            Incoming::client(recv, len, cancel),
+            Incoming::client(
+                recv,
+                len,
+                cancel,
+                gquic_transport::h3::pace_reads(&self.conn, stream_id),
+            ),
         ))
     }
 }

@@ -400,7 +400,13 @@ where
     });
     let (body, mut connect_recv) = match demux {
         Some(_) => (Incoming::empty(), Some(recv)),
-        None => (Incoming::server(recv, content_length(&parts.headers)), None),
+        None => {
+            let pace = gquic_transport::h3::pace_reads(quic, gquic_transport::StreamId(id));
+            (
+                Incoming::server(recv, content_length(&parts.headers), pace),
+                None,
+            )
+        }
     };
     let mut req = Request::from_parts(parts, body);
     let pending = demux.as_ref().map(|d| {

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+
+use crate::runtime::PaceState;
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, WriteBuf};
 
 use crate::connection::ConnectionError;
@@ -377,6 +379,8 @@ pub struct RecvStream {
     stream: runtime::RecvStream,
     /// Bytes read before h3 got the stream, returned first.
     prefix: Bytes,
+    /// The consumer's pace, once registered with [`pace_reads`].
+    pace: Option<Arc<PaceState>>,
 }
 
 impl Drop for RecvStream {
@@ -392,7 +396,11 @@ impl RecvStream {
     }
 
     fn with_prefix(stream: runtime::RecvStream, prefix: Bytes) -> Self {
-        Self { stream, prefix }
+        Self {
+            stream,
+            prefix,
+            pace: None,
+        }
     }
 }
 
@@ -407,7 +415,7 @@ impl quic::RecvStream for RecvStream {
             return Poll::Ready(Ok(Some(std::mem::take(&mut self.prefix))));
         }
         self.stream
-            .poll_read_chunk(cx, usize::MAX)
+            .poll_read_chunk_paced(cx, &mut self.pace)
             .map_err(read_error)
     }
 
@@ -550,3 +558,65 @@ impl h3_datagram::quic_traits::RecvDatagram for RecvDatagramHandler {
 
 #[cfg(test)]
 mod tests;
+
+/// Keeps h3 from reading far ahead of whoever consumes a request or response body.
+///
+/// h3 0.0.8 pulls another chunk from the transport each time it looks for the next frame,
+/// even when complete frames are already in its buffer (hyperium/h3#308). With small DATA
+/// frames and a consumer slower than the network, its buffer grows without bound, and so does
+/// the flow-control credit the transport hands out for data nobody has consumed yet (RFC 9000
+/// §4.1 intends that credit to follow the application's reading).
+///
+/// A body type built on `h3::server::RequestStream` / `h3::client::RequestStream` over gquic
+/// registers with [`pace_reads`], reports what it takes with [`ReadPace::consumed`], and when
+/// h3 returns `Pending` asks [`ReadPace::release`] whether that was the pace holding h3 back;
+/// if so it polls again at once. The stream then stays at most 256 KiB ahead of the consumer.
+/// Without a registered pace, a stream reads as fast as h3 asks.
+#[derive(Debug)]
+pub struct ReadPace {
+    state: Arc<PaceState>,
+    conn: runtime::Connection,
+    stream: u64,
+}
+
+/// Registers `stream` of `conn` (a stream whose receiving half h3 owns) for consumer-paced
+/// reading; see [`ReadPace`].
+pub fn pace_reads(conn: &runtime::Connection, stream: crate::StreamId) -> ReadPace {
+    let state = Arc::new(PaceState::default());
+    conn.register_pace(stream.0, state.clone());
+    ReadPace {
+        state,
+        conn: conn.clone(),
+        stream: stream.0,
+    }
+}
+
+impl ReadPace {
+    /// The consumer took `n` bytes of body data.
+    pub fn consumed(&self, n: usize) {
+        self.state
+            .consumed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Call when h3 returned `Pending`: true if the pace held a read back (h3 then needs more
+    /// than it buffered, e.g. the rest of a frame header or trailers); the pace is reset and
+    /// the caller must poll again now, since no waker was registered for that read.
+    pub fn release(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.state.held.swap(false, Relaxed) {
+            self.state
+                .consumed
+                .store(self.state.handed.load(Relaxed), Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for ReadPace {
+    fn drop(&mut self) {
+        self.conn.unregister_pace(self.stream, &self.state);
+    }
+}

@@ -290,6 +290,24 @@ impl Connection {
             .map(<[_]>::to_vec)
     }
 
+    /// Registers a consumer's read pace for `stream` (see `crate::h3::pace_reads`).
+    #[cfg_attr(not(feature = "h3"), allow(dead_code))]
+    pub(crate) fn register_pace(&self, stream: u64, state: Arc<super::streams::PaceState>) {
+        if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
+            st.paced.insert(stream, state);
+        }
+    }
+
+    /// Drops a registered pace the stream's reader never picked up.
+    #[cfg_attr(not(feature = "h3"), allow(dead_code))]
+    pub(crate) fn unregister_pace(&self, stream: u64, state: &Arc<super::streams::PaceState>) {
+        if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
+            if st.paced.get(&stream).is_some_and(|p| Arc::ptr_eq(p, state)) {
+                st.paced.remove(&stream);
+            }
+        }
+    }
+
     /// RTT, congestion window and counters. After the connection is gone, the counters are
     /// zero.
     pub fn stats(&self) -> ConnectionStats {

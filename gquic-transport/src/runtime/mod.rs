@@ -50,6 +50,7 @@ use crate::endpoint::{self as proto, ConnectionHandle, EndpointConfig, EndpointC
 use crate::wire::VarInt;
 
 pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
+pub(crate) use streams::PaceState;
 pub use streams::{ReadError, ReadToEndError, RecvStream, SendStream, StoppedError, WriteError};
 
 /// Why [`Endpoint::connect`] could not start a connection.
@@ -120,6 +121,9 @@ pub(crate) struct ConnState {
     pub(crate) stopped: HashMap<u64, VarInt>,
     /// Streams whose data and FIN were all acknowledged.
     pub(crate) acked: std::collections::HashSet<u64>,
+    /// Read pacing registered by a body consumer and not yet picked up by the stream's
+    /// reader (`crate::h3::pace_reads`).
+    pub(crate) paced: FastMap<u64, Arc<streams::PaceState>>,
 }
 
 impl ConnState {

@@ -3,6 +3,8 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -338,7 +340,7 @@ impl AsyncWrite for SendStream {
 /// Dropping it before the end stops the stream (STOP_SENDING with code 0).
 #[derive(Debug)]
 pub struct RecvStream {
-    conn: ConnRef,
+    pub(crate) conn: ConnRef,
     id: u64,
     done: bool,
 }
@@ -363,6 +365,36 @@ impl RecvStream {
         let mut s = self.conn.shared.lock();
         s.proto(self.conn.id)
             .is_some_and(|c| c.is_0rtt_stream(StreamId(self.id)))
+    }
+
+    /// [`Self::poll_read_chunk`] held back by a body consumer's pace: picks up the pacing the
+    /// consumer registered for this stream, and returns `Pending` (without registering a
+    /// waker: the consumer re-polls at once, see `crate::h3::ReadPace`) while more than
+    /// [`PACE_AHEAD`] bytes were handed out and not yet consumed.
+    pub(crate) fn poll_read_chunk_paced(
+        &mut self,
+        cx: &mut Context<'_>,
+        pace: &mut Option<Arc<PaceState>>,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        if pace.is_none() {
+            let mut s = self.conn.shared.lock();
+            if let Some(st) = s.conns.get_mut(&self.conn.id) {
+                if !st.paced.is_empty() {
+                    *pace = st.paced.remove(&self.id);
+                }
+            }
+        }
+        if let Some(p) = pace {
+            if p.ahead() >= PACE_AHEAD {
+                p.held.store(true, Ordering::Relaxed);
+                return Poll::Pending;
+            }
+        }
+        let r = self.poll_read_chunk(cx, usize::MAX);
+        if let (Some(p), Poll::Ready(Ok(Some(b)))) = (pace, &r) {
+            p.handed.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Polls for up to `max` bytes in order; `None` at the end of the stream.
@@ -508,5 +540,28 @@ impl AsyncRead for RecvStream {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// How far (bytes) a layer above a stream may read ahead of the consumer of what it reads
+/// when the consumer paces it.
+pub(crate) const PACE_AHEAD: u64 = 256 << 10;
+
+/// Counters shared by a paced stream reader and the consumer of what it reads.
+#[derive(Debug, Default)]
+pub(crate) struct PaceState {
+    /// Bytes the stream handed to the layer above.
+    pub(crate) handed: AtomicU64,
+    /// Bytes the consumer took from that layer (or, after a release, the handed count then).
+    pub(crate) consumed: AtomicU64,
+    /// A read was held back since the consumer last looked.
+    pub(crate) held: AtomicBool,
+}
+
+impl PaceState {
+    pub(crate) fn ahead(&self) -> u64 {
+        self.handed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.consumed.load(Ordering::Relaxed))
     }
 }
