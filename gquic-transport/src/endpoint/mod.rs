@@ -250,7 +250,6 @@ pub struct Endpoint {
     refuse: bool,
     stateless_tokens: f64,
     stateless_refill: Option<Instant>,
-    next_poll: usize,
     /// A connection's datagram that did not fit the last batch, in `held_buf`, with the
     /// connection's index.
     held: Option<(Transmit, usize)>,
@@ -259,6 +258,14 @@ pub struct Endpoint {
     scratch: Vec<u8>,
     /// The connections' deadlines, sorted: the earliest costs no scan of every connection.
     timers: std::cell::RefCell<Timers>,
+    /// Connections that may have something to send (touched since they last had nothing),
+    /// in round-robin order: sending never scans every connection.
+    send_ready: VecDeque<usize>,
+    in_send_ready: Vec<bool>,
+    /// Connections touched since [`Endpoint::poll_touched`] last returned them: the only
+    /// ones that can have new application events.
+    touched: VecDeque<usize>,
+    in_touched: Vec<bool>,
     stats: EndpointStats,
 }
 
@@ -363,11 +370,14 @@ impl Endpoint {
             cid_counter: 0,
             refuse: false,
             stateless_refill: None,
-            next_poll: 0,
             held: None,
             held_buf: Vec::new(),
             scratch: Vec::new(),
             timers: std::cell::RefCell::default(),
+            send_ready: VecDeque::new(),
+            in_send_ready: Vec::new(),
+            touched: VecDeque::new(),
+            in_touched: Vec::new(),
             stats: EndpointStats::default(),
         })
     }
@@ -416,8 +426,10 @@ impl Endpoint {
 
     /// A connection by handle, mutable.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
-        // Whatever the caller does may move the connection's deadline.
+        // Whatever the caller does may move the connection's deadline or give it something
+        // to send.
         self.timers.get_mut().touch(h.0);
+        self.mark_send_ready(h.0);
         self.connections.get_mut(h.0)?.as_deref_mut()
     }
 
@@ -429,6 +441,11 @@ impl Endpoint {
             if let Some(conn) = conn {
                 conn.local_address_changed(now, ip_changed);
                 self.timers.get_mut().touch(idx);
+            }
+        }
+        for idx in 0..self.connections.len() {
+            if self.connections[idx].is_some() {
+                self.mark_send_ready(idx);
             }
         }
     }
@@ -491,7 +508,50 @@ impl Endpoint {
         };
         self.route(cid, idx);
         self.timers.get_mut().touch(idx);
+        self.mark_send_ready(idx);
         idx
+    }
+
+    /// Puts a connection in the queue of those that may have application events.
+    fn mark_touched(&mut self, idx: usize) {
+        if idx >= self.in_touched.len() {
+            self.in_touched.resize(idx + 1, false);
+        }
+        if !self.in_touched[idx] {
+            self.in_touched[idx] = true;
+            self.touched.push_back(idx);
+        }
+    }
+
+    /// The next connection that may have application events ([`Connection::poll_event`])
+    /// since it was last returned: input, timers, sending and application calls mark it. A
+    /// driver drains the events of these instead of visiting every connection.
+    pub fn poll_touched(&mut self) -> Option<ConnectionHandle> {
+        let idx = self.touched.pop_front()?;
+        self.in_touched[idx] = false;
+        Some(ConnectionHandle(idx))
+    }
+
+    /// The next application event of a connection, without marking it touched (what
+    /// [`Endpoint::connection_mut`] does).
+    pub fn poll_connection_event(
+        &mut self,
+        h: ConnectionHandle,
+    ) -> Option<crate::connection::Event> {
+        self.connections.get_mut(h.0)?.as_deref_mut()?.poll_event()
+    }
+
+    /// Puts a connection in the queue of those that may have something to send (and marks
+    /// it touched).
+    fn mark_send_ready(&mut self, idx: usize) {
+        self.mark_touched(idx);
+        if idx >= self.in_send_ready.len() {
+            self.in_send_ready.resize(idx + 1, false);
+        }
+        if !self.in_send_ready[idx] {
+            self.in_send_ready[idx] = true;
+            self.send_ready.push_back(idx);
+        }
     }
 
     fn route(&mut self, cid: ConnectionId, idx: usize) {
@@ -556,6 +616,7 @@ impl Endpoint {
         if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
             if let Some(conn) = self.connections[idx].as_mut() {
                 conn.handle_datagram_ecn(now, remote, ecn, data);
+                self.mark_send_ready(idx);
                 self.process_events(idx);
                 return Some(ConnectionHandle(idx));
             }
@@ -569,6 +630,7 @@ impl Endpoint {
                 if let Some(&idx) = self.by_reset_token.get(&ResetToken(tail)) {
                     if let Some(conn) = self.connections[idx].as_mut() {
                         conn.handle_datagram_ecn(now, remote, ecn, data);
+                        self.mark_send_ready(idx);
                         self.process_events(idx);
                         return Some(ConnectionHandle(idx));
                     }
@@ -898,6 +960,8 @@ impl Endpoint {
                         .collect();
                     if let Some(c) = self.connections[idx].as_mut() {
                         c.issue_cids(cids);
+                        // NEW_CONNECTION_ID frames to send.
+                        self.mark_send_ready(idx);
                     }
                 }
                 EndpointEvent::RetireCid(cid) => {
@@ -939,14 +1003,21 @@ impl Endpoint {
 
     /// The next datagram of a connection, round robin, with the connection's index.
     fn poll_connections(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(Transmit, usize)> {
-        let n = self.connections.len();
-        for i in 0..n {
-            let idx = (self.next_poll + i) % n;
+        // Only the connections touched since they last had nothing to send: input, timers,
+        // application calls and new connection IDs are what give a connection something
+        // to send, and each of them marks it.
+        while let Some(idx) = self.send_ready.pop_front() {
+            self.in_send_ready[idx] = false;
             let Some(conn) = self.connections[idx].as_mut() else {
                 continue;
             };
-            if let Some(t) = conn.poll_transmit(now, buf) {
-                self.next_poll = (idx + 1) % n;
+            let sent = conn.poll_transmit(now, buf);
+            // Sending can raise application events (a stream's data all acknowledged
+            // earlier, a datagram dropped, a key update).
+            self.mark_touched(idx);
+            if let Some(t) = sent {
+                // It may have more: back in line behind the others (round robin).
+                self.mark_send_ready(idx);
                 self.process_events(idx);
                 return Some((t, idx));
             }
@@ -1072,6 +1143,7 @@ impl Endpoint {
         for &idx in &due {
             if let Some(c) = self.connections[idx].as_mut() {
                 c.handle_timeout(now);
+                self.mark_send_ready(idx);
             }
             if self.connections[idx].is_some() {
                 self.process_events(idx);

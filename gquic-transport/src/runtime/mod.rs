@@ -163,7 +163,6 @@ pub(crate) struct State {
     /// A fatal socket error stops the driver; connections then fail.
     socket_error: Option<Arc<io::Error>>,
     pub(crate) driver_done: bool,
-    scratch: Vec<(u64, ConnectionHandle)>,
     /// The socket's local address.
     pub(crate) local: SocketAddr,
     /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
@@ -215,26 +214,19 @@ impl State {
                 w.wake();
             }
         }
-        // A reused list: dispatching runs on every driver turn and must not allocate.
-        let mut ids = std::mem::take(&mut self.scratch);
-        ids.clear();
-        ids.extend(
-            self.conns
-                .iter()
-                .filter_map(|(&id, s)| s.handle.map(|h| (id, h))),
-        );
-        for &(id, h) in &ids {
-            let Some(conn) = self.ep.connection_mut(h) else {
+        // Only the connections the endpoint touched since the last turn can have events:
+        // with many idle connections, a turn must not visit them all.
+        while let Some(h) = self.ep.poll_touched() {
+            let Some(&id) = self.by_handle.get(&h) else {
                 continue;
             };
             let Some(st) = self.conns.get_mut(&id) else {
                 continue;
             };
-            while let Some(event) = conn.poll_event() {
+            while let Some(event) = self.ep.poll_connection_event(h) {
                 handle_event(st, event);
             }
         }
-        self.scratch = ids;
         self.reap();
     }
 
@@ -523,7 +515,6 @@ impl Endpoint {
                 default_client: None,
                 socket_error: None,
                 driver_done: false,
-                scratch: Vec::new(),
                 local,
                 new_socket: None,
             }),
