@@ -426,6 +426,7 @@ impl Endpoint {
 
     /// A connection by handle, mutable.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        self.connections.get(h.0)?.as_ref()?;
         // Whatever the caller does may move the connection's deadline or give it something
         // to send.
         self.timers.get_mut().touch(h.0);

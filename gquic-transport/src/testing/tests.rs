@@ -611,6 +611,11 @@ fn the_endpoint_deadline_is_the_earliest_connection_deadline() {
         .min();
     assert!(expected < before, "closing brings the deadline nearer");
     assert_eq!(ep.poll_timeout(), expected);
+    // A handle that names no connection marks nothing (and costs no memory).
+    assert!(ep.connection_mut(ConnectionHandle(usize::MAX)).is_none());
+    assert!(ep
+        .poll_connection_event(ConnectionHandle(usize::MAX))
+        .is_none());
 }
 
 #[test]
