@@ -291,7 +291,7 @@ impl Connection {
     }
 
     /// Registers a consumer's read pace for `stream` (see `crate::h3::pace_reads`).
-    #[cfg_attr(not(feature = "h3"), allow(dead_code))]
+    #[cfg(feature = "h3")]
     pub(crate) fn register_pace(&self, stream: u64, state: Arc<super::streams::PaceState>) {
         if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
             st.paced.insert(stream, state);
@@ -299,7 +299,7 @@ impl Connection {
     }
 
     /// Drops a registered pace the stream's reader never picked up.
-    #[cfg_attr(not(feature = "h3"), allow(dead_code))]
+    #[cfg(feature = "h3")]
     pub(crate) fn unregister_pace(&self, stream: u64, state: &Arc<super::streams::PaceState>) {
         if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
             if st.paced.get(&stream).is_some_and(|p| Arc::ptr_eq(p, state)) {

@@ -50,6 +50,7 @@ use crate::endpoint::{self as proto, ConnectionHandle, EndpointConfig, EndpointC
 use crate::wire::VarInt;
 
 pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
+#[cfg(feature = "h3")]
 pub(crate) use streams::PaceState;
 pub use streams::{ReadError, ReadToEndError, RecvStream, SendStream, StoppedError, WriteError};
 
@@ -123,6 +124,7 @@ pub(crate) struct ConnState {
     pub(crate) acked: std::collections::HashSet<u64>,
     /// Read pacing registered by a body consumer and not yet picked up by the stream's
     /// reader (`crate::h3::pace_reads`).
+    #[cfg(feature = "h3")]
     pub(crate) paced: FastMap<u64, Arc<streams::PaceState>>,
 }
 
@@ -449,28 +451,56 @@ fn random_bytes(provider: &rustls::crypto::CryptoProvider) -> [u8; 32] {
     b
 }
 
+/// Binds a UDP socket for an endpoint. An unspecified IPv6 address (`[::]`) gives a
+/// dual-stack socket (`IPV6_V6ONLY` off), which carries IPv4 as well: the endpoint shows IPv4
+/// peers by their IPv4 addresses and sends to IPv4 addresses through it. Any other address
+/// binds as given.
+///
+/// # Errors
+/// The socket cannot be created or bound (address in use, no IPv6 on this host, ...).
+pub fn bind_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    match addr {
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_only_v6(false)?;
+            socket.bind(&addr.into())?;
+            Ok(socket.into())
+        }
+        _ => std::net::UdpSocket::bind(addr),
+    }
+}
+
 impl Endpoint {
     /// A server endpoint bound to `addr`, accepting connections with `config`.
     ///
     /// # Errors
     /// [`EndpointError`] if the socket cannot be bound or no tokio runtime is running.
+    ///
+    /// An unspecified IPv6 address (`[::]:port`) binds one dual-stack socket: it serves IPv4
+    /// peers too, whatever the system's default (`net.ipv6.bindv6only`); they appear with
+    /// their IPv4 addresses. See [`bind_socket`].
     pub fn server(config: ServerConfig, addr: SocketAddr) -> Result<Self, EndpointError> {
         let provider = config.crypto.crypto_provider().clone();
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = bind_socket(addr)?;
         let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
         Self::new(ep_config, Some(config), socket)
     }
 
     /// A client endpoint bound to `addr` (use port 0 for any), with the default crypto
     /// provider. Set a client configuration with [`Endpoint::set_default_client_config`] or
-    /// pass one to [`Endpoint::connect_with`].
+    /// pass one to [`Endpoint::connect_with`]. Bound to `[::]:0`, it reaches IPv4 and IPv6
+    /// servers alike (see [`bind_socket`]).
     ///
     /// # Errors
     /// [`EndpointError`] if the socket cannot be bound or no tokio runtime is running.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     pub fn client(addr: SocketAddr) -> Result<Self, EndpointError> {
         let provider = Arc::new(crate::crypto::default_provider());
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = bind_socket(addr)?;
         let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
         Self::new(ep_config, None, socket)
     }

@@ -3,7 +3,9 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+#[cfg(feature = "h3")]
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "h3")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -371,6 +373,7 @@ impl RecvStream {
     /// consumer registered for this stream, and returns `Pending` (without registering a
     /// waker: the consumer re-polls at once, see `crate::h3::ReadPace`) while more than
     /// [`PACE_AHEAD`] bytes were handed out and not yet consumed.
+    #[cfg(feature = "h3")]
     pub(crate) fn poll_read_chunk_paced(
         &mut self,
         cx: &mut Context<'_>,
@@ -545,9 +548,11 @@ impl AsyncRead for RecvStream {
 
 /// How far (bytes) a layer above a stream may read ahead of the consumer of what it reads
 /// when the consumer paces it.
+#[cfg(feature = "h3")]
 pub(crate) const PACE_AHEAD: u64 = 256 << 10;
 
 /// Counters shared by a paced stream reader and the consumer of what it reads.
+#[cfg(feature = "h3")]
 #[derive(Debug, Default)]
 pub(crate) struct PaceState {
     /// Bytes the stream handed to the layer above.
@@ -558,6 +563,7 @@ pub(crate) struct PaceState {
     pub(crate) held: AtomicBool,
 }
 
+#[cfg(feature = "h3")]
 impl PaceState {
     pub(crate) fn ahead(&self) -> u64 {
         self.handed

@@ -278,3 +278,62 @@ async fn stream_limit_makes_open_wait() {
     let third = tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await;
     assert!(third.is_ok_and(|r| r.is_ok()));
 }
+
+/// One server socket on `[::]` serves IPv4 and IPv6 clients; IPv4 peers show by their IPv4
+/// addresses, and a client on `[::]` reaches an IPv4 address.
+#[tokio::test]
+async fn a_dual_stack_endpoint_serves_ipv4_and_ipv6() {
+    let certs = certs();
+    let server = Endpoint::server(
+        server_config(&certs, &[b"echo"], TransportConfig::default()),
+        "[::]:0".parse().unwrap(),
+    )
+    .unwrap();
+    let port = server.local_addr().port();
+    assert!(server.local_addr().is_ipv6());
+    let srv = tokio::spawn(async move {
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let data = recv.read_to_end(1 << 16).await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            peers.push(conn.remote_address());
+            let _ = conn.closed().await;
+        }
+        peers
+    });
+    let targets: [(&str, SocketAddr); 3] = [
+        ("127.0.0.1:0", SocketAddr::from(([127, 0, 0, 1], port))),
+        ("[::1]:0", format!("[::1]:{port}").parse().unwrap()),
+        ("[::]:0", SocketAddr::from(([127, 0, 0, 1], port))),
+    ];
+    let mut locals = Vec::new();
+    for (bind, target) in targets {
+        let client = Endpoint::client(bind.parse().unwrap()).unwrap();
+        let cc = client_config(&certs, &[b"echo"], TransportConfig::default());
+        let conn = client
+            .connect_with(cc, target, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.remote_address(),
+            target,
+            "the client sees what it dialed"
+        );
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(bind.as_bytes()).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(1 << 16).await.unwrap(), bind.as_bytes());
+        locals.push(client.local_addr().port());
+        conn.close(VarInt::from_u32(0), b"");
+        client.wait_idle().await;
+    }
+    let peers = srv.await.unwrap();
+    assert_eq!(peers[0], SocketAddr::from(([127, 0, 0, 1], locals[0])));
+    assert_eq!(peers[1], format!("[::1]:{}", locals[1]).parse().unwrap());
+    // The dual-stack client's IPv4 datagrams reach the server as plain IPv4.
+    assert_eq!(peers[2], SocketAddr::from(([127, 0, 0, 1], locals[2])));
+}

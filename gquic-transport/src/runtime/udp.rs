@@ -61,6 +61,20 @@ pub(crate) struct UdpIo {
     /// Bytes of the batch being sent one datagram at a time already gone (a send that was
     /// interrupted by a full socket buffer resumes here).
     partial: usize,
+    /// An IPv6 socket, which may carry IPv4 too (dual-stack).
+    v6: bool,
+}
+
+/// IPv4 peers of a dual-stack socket arrive as IPv4-mapped IPv6 addresses; the endpoint knows
+/// them by their IPv4 addresses (RFC 4291 §2.5.5.2).
+fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::from((ip, a.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
 }
 
 impl UdpIo {
@@ -74,12 +88,29 @@ impl UdpIo {
         };
         #[cfg(not(target_os = "linux"))]
         let (ecn_send, max_segments) = (false, 1);
-        tracing::debug!(max_segments, "UDP socket ready");
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        tracing::debug!(max_segments, v6, "UDP socket ready");
         Self {
             socket,
             ecn_send,
             max_segments,
             partial: 0,
+            v6,
+        }
+    }
+
+    /// The address to send to for `addr`: IPv4 through an IPv6 socket goes as a mapped
+    /// address; a mapped address through an IPv4 socket as the IPv4 address it maps.
+    fn on_wire(&self, addr: SocketAddr) -> SocketAddr {
+        match addr {
+            SocketAddr::V4(a) if self.v6 => SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.ip().to_ipv6_mapped(),
+                a.port(),
+                0,
+                0,
+            )),
+            SocketAddr::V6(_) if !self.v6 => unmap(addr),
+            other => other,
         }
     }
 
@@ -106,7 +137,12 @@ impl UdpIo {
                     .try_io(tokio::io::Interest::READABLE, || linux::recv(fd, buf))
                 {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return Poll::Ready(other),
+                    other => {
+                        return Poll::Ready(other.map(|r| Received {
+                            from: unmap(r.from),
+                            ..r
+                        }))
+                    }
                 }
             }
         }
@@ -117,7 +153,7 @@ impl UdpIo {
             let len = rb.filled().len();
             Poll::Ready(Ok(Received {
                 len,
-                from,
+                from: unmap(from),
                 ecn: None,
                 stride: len,
             }))
@@ -135,6 +171,7 @@ impl UdpIo {
         ecn: Option<EcnCodepoint>,
         segment_size: Option<usize>,
     ) -> Poll<io::Result<()>> {
+        let dst = self.on_wire(dst);
         let segment = segment_size.filter(|&n| n > 0 && n < buf.len());
         #[cfg(target_os = "linux")]
         if let (Some(n), 0, true) = (segment, self.partial, self.max_segments > 1) {
