@@ -1,5 +1,7 @@
 //! The `h3` scenario: HTTP/3 requests per second and CPU per request, gquic and h3-quinn with
-//! the same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B.
+//! the same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B;
+//! and gquic serving the same answer from an axum `Router` through `gquic_axum::serve` (the
+//! whole hyper/tower/axum stack), against the same h3 client.
 //! Each stack runs in a child process of its own (client and server together), so getrusage
 //! separates their CPU time; the quinn child is the example `quinn_h3` (quinn and h3-quinn are
 //! dev-dependencies only).
@@ -23,6 +25,7 @@ pub(crate) fn child_gquic(
     dir: &std::path::Path,
     conns: usize,
     requests: u64,
+    axum: bool,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -37,15 +40,29 @@ pub(crate) fn child_gquic(
             "127.0.0.1:0".parse()?,
         )?;
         let addr = server.local_addr();
-        tokio::spawn(async move {
-            while let Some(connecting) = server.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(conn) = connecting.await {
-                        h3_serve!(gquic_transport::h3::Connection::new(conn));
-                    }
-                });
-            }
-        });
+        if axum {
+            let body = bytes::Bytes::from(vec![b'x'; 100]);
+            let router = axum::Router::new().route(
+                "/100",
+                axum::routing::get(move || {
+                    let body = body.clone();
+                    async move { body }
+                }),
+            );
+            tokio::spawn(std::future::IntoFuture::into_future(gquic_axum::serve(
+                server, router,
+            )));
+        } else {
+            tokio::spawn(async move {
+                while let Some(connecting) = server.accept().await {
+                    tokio::spawn(async move {
+                        if let Ok(conn) = connecting.await {
+                            h3_serve!(gquic_transport::h3::Connection::new(conn));
+                        }
+                    });
+                }
+            });
+        }
         let client = Endpoint::client("127.0.0.1:0".parse()?)?;
         let config = ClientConfig::new(Arc::new(client_tls))?;
         let mut quics = Vec::new();
@@ -115,12 +132,19 @@ pub(crate) fn run(requests: u64) -> Result<(), String> {
     );
     let mut failed = None;
     for conns in [1usize, 10] {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("h3-child")
-            .arg(&dir)
-            .arg(conns.to_string())
-            .arg(requests.to_string());
-        let g = run_child(cmd, "gquic");
+        let child = |axum: bool| {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("h3-child")
+                .arg(&dir)
+                .arg(conns.to_string())
+                .arg(requests.to_string());
+            if axum {
+                cmd.arg("axum");
+            }
+            cmd
+        };
+        let g = run_child(child(false), "gquic");
+        let a = run_child(child(true), "gquic-axum");
         let q = quinn.clone().and_then(|bin| {
             let mut cmd = Command::new(bin);
             cmd.arg(&dir)
@@ -134,7 +158,7 @@ pub(crate) fn run(requests: u64) -> Result<(), String> {
                 o.cpu.as_secs_f64() * 1e6 / o.bytes as f64,
             )
         };
-        for (name, o) in [("gquic", &g), ("quinn", &q)] {
+        for (name, o) in [("gquic", &g), ("axum", &a), ("quinn", &q)] {
             match o {
                 Ok(o) => {
                     let (rps, cpu) = per(o);
@@ -153,6 +177,16 @@ pub(crate) fn run(requests: u64) -> Result<(), String> {
                 "{conns:<6} ratio   gquic/quinn: requests/s {:.2}x, CPU per request {:.2}x",
                 gr / qr,
                 gc / qc
+            );
+        }
+        if let (Ok(a), Ok(q)) = (&a, &q) {
+            let (ar, ac) = per(a);
+            let (qr, qc) = per(q);
+            println!(
+                "{conns:<6} ratio   axum/quinn: requests/s {:.2}x, CPU per request {:.2}x \
+                 (gquic-axum's Router against h3-quinn's bare h3 server)",
+                ar / qr,
+                ac / qc
             );
         }
     }

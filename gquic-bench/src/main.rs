@@ -292,7 +292,8 @@ fn main() -> ExitCode {
             let (Some(dir), Some(conns), Some(requests)) = (path(1), num(2), num(3)) else {
                 return ExitCode::from(2);
             };
-            match h3bench::child_gquic(&dir, conns as usize, requests) {
+            let axum = args.get(4).map(String::as_str) == Some("axum");
+            match h3bench::child_gquic(&dir, conns as usize, requests, axum) {
                 Ok(o) => {
                     println!("{}", o.line());
                     ExitCode::SUCCESS
