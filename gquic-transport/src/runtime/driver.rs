@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::time::Sleep;
 
-use super::udp::{is_transient, Received, UdpIo};
+use super::udp::{is_transient, Received, UdpIo, RECV_MMSG};
 use super::Shared;
 use crate::connection::Transmit;
 
@@ -19,6 +19,14 @@ const RECV_BATCH: usize = 64;
 const SEND_BATCH: usize = 128;
 /// The largest UDP payload we read (RFC 9000 §18.2 max_udp_payload_size upper bound).
 const MAX_DATAGRAM: usize = 65_527;
+/// One message's room in the receive block: the largest UDP payload, or a receive-offload
+/// batch (at most 64 KiB).
+const RECV_SLOT: usize = 1 << 16;
+/// A received message at most this long is moved down to follow the one before it in the
+/// receive block (a copy cheaper than the slot space it would otherwise waste).
+const COMPACT_MAX: usize = 4096;
+/// Receives of small messages only in a row before the driver takes several per call.
+const WIDEN_AFTER: u32 = 4;
 /// Receive memory is allocated in blocks of this size and handed out as `BytesMut` slices, so
 /// a received datagram costs no allocation of its own.
 const RECV_BLOCK: usize = 1 << 20;
@@ -31,6 +39,8 @@ pub(super) struct Driver {
     recv: BytesMut,
     send: Vec<u8>,
     pending: Option<Transmit>,
+    /// Receive calls in a row that brought only small messages (see [`WIDEN_AFTER`]).
+    small_receives: u32,
     span: tracing::Span,
 }
 
@@ -44,6 +54,7 @@ impl Driver {
             recv: BytesMut::new(),
             send: Vec::with_capacity(MAX_DATAGRAM),
             pending: None,
+            small_receives: 0,
             span,
         }
     }
@@ -72,23 +83,55 @@ impl Future for Driver {
             if let Some(socket) = state.new_socket.take() {
                 this.socket = socket;
             }
-            // 1. Receive.
+            // 1. Receive: up to RECV_MMSG messages per system call, each in a 64 KiB slot
+            // of the receive block.
             let mut received = 0;
             while received < RECV_BATCH {
                 this.ensure_recv_space();
-                match this.socket.poll_recv(cx, &mut this.recv[..]) {
-                    Poll::Ready(Ok(Received {
-                        len,
-                        from,
-                        ecn,
-                        stride,
-                    })) => {
-                        let mut data = this.recv.split_to(len);
-                        received += 1;
-                        // With receive offload, several datagrams of one flow.
-                        while !data.is_empty() {
-                            let one = data.split_to(stride.min(data.len()));
-                            state.ep.handle_datagram_ecn(now, from, ecn, one);
+                let mut meta = [Received::EMPTY; RECV_MMSG];
+                // While receive offload coalesces (large messages), one slot: a second slot's
+                // large message would leave a gap of the block unused. Small messages (many
+                // flows, or no offload) come many per call.
+                let slots = if this.small_receives >= WIDEN_AFTER {
+                    (this.recv.len() / RECV_SLOT).clamp(1, RECV_MMSG)
+                } else {
+                    1
+                };
+                match this.socket.poll_recv_batch(
+                    cx,
+                    &mut this.recv[..],
+                    RECV_SLOT,
+                    &mut meta[..slots],
+                ) {
+                    Poll::Ready(Ok(n)) => {
+                        // `pos`: where `this.recv` starts, relative to the first slot.
+                        let mut pos = 0;
+                        if meta[..n].iter().all(|m| m.len <= COMPACT_MAX) {
+                            this.small_receives = this.small_receives.saturating_add(1);
+                        } else {
+                            this.small_receives = 0;
+                        }
+                        for (i, m) in meta[..n].iter().enumerate() {
+                            let start = i * RECV_SLOT;
+                            if start > pos {
+                                if m.len <= COMPACT_MAX {
+                                    // Small: moved down to follow the previous message, so
+                                    // the block's space is not spent on slot gaps.
+                                    this.recv.copy_within(start - pos..start - pos + m.len, 0);
+                                } else {
+                                    // Large (an offload batch): the gap is left unused.
+                                    this.recv.advance(start - pos);
+                                    pos = start;
+                                }
+                            }
+                            let mut data = this.recv.split_to(m.len);
+                            pos += m.len;
+                            received += 1;
+                            // With receive offload, several datagrams of one flow.
+                            while !data.is_empty() {
+                                let one = data.split_to(m.stride.min(data.len()).max(1));
+                                state.ep.handle_datagram_ecn(now, m.from, m.ecn, one);
+                            }
                         }
                         state.reap();
                     }

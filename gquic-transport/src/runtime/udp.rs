@@ -36,6 +36,26 @@ pub(crate) struct Received {
     pub(crate) stride: usize,
 }
 
+impl Received {
+    /// A placeholder for receive tables.
+    pub(crate) const EMPTY: Self = Self {
+        len: 0,
+        from: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        ecn: None,
+        stride: 0,
+    };
+}
+
+/// Most messages one receive call takes ([`UdpIo::poll_recv_batch`]).
+#[cfg(target_os = "linux")]
+pub(crate) const RECV_MMSG: usize = linux::MAX_BATCH;
+/// Most messages one receive call takes ([`UdpIo::poll_recv_batch`]).
+#[cfg(not(target_os = "linux"))]
+pub(crate) const RECV_MMSG: usize = 1;
+
 /// Errors a UDP socket reports for one datagram (ICMP feedback on some platforms, a datagram
 /// larger than the path allows) rather than for the socket.
 pub(crate) fn is_transient(e: &io::Error) -> bool {
@@ -119,44 +139,63 @@ impl UdpIo {
         self.max_segments
     }
 
-    /// Receives into `buf` (which should hold 64 KiB: with receive offload, several datagrams
-    /// of one flow arrive together).
+    /// Receives one message into `buf` (which should hold 64 KiB: with receive offload,
+    /// several datagrams of one flow arrive together).
+    #[cfg(test)]
     pub(crate) fn poll_recv(
         &self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<Received>> {
+        let mut out = [Received::EMPTY];
+        let len = buf.len();
+        std::task::ready!(self.poll_recv_batch(cx, buf, len, &mut out))?;
+        Poll::Ready(Ok(out[0]))
+    }
+
+    /// Receives up to `out.len()` messages with one system call (`recvmmsg` on Linux), the
+    /// i-th into `buf[i * slot..]` (at most `slot` bytes; `slot` should be 64 KiB, as with
+    /// with receive offload); returns how many arrived. `buf` must hold at least one slot.
+    pub(crate) fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        slot: usize,
+        out: &mut [Received],
+    ) -> Poll<io::Result<usize>> {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
             loop {
                 std::task::ready!(self.socket.poll_recv_ready(cx))?;
                 let fd = self.socket.as_raw_fd();
-                match self
-                    .socket
-                    .try_io(tokio::io::Interest::READABLE, || linux::recv(fd, buf))
-                {
+                match self.socket.try_io(tokio::io::Interest::READABLE, || {
+                    linux::recv_batch(fd, buf, slot, out)
+                }) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => {
-                        return Poll::Ready(other.map(|r| Received {
-                            from: unmap(r.from),
-                            ..r
-                        }))
+                    Ok(n) => {
+                        for r in &mut out[..n] {
+                            r.from = unmap(r.from);
+                        }
+                        return Poll::Ready(Ok(n));
                     }
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let buf = &mut buf[..slot.min(buf.len())];
             let mut rb = tokio::io::ReadBuf::new(buf);
             let from = std::task::ready!(self.socket.poll_recv_from(cx, &mut rb))?;
             let len = rb.filled().len();
-            Poll::Ready(Ok(Received {
+            out[0] = Received {
                 len,
                 from: unmap(from),
                 ecn: None,
                 stride: len,
-            }))
+            };
+            Poll::Ready(Ok(1))
         }
     }
 
@@ -341,60 +380,90 @@ mod linux {
         ok
     }
 
-    pub(super) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<super::Received> {
-        // SAFETY: every pointer in `hdr` points at a local that outlives `recvmsg`, with its
-        // size; the control messages are read only within `msg_controllen` through the CMSG
-        // macros, and their data only at the size the kernel documents for each type.
+    /// Most messages one `recvmmsg` takes.
+    pub(super) const MAX_BATCH: usize = 16;
+
+    /// One `recvmmsg`: up to `out.len()` (at most [`MAX_BATCH`]) messages, the i-th into
+    /// `buf[i * slot..(i + 1) * slot]` (the last slot may be shorter, and there are only as
+    /// many slots as `buf` holds).
+    pub(super) fn recv_batch(
+        fd: RawFd,
+        buf: &mut [u8],
+        slot: usize,
+        out: &mut [super::Received],
+    ) -> io::Result<usize> {
+        let slot = slot.max(1);
+        let n = out
+            .len()
+            .min(MAX_BATCH)
+            .min(buf.len().div_ceil(slot))
+            .max(1);
+        // SAFETY: every pointer in the headers points at a local array (or at `buf`, split
+        // into disjoint slots within its length) that outlives `recvmmsg`, with its size; the
+        // control messages are read only within each header's `msg_controllen` through the
+        // CMSG macros, and their data only at the size the kernel documents for each type.
         unsafe {
-            let mut name: libc::sockaddr_storage = zeroed();
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            let mut control: Control = [0; 16];
-            let mut hdr: libc::msghdr = zeroed();
-            hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = &mut iov;
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = control.as_mut_ptr().cast();
-            hdr.msg_controllen = size_of::<Control>() as _;
-            let n = libc::recvmsg(fd, &mut hdr, 0);
-            if n < 0 {
+            let mut names: [libc::sockaddr_storage; MAX_BATCH] = zeroed();
+            let mut controls: [Control; MAX_BATCH] = [[0; 16]; MAX_BATCH];
+            let mut iovs: [libc::iovec; MAX_BATCH] = zeroed();
+            let mut msgs: [libc::mmsghdr; MAX_BATCH] = zeroed();
+            let base = buf.as_mut_ptr();
+            for i in 0..n {
+                let start = i * slot;
+                let len = slot.min(buf.len() - start);
+                iovs[i] = libc::iovec {
+                    iov_base: base.add(start).cast(),
+                    iov_len: len,
+                };
+                let hdr = &mut msgs[i].msg_hdr;
+                hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_iov = &mut iovs[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_control = controls[i].as_mut_ptr().cast();
+                hdr.msg_controllen = size_of::<Control>() as _;
+            }
+            let got = libc::recvmmsg(fd, msgs.as_mut_ptr(), n as _, 0, std::ptr::null_mut());
+            if got < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let from = from_sockaddr(&name)?;
-            let len = n as usize;
-            let mut ecn = None;
-            let mut stride = len;
-            let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            while !cmsg.is_null() {
-                let c = &*cmsg;
-                let data = libc::CMSG_DATA(cmsg);
-                match (c.cmsg_level, c.cmsg_type) {
-                    (libc::IPPROTO_IP, libc::IP_TOS) => {
-                        ecn = EcnCodepoint::from_bits(*data);
-                    }
-                    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
-                        let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                        ecn = EcnCodepoint::from_bits(v as u8);
-                    }
-                    (libc::SOL_UDP, libc::UDP_GRO) => {
-                        let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                        if v > 0 {
-                            stride = v as usize;
+            let got = got as usize;
+            for i in 0..got {
+                let hdr = &msgs[i].msg_hdr;
+                let len = msgs[i].msg_len as usize;
+                let from = from_sockaddr(&names[i])?;
+                let mut ecn = None;
+                let mut stride = len;
+                let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+                while !cmsg.is_null() {
+                    let c = &*cmsg;
+                    let data = libc::CMSG_DATA(cmsg);
+                    match (c.cmsg_level, c.cmsg_type) {
+                        (libc::IPPROTO_IP, libc::IP_TOS) => {
+                            ecn = EcnCodepoint::from_bits(*data);
                         }
+                        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
+                            let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                            ecn = EcnCodepoint::from_bits(v as u8);
+                        }
+                        (libc::SOL_UDP, libc::UDP_GRO) => {
+                            let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                            if v > 0 {
+                                stride = v as usize;
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                    cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
                 }
-                cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+                out[i] = super::Received {
+                    len,
+                    from,
+                    ecn,
+                    stride,
+                };
             }
-            Ok(super::Received {
-                len,
-                from,
-                ecn,
-                stride,
-            })
+            Ok(got)
         }
     }
 
@@ -618,5 +687,47 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert_eq!(receives, 1, "receive offload coalesces a looped-back batch");
         let _ = receives;
+    }
+
+    /// Datagrams from several senders (which receive offload cannot coalesce) come in one
+    /// `recvmmsg`, each in its slot with its own source and ECN mark.
+    #[tokio::test]
+    async fn one_receive_call_takes_datagrams_from_several_senders() {
+        let rx = UdpIo::new(socket().await);
+        let dst = rx.socket.local_addr().unwrap();
+        let mut senders = Vec::new();
+        for i in 0..5u8 {
+            let mut tx = UdpIo::new(socket().await);
+            let payload = vec![i; 100 + usize::from(i)];
+            poll_fn(|cx| tx.poll_send(cx, &payload, dst, Some(EcnCodepoint::Ect0), None))
+                .await
+                .unwrap();
+            senders.push(tx.socket.local_addr().unwrap());
+        }
+        // Loopback delivers synchronously: all five are queued now.
+        let slot = 2048;
+        let mut space = vec![0u8; slot * RECV_MMSG];
+        let mut meta = [Received::EMPTY; RECV_MMSG];
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < 5 {
+            let n = poll_fn(|cx| rx.poll_recv_batch(cx, &mut space, slot, &mut meta))
+                .await
+                .unwrap();
+            calls += 1;
+            for (i, m) in meta[..n].iter().enumerate() {
+                got.push((m.from, space[i * slot..i * slot + m.len].to_vec(), m.ecn));
+            }
+        }
+        for (i, (from, data, ecn)) in got.iter().enumerate() {
+            assert_eq!(*from, senders[i]);
+            assert_eq!(*data, vec![i as u8; 100 + i]);
+            #[cfg(target_os = "linux")]
+            assert_eq!(*ecn, Some(EcnCodepoint::Ect0));
+            let _ = ecn;
+        }
+        #[cfg(target_os = "linux")]
+        assert_eq!(calls, 1, "recvmmsg takes all five in one call");
+        let _ = calls;
     }
 }
