@@ -16,9 +16,14 @@
 //!
 //! Run with: `cargo run --release -p gquic-bench -- bulk`
 //! - `h3 [--requests N]`: HTTP/3 requests/s and CPU per request, gquic and h3-quinn with the
-//!   same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B.
+//!   same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B; and
+//!   gquic answering from an axum `Router` through `gquic_axum::serve`.
+//! - `streams`, `handshakes`, `latency`, `idle [--connections N] [--gquic-only]`: the small
+//!   scenarios (see `scenarios`), gquic and quinn interleaved.
+//! - `ceilings`: packet protection and raw UDP send rates on this host.
+//! - `all`: every scenario above in one run.
 //!
-//! Later scenarios (`h3`, ...) arrive with their issues; unknown scenarios are refused.
+//! Unknown scenarios are refused.
 
 // A measuring tool reads the clock; the sans-IO rule does not apply here.
 #![allow(clippy::disallowed_methods)]

@@ -126,7 +126,7 @@ impl Future for Driver {
                             }
                             let mut data = this.recv.split_to(m.len);
                             pos += m.len;
-                            received += 1;
+                            received += m.len.div_ceil(m.stride.max(1));
                             // With receive offload, several datagrams of one flow.
                             while !data.is_empty() {
                                 let one = data.split_to(m.stride.min(data.len()).max(1));
@@ -199,7 +199,7 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             // More work is ready right now: let other tasks run, then come back.
-            if received == RECV_BATCH || (sent >= SEND_BATCH && !blocked) {
+            if received >= RECV_BATCH || (sent >= SEND_BATCH && !blocked) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
