@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::time::Sleep;
 
 use super::udp::{is_transient, Received, UdpIo, RECV_MMSG};
@@ -22,8 +22,8 @@ const MAX_DATAGRAM: usize = 65_527;
 /// One message's room in the receive block: the largest UDP payload, or a receive-offload
 /// batch (at most 64 KiB).
 const RECV_SLOT: usize = 1 << 16;
-/// A received message at most this long is moved down to follow the one before it in the
-/// receive block (a copy cheaper than the slot space it would otherwise waste).
+/// Receives bring several messages per call only while messages are at most this long (they
+/// are moved down from their slots to follow each other: a copy worth making for small ones).
 const COMPACT_MAX: usize = 4096;
 /// Receives of small messages only in a row before the driver takes several per call.
 const WIDEN_AFTER: u32 = 4;
@@ -60,9 +60,10 @@ impl Driver {
     }
 
     fn ensure_recv_space(&mut self) {
-        if self.recv.len() < MAX_DATAGRAM {
-            // The old block stays alive as long as datagrams cut from it do.
-            self.recv = BytesMut::zeroed(RECV_BLOCK);
+        if self.recv.capacity() - self.recv.len() < MAX_DATAGRAM {
+            // The old block stays alive as long as datagrams cut from it do. The new one is
+            // not zeroed: the socket writes what is read (`UdpIo::poll_recv_block`).
+            self.recv = BytesMut::with_capacity(RECV_BLOCK);
         }
     }
 }
@@ -83,49 +84,33 @@ impl Future for Driver {
             if let Some(socket) = state.new_socket.take() {
                 this.socket = socket;
             }
-            // 1. Receive: up to RECV_MMSG messages per system call, each in a 64 KiB slot
-            // of the receive block.
+            // 1. Receive: up to RECV_MMSG messages per system call, into the receive block
+            // back to back.
             let mut received = 0;
             while received < RECV_BATCH {
                 this.ensure_recv_space();
                 let mut meta = [Received::EMPTY; RECV_MMSG];
-                // While receive offload coalesces (large messages), one slot: a second slot's
-                // large message would leave a gap of the block unused. Small messages (many
-                // flows, or no offload) come many per call.
+                // While receive offload coalesces (large messages), one per call: a message
+                // lands in a 64 KiB slot and is then moved down to follow the previous one,
+                // a copy worth making for small messages only. Small messages (many flows,
+                // or no offload) come many per call.
                 let slots = if this.small_receives >= WIDEN_AFTER {
-                    (this.recv.len() / RECV_SLOT).clamp(1, RECV_MMSG)
+                    ((this.recv.capacity() - this.recv.len()) / RECV_SLOT).clamp(1, RECV_MMSG)
                 } else {
                     1
                 };
-                match this.socket.poll_recv_batch(
-                    cx,
-                    &mut this.recv[..],
-                    RECV_SLOT,
-                    &mut meta[..slots],
-                ) {
+                match this
+                    .socket
+                    .poll_recv_block(cx, &mut this.recv, RECV_SLOT, &mut meta[..slots])
+                {
                     Poll::Ready(Ok(n)) => {
-                        // `pos`: where `this.recv` starts, relative to the first slot.
-                        let mut pos = 0;
                         if meta[..n].iter().all(|m| m.len <= COMPACT_MAX) {
                             this.small_receives = this.small_receives.saturating_add(1);
                         } else {
                             this.small_receives = 0;
                         }
-                        for (i, m) in meta[..n].iter().enumerate() {
-                            let start = i * RECV_SLOT;
-                            if start > pos {
-                                if m.len <= COMPACT_MAX {
-                                    // Small: moved down to follow the previous message, so
-                                    // the block's space is not spent on slot gaps.
-                                    this.recv.copy_within(start - pos..start - pos + m.len, 0);
-                                } else {
-                                    // Large (an offload batch): the gap is left unused.
-                                    this.recv.advance(start - pos);
-                                    pos = start;
-                                }
-                            }
+                        for m in &meta[..n] {
                             let mut data = this.recv.split_to(m.len);
-                            pos += m.len;
                             received += m.len.div_ceil(m.stride.max(1));
                             // With receive offload, several datagrams of one flow.
                             while !data.is_empty() {

@@ -156,6 +156,7 @@ impl UdpIo {
     /// Receives up to `out.len()` messages with one system call (`recvmmsg` on Linux), the
     /// i-th into `buf[i * slot..]` (at most `slot` bytes; `slot` should be 64 KiB, as with
     /// with receive offload); returns how many arrived. `buf` must hold at least one slot.
+    #[cfg(any(test, not(target_os = "linux")))]
     pub(crate) fn poll_recv_batch(
         &self,
         cx: &mut Context<'_>,
@@ -196,6 +197,54 @@ impl UdpIo {
                 stride: len,
             };
             Poll::Ready(Ok(1))
+        }
+    }
+
+    /// Receives up to `out.len()` messages (one system call) into the spare capacity of
+    /// `block`, which must have room left, and appends them back to back: on return `block`
+    /// is longer by the messages' total length, each message following the one before. No
+    /// part of `block` needs to be initialized beforehand (a receive block costs no
+    /// `memset`); at most `slot` bytes per message (64 KiB covers receive offload).
+    pub(crate) fn poll_recv_block(
+        &self,
+        cx: &mut Context<'_>,
+        block: &mut bytes::BytesMut,
+        slot: usize,
+        out: &mut [Received],
+    ) -> Poll<io::Result<usize>> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            loop {
+                std::task::ready!(self.socket.poll_recv_ready(cx))?;
+                let fd = self.socket.as_raw_fd();
+                match self.socket.try_io(tokio::io::Interest::READABLE, || {
+                    linux::recv_into_block(fd, block, slot, out)
+                }) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Ok(n) => {
+                        for r in &mut out[..n] {
+                            r.from = unmap(r.from);
+                        }
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // Portable path: one datagram into zeroed space.
+            let start = block.len();
+            let room = block.capacity() - start;
+            block.resize(start + room.min(slot), 0);
+            let r = self.poll_recv_batch(cx, &mut block[start..], slot, &mut out[..1]);
+            let n = match &r {
+                Poll::Ready(Ok(n)) => out[..*n].iter().map(|m| m.len).sum(),
+                _ => 0,
+            };
+            block.truncate(start + n);
+            r
         }
     }
 
@@ -386,20 +435,66 @@ mod linux {
     /// One `recvmmsg`: up to `out.len()` (at most [`MAX_BATCH`]) messages, the i-th into
     /// `buf[i * slot..(i + 1) * slot]` (the last slot may be shorter, and there are only as
     /// many slots as `buf` holds).
+    #[cfg(test)]
     pub(super) fn recv_batch(
         fd: RawFd,
         buf: &mut [u8],
         slot: usize,
         out: &mut [super::Received],
     ) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length.
+        unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), slot, out) }
+    }
+
+    /// [`recv_batch`] into the spare capacity of `block`; then the messages are moved
+    /// together so they follow each other, and `block`'s length extended over them.
+    pub(super) fn recv_into_block(
+        fd: RawFd,
+        block: &mut bytes::BytesMut,
+        slot: usize,
+        out: &mut [super::Received],
+    ) -> io::Result<usize> {
+        let spare = block.spare_capacity_mut();
+        let base = spare.as_mut_ptr().cast::<u8>();
+        let cap = spare.len();
+        if cap == 0 {
+            return Err(io::Error::other("receive block full"));
+        }
         let slot = slot.max(1);
-        let n = out
-            .len()
-            .min(MAX_BATCH)
-            .min(buf.len().div_ceil(slot))
-            .max(1);
-        // SAFETY: every pointer in the headers points at a local array (or at `buf`, split
-        // into disjoint slots within its length) that outlives `recvmmsg`, with its size; the
+        // SAFETY: `base` is valid for writes of `cap` bytes (the spare capacity).
+        let n = unsafe { recv_raw(fd, base, cap, slot, out)? };
+        let mut filled = 0;
+        for (i, m) in out[..n].iter().enumerate() {
+            let start = i * slot;
+            if start != filled {
+                // SAFETY: both ranges lie within the spare capacity (the kernel wrote at most
+                // the slot, so `start + m.len <= cap`, and `filled <= start`); `ptr::copy`
+                // allows the overlap; the source bytes were written by the kernel.
+                unsafe { std::ptr::copy(base.add(start), base.add(filled), m.len) };
+            }
+            filled += m.len;
+        }
+        // SAFETY: the first `filled` bytes of the spare capacity now hold the messages,
+        // written by the kernel (and moved above): they are initialized.
+        unsafe { block.set_len(block.len() + filled) };
+        Ok(n)
+    }
+
+    /// `recvmmsg` into `cap` bytes at `base`, message i at `base + i * slot`.
+    ///
+    /// # Safety
+    /// `base` must be valid for writes of `cap` bytes.
+    unsafe fn recv_raw(
+        fd: RawFd,
+        base: *mut u8,
+        cap: usize,
+        slot: usize,
+        out: &mut [super::Received],
+    ) -> io::Result<usize> {
+        let slot = slot.max(1);
+        let n = out.len().min(MAX_BATCH).min(cap.div_ceil(slot)).max(1);
+        // SAFETY: every pointer in the headers points at a local array (or into `base`, split
+        // into disjoint slots within `cap`) that outlives `recvmmsg`, with its size; the
         // control messages are read only within each header's `msg_controllen` through the
         // CMSG macros, and their data only at the size the kernel documents for each type.
         unsafe {
@@ -407,10 +502,9 @@ mod linux {
             let mut controls: [Control; MAX_BATCH] = [[0; 16]; MAX_BATCH];
             let mut iovs: [libc::iovec; MAX_BATCH] = zeroed();
             let mut msgs: [libc::mmsghdr; MAX_BATCH] = zeroed();
-            let base = buf.as_mut_ptr();
             for i in 0..n {
                 let start = i * slot;
-                let len = slot.min(buf.len() - start);
+                let len = slot.min(cap - start);
                 iovs[i] = libc::iovec {
                     iov_base: base.add(start).cast(),
                     iov_len: len,
@@ -729,5 +823,32 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert_eq!(calls, 1, "recvmmsg takes all five in one call");
         let _ = calls;
+    }
+
+    /// A block receive appends the messages back to back into uninitialized capacity.
+    #[tokio::test]
+    async fn a_block_receive_appends_messages_back_to_back() {
+        let rx = UdpIo::new(socket().await);
+        let dst = rx.socket.local_addr().unwrap();
+        let mut expected = Vec::new();
+        for i in 0..4u8 {
+            let mut tx = UdpIo::new(socket().await);
+            let payload = vec![i + 1; 300 * (usize::from(i) + 1)];
+            poll_fn(|cx| tx.poll_send(cx, &payload, dst, None, None))
+                .await
+                .unwrap();
+            expected.extend_from_slice(&payload);
+        }
+        let mut block = bytes::BytesMut::with_capacity(4 * 2048);
+        let mut meta = [Received::EMPTY; RECV_MMSG];
+        let mut lens = Vec::new();
+        while block.len() < expected.len() {
+            let n = poll_fn(|cx| rx.poll_recv_block(cx, &mut block, 2048, &mut meta))
+                .await
+                .unwrap();
+            lens.extend(meta[..n].iter().map(|m| m.len));
+        }
+        assert_eq!(lens, [300, 600, 900, 1200]);
+        assert_eq!(&block[..], &expected[..]);
     }
 }
