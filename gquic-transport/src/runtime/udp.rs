@@ -153,9 +153,38 @@ impl UdpIo {
         Poll::Ready(Ok(out[0]))
     }
 
+    /// Waits for the socket to be readable and runs `recv` (a `recvmmsg` filling `out`);
+    /// IPv4-mapped sources come back as IPv4.
+    #[cfg(target_os = "linux")]
+    fn poll_recv_linux(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut [Received],
+        mut recv: impl FnMut(std::os::fd::RawFd, &mut [Received]) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            std::task::ready!(self.socket.poll_recv_ready(cx))?;
+            let fd = self.socket.as_raw_fd();
+            match self
+                .socket
+                .try_io(tokio::io::Interest::READABLE, || recv(fd, &mut *out))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(n) => {
+                    for r in &mut out[..n] {
+                        r.from = unmap(r.from);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// Receives up to `out.len()` messages with one system call (`recvmmsg` on Linux), the
-    /// i-th into `buf[i * slot..]` (at most `slot` bytes; `slot` should be 64 KiB, as with
-    /// with receive offload); returns how many arrived. `buf` must hold at least one slot.
+    /// i-th into `buf[i * slot..]` (at most `slot` bytes; 64 KiB covers receive offload);
+    /// returns how many arrived. `buf` must hold at least one slot.
     #[cfg(any(test, not(target_os = "linux")))]
     pub(crate) fn poll_recv_batch(
         &self,
@@ -166,23 +195,7 @@ impl UdpIo {
     ) -> Poll<io::Result<usize>> {
         #[cfg(target_os = "linux")]
         {
-            use std::os::fd::AsRawFd;
-            loop {
-                std::task::ready!(self.socket.poll_recv_ready(cx))?;
-                let fd = self.socket.as_raw_fd();
-                match self.socket.try_io(tokio::io::Interest::READABLE, || {
-                    linux::recv_batch(fd, buf, slot, out)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Ok(n) => {
-                        for r in &mut out[..n] {
-                            r.from = unmap(r.from);
-                        }
-                        return Poll::Ready(Ok(n));
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
+            self.poll_recv_linux(cx, out, |fd, out| linux::recv_batch(fd, buf, slot, out))
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -214,23 +227,9 @@ impl UdpIo {
     ) -> Poll<io::Result<usize>> {
         #[cfg(target_os = "linux")]
         {
-            use std::os::fd::AsRawFd;
-            loop {
-                std::task::ready!(self.socket.poll_recv_ready(cx))?;
-                let fd = self.socket.as_raw_fd();
-                match self.socket.try_io(tokio::io::Interest::READABLE, || {
-                    linux::recv_into_block(fd, block, slot, out)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Ok(n) => {
-                        for r in &mut out[..n] {
-                            r.from = unmap(r.from);
-                        }
-                        return Poll::Ready(Ok(n));
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
+            self.poll_recv_linux(cx, out, |fd, out| {
+                linux::recv_into_block(fd, block, slot, out)
+            })
         }
         #[cfg(not(target_os = "linux"))]
         {
