@@ -170,9 +170,9 @@ pub struct Streams {
     send_window: u64,
     /// Streams with something to send, in round-robin order.
     pending: VecDeque<StreamId>,
-    pending_set: HashSet<StreamId>,
+    pending_set: crate::fast_hash::FastSet<StreamId>,
     control: VecDeque<StreamControl>,
-    control_set: HashSet<StreamControl>,
+    control_set: crate::fast_hash::FastSet<StreamControl>,
     events: VecDeque<StreamEvent>,
 }
 
@@ -229,9 +229,9 @@ impl Streams {
             send_buffered: 0,
             send_window,
             pending: VecDeque::new(),
-            pending_set: HashSet::new(),
+            pending_set: Default::default(),
             control: VecDeque::new(),
-            control_set: HashSet::new(),
+            control_set: Default::default(),
             events: VecDeque::new(),
         }
     }

@@ -34,7 +34,7 @@ mod streams;
 mod udp;
 
 use crate::fast_hash::FastMap;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -117,11 +117,11 @@ pub(crate) struct ConnState {
     /// Tasks waiting for all sent stream data to be acknowledged.
     pub(crate) flushed: Vec<Waker>,
     pub(crate) writable: FastMap<u64, Waker>,
-    pub(crate) stopped_wakers: HashMap<u64, Waker>,
+    pub(crate) stopped_wakers: FastMap<u64, Waker>,
     /// STOP_SENDING codes received, until the stream handle reads them.
-    pub(crate) stopped: HashMap<u64, VarInt>,
+    pub(crate) stopped: FastMap<u64, VarInt>,
     /// Streams whose data and FIN were all acknowledged.
-    pub(crate) acked: std::collections::HashSet<u64>,
+    pub(crate) acked: crate::fast_hash::FastSet<u64>,
     /// Read pacing registered by a body consumer and not yet picked up by the stream's
     /// reader (`crate::h3::pace_reads`).
     #[cfg(feature = "h3")]
@@ -152,7 +152,7 @@ pub(crate) struct State {
     pub(crate) ep: proto::Endpoint,
     /// Runtime connection state by runtime id (stable: sans-IO handles are reused).
     pub(crate) conns: FastMap<u64, ConnState>,
-    pub(crate) by_handle: HashMap<ConnectionHandle, u64>,
+    pub(crate) by_handle: FastMap<ConnectionHandle, u64>,
     next_id: u64,
     incoming: VecDeque<u64>,
     accept_wakers: Vec<Waker>,
@@ -534,7 +534,7 @@ impl Endpoint {
             state: Mutex::new(State {
                 ep,
                 conns: FastMap::default(),
-                by_handle: HashMap::new(),
+                by_handle: FastMap::default(),
                 next_id: 0,
                 incoming: VecDeque::new(),
                 accept_wakers: Vec::new(),
