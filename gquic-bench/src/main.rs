@@ -15,9 +15,10 @@
 //!   (min-max) and the ratios of the medians.
 //!
 //! Run with: `cargo run --release -p gquic-bench -- bulk`
-//! - `h3 [--requests N]`: HTTP/3 requests/s and CPU per request, gquic and h3-quinn with the
-//!   same `h3` crate and application, 1 and 10 connections, 100 concurrent GETs of 100 B; and
-//!   gquic answering from an axum `Router` through `gquic_axum::serve`.
+//! - `h3 [--requests N] [--runs R]`: HTTP/3 requests/s and CPU per request, gquic and
+//!   h3-quinn with the same `h3` crate and application, 1 and 10 connections, 100 concurrent
+//!   GETs of 100 B; and gquic answering from an axum `Router` through `gquic_axum::serve`; one
+//!   warm-up and R (5) runs per stack, interleaved.
 //! - `streams`, `handshakes`, `latency`, `idle [--connections N] [--gquic-only]`: the small
 //!   scenarios (see `scenarios`), gquic and quinn interleaved.
 //! - `ceilings`: packet protection and raw UDP send rates on this host.
@@ -271,7 +272,7 @@ fn main() -> ExitCode {
         }
         Some("h3") => {
             let requests = flag(&args, "--requests").unwrap_or(50_000);
-            done("h3", h3bench::run(requests))
+            done("h3", h3bench::run(requests, runs))
         }
         Some(which @ ("streams" | "handshakes" | "latency")) => {
             done(which, small_scenarios(which, &args, runs))
@@ -284,7 +285,7 @@ fn main() -> ExitCode {
             ok &= done("bulk", bulk::run(1 << 30, runs)) == ExitCode::SUCCESS;
             ok &= done("small", small_scenarios("all", &args, runs)) == ExitCode::SUCCESS;
             println!();
-            ok &= done("h3", h3bench::run(50_000)) == ExitCode::SUCCESS;
+            ok &= done("h3", h3bench::run(50_000, runs)) == ExitCode::SUCCESS;
             ok &= done("idle", scenarios::idle(10_000, false)) == ExitCode::SUCCESS;
             println!("\ngquic-bench all: {:.0} s", t0.elapsed().as_secs_f64());
             if ok {
