@@ -107,21 +107,25 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
 
 fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<Outcome, BoxError> {
     let (sc, cc) = configs(dir, resume)?;
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     measure::run_pair(
         flavour,
         move |addr_tx| async move {
             let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
             addr_tx.send(server.local_addr()?)?;
-            let mut accepted = 0;
-            while let Some(incoming) = server.accept().await {
-                accepted += 1;
-                tokio::spawn(async move {
-                    if let Ok(conn) = incoming.await {
-                        let _ = conn.closed().await;
+            // Accept until the client is done: a count of accepted connections could be
+            // reached early by a retransmitted Initial of a connection already forgotten.
+            loop {
+                tokio::select! {
+                    incoming = server.accept() => {
+                        let Some(incoming) = incoming else { break };
+                        tokio::spawn(async move {
+                            if let Ok(conn) = incoming.await {
+                                let _ = conn.closed().await;
+                            }
+                        });
                     }
-                });
-                if accepted == count + u64::from(resume) {
-                    break;
+                    _ = done_rx.wait_for(|done| *done) => break,
                 }
             }
             server.wait_idle().await;
@@ -153,6 +157,7 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
                 r??;
             }
             let wall = t0.elapsed();
+            let _ = done_tx.send(true);
             client.wait_idle().await;
             Ok(ClientRun {
                 units: count,
