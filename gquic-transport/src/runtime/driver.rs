@@ -111,7 +111,9 @@ impl Future for Driver {
                         }
                         for m in &meta[..n] {
                             let mut data = this.recv.split_to(m.len);
-                            received += m.len.div_ceil(m.stride.max(1));
+                            // At least one per message: a flood of empty datagrams must not keep
+                            // the turn receiving forever.
+                            received += m.len.div_ceil(m.stride.max(1)).max(1);
                             // With receive offload, several datagrams of one flow.
                             while !data.is_empty() {
                                 let one = data.split_to(m.stride.min(data.len()).max(1));
