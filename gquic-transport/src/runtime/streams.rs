@@ -379,8 +379,13 @@ impl RecvStream {
         cx: &mut Context<'_>,
         pace: &mut Option<Arc<PaceState>>,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        // One lock for the pickup and the read.
+        let shared = self.conn.shared.clone();
+        let mut s = shared.lock();
         if pace.is_none() {
-            let mut s = self.conn.shared.lock();
             if let Some(st) = s.conns.get_mut(&self.conn.id) {
                 if !st.paced.is_empty() {
                     *pace = st.paced.remove(&self.id);
@@ -393,7 +398,7 @@ impl RecvStream {
                 return Poll::Pending;
             }
         }
-        let r = self.poll_read_chunk(cx, usize::MAX);
+        let r = self.read_locked(&mut s, cx, usize::MAX);
         if let (Some(p), Poll::Ready(Ok(Some(b)))) = (pace, &r) {
             p.handed.fetch_add(b.len() as u64, Ordering::Relaxed);
         }
@@ -412,10 +417,21 @@ impl RecvStream {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        let mut s = self.conn.shared.lock();
+        let shared = self.conn.shared.clone();
+        let mut s = shared.lock();
+        self.read_locked(&mut s, cx, max)
+    }
+
+    /// [`Self::poll_read_chunk`] under the lock the caller holds (`self.done` is false).
+    fn read_locked(
+        &mut self,
+        s: &mut super::State,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadError>> {
         let cid = self.conn.id;
         let Some(c) = s.proto(cid) else {
-            return Poll::Ready(Err(lost(&s, cid).into()));
+            return Poll::Ready(Err(lost(s, cid).into()));
         };
         let r = c.read(StreamId(self.id), max, Instant::now());
         match r {
