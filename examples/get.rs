@@ -91,7 +91,9 @@ async fn main() {
 
 async fn run() -> Result<(), BoxError> {
     let args = args()?;
-    let mut builder = Client::builder().danger_accept_invalid_certs(args.insecure);
+    let mut builder = Client::builder()
+        .danger_accept_invalid_certs(args.insecure)
+        .tls_sslkeylogfile(true);
     if let Some(ca) = &args.ca {
         let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
         for cert in Certificate::from_pem_bundle(&pem)? {

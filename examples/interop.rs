@@ -246,6 +246,8 @@ async fn server(args: Args) -> Result<(), BoxError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_HQ.to_vec()];
+    // SSLKEYLOGFILE: NSS key log lines for Wireshark (nothing while the variable is unset).
+    tls.key_log = Arc::new(rustls::KeyLogFile::new());
     let mut config = ServerConfig::new(Arc::new(tls))?;
     // Resumption and 0-RTT (single-use tickets): the files served are safe to fetch twice.
     config.enable_0rtt(true)?;
@@ -548,6 +550,7 @@ async fn client(args: Args) -> Result<(), BoxError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    tls.key_log = Arc::new(rustls::KeyLogFile::new());
     let mut config = ClientConfig::new(Arc::new(tls))?;
     config.enable_0rtt(zero_rtt);
     let want_v2 = args.has("v2") || args.has("v2-only");

@@ -114,13 +114,15 @@ async fn main() -> Result<(), BoxError> {
         dir.join("cert.pem").display()
     );
     let provider = std::sync::Arc::new(gquic::transport::crypto::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(
             vec![CertificateDer::from(cert.cert.der().to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der())),
         )?;
+    // SSLKEYLOGFILE: NSS key log lines for Wireshark (nothing while the variable is unset).
+    tls.key_log = std::sync::Arc::new(rustls::KeyLogFile::new());
     let server = gquic_axum::dual::DualServer::bind(listen, tls).await?;
     println!("serving https://localhost:{}", server.local_addr().port());
     server

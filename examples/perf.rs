@@ -222,6 +222,7 @@ async fn client(args: Vec<String>) -> Result<(), BoxError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.key_log = common::key_log();
     let mut config = ClientConfig::new(Arc::new(tls))?;
     config.transport(transport())?;
     let bind: SocketAddr = if addr.is_ipv6() {

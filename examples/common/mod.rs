@@ -96,10 +96,18 @@ pub fn server_tls(args: &Args, dev_dir: &str) -> Result<rustls::ServerConfig, Bo
         }
     };
     let provider = std::sync::Arc::new(gquic::transport::crypto::default_provider());
-    Ok(rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?)
+        .with_single_cert(chain, key)?;
+    tls.key_log = key_log();
+    Ok(tls)
+}
+
+/// TLS secrets in the NSS key log format to the file `SSLKEYLOGFILE` names, so Wireshark
+/// can decrypt a capture (nothing is written while the variable is unset).
+pub fn key_log() -> std::sync::Arc<dyn rustls::KeyLog> {
+    std::sync::Arc::new(rustls::KeyLogFile::new())
 }
 
 /// Logs at `info` unless `RUST_LOG` says otherwise.

@@ -374,6 +374,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Write the TLS secrets of every connection to the file the `SSLKEYLOGFILE` environment
+    /// variable names, in the NSS key log format Wireshark reads to decrypt captured QUIC
+    /// (default `false`; nothing is written while the variable is unset). Applies to a
+    /// configuration given with [`tls_config`](Self::tls_config) too. Anyone who can read
+    /// the file can decrypt the traffic: for debugging only.
+    pub fn tls_sslkeylogfile(mut self, enable: bool) -> Self {
+        self.tls.key_log = enable;
+        self
+    }
+
     /// The local address to send from (its family decides which servers it can reach).
     pub fn local_address<T: Into<Option<IpAddr>>>(mut self, addr: T) -> Self {
         self.local_address = addr.into();

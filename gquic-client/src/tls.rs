@@ -50,6 +50,7 @@ pub(crate) struct TlsOptions {
     pub(crate) built_in_roots: bool,
     pub(crate) accept_invalid: bool,
     pub(crate) config: Option<rustls::ClientConfig>,
+    pub(crate) key_log: bool,
 }
 
 impl Default for TlsOptions {
@@ -59,6 +60,7 @@ impl Default for TlsOptions {
             built_in_roots: true,
             accept_invalid: false,
             config: None,
+            key_log: false,
         }
     }
 }
@@ -91,6 +93,10 @@ impl TlsOptions {
             }
         };
         config.alpn_protocols = vec![b"h3".to_vec()];
+        if self.key_log {
+            // NSS key log lines to the file SSLKEYLOGFILE names (nothing when it is unset).
+            config.key_log = Arc::new(rustls::KeyLogFile::new());
+        }
         Ok(config)
     }
 }

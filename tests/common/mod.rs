@@ -60,10 +60,16 @@ pub struct Served {
 
 /// Starts `examples/NAME --listen 127.0.0.1:0 EXTRA...` and waits until it serves.
 pub fn serve(name: &str, extra: &[&str]) -> Served {
+    serve_with_env(name, extra, &[])
+}
+
+/// [`serve`] with environment variables set for the child.
+pub fn serve_with_env(name: &str, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Served {
     let mut child = Kill(
         Command::new(example(name))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

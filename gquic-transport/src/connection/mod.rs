@@ -1247,6 +1247,13 @@ impl Connection {
         {
             return Some(t);
         }
+        // RFC 9002 §6.2.2.1: a server that cannot send anything more before the client's
+        // address is validated arms no PTO until datagrams arrive from the client: a probe
+        // could not go out, and backing off for nothing would only delay the probe that can
+        // once the client's next datagram raises the limit.
+        if self.amplification_blocked() {
+            return None;
+        }
         let backoff = 2u32.saturating_pow(self.pto_count.min(16));
         let mut best: Option<Instant> = None;
         for &s in &SpaceId::ALL {
