@@ -73,6 +73,7 @@ pub mod error;
 mod fast_hash;
 #[cfg(feature = "h3")]
 pub mod h3;
+pub mod qlog;
 pub mod range_set;
 pub mod recovery;
 #[cfg(feature = "runtime-tokio")]

@@ -326,6 +326,10 @@ pub struct Connection {
     pub(crate) datagrams_out: VecDeque<Bytes>,
     datagrams_out_bytes: usize,
     span: tracing::Span,
+    /// The qlog trace, when one is being written (`qlog` feature).
+    pub(crate) qlog: crate::qlog::Qlog,
+    /// Whether the last 1-RTT key update was ours (for qlog's `key_updated` trigger).
+    local_key_update: bool,
 }
 
 /// Counters a connection keeps about itself.
@@ -521,7 +525,7 @@ impl Connection {
         }
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
-        conn.write_tls()
+        conn.write_tls(now)
             .map_err(|e| ConnectError::Tls(rustls::Error::General(e.reason)))?;
         conn.start_0rtt();
         Ok(conn)
@@ -694,6 +698,8 @@ impl Connection {
             datagrams_out: VecDeque::new(),
             datagrams_out_bytes: 0,
             span,
+            qlog: crate::qlog::Qlog::default(),
+            local_key_update: false,
             config,
         }
     }
@@ -814,6 +820,91 @@ impl Connection {
         self.state == State::Drained
     }
 
+    /// Writes this connection's events to `out` from now on, as a qlog JSON-SEQ trace (see
+    /// [`crate::qlog`]). Endpoints do this on their own for every connection when they have
+    /// a [`crate::endpoint::EndpointConfig::qlog_dir`].
+    #[cfg(feature = "qlog")]
+    pub fn set_qlog(&mut self, out: Box<dyn std::io::Write + Send>, now: Instant) {
+        let stream = crate::qlog::QlogStream::new(out, now, self.side, &self.original_dst_cid);
+        self.start_qlog(stream, now);
+    }
+
+    /// Installs `stream` and logs the start: the 4-tuple as known here and the keys that
+    /// exist already.
+    #[cfg_attr(not(feature = "qlog"), allow(dead_code))]
+    pub(crate) fn start_qlog(&mut self, mut stream: crate::qlog::QlogStream, now: Instant) {
+        stream.connection_started(now, None, &self.local_cid, self.remote, &self.cids.remote());
+        if self.spaces[SpaceId::Initial as usize].keys.is_some() {
+            stream.key_updated(now, "client_initial_secret", None, "tls");
+            stream.key_updated(now, "server_initial_secret", None, "tls");
+        }
+        if self.zero_rtt.keys.is_some() {
+            stream.key_updated(now, "client_0rtt_secret", None, "tls");
+        }
+        self.qlog.set(stream);
+    }
+
+    /// The ODCID a qlog file of this connection is named after.
+    #[cfg_attr(not(feature = "qlog"), allow(dead_code))]
+    pub(crate) fn original_dst_cid(&self) -> &ConnectionId {
+        &self.original_dst_cid
+    }
+
+    /// qlog: the connection ended with `error`.
+    pub(super) fn qlog_closed(&mut self, now: Instant, error: &ConnectionError) {
+        if let Some(q) = self.qlog.on() {
+            let app = match &self.close {
+                Some(CloseFrame::Application { code, reason }) => {
+                    Some((code.into_inner(), &reason[..]))
+                }
+                _ => None,
+            };
+            q.connection_closed(now, error, app);
+        }
+    }
+
+    /// qlog: recovery metrics and the congestion controller's state, when they changed.
+    pub(super) fn qlog_recovery(&mut self, now: Instant) {
+        if !self.qlog.enabled() {
+            return;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let has_sample = self.rtt.has_sample();
+        let m = crate::qlog::Metrics {
+            min_rtt: if has_sample { ms(self.rtt.min()) } else { 0.0 },
+            smoothed_rtt: ms(self.rtt.smoothed()),
+            latest_rtt: if has_sample {
+                ms(self.rtt.latest())
+            } else {
+                0.0
+            },
+            rtt_variance: ms(self.rtt.var()),
+            pto_count: self.pto_count,
+            congestion_window: self.cc.window(),
+            bytes_in_flight: self.bytes_in_flight(),
+            ssthresh: self.cc.ssthresh(),
+        };
+        let state = self.cc.state();
+        if let Some(q) = self.qlog.on() {
+            q.recovery(now, m, state);
+        }
+    }
+
+    /// Counts a dropped packet and logs it (qlog `packet_dropped`, with the trigger category
+    /// of draft-ietf-quic-qlog-quic-events §6.7).
+    pub(super) fn on_dropped(
+        &mut self,
+        now: Instant,
+        packet_type: Option<&'static str>,
+        pn: Option<u64>,
+        trigger: &'static str,
+    ) {
+        self.stats.packets_dropped += 1;
+        if let Some(q) = self.qlog.on() {
+            q.packet_dropped(now, packet_type, pn, trigger);
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> ConnectionStats {
         let mut stats = self.stats;
@@ -836,6 +927,7 @@ impl Connection {
             .as_mut()
             .ok_or(crypto::KeyUpdateError::HandshakeNotConfirmed)?;
         keys.initiate_update()?;
+        self.local_key_update = true;
         tracing::debug!(generation = keys.generation(), "key update initiated");
         Ok(())
     }
@@ -1056,13 +1148,15 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        let _guard = self.span.enter();
+        let span = self.span.clone();
+        let _guard = span.enter();
         tracing::debug!(%code, "closing");
         self.close = Some(CloseFrame::Application { code, reason });
         self.close_pending = true;
         self.state = State::Closing {
             until: now + self.close_period(),
         };
+        self.qlog_closed(now, &ConnectionError::LocallyClosed);
         self.events
             .push_back(Event::ConnectionLost(ConnectionError::LocallyClosed));
     }
@@ -1082,10 +1176,9 @@ impl Connection {
         self.state = State::Closing {
             until: now + self.close_period(),
         };
-        self.events
-            .push_back(Event::ConnectionLost(ConnectionError::TransportError(
-                error,
-            )));
+        let error = ConnectionError::TransportError(error);
+        self.qlog_closed(now, &error);
+        self.events.push_back(Event::ConnectionLost(error));
     }
 
     /// After a key update by either side, schedules the previous receive key's discard
@@ -1099,10 +1192,22 @@ impl Connection {
         // RFC 9001 §6.1: never before the handshake is confirmed.
         if confirmed && k.should_update() && k.initiate_update().is_ok() {
             tracing::debug!(generation = k.generation(), "automatic key update");
+            self.local_key_update = true;
         }
         if k.generation() != self.key_generation {
             self.key_generation = k.generation();
             self.discard_old_key_at = k.has_previous().then_some(now + pto * 3);
+            let trigger = if std::mem::take(&mut self.local_key_update) {
+                "local_update"
+            } else {
+                "remote_update"
+            };
+            let phase = self.key_generation;
+            if let Some(q) = self.qlog.on() {
+                // RFC 9001 §6: both directions move to the next generation.
+                q.key_updated(now, "client_1rtt_secret", Some(phase), trigger);
+                q.key_updated(now, "server_1rtt_secret", Some(phase), trigger);
+            }
         }
     }
 
@@ -1208,6 +1313,7 @@ impl Connection {
             // RFC 9000 §10.1: the connection is silently closed and its state discarded.
             tracing::debug!("idle timeout");
             self.state = State::Drained;
+            self.qlog_closed(now, &ConnectionError::TimedOut);
             self.events
                 .push_back(Event::ConnectionLost(ConnectionError::TimedOut));
             return;
@@ -1236,6 +1342,7 @@ impl Connection {
         if self.loss_detection_timer().is_some_and(|t| now >= t) {
             self.on_loss_detection_timeout(now);
         }
+        self.qlog_recovery(now);
     }
 
     /// RFC 9002 §A.8: the earliest loss time, or else the PTO.
@@ -1364,7 +1471,7 @@ impl Connection {
     // ---- TLS ----
 
     /// Moves TLS output into the CRYPTO streams and installs new keys (RFC 9001 §4.1).
-    fn write_tls(&mut self) -> Result<(), TransportError> {
+    fn write_tls(&mut self, now: Instant) -> Result<(), TransportError> {
         loop {
             let mut buf = Vec::new();
             let change = self.tls.write_hs(&mut buf);
@@ -1383,10 +1490,18 @@ impl Connection {
                 (keys, None) => {
                     self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
                     self.tls_space = SpaceId::Handshake;
+                    if let Some(q) = self.qlog.on() {
+                        q.key_updated(now, "client_handshake_secret", None, "tls");
+                        q.key_updated(now, "server_handshake_secret", None, "tls");
+                    }
                 }
                 (keys, Some(next)) => {
                     self.one_rtt = Some(KeyPhase::new(keys, next, self.config.key_update_interval));
                     self.tls_space = SpaceId::Data;
+                    if let Some(q) = self.qlog.on() {
+                        q.key_updated(now, "client_1rtt_secret", Some(0), "tls");
+                        q.key_updated(now, "server_1rtt_secret", Some(0), "tls");
+                    }
                 }
             }
         }

@@ -60,6 +60,10 @@ impl Connection {
         let span = self.span.clone();
         let _guard = span.enter();
         if matches!(self.state, State::Drained | State::Draining { .. }) {
+            // RFC 9000 §10.2.2: a draining endpoint sends nothing and reads nothing.
+            if let Some(q) = self.qlog.on() {
+                q.packet_dropped(now, None, None, "general");
+            }
             return;
         }
         self.incoming_path = None;
@@ -68,7 +72,7 @@ impl Connection {
                 // RFC 9000 §9: no migration before the handshake is confirmed, and a client
                 // takes packets from the server's address only (§9.6).
                 tracing::trace!(%remote, "datagram from unknown address dropped");
-                self.stats.packets_dropped += 1;
+                self.on_dropped(now, None, None, "rejected");
                 return;
             }
             self.incoming_path = Some((remote, datagram.len() as u64));
@@ -87,7 +91,7 @@ impl Connection {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::trace!(error = %e, "undecodable packet dropped");
-                    self.stats.packets_dropped += 1;
+                    self.on_dropped(now, None, None, "invalid");
                     return;
                 }
             };
@@ -134,6 +138,7 @@ impl Connection {
         }
         // The peer may have updated keys (RFC 9001 §6.2).
         self.key_phase_housekeeping(now);
+        self.qlog_recovery(now);
     }
 
     fn handle_packet(
@@ -164,9 +169,14 @@ impl Connection {
             }
             // Retry and other versions are not accepted yet: dropped.
             _ => {
-                self.stats.packets_dropped += 1;
+                self.on_dropped(now, None, None, "unsupported");
                 return Ok(());
             }
+        };
+        let qtype = if early {
+            "0RTT"
+        } else {
+            space.qlog_packet_type()
         };
         // RFC 9369 §4: besides the connection's version, a server still opens the client's
         // original-version Initials after switching, and a client not yet settled tries the
@@ -174,13 +184,14 @@ impl Connection {
         let other_version = partial.header().version().filter(|v| *v != self.version);
         if let Some(v) = other_version {
             if !self.other_version_allowed(v, space, early) {
-                self.stats.packets_dropped += 1;
+                self.on_dropped(now, Some(qtype), None, "unsupported");
                 return Ok(());
             }
         }
         if matches!(self.state, State::Closing { .. }) {
             // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE (the send path rate-limits).
             self.close_pending = true;
+            self.on_dropped(now, Some(qtype), None, "general");
             return Ok(());
         }
         // RFC 9001 §5.7: "a server MUST NOT process incoming 1-RTT protected packets before
@@ -195,7 +206,7 @@ impl Connection {
             if self.early_1rtt.len() < MAX_BUFFERED_1RTT {
                 self.early_1rtt.push((partial, self.incoming_ecn));
             } else {
-                self.stats.packets_dropped += 1;
+                self.on_dropped(now, Some(qtype), None, "rejected");
             }
             return Ok(());
         }
@@ -211,7 +222,7 @@ impl Connection {
                     {
                         self.zero_rtt.early_packets.push(partial);
                     } else {
-                        self.stats.packets_dropped += 1;
+                        self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     }
                     return Ok(());
                 };
@@ -219,18 +230,18 @@ impl Connection {
                 match open_long(partial, largest, keys.header.as_ref(), keys.packet.as_ref()) {
                     Some(decoded) => decoded,
                     None => {
-                        self.stats.packets_dropped += 1;
+                        self.on_dropped(now, Some(qtype), None, "decryption_failure");
                         return Ok(());
                     }
                 }
             }
             SpaceId::Data => {
                 let Some(keys) = self.one_rtt.as_mut() else {
-                    self.stats.packets_dropped += 1;
+                    self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     return Ok(());
                 };
                 let Ok(packet) = partial.finish(keys.remote_header_key()) else {
-                    self.stats.packets_dropped += 1;
+                    self.on_dropped(now, Some(qtype), None, "decryption_failure");
                     self.check_stateless_reset(now);
                     return Ok(());
                 };
@@ -242,7 +253,7 @@ impl Connection {
                 };
                 let pn = number.expand(self.spaces[space as usize].largest_received);
                 let Some((which, key)) = keys.remote_key_for(key_phase, pn) else {
-                    self.stats.packets_dropped += 1;
+                    self.on_dropped(now, Some(qtype), Some(pn), "key_unavailable");
                     self.check_stateless_reset(now);
                     return Ok(());
                 };
@@ -265,9 +276,9 @@ impl Connection {
                         (header, pn, payload, reserved_ok)
                     }
                     Err(_) => {
-                        self.stats.packets_dropped += 1;
                         keys.on_decrypt_failure()
                             .map_err(|e| TransportError::new(e.code(), e.to_string()))?;
+                        self.on_dropped(now, Some(qtype), Some(pn), "decryption_failure");
                         self.check_stateless_reset(now);
                         return Ok(());
                     }
@@ -286,7 +297,7 @@ impl Connection {
                     (None, None) => self.spaces[space as usize].keys.as_ref(),
                 };
                 let Some(keys) = keys else {
-                    self.stats.packets_dropped += 1;
+                    self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     return Ok(());
                 };
                 let largest = self.spaces[space as usize].largest_received;
@@ -303,7 +314,7 @@ impl Connection {
                         decoded
                     }
                     None => {
-                        self.stats.packets_dropped += 1;
+                        self.on_dropped(now, Some(qtype), None, "decryption_failure");
                         return Ok(());
                     }
                 }
@@ -321,7 +332,7 @@ impl Connection {
         let sp = &mut self.spaces[space as usize];
         // RFC 9000 §12.3: duplicates are discarded.
         if sp.received.contains(pn) {
-            self.stats.packets_dropped += 1;
+            self.on_dropped(now, Some(qtype), Some(pn), "duplicate");
             return Ok(());
         }
         self.stats.packets_received += 1;
@@ -355,6 +366,13 @@ impl Connection {
             space.packet_type()
         };
         self.receiving_0rtt = early;
+        if let Some(q) = self.qlog.on() {
+            let exponent = self
+                .peer_params
+                .as_ref()
+                .map_or(3, |p| p.ack_delay_exponent.min(20) as u8);
+            q.packet_received(now, qtype, pn, &payload, exponent);
+        }
         for frame in Iter::new(payload, packet_type) {
             let frame = frame.map_err(|e| TransportError {
                 code: e.code(),
@@ -497,7 +515,7 @@ impl Connection {
         self.pto_count = 0;
     }
 
-    fn on_version_negotiation(&mut self, _now: Instant, partial: &PartialDecode) {
+    fn on_version_negotiation(&mut self, now: Instant, partial: &PartialDecode) {
         // RFC 9000 §6.2: only a client, only before it has processed any packet, and only if
         // the list does not contain the version it used.
         if self.side.is_server() || self.stats.packets_received > 0 {
@@ -511,6 +529,7 @@ impl Connection {
         }
         tracing::debug!("version negotiation: no common version");
         self.state = State::Drained;
+        self.qlog_closed(now, &ConnectionError::VersionMismatch);
         self.events
             .push_back(Event::ConnectionLost(ConnectionError::VersionMismatch));
     }
@@ -706,6 +725,7 @@ impl Connection {
             until: now + self.close_period(),
         };
         self.close = None;
+        self.qlog_closed(now, &error);
         self.events.push_back(Event::ConnectionLost(error));
     }
 
@@ -723,7 +743,7 @@ impl Connection {
         while let Some(data) = self.spaces[space as usize].crypto_recv.read(usize::MAX) {
             self.tls_read(&data)?;
         }
-        self.write_tls()?;
+        self.write_tls(now)?;
         self.server_0rtt_decided();
         // A resuming rustls client reports the parameters remembered from the last session
         // (for 0-RTT) until the new EncryptedExtensions arrive, in the Handshake space; the
@@ -970,6 +990,9 @@ impl Connection {
         let mut newest_sent = None;
         for (pn, packet) in lost {
             tracing::trace!(?space, pn, "packet lost");
+            if let Some(q) = self.qlog.on() {
+                q.packet_lost(now, space.qlog_packet_type(), pn);
+            }
             if space == SpaceId::Data {
                 // RFC 9000 §14.4: a lost probe is not a congestion signal.
                 if let Some(size) = packet.info.mtu_probe {

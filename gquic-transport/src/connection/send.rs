@@ -288,6 +288,16 @@ impl Connection {
             buf.truncate(start);
             return;
         }
+        // qlog: the frames, read back from the plaintext before it is sealed.
+        let qlog_payload = self
+            .qlog
+            .enabled()
+            .then(|| bytes::Bytes::copy_from_slice(&buf[header_end..buf.len() - TAG_LEN]));
+        let qlog_type = match space {
+            SpaceId::Data if self.is_0rtt() => "0RTT",
+            s => s.qlog_packet_type(),
+        };
+        let mtu_probe = info.mtu_probe.is_some();
         let sealed = match space {
             SpaceId::Data if self.is_0rtt() => match self.zero_rtt.keys.as_ref() {
                 Some(keys) => {
@@ -356,6 +366,10 @@ impl Connection {
         debug_assert_eq!(recorded, pn);
         tracing::trace!(?space, pn, size, ack_eliciting, "packet sent");
         self.stats.packets_sent += 1;
+        if let (Some(q), Some(payload)) = (self.qlog.on(), qlog_payload) {
+            // Our ACK delays use ack_delay_exponent 3 (RFC 9000 §18.2).
+            q.packet_sent(now, qlog_type, pn, size, payload, 3, mtu_probe);
+        }
         if in_flight {
             self.cc.on_sent(now, size as u64);
         }

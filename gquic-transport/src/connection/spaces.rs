@@ -34,6 +34,16 @@ impl SpaceId {
             Self::Data => PacketType::OneRtt,
         }
     }
+
+    /// The qlog `PacketType` of the packets this space sends (draft-ietf-quic-qlog-quic-events
+    /// §9.6; 0-RTT packets share the application data space).
+    pub(crate) fn qlog_packet_type(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Handshake => "handshake",
+            Self::Data => "1RTT",
+        }
+    }
 }
 
 /// The stream chunks of a sent packet. Most packets carry one, kept inline, so that sending

@@ -37,6 +37,8 @@ pub struct EndpointConfig {
     token_key: Option<[u8; 32]>,
     retry_token_lifetime: Duration,
     new_token_lifetime: Duration,
+    #[cfg(feature = "qlog")]
+    qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EndpointConfig {
@@ -81,7 +83,26 @@ impl EndpointConfig {
             token_key: None,
             retry_token_lifetime: Duration::from_secs(10),
             new_token_lifetime: Duration::from_secs(24 * 3600),
+            #[cfg(feature = "qlog")]
+            qlog_dir: None,
         }
+    }
+
+    /// Writes a qlog trace of every connection into `dir` (`None`, the default: no traces):
+    /// one JSON-SEQ file per connection, `<odcid>_client.sqlog` or `<odcid>_server.sqlog`
+    /// (see [`crate::qlog`]). The directory must exist. The runtime endpoints
+    /// ([`crate::runtime::Endpoint::server`], [`crate::runtime::Endpoint::client`]) take the
+    /// `QLOGDIR` environment variable when this is not set.
+    #[cfg(feature = "qlog")]
+    pub fn qlog_dir(&mut self, dir: impl Into<Option<std::path::PathBuf>>) -> &mut Self {
+        self.qlog_dir = dir.into();
+        self
+    }
+
+    /// The directory qlog traces go to, if any.
+    #[cfg(feature = "qlog")]
+    pub fn qlog_dir_path(&self) -> Option<&std::path::Path> {
+        self.qlog_dir.as_deref()
     }
 
     /// The key that seals address-validation tokens (Retry and NEW_TOKEN, RFC 9000 §8.1).
@@ -560,6 +581,55 @@ impl Endpoint {
         self.cids_of.entry(idx).or_default().push(cid);
     }
 
+    /// Starts the qlog trace of a new connection, when traces are on. A file that cannot be
+    /// created costs the trace, not the connection.
+    #[cfg(feature = "qlog")]
+    fn attach_qlog(&self, conn: &mut Connection, now: Instant) {
+        let Some(dir) = &self.config.qlog_dir else {
+            return;
+        };
+        match crate::qlog::open_file(dir, conn.side(), conn.original_dst_cid()) {
+            Ok(file) => conn.start_qlog(
+                crate::qlog::QlogStream::new(file, now, conn.side(), conn.original_dst_cid()),
+                now,
+            ),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot create a qlog file"),
+        }
+    }
+
+    /// A new server connection's trace stays in memory until its first datagram
+    /// authenticates ([`Endpoint::file_qlog`]): forged Initials create no files.
+    #[cfg(feature = "qlog")]
+    fn attach_buffered_qlog(&self, conn: &mut Connection, now: Instant) {
+        if self.config.qlog_dir.is_some() {
+            let stream =
+                crate::qlog::QlogStream::buffered(now, conn.side(), conn.original_dst_cid());
+            conn.start_qlog(stream, now);
+        }
+    }
+
+    /// Moves an accepted connection's buffered trace to its file.
+    #[cfg(feature = "qlog")]
+    fn file_qlog(&self, conn: &mut Connection) {
+        let Some(dir) = &self.config.qlog_dir else {
+            return;
+        };
+        if !conn.qlog.enabled() {
+            return;
+        }
+        match crate::qlog::open_file(dir, conn.side(), conn.original_dst_cid()) {
+            Ok(file) => {
+                if let Some(stream) = conn.qlog.on() {
+                    stream.redirect(file);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create a qlog file");
+                conn.qlog = crate::qlog::Qlog::default();
+            }
+        }
+    }
+
     /// Starts a client connection.
     ///
     /// # Errors
@@ -578,7 +648,8 @@ impl Endpoint {
         let _ = self
             .cid_expander
             .expand_slice(&[b"dcid", &self.cid_counter.to_be_bytes()], &mut dcid);
-        let conn = Connection::connect(
+        #[allow(unused_mut)]
+        let mut conn = Connection::connect(
             config,
             now,
             remote,
@@ -586,6 +657,8 @@ impl Endpoint {
             local,
             ConnectionId::new(&dcid),
         )?;
+        #[cfg(feature = "qlog")]
+        self.attach_qlog(&mut conn, now);
         let idx = self.insert(conn);
         Ok(ConnectionHandle(idx))
     }
@@ -785,6 +858,8 @@ impl Endpoint {
             self.stats.refused += 1;
             return None;
         }
+        #[cfg(feature = "qlog")]
+        self.attach_buffered_qlog(&mut conn, now);
         conn.handle_datagram_ecn(now, remote, ecn, data);
         if conn.stats().packets_received == 0 {
             // Nothing in the datagram authenticated: its header (the client's connection ID
@@ -793,6 +868,8 @@ impl Endpoint {
             self.stats.dropped += 1;
             return None;
         }
+        #[cfg(feature = "qlog")]
+        self.file_qlog(&mut conn);
         let idx = self.insert(conn);
         // Retransmitted client Initials still carry the original DCID until the client adopts
         // ours (RFC 9000 §7.2).

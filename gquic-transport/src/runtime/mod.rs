@@ -507,11 +507,15 @@ impl Endpoint {
 
     /// An endpoint over an existing socket, with full control of the settings.
     ///
+    /// With the `qlog` feature, a configuration without a
+    /// [`EndpointConfig::qlog_dir`] takes the `QLOGDIR` environment variable
+    /// (draft-ietf-quic-qlog-main-schema §10.1), creating the directory if need be.
+    ///
     /// # Errors
     /// [`EndpointError`] if the socket cannot be registered with tokio or the configuration
     /// is unusable.
     pub fn new(
-        config: EndpointConfig,
+        #[allow(unused_mut)] mut config: EndpointConfig,
         server: Option<ServerConfig>,
         socket: std::net::UdpSocket,
     ) -> Result<Self, EndpointError> {
@@ -523,6 +527,17 @@ impl Endpoint {
             let _enter = runtime.enter();
             tokio::net::UdpSocket::from_std(socket)?
         };
+        #[cfg(feature = "qlog")]
+        if config.qlog_dir_path().is_none() {
+            if let Some(dir) = std::env::var_os("QLOGDIR").filter(|d| !d.is_empty()) {
+                let dir = std::path::PathBuf::from(dir);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "QLOGDIR cannot be created");
+                } else {
+                    config.qlog_dir(dir);
+                }
+            }
+        }
         let secret = random_bytes(config.provider());
         let mut ep = proto::Endpoint::new(config, server.map(Arc::new), secret)?;
         // Tokens carry wall-clock times, so a fleet (or a restarted server) can check them.

@@ -957,6 +957,18 @@ impl Controller for Bbr {
         self.cwnd
     }
 
+    fn state(&self) -> &'static str {
+        match self.state {
+            BbrState::Startup => "startup",
+            BbrState::Drain => "drain",
+            BbrState::ProbeBwDown => "probe_bw_down",
+            BbrState::ProbeBwCruise => "probe_bw_cruise",
+            BbrState::ProbeBwRefill => "probe_bw_refill",
+            BbrState::ProbeBwUp => "probe_bw_up",
+            BbrState::ProbeRtt => "probe_rtt",
+        }
+    }
+
     fn initial_window(&self) -> u64 {
         self.initial_cwnd()
     }

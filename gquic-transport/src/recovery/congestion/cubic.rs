@@ -56,6 +56,9 @@ pub struct Cubic {
     ssthresh: u64,
     /// Start of the current recovery period (RFC 9002 §7.3.2).
     recovery_start: Option<Instant>,
+    /// In a recovery period: from a congestion event until a packet sent after it is
+    /// acknowledged.
+    recovering: bool,
     /// Start of the current congestion-avoidance epoch (RFC 9438 §4.2: t_epoch), shifted
     /// forward over application-limited periods (§5.8).
     epoch_start: Option<Instant>,
@@ -155,6 +158,7 @@ impl Cubic {
             window: window as f64,
             ssthresh: u64::MAX,
             recovery_start: None,
+            recovering: false,
             epoch_start: None,
             w_max: 0.0,
             k: 0.0,
@@ -244,6 +248,9 @@ impl Controller for Cubic {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
+        if self.recovering && !self.in_recovery(sent) {
+            self.recovering = false;
+        }
         // RFC 9438 §5.8: no growth while application-limited, and the curve's clock does not
         // run through such periods (the epoch moves forward by their length).
         if app_limited {
@@ -303,6 +310,7 @@ impl Controller for Cubic {
             return;
         }
         self.recovery_start = Some(now);
+        self.recovering = true;
         let cwnd = self.window / mss;
         // RFC 9438 §4.7: fast convergence.
         self.w_max = if self.config.fast_convergence && cwnd < self.w_max {
@@ -334,6 +342,20 @@ impl Controller for Cubic {
 
     fn window(&self) -> u64 {
         self.window as u64
+    }
+
+    fn state(&self) -> &'static str {
+        if self.recovering {
+            "recovery"
+        } else if self.in_slow_start() {
+            "slow_start"
+        } else {
+            "congestion_avoidance"
+        }
+    }
+
+    fn ssthresh(&self) -> Option<u64> {
+        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
     }
 
     fn initial_window(&self) -> u64 {

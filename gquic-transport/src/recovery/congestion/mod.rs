@@ -131,6 +131,20 @@ pub trait Controller: Send + Sync + Debug {
 
     /// A boxed copy (for migration to a new path, where state is reset, RFC 9000 §9.4).
     fn clone_box(&self) -> Box<dyn Controller>;
+
+    /// A short name for the state the controller is in, for qlog's
+    /// `congestion_state_updated` (draft-ietf-quic-qlog-quic-events §8.3) and logs: for
+    /// example `slow_start`, `congestion_avoidance` and `recovery` (RFC 9002 §7.3.1), or a
+    /// BBR state. The default, `unknown`, never changes.
+    fn state(&self) -> &'static str {
+        "unknown"
+    }
+
+    /// The slow start threshold in bytes, for controllers that have one (RFC 9002 §7.3.1);
+    /// `None`, the default, also while it is still unset (infinite).
+    fn ssthresh(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Builds a [`Controller`] for each new connection or path.

@@ -42,6 +42,9 @@ pub struct NewReno {
     recovery_start: Option<Instant>,
     /// Bytes acknowledged toward the next congestion-avoidance increase (Appendix B.5).
     bytes_acked: u64,
+    /// In a recovery period: from a congestion event until a packet sent after it is
+    /// acknowledged (RFC 9002 §7.3.2).
+    recovering: bool,
 }
 
 impl NewReno {
@@ -57,6 +60,7 @@ impl NewReno {
             ssthresh: u64::MAX,
             recovery_start: None,
             bytes_acked: 0,
+            recovering: false,
         }
     }
 
@@ -81,7 +85,11 @@ impl Controller for NewReno {
     ) {
         // RFC 9002 §7.3.2: no increase for packets sent before recovery started; §7.8: nor when
         // the window is not being used.
-        if app_limited || self.in_recovery(sent) {
+        if self.in_recovery(sent) {
+            return;
+        }
+        self.recovering = false;
+        if app_limited {
             return;
         }
         if self.in_slow_start() {
@@ -117,6 +125,7 @@ impl Controller for NewReno {
             return;
         }
         self.recovery_start = Some(now);
+        self.recovering = true;
         let reduced = (self.window as f64 * self.config.loss_reduction_factor) as u64;
         self.window = reduced.max(minimum_window(self.max_datagram_size));
         self.ssthresh = self.window;
@@ -130,6 +139,20 @@ impl Controller for NewReno {
 
     fn window(&self) -> u64 {
         self.window
+    }
+
+    fn state(&self) -> &'static str {
+        if self.recovering {
+            "recovery"
+        } else if self.in_slow_start() {
+            "slow_start"
+        } else {
+            "congestion_avoidance"
+        }
+    }
+
+    fn ssthresh(&self) -> Option<u64> {
+        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
     }
 
     fn initial_window(&self) -> u64 {
