@@ -156,6 +156,11 @@ impl Client {
                 headers.insert(name.clone(), value.clone());
             }
         }
+        // W3C Trace Context: the request carries the current span as its remote parent.
+        #[cfg(feature = "otel")]
+        if !headers.contains_key(gquic_tower::otel::TRACEPARENT) {
+            gquic_tower::otel::inject(&opentelemetry::Context::current(), &mut headers);
+        }
         let uri: http::Uri = url
             .as_str()
             .parse()

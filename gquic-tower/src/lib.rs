@@ -29,9 +29,13 @@
 
 mod alt_svc;
 mod client;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod server;
 
 pub use alt_svc::{parse_alt_svc, AltSvc, AltSvcLayer, AltSvcValue, Alternative, ResponseFuture};
 pub use client::Client;
 pub use gquic_hyper::{ConnectionInfo, Incoming};
+#[cfg(feature = "otel")]
+pub use otel::OtelLayer;
 pub use server::{serve, serve_with, MakeServiceFn, Serve, ShutdownSignal};

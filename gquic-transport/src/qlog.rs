@@ -1,7 +1,7 @@
 //! qlog: a structured trace of one connection, for qvis and other qlog tools.
 //!
 //! Behind the `qlog` feature, an endpoint writes one file per connection into a directory
-//! ([`crate::endpoint::EndpointConfig::qlog_dir`]; the runtime endpoints also take the
+//! (`EndpointConfig::qlog_dir`; the runtime endpoints also take the
 //! `QLOGDIR` environment variable, draft-ietf-quic-qlog-main-schema §10.1). A file is named
 //! after the connection's original Destination Connection ID and the vantage point
 //! (`<odcid>_client.sqlog`, `<odcid>_server.sqlog`), so the two ends of a connection are easy

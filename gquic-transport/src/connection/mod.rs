@@ -330,6 +330,9 @@ pub struct Connection {
     pub(crate) qlog: crate::qlog::Qlog,
     /// Whether the last 1-RTT key update was ours (for qlog's `key_updated` trigger).
     local_key_update: bool,
+    /// When the connection was created, and how long its handshake took once complete.
+    created: Instant,
+    handshake_duration: Option<Duration>,
 }
 
 /// Counters a connection keeps about itself.
@@ -613,7 +616,14 @@ impl Connection {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Self {
         let max_datagram_size = u64::from(config.initial_mtu);
-        let span = tracing::debug_span!("conn", side = ?side, remote = %remote, cid = %local_cid);
+        // The ALPN is recorded when the handshake completes.
+        let span = tracing::debug_span!(
+            "conn",
+            side = ?side,
+            remote = %remote,
+            cid = %local_cid,
+            alpn = tracing::field::Empty
+        );
         let streams = Streams::new(
             side,
             params,
@@ -700,6 +710,8 @@ impl Connection {
             span,
             qlog: crate::qlog::Qlog::default(),
             local_key_update: false,
+            created: now,
+            handshake_duration: None,
             config,
         }
     }
@@ -903,6 +915,12 @@ impl Connection {
         if let Some(q) = self.qlog.on() {
             q.packet_dropped(now, packet_type, pn, trigger);
         }
+    }
+
+    /// How long the handshake took, from the connection's creation to its completion (the
+    /// server's Finished for a client, the client's Finished for a server); `None` before.
+    pub fn handshake_duration(&self) -> Option<Duration> {
+        self.handshake_duration
     }
 
     /// Counters.

@@ -767,8 +767,13 @@ impl Connection {
         }
         self.client_0rtt_outcome()?;
         if self.state == State::Handshake && !self.tls.is_handshaking() && self.one_rtt.is_some() {
-            tracing::debug!(alpn = ?self.tls.alpn_protocol().map(String::from_utf8_lossy), "handshake complete");
+            let alpn = self.tls.alpn_protocol().map(String::from_utf8_lossy);
+            if let Some(a) = &alpn {
+                self.span.record("alpn", a.as_ref());
+            }
+            tracing::debug!(?alpn, "handshake complete");
             self.state = State::Established;
+            self.handshake_duration = Some(now.saturating_duration_since(self.created));
             self.events.push_back(Event::Connected);
             // RFC 9000 §5.1.1: offer the peer spare connection IDs, up to its limit.
             let limit = self

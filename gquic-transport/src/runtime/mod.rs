@@ -30,6 +30,8 @@
 
 mod connection;
 mod driver;
+#[cfg(feature = "otel")]
+mod metrics;
 mod streams;
 mod udp;
 
@@ -169,6 +171,12 @@ pub(crate) struct State {
     pub(crate) local: SocketAddr,
     /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
     pub(crate) new_socket: Option<udp::UdpIo>,
+    /// OpenTelemetry instruments, once [`Endpoint::set_meter_provider`] is called.
+    #[cfg(feature = "otel")]
+    pub(crate) metrics: Option<Arc<metrics::Metrics>>,
+    /// Counters of the connections already gone (for the observable counters).
+    #[cfg(feature = "otel")]
+    pub(crate) gone: metrics::Gone,
 }
 
 impl State {
@@ -191,6 +199,10 @@ impl State {
             },
         );
         self.by_handle.insert(handle, id);
+        #[cfg(feature = "otel")]
+        if let (Some(m), Some(c)) = (&self.metrics, self.ep.connection(handle)) {
+            m.on_created(c.side().is_server());
+        }
         id
     }
 
@@ -226,6 +238,17 @@ impl State {
                 continue;
             };
             while let Some(event) = self.ep.poll_connection_event(h) {
+                #[cfg(feature = "otel")]
+                if let (crate::connection::Event::Connected, Some(m), Some(c)) =
+                    (&event, &self.metrics, self.ep.connection(h))
+                {
+                    m.on_connected(
+                        c.side().is_server(),
+                        c.handshake_duration().unwrap_or_default(),
+                        c.rtt(),
+                        c.zero_rtt_accepted(),
+                    );
+                }
                 handle_event(st, event);
             }
         }
@@ -243,6 +266,19 @@ impl State {
             };
             while let Some(event) = conn.poll_event() {
                 handle_event(st, event);
+            }
+            #[cfg(feature = "otel")]
+            {
+                self.gone.add(&conn.stats());
+                if let Some(m) = &self.metrics {
+                    m.on_gone(
+                        conn.side().is_server(),
+                        st.error.as_ref(),
+                        conn.rtt(),
+                        conn.congestion_window(),
+                        st.connected,
+                    );
+                }
             }
             st.handle = None;
             if st.error.is_none() {
@@ -508,7 +544,7 @@ impl Endpoint {
     /// An endpoint over an existing socket, with full control of the settings.
     ///
     /// With the `qlog` feature, a configuration without a
-    /// [`EndpointConfig::qlog_dir`] takes the `QLOGDIR` environment variable
+    /// `EndpointConfig::qlog_dir` takes the `QLOGDIR` environment variable
     /// (draft-ietf-quic-qlog-main-schema §10.1), creating the directory if need be.
     ///
     /// # Errors
@@ -562,6 +598,10 @@ impl Endpoint {
                 driver_done: false,
                 local,
                 new_socket: None,
+                #[cfg(feature = "otel")]
+                metrics: None,
+                #[cfg(feature = "otel")]
+                gone: metrics::Gone::default(),
             }),
         });
         let span = tracing::info_span!("endpoint", local = %local);
@@ -730,6 +770,41 @@ impl Endpoint {
     /// Connections alive on this endpoint (including those still closing).
     pub fn open_connections(&self) -> usize {
         self.shared.lock().live_connections()
+    }
+
+    /// Records OpenTelemetry metrics of this endpoint's connections with a meter (scope
+    /// `gquic`) from `provider`, from now on. Only the OpenTelemetry API is used: the
+    /// provider (and its exporter) are the application's, for example `opentelemetry_sdk`'s,
+    /// or `opentelemetry::global::meter_provider()`.
+    ///
+    /// Instruments (meter `gquic`; the connection instruments carry `quic.side` = `client` or
+    /// `server`, the endpoint-wide observable ones no attribute):
+    ///
+    /// | name | kind | unit | recorded |
+    /// |---|---|---|---|
+    /// | `quic.connections.opened` | counter | `{connection}` | a connection is created |
+    /// | `quic.connections.open` | up-down counter | `{connection}` | +1 created, -1 gone |
+    /// | `quic.connections.closed` | counter | `{connection}` | gone; `quic.close.reason` |
+    /// | `quic.handshake.duration` | histogram | `s` | handshake complete |
+    /// | `quic.connection.rtt` | histogram | `s` | smoothed RTT at handshake completion and at the end |
+    /// | `quic.connection.congestion_window` | histogram | `By` | at the end of a connection |
+    /// | `quic.zero_rtt` | counter | `{connection}` | handshake complete after 0-RTT was offered; `quic.zero_rtt.result` = `accepted` / `rejected` |
+    /// | `quic.bytes.sent`, `quic.bytes.received` | observable counter | `By` | UDP payload bytes |
+    /// | `quic.packets.sent`, `quic.packets.received`, `quic.packets.lost` | observable counter | `{packet}` | |
+    /// | `quic.streams.open` | observable up-down counter | `{stream}` | streams with state |
+    /// | `quic.retries.sent` | observable counter | `{packet}` | Retry packets (server) |
+    ///
+    /// The observable counters add up live connections and those already gone, when the
+    /// exporter collects.
+    #[cfg(feature = "otel")]
+    pub fn set_meter_provider<P>(&self, provider: &P)
+    where
+        P: opentelemetry::metrics::MeterProvider + ?Sized,
+    {
+        let scope = opentelemetry::InstrumentationScope::builder("gquic")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        metrics::install(&self.shared, &provider.meter_with_scope(scope));
     }
 }
 
