@@ -6,13 +6,17 @@
 //! - `/`: an HTML page that says which protocol it came over;
 //! - `/bytes/{n}`: `n` bytes;
 //! - `POST /echo`: the request body back;
-//! - `/api/info`: JSON with the protocol, the client's address and the server's.
+//! - `/api/info`: JSON with the protocol, the client's address and the server's; over
+//!   HTTP/3 also the connection's stats (RTT, congestion window, path MTU, handshake time,
+//!   packets and bytes) and the QUIC endpoint's (connections, datagrams, Retry packets).
 //!
 //! The app carries tower-http trace, compression and timeout layers; it is a plain axum
 //! `Router` that knows nothing about QUIC.
 //!
 //! Flags: `--listen ADDR` (default `127.0.0.1:4433`), `--cert cert.pem --key key.pem` to use
-//! given PEM files. Without them it makes an ECDSA P-256 development certificate for
+//! given PEM files, `--qlog DIR` to write a qlog trace of every QUIC connection into DIR (as
+//! the `QLOGDIR` variable does; open them in qvis). `SSLKEYLOGFILE` is honoured (TLS secrets
+//! for Wireshark). Without them it makes an ECDSA P-256 development certificate for
 //! `localhost` (valid 14 days), writes it next to the system temp directory and prints its
 //! path and the SPKI sha256 to give Chrome:
 //!
@@ -47,8 +51,54 @@ fn protocol(req: &Request) -> &'static str {
     }
 }
 
-/// The app: an ordinary axum Router with ordinary tower-http middleware.
-fn app() -> Router {
+/// A QUIC connection's stats as JSON (`Connection::stats`).
+fn connection_stats(c: &gquic::transport::runtime::Connection) -> serde_json::Value {
+    let s = c.stats();
+    let n = s.counters;
+    serde_json::json!({
+        "rtt_ms": s.rtt.as_secs_f64() * 1e3,
+        "min_rtt_ms": s.min_rtt.as_secs_f64() * 1e3,
+        "congestion_window": s.congestion_window,
+        "bytes_in_flight": s.bytes_in_flight,
+        "path_mtu": s.path_mtu,
+        "handshake_ms": s.handshake_duration.map(|d| d.as_secs_f64() * 1e3),
+        "open_streams": s.open_streams,
+        "datagrams_sent": n.datagrams_sent,
+        "datagrams_received": n.datagrams_received,
+        "bytes_sent": n.bytes_sent,
+        "bytes_received": n.bytes_received,
+        "packets_sent": n.packets_sent,
+        "packets_received": n.packets_received,
+        "packets_lost": n.packets_lost,
+        "packets_dropped": n.packets_dropped,
+        "key_updates": n.key_updates,
+        "migrations": n.migrations,
+        "ecn_ce": n.ecn_ce,
+    })
+}
+
+/// The QUIC endpoint's stats as JSON (`Endpoint::stats`).
+fn endpoint_stats(e: &gquic::transport::runtime::Endpoint) -> serde_json::Value {
+    let s = e.stats();
+    serde_json::json!({
+        "open_connections": e.open_connections(),
+        "accepted": s.accepted,
+        "refused": s.refused,
+        "drained": s.drained,
+        "retries": s.retries,
+        "version_negotiations": s.version_negotiations,
+        "stateless_resets": s.stateless_resets,
+        "datagrams_received": s.datagrams_received,
+        "bytes_received": s.bytes_received,
+        "datagrams_sent": s.datagrams_sent,
+        "bytes_sent": s.bytes_sent,
+        "dropped": s.dropped,
+    })
+}
+
+/// The app: an ordinary axum Router with ordinary tower-http middleware; `endpoint` is the
+/// QUIC endpoint whose stats `/api/info` shows.
+fn app(endpoint: Option<gquic::transport::runtime::Endpoint>) -> Router {
     Router::new()
         .route(
             "/",
@@ -78,14 +128,23 @@ fn app() -> Router {
         .route(
             "/api/info",
             get(
-                |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| async move {
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
+                    let endpoint = endpoint.clone();
+                    async move {
                     let info = req.extensions().get::<gquic_axum::ConnectionInfo>().cloned();
+                    let conn = req
+                        .extensions()
+                        .get::<gquic::transport::runtime::Connection>()
+                        .map(connection_stats);
                     Json(serde_json::json!({
                         "protocol": protocol(&req),
                         "peer": peer.to_string(),
                         "server_name": info.as_ref().and_then(|i| i.server_name.clone()),
                         "connection_id": info.as_ref().map(|i| i.connection_id),
+                        "connection": conn,
+                        "endpoint": endpoint.as_ref().map(endpoint_stats),
                     }))
+                    }
                 },
             ),
         )
@@ -97,19 +156,28 @@ fn app() -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    common::init_tracing();
+fn main() -> Result<(), BoxError> {
     let args = common::args().map_err(|e| -> BoxError { format!("hello: {e}").into() })?;
+    // Before the runtime's threads exist: it sets QLOGDIR.
+    common::qlog_dir(&args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: common::Args) -> Result<(), BoxError> {
+    common::init_tracing();
     let tls = common::server_tls(&args, "gquic-hello")?;
     let server = gquic_axum::dual::DualServer::bind(args.listen, tls).await?;
+    let endpoint = server.quic_endpoint().clone();
     let addr = server.local_addr();
     println!(
         "serving https://localhost:{} on {addr} (TCP: HTTP/1.1 + HTTP/2, UDP: HTTP/3)",
         addr.port()
     );
     server
-        .serve(app())
+        .serve(app(Some(endpoint)))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             println!("shutting down gracefully");

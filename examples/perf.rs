@@ -137,7 +137,15 @@ async fn server(args: Vec<String>) -> Result<(), BoxError> {
             other => return Err(format!("unknown server flag {other}").into()),
         }
     }
-    let mut tls = common::server_tls(&common::Args { listen, cert, key }, "gquic-perf-example")?;
+    let mut tls = common::server_tls(
+        &common::Args {
+            listen,
+            cert,
+            key,
+            qlog: None,
+        },
+        "gquic-perf-example",
+    )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let mut config = ServerConfig::new(Arc::new(tls))?;

@@ -16,14 +16,18 @@ pub struct Args {
     pub listen: SocketAddr,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// `--qlog DIR`: a qlog trace per connection in DIR (as `QLOGDIR=DIR`).
+    pub qlog: Option<PathBuf>,
 }
 
-/// Parses `--listen ADDR` (default `127.0.0.1:4433`), `--cert FILE` and `--key FILE`.
+/// Parses `--listen ADDR` (default `127.0.0.1:4433`), `--cert FILE`, `--key FILE` and
+/// `--qlog DIR`.
 pub fn args() -> Result<Args, String> {
     let mut a = Args {
         listen: "127.0.0.1:4433".parse().expect("valid address"),
         cert: None,
         key: None,
+        qlog: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -32,7 +36,12 @@ pub fn args() -> Result<Args, String> {
             "--listen" => a.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--cert" => a.cert = Some(value()?.into()),
             "--key" => a.key = Some(value()?.into()),
-            other => return Err(format!("unknown flag {other}; use --listen, --cert, --key")),
+            "--qlog" => a.qlog = Some(value()?.into()),
+            other => {
+                return Err(format!(
+                    "unknown flag {other}; use --listen, --cert, --key, --qlog"
+                ))
+            }
         }
     }
     if a.cert.is_some() != a.key.is_some() {
@@ -108,6 +117,17 @@ pub fn server_tls(args: &Args, dev_dir: &str) -> Result<rustls::ServerConfig, Bo
 /// can decrypt a capture (nothing is written while the variable is unset).
 pub fn key_log() -> std::sync::Arc<dyn rustls::KeyLog> {
     std::sync::Arc::new(rustls::KeyLogFile::new())
+}
+
+/// `--qlog DIR`: every QUIC endpoint made from now on writes a qlog trace per connection into
+/// DIR (created if need be), through the `QLOGDIR` variable the endpoints read. Call it before
+/// any thread is started (it sets an environment variable).
+pub fn qlog_dir(args: &Args) -> Result<(), BoxError> {
+    if let Some(dir) = &args.qlog {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--qlog {}: {e}", dir.display()))?;
+        std::env::set_var("QLOGDIR", dir);
+    }
+    Ok(())
 }
 
 /// Logs at `info` unless `RUST_LOG` says otherwise.

@@ -68,6 +68,11 @@ impl DualServer {
         self.local
     }
 
+    /// The QUIC endpoint serving HTTP/3 (for its [`Endpoint::stats`], say).
+    pub fn quic_endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Serves `app` on both transports. Handlers can extract `ConnectInfo<SocketAddr>`;
     /// TCP responses carry `alt-svc: h3=":PORT"; ma=86400`.
     pub fn serve(self, app: Router) -> DualServe {

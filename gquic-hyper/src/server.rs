@@ -26,6 +26,8 @@ const MAX_WEBTRANSPORT_SESSIONS: u64 = 64;
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What a service learns about the connection a request came on, in the request's extensions.
+/// The extensions also carry the [`gquic_transport::runtime::Connection`] itself (for its
+/// [`stats`](gquic_transport::runtime::Connection::stats), say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
@@ -433,6 +435,8 @@ where
         }
     }
     req.extensions_mut().insert(info);
+    // The connection itself, for handlers that want its stats or to open streams.
+    req.extensions_mut().insert(quic.clone());
     let response = match service.call(req).await {
         Ok(r) => r,
         Err(e) => {

@@ -128,7 +128,13 @@ pub(crate) struct QlogStream {
     cc_state: &'static str,
     /// Set after a write error: nothing more is written.
     failed: bool,
+    /// When the records were last flushed to the file.
+    flushed_at: Instant,
 }
+
+/// Buffered records reach the file at least this often while the connection is active (and
+/// at handshake completion and when it closes), so a live connection's trace can be read.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Milliseconds as qlog `float64` (microsecond resolution).
 fn ms(d: std::time::Duration) -> f64 {
@@ -461,6 +467,7 @@ impl QlogStream {
             last: Metrics::default(),
             cc_state: "",
             failed: false,
+            flushed_at: now,
         };
         let side = if side.is_client() { "client" } else { "server" };
         s.buf.push('\u{1e}');
@@ -513,6 +520,14 @@ impl QlogStream {
     fn end(&mut self) {
         self.buf.push_str("}}\n");
         self.write_record();
+    }
+
+    /// Flushes when the last flush is [`FLUSH_INTERVAL`] old.
+    pub(crate) fn flush_if_due(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.flushed_at) >= FLUSH_INTERVAL {
+            self.flushed_at = now;
+            self.flush();
+        }
     }
 
     /// Writes buffered records out.

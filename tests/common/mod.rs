@@ -63,6 +63,22 @@ pub fn serve(name: &str, extra: &[&str]) -> Served {
     serve_with_env(name, extra, &[])
 }
 
+impl Served {
+    /// Asks the server to shut down gracefully (SIGINT, as Ctrl-C) and waits until it exits.
+    pub fn interrupt_and_wait(mut self, timeout: std::time::Duration) -> bool {
+        let pid = self._child.0.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self._child.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+}
+
 /// [`serve`] with environment variables set for the child.
 pub fn serve_with_env(name: &str, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Served {
     let mut child = Kill(

@@ -899,6 +899,7 @@ impl Connection {
         let state = self.cc.state();
         if let Some(q) = self.qlog.on() {
             q.recovery(now, m, state);
+            q.flush_if_due(now);
         }
     }
 

@@ -775,6 +775,9 @@ impl Connection {
             self.state = State::Established;
             self.handshake_duration = Some(now.saturating_duration_since(self.created));
             self.events.push_back(Event::Connected);
+            if let Some(q) = self.qlog.on() {
+                q.flush();
+            }
             // RFC 9000 §5.1.1: offer the peer spare connection IDs, up to its limit.
             let limit = self
                 .peer_params
@@ -1050,7 +1053,9 @@ impl Connection {
         }
     }
 
-    pub(super) fn bytes_in_flight(&self) -> u64 {
+    /// Bytes of ack-eliciting or padded packets sent and neither acknowledged nor declared
+    /// lost (RFC 9002 §2: in flight).
+    pub fn bytes_in_flight(&self) -> u64 {
         self.spaces.iter().map(|s| s.sent.bytes_in_flight()).sum()
     }
 

@@ -226,8 +226,9 @@ const MAX_BATCH_BYTES: usize = 65_507;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub usize);
 
-/// Counters the endpoint keeps.
+/// Counters the endpoint keeps, from its creation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// Connections accepted.
     pub accepted: u64,
@@ -243,6 +244,16 @@ pub struct EndpointStats {
     pub retries: u64,
     /// Initials whose token did not validate.
     pub invalid_tokens: u64,
+    /// UDP datagrams handed to the endpoint (a segment of a coalesced receive counts as one).
+    pub datagrams_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+    /// UDP datagrams the endpoint gave out to send (each segment of a batch counts).
+    pub datagrams_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Connections removed after closing and draining (RFC 9000 §10).
+    pub drained: u64,
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -682,6 +693,8 @@ impl Endpoint {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) -> Option<ConnectionHandle> {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += data.len() as u64;
         let Some(p) = peek(&data, self.config.cid_len) else {
             self.stats.dropped += 1;
             return None;
@@ -1064,6 +1077,7 @@ impl Endpoint {
                         if self.drained.len() >= MAX_DRAINED {
                             self.drained.pop_front();
                         }
+                        self.stats.drained += 1;
                         self.drained.push_back((ConnectionHandle(idx), conn));
                     }
                     self.free.push(idx);
@@ -1114,6 +1128,21 @@ impl Endpoint {
     /// destination or ECN codepoint) is kept for the next call, so nothing is lost and the
     /// connection's order is kept.
     pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let t = self.next_batch(now, max_segments, buf)?;
+        self.stats.bytes_sent += t.size as u64;
+        self.stats.datagrams_sent += match t.segment_size {
+            Some(s) => t.size.div_ceil(s.max(1)) as u64,
+            None => 1,
+        };
+        Some(t)
+    }
+
+    fn next_batch(
         &mut self,
         now: Instant,
         max_segments: usize,

@@ -223,8 +223,17 @@ pub struct Connection {
 pub struct ConnectionStats {
     /// Smoothed round-trip time (RFC 9002 §5.3).
     pub rtt: Duration,
+    /// Minimum round-trip time seen (RFC 9002 §5.2).
+    pub min_rtt: Duration,
     /// Congestion window in bytes.
     pub congestion_window: u64,
+    /// Bytes in flight (RFC 9002 §2).
+    pub bytes_in_flight: u64,
+    /// The largest UDP payload packets use now: 1200 until path MTU discovery (RFC 8899)
+    /// finds more.
+    pub path_mtu: u16,
+    /// How long the handshake took, once it completed.
+    pub handshake_duration: Option<Duration>,
     /// Streams with state on this connection.
     pub open_streams: usize,
     /// Datagrams, packets and bytes sent, received, lost and dropped.
@@ -315,13 +324,21 @@ impl Connection {
         match s.proto(self.inner.id) {
             Some(c) => ConnectionStats {
                 rtt: c.rtt(),
+                min_rtt: c.rtt_estimator().min(),
                 congestion_window: c.congestion_window(),
+                bytes_in_flight: c.bytes_in_flight(),
+                path_mtu: c.path_mtu(),
+                handshake_duration: c.handshake_duration(),
                 open_streams: c.open_streams(),
                 counters: c.stats(),
             },
             None => ConnectionStats {
                 rtt: Duration::ZERO,
+                min_rtt: Duration::ZERO,
                 congestion_window: 0,
+                bytes_in_flight: 0,
+                path_mtu: 0,
+                handshake_duration: None,
                 open_streams: 0,
                 counters: Default::default(),
             },

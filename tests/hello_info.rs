@@ -1,0 +1,92 @@
+//! `examples/hello` as an operator sees it: `/api/info` over HTTP/3 shows the connection's
+//! and the endpoint's stats, and `--qlog DIR` writes a qlog trace of the connection.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
+    let dir = Dir(std::env::temp_dir().join(format!("gquic-hello-info-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let qlogs = dir.0.join("qlogs");
+    let served = common::serve(
+        "hello",
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--qlog",
+            qlogs.to_str().unwrap(),
+        ],
+    );
+    let o = Command::new(common::example("get"))
+        .args([
+            &format!("https://localhost:{}/api/info", served.port),
+            "--ca",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["protocol"], "h3", "{info}");
+    let conn = &info["connection"];
+    assert!(conn["packets_received"].as_u64().unwrap() > 0, "{info}");
+    assert!(conn["bytes_sent"].as_u64().unwrap() > 1000, "{info}");
+    assert!(conn["rtt_ms"].as_f64().unwrap() > 0.0, "{info}");
+    assert!(conn["handshake_ms"].as_f64().unwrap() > 0.0, "{info}");
+    assert!(conn["path_mtu"].as_u64().unwrap() >= 1200, "{info}");
+    assert!(conn["congestion_window"].as_u64().unwrap() > 0, "{info}");
+    let ep = &info["endpoint"];
+    assert_eq!(ep["accepted"], 1, "{info}");
+    assert_eq!(ep["open_connections"], 1, "{info}");
+    assert!(ep["datagrams_received"].as_u64().unwrap() >= 2, "{info}");
+    assert!(ep["bytes_sent"].as_u64().unwrap() > 1000, "{info}");
+
+    // A graceful shutdown closes the connection; the server's trace ends with it.
+    assert!(
+        served.interrupt_and_wait(Duration::from_secs(20)),
+        "hello did not shut down on SIGINT"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let trace = loop {
+        let text = std::fs::read_dir(&qlogs)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with("_server.sqlog"))
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .unwrap_or_default();
+        if text.contains("quic:connection_closed") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(trace.starts_with('\u{1e}'), "{trace:.200}");
+    for name in [
+        "quic:connection_started",
+        "quic:packet_received",
+        "quic:packet_sent",
+        "quic:connection_closed",
+    ] {
+        assert!(trace.contains(name), "no {name} in the server's qlog");
+    }
+    for record in trace.split('\u{1e}').skip(1) {
+        serde_json::from_str::<serde_json::Value>(record).unwrap();
+    }
+}
