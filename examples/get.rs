@@ -6,6 +6,8 @@
 //! protocol and the response headers (and trailers) to stderr. `--ca FILE` trusts a PEM
 //! certificate (for example the one `examples/hello` prints); `-k` accepts any certificate.
 //! Exits non-zero if the request fails (an HTTP error status is not a failure, as in curl).
+//! `SSLKEYLOGFILE` gets the TLS secrets (NSS key log format, for Wireshark) and `QLOGDIR` a
+//! qlog trace of the connection, when they are set.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -18,6 +18,9 @@
 //!   finishes it; the server answers with the bytes of `DIR/path` and finishes, or resets the
 //!   stream if there is no such file. Unreliable datagrams (RFC 9221) are echoed back.
 //!
+//! Both sides honour `SSLKEYLOGFILE` (TLS secrets in the NSS key log format, for Wireshark)
+//! and `QLOGDIR` (a qlog trace per connection).
+//!
 //! With `--retry` every client without a valid token gets a Retry first (RFC 9000 §8.1.2);
 //! clients get NEW_TOKEN tokens for their next connection.
 //! Without `--cert`/`--key` it makes a development certificate for `localhost`. It resumes

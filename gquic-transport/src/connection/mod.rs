@@ -622,6 +622,7 @@ impl Connection {
             side = ?side,
             remote = %remote,
             cid = %local_cid,
+            odcid = %original_dst_cid,
             alpn = tracing::field::Empty
         );
         let streams = Streams::new(
