@@ -1,6 +1,8 @@
 //! `examples/hello` as an operator sees it: `/api/info` over HTTP/3 shows the connection's
 //! and the endpoint's stats, and `--qlog DIR` writes a qlog trace of the connection.
 
+#![allow(clippy::disallowed_methods)] // Deadlines on the real clock.
+
 mod common;
 
 use std::path::PathBuf;

@@ -65,6 +65,7 @@ pub fn serve(name: &str, extra: &[&str]) -> Served {
 
 impl Served {
     /// Asks the server to shut down gracefully (SIGINT, as Ctrl-C) and waits until it exits.
+    #[allow(clippy::disallowed_methods)] // A test's deadline on the real clock.
     pub fn interrupt_and_wait(mut self, timeout: std::time::Duration) -> bool {
         let pid = self._child.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
