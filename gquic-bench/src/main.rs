@@ -20,7 +20,8 @@
 //!   GETs of 100 B; and gquic answering from an axum `Router` through `gquic_axum::serve`; one
 //!   warm-up and R (5) runs per stack, interleaved.
 //! - `streams`, `handshakes`, `latency`, `idle [--connections N] [--gquic-only]`: the small
-//!   scenarios (see `scenarios`), gquic and quinn interleaved.
+//!   scenarios (see `scenarios`), gquic and quinn interleaved; `streams` and full
+//!   `handshakes` also on multi-thread runtimes (`-mt` lines).
 //! - `ceilings`: packet protection and raw UDP send rates on this host.
 //! - `all`: every scenario above in one run.
 //!
@@ -171,27 +172,44 @@ fn small_scenarios(which: &str, args: &[String], runs: usize) -> Result<(), Stri
     let dir = bulk::write_cert_dir(which)?;
     let d = dir.display().to_string();
     let ct = measure::Flavour::CurrentThread.name().to_owned();
+    let mt = measure::Flavour::MultiThread.name().to_owned();
+    // The multi-thread variants: each side on a 2-worker runtime (labels end in `-mt`).
+    let label = |name: &str, flavour: &str| {
+        if flavour == "mt" {
+            format!("{name}-mt")
+        } else {
+            name.to_owned()
+        }
+    };
     let result = (|| {
         if which == "streams" || which == "all" {
             let n: u64 = flag(args, "--count").unwrap_or(100_000);
             println!(
                 "\nstreams: {n} bidirectional streams of {} B echoed, {} at a time, one \
-                 connection, ct; 1 warm-up + {runs} runs per stack, interleaved; median (min-max)",
+                 connection, ct and mt; 1 warm-up + {runs} runs per stack, interleaved; median \
+                 (min-max)",
                 measure::SMALL,
                 measure::CONCURRENT_STREAMS
             );
-            let a = ["streams".into(), d.clone(), n.to_string(), ct.clone()];
-            scenarios::compare("streams", &a, runs, scenarios::Metric::Rate("stream"))?;
+            for f in [&ct, &mt] {
+                let a = ["streams".into(), d.clone(), n.to_string(), f.clone()];
+                scenarios::compare(
+                    &label("streams", f),
+                    &a,
+                    runs,
+                    scenarios::Metric::Rate("stream"),
+                )?;
+            }
         }
         if which == "handshakes" || which == "all" {
             let n: u64 = flag(args, "--count").unwrap_or(5_000);
             println!(
                 "\nhandshakes: {n} connections (full; resumed: up to 2000), {} at a time, each \
-                 closed once established (ECDSA P-256, X25519MLKEM768 offered), ct; 1 warm-up + \
-                 {runs} runs per stack",
+                 closed once established (ECDSA P-256, X25519MLKEM768 offered), ct (full also \
+                 mt); 1 warm-up + {runs} runs per stack",
                 measure::CONCURRENT_HANDSHAKES
             );
-            for mode in ["full", "resume"] {
+            for (mode, f) in [("full", &ct), ("resume", &ct), ("full", &mt)] {
                 // The resumed variant runs 2,000 (it only needs to show the difference).
                 let n = if mode == "resume" { n.min(2_000) } else { n };
                 let a = [
@@ -199,10 +217,10 @@ fn small_scenarios(which: &str, args: &[String], runs: usize) -> Result<(), Stri
                     d.clone(),
                     n.to_string(),
                     mode.to_owned(),
-                    ct.clone(),
+                    f.clone(),
                 ];
                 scenarios::compare(
-                    &format!("handshakes-{mode}"),
+                    &label(&format!("handshakes-{mode}"), f),
                     &a,
                     runs,
                     scenarios::Metric::Rate("handshake"),

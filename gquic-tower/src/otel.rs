@@ -441,4 +441,39 @@ mod tests {
         inject(&Context::new(), &mut none);
         assert!(none.is_empty());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header value: no panic, and whatever is accepted has valid IDs.
+        #[test]
+        fn arbitrary_traceparent_values_never_panic(value in "[ -~]{0,80}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(TRACEPARENT, v);
+            }
+            let cx = extract(&h);
+            let sc = cx.span().span_context().clone();
+            if sc.is_valid() {
+                prop_assert!(sc.trace_id() != TraceId::INVALID && sc.span_id() != SpanId::INVALID);
+            }
+        }
+
+        /// Well-formed version-00 headers round-trip through `extract` and `inject`.
+        #[test]
+        fn valid_traceparents_round_trip(
+            trace in 1u128..,
+            span in 1u64..,
+            sampled in any::<bool>(),
+        ) {
+            let tp = format!("00-{trace:032x}-{span:016x}-{:02x}", u8::from(sampled));
+            let cx = extract(&headers(&tp));
+            let sc = cx.span().span_context().clone();
+            prop_assert!(sc.is_valid());
+            prop_assert_eq!(sc.is_sampled(), sampled);
+            let mut out = HeaderMap::new();
+            inject(&cx, &mut out);
+            prop_assert_eq!(out.get(TRACEPARENT).unwrap().to_str().unwrap(), tp.as_str());
+        }
+    }
 }
