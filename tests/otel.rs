@@ -3,6 +3,7 @@
 //! of `gquic_tower::OtelLayer` with the HTTP semantic-convention attributes, and the client's
 //! W3C trace-context propagation (the server span is the child of the client's span).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,32 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A response body that sends one chunk after `delay`, then ends: a span that ends with the
+/// body lasts at least that long.
+struct SlowBody {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    sent: bool,
+}
+
+impl http_body::Body for SlowBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"slow",
+        )))))
+    }
+}
 
 fn attr<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>, key: &str) -> Option<Value> {
     attrs
@@ -104,6 +131,15 @@ async fn metrics_and_the_server_span_of_a_request_through_axum_over_http3() {
     let app = Router::new()
         .route("/hello/{name}", get(|| async { "hello" }))
         .route(
+            "/slow",
+            get(|| async {
+                axum::body::Body::new(SlowBody {
+                    sleep: Box::pin(tokio::time::sleep(Duration::from_millis(300))),
+                    sent: false,
+                })
+            }),
+        )
+        .route(
             "/boom",
             get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         )
@@ -140,6 +176,12 @@ async fn metrics_and_the_server_span_of_a_request_through_axum_over_http3() {
         .await
         .unwrap();
     assert_eq!(boom.status(), 500);
+    let slow = client
+        .get(format!("https://localhost:{port}/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.text().await.unwrap(), "slow");
     parent_cx.span().end();
 
     // The server span, with the HTTP semantic conventions, child of the client's span.
@@ -148,7 +190,7 @@ async fn metrics_and_the_server_span_of_a_request_through_axum_over_http3() {
         .iter()
         .filter(|s| s.span_kind == SpanKind::Server)
         .collect();
-    assert_eq!(server.len(), 2, "{finished:#?}");
+    assert_eq!(server.len(), 3, "{finished:#?}");
     let hello = server
         .iter()
         .find(|s| attr(&s.attributes, "url.path") == Some("/hello/otel".into()))
@@ -190,6 +232,13 @@ async fn metrics_and_the_server_span_of_a_request_through_axum_over_http3() {
     assert!(matches!(boom.status, Status::Error { .. }));
     // Without a current span, no traceparent: the second request's span is a root.
     assert_ne!(boom.span_context.trace_id(), parent_ids.trace_id());
+    // The span lasts until the streamed body has ended, not only until its head.
+    let slow = server
+        .iter()
+        .find(|s| attr(&s.attributes, "url.path") == Some("/slow".into()))
+        .unwrap();
+    let lasted = slow.end_time.duration_since(slow.start_time).unwrap();
+    assert!(lasted >= Duration::from_millis(290), "{lasted:?}");
 
     // The metrics: the transport's and the HTTP layer's.
     drop(client);
@@ -207,7 +256,7 @@ async fn metrics_and_the_server_span_of_a_request_through_axum_over_http3() {
     assert!(total(&metrics, "quic.packets.lost").is_some());
     assert!(total(&metrics, "quic.streams.open").is_some());
     assert_eq!(get("quic.retries.sent"), 0.0);
-    assert_eq!(get("http.server.request.duration"), 2.0);
+    assert_eq!(get("http.server.request.duration"), 3.0);
     let statuses: Vec<Option<Value>> = histogram_attrs(&metrics, "http.server.request.duration")
         .iter()
         .map(|a| attr(a, "http.response.status_code"))

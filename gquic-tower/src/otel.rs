@@ -145,10 +145,14 @@ struct HttpMetrics {
 ///   `network.protocol.name` = `http`, `network.protocol.version` (`3` over HTTP/3),
 ///   `user_agent.original`, `server.address` (the request's authority host);
 /// - `http.response.status_code` once the response head is ready; span status `Error` for
-///   5xx responses and service errors.
+///   5xx responses, service and body errors and requests cancelled before the response.
+///
+/// The span ends when the response body has been sent to its end (or fails, or is dropped
+/// when the client goes away), so streamed responses count in full. The responses' bodies
+/// are wrapped in [`OtelBody`] for that.
 ///
 /// With [`OtelLayer::with_meter_provider`] it also records `http.server.request.duration`
-/// (histogram, seconds, until the response head; attributes `http.request.method`,
+/// (histogram, seconds, until the span ends; attributes `http.request.method`,
 /// `http.response.status_code`, `url.scheme`, `network.protocol.name`,
 /// `network.protocol.version`) and `http.server.active_requests`.
 pub struct OtelLayer<T> {
@@ -203,7 +207,7 @@ impl<T: Tracer> OtelLayer<T> {
             duration: meter
                 .f64_histogram("http.server.request.duration")
                 .with_unit("s")
-                .with_description("Duration of HTTP server requests (until the response head)")
+                .with_description("Duration of HTTP server requests (until the response body ends)")
                 .with_boundaries(vec![
                     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 ])
@@ -257,7 +261,7 @@ where
     T: Tracer,
     T::Span: Send + Sync + 'static,
 {
-    type Response = Response<RB>;
+    type Response = Response<OtelBody<RB>>;
     type Error = S::Error;
     type Future = OtelFuture<S::Future>;
 
@@ -313,41 +317,60 @@ where
         };
         OtelFuture {
             inner: inner.with_context(cx.clone()),
-            cx,
-            metrics: self.layer.metrics.clone(),
-            metric_attrs,
-            start: Instant::now(),
-            done: false,
+            finish: Some(Finish {
+                cx,
+                metrics: self.layer.metrics.clone(),
+                attrs: metric_attrs,
+                has_status: false,
+                start: Instant::now(),
+            }),
+        }
+    }
+}
+
+/// Ends a request's span and records its duration once: when the response body ends, fails
+/// or is dropped (or the response never came).
+struct Finish {
+    cx: Context,
+    metrics: Option<Arc<HttpMetrics>>,
+    /// The metric attributes; the status code (or error type) last when known.
+    attrs: Vec<KeyValue>,
+    /// Whether `attrs` ends with the response's status (not part of the active-requests
+    /// attributes).
+    has_status: bool,
+    start: Instant,
+}
+
+impl Finish {
+    fn error(&self, what: &str) {
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new("error.type", what.to_owned()));
+        span.set_status(Status::error(what.to_owned()));
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.has_status {
+            // The response future was dropped: the client went away first.
+            self.error("request_cancelled");
+        }
+        self.cx.span().end();
+        if let Some(m) = &self.metrics {
+            m.duration
+                .record(self.start.elapsed().as_secs_f64(), &self.attrs);
+            let n = self.attrs.len() - usize::from(self.has_status);
+            m.active.add(-1, &self.attrs[..n]);
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`OtelService`]: ends the span when the response head is
-    /// ready.
+    /// The response future of [`OtelService`].
     pub struct OtelFuture<F> {
         #[pin]
         inner: WithContext<F>,
-        cx: Context,
-        metrics: Option<Arc<HttpMetrics>>,
-        metric_attrs: Vec<KeyValue>,
-        start: Instant,
-        done: bool,
-    }
-
-    impl<F> PinnedDrop for OtelFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if !*this.done {
-                // Cancelled before the response (the client went away).
-                let span = this.cx.span();
-                span.set_status(Status::error("request cancelled"));
-                span.end();
-                if let Some(m) = this.metrics {
-                    m.active.add(-1, this.metric_attrs);
-                }
-            }
-        }
+        finish: Option<Finish>,
     }
 }
 
@@ -356,43 +379,96 @@ where
     F: Future<Output = Result<Response<RB>, E>>,
     E: std::fmt::Display,
 {
-    type Output = F::Output;
+    type Output = Result<Response<OtelBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
-        *this.done = true;
-        let span = this.cx.span();
-        match &out {
+        let Some(mut finish) = this.finish.take() else {
+            panic!("OtelFuture polled after completion");
+        };
+        match out {
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
-                if resp.status().is_server_error() {
-                    span.set_status(Status::error(status.to_string()));
+                let status = resp.status();
+                let code = i64::from(status.as_u16());
+                let span = finish.cx.span();
+                span.set_attribute(KeyValue::new("http.response.status_code", code));
+                if status.is_server_error() {
+                    span.set_status(Status::error(status.as_u16().to_string()));
                 }
-                this.metric_attrs.push(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
+                finish
+                    .attrs
+                    .push(KeyValue::new("http.response.status_code", code));
+                finish.has_status = true;
+                Poll::Ready(Ok(resp.map(|inner| OtelBody {
+                    inner,
+                    finish: Some(finish),
+                })))
             }
             Err(e) => {
-                span.set_attribute(KeyValue::new("error.type", "service_error"));
-                span.set_status(Status::error(e.to_string()));
-                this.metric_attrs
+                finish.error("service_error");
+                finish.cx.span().set_status(Status::error(e.to_string()));
+                finish
+                    .attrs
                     .push(KeyValue::new("error.type", "service_error"));
+                finish.has_status = true;
+                Poll::Ready(Err(e))
             }
         }
-        span.end();
-        if let Some(m) = this.metrics {
-            m.duration
-                .record(this.start.elapsed().as_secs_f64(), this.metric_attrs);
-            let n = this.metric_attrs.len() - 1;
-            m.active.add(-1, &this.metric_attrs[..n]);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body whose end (or failure, or drop) ends the request's span and records
+    /// its duration.
+    pub struct OtelBody<B> {
+        #[pin]
+        inner: B,
+        finish: Option<Finish>,
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for OtelBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtelBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> http_body::Body for OtelBody<B>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll_frame(cx));
+        match &out {
+            None => drop(this.finish.take()),
+            Some(Err(e)) => {
+                if let Some(f) = this.finish.take() {
+                    f.error("body_error");
+                    f.cx.span().set_status(Status::error(e.to_string()));
+                }
+            }
+            Some(Ok(_)) => {}
         }
         Poll::Ready(out)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
