@@ -6,14 +6,19 @@
 //! Only the OpenTelemetry API crate is used: the tracer and meter providers (and their
 //! exporters) are the application's.
 //!
-//! ```ignore
-//! # fn demo(provider: &opentelemetry_sdk::trace::SdkTracerProvider,
-//! #         meters: &opentelemetry_sdk::metrics::SdkMeterProvider) {
+//! ```
 //! use gquic_tower::otel::OtelLayer;
-//! let app = axum::Router::new()
-//!     .route("/", axum::routing::get(|| async { "hello" }))
-//!     .layer(OtelLayer::from_tracer_provider(provider).with_meter_provider(meters));
-//! # }
+//! use tower::ServiceBuilder;
+//!
+//! // The application's providers (here the global ones; with opentelemetry_sdk, its
+//! // `SdkTracerProvider` and `SdkMeterProvider` and `OtelLayer::from_tracer_provider`).
+//! let meters = opentelemetry::global::meter_provider();
+//! let service = ServiceBuilder::new()
+//!     .layer(OtelLayer::new(opentelemetry::global::tracer("my-app")).with_meter_provider(&*meters))
+//!     .service_fn(|_req: http::Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+//!     });
+//! # drop(service);
 //! ```
 
 use std::future::Future;
