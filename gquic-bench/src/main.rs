@@ -235,14 +235,17 @@ fn small_scenarios(which: &str, args: &[String], runs: usize) -> Result<(), Stri
                 measure::LATENCY_WARM_UP
             );
             let a = ["latency".into(), d.clone(), n.to_string(), ct.clone()];
-            let outcomes = scenarios::compare("latency", &a, runs, scenarios::Metric::Latency)?;
+            // Raw UDP runs interleaved with the QUIC ones: the machine's wake-up latency
+            // drifts by tens of microseconds between minutes.
             let mut udp = Vec::new();
-            for _ in 0..runs {
-                udp.push(
-                    measure::udp_pingpong(n, measure::Flavour::CurrentThread)
-                        .map_err(|e| e.to_string())?,
-                );
-            }
+            let outcomes =
+                scenarios::compare_with("latency", &a, runs, scenarios::Metric::Latency, || {
+                    udp.push(
+                        measure::udp_pingpong(n, measure::Flavour::CurrentThread)
+                            .map_err(|e| e.to_string())?,
+                    );
+                    Ok(())
+                })?;
             let p = |o: &measure::Outcome| o.percentiles.unwrap_or_default();
             let udp50 = measure::Spread::of(udp.iter().map(|o| p(o).0)).ok_or("no runs")?;
             let udp99 = measure::Spread::of(udp.iter().map(|o| p(o).1)).ok_or("no runs")?;
