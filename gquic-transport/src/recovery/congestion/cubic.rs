@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{initial_window, minimum_window, Controller, ControllerFactory};
+use super::{
+    finite_ssthresh, initial_window, loss_based_state, minimum_window, Controller,
+    ControllerFactory,
+};
 use crate::recovery::rtt::RttEstimator;
 
 /// RFC 9438 §5: C, in segments per second cubed.
@@ -345,17 +348,11 @@ impl Controller for Cubic {
     }
 
     fn state(&self) -> &'static str {
-        if self.recovering {
-            "recovery"
-        } else if self.in_slow_start() {
-            "slow_start"
-        } else {
-            "congestion_avoidance"
-        }
+        loss_based_state(self.recovering, self.in_slow_start())
     }
 
     fn ssthresh(&self) -> Option<u64> {
-        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
+        finite_ssthresh(self.ssthresh)
     }
 
     fn initial_window(&self) -> u64 {

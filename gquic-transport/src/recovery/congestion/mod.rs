@@ -147,6 +147,22 @@ pub trait Controller: Send + Sync + Debug {
     }
 }
 
+/// The state name of a loss-based controller (RFC 9002 §7.3.1), for [`Controller::state`].
+pub(crate) fn loss_based_state(recovering: bool, slow_start: bool) -> &'static str {
+    if recovering {
+        "recovery"
+    } else if slow_start {
+        "slow_start"
+    } else {
+        "congestion_avoidance"
+    }
+}
+
+/// A slow start threshold for [`Controller::ssthresh`]: `None` while still unset (infinite).
+pub(crate) fn finite_ssthresh(ssthresh: u64) -> Option<u64> {
+    (ssthresh != u64::MAX).then_some(ssthresh)
+}
+
 /// Builds a [`Controller`] for each new connection or path.
 pub trait ControllerFactory: Send + Sync + Debug {
     /// A fresh controller for a path whose maximum datagram size is `max_datagram_size`.
