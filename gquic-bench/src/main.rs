@@ -319,8 +319,10 @@ fn main() -> ExitCode {
             let (Some(dir), Some(conns), Some(requests)) = (path(1), num(2), num(3)) else {
                 return ExitCode::from(2);
             };
-            let axum = args.get(4).map(String::as_str) == Some("axum");
-            match h3bench::child_gquic(&dir, conns as usize, requests, axum) {
+            let mode = args.get(4).map(String::as_str).unwrap_or("");
+            let axum = mode.starts_with("axum");
+            let sharded = mode.ends_with("sharded");
+            match h3bench::child_gquic(&dir, conns as usize, requests, axum, sharded) {
                 Ok(o) => {
                     println!("{}", o.line());
                     ExitCode::SUCCESS

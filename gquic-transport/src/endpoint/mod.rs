@@ -6,7 +6,10 @@
 //! packets of unknown connections, and can refuse new connections. Like [`Connection`], it has
 //! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
 
+mod shard;
 mod token;
+
+pub use self::shard::{Tossed, MAX_SHARDS};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -37,6 +40,7 @@ pub struct EndpointConfig {
     token_key: Option<[u8; 32]>,
     retry_token_lifetime: Duration,
     new_token_lifetime: Duration,
+    shard: Option<shard::Shard>,
     #[cfg(feature = "qlog")]
     qlog_dir: Option<std::path::PathBuf>,
 }
@@ -47,6 +51,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("cid_len", &self.cid_len)
             .field("versions", &self.versions)
             .field("max_stateless_per_second", &self.max_stateless_per_second)
+            .field("shard", &self.shard)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +72,14 @@ pub enum EndpointConfigError {
         "unsupported QUIC version list {0:?}: use a non-empty list of Version::V1 and Version::V2"
     )]
     Versions(Vec<Version>),
+    /// A shard index outside the group, or a group larger than [`MAX_SHARDS`].
+    #[error("shard {index} of {count}: a group has 1 to {MAX_SHARDS} shards, indexed from 0")]
+    Shard {
+        /// The index asked for.
+        index: usize,
+        /// The group size asked for.
+        count: usize,
+    },
 }
 
 impl EndpointConfig {
@@ -83,6 +96,7 @@ impl EndpointConfig {
             token_key: None,
             retry_token_lifetime: Duration::from_secs(10),
             new_token_lifetime: Duration::from_secs(24 * 3600),
+            shard: None,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -111,6 +125,26 @@ impl EndpointConfig {
     pub fn token_key(&mut self, key: [u8; 32]) -> &mut Self {
         self.token_key = Some(key);
         self
+    }
+
+    /// Makes this endpoint shard `index` of a group of `count` endpoints behind one address
+    /// (SO_REUSEPORT sockets): every connection ID it issues names the shard, and a datagram
+    /// for another shard's connection is handed out through [`Endpoint::poll_tossed`] instead
+    /// of being answered with a stateless reset. The shards of a group must share the rest of
+    /// the configuration (clone it). See [`crate::runtime::Endpoint::new_sharded`], which
+    /// does all this.
+    ///
+    /// # Errors
+    /// [`EndpointConfigError::Shard`] unless `index < count <= MAX_SHARDS`.
+    pub fn shard(&mut self, index: usize, count: usize) -> Result<&mut Self, EndpointConfigError> {
+        if count == 0 || count > MAX_SHARDS || index >= count {
+            return Err(EndpointConfigError::Shard { index, count });
+        }
+        self.shard = (count > 1).then_some(shard::Shard {
+            index: index as u8,
+            count: count as u8,
+        });
+        Ok(self)
     }
 
     /// How long a Retry token is good for (default 10 s: the client uses it at once).
@@ -222,6 +256,9 @@ impl Timers {
 /// (65,535 less the IPv4 and UDP headers).
 const MAX_BATCH_BYTES: usize = 65_507;
 
+/// Tossed datagrams waiting for [`Endpoint::poll_tossed`] at most.
+pub const TOSSED_QUEUE: usize = 1024;
+
 /// Identifies a connection within its endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub usize);
@@ -254,6 +291,26 @@ pub struct EndpointStats {
     pub bytes_sent: u64,
     /// Connections removed after closing and draining (RFC 9000 §10).
     pub drained: u64,
+    /// Datagrams handed to another shard of the group ([`Endpoint::poll_tossed`]).
+    pub tossed: u64,
+}
+
+impl std::ops::AddAssign for EndpointStats {
+    fn add_assign(&mut self, o: Self) {
+        self.accepted += o.accepted;
+        self.refused += o.refused;
+        self.version_negotiations += o.version_negotiations;
+        self.stateless_resets += o.stateless_resets;
+        self.dropped += o.dropped;
+        self.retries += o.retries;
+        self.invalid_tokens += o.invalid_tokens;
+        self.datagrams_received += o.datagrams_received;
+        self.bytes_received += o.bytes_received;
+        self.datagrams_sent += o.datagrams_sent;
+        self.bytes_sent += o.bytes_sent;
+        self.drained += o.drained;
+        self.tossed += o.tossed;
+    }
 }
 
 /// The sans-IO endpoint. See the module documentation.
@@ -275,6 +332,10 @@ pub struct Endpoint {
     cid_expander: Box<dyn HkdfExpander>,
     reset_expander: Box<dyn HkdfExpander>,
     token_expander: Box<dyn HkdfExpander>,
+    /// The key of the shard mask in connection IDs ([`shard`]).
+    shard_key: u64,
+    /// Datagrams for another shard's connections, for the driver to hand on.
+    tossed: VecDeque<Tossed>,
     /// An instant and the Unix time in ms at it: tokens carry wall-clock times so that other
     /// servers (and restarts) can check them.
     clock: Option<(Instant, u64)>,
@@ -382,6 +443,8 @@ impl Endpoint {
             }
         };
         let token_expander = config.expander(&token_secret)?;
+        let mut shard_key = [0u8; 8];
+        let _ = reset_expander.expand_slice(&[b"shard key"], &mut shard_key);
         Ok(Self {
             stateless_tokens: f64::from(config.max_stateless_per_second),
             config,
@@ -398,6 +461,8 @@ impl Endpoint {
             cid_expander,
             reset_expander,
             token_expander,
+            shard_key: u64::from_le_bytes(shard_key),
+            tossed: VecDeque::new(),
             clock: None,
             cid_counter: 0,
             refuse: false,
@@ -510,6 +575,9 @@ impl Endpoint {
                 .is_err()
             {
                 out.fill(self.cid_counter as u8);
+            }
+            if let Some(sh) = self.config.shard {
+                shard::encode(out, sh.index, self.shard_key);
             }
             let cid = ConnectionId::new(out);
             if !self.by_cid.contains_key(&cid) {
@@ -693,6 +761,55 @@ impl Endpoint {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) -> Option<ConnectionHandle> {
+        self.handle_inner(now, remote, ecn, data, true)
+    }
+
+    /// Handles a datagram another shard of the group tossed to this one
+    /// ([`Endpoint::poll_tossed`]): like [`Endpoint::handle_datagram_ecn`], except that it is
+    /// never tossed again (an ID no shard knows gets a stateless reset from this one).
+    pub fn handle_tossed(&mut self, now: Instant, tossed: Tossed) -> Option<ConnectionHandle> {
+        self.handle_inner(now, tossed.remote, tossed.ecn, tossed.data, false)
+    }
+
+    /// The next datagram that arrived here but belongs to a connection of another shard
+    /// ([`EndpointConfig::shard`]): the driver hands it to that shard's
+    /// [`Endpoint::handle_tossed`]. Call after [`Endpoint::handle_datagram_ecn`]; at most
+    /// [`TOSSED_QUEUE`] wait, the oldest are dropped beyond.
+    pub fn poll_tossed(&mut self) -> Option<Tossed> {
+        self.tossed.pop_front()
+    }
+
+    /// The shard that owns `dst_cid`, if it is another shard of this one's group.
+    fn other_shard(&self, dst_cid: &[u8]) -> Option<u8> {
+        let sh = self.config.shard?;
+        shard::decode(dst_cid, self.config.cid_len, sh.count, self.shard_key)
+            .filter(|&t| t != sh.index)
+    }
+
+    /// Queues a datagram for the shard that owns its connection.
+    fn toss(&mut self, shard: u8, remote: SocketAddr, ecn: Option<EcnCodepoint>, data: BytesMut) {
+        if self.tossed.len() >= TOSSED_QUEUE {
+            self.tossed.pop_front();
+            self.stats.dropped += 1;
+        }
+        self.stats.tossed += 1;
+        tracing::trace!(shard, %remote, "datagram for another shard");
+        self.tossed.push_back(Tossed {
+            shard: usize::from(shard),
+            remote,
+            ecn,
+            data,
+        });
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+        may_toss: bool,
+    ) -> Option<ConnectionHandle> {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += data.len() as u64;
         let Some(p) = peek(&data, self.config.cid_len) else {
@@ -722,6 +839,10 @@ impl Endpoint {
                         return Some(ConnectionHandle(idx));
                     }
                 }
+            }
+            if let Some(shard) = self.other_shard(p.dst_cid).filter(|_| may_toss) {
+                self.toss(shard, remote, ecn, data);
+                return None;
             }
             self.stateless_reset(now, remote, &data, p.dst_cid);
             return None;
@@ -756,7 +877,16 @@ impl Endpoint {
         }
         // A new connection: only from an Initial in a full-size datagram (RFC 9000 §14.1)
         // with a Destination Connection ID of at least 8 bytes (§7.2).
-        let is_initial = LongType::from_bits(version, p.long_type_bits) == LongType::Initial;
+        let long_type = LongType::from_bits(version, p.long_type_bits);
+        let is_initial = long_type == LongType::Initial;
+        // Handshake packets carry an ID this group issued; Initial and 0-RTT ones may carry
+        // the client's own choice, and stay where they land.
+        if long_type == LongType::Handshake && may_toss {
+            if let Some(shard) = self.other_shard(p.dst_cid) {
+                self.toss(shard, remote, ecn, data);
+                return None;
+            }
+        }
         let (Some(server), Some(dst), Some(src)) = (
             self.server.clone(),
             dst,

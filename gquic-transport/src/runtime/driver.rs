@@ -41,6 +41,10 @@ pub(super) struct Driver {
     pending: Option<Transmit>,
     /// Receive calls in a row that brought only small messages (see [`WIDEN_AFTER`]).
     small_receives: u32,
+    /// Datagrams for other shards of the group, handed on once this shard's lock is let go.
+    outbox: Vec<crate::endpoint::Tossed>,
+    /// The inbox's datagrams while they are handled (keeps both vectors' allocations).
+    inbox: Vec<crate::endpoint::Tossed>,
     span: tracing::Span,
 }
 
@@ -55,6 +59,8 @@ impl Driver {
             send: Vec::with_capacity(MAX_DATAGRAM),
             pending: None,
             small_receives: 0,
+            outbox: Vec::new(),
+            inbox: Vec::new(),
             span,
         }
     }
@@ -134,6 +140,26 @@ impl Future for Driver {
                     Poll::Pending => break,
                 }
             }
+            // 1b. Datagrams other shards of the group received for connections of this one.
+            if !state.inbox.is_empty() {
+                std::mem::swap(&mut this.inbox, &mut state.inbox);
+                for t in this.inbox.drain(..) {
+                    received += 1;
+                    state.ep.handle_tossed(now, t);
+                }
+                state.reap();
+            }
+            // 1c. Datagrams this shard received for another's connections (after a 4-tuple
+            // change): handed on without holding two shards' locks at once.
+            while let Some(t) = state.ep.poll_tossed() {
+                this.outbox.push(t);
+            }
+            if !this.outbox.is_empty() {
+                let group = state.group.clone();
+                drop(state);
+                hand_on(&group, &mut this.outbox);
+                state = shared.lock();
+            }
             // 2. Timers.
             if state.ep.poll_timeout().is_some_and(|t| t <= now) {
                 state.ep.handle_timeout(now);
@@ -212,6 +238,23 @@ impl Future for Driver {
                 }
             }
             return Poll::Pending;
+        }
+    }
+}
+
+/// Tossed datagrams a shard's inbox holds at most; more are dropped (the peer retransmits).
+const INBOX_LIMIT: usize = 4096;
+
+/// Gives each tossed datagram to its shard and wakes that shard's driver.
+fn hand_on(group: &[std::sync::Weak<Shared>], outbox: &mut Vec<crate::endpoint::Tossed>) {
+    for t in outbox.drain(..) {
+        let Some(target) = group.get(t.shard).and_then(std::sync::Weak::upgrade) else {
+            continue;
+        };
+        let mut s = target.lock();
+        if s.inbox.len() < INBOX_LIMIT && !s.driver_done {
+            s.inbox.push(t);
+            s.wake_driver();
         }
     }
 }

@@ -26,6 +26,14 @@ pub(crate) struct Gone {
 }
 
 impl Gone {
+    fn merge(&mut self, o: &Gone) {
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.packets_sent += o.packets_sent;
+        self.packets_received += o.packets_received;
+        self.packets_lost += o.packets_lost;
+    }
+
     pub(crate) fn add(&mut self, s: &ConnectionStats) {
         self.bytes_sent += s.bytes_sent;
         self.bytes_received += s.bytes_received;
@@ -71,24 +79,31 @@ fn close_reason(e: Option<&ConnectionError>) -> &'static str {
     }
 }
 
-/// Totals over the endpoint's live connections and those gone.
-fn totals(shared: &Shared) -> (Gone, i64, u64) {
-    let s = shared.lock();
-    let mut t = s.gone;
+/// Totals over the endpoint's live connections and those gone, over every shard still
+/// alive (one lock at a time); `None` once the endpoint is gone.
+fn totals(shards: &[Weak<Shared>]) -> Option<(Gone, i64, u64)> {
+    let mut t = Gone::default();
     let mut streams = 0i64;
-    let handles: Vec<_> = s.by_handle.keys().copied().collect();
-    for h in handles {
-        if let Some(c) = s.ep.connection(h) {
-            t.add(&c.stats());
-            streams += c.open_streams() as i64;
+    let mut retries = 0;
+    let mut alive = false;
+    for shared in shards.iter().filter_map(Weak::upgrade) {
+        alive = true;
+        let s = shared.lock();
+        t.merge(&s.gone);
+        for &h in s.by_handle.keys() {
+            if let Some(c) = s.ep.connection(h) {
+                t.add(&c.stats());
+                streams += c.open_streams() as i64;
+            }
         }
+        retries += s.ep.stats().retries;
     }
-    (t, streams, s.ep.stats().retries)
+    alive.then_some((t, streams, retries))
 }
 
 impl Metrics {
-    /// Creates the instruments on `meter` for an endpoint whose state is `shared`.
-    pub(crate) fn new(meter: &Meter, shared: Weak<Shared>) -> Self {
+    /// Creates the instruments on `meter` for an endpoint whose shards are `shared`.
+    pub(crate) fn new(meter: &Meter, shared: Arc<[Weak<Shared>]>) -> Self {
         let observed = |name: &'static str,
                         unit: &'static str,
                         description: &'static str,
@@ -99,8 +114,7 @@ impl Metrics {
                 .with_unit(unit)
                 .with_description(description)
                 .with_callback(move |o| {
-                    if let Some(shared) = shared.upgrade() {
-                        let (t, _, retries) = totals(&shared);
+                    if let Some((t, _, retries)) = totals(&shared) {
                         o.observe(pick(&t, retries), &[]);
                     }
                 })
@@ -148,8 +162,7 @@ impl Metrics {
                 .with_unit("{stream}")
                 .with_description("Streams with state on the endpoint's connections")
                 .with_callback(move |o| {
-                    if let Some(shared) = shared.upgrade() {
-                        let (_, streams, _) = totals(&shared);
+                    if let Some((_, streams, _)) = totals(&shared) {
                         o.observe(streams, &[]);
                     }
                 })
@@ -272,7 +285,10 @@ impl Metrics {
 }
 
 /// Installs metrics on an endpoint's state.
-pub(crate) fn install(shared: &Arc<Shared>, meter: &Meter) {
-    let metrics = Arc::new(Metrics::new(meter, Arc::downgrade(shared)));
-    shared.lock().metrics = Some(metrics);
+pub(crate) fn install(shards: &[Arc<Shared>], meter: &Meter) {
+    let weak: Arc<[Weak<Shared>]> = shards.iter().map(Arc::downgrade).collect();
+    let metrics = Arc::new(Metrics::new(meter, weak));
+    for shared in shards {
+        shared.lock().metrics = Some(metrics.clone());
+    }
 }

@@ -40,7 +40,8 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -85,6 +86,9 @@ pub enum EndpointError {
     /// No tokio runtime is running on this thread.
     #[error("no tokio runtime: create endpoints inside a tokio runtime")]
     NoRuntime,
+    /// [`Endpoint::rebind`] on an endpoint with several sockets.
+    #[error("rebind needs an endpoint with one socket; this one has {0}")]
+    RebindSharded(usize),
 }
 
 impl From<EndpointError> for io::Error {
@@ -171,6 +175,10 @@ pub(crate) struct State {
     pub(crate) local: SocketAddr,
     /// A socket [`Endpoint::rebind`] handed over, for the driver to switch to.
     pub(crate) new_socket: Option<udp::UdpIo>,
+    /// Datagrams another shard of the group handed over (their connection lives here).
+    pub(crate) inbox: Vec<proto::Tossed>,
+    /// Every shard of the group by index, this one included; empty for a lone socket.
+    pub(crate) group: Vec<Weak<Shared>>,
     /// OpenTelemetry instruments, once [`Endpoint::set_meter_provider`] is called.
     #[cfg(feature = "otel")]
     pub(crate) metrics: Option<Arc<metrics::Metrics>>,
@@ -436,14 +444,30 @@ impl Shared {
     }
 }
 
-/// A QUIC endpoint on one UDP socket: accepts connections (with a server configuration),
-/// starts them (with a client configuration), or both. Many connections share the socket.
+/// A QUIC endpoint on one UDP socket, or on several ([`Endpoint::new_sharded`]): accepts
+/// connections (with a server configuration), starts them (with a client configuration), or
+/// both. Many connections share a socket.
 ///
-/// Cloning gives another handle to the same endpoint. The endpoint's background task runs
+/// Cloning gives another handle to the same endpoint. The endpoint's background tasks run
 /// while a handle or a connection lives; dropping every handle lets connections finish.
+///
+/// With several sockets, each has a background task (a shard) of its own with its own
+/// connections, so a multi-thread runtime spreads them over its workers; the handle accepts
+/// from every shard and starts each new connection on the least loaded one.
 #[derive(Debug)]
 pub struct Endpoint {
-    shared: Arc<Shared>,
+    shards: Arc<[Arc<Shared>]>,
+    /// Where the next [`Endpoint::accept`] starts looking, so no shard starves.
+    next: Arc<AtomicUsize>,
+}
+
+/// Sums of the group's counters; locks one shard at a time.
+fn sum_stats(shards: &[Arc<Shared>]) -> proto::EndpointStats {
+    let mut total = proto::EndpointStats::default();
+    for sh in shards {
+        total += sh.lock().ep.stats();
+    }
+    total
 }
 
 impl std::fmt::Debug for Shared {
@@ -454,22 +478,27 @@ impl std::fmt::Debug for Shared {
 
 impl Clone for Endpoint {
     fn clone(&self) -> Self {
-        self.shared.lock().endpoint_refs += 1;
+        for sh in self.shards.iter() {
+            sh.lock().endpoint_refs += 1;
+        }
         Self {
-            shared: self.shared.clone(),
+            shards: self.shards.clone(),
+            next: self.next.clone(),
         }
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        let mut s = self.shared.lock();
-        s.endpoint_refs -= 1;
-        if s.endpoint_refs == 0 {
-            s.ep.refuse_new_connections(true);
-            s.closed = true;
-            s.drop_incoming();
-            s.wake_driver();
+        for sh in self.shards.iter() {
+            let mut s = sh.lock();
+            s.endpoint_refs -= 1;
+            if s.endpoint_refs == 0 {
+                s.ep.refuse_new_connections(true);
+                s.closed = true;
+                s.drop_incoming();
+                s.wake_driver();
+            }
         }
     }
 }
@@ -510,6 +539,60 @@ pub fn bind_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     }
 }
 
+/// Binds `count` UDP sockets to one address with `SO_REUSEPORT`, for
+/// [`Endpoint::new_sharded`]: the kernel spreads incoming datagrams over them by 4-tuple.
+/// Port 0 picks a free port for the first and binds the others to it. An unspecified IPv6
+/// address gives dual-stack sockets, as [`bind_socket`] does.
+///
+/// # Errors
+/// The sockets cannot be created or bound; `count` is 0
+/// ([`io::ErrorKind::InvalidInput`]); `count` is above 1 on a platform without
+/// `SO_REUSEPORT` ([`io::ErrorKind::Unsupported`]).
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    if count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bind_reuseport needs at least one socket",
+        ));
+    }
+    if count == 1 {
+        return Ok(vec![bind_socket(addr)?]);
+    }
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    {
+        let mut addr = addr;
+        let mut sockets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            if let SocketAddr::V6(a) = addr {
+                if a.ip().is_unspecified() {
+                    socket.set_only_v6(false)?;
+                }
+            }
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())?;
+            if addr.port() == 0 {
+                if let Some(bound) = socket.local_addr()?.as_socket() {
+                    addr.set_port(bound.port());
+                }
+            }
+            sockets.push(socket.into());
+        }
+        Ok(sockets)
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not available on this platform: use one socket",
+        ))
+    }
+}
+
 impl Endpoint {
     /// A server endpoint bound to `addr`, accepting connections with `config`.
     ///
@@ -524,6 +607,32 @@ impl Endpoint {
         let socket = bind_socket(addr)?;
         let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
         Self::new(ep_config, Some(config), socket)
+    }
+
+    /// A server endpoint with `sockets` sockets bound to `addr` with `SO_REUSEPORT`
+    /// ([`bind_reuseport`]), one shard each ([`Endpoint::new_sharded`]): on a multi-thread
+    /// runtime, connections are processed on several cores. One socket per core is the usual
+    /// choice (`std::thread::available_parallelism`).
+    ///
+    /// # Errors
+    /// As [`Endpoint::server`] and [`bind_reuseport`]; [`EndpointConfigError::Shard`] above
+    /// [`proto::MAX_SHARDS`] sockets.
+    pub fn server_reuseport(
+        config: ServerConfig,
+        addr: SocketAddr,
+        sockets: usize,
+    ) -> Result<Self, EndpointError> {
+        let provider = config.crypto.crypto_provider().clone();
+        if sockets > proto::MAX_SHARDS {
+            return Err(EndpointConfigError::Shard {
+                index: 0,
+                count: sockets,
+            }
+            .into());
+        }
+        let sockets = bind_reuseport(addr, sockets)?;
+        let ep_config = EndpointConfig::new(provider.clone(), random_bytes(&provider));
+        Self::new_sharded(ep_config, Some(config), sockets)
     }
 
     /// A client endpoint bound to `addr` (use port 0 for any), with the default crypto
@@ -551,18 +660,41 @@ impl Endpoint {
     /// [`EndpointError`] if the socket cannot be registered with tokio or the configuration
     /// is unusable.
     pub fn new(
-        #[allow(unused_mut)] mut config: EndpointConfig,
+        config: EndpointConfig,
         server: Option<ServerConfig>,
         socket: std::net::UdpSocket,
     ) -> Result<Self, EndpointError> {
+        Self::new_sharded(config, server, vec![socket])
+    }
+
+    /// An endpoint over several sockets, one shard (state machine and background task) per
+    /// socket. Either a group bound to one address with `SO_REUSEPORT` ([`bind_reuseport`]),
+    /// which spreads one server address over several cores, or sockets on different ports
+    /// (a client spreading its connections over several local ports).
+    ///
+    /// Every connection lives on one shard. New connections go to the shard whose socket
+    /// received their first Initial (server) or to the shard with the fewest connections
+    /// ([`Endpoint::connect_with`]). The connection IDs a shard issues name it
+    /// ([`EndpointConfig::shard`]), so a datagram the kernel delivers to another socket of the
+    /// group (after a NAT rebinding or a migration changed its 4-tuple) is handed to the right
+    /// shard instead of being answered with a stateless reset. The shards share `config`: its
+    /// reset key and token key, so a Retry or NEW_TOKEN token from one is good at another.
+    ///
+    /// # Errors
+    /// [`EndpointError`] if a socket cannot be registered with tokio or the configuration is
+    /// unusable; [`EndpointConfigError::Shard`] for no sockets or more than
+    /// [`proto::MAX_SHARDS`].
+    pub fn new_sharded(
+        #[allow(unused_mut)] mut config: EndpointConfig,
+        server: Option<ServerConfig>,
+        sockets: Vec<std::net::UdpSocket>,
+    ) -> Result<Self, EndpointError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
-        socket.set_nonblocking(true)?;
-        let local = socket.local_addr()?;
-        let socket = {
-            let _enter = runtime.enter();
-            tokio::net::UdpSocket::from_std(socket)?
-        };
+        let count = sockets.len();
+        if count == 0 || count > proto::MAX_SHARDS {
+            return Err(EndpointConfigError::Shard { index: 0, count }.into());
+        }
         #[cfg(feature = "qlog")]
         if config.qlog_dir_path().is_none() {
             if let Some(dir) = std::env::var_os("QLOGDIR").filter(|d| !d.is_empty()) {
@@ -574,48 +706,91 @@ impl Endpoint {
                 }
             }
         }
-        let secret = random_bytes(config.provider());
-        let mut ep = proto::Endpoint::new(config, server.map(Arc::new), secret)?;
-        // Tokens carry wall-clock times, so a fleet (or a restarted server) can check them.
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        ep.set_unix_time(Instant::now(), unix_ms);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                ep,
-                conns: FastMap::default(),
-                by_handle: FastMap::default(),
-                next_id: 0,
-                incoming: VecDeque::new(),
-                accept_wakers: Vec::new(),
-                driver_waker: None,
-                endpoint_refs: 1,
-                closed: false,
-                idle_wakers: Vec::new(),
-                default_client: None,
-                socket_error: None,
-                driver_done: false,
-                local,
-                new_socket: None,
-                #[cfg(feature = "otel")]
-                metrics: None,
-                #[cfg(feature = "otel")]
-                gone: metrics::Gone::default(),
-            }),
-        });
-        let span = tracing::info_span!("endpoint", local = %local);
-        runtime.spawn(driver::Driver::new(
-            shared.clone(),
-            udp::UdpIo::new(socket),
-            span,
-        ));
-        Ok(Self { shared })
+        let server = server.map(Arc::new);
+        let mut shards = Vec::with_capacity(count);
+        let mut drivers = Vec::with_capacity(count);
+        for (index, socket) in sockets.into_iter().enumerate() {
+            socket.set_nonblocking(true)?;
+            let local = socket.local_addr()?;
+            let socket = {
+                let _enter = runtime.enter();
+                tokio::net::UdpSocket::from_std(socket)?
+            };
+            let mut config = config.clone();
+            config.shard(index, count)?;
+            let secret = random_bytes(config.provider());
+            let mut ep = proto::Endpoint::new(config, server.clone(), secret)?;
+            // Tokens carry wall-clock times, so a fleet (or a restarted server) can check them.
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            ep.set_unix_time(Instant::now(), unix_ms);
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State {
+                    ep,
+                    conns: FastMap::default(),
+                    by_handle: FastMap::default(),
+                    next_id: 0,
+                    incoming: VecDeque::new(),
+                    accept_wakers: Vec::new(),
+                    driver_waker: None,
+                    endpoint_refs: 1,
+                    closed: false,
+                    idle_wakers: Vec::new(),
+                    default_client: None,
+                    socket_error: None,
+                    driver_done: false,
+                    local,
+                    new_socket: None,
+                    inbox: Vec::new(),
+                    group: Vec::new(),
+                    #[cfg(feature = "otel")]
+                    metrics: None,
+                    #[cfg(feature = "otel")]
+                    gone: metrics::Gone::default(),
+                }),
+            });
+            let span = if count == 1 {
+                tracing::info_span!("endpoint", local = %local)
+            } else {
+                tracing::info_span!("endpoint", local = %local, shard = index)
+            };
+            drivers.push((shared.clone(), udp::UdpIo::new(socket), span));
+            shards.push(shared);
+        }
+        if count > 1 {
+            let group: Vec<Weak<Shared>> = shards.iter().map(Arc::downgrade).collect();
+            for sh in &shards {
+                sh.lock().group = group.clone();
+            }
+        }
+        for (shared, socket, span) in drivers {
+            runtime.spawn(driver::Driver::new(shared, socket, span));
+        }
+        Ok(Self {
+            shards: shards.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
-    /// The address the socket is bound to.
+    /// The first shard (the only one of a single-socket endpoint).
+    fn primary(&self) -> &Arc<Shared> {
+        &self.shards[0]
+    }
+
+    /// The address the socket is bound to (the first socket's, with several).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.lock().local
+        self.primary().lock().local
+    }
+
+    /// The addresses of every socket, one per shard.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|sh| sh.lock().local).collect()
+    }
+
+    /// How many sockets (shards) the endpoint has.
+    pub fn sockets(&self) -> usize {
+        self.shards.len()
     }
 
     /// Moves the endpoint to another UDP socket, as after a network change: its connections
@@ -624,8 +799,12 @@ impl Endpoint {
     /// validate it. The old socket is closed.
     ///
     /// # Errors
-    /// [`EndpointError`] if the socket cannot be registered with tokio.
+    /// [`EndpointError`] if the socket cannot be registered with tokio;
+    /// [`EndpointError::RebindSharded`] for an endpoint with several sockets.
     pub fn rebind(&self, socket: std::net::UdpSocket) -> Result<(), EndpointError> {
+        if self.shards.len() > 1 {
+            return Err(EndpointError::RebindSharded(self.shards.len()));
+        }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
         socket.set_nonblocking(true)?;
@@ -634,7 +813,7 @@ impl Endpoint {
             let _enter = runtime.enter();
             tokio::net::UdpSocket::from_std(socket)?
         };
-        let mut state = self.shared.lock();
+        let mut state = self.primary().lock();
         let ip_changed = state.local.ip() != local.ip();
         tracing::debug!(old = %state.local, new = %local, "endpoint rebinding");
         state.local = local;
@@ -646,15 +825,17 @@ impl Endpoint {
 
     /// Sets the configuration [`Endpoint::connect`] uses.
     pub fn set_default_client_config(&self, config: ClientConfig) {
-        self.shared.lock().default_client = Some(config);
+        for sh in self.shards.iter() {
+            sh.lock().default_client = Some(config.clone());
+        }
     }
 
     /// Replaces (or removes, with `None`) the server configuration for new connections.
     pub fn set_server_config(&self, config: Option<ServerConfig>) {
-        self.shared
-            .lock()
-            .ep
-            .set_server_config(config.map(Arc::new));
+        let config = config.map(Arc::new);
+        for sh in self.shards.iter() {
+            sh.lock().ep.set_server_config(config.clone());
+        }
     }
 
     /// Connects to `addr`, checking the server's certificate against `server_name`, with
@@ -664,7 +845,7 @@ impl Endpoint {
     /// [`ConnectError::NoDefaultClientConfig`] if none was set; see [`Endpoint::connect_with`].
     pub fn connect(&self, addr: SocketAddr, server_name: &str) -> Result<Connecting, ConnectError> {
         let config = self
-            .shared
+            .primary()
             .lock()
             .default_client
             .clone()
@@ -673,7 +854,8 @@ impl Endpoint {
     }
 
     /// Connects to `addr` with `config`. The returned [`Connecting`] resolves when the
-    /// handshake completes.
+    /// handshake completes. With several sockets, the connection goes to the one with the
+    /// fewest connections.
     ///
     /// # Errors
     /// [`ConnectError::EndpointClosed`] after [`Endpoint::close`];
@@ -684,7 +866,18 @@ impl Endpoint {
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<Connecting, ConnectError> {
-        let mut s = self.shared.lock();
+        let shared = if self.shards.len() == 1 {
+            self.primary()
+        } else {
+            // Least loaded; ties go round-robin from a moving start.
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let n = self.shards.len();
+            (0..n)
+                .map(|i| &self.shards[(start + i) % n])
+                .min_by_key(|sh| sh.lock().live_connections())
+                .unwrap_or(self.primary())
+        };
+        let mut s = shared.lock();
         if s.closed || s.driver_done || s.socket_error.is_some() {
             return Err(ConnectError::EndpointClosed);
         }
@@ -692,7 +885,7 @@ impl Endpoint {
         let id = s.register(h);
         s.wake_driver();
         drop(s);
-        Ok(Connecting::new(Connection::new(self.shared.clone(), id)))
+        Ok(Connecting::new(Connection::new(shared.clone(), id)))
     }
 
     /// Waits for the next connection a client starts; `None` once the endpoint is closed.
@@ -701,23 +894,40 @@ impl Endpoint {
     /// # Cancel safety
     /// Cancel safe: a connection is taken from the queue only when this returns it.
     pub async fn accept(&self) -> Option<Connecting> {
-        let id = poll_fn(|cx| self.poll_accept(cx)).await?;
-        Some(Connecting::new(Connection::adopt(self.shared.clone(), id)))
+        let (shard, id) = poll_fn(|cx| self.poll_accept(cx)).await?;
+        Some(Connecting::new(Connection::adopt(
+            self.shards[shard].clone(),
+            id,
+        )))
     }
 
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<u64>> {
-        let mut s = self.shared.lock();
-        while let Some(id) = s.incoming.pop_front() {
-            // A connection that failed before it was accepted is skipped.
-            if let Some(st) = s.conns.get_mut(&id) {
-                st.refs += 1;
-                return Poll::Ready(Some(id));
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<(usize, u64)>> {
+        let n = self.shards.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
+        let mut finished = 0;
+        for i in 0..n {
+            let shard = (start + i) % n;
+            let mut s = self.shards[shard].lock();
+            while let Some(id) = s.incoming.pop_front() {
+                // A connection that failed before it was accepted is skipped.
+                if let Some(st) = s.conns.get_mut(&id) {
+                    st.refs += 1;
+                    return Poll::Ready(Some((shard, id)));
+                }
+            }
+            if s.closed || s.driver_done || s.socket_error.is_some() {
+                finished += 1;
+            } else {
+                register_waker(&mut s.accept_wakers, cx.waker());
             }
         }
-        if s.closed || s.driver_done || s.socket_error.is_some() {
+        if finished == n {
             return Poll::Ready(None);
         }
-        register_waker(&mut s.accept_wakers, cx.waker());
         Poll::Pending
     }
 
@@ -725,25 +935,30 @@ impl Endpoint {
     /// [`Endpoint::accept`] calls return `None`. Use [`Endpoint::wait_idle`] to let the
     /// closes reach the peers before the process exits.
     pub fn close(&self, code: VarInt, reason: &[u8]) {
-        let mut s = self.shared.lock();
-        s.closed = true;
-        s.ep.refuse_new_connections(true);
-        let now = Instant::now();
-        let handles: Vec<ConnectionHandle> = s.conns.values().filter_map(|c| c.handle).collect();
         let reason = Bytes::copy_from_slice(reason);
-        for h in handles {
-            if let Some(c) = s.ep.connection_mut(h) {
-                c.close(now, code, reason.clone());
+        for sh in self.shards.iter() {
+            let mut s = sh.lock();
+            s.closed = true;
+            s.ep.refuse_new_connections(true);
+            let now = Instant::now();
+            let handles: Vec<ConnectionHandle> =
+                s.conns.values().filter_map(|c| c.handle).collect();
+            for h in handles {
+                if let Some(c) = s.ep.connection_mut(h) {
+                    c.close(now, code, reason.clone());
+                }
             }
+            s.drop_incoming();
+            s.wake_driver();
         }
-        s.drop_incoming();
-        s.wake_driver();
     }
 
     /// While `true`, new connections are refused (CONNECTION_REFUSED, RFC 9000 §20.1) and
     /// existing ones carry on: the first step of a graceful shutdown.
     pub fn refuse_new_connections(&self, refuse: bool) {
-        self.shared.lock().ep.refuse_new_connections(refuse);
+        for sh in self.shards.iter() {
+            sh.lock().ep.refuse_new_connections(refuse);
+        }
     }
 
     /// Waits until every connection has finished closing (drained, RFC 9000 §10.2).
@@ -752,24 +967,43 @@ impl Endpoint {
     /// Cancel safe.
     pub async fn wait_idle(&self) {
         poll_fn(|cx| {
-            let mut s = self.shared.lock();
-            if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
-                return Poll::Ready(());
+            let mut idle = true;
+            for sh in self.shards.iter() {
+                let mut s = sh.lock();
+                if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
+                    continue;
+                }
+                idle = false;
+                register_waker(&mut s.idle_wakers, cx.waker());
             }
-            register_waker(&mut s.idle_wakers, cx.waker());
-            Poll::Pending
+            if idle {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
         .await;
     }
 
-    /// The endpoint's counters (connections accepted and refused, stateless packets).
+    /// The endpoint's counters (connections accepted and refused, stateless packets), summed
+    /// over its sockets.
     pub fn stats(&self) -> proto::EndpointStats {
-        self.shared.lock().ep.stats()
+        sum_stats(&self.shards)
+    }
+
+    /// The counters of each socket (shard) on its own, in [`Endpoint::local_addrs`] order:
+    /// how evenly the kernel spreads connections over a `SO_REUSEPORT` group, and how many
+    /// datagrams each handed to another ([`proto::EndpointStats::tossed`]).
+    pub fn socket_stats(&self) -> Vec<proto::EndpointStats> {
+        self.shards.iter().map(|sh| sh.lock().ep.stats()).collect()
     }
 
     /// Connections alive on this endpoint (including those still closing).
     pub fn open_connections(&self) -> usize {
-        self.shared.lock().live_connections()
+        self.shards
+            .iter()
+            .map(|sh| sh.lock().live_connections())
+            .sum()
     }
 
     /// Records OpenTelemetry metrics of this endpoint's connections with a meter (scope
@@ -804,7 +1038,7 @@ impl Endpoint {
         let scope = opentelemetry::InstrumentationScope::builder("gquic")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        metrics::install(&self.shared, &provider.meter_with_scope(scope));
+        metrics::install(&self.shards, &provider.meter_with_scope(scope));
     }
 }
 

@@ -1089,5 +1089,6 @@ impl Proxy {
 
 mod features;
 mod migration;
+mod sharded;
 
 use migration::gquic_server_with_conns;
