@@ -14,7 +14,8 @@
 //! `Router` that knows nothing about QUIC.
 //!
 //! Flags: `--listen ADDR` (default `127.0.0.1:4433`), `--cert cert.pem --key key.pem` to use
-//! given PEM files, `--qlog DIR` to write a qlog trace of every QUIC connection into DIR (as
+//! given PEM files, `--quic-sockets N` to spread HTTP/3 over N UDP sockets in a
+//! `SO_REUSEPORT` group (one shard each; default 1), `--qlog DIR` to write a qlog trace of every QUIC connection into DIR (as
 //! the `QLOGDIR` variable does; open them in qvis). `SSLKEYLOGFILE` is honoured (TLS secrets
 //! for Wireshark). Without them it makes an ECDSA P-256 development certificate for
 //! `localhost` (valid 14 days), writes it next to the system temp directory and prints its
@@ -93,6 +94,9 @@ fn endpoint_stats(e: &gquic::transport::runtime::Endpoint) -> serde_json::Value 
         "datagrams_sent": s.datagrams_sent,
         "bytes_sent": s.bytes_sent,
         "dropped": s.dropped,
+        "sockets": e.sockets(),
+        "tossed": s.tossed,
+        "accepted_per_socket": e.socket_stats().iter().map(|s| s.accepted).collect::<Vec<_>>(),
     })
 }
 
@@ -169,7 +173,8 @@ fn main() -> Result<(), BoxError> {
 async fn run(args: common::Args) -> Result<(), BoxError> {
     common::init_tracing();
     let tls = common::server_tls(&args, "gquic-hello")?;
-    let server = gquic_axum::dual::DualServer::bind(args.listen, tls).await?;
+    let server =
+        gquic_axum::dual::DualServer::bind_sockets(args.listen, tls, args.quic_sockets).await?;
     let endpoint = server.quic_endpoint().clone();
     let addr = server.local_addr();
     println!(

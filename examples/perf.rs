@@ -143,6 +143,7 @@ async fn server(args: Vec<String>) -> Result<(), BoxError> {
             cert,
             key,
             qlog: None,
+            quic_sockets: 1,
         },
         "gquic-perf-example",
     )?;

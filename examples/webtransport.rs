@@ -15,7 +15,8 @@
 //! checks the three echoes and writes `webtransport: ok` (or `webtransport: error ...`) into
 //! the element with `id="wt"`; it also posts the result to `/report`, which the server prints.
 //!
-//! Flags: `--listen ADDR` (default `127.0.0.1:4433`), `--cert cert.pem --key key.pem`.
+//! Flags: `--listen ADDR` (default `127.0.0.1:4433`), `--cert cert.pem --key key.pem`,
+//! `--quic-sockets N` (HTTP/3 over N `SO_REUSEPORT` sockets, default 1).
 //! Without them it makes an ECDSA P-256 development certificate for `localhost` (valid 14
 //! days) and prints its path and SPKI sha256 for Chrome:
 //!
@@ -168,7 +169,8 @@ async fn main() -> Result<(), BoxError> {
     common::init_tracing();
     let args = common::args().map_err(|e| -> BoxError { format!("webtransport: {e}").into() })?;
     let tls = common::server_tls(&args, "gquic-webtransport")?;
-    let server = gquic_axum::dual::DualServer::bind(args.listen, tls).await?;
+    let server =
+        gquic_axum::dual::DualServer::bind_sockets(args.listen, tls, args.quic_sockets).await?;
     let addr = server.local_addr();
     println!(
         "serving https://localhost:{} on {addr} (WebTransport at /wt over HTTP/3)",

@@ -92,3 +92,55 @@ fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
         serde_json::from_str::<serde_json::Value>(record).unwrap();
     }
 }
+
+#[test]
+fn quic_sockets_spread_connections_over_a_reuseport_group() {
+    let dir = Dir(std::env::temp_dir().join(format!("gquic-hello-shards-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let served = common::serve(
+        "hello",
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--quic-sockets",
+            "2",
+        ],
+    );
+    // Each `get` is a new process, so a new source port and 4-tuple.
+    let mut info = serde_json::Value::Null;
+    for _ in 0..10 {
+        let o = Command::new(common::example("get"))
+            .args([
+                &format!("https://localhost:{}/api/info", served.port),
+                "--ca",
+                cert.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        info = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(info["protocol"], "h3", "{info}");
+    }
+    let ep = &info["endpoint"];
+    assert_eq!(ep["sockets"], 2, "{info}");
+    assert_eq!(ep["accepted"], 10, "{info}");
+    let per_socket: Vec<u64> = ep["accepted_per_socket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_socket.iter().sum::<u64>(), 10, "{info}");
+    // All ten on one socket: probability 2^-9 when the kernel spreads them.
+    assert!(per_socket.iter().all(|&n| n > 0), "{info}");
+    assert!(
+        served.interrupt_and_wait(Duration::from_secs(20)),
+        "hello did not shut down on SIGINT"
+    );
+}

@@ -18,16 +18,19 @@ pub struct Args {
     pub key: Option<PathBuf>,
     /// `--qlog DIR`: a qlog trace per connection in DIR (as `QLOGDIR=DIR`).
     pub qlog: Option<PathBuf>,
+    /// `--quic-sockets N`: UDP sockets in a `SO_REUSEPORT` group for HTTP/3 (default 1).
+    pub quic_sockets: usize,
 }
 
-/// Parses `--listen ADDR` (default `127.0.0.1:4433`), `--cert FILE`, `--key FILE` and
-/// `--qlog DIR`.
+/// Parses `--listen ADDR` (default `127.0.0.1:4433`), `--cert FILE`, `--key FILE`,
+/// `--qlog DIR` and `--quic-sockets N`.
 pub fn args() -> Result<Args, String> {
     let mut a = Args {
         listen: "127.0.0.1:4433".parse().expect("valid address"),
         cert: None,
         key: None,
         qlog: None,
+        quic_sockets: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,9 +40,16 @@ pub fn args() -> Result<Args, String> {
             "--cert" => a.cert = Some(value()?.into()),
             "--key" => a.key = Some(value()?.into()),
             "--qlog" => a.qlog = Some(value()?.into()),
+            "--quic-sockets" => {
+                a.quic_sockets = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=32).contains(n))
+                    .ok_or("--quic-sockets takes a number from 1 to 32")?
+            }
             other => {
                 return Err(format!(
-                    "unknown flag {other}; use --listen, --cert, --key, --qlog"
+                    "unknown flag {other}; use --listen, --cert, --key, --qlog, --quic-sockets"
                 ))
             }
         }

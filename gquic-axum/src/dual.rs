@@ -33,6 +33,22 @@ impl DualServer {
     /// # Errors
     /// If either socket cannot be bound, or `tls` cannot do TLS 1.3 for QUIC.
     pub async fn bind(addr: SocketAddr, tls: rustls::ServerConfig) -> io::Result<Self> {
+        Self::bind_sockets(addr, tls, 1).await
+    }
+
+    /// [`DualServer::bind`] with `quic_sockets` UDP sockets on the port in a `SO_REUSEPORT`
+    /// group ([`Endpoint::server_reuseport`]): HTTP/3 connections are spread over that many
+    /// shards, which a multi-thread runtime runs on several cores. One per core is the usual
+    /// choice.
+    ///
+    /// # Errors
+    /// As [`DualServer::bind`]; `quic_sockets` of 0, above 32, or above 1 on a platform
+    /// without `SO_REUSEPORT`.
+    pub async fn bind_sockets(
+        addr: SocketAddr,
+        tls: rustls::ServerConfig,
+        quic_sockets: usize,
+    ) -> io::Result<Self> {
         let mut tcp_tls = tls.clone();
         tcp_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let mut quic_tls = tls;
@@ -44,7 +60,12 @@ impl DualServer {
         for _ in 0..16 {
             let tcp = tokio::net::TcpListener::bind(addr).await?;
             let local = tcp.local_addr()?;
-            match Endpoint::server(quic.clone(), local) {
+            let endpoint = if quic_sockets == 1 {
+                Endpoint::server(quic.clone(), local)
+            } else {
+                Endpoint::server_reuseport(quic.clone(), local, quic_sockets)
+            };
+            match endpoint {
                 Ok(endpoint) => {
                     return Ok(Self {
                         tcp,
@@ -53,7 +74,12 @@ impl DualServer {
                         local,
                     })
                 }
-                Err(e) if addr.port() != 0 => return Err(e.into()),
+                Err(e)
+                    if addr.port() != 0
+                        || !matches!(&e, gquic_transport::runtime::EndpointError::Io(_)) =>
+                {
+                    return Err(e.into())
+                }
                 Err(_) => continue,
             }
         }

@@ -471,6 +471,76 @@ async fn dual_server_answers_over_h2_with_alt_svc_and_over_h3() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_server_over_a_reuseport_group_serves_many_h3_clients() {
+    let certs = certs();
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
+        .unwrap();
+    let server = gquic_axum::dual::DualServer::bind_sockets("127.0.0.1:0".parse().unwrap(), tls, 2)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let endpoint = server.quic_endpoint().clone();
+    assert_eq!(endpoint.sockets(), 2);
+    assert_eq!(endpoint.local_addrs(), vec![addr, addr]);
+    let app = Router::new().route(
+        "/who",
+        get(|ConnectInfo(a): ConnectInfo<SocketAddr>| async move { a.to_string() }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        server
+            .serve(app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    // Twelve clients, each from its own port: the kernel spreads them over the two sockets.
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let quic = client
+            .connect_with(client_config(&certs), addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut h3, driver) = gquic_hyper::client::handshake::<Body>(quic).await.unwrap();
+        tokio::spawn(driver);
+        for _ in 0..3 {
+            let resp = h3
+                .send_request(request(
+                    &Method::GET,
+                    "/who",
+                    &[],
+                    Bytes::new(),
+                    "localhost",
+                ))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], client.local_addr().to_string().as_bytes());
+        }
+        clients.push((client, h3));
+    }
+    let accepted: Vec<u64> = endpoint.socket_stats().iter().map(|s| s.accepted).collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 12);
+    // All twelve on one socket: probability 2^-11 if the kernel spreads them.
+    assert!(accepted.iter().all(|&a| a > 0), "{accepted:?}");
+    stop.send(()).unwrap();
+    drop(clients);
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("every shard shuts down")
+        .unwrap()
+        .unwrap();
+}
+
 /// An h3 client with WebTransport enabled, connected to `addr`.
 async fn wt_client(addr: SocketAddr, certs: &Certs) -> gquic_hyper::client::SendRequest<Body> {
     let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

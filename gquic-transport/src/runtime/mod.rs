@@ -159,7 +159,10 @@ pub(crate) struct State {
     /// Runtime connection state by runtime id (stable: sans-IO handles are reused).
     pub(crate) conns: FastMap<u64, ConnState>,
     pub(crate) by_handle: FastMap<ConnectionHandle, u64>,
+    /// The next runtime id; shard `i` of `n` hands out `i, i + n, i + 2n, ...` so ids are
+    /// unique across the endpoint ([`Connection::stable_id`]).
     next_id: u64,
+    id_step: u64,
     incoming: VecDeque<u64>,
     accept_wakers: Vec<Waker>,
     pub(crate) driver_waker: Option<Waker>,
@@ -196,7 +199,7 @@ impl State {
 
     fn register(&mut self, handle: ConnectionHandle) -> u64 {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.id_step;
         let remote = self.ep.connection(handle).map(|c| c.remote_address());
         self.conns.insert(
             id,
@@ -730,7 +733,8 @@ impl Endpoint {
                     ep,
                     conns: FastMap::default(),
                     by_handle: FastMap::default(),
-                    next_id: 0,
+                    next_id: index as u64,
+                    id_step: count as u64,
                     incoming: VecDeque::new(),
                     accept_wakers: Vec::new(),
                     driver_waker: None,
