@@ -927,3 +927,108 @@ fn initial_acks_name_only_ack_eliciting_packets() {
         "{checked} ranges, {ack_only_seen} ACK-only"
     );
 }
+
+#[test]
+fn a_shard_hands_on_datagrams_for_another_shards_connection() {
+    let certs = certs();
+    let server = Arc::new(server_config(
+        &certs,
+        &[b"hq-interop"],
+        TransportConfig::default(),
+    ));
+    // Two shards of one group: the same configuration but for the index.
+    let shard = |index: usize| {
+        let mut config = endpoint_config();
+        config.shard(index, 2).unwrap();
+        Endpoint::new(config, Some(server.clone()), [index as u8 + 40; 32]).unwrap()
+    };
+    let client_config = client_config(&certs, &[b"hq-interop"], TransportConfig::default());
+    let mut net = Network::new(Instant::now(), 21, LinkConfig::default());
+    net.add(SERVER, shard(0));
+    net.add(
+        CLIENT,
+        Endpoint::new(endpoint_config(), None, [41; 32]).unwrap(),
+    );
+    let now = net.now();
+    let client = net
+        .endpoint(C)
+        .connect(now, &client_config, SERVER, "localhost")
+        .unwrap();
+    let mut s = Sim {
+        net,
+        client_config,
+        client,
+    };
+    let mut other = shard(1);
+    let server_handle = connect(&mut s);
+    let client = s.client;
+    // Client datagrams of the established connection, as a 4-tuple change would deliver
+    // them to the other socket of the group.
+    s.net.capture();
+    let id = s
+        .net
+        .endpoint(C)
+        .connection_mut(client)
+        .unwrap()
+        .open(Dir::Uni)
+        .unwrap();
+    s.net
+        .endpoint(C)
+        .connection_mut(client)
+        .unwrap()
+        .write(id, Bytes::from_static(b"through the other shard"))
+        .unwrap();
+    s.net.run_for(Duration::from_millis(50));
+    let from_client: Vec<Vec<u8>> = s
+        .net
+        .take_captured()
+        .into_iter()
+        .filter(|(from, d)| *from == CLIENT && d[0] & 0x80 == 0)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(!from_client.is_empty());
+    let now = s.net.now();
+    for d in &from_client {
+        assert!(other
+            .handle_datagram(now, CLIENT, bytes::BytesMut::from(&d[..]))
+            .is_none());
+        let tossed = other.poll_tossed().expect("handed on, not answered");
+        assert_eq!(tossed.shard, 0);
+        assert_eq!(&tossed.data[..], &d[..]);
+        // The owning shard takes it as its own (here a duplicate of what it already had).
+        assert_eq!(
+            s.net.endpoint(S).handle_tossed(now, tossed),
+            Some(server_handle)
+        );
+        assert!(s.net.endpoint(S).poll_tossed().is_none());
+    }
+    let stats = other.stats();
+    assert_eq!(stats.tossed, from_client.len() as u64);
+    assert_eq!(stats.stateless_resets, 0, "{stats:?}");
+    let mut buf = Vec::new();
+    assert!(other.poll_transmit(now, &mut buf).is_none(), "no answer");
+    // A short-header packet for an ID of no shard's connection that names shard 1 itself is
+    // answered by shard 1 with a stateless reset (RFC 9000 §10.3), not handed on.
+    let mut garbage = from_client[0].clone();
+    for b in &mut garbage[1..9] {
+        *b ^= 0x5a;
+    }
+    let mut mine = None;
+    for flip in 0u8..=255 {
+        garbage[1] = flip;
+        let mut probe = shard(1);
+        probe.handle_datagram(now, CLIENT, bytes::BytesMut::from(&garbage[..]));
+        if probe.poll_tossed().is_none() {
+            mine = Some(probe);
+            break;
+        }
+    }
+    let mut probe = mine.expect("some first octet names shard 1 or no shard");
+    assert!(probe.stats().stateless_resets + probe.stats().dropped >= 1);
+    // An endpoint outside any group never hands anything on.
+    let mut lone = Endpoint::new(endpoint_config(), Some(server.clone()), [50; 32]).unwrap();
+    lone.handle_datagram(now, CLIENT, bytes::BytesMut::from(&from_client[0][..]));
+    assert!(lone.poll_tossed().is_none());
+    assert_eq!(lone.stats().tossed, 0);
+    assert!(probe.poll_tossed().is_none());
+}
