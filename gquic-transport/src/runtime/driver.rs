@@ -45,6 +45,9 @@ pub(super) struct Driver {
     outbox: Vec<crate::endpoint::Tossed>,
     /// The inbox's datagrams while they are handled (keeps both vectors' allocations).
     inbox: Vec<crate::endpoint::Tossed>,
+    /// Tasks to wake, woken once the lock is let go (before each system call and at the
+    /// end of a turn), so that they do not find it held.
+    wakers: Vec<std::task::Waker>,
     span: tracing::Span,
 }
 
@@ -61,6 +64,7 @@ impl Driver {
             small_receives: 0,
             outbox: Vec::new(),
             inbox: Vec::new(),
+            wakers: Vec::new(),
             span,
         }
     }
@@ -79,6 +83,24 @@ impl Future for Driver {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let r = this.turn(cx);
+        // The lock is let go: wake the tasks the turn's events concern.
+        wake(&mut this.wakers);
+        r
+    }
+}
+
+/// Wakes and empties `wakers`.
+fn wake(wakers: &mut Vec<std::task::Waker>) {
+    for w in wakers.drain(..) {
+        w.wake();
+    }
+}
+
+impl Driver {
+    /// One turn: receive, timers, send, events; returns with the lock let go.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         let span = this.span.clone();
         let _guard = span.enter();
         let shared = this.shared.clone();
@@ -105,10 +127,15 @@ impl Future for Driver {
                 } else {
                     1
                 };
-                match this
-                    .socket
-                    .poll_recv_block(cx, &mut this.recv, RECV_SLOT, &mut meta[..slots])
-                {
+                // The system call runs without the lock: application tasks on other threads
+                // (stream reads and writes) are not held up by the kernel's time.
+                drop(state);
+                wake(&mut this.wakers);
+                let r =
+                    this.socket
+                        .poll_recv_block(cx, &mut this.recv, RECV_SLOT, &mut meta[..slots]);
+                state = shared.lock();
+                match r {
                     Poll::Ready(Ok(n)) => {
                         if meta[..n].iter().all(|m| m.len <= COMPACT_MAX) {
                             this.small_receives = this.small_receives.saturating_add(1);
@@ -126,7 +153,7 @@ impl Future for Driver {
                                 state.ep.handle_datagram_ecn(now, m.from, m.ecn, one);
                             }
                         }
-                        state.reap();
+                        state.reap_into(&mut this.wakers);
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
                         tracing::debug!(error = %e, "receive error ignored");
@@ -147,7 +174,7 @@ impl Future for Driver {
                     received += 1;
                     state.ep.handle_tossed(now, t);
                 }
-                state.reap();
+                state.reap_into(&mut this.wakers);
             }
             // 1c. Datagrams this shard received for another's connections (after a 4-tuple
             // change): handed on without holding two shards' locks at once.
@@ -157,13 +184,14 @@ impl Future for Driver {
             if !this.outbox.is_empty() {
                 let group = state.group.clone();
                 drop(state);
+                wake(&mut this.wakers);
                 hand_on(&group, &mut this.outbox);
                 state = shared.lock();
             }
             // 2. Timers.
             if state.ep.poll_timeout().is_some_and(|t| t <= now) {
                 state.ep.handle_timeout(now);
-                state.reap();
+                state.reap_into(&mut this.wakers);
             }
             // 3. Send.
             let mut sent = 0;
@@ -172,18 +200,22 @@ impl Future for Driver {
                 if this.pending.is_none() {
                     let max = this.socket.max_segments();
                     this.pending = state.ep.poll_transmit_batch(now, max, &mut this.send);
-                    state.reap();
+                    state.reap_into(&mut this.wakers);
                 }
                 let Some(t) = this.pending else {
                     break;
                 };
-                match this.socket.poll_send(
+                drop(state);
+                wake(&mut this.wakers);
+                let r = this.socket.poll_send(
                     cx,
                     &this.send[..t.size],
                     t.destination,
                     t.ecn,
                     t.segment_size,
-                ) {
+                );
+                state = shared.lock();
+                match r {
                     Poll::Ready(Ok(())) => {
                         this.pending = None;
                         sent += t.datagrams();
@@ -205,7 +237,7 @@ impl Future for Driver {
                 }
             }
             // 4. Wake the application.
-            state.dispatch();
+            state.dispatch_into(&mut this.wakers);
             if state.driver_may_stop() {
                 state.driver_done = true;
                 tracing::debug!("endpoint driver finished");

@@ -136,6 +136,15 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     fn wake_all(&mut self) {
+        let mut out = Vec::new();
+        self.wake_all_into(&mut out);
+        for w in out {
+            w.wake();
+        }
+    }
+
+    /// Moves every waiter's waker to `out`.
+    fn wake_all_into(&mut self, out: &mut Vec<Waker>) {
         let wakers = self
             .handshake
             .drain(..)
@@ -147,9 +156,7 @@ impl ConnState {
             .chain(self.readable.drain().map(|(_, w)| w))
             .chain(self.writable.drain().map(|(_, w)| w))
             .chain(self.stopped_wakers.drain().map(|(_, w)| w));
-        for w in wakers.collect::<Vec<_>>() {
-            w.wake();
-        }
+        out.extend(wakers);
     }
 }
 
@@ -225,6 +232,16 @@ impl State {
 
     /// Moves the state machine's events to the waiting tasks.
     pub(crate) fn dispatch(&mut self) {
+        let mut out = Vec::new();
+        self.dispatch_into(&mut out);
+        for w in out {
+            w.wake();
+        }
+    }
+
+    /// [`State::dispatch`], leaving the wakers in `out` for the caller to wake once the lock
+    /// is let go (a woken task on another thread then does not find it held).
+    pub(crate) fn dispatch_into(&mut self, out: &mut Vec<Waker>) {
         // New connections from peers.
         while let Some(h) = self.ep.accept() {
             let id = self.register(h);
@@ -235,9 +252,7 @@ impl State {
                 continue;
             }
             self.incoming.push_back(id);
-            for w in self.accept_wakers.drain(..) {
-                w.wake();
-            }
+            out.append(&mut self.accept_wakers);
         }
         // Only the connections the endpoint touched since the last turn can have events:
         // with many idle connections, a turn must not visit them all.
@@ -260,14 +275,15 @@ impl State {
                         c.zero_rtt_accepted(),
                     );
                 }
-                handle_event(st, event);
+                handle_event(st, event, out);
             }
         }
-        self.reap();
+        self.reap_into(out);
     }
 
-    /// Takes the connections the endpoint removed after draining.
-    pub(crate) fn reap(&mut self) {
+    /// Takes the connections the endpoint removed after draining; the wakers of the tasks
+    /// waiting on them go to `out`.
+    pub(crate) fn reap_into(&mut self, out: &mut Vec<Waker>) {
         while let Some((h, mut conn)) = self.ep.poll_drained() {
             let Some(id) = self.by_handle.remove(&h) else {
                 continue;
@@ -276,7 +292,7 @@ impl State {
                 continue;
             };
             while let Some(event) = conn.poll_event() {
-                handle_event(st, event);
+                handle_event(st, event, out);
             }
             #[cfg(feature = "otel")]
             {
@@ -295,15 +311,13 @@ impl State {
             if st.error.is_none() {
                 st.error = Some(ConnectionError::LocallyClosed);
             }
-            st.wake_all();
+            st.wake_all_into(out);
             if st.refs == 0 {
                 self.conns.remove(&id);
             }
         }
         if self.live_connections() == 0 {
-            for w in self.idle_wakers.drain(..) {
-                w.wake();
-            }
+            out.append(&mut self.idle_wakers);
         }
     }
 
@@ -375,63 +389,47 @@ impl State {
     }
 }
 
-fn handle_event(st: &mut ConnState, event: crate::connection::Event) {
+/// Moves the wakers of the tasks waiting for `event` to `out`.
+fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut Vec<Waker>) {
     use crate::connection::{Event, StreamEvent};
     use crate::Dir;
-    fn wake(w: Option<Waker>) {
-        if let Some(w) = w {
-            w.wake();
-        }
-    }
     let dir_idx = |d: Dir| usize::from(d == Dir::Uni);
     match event {
         Event::HandshakeDataReady => {
             st.handshake_data = true;
-            for w in st.handshake.drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.handshake);
         }
         Event::Connected => {
             st.handshake_data = true;
             st.connected = true;
-            for w in st.handshake.drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.handshake);
         }
         Event::ConnectionLost(e) => {
             if st.error.is_none() {
                 st.error = Some(e);
             }
-            st.wake_all();
+            st.wake_all_into(out);
         }
         Event::DatagramReceived => {
-            for w in st.datagrams.drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.datagrams);
         }
         Event::Stream(StreamEvent::Opened(d)) => {
-            for w in st.accept[dir_idx(d)].drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.accept[dir_idx(d)]);
         }
         Event::Stream(StreamEvent::Available(d)) => {
-            for w in st.open[dir_idx(d)].drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.open[dir_idx(d)]);
         }
-        Event::Stream(StreamEvent::Readable(id)) => wake(st.readable.remove(&id.0)),
-        Event::Stream(StreamEvent::Writable(id)) => wake(st.writable.remove(&id.0)),
+        Event::Stream(StreamEvent::Readable(id)) => out.extend(st.readable.remove(&id.0)),
+        Event::Stream(StreamEvent::Writable(id)) => out.extend(st.writable.remove(&id.0)),
         Event::Stream(StreamEvent::Finished(id)) => {
-            for w in st.flushed.drain(..) {
-                w.wake();
-            }
+            out.append(&mut st.flushed);
             st.acked.insert(id.0);
-            wake(st.stopped_wakers.remove(&id.0));
+            out.extend(st.stopped_wakers.remove(&id.0));
         }
         Event::Stream(StreamEvent::Stopped(id, code)) => {
             st.stopped.insert(id.0, code);
-            wake(st.writable.remove(&id.0));
-            wake(st.stopped_wakers.remove(&id.0));
+            out.extend(st.writable.remove(&id.0));
+            out.extend(st.stopped_wakers.remove(&id.0));
         }
     }
 }
