@@ -17,14 +17,34 @@ impl Drop for Dir {
     }
 }
 
-#[test]
-fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
-    let dir = Dir(std::env::temp_dir().join(format!("gquic-hello-info-{}", std::process::id())));
+/// A temporary directory with a certificate and key for `localhost`.
+fn cert_dir(name: &str) -> (Dir, PathBuf, PathBuf) {
+    let dir = Dir(std::env::temp_dir().join(format!("gquic-hello-{name}-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
     std::fs::write(&cert, c.cert.pem()).unwrap();
     std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    (dir, cert, key)
+}
+
+/// `get https://localhost:PORT/api/info --ca CERT`, parsed.
+fn api_info(port: u16, cert: &std::path::Path) -> serde_json::Value {
+    let o = Command::new(common::example("get"))
+        .args([
+            &format!("https://localhost:{port}/api/info"),
+            "--ca",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
+    let (dir, cert, key) = cert_dir("info");
     let qlogs = dir.0.join("qlogs");
     let served = common::serve(
         "hello",
@@ -37,16 +57,7 @@ fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
             qlogs.to_str().unwrap(),
         ],
     );
-    let o = Command::new(common::example("get"))
-        .args([
-            &format!("https://localhost:{}/api/info", served.port),
-            "--ca",
-            cert.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let info = api_info(served.port, &cert);
     assert_eq!(info["protocol"], "h3", "{info}");
     let conn = &info["connection"];
     assert!(conn["packets_received"].as_u64().unwrap() > 0, "{info}");
@@ -95,12 +106,7 @@ fn api_info_has_stats_and_qlog_dir_gets_a_trace() {
 
 #[test]
 fn quic_sockets_spread_connections_over_a_reuseport_group() {
-    let dir = Dir(std::env::temp_dir().join(format!("gquic-hello-shards-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let (_dir, cert, key) = cert_dir("shards");
     let served = common::serve(
         "hello",
         &[
@@ -115,16 +121,7 @@ fn quic_sockets_spread_connections_over_a_reuseport_group() {
     // Each `get` is a new process, so a new source port and 4-tuple.
     let mut info = serde_json::Value::Null;
     for _ in 0..10 {
-        let o = Command::new(common::example("get"))
-            .args([
-                &format!("https://localhost:{}/api/info", served.port),
-                "--ca",
-                cert.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        info = serde_json::from_slice(&o.stdout).unwrap();
+        info = api_info(served.port, &cert);
         assert_eq!(info["protocol"], "h3", "{info}");
     }
     let ep = &info["endpoint"];

@@ -39,13 +39,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn h3_endpoint(certs: &Certs) -> Endpoint {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+/// The server's TLS configuration (TLS 1.3, the test certificate, no ALPN yet).
+fn server_tls(certs: &Certs) -> rustls::ServerConfig {
+    rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
-        .unwrap();
+        .unwrap()
+}
+
+fn h3_endpoint(certs: &Certs) -> Endpoint {
+    let mut tls = server_tls(certs);
     tls.alpn_protocols = vec![b"h3".to_vec()];
     Endpoint::server(
         ServerConfig::new(Arc::new(tls)).unwrap(),
@@ -371,12 +376,7 @@ async fn graceful_shutdown_with_100_requests_in_flight_loses_none() {
 #[tokio::test]
 async fn dual_server_answers_over_h2_with_alt_svc_and_over_h3() {
     let certs = certs();
-    let tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
-        .unwrap();
+    let tls = server_tls(&certs);
     let server = gquic_axum::dual::DualServer::bind("127.0.0.1:0".parse().unwrap(), tls)
         .await
         .unwrap();
@@ -474,12 +474,7 @@ async fn dual_server_answers_over_h2_with_alt_svc_and_over_h3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_server_over_a_reuseport_group_serves_many_h3_clients() {
     let certs = certs();
-    let tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certs.cert.clone()], certs.key.clone_key())
-        .unwrap();
+    let tls = server_tls(&certs);
     let server = gquic_axum::dual::DualServer::bind_sockets("127.0.0.1:0".parse().unwrap(), tls, 2)
         .await
         .unwrap();
