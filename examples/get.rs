@@ -148,5 +148,7 @@ async fn run() -> Result<(), BoxError> {
             }
         }
     }
+    // Tell the server we are done (otherwise it waits for its idle timeout).
+    client.close().await;
     Ok(())
 }

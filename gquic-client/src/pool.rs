@@ -179,6 +179,25 @@ impl Pool {
         }
     }
 
+    /// Closes every HTTP/3 connection (H3_NO_ERROR, RFC 9114 §8.1) and waits, at most
+    /// `bound`, for the closes to be sent; drops the pooled connections.
+    pub(crate) async fn close(&self, bound: Duration) {
+        let endpoints: Vec<&Endpoint> = [self.v4.get(), self.v6.get()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for ep in &endpoints {
+            ep.close(gquic_transport::VarInt::from_u32(0x100), b"");
+        }
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let _ = tokio::time::timeout(bound, async {
+            for ep in endpoints {
+                ep.wait_idle().await;
+            }
+        })
+        .await;
+    }
+
     /// The TLS configuration for QUIC connections to `origin`, with its own ticket store.
     fn origin_tls(&self, origin: &Origin) -> Arc<rustls::ClientConfig> {
         let mut map = self.tls.lock().unwrap_or_else(|e| e.into_inner());

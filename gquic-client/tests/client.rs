@@ -1008,3 +1008,50 @@ async fn zero_rtt_on_the_second_connection_and_replay_after_rejection() {
         "each request reached the service once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_tells_the_server_at_once() {
+    let certs = certs();
+    let endpoint = Endpoint::server(
+        ServerConfig::new(Arc::new(tls_server(&certs, b"h3"))).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let router = Router::new().route("/", get(|| async { "hi" }));
+        tokio::spawn(gquic_hyper::serve_connection(
+            conn.clone(),
+            hyper_util::service::TowerToHyperService::new(router),
+        ));
+        let _ = closed_tx.send(conn.closed().await);
+        drop(endpoint);
+    });
+    let client = client_builder(&certs).build().unwrap();
+    assert_eq!(
+        text(&client, format!("https://localhost:{}/", addr.port())).await,
+        "hi"
+    );
+    client.close().await;
+    // Without the close the server would learn only at its idle timeout (30 s).
+    let reason = tokio::time::timeout(Duration::from_secs(2), closed_rx)
+        .await
+        .expect("the server saw the close within 2 s")
+        .unwrap();
+    assert!(
+        matches!(
+            reason,
+            gquic_transport::connection::ConnectionError::ApplicationClosed { code, .. }
+                if code.into_inner() == 0x100
+        ),
+        "{reason:?}"
+    );
+    // The client's HTTP/3 side is closed for good.
+    assert!(client
+        .get(format!("https://localhost:{}/", addr.port()))
+        .send()
+        .await
+        .is_err());
+}
