@@ -96,6 +96,13 @@ pub(super) fn connect(s: &mut Sim) -> ConnectionHandle {
     server.unwrap()
 }
 
+/// The client opens a unidirectional stream and writes `data` on it (sent on the next run).
+fn client_writes_uni(s: &mut Sim, data: &'static [u8]) {
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, Bytes::from_static(data)).unwrap();
+}
+
 pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 253) as u8).collect()
 }
@@ -452,19 +459,7 @@ fn rfc9000_stateless_reset_after_server_state_loss() {
     .unwrap();
     *s.net.endpoint(S) = fresh;
     let client = s.client;
-    let id = s
-        .net
-        .endpoint(C)
-        .connection_mut(client)
-        .unwrap()
-        .open(Dir::Uni)
-        .unwrap();
-    s.net
-        .endpoint(C)
-        .connection_mut(client)
-        .unwrap()
-        .write(id, Bytes::from_static(b"hello?"))
-        .unwrap();
+    client_writes_uni(&mut s, b"hello?");
     let mut reset = false;
     s.net.run_until(Duration::from_secs(5), |net| {
         reset |= events(net, C, client).contains(&Event::ConnectionLost(ConnectionError::Reset));
@@ -961,23 +956,10 @@ fn a_shard_hands_on_datagrams_for_another_shards_connection() {
     };
     let mut other = shard(1);
     let server_handle = connect(&mut s);
-    let client = s.client;
     // Client datagrams of the established connection, as a 4-tuple change would deliver
     // them to the other socket of the group.
     s.net.capture();
-    let id = s
-        .net
-        .endpoint(C)
-        .connection_mut(client)
-        .unwrap()
-        .open(Dir::Uni)
-        .unwrap();
-    s.net
-        .endpoint(C)
-        .connection_mut(client)
-        .unwrap()
-        .write(id, Bytes::from_static(b"through the other shard"))
-        .unwrap();
+    client_writes_uni(&mut s, b"through the other shard");
     s.net.run_for(Duration::from_millis(50));
     let from_client: Vec<Vec<u8>> = s
         .net
