@@ -244,8 +244,7 @@ fn idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
         ));
         sc.transport_config(Arc::new(t));
         let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
-        let heap0 = measure::HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        let rss0 = measure::rss();
+        let baseline = measure::idle_baseline();
         measure::announce(server.local_addr()?);
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
@@ -257,7 +256,7 @@ fn idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
             }
         });
         measure::wait_for_parent().await;
-        println!("{}", measure::idle_line(count, heap0, rss0));
+        println!("{}", measure::idle_line(count, baseline));
         Ok(())
     })
 }

@@ -445,22 +445,66 @@ pub(crate) fn rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// What an `idle` server child reports: heap and RSS growth per connection held.
-pub(crate) fn idle_line(connections: u64, heap0: i64, rss0: u64) -> String {
-    let heap = HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed) - heap0;
-    let rss = rss().saturating_sub(rss0);
-    format!(
-        "IDLE {connections} {:.1} {:.1}",
-        heap as f64 / connections as f64,
-        rss as f64 / connections as f64
+/// Bytes the C allocator (glibc malloc) has handed out and not had back: Rust's allocations
+/// (the system allocator is malloc) and C libraries' own, such as aws-lc's key contexts,
+/// which the counting allocator never sees.
+pub(crate) fn malloc_in_use() -> i64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        (m.uordblks + m.hblkhd) as i64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
+/// A server child's starting point for [`idle_line`]: (Rust heap, malloc in use, RSS).
+pub(crate) fn idle_baseline() -> (i64, i64, u64) {
+    (
+        HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed),
+        malloc_in_use(),
+        rss(),
     )
 }
 
-/// Parses [`idle_line`]: (heap bytes, RSS bytes) per connection.
-pub(crate) fn parse_idle(output: &str) -> Option<(f64, f64)> {
+/// What an `idle` server child reports: growth per connection held of the Rust heap (the
+/// counting allocator), of all malloc'd memory (Rust and C) and of RSS.
+pub(crate) fn idle_line(connections: u64, (heap0, malloc0, rss0): (i64, i64, u64)) -> String {
+    let heap = HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed) - heap0;
+    let malloc = malloc_in_use() - malloc0;
+    let rss = rss().saturating_sub(rss0);
+    let per = |v: f64| v / connections as f64;
+    format!(
+        "IDLE {connections} {:.1} {:.1} {:.1}",
+        per(heap as f64),
+        per(rss as f64),
+        per(malloc as f64)
+    )
+}
+
+/// What [`parse_idle`] reads: bytes per connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleFigures {
+    /// Rust heap (the counting allocator).
+    pub(crate) heap: f64,
+    /// Resident set size.
+    pub(crate) rss: f64,
+    /// Everything malloc'd, C libraries included.
+    pub(crate) malloc: f64,
+}
+
+/// Parses [`idle_line`].
+pub(crate) fn parse_idle(output: &str) -> Option<IdleFigures> {
     let line = output.lines().find(|l| l.starts_with("IDLE "))?;
     let mut f = line.split_whitespace().skip(2);
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    Some(IdleFigures {
+        heap: f.next()?.parse().ok()?,
+        rss: f.next()?.parse().ok()?,
+        malloc: f.next()?.parse().ok()?,
+    })
 }
 
 /// How long idle connections of the `idle` scenario stay open without traffic.

@@ -333,7 +333,7 @@ pub(crate) fn compare_with(
 }
 
 /// The `idle` server child: holds connections until told to measure on stdin, then prints
-/// the heap and RSS growth per connection ([`measure::idle_line`]).
+/// the heap, malloc and RSS growth per connection ([`measure::idle_line`]).
 pub(crate) fn child_idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -347,8 +347,7 @@ pub(crate) fn child_idle_server(dir: &Path, count: u64, streams: u64) -> Result<
         let mut sc = ServerConfig::new(Arc::new(server_tls))?;
         sc.transport(Arc::new(t))?;
         let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
-        let heap0 = measure::HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        let rss0 = measure::rss();
+        let baseline = measure::idle_baseline();
         measure::announce(server.local_addr());
         tokio::spawn(async move {
             while let Some(connecting) = server.accept().await {
@@ -360,14 +359,14 @@ pub(crate) fn child_idle_server(dir: &Path, count: u64, streams: u64) -> Result<
             }
         });
         measure::wait_for_parent().await;
-        println!("{}", measure::idle_line(count, heap0, rss0));
+        println!("{}", measure::idle_line(count, baseline));
         Ok(())
     })
 }
 
 /// Opens `count` connections to an `idle` server child (gquic's client for both servers),
-/// has it measure, and returns (heap, RSS) bytes per server connection.
-fn idle_run(server: &mut std::process::Child, count: u64) -> Result<(f64, f64), String> {
+/// has it measure, and returns its bytes per server connection.
+fn idle_run(server: &mut std::process::Child, count: u64) -> Result<measure::IdleFigures, String> {
     use std::io::{BufRead, Write};
     let stdout = server.stdout.take().ok_or("no stdout")?;
     let mut lines = std::io::BufReader::new(stdout).lines();
@@ -433,7 +432,8 @@ fn idle_run(server: &mut std::process::Child, count: u64) -> Result<(f64, f64), 
     Ok(result)
 }
 
-/// The `idle` scenario: heap and RSS per idle server connection with `count` connections,
+/// The `idle` scenario: heap, malloc and RSS per idle server connection with `count`
+/// connections,
 /// at 100 and 1000 stream limits, gquic and quinn servers.
 /// With `gquic_only`, the gquic server alone at 100 streams (for counts quinn would take too
 /// long to hold, such as 100,000).
@@ -443,8 +443,8 @@ pub(crate) fn idle(count: u64, gquic_only: bool) -> Result<(), String> {
     let dir = measure::cert_dir();
     println!(
         "\nidle: {count} connections held open by one client process, handshake done, no \
-         streams; growth of the server process's live heap (counting allocator) and RSS, per \
-         connection"
+         streams; growth of the server process's Rust heap (counting allocator), of all \
+         malloc'd memory (Rust and C: aws-lc's key contexts are C) and of RSS, per connection"
     );
     let mut heaps = Vec::new();
     let (limits, stacks): (&[u64], &[&str]) = if gquic_only {
@@ -473,13 +473,14 @@ pub(crate) fn idle(count: u64, gquic_only: bool) -> Result<(), String> {
             if r.is_err() {
                 let _ = child.kill();
             }
-            let (heap, rss) = r?;
-            heaps.push(heap);
+            let f = r?;
+            heaps.push(f);
             println!(
-                "{:<18} {stack:<6} {:>10.0} B heap {:>10.0} B RSS per connection",
+                "{:<18} {stack:<6} {:>10.0} B heap {:>10.0} B malloc {:>10.0} B RSS per connection",
                 format!("idle-{streams}-streams"),
-                heap,
-                rss
+                f.heap,
+                f.malloc,
+                f.rss
             );
         }
         let n = heaps.len();
@@ -487,9 +488,10 @@ pub(crate) fn idle(count: u64, gquic_only: bool) -> Result<(), String> {
             continue;
         }
         println!(
-            "{:<18} ratio  heap {:.3}x (gquic/quinn)",
+            "{:<18} ratio  heap {:.3}x  malloc {:.3}x (gquic/quinn)",
             format!("idle-{streams}-streams"),
-            heaps[n - 2] / heaps[n - 1]
+            heaps[n - 2].heap / heaps[n - 1].heap,
+            heaps[n - 2].malloc / heaps[n - 1].malloc
         );
     }
     Ok(())

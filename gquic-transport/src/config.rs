@@ -408,6 +408,10 @@ pub struct ServerConfig {
     pub(crate) transport: Arc<TransportConfig>,
     zero_rtt: bool,
     pub(crate) retry: RetryPolicy,
+    /// Hands each connection its 1-RTT traffic secrets, so that an idle connection can drop
+    /// its expanded keys and expand them again when it wakes (the idle-connection diet).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) secret_capture: Arc<crate::crypto::version_keys::SecretCapture>,
 }
 
 impl ServerConfig {
@@ -417,6 +421,10 @@ impl ServerConfig {
     /// [`ConfigError::Tls`] if `crypto` cannot negotiate TLS 1.3.
     pub fn new(crypto: Arc<rustls::ServerConfig>) -> Result<Self, ConfigError> {
         check_provider(crypto.crypto_provider())?;
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        let secret_capture = Arc::new(crate::crypto::version_keys::SecretCapture::new(
+            crypto.key_log.clone(),
+        ));
         let mut config = Self {
             user_crypto: crypto.clone(),
             crypto_v2: crypto.clone(),
@@ -424,6 +432,8 @@ impl ServerConfig {
             transport: Arc::new(TransportConfig::default()),
             zero_rtt: false,
             retry: RetryPolicy::Never,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            secret_capture,
         };
         config.rebuild_crypto();
         Ok(config)
@@ -508,6 +518,11 @@ impl ServerConfig {
                 inner: self.user_crypto.session_storage.clone(),
                 limits: zero_rtt_limits(&self.transport),
             });
+        }
+        // Every line still reaches the key log the user configured (SSLKEYLOGFILE).
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        {
+            crypto.key_log = self.secret_capture.clone();
         }
         self.crypto = Arc::new(version_bound(&crypto, Version::V1));
         self.crypto_v2 = Arc::new(version_bound(&crypto, Version::V2));

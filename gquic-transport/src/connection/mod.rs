@@ -511,7 +511,7 @@ impl Connection {
         conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
         conn.dialed_name = Some(server_name.to_owned());
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-        let capture_source = (offered.len() > 1).then(|| config.secret_capture.clone());
+        let capture_source = Some(config.secret_capture.clone());
         conn.versions = version::VersionState {
             original: Some(version),
             available: offered,
@@ -595,6 +595,10 @@ impl Connection {
             params,
             initial_dcid,
         );
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        {
+            conn.versions.capture_source = Some(config.secret_capture.clone());
+        }
         conn.remote_cid_set = true;
         conn.path_validated = incoming.address_validated;
         conn.new_token = incoming.new_token;
@@ -791,6 +795,12 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn is_compacted(&self) -> bool {
         self.one_rtt.as_ref().is_some_and(|k| k.is_hibernating())
+    }
+
+    /// Whether the current 1-RTT keys are dropped until the connection wakes (idle diet).
+    #[cfg(test)]
+    pub(crate) fn keys_asleep(&self) -> bool {
+        self.one_rtt.as_ref().is_some_and(KeyPhase::is_asleep)
     }
 
     /// Whether the TLS session has been reduced to its summary (a server after the
@@ -1200,11 +1210,23 @@ impl Connection {
         next
     }
 
+    /// Expands hibernating 1-RTT keys again before a packet is sealed or opened, and plans the
+    /// next compaction (a peer's packet that only gets an ACK back leaves nothing in flight).
+    pub(super) fn wake_keys(&mut self, now: Instant) {
+        if self.one_rtt.as_mut().is_some_and(KeyPhase::wake) {
+            tracing::trace!("1-RTT keys expanded again");
+            self.compact_at.get_or_insert(now + recv::COMPACT_AFTER);
+        }
+    }
+
     /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
     /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) go back
     /// to the allocator. A connection that is still sending keeps them.
     fn compact(&mut self) {
-        if self.bytes_in_flight() > 0 {
+        // During the handshake there is nothing to gain, and a server's buffered early 1-RTT
+        // packets (RFC 9001 §5.7) are data the client counts as sent: they wait for the
+        // client's Finished, however long the handshake takes.
+        if self.bytes_in_flight() > 0 || !self.handshake_confirmed {
             return;
         }
         tracing::trace!("compacting an idle connection");
@@ -1214,7 +1236,9 @@ impl Connection {
         self.acked_scratch = Vec::new();
         self.acked_pns_scratch = Vec::new();
         self.ack_scratch = Vec::new();
-        self.early_1rtt = Vec::new();
+        if self.early_1rtt.is_empty() {
+            self.early_1rtt = Vec::new();
+        }
         if let Some(k) = self.one_rtt.as_mut() {
             k.hibernate();
         }
@@ -1325,6 +1349,10 @@ impl Connection {
     }
 
     fn on_loss_detection_timeout(&mut self, now: Instant) {
+        // How late the timer fired (a driver that slept past it shows here).
+        let late = self
+            .loss_detection_timer()
+            .map(|t| now.saturating_duration_since(t));
         // Time-threshold loss first (RFC 9002 §6.1.2).
         for &s in &SpaceId::ALL {
             if self.spaces[s as usize]
@@ -1352,7 +1380,15 @@ impl Connection {
             } else {
                 SpaceId::Data
             });
-        tracing::debug!(?space, pto_count = self.pto_count, "PTO");
+        tracing::debug!(
+            ?space,
+            pto_count = self.pto_count,
+            srtt = ?self.rtt.smoothed(),
+            pto_base = ?self.rtt.pto_base(),
+            ?late,
+            in_flight = self.bytes_in_flight(),
+            "PTO"
+        );
         if space == SpaceId::Data {
             if let Some(base) = self.mtud.on_pto(now, self.pto_count) {
                 self.set_datagram_size(base);
@@ -1406,7 +1442,7 @@ impl Connection {
             let change = self.tls.write_hs(&mut buf);
             if !buf.is_empty() {
                 if self.side.is_client() && self.tls_space == SpaceId::Initial {
-                    self.on_client_hello_written(&buf);
+                    self.on_client_hello(&buf);
                 }
                 self.spaces[self.tls_space as usize]
                     .crypto_send
@@ -1425,7 +1461,12 @@ impl Connection {
                     }
                 }
                 (keys, Some(next)) => {
-                    self.one_rtt = Some(KeyPhase::new(keys, next, self.config.key_update_interval));
+                    let mut phase = KeyPhase::new(keys, next, self.config.key_update_interval);
+                    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+                    if let Some(source) = self.versions.key_source.take() {
+                        phase.set_source(source);
+                    }
+                    self.one_rtt = Some(phase);
                     self.tls_space = SpaceId::Data;
                     if let Some(q) = self.qlog.on() {
                         q.key_updated(now, "client_1rtt_secret", Some(0), "tls");

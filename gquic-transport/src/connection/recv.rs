@@ -18,7 +18,7 @@ use crate::wire::{LongType, PacketType, TransportParameters};
 use crate::Side;
 
 /// How long a connection with nothing in flight waits before freeing its busy-time buffers.
-const COMPACT_AFTER: Duration = Duration::from_secs(1);
+pub(super) const COMPACT_AFTER: Duration = Duration::from_secs(1);
 
 /// How many 1-RTT packets a server keeps while it waits for the client's Finished.
 const MAX_BUFFERED_1RTT: usize = 16;
@@ -236,6 +236,7 @@ impl Connection {
                 }
             }
             SpaceId::Data => {
+                self.wake_keys(now);
                 let Some(keys) = self.one_rtt.as_mut() else {
                     self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     return Ok(());
@@ -735,7 +736,10 @@ impl Connection {
             // The server's TLS starts once the whole ClientHello is in, in the version chosen
             // from it (RFC 9368 §2.3).
             match self.server_client_hello()? {
-                Some(hello) => self.tls_read(&hello)?,
+                Some(hello) => {
+                    self.on_client_hello(&hello);
+                    self.tls_read(&hello)?;
+                }
                 None if self.versions_pending() => return Ok(()),
                 None => {}
             }
@@ -953,6 +957,14 @@ impl Connection {
         }
         // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
         // Initial-only ACK before the handshake, which we still count as progress).
+        if self.pto_count > 0 {
+            tracing::debug!(
+                pto_count = self.pto_count,
+                ?space,
+                in_flight = self.bytes_in_flight(),
+                "acknowledged after PTOs"
+            );
+        }
         self.pto_count = 0;
         let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
         self.on_packets_lost(now, space, lost, &acked_pns);

@@ -314,6 +314,10 @@ impl Connection {
             },
             SpaceId::Data => match self.one_rtt.as_mut() {
                 Some(k) => {
+                    if k.wake() {
+                        self.compact_at
+                            .get_or_insert(now + super::recv::COMPACT_AFTER);
+                    }
                     let r = crypto::seal_with(
                         &mut buf[start..],
                         partial.header_len(),

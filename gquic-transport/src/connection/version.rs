@@ -53,12 +53,16 @@ pub(super) struct VersionState {
     pub(super) original_initial: Option<Keys>,
     /// Client: the negotiated version is known (no more switching).
     pub(super) settled: bool,
-    /// Client: where the TLS secrets come from, until the ClientHello is written.
+    /// Where the TLS secrets come from, until the ClientHello is written (client) or read
+    /// (server).
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     pub(super) capture_source: Option<Arc<crypto::version_keys::SecretCapture>>,
-    /// Client: this connection's registration for its TLS secrets.
+    /// This connection's registration for its TLS secrets, until the 1-RTT keys are in.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     pub(super) capture: Option<crypto::version_keys::CaptureHandle>,
+    /// The 1-RTT secrets, for the key phase to expand its keys from again after hibernating.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(super) key_source: Option<crypto::version_keys::KeySource>,
 }
 
 /// Server: the ClientHello gathered so far and how to start TLS again.
@@ -336,9 +340,10 @@ impl Connection {
         self.spaces[SpaceId::Initial as usize].keys = Some(keys);
     }
 
-    /// Client: right after the ClientHello is written, registers for its TLS secrets (in case
-    /// a server switches the version).
-    pub(super) fn on_client_hello_written(&mut self, hello: &[u8]) {
+    /// Right after the ClientHello is written (client) or complete (server), registers for the
+    /// TLS secrets: a client needs them if a server switches the version, and either side to
+    /// expand its 1-RTT keys again after hibernating ([`crypto::KeyPhase::hibernate`]).
+    pub(super) fn on_client_hello(&mut self, hello: &[u8]) {
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         if let Some(capture) = self.versions.capture_source.take() {
             // RFC 8446 §4.1.2: the random follows the handshake header and legacy_version.
@@ -364,10 +369,10 @@ impl Connection {
         };
         if !switched {
             if next.is_some() {
-                // The secrets are no longer needed.
+                // The secrets are no longer needed once the key phase has its source.
                 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-                {
-                    self.versions.capture = None;
+                if let Some(capture) = self.versions.capture.take() {
+                    self.versions.key_source = self.key_source(capture.traffic(), self.version);
                 }
             }
             return Ok((keys, next));
@@ -407,7 +412,19 @@ impl Connection {
         let next = VersionSecrets::after(suite, version, Side::Client, &secrets)
             .map_err(|e| internal(e.to_string()))?;
         self.versions.capture = None;
+        self.versions.key_source = self.key_source(Some(secrets), version);
         Ok((derived, Some(crypto::NextSecrets::Version(next))))
+    }
+
+    /// The source of the first 1-RTT keys, from the captured application traffic secrets.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn key_source(
+        &self,
+        secrets: Option<crypto::version_keys::TrafficSecrets>,
+        version: Version,
+    ) -> Option<crypto::version_keys::KeySource> {
+        let suite = self.tls.negotiated_cipher_suite()?.tls13()?;
+        crypto::version_keys::KeySource::new(suite, version, self.side, secrets?).ok()
     }
 
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]

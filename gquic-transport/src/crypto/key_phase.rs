@@ -109,6 +109,65 @@ pub struct KeyPhase {
     update_interval: u64,
     /// Key updates so far, by either side.
     generation: u64,
+    /// Where the current keys can be expanded from again, when the connection has it.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    source: Option<Box<super::version_keys::KeySource>>,
+    /// Whether the four current keys are dropped ([`KeyPhase::hibernate`]) until
+    /// [`KeyPhase::wake`].
+    asleep: bool,
+    /// Whether `source` was checked against the keys in use.
+    source_checked: bool,
+}
+
+/// Stands in for a dropped key while a connection hibernates: refuses every operation (the
+/// connection wakes its keys before any packet is sealed or opened). Zero-sized, so boxing it
+/// allocates nothing.
+struct Asleep;
+
+impl PacketKey for Asleep {
+    fn encrypt_in_place(
+        &self,
+        _: u64,
+        _: &[u8],
+        _: &mut [u8],
+    ) -> Result<rustls::quic::Tag, rustls::Error> {
+        Err(rustls::Error::EncryptError)
+    }
+
+    fn decrypt_in_place<'a>(
+        &self,
+        _: u64,
+        _: &[u8],
+        _: &'a mut [u8],
+    ) -> Result<&'a [u8], rustls::Error> {
+        Err(rustls::Error::DecryptError)
+    }
+
+    fn tag_len(&self) -> usize {
+        16
+    }
+
+    fn confidentiality_limit(&self) -> u64 {
+        u64::MAX
+    }
+
+    fn integrity_limit(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+impl HeaderProtectionKey for Asleep {
+    fn encrypt_in_place(&self, _: &[u8], _: &mut u8, _: &mut [u8]) -> Result<(), rustls::Error> {
+        Err(rustls::Error::EncryptError)
+    }
+
+    fn decrypt_in_place(&self, _: &[u8], _: &mut u8, _: &mut [u8]) -> Result<(), rustls::Error> {
+        Err(rustls::Error::DecryptError)
+    }
+
+    fn sample_len(&self) -> usize {
+        16
+    }
 }
 
 impl std::fmt::Debug for KeyPhase {
@@ -150,7 +209,58 @@ impl KeyPhase {
             failed: 0,
             update_interval: update_interval.min(limit.saturating_sub(limit / 8)).max(1),
             generation: 0,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            source: None,
+            asleep: false,
+            source_checked: false,
         }
+    }
+
+    /// Whether `keys` protect exactly as the current keys do: the same ciphertext and tag for
+    /// a probe payload in both directions, the same header-protection masks.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn same_keys(&self, keys: &Keys) -> bool {
+        fn seal(key: &dyn PacketKey) -> Option<[u8; 48]> {
+            let mut out = [0x5au8; 48];
+            let (payload, tag) = out.split_at_mut(32);
+            let t = key.encrypt_in_place(0x1234, b"probe", payload).ok()?;
+            tag[..t.as_ref().len().min(16)]
+                .copy_from_slice(&t.as_ref()[..t.as_ref().len().min(16)]);
+            Some(out)
+        }
+        fn mask(key: &dyn HeaderProtectionKey) -> Option<[u8; 5]> {
+            let sample = [0xa5u8; 16];
+            let mut first = 0x40u8;
+            let mut pn = [0u8; 4];
+            key.encrypt_in_place(&sample, &mut first, &mut pn).ok()?;
+            Some([first, pn[0], pn[1], pn[2], pn[3]])
+        }
+        let packets = [
+            (self.local.as_ref(), keys.local.packet.as_ref()),
+            (self.remote.as_ref(), keys.remote.packet.as_ref()),
+        ];
+        let headers = [
+            (self.local_header.as_ref(), keys.local.header.as_ref()),
+            (self.remote_header.as_ref(), keys.remote.header.as_ref()),
+        ];
+        packets
+            .iter()
+            .all(|(a, b)| seal(*a).is_some_and(|x| Some(x) == seal(*b)))
+            && headers
+                .iter()
+                .all(|(a, b)| mask(*a).is_some_and(|x| Some(x) == mask(*b)))
+    }
+
+    /// Where the current generation's keys can be expanded from again: with it,
+    /// [`KeyPhase::hibernate`] also drops the current keys. Give it right after
+    /// [`KeyPhase::new`], with the secrets the keys came from.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub fn set_source(&mut self, source: super::version_keys::KeySource) {
+        let mut source = source;
+        for _ in 0..self.generation {
+            source.update();
+        }
+        self.source = Some(Box::new(source));
     }
 
     /// How many key updates happened, initiated by either side.
@@ -231,14 +341,62 @@ impl KeyPhase {
     }
 
     /// Idle-connection diet: drops the next generation's keys (derived again from the
-    /// secrets when a packet of the next phase arrives or the connection updates).
+    /// secrets when a packet of the next phase arrives or the connection updates). With a
+    /// [`KeyPhase::set_source`], and no previous generation kept, the current packet and
+    /// header protection keys go too, until [`KeyPhase::wake`] expands them again.
     pub fn hibernate(&mut self) {
         self.next = None;
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        if self.source.is_some() && self.previous_remote.is_none() && !self.asleep {
+            if !self.source_checked {
+                // The secrets came through the TLS key log, keyed by the ClientHello's random,
+                // which a peer chooses: only a source that gives the very keys in use is
+                // trusted to replace them.
+                self.source_checked = true;
+                let same = self
+                    .source
+                    .as_ref()
+                    .is_some_and(|source| self.same_keys(&source.keys()));
+                if !same {
+                    tracing::debug!("captured 1-RTT secrets do not match the keys; kept awake");
+                    self.source = None;
+                    return;
+                }
+            }
+            self.local = Box::new(Asleep);
+            self.remote = Box::new(Asleep);
+            self.local_header = Box::new(Asleep);
+            self.remote_header = Box::new(Asleep);
+            self.asleep = true;
+        }
+    }
+
+    /// Expands the current keys again after [`KeyPhase::hibernate`]; returns whether they were
+    /// asleep. Call before sealing or opening a packet.
+    pub fn wake(&mut self) -> bool {
+        if !self.asleep {
+            return false;
+        }
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        if let Some(source) = self.source.as_ref() {
+            let keys = source.keys();
+            self.local = keys.local.packet;
+            self.remote = keys.remote.packet;
+            self.local_header = keys.local.header;
+            self.remote_header = keys.remote.header;
+        }
+        self.asleep = false;
+        true
     }
 
     /// Whether the next generation's keys are dropped ([`KeyPhase::hibernate`]).
     pub fn is_hibernating(&self) -> bool {
         self.next.is_none()
+    }
+
+    /// Whether the current keys are dropped too, until [`KeyPhase::wake`].
+    pub fn is_asleep(&self) -> bool {
+        self.asleep
     }
 
     /// Records that packet `pn` authenticated with the key of `which`.
@@ -317,6 +475,11 @@ impl KeyPhase {
     }
 
     fn rotate(&mut self) {
+        self.wake();
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        if let Some(source) = self.source.as_mut() {
+            source.update();
+        }
         // `secrets` moves on to the new generation; `next` is derived from a copy, so that
         // dropping it (hibernation) loses nothing.
         let derived = self.secrets.next_packet_keys();

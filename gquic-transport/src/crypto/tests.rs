@@ -333,3 +333,30 @@ fn automatic_update_interval() {
     client.initiate_update().unwrap();
     assert!(!client.should_update());
 }
+
+/// Idle-connection diet: secrets that do not give the keys in use (a key log entry that
+/// belonged to another connection with the same ClientHello random) are never trusted to
+/// replace them: the keys stay awake and packets keep opening.
+#[test]
+fn a_key_source_that_does_not_match_is_not_used() {
+    use super::version_keys::{KeySource, TrafficSecrets};
+    use rustls::crypto::tls13::OkmBlock;
+    let (mut client, mut server) = phases(rustls::crypto::aws_lc_rs::default_provider(), 1 << 20);
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .unwrap();
+    let wrong = TrafficSecrets {
+        client: OkmBlock::new(&[1; 32]),
+        server: OkmBlock::new(&[2; 32]),
+    };
+    server
+        .set_source(KeySource::new(suite, crate::wire::Version::V1, Side::Server, wrong).unwrap());
+    server.hibernate();
+    assert!(server.is_hibernating(), "the next generation goes anyway");
+    assert!(!server.is_asleep(), "the current keys stay");
+    let p = send(&mut client, 0, b"still opens");
+    assert_eq!(
+        receive(&mut server, &p, None).unwrap(),
+        (RemoteKey::Current, b"still opens".to_vec())
+    );
+}

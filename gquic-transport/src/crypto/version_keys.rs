@@ -262,20 +262,29 @@ fn packet_key(
     }))
 }
 
-fn directional(
+fn header_key(
     suite: &Tls13CipherSuite,
     aead: Aead,
     labels: &Labels,
     secret: &OkmBlock,
-) -> Result<DirectionalKeys, CryptoError> {
+) -> Result<Box<dyn HeaderProtectionKey>, CryptoError> {
     let mut hp = [0u8; 32];
     let hp = &mut hp[..aead.key_len()];
     expand_label(suite, secret, labels.hp, hp);
     let header = backend::aead::quic::HeaderProtectionKey::new(aead.header_alg(), hp)
         .map_err(|_| CryptoError::UnsupportedSuite(suite.common.suite))?;
     hp.fill(0);
+    Ok(Box::new(OwnHeaderKey(header)))
+}
+
+fn directional(
+    suite: &Tls13CipherSuite,
+    aead: Aead,
+    labels: &Labels,
+    secret: &OkmBlock,
+) -> Result<DirectionalKeys, CryptoError> {
     Ok(DirectionalKeys {
-        header: Box::new(OwnHeaderKey(header)),
+        header: header_key(suite, aead, labels, secret)?,
         packet: packet_key(suite, aead, labels, secret)?,
     })
 }
@@ -372,6 +381,78 @@ impl VersionSecrets {
         };
         self.update();
         keys
+    }
+}
+
+/// What an idle connection keeps in place of its 1-RTT keys: the secrets to expand them again
+/// (RFC 9001 §5.1: AEAD key, IV and header-protection key all come from a traffic secret).
+/// Header protection keys come from the first 1-RTT secrets and never change (§6); packet
+/// keys come from the current generation's secrets, which a key update moves on (§6.1).
+#[derive(Clone)]
+pub struct KeySource {
+    suite: &'static Tls13CipherSuite,
+    aead: Aead,
+    labels: Labels,
+    side: Side,
+    /// The first 1-RTT secrets (header protection).
+    first: TrafficSecrets,
+    /// The current generation's secrets after a key update; `None` while it is the first.
+    current: Option<TrafficSecrets>,
+}
+
+impl KeySource {
+    /// The source of the 1-RTT keys that `first` (the application traffic secrets TLS derived)
+    /// expand to under `version`'s labels.
+    ///
+    /// # Errors
+    /// As [`keys`].
+    pub fn new(
+        suite: &'static Tls13CipherSuite,
+        version: Version,
+        side: Side,
+        first: TrafficSecrets,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
+            suite,
+            aead: Aead::of(suite)?,
+            labels: labels(version)?,
+            side,
+            first,
+            current: None,
+        })
+    }
+
+    /// Moves on to the next generation (a key update, RFC 9001 §6.1).
+    pub fn update(&mut self) {
+        let len = self.suite.common.hash_provider.output_len();
+        let current = self.current.get_or_insert_with(|| self.first.clone());
+        for secret in [&mut current.client, &mut current.server] {
+            let mut next = [0u8; OkmBlock::MAX_LEN];
+            expand_label(self.suite, secret, self.labels.ku, &mut next[..len]);
+            *secret = OkmBlock::new(&next[..len]);
+            next.fill(0);
+        }
+    }
+
+    /// The current generation's keys, expanded again.
+    pub fn keys(&self) -> Keys {
+        let ordered = |s: &'_ TrafficSecrets| match self.side {
+            Side::Client => (s.client.clone(), s.server.clone()),
+            Side::Server => (s.server.clone(), s.client.clone()),
+        };
+        let (local_first, remote_first) = ordered(&self.first);
+        let (local, remote) = ordered(self.current.as_ref().unwrap_or(&self.first));
+        // The suite and version were checked in `new`; key construction cannot fail here.
+        let build = |hp: &OkmBlock, secret: &OkmBlock| DirectionalKeys {
+            header: header_key(self.suite, self.aead, &self.labels, hp)
+                .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
+            packet: packet_key(self.suite, self.aead, &self.labels, secret)
+                .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
+        };
+        Keys {
+            local: build(&local_first, &local),
+            remote: build(&remote_first, &remote),
+        }
     }
 }
 

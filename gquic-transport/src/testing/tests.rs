@@ -275,6 +275,60 @@ fn key_updates_after_an_idle_connection_compacted() {
     assert!(updates(&mut s.net, S, server) >= 3);
 }
 
+/// Idle-connection diet: a quiet connection drops its four current 1-RTT keys too, keeping
+/// the secrets (RFC 9001 §5.1) it expands them from again when a packet comes or goes. Data
+/// (and the ACKs back) flow after every sleep, across key updates made during a transfer, and
+/// the connection goes back to sleep once quiet again.
+#[test]
+fn idle_connections_drop_their_keys_and_expand_them_again() {
+    let mut t = TransportConfig::default();
+    t.key_update_interval(200);
+    let mut s = sim(13, LinkConfig::default(), t);
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    let asleep = |s: &mut Sim, server| {
+        (
+            s.net
+                .endpoint(C)
+                .connection(s.client)
+                .unwrap()
+                .keys_asleep(),
+            s.net.endpoint(S).connection(server).unwrap().keys_asleep(),
+        )
+    };
+    assert_eq!(asleep(&mut s, server), (true, true), "both sides sleep");
+    // Client to server, with key updates on the way (every 200 packets).
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20), "1 MiB intact after waking");
+    let generation = |s: &mut Sim, server| {
+        s.net
+            .endpoint(S)
+            .connection(server)
+            .unwrap()
+            .stats()
+            .key_updates
+    };
+    let updated = generation(&mut s, server);
+    assert!(updated >= 2, "key updates during the transfer: {updated}");
+    // Quiet again: asleep again, now at a later key generation.
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(
+        asleep(&mut s, server),
+        (true, true),
+        "asleep after the updates"
+    );
+    // Woken at a later generation (an update made asleep is in
+    // `key_updates_after_an_idle_connection_compacted`).
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(
+        got == pattern(1 << 20),
+        "data intact after the second sleep"
+    );
+    assert!(generation(&mut s, server) > updated);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(asleep(&mut s, server), (true, true), "and asleep once more");
+}
+
 #[test]
 fn lossy_transfers_over_fifty_seeds() {
     for seed in 1..=50 {
