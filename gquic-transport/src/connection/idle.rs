@@ -1,0 +1,59 @@
+//! The idle-connection diet: what a quiet connection gives back (busy-time buffers, the next
+//! key generation, the current 1-RTT keys) and how it wakes.
+
+use std::time::Instant;
+
+use super::{recv, Connection};
+use crate::crypto::KeyPhase;
+
+impl Connection {
+    /// Whether the connection is compacted: nothing in flight, next-generation keys dropped.
+    #[cfg(test)]
+    pub(crate) fn is_compacted(&self) -> bool {
+        self.one_rtt.as_ref().is_some_and(|k| k.is_hibernating())
+    }
+
+    /// Whether the current 1-RTT keys are dropped until the connection wakes (idle diet).
+    #[cfg(test)]
+    pub(crate) fn keys_asleep(&self) -> bool {
+        self.one_rtt.as_ref().is_some_and(KeyPhase::is_asleep)
+    }
+
+    /// Expands hibernating 1-RTT keys again before a packet is sealed or opened, and plans the
+    /// next compaction (a peer's packet that only gets an ACK back leaves nothing in flight).
+    pub(super) fn wake_keys(&mut self, now: Instant) {
+        if self.one_rtt.as_mut().is_some_and(KeyPhase::wake) {
+            tracing::trace!("1-RTT keys expanded again");
+            self.compact_at.get_or_insert(now + recv::COMPACT_AFTER);
+        }
+    }
+
+    /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
+    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) go back
+    /// to the allocator. A connection that is still sending keeps them.
+    pub(super) fn compact(&mut self) {
+        // During the handshake there is nothing to gain, and a server's buffered early 1-RTT
+        // packets (RFC 9001 §5.7) are data the client counts as sent: they wait for the
+        // client's Finished, however long the handshake takes.
+        if self.bytes_in_flight() > 0 || !self.handshake_confirmed {
+            return;
+        }
+        tracing::trace!("compacting an idle connection");
+        for space in &mut self.spaces {
+            space.sent.shrink();
+        }
+        self.acked_scratch = Vec::new();
+        self.acked_pns_scratch = Vec::new();
+        self.ack_scratch = Vec::new();
+        if self.early_1rtt.is_empty() {
+            self.early_1rtt = Vec::new();
+        }
+        if let Some(k) = self.one_rtt.as_mut() {
+            k.hibernate();
+        }
+        self.events.shrink_to_fit();
+        self.path_responses.shrink_to_fit();
+        self.datagrams_in.shrink_to_fit();
+        self.datagrams_out.shrink_to_fit();
+    }
+}
