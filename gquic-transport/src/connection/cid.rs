@@ -1,7 +1,7 @@
 //! Connection-ID management (RFC 9000 §5.1): the IDs we issue to the peer and the ones it
 //! issues to us, retirement, and stateless-reset tokens (§10.3).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::error::TransportErrorCode;
 use crate::wire::frame::NewConnectionId;
@@ -22,16 +22,83 @@ pub enum EndpointEvent {
     Drained,
 }
 
+/// Connection IDs by sequence number: a few entries (the active_connection_id_limit, RFC
+/// 9000 §5.1.1), kept sorted in a vector. A `BTreeMap` would take a 500-byte node for them.
+#[derive(Debug)]
+struct SeqMap<V>(Vec<(u64, V)>);
+
+impl<V> Default for SeqMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> SeqMap<V> {
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&seq, |(s, _)| *s)
+    }
+
+    fn insert(&mut self, seq: u64, v: V) {
+        match self.find(seq) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (seq, v)),
+        }
+    }
+
+    fn get(&self, seq: &u64) -> Option<&V> {
+        self.find(*seq).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, seq: &u64) -> Option<&mut V> {
+        self.find(*seq).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, seq: &u64) -> bool {
+        self.find(*seq).is_ok()
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<V> {
+        self.find(*seq).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Entries in sequence order.
+    fn iter(&self) -> impl Iterator<Item = (&u64, &V)> {
+        self.0.iter().map(|(s, v)| (s, v))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// Entries with a sequence number below `end`.
+    fn range(&self, end: std::ops::RangeTo<u64>) -> impl Iterator<Item = (&u64, &V)> {
+        self.iter().take_while(move |(s, _)| **s < end.end)
+    }
+
+    /// Entries with a sequence number of `start` or more.
+    fn from(&self, start: u64) -> impl Iterator<Item = (&u64, &V)> {
+        self.iter().skip_while(move |(s, _)| **s < start)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
 /// The connection IDs of one connection.
 #[derive(Debug)]
 pub(super) struct CidState {
     /// Ours, by sequence number (sequence 0 is the handshake ID).
-    local: BTreeMap<u64, (ConnectionId, ResetToken)>,
+    local: SeqMap<(ConnectionId, ResetToken)>,
     next_local_seq: u64,
     /// NEW_CONNECTION_ID frames to send, by sequence number.
     pending_new: VecDeque<u64>,
     /// The peer's, by sequence number, with their reset tokens.
-    remote: BTreeMap<u64, (ConnectionId, Option<ResetToken>)>,
+    remote: SeqMap<(ConnectionId, Option<ResetToken>)>,
     /// The sequence number of the remote ID in use.
     remote_seq: u64,
     /// Highest Retire Prior To seen from the peer.
@@ -50,9 +117,9 @@ impl CidState {
         remote: ConnectionId,
         limit: u64,
     ) -> Self {
-        let mut l = BTreeMap::new();
+        let mut l = SeqMap::default();
         l.insert(0, (local, local_token.unwrap_or(ResetToken([0; 16]))));
-        let mut r = BTreeMap::new();
+        let mut r = SeqMap::default();
         r.insert(0, (remote, None));
         Self {
             local: l,
@@ -65,6 +132,15 @@ impl CidState {
             limit,
             events: VecDeque::new(),
         }
+    }
+
+    /// Idle-connection diet: gives back the spare capacity of the ID lists and queues.
+    pub(super) fn shrink(&mut self) {
+        self.local.shrink_to_fit();
+        self.remote.shrink_to_fit();
+        self.pending_new.shrink_to_fit();
+        self.pending_retire.shrink_to_fit();
+        self.events.shrink_to_fit();
     }
 
     /// The peer's connection ID to send to.
@@ -206,7 +282,7 @@ impl CidState {
     /// Moves to the next peer connection ID not used yet and retires the one in use (RFC 9000
     /// §9.5, for a new path); `false` when the peer has given no spare ID.
     pub(super) fn rotate_remote(&mut self) -> bool {
-        let Some((&next, _)) = self.remote.range(self.remote_seq + 1..).next() else {
+        let Some((&next, _)) = self.remote.from(self.remote_seq + 1).next() else {
             return false;
         };
         let old = self.remote_seq;

@@ -31,8 +31,8 @@ use rustls::quic::{self as tls};
 
 use self::cid::CidState;
 pub use self::cid::EndpointEvent;
-use self::spaces::PacketSpace;
 pub use self::spaces::SpaceId;
+use self::spaces::Spaces;
 use self::streams::Streams;
 pub use self::streams::{ReadError, StreamEvent, WriteError};
 use self::zero_rtt::ZeroRtt;
@@ -239,7 +239,7 @@ pub struct Connection {
     config: Arc<TransportConfig>,
     tls: tls_state::Tls,
     state: State,
-    spaces: [PacketSpace; 3],
+    spaces: Spaces,
     one_rtt: Option<KeyPhase>,
     /// 0-RTT keys and outcome (RFC 9001 §4.6).
     zero_rtt: ZeroRtt,
@@ -643,7 +643,7 @@ impl Connection {
             version,
             tls: tls.into(),
             state: State::Handshake,
-            spaces: [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()],
+            spaces: Spaces::new(),
             one_rtt: None,
             zero_rtt: ZeroRtt::default(),
             versions: version::VersionState::default(),
@@ -1191,7 +1191,7 @@ impl Connection {
         consider(self.zero_rtt.discard_at);
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
-        for space in &self.spaces {
+        for space in self.spaces.iter() {
             if space.ack_pending() && !blocked {
                 consider(space.ack_deadline);
             }
@@ -1349,8 +1349,11 @@ impl Connection {
         // that packets the peer cannot acknowledge yet keep full (Handshake packets before it
         // has the keys): it goes out as a probe too, or the handshake could stall for good.
         for other in SpaceId::ALL {
+            if other == space || self.spaces[other as usize].discarded {
+                continue;
+            }
             let sp = &mut self.spaces[other as usize];
-            if other != space && sp.keys.is_some() && sp.crypto_send.has_pending(u64::MAX) {
+            if sp.keys.is_some() && sp.crypto_send.has_pending(u64::MAX) {
                 sp.probes = sp.probes.max(1);
             }
         }
@@ -1432,10 +1435,11 @@ impl Connection {
     /// Discards a packet-number space's keys and in-flight packets (RFC 9001 §4.9, RFC 9002
     /// §6.4).
     fn discard_space(&mut self, space: SpaceId) {
-        let sp = &mut self.spaces[space as usize];
-        if sp.discarded {
+        // Looked at first without `IndexMut`, which would bring a freed space back.
+        if self.spaces[space as usize].discarded {
             return;
         }
+        let sp = &mut self.spaces[space as usize];
         tracing::debug!(?space, "discarding keys");
         sp.discarded = true;
         sp.keys = None;
@@ -1448,6 +1452,9 @@ impl Connection {
             // The original version's Initial keys go with the negotiated version's.
             self.versions.original_initial = None;
         }
+        // Nothing of the space is sent or opened again: its CRYPTO streams, the packet numbers
+        // it received and the space itself go (the idle-connection diet).
+        self.spaces.free(space);
     }
 }
 

@@ -403,11 +403,13 @@ impl Connection {
             }
         }
 
-        // Record for acknowledgment (RFC 9000 §13.2).
-        let sp = &mut self.spaces[space as usize];
-        if sp.discarded {
+        // Record for acknowledgment (RFC 9000 §13.2), unless the packet completed the
+        // handshake and its space is gone (looked at without `IndexMut`, which would bring a
+        // freed space back).
+        if self.spaces[space as usize].discarded {
             return Ok(());
         }
+        let sp = &mut self.spaces[space as usize];
         let out_of_order = sp.largest_received.is_some_and(|l| pn < l);
         sp.received.insert_one(pn);
         sp.received.truncate_low(self.config.max_ack_ranges);
@@ -553,6 +555,11 @@ impl Connection {
             Frame::Padding(_) | Frame::Ping => {}
             Frame::Ack(ack) => self.on_ack_frame(now, space, &ack)?,
             Frame::Crypto { offset, data } => {
+                // The space went away with an earlier frame of this packet (the Finished that
+                // completed the handshake): the rest of its CRYPTO data is already in.
+                if self.spaces[space as usize].discarded {
+                    return Ok(());
+                }
                 let sp = &mut self.spaces[space as usize];
                 let end = offset + data.len() as u64;
                 // RFC 9000 §7.5: bounded buffering of out-of-order CRYPTO data.
@@ -855,6 +862,11 @@ impl Connection {
         space: SpaceId,
         ack: &Ack,
     ) -> Result<(), TransportError> {
+        // The packet's earlier frames completed the handshake and its space is gone (a client
+        // may put its Finished before the ACK): nothing of the space is tracked any more.
+        if self.spaces[space as usize].discarded {
+            return Ok(());
+        }
         let largest_before = self.spaces[space as usize].sent.largest_acked();
         // One vector reused across ACK frames: no allocation per ACK.
         let mut acked = std::mem::take(&mut self.acked_scratch);

@@ -468,6 +468,13 @@ impl Connection {
         let ack_wanted = self.spaces[space as usize].ack_due(now)
             || (can_elicit && self.spaces[space as usize].ack_pending());
         if !can_elicit && !ack_wanted {
+            tracing::trace!(
+                ?space,
+                window = self.cc.window(),
+                in_flight = self.bytes_in_flight(),
+                pacing_until = ?self.pacing_until.map(|t| t.saturating_duration_since(now)),
+                "waiting for the congestion window or the pacer"
+            );
             return None;
         }
         let (start, partial, pn) = self.begin_packet(space, buf)?;

@@ -165,3 +165,90 @@ impl PacketSpace {
         self.ack_deadline.is_some_and(|d| d <= now)
     }
 }
+
+/// What the index of a discarded space reads: no keys, nothing sent or received.
+static DISCARDED: std::sync::LazyLock<PacketSpace> = std::sync::LazyLock::new(|| PacketSpace {
+    discarded: true,
+    ..PacketSpace::new()
+});
+
+/// The three packet number spaces (RFC 9000 §12.3), indexed by `SpaceId as usize`. Initial and
+/// Handshake are freed once discarded (RFC 9001 §4.9): an idle connection keeps only the
+/// application space. Reading a discarded space gives an empty one marked `discarded`.
+pub(super) struct Spaces {
+    initial: Option<Box<PacketSpace>>,
+    handshake: Option<Box<PacketSpace>>,
+    data: PacketSpace,
+}
+
+impl Spaces {
+    pub(super) fn new() -> Self {
+        Self {
+            initial: Some(Box::new(PacketSpace::new())),
+            handshake: Some(Box::new(PacketSpace::new())),
+            data: PacketSpace::new(),
+        }
+    }
+
+    /// Frees a discarded Initial or Handshake space (the application space stays).
+    pub(super) fn free(&mut self, space: SpaceId) {
+        match space {
+            SpaceId::Initial => self.initial = None,
+            SpaceId::Handshake => self.handshake = None,
+            SpaceId::Data => {}
+        }
+    }
+
+    /// Whether the Initial and the Handshake space are freed.
+    #[cfg(test)]
+    pub(super) fn freed(&self) -> (bool, bool) {
+        (self.initial.is_none(), self.handshake.is_none())
+    }
+
+    /// The spaces not freed.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &PacketSpace> {
+        [self.initial.as_deref(), self.handshake.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&self.data))
+    }
+
+    /// The spaces not freed, mutably.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut PacketSpace> {
+        [self.initial.as_deref_mut(), self.handshake.as_deref_mut()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&mut self.data))
+    }
+}
+
+impl std::ops::Index<usize> for Spaces {
+    type Output = PacketSpace;
+
+    fn index(&self, i: usize) -> &PacketSpace {
+        match i {
+            0 => self.initial.as_deref().unwrap_or(&DISCARDED),
+            1 => self.handshake.as_deref().unwrap_or(&DISCARDED),
+            _ => &self.data,
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Spaces {
+    /// A write to a freed space (none is expected) gets a fresh discarded space rather than
+    /// a panic.
+    fn index_mut(&mut self, i: usize) -> &mut PacketSpace {
+        let slot = match i {
+            0 => &mut self.initial,
+            1 => &mut self.handshake,
+            _ => return &mut self.data,
+        };
+        slot.get_or_insert_with(|| {
+            tracing::debug!(space = i, "a freed packet number space written to");
+            Box::new(PacketSpace {
+                discarded: true,
+                ..PacketSpace::new()
+            })
+        })
+    }
+}

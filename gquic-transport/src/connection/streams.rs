@@ -160,8 +160,9 @@ pub struct Streams {
     /// Our connection-level receive window and the total highest offsets received.
     window: RecvWindow,
     data_received: u64,
-    /// The peer's initial stream limits (its transport parameters).
-    peer_params: TransportParameters,
+    /// The peer's initial per-stream limits (its transport parameters
+    /// initial_max_stream_data_uni, _bidi_remote and _bidi_local, RFC 9000 §18.2).
+    peer_stream_data: [u64; 3],
     /// Our initial per-stream windows.
     stream_window: u64,
     max_stream_window: u64,
@@ -223,7 +224,7 @@ impl Streams {
             streams_blocked_at: [None; 2],
             window: RecvWindow::new(local.initial_max_data, max_window),
             data_received: 0,
-            peer_params: TransportParameters::default(),
+            peer_stream_data: [0; 3],
             stream_window: local.initial_max_stream_data_bidi_remote,
             max_stream_window,
             send_buffered: 0,
@@ -253,7 +254,11 @@ impl Streams {
             }
         }
         self.max_data = self.max_data.max(params.initial_max_data);
-        self.peer_params = params.clone();
+        self.peer_stream_data = [
+            params.initial_max_stream_data_uni,
+            params.initial_max_stream_data_bidi_remote,
+            params.initial_max_stream_data_bidi_local,
+        ];
         // Streams opened before the parameters arrived (0-RTT) take their limits now.
         let ids: Vec<StreamId> = self.send.keys().copied().collect();
         for id in ids {
@@ -288,10 +293,10 @@ impl Streams {
     /// The peer's initial limit for data we send on `id`.
     fn peer_stream_limit(&self, id: StreamId) -> u64 {
         match (id.dir(), id.initiator() == self.side) {
-            (Dir::Uni, _) => self.peer_params.initial_max_stream_data_uni,
+            (Dir::Uni, _) => self.peer_stream_data[0],
             // Our bidi stream: the peer's limit for streams it did not open (remote to it).
-            (Dir::Bi, true) => self.peer_params.initial_max_stream_data_bidi_remote,
-            (Dir::Bi, false) => self.peer_params.initial_max_stream_data_bidi_local,
+            (Dir::Bi, true) => self.peer_stream_data[1],
+            (Dir::Bi, false) => self.peer_stream_data[2],
         }
     }
 

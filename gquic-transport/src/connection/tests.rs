@@ -1043,6 +1043,79 @@ fn early_1rtt_packets_outlive_a_quiet_handshake() {
     );
 }
 
+/// A client may put its Finished before its ACK in the last Handshake packet (quinn does):
+/// the Finished completes the handshake and frees the Handshake space, and the ACK after it
+/// in the same packet is then ignored, not taken for an acknowledgment of packets never sent.
+/// The freed spaces stay freed through the rest of the connection (PTOs included).
+#[test]
+fn finished_before_ack_in_one_packet_completes_the_handshake() {
+    let mut p = default_pair(Duration::from_millis(10));
+    let mut buf = Vec::new();
+    let now = p.now;
+    let mut to_server = Vec::new();
+    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
+        to_server.push(buf[..t.size].to_vec());
+    }
+    for d in to_server {
+        p.server
+            .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&d[..]));
+    }
+    let mut to_client = Vec::new();
+    while let Some(t) = p.server.poll_transmit(now, &mut buf) {
+        to_client.push(buf[..t.size].to_vec());
+    }
+    for d in to_client {
+        p.client
+            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
+    }
+    // The client's Finished, from its Handshake CRYPTO stream, then an ACK of the server's
+    // whole Handshake flight, in one packet.
+    let hs = &p.client.spaces[SpaceId::Handshake as usize].crypto_send;
+    let mut finished = Vec::new();
+    hs.copy_range(0..hs.end(), &mut finished);
+    assert!(!finished.is_empty());
+    let sent = p.server.spaces[SpaceId::Handshake as usize].sent.next_pn();
+    let ack = crate::wire::frame::Ack::from_ranges(&[0..=sent - 1], 0, None).unwrap();
+    let packet = forge(
+        &mut p.client,
+        SpaceId::Handshake,
+        &frame_bytes(&[
+            crate::wire::Frame::Crypto {
+                offset: 0,
+                data: Bytes::from(finished),
+            },
+            crate::wire::Frame::Ack(ack),
+        ]),
+    );
+    p.server
+        .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&packet[..]));
+    assert!(
+        !p.server.is_closed(),
+        "the server closed: {:?}",
+        p.server.close
+    );
+    assert!(
+        !p.server.is_handshaking(),
+        "the Finished completed the handshake"
+    );
+    assert_eq!(p.server.spaces.freed(), (true, true));
+    // The connection goes on (the client gets HANDSHAKE_DONE; losses and PTOs on the way)
+    // and the spaces stay freed.
+    p.drive_for(Duration::from_millis(500));
+    let got = transfer(&mut p, 64 << 10, Duration::from_secs(10)).expect("transfer");
+    assert_eq!(got, expected(64 << 10));
+    assert_eq!(
+        p.server.spaces.freed(),
+        (true, true),
+        "server spaces came back"
+    );
+    assert_eq!(
+        p.client.spaces.freed(),
+        (true, true),
+        "client spaces came back"
+    );
+}
+
 /// RFC 9002 §6.2.2.1: a server whose flight was lost and whose probes have used up three
 /// times what the client sent arms no PTO (each would send nothing and only back off
 /// further); the client's next datagram unblocks it and its probe goes out at once. Seen at

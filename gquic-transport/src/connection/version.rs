@@ -62,7 +62,7 @@ pub(super) struct VersionState {
     pub(super) capture: Option<crypto::version_keys::CaptureHandle>,
     /// The 1-RTT secrets, for the key phase to expand its keys from again after hibernating.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-    pub(super) key_source: Option<crypto::version_keys::KeySource>,
+    pub(super) key_source: Option<Box<crypto::version_keys::KeySource>>,
 }
 
 /// Server: the ClientHello gathered so far and how to start TLS again.
@@ -422,9 +422,11 @@ impl Connection {
         &self,
         secrets: Option<crypto::version_keys::TrafficSecrets>,
         version: Version,
-    ) -> Option<crypto::version_keys::KeySource> {
+    ) -> Option<Box<crypto::version_keys::KeySource>> {
         let suite = self.tls.negotiated_cipher_suite()?.tls13()?;
-        crypto::version_keys::KeySource::new(suite, version, self.side, secrets?).ok()
+        crypto::version_keys::KeySource::new(suite, version, self.side, secrets?)
+            .ok()
+            .map(Box::new)
     }
 
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]

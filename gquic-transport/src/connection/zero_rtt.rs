@@ -40,7 +40,7 @@ pub(super) struct ZeroRtt {
     /// first 1-RTT packet (RFC 9001 §4.9.3).
     pub(super) keys: Option<DirectionalKeys>,
     /// Client: the server parameters remembered with the ticket, which 0-RTT data obeys.
-    pub(super) remembered: Option<TransportParameters>,
+    pub(super) remembered: Option<Box<TransportParameters>>,
     /// Client: whether any 0-RTT packet was sent.
     pub(super) sent: bool,
     /// Whether the server accepted 0-RTT, once the handshake has said.
@@ -121,7 +121,7 @@ impl Connection {
         tracing::debug!("0-RTT keys available");
         // RFC 9000 §7.4.1: 0-RTT data obeys the remembered limits.
         self.streams.set_peer_params(&remembered);
-        self.zero_rtt.remembered = Some(remembered);
+        self.zero_rtt.remembered = Some(Box::new(remembered));
         self.zero_rtt.keys = Some(keys);
     }
 

@@ -255,12 +255,11 @@ impl KeyPhase {
     /// [`KeyPhase::hibernate`] also drops the current keys. Give it right after
     /// [`KeyPhase::new`], with the secrets the keys came from.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-    pub fn set_source(&mut self, source: super::version_keys::KeySource) {
-        let mut source = source;
+    pub fn set_source(&mut self, mut source: Box<super::version_keys::KeySource>) {
         for _ in 0..self.generation {
             source.update();
         }
-        self.source = Some(Box::new(source));
+        self.source = Some(source);
     }
 
     /// How many key updates happened, initiated by either side.

@@ -349,8 +349,9 @@ fn a_key_source_that_does_not_match_is_not_used() {
         client: OkmBlock::new(&[1; 32]),
         server: OkmBlock::new(&[2; 32]),
     };
-    server
-        .set_source(KeySource::new(suite, crate::wire::Version::V1, Side::Server, wrong).unwrap());
+    server.set_source(Box::new(
+        KeySource::new(suite, crate::wire::Version::V1, Side::Server, wrong).unwrap(),
+    ));
     server.hibernate();
     assert!(server.is_hibernating(), "the next generation goes anyway");
     assert!(!server.is_asleep(), "the current keys stay");

@@ -95,11 +95,15 @@ impl<T> SentPackets<T> {
         self.bytes_in_flight
     }
 
-    /// Frees the tracking memory when no packet is tracked (an idle connection).
+    /// Frees the tracking memory when nothing is in flight (an idle connection). Packets not
+    /// in flight (ACK-only ones, RFC 9002 §2) may still be tracked then, perhaps for good: the
+    /// peer need not acknowledge them. They are forgotten; an acknowledgment of one later is
+    /// ignored like that of any packet already acknowledged or declared lost.
     pub fn shrink(&mut self) {
-        if self.packets.iter().all(Option::is_none) {
+        if self.bytes_in_flight == 0 && self.ack_eliciting_in_flight == 0 {
             self.base = self.next_pn;
             self.packets = VecDeque::new();
+            self.loss_time = None;
         }
     }
 
@@ -256,7 +260,7 @@ impl<T> SentPackets<T> {
                 out.push((pn, p));
             }
         }
-        self.packets.clear();
+        self.packets = VecDeque::new();
         self.base = self.next_pn;
         self.loss_time = None;
         self.time_of_last_ack_eliciting = None;
@@ -323,6 +327,39 @@ mod tests {
             in_flight: true,
             info: (),
         }
+    }
+
+    /// Idle-connection diet: once nothing is in flight, ACK-only packets (never acknowledged,
+    /// perhaps) no longer hold the tracking memory; a late acknowledgment of one is ignored.
+    #[test]
+    fn shrink_forgets_ack_only_packets_once_nothing_is_in_flight() {
+        let t0 = Instant::now();
+        let mut s = SentPackets::new();
+        s.on_sent(packet(t0));
+        let ack_only = SentPacket {
+            ack_eliciting: false,
+            in_flight: false,
+            ..packet(t0)
+        };
+        for _ in 0..3 {
+            s.on_sent(ack_only.clone());
+        }
+        s.shrink();
+        assert!(
+            s.packets.capacity() > 0,
+            "a packet in flight keeps the tracking"
+        );
+        s.on_ack([0..=0].into_iter(), 0, t0).unwrap();
+        assert_eq!(s.bytes_in_flight(), 0);
+        s.shrink();
+        assert_eq!(
+            s.packets.capacity(),
+            0,
+            "the ACK-only packets are forgotten"
+        );
+        let late = s.on_ack([1..=3].into_iter(), 3, t0).unwrap();
+        assert!(late.acked.is_empty() && late.rtt_sample.is_none());
+        assert_eq!(s.on_sent(packet(t0)), 4, "numbering goes on");
     }
 
     #[test]
