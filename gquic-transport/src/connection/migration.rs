@@ -29,9 +29,9 @@ const MAX_OUTSTANDING_CHALLENGES: usize = 4;
 #[derive(Debug, Default)]
 pub(super) struct Migration {
     /// The path validation under way.
-    validation: Option<Validation>,
+    validation: Option<Box<Validation>>,
     /// The last validated path, to return to if validation fails (RFC 9000 §9.3.2).
-    previous: Option<PreviousPath>,
+    previous: Option<Box<PreviousPath>>,
     /// The Destination Connection ID of the peer's newest packet.
     pub(super) peer_dcid: Option<ConnectionId>,
     /// The packet being written carries a PATH_CHALLENGE or PATH_RESPONSE: its datagram is
@@ -91,12 +91,12 @@ impl Connection {
         tracing::debug!(%old, new = %remote, port_only, "peer address changed: migrating");
         self.stats.migrations += 1;
         if self.path_validated {
-            self.migration.previous = Some(PreviousPath {
+            self.migration.previous = Some(Box::new(PreviousPath {
                 remote: old,
                 cc: self.cc.clone_box(),
                 rtt: self.rtt,
                 max_datagram_size: self.max_datagram_size,
-            });
+            }));
         }
         self.remote = remote;
         // RFC 9000 §9.3: the new address is not validated; the anti-amplification limit
@@ -138,12 +138,12 @@ impl Connection {
         let initial_pto =
             RttEstimator::new(self.config.initial_rtt).pto_base() + self.peer_max_ack_delay();
         let deadline = now + pto.max(initial_pto) * 3;
-        self.migration.validation = Some(Validation {
+        self.migration.validation = Some(Box::new(Validation {
             outstanding: Vec::new(),
             send_pending: true,
             resend_at: None,
             deadline,
-        });
+        }));
     }
 
     /// A PATH_RESPONSE arrived (RFC 9000 §8.2.3).
