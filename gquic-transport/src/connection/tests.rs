@@ -885,17 +885,10 @@ fn datagram_without_negotiation_is_a_protocol_violation() {
     );
 }
 
-/// RFC 9001 §5.7: a server does not process (or acknowledge) 1-RTT packets before the client's
-/// Finished is in; a client whose 1-RTT packet was acknowledged may consider the handshake
-/// confirmed (§4.1.2) and stop resending a lost Finished (seen with quinn at 30% loss: the
-/// connection then hung until the idle timeout). The early packets are kept and handled once
-/// the Finished arrives.
-#[test]
-fn server_holds_1rtt_packets_until_the_clients_finished() {
-    let mut p = default_pair(Duration::from_millis(10));
+/// The first client flight to the server and the server's flight back; returns the time.
+fn exchange_first_flights(p: &mut Pair) -> Instant {
     let mut buf = Vec::new();
     let now = p.now;
-    // Client Initial(s) -> server; server flight -> client.
     let mut to_server = Vec::new();
     while let Some(t) = p.client.poll_transmit(now, &mut buf) {
         to_server.push(buf[..t.size].to_vec());
@@ -912,14 +905,16 @@ fn server_holds_1rtt_packets_until_the_clients_finished() {
         p.client
             .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
     }
-    // The client has 1-RTT keys and its Finished to send; it also sends stream data.
-    let id = p.client.open(Dir::Bi).unwrap();
-    p.client
-        .write(id, Bytes::from_static(b"early 1-RTT data"))
-        .unwrap();
-    p.client.finish(id).unwrap();
-    let mut handshake = Vec::new();
-    let mut one_rtt = Vec::new();
+    now
+}
+
+/// The client's pending packets, coalesced ones split apart: (Initial, Handshake, 1-RTT).
+fn client_packets_by_kind(
+    p: &mut Pair,
+    now: Instant,
+) -> (Vec<BytesMut>, Vec<BytesMut>, Vec<BytesMut>) {
+    let mut buf = Vec::new();
+    let (mut initial, mut handshake, mut one_rtt) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(t) = p.client.poll_transmit(now, &mut buf) {
         let mut rest = Some(BytesMut::from(&buf[..t.size]));
         while let Some(d) = rest.take() {
@@ -928,10 +923,32 @@ fn server_holds_1rtt_packets_until_the_clients_finished() {
             let bytes = BytesMut::from(partial.data());
             match partial.header() {
                 crate::wire::ProtectedHeader::Short { .. } => one_rtt.push(bytes),
+                crate::wire::ProtectedHeader::Initial { .. } => initial.push(bytes),
                 _ => handshake.push(bytes),
             }
         }
     }
+    (initial, handshake, one_rtt)
+}
+
+/// RFC 9001 §5.7: a server does not process (or acknowledge) 1-RTT packets before the client's
+/// Finished is in; a client whose 1-RTT packet was acknowledged may consider the handshake
+/// confirmed (§4.1.2) and stop resending a lost Finished (seen with quinn at 30% loss: the
+/// connection then hung until the idle timeout). The early packets are kept and handled once
+/// the Finished arrives.
+#[test]
+fn server_holds_1rtt_packets_until_the_clients_finished() {
+    let mut p = default_pair(Duration::from_millis(10));
+    // Client Initial(s) -> server; server flight -> client.
+    let now = exchange_first_flights(&mut p);
+    // The client has 1-RTT keys and its Finished to send; it also sends stream data.
+    let id = p.client.open(Dir::Bi).unwrap();
+    p.client
+        .write(id, Bytes::from_static(b"early 1-RTT data"))
+        .unwrap();
+    p.client.finish(id).unwrap();
+    let (initial, mut handshake, one_rtt) = client_packets_by_kind(&mut p, now);
+    handshake.splice(0..0, initial);
     assert!(!one_rtt.is_empty() && !handshake.is_empty());
     // Only the 1-RTT packets arrive: nothing is processed, so nothing is acknowledged.
     let received = p.server.stats().packets_received;
@@ -959,43 +976,13 @@ fn server_holds_1rtt_packets_until_the_clients_finished() {
 #[test]
 fn early_1rtt_packets_outlive_a_quiet_handshake() {
     let mut p = default_pair(Duration::from_millis(10));
-    let mut buf = Vec::new();
-    let now = p.now;
-    let mut to_server = Vec::new();
-    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
-        to_server.push(buf[..t.size].to_vec());
-    }
-    for d in to_server {
-        p.server
-            .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&d[..]));
-    }
-    let mut to_client = Vec::new();
-    while let Some(t) = p.server.poll_transmit(now, &mut buf) {
-        to_client.push(buf[..t.size].to_vec());
-    }
-    for d in to_client {
-        p.client
-            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
-    }
+    let now = exchange_first_flights(&mut p);
     let id = p.client.open(Dir::Bi).unwrap();
     p.client
         .write(id, Bytes::from_static(b"early 1-RTT data"))
         .unwrap();
     p.client.finish(id).unwrap();
-    let (mut initial, mut handshake, mut one_rtt) = (Vec::new(), Vec::new(), Vec::new());
-    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
-        let mut rest = Some(BytesMut::from(&buf[..t.size]));
-        while let Some(d) = rest.take() {
-            let (partial, next) = crate::wire::PartialDecode::new(d, 8).unwrap();
-            rest = next;
-            let bytes = BytesMut::from(partial.data());
-            match partial.header() {
-                crate::wire::ProtectedHeader::Short { .. } => one_rtt.push(bytes),
-                crate::wire::ProtectedHeader::Initial { .. } => initial.push(bytes),
-                _ => handshake.push(bytes),
-            }
-        }
-    }
+    let (initial, handshake, one_rtt) = client_packets_by_kind(&mut p, now);
     assert!(!one_rtt.is_empty() && !handshake.is_empty());
     // The client's acknowledgments of the whole server flight arrive (its Initial packets, and
     // a Handshake packet with an ACK alone), then its 1-RTT packets; its Finished does not.
@@ -1017,6 +1004,7 @@ fn early_1rtt_packets_outlive_a_quiet_handshake() {
         "the whole flight is acknowledged"
     );
     // Three quiet seconds on the server's clock.
+    let mut buf = Vec::new();
     let mut t = now;
     while let Some(next) = p.server.poll_timeout() {
         if next > now + Duration::from_secs(3) {
@@ -1050,24 +1038,7 @@ fn early_1rtt_packets_outlive_a_quiet_handshake() {
 #[test]
 fn finished_before_ack_in_one_packet_completes_the_handshake() {
     let mut p = default_pair(Duration::from_millis(10));
-    let mut buf = Vec::new();
-    let now = p.now;
-    let mut to_server = Vec::new();
-    while let Some(t) = p.client.poll_transmit(now, &mut buf) {
-        to_server.push(buf[..t.size].to_vec());
-    }
-    for d in to_server {
-        p.server
-            .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&d[..]));
-    }
-    let mut to_client = Vec::new();
-    while let Some(t) = p.server.poll_transmit(now, &mut buf) {
-        to_client.push(buf[..t.size].to_vec());
-    }
-    for d in to_client {
-        p.client
-            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
-    }
+    let now = exchange_first_flights(&mut p);
     // The client's Finished, from its Handshake CRYPTO stream, then an ACK of the server's
     // whole Handshake flight, in one packet.
     let hs = &p.client.spaces[SpaceId::Handshake as usize].crypto_send;
