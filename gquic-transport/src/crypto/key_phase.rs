@@ -224,8 +224,8 @@ impl KeyPhase {
             let mut out = [0x5au8; 48];
             let (payload, tag) = out.split_at_mut(32);
             let t = key.encrypt_in_place(0x1234, b"probe", payload).ok()?;
-            tag[..t.as_ref().len().min(16)]
-                .copy_from_slice(&t.as_ref()[..t.as_ref().len().min(16)]);
+            let n = t.as_ref().len().min(tag.len());
+            tag[..n].copy_from_slice(&t.as_ref()[..n]);
             Some(out)
         }
         fn mask(key: &dyn HeaderProtectionKey) -> Option<[u8; 5]> {
