@@ -121,6 +121,15 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
                         let Some(incoming) = incoming else { break };
                         tokio::spawn(async move {
                             if let Ok(conn) = incoming.await {
+                                if resume {
+                                    // Sent after the session tickets, which rustls writes
+                                    // when the client's Finished arrives: the client waits
+                                    // for it before closing.
+                                    if let Ok(mut s) = conn.open_uni().await {
+                                        let _ = s.write_all(b"t").await;
+                                        let _ = s.finish();
+                                    }
+                                }
                                 let _ = conn.closed().await;
                             }
                         });
@@ -138,9 +147,14 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
         move |addr| async move {
             let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
             if resume {
-                let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                conn.close(0u32.into(), b"");
+                // Tickets for the first concurrent handshakes: each of these connections takes
+                // one and brings two (rustls' default).
+                for _ in 0..measure::CONCURRENT_HANDSHAKES {
+                    let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                    conn.accept_uni().await?.read_to_end(16).await?;
+                    conn.close(0u32.into(), b"");
+                }
+                measure::reset_ticket_counts();
             }
             let t0 = Instant::now();
             let left = Arc::new(AtomicU64::new(count));
@@ -152,6 +166,10 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
                 tasks.spawn(async move {
                     while measure::take_one(&left) {
                         let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                        if resume {
+                            // The server's tickets came before this stream.
+                            conn.accept_uni().await?.read_to_end(16).await?;
+                        }
                         conn.close(0u32.into(), b"");
                     }
                     Ok::<(), BoxError>(())
@@ -162,6 +180,9 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
             }
             let wall = t0.elapsed();
             let _ = done_tx.send(true);
+            if resume {
+                measure::check_resumed(count)?;
+            }
             client.wait_idle().await;
             Ok(ClientRun {
                 units: count,

@@ -73,8 +73,8 @@ pub(crate) fn load_cert(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKey
     (chain, key)
 }
 
-/// The rustls configurations both stacks use: same provider (aws-lc-rs), TLS 1.3 only, same
-/// certificate, ALPN "bench".
+/// The rustls configurations both stacks use: same provider (GQUIC's default: aws-lc-rs,
+/// AES-128-GCM first), TLS 1.3 only, same certificate, ALPN "bench".
 pub(crate) fn tls_configs(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
     tls_configs_for(dir, true)
 }
@@ -86,7 +86,10 @@ pub(crate) fn tls_configs_for(
     resume: bool,
 ) -> (rustls::ServerConfig, rustls::ClientConfig) {
     let (mut server, mut client) = tls_base(dir);
-    if !resume {
+    if resume {
+        client.resumption =
+            rustls::client::Resumption::store(std::sync::Arc::new(CountingTickets::default()));
+    } else {
         server.send_tls13_tickets = 0;
         server.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
         client.resumption = rustls::client::Resumption::disabled();
@@ -94,8 +97,98 @@ pub(crate) fn tls_configs_for(
     (server, client)
 }
 
+/// Tickets the client presented (handshakes that tried to resume), counted by
+/// [`CountingTickets`].
+pub(crate) static TICKETS_TAKEN: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+/// Handshakes that found no ticket to present.
+pub(crate) static TICKETS_MISSED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// Zeroes [`TICKETS_TAKEN`] and [`TICKETS_MISSED`] (after the warm-up connections).
+pub(crate) fn reset_ticket_counts() {
+    TICKETS_TAKEN.store(0, std::sync::atomic::Ordering::Relaxed);
+    TICKETS_MISSED.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Fails unless at least 90% of `count` handshakes presented a ticket: otherwise the resumed
+/// figure would be a full handshake's. (The warm-up connections leave a ticket for each of the
+/// first concurrent handshakes.)
+pub(crate) fn check_resumed(count: u64) -> Result<(), BoxError> {
+    let taken = TICKETS_TAKEN.load(std::sync::atomic::Ordering::Relaxed);
+    let missed = TICKETS_MISSED.load(std::sync::atomic::Ordering::Relaxed);
+    if taken * 10 < count * 9 {
+        return Err(format!(
+            "only {taken} of {count} handshakes presented a session ticket ({missed} found none)"
+        )
+        .into());
+    }
+    eprintln!("tickets presented: {taken} of {}", taken + missed);
+    Ok(())
+}
+
+/// A client session cache that counts the TLS 1.3 tickets handshakes take. Unlike rustls'
+/// `ClientSessionMemoryCache`, which keeps 8 tickets per server, it keeps up to 1024: with 64
+/// handshakes at a time, tickets arrive and are taken in bursts, and 8 would leave most
+/// handshakes of a burst without one.
+#[derive(Debug, Default)]
+struct CountingTickets {
+    /// Key-exchange hints and TLS 1.2 sessions (unused: TLS 1.3 only).
+    other: std::sync::Mutex<Option<rustls::NamedGroup>>,
+    tickets: std::sync::Mutex<std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>>,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, _: rustls::pki_types::ServerName<'static>, g: rustls::NamedGroup) {
+        *self.other.lock().expect("lock") = Some(g);
+    }
+    fn kx_hint(&self, _: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        *self.other.lock().expect("lock")
+    }
+    fn set_tls12_session(
+        &self,
+        _: rustls::pki_types::ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(
+        &self,
+        _: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+    fn remove_tls12_session(&self, _: &rustls::pki_types::ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        _: rustls::pki_types::ServerName<'static>,
+        v: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut t = self.tickets.lock().expect("lock");
+        if t.len() == 1024 {
+            t.pop_front();
+        }
+        t.push_back(v);
+    }
+    fn take_tls13_ticket(
+        &self,
+        _: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        // The newest first, as rustls' cache does.
+        let t = self.tickets.lock().expect("lock").pop_back();
+        let counter = if t.is_some() {
+            &TICKETS_TAKEN
+        } else {
+            &TICKETS_MISSED
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t
+    }
+}
+
 fn tls_base(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // GQUIC's default: aws-lc-rs with TLS_AES_128_GCM_SHA256 first (see
+    // `gquic_transport::crypto::default_provider`); quinn gets the very same.
+    let provider = std::sync::Arc::new(gquic_transport::crypto::default_provider());
     let (chain, key) = load_cert(dir);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(chain[0].clone()).expect("root");

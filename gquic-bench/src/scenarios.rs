@@ -114,6 +114,15 @@ pub(crate) fn child_handshakes(
                         let Some(connecting) = connecting else { break };
                         tokio::spawn(async move {
                             if let Ok(conn) = connecting.await {
+                                if resume {
+                                    // Sent after the session tickets, which rustls writes
+                                    // when the client's Finished arrives: the client waits
+                                    // for it before closing.
+                                    if let Ok(mut s) = conn.open_uni().await {
+                                        let _ = s.write_all(b"t").await;
+                                        let _ = s.finish();
+                                    }
+                                }
                                 let _ = conn.closed().await;
                             }
                         });
@@ -131,10 +140,14 @@ pub(crate) fn child_handshakes(
         move |addr| async move {
             let client = Endpoint::client("127.0.0.1:0".parse()?)?;
             if resume {
-                // Tickets for the counted connections.
-                let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                conn.close(0u32.into(), b"");
+                // Tickets for the first concurrent handshakes: each of these connections takes
+                // one and brings two (rustls' default).
+                for _ in 0..measure::CONCURRENT_HANDSHAKES {
+                    let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                    conn.accept_uni().await?.read_to_end(16).await?;
+                    conn.close(0u32.into(), b"");
+                }
+                measure::reset_ticket_counts();
             }
             let t0 = Instant::now();
             let left = Arc::new(std::sync::atomic::AtomicU64::new(count));
@@ -146,6 +159,10 @@ pub(crate) fn child_handshakes(
                 tasks.spawn(async move {
                     while measure::take_one(&left) {
                         let conn = client.connect_with(cc.clone(), addr, "localhost")?.await?;
+                        if resume {
+                            // The server's tickets came before this stream.
+                            conn.accept_uni().await?.read_to_end(16).await?;
+                        }
                         conn.close(0u32.into(), b"");
                     }
                     Ok::<(), BoxError>(())
@@ -156,6 +173,9 @@ pub(crate) fn child_handshakes(
             }
             let wall = t0.elapsed();
             let _ = done_tx.send(true);
+            if resume {
+                measure::check_resumed(count)?;
+            }
             client.wait_idle().await;
             Ok(ClientRun {
                 units: count,
