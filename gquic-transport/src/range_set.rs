@@ -56,6 +56,22 @@ impl RangeSet {
         }
         let mut start = range.start;
         let mut end = range.end;
+        // In order (packet numbers, acknowledged stream data): at or after the start of the
+        // last range, only the last range can touch it, and it grows in place.
+        if let Some(mut last) = self.map.last_entry() {
+            if start >= *last.key() {
+                let e = *last.get();
+                if end <= e {
+                    return false;
+                }
+                if start <= e {
+                    *last.get_mut() = end;
+                } else {
+                    self.map.insert(start, end);
+                }
+                return true;
+            }
+        }
         // Merge with a range that starts before and touches or overlaps.
         if let Some((&s, &e)) = self.map.range(..=start).next_back() {
             if e >= end {
@@ -188,6 +204,19 @@ mod tests {
         s.insert(0..1);
         s.truncate_low(2);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![10..15, 25..40]);
+    }
+
+    #[test]
+    fn in_order_inserts_grow_the_last_range() {
+        let mut s = RangeSet::new();
+        for pn in 0..1000 {
+            assert!(s.insert_one(pn));
+        }
+        assert!(!s.insert_one(999) && !s.insert(500..1000));
+        assert!(s.insert(998..1010) && s.insert(1020..1030) && s.insert(1025..1040));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0..1010, 1020..1040]);
+        assert!(s.insert(1040..1041) && s.insert(1010..1020));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0..1041]);
     }
 
     proptest! {

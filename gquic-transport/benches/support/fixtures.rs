@@ -152,6 +152,7 @@ pub fn providers() -> Vec<(
     ] {
         for (cipher, cname) in [
             (rustls::CipherSuite::TLS13_AES_128_GCM_SHA256, "aes128gcm"),
+            (rustls::CipherSuite::TLS13_AES_256_GCM_SHA384, "aes256gcm"),
             (
                 rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
                 "chacha20",

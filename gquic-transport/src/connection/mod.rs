@@ -924,11 +924,21 @@ impl Connection {
     ///
     /// # Errors
     /// See [`WriteError`].
-    pub fn write(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+    pub fn write(&mut self, id: StreamId, mut data: Bytes) -> Result<usize, WriteError> {
+        self.write_from(id, &mut data)
+    }
+
+    /// [`Connection::write`] that takes what it can from the front of `data` and leaves the
+    /// rest there. Taking all of it moves the buffer in without touching its reference count
+    /// (a `Bytes` made from a `Vec` would otherwise allocate on its first clone).
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub fn write_from(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, WriteError> {
         if self.is_closed() {
             return Err(WriteError::ClosedStream);
         }
-        self.streams.write(id, data)
+        self.streams.write_from(id, data)
     }
 
     /// Ends a stream after the data written so far.
@@ -957,8 +967,23 @@ impl Connection {
         max: usize,
         now: Instant,
     ) -> Result<Option<Bytes>, ReadError> {
+        self.read_with_clock(id, max, &mut || now)
+    }
+
+    /// [`Connection::read`] asking `clock` for the time only when a flow-control window
+    /// update is due, which a small read seldom needs (a runtime's clock is a system call
+    /// away).
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn read_with_clock(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        clock: &mut dyn FnMut() -> Instant,
+    ) -> Result<Option<Bytes>, ReadError> {
         let rtt = self.rtt.smoothed();
-        self.streams.read(id, max, now, rtt)
+        self.streams.read_with_clock(id, max, clock, rtt)
     }
 
     /// Stops reading a stream (STOP_SENDING).

@@ -433,7 +433,7 @@ impl Streams {
         self.data_received += grew;
         if state.reset.is_some() || state.stopped.is_some() {
             // Discarded, but it counted toward the connection limit: give the credit back.
-            self.consume_connection(grew, now, rtt);
+            self.consume_connection(grew, &mut || now, rtt);
             self.maybe_close(id);
             return Ok(());
         }
@@ -467,7 +467,7 @@ impl Streams {
         if state.reset.is_none() {
             state.reset = Some(code);
             // Everything up to the final size will never be read.
-            self.consume_connection(unread, now, rtt);
+            self.consume_connection(unread, &mut || now, rtt);
             self.events.push_back(StreamEvent::Readable(id));
         }
         Ok(())
@@ -556,7 +556,16 @@ impl Streams {
     /// # Errors
     /// [`WriteError::Blocked`] if nothing could be taken; [`WriteError::Stopped`] after
     /// STOP_SENDING; [`WriteError::ClosedStream`] if finished, reset, or not writable.
-    pub fn write(&mut self, id: StreamId, data: Bytes) -> Result<usize, WriteError> {
+    pub fn write(&mut self, id: StreamId, mut data: Bytes) -> Result<usize, WriteError> {
+        self.write_from(id, &mut data)
+    }
+
+    /// [`Streams::write`] taking from the front of `data` and leaving the rest: taking all of
+    /// it moves the buffer without a reference-count promotion.
+    ///
+    /// # Errors
+    /// As [`Streams::write`].
+    pub fn write_from(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, WriteError> {
         let budget = self.send_window.saturating_sub(self.send_buffered);
         let state = self.send.get_mut(&id).ok_or(WriteError::ClosedStream)?;
         if let Some(code) = state.stopped {
@@ -577,7 +586,7 @@ impl Streams {
             }
             return Err(WriteError::Blocked);
         }
-        state.buf.write(data.slice(..n));
+        state.buf.write(data.split_to(n));
         self.send_buffered += n as u64;
         self.schedule(id);
         Ok(n)
@@ -626,6 +635,20 @@ impl Streams {
         now: Instant,
         rtt: Duration,
     ) -> Result<Option<Bytes>, ReadError> {
+        self.read_with_clock(id, max, &mut || now, rtt)
+    }
+
+    /// [`Streams::read`] asking `clock` for the time only when a window update is due.
+    ///
+    /// # Errors
+    /// As [`Streams::read`].
+    pub fn read_with_clock(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        clock: &mut dyn FnMut() -> Instant,
+        rtt: Duration,
+    ) -> Result<Option<Bytes>, ReadError> {
         let state = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
         if state.stopped.is_some() {
             return Err(ReadError::ClosedStream);
@@ -637,13 +660,13 @@ impl Streams {
         }
         if let Some(data) = state.recv.assembler.read(max) {
             let n = data.len() as u64;
-            if let Some(new_max) = state.window.on_consumed(n, now, rtt) {
+            if let Some(new_max) = state.window.on_consumed(n, &mut *clock, rtt) {
                 if state.recv.final_size().is_none() {
                     state.recv.set_max_data(new_max);
                     self.queue_control(StreamControl::MaxStreamData(id));
                 }
             }
-            self.consume_connection(n, now, rtt);
+            self.consume_connection(n, clock, rtt);
             return Ok(Some(data));
         }
         if state.recv.is_finished() {
@@ -676,14 +699,14 @@ impl Streams {
         if !finished {
             self.queue_control(StreamControl::StopSending(id));
         }
-        self.consume_connection(unread, now, rtt);
+        self.consume_connection(unread, &mut || now, rtt);
         self.maybe_close(id);
         Ok(())
     }
 
     /// Returns connection-level credit for `n` bytes consumed or discarded.
-    fn consume_connection(&mut self, n: u64, now: Instant, rtt: Duration) {
-        if n > 0 && self.window.on_consumed(n, now, rtt).is_some() {
+    fn consume_connection(&mut self, n: u64, clock: &mut dyn FnMut() -> Instant, rtt: Duration) {
+        if n > 0 && self.window.on_consumed(n, clock, rtt).is_some() {
             self.queue_control(StreamControl::MaxData);
         }
     }

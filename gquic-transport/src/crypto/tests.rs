@@ -361,3 +361,34 @@ fn a_key_source_that_does_not_match_is_not_used() {
         (RemoteKey::Current, b"still opens".to_vec())
     );
 }
+
+/// The default provider puts TLS_AES_128_GCM_SHA256 first, keeps every suite of the library's
+/// default in its order after it, and still offers X25519MLKEM768 first.
+#[cfg(feature = "aws-lc-rs")]
+#[test]
+fn default_provider_prefers_aes_128_gcm_and_keeps_the_rest() {
+    use rustls::CipherSuite as C;
+    let ours = super::default_provider();
+    // TLS 1.3's (a workspace build may enable rustls' TLS 1.2 suites too; QUIC uses none).
+    let suites: Vec<C> = ours
+        .cipher_suites
+        .iter()
+        .filter(|s| s.tls13().is_some())
+        .map(|s| s.suite())
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            C::TLS13_AES_128_GCM_SHA256,
+            C::TLS13_AES_256_GCM_SHA384,
+            C::TLS13_CHACHA20_POLY1305_SHA256
+        ]
+    );
+    assert_eq!(
+        ours.kx_groups[0].name(),
+        rustls::NamedGroup::X25519MLKEM768,
+        "the hybrid post-quantum group stays first"
+    );
+    let theirs = rustls::crypto::aws_lc_rs::default_provider();
+    assert_eq!(theirs.cipher_suites.len(), ours.cipher_suites.len());
+}

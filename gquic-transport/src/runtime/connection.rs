@@ -299,11 +299,21 @@ impl Connection {
             .map(<[_]>::to_vec)
     }
 
+    /// Whether the runtime has allocated this connection's stream waiters (tests of the
+    /// idle-connection diet).
+    #[cfg(test)]
+    pub(crate) fn has_stream_waiters(&self) -> bool {
+        let s = self.inner.shared.lock();
+        s.conns
+            .get(&self.inner.id)
+            .is_some_and(|c| c.waiters.is_some())
+    }
+
     /// Registers a consumer's read pace for `stream` (see `crate::h3::pace_reads`).
     #[cfg(feature = "h3")]
     pub(crate) fn register_pace(&self, stream: u64, state: Arc<super::streams::PaceState>) {
         if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
-            st.paced.insert(stream, state);
+            st.w().paced.insert(stream, state);
         }
     }
 
@@ -311,8 +321,10 @@ impl Connection {
     #[cfg(feature = "h3")]
     pub(crate) fn unregister_pace(&self, stream: u64, state: &Arc<super::streams::PaceState>) {
         if let Some(st) = self.inner.shared.lock().conns.get_mut(&self.inner.id) {
-            if st.paced.get(&stream).is_some_and(|p| Arc::ptr_eq(p, state)) {
-                st.paced.remove(&stream);
+            if let Some(w) = st.w_if_any() {
+                if w.paced.get(&stream).is_some_and(|p| Arc::ptr_eq(p, state)) {
+                    w.paced.remove(&stream);
+                }
             }
         }
     }
@@ -462,7 +474,7 @@ impl Connection {
                 return Poll::Ready(());
             }
             if let Some(st) = s.conns.get_mut(&id) {
-                register_waker(&mut st.flushed, cx.waker());
+                register_waker(&mut st.w().flushed, cx.waker());
             }
             Poll::Pending
         })
@@ -506,7 +518,7 @@ impl Connection {
             return Poll::Ready(Ok(stream.0));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            register_waker(&mut st.open[usize::from(dir == Dir::Uni)], cx.waker());
+            register_waker(&mut st.w().open[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -525,7 +537,7 @@ impl Connection {
             return Poll::Ready(Err(e));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            register_waker(&mut st.accept[usize::from(dir == Dir::Uni)], cx.waker());
+            register_waker(&mut st.w().accept[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -554,7 +566,7 @@ impl Connection {
             return Poll::Ready(Ok(()));
         }
         if let Some(st) = s.conns.get_mut(&id) {
-            register_waker(&mut st.open[usize::from(dir == Dir::Uni)], cx.waker());
+            register_waker(&mut st.w().open[usize::from(dir == Dir::Uni)], cx.waker());
         }
         Poll::Pending
     }
@@ -710,7 +722,7 @@ impl Connection {
             Some(st) => match &st.error {
                 Some(e) => Poll::Ready(Err(e.clone())),
                 None => {
-                    register_waker(&mut st.datagrams, cx.waker());
+                    register_waker(&mut st.w().datagrams, cx.waker());
                     Poll::Pending
                 }
             },

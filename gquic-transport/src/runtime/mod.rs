@@ -114,6 +114,15 @@ pub(crate) struct ConnState {
     pub(crate) remote: Option<SocketAddr>,
     pub(crate) handshake: Vec<Waker>,
     pub(crate) closed: Vec<Waker>,
+    /// Waiters on streams and datagrams, allocated when a task first waits on one: a
+    /// connection that never has a stream pays 8 bytes for them (the idle-connection diet).
+    pub(crate) waiters: Option<Box<StreamWaiters>>,
+}
+
+/// Tasks waiting on a connection's streams and datagrams, and what its stream handles
+/// have yet to pick up.
+#[derive(Debug, Default)]
+pub(crate) struct StreamWaiters {
     /// Index 0: bidirectional, 1: unidirectional.
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
@@ -135,6 +144,16 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
+    /// The stream waiters, allocated on first use.
+    pub(crate) fn w(&mut self) -> &mut StreamWaiters {
+        self.waiters.get_or_insert_with(Default::default)
+    }
+
+    /// The stream waiters, if a task ever waited on a stream or datagram.
+    pub(crate) fn w_if_any(&mut self) -> Option<&mut StreamWaiters> {
+        self.waiters.as_deref_mut()
+    }
+
     fn wake_all(&mut self) {
         let mut out = Vec::new();
         self.wake_all_into(&mut out);
@@ -145,17 +164,20 @@ impl ConnState {
 
     /// Moves every waiter's waker to `out`.
     fn wake_all_into(&mut self, out: &mut Vec<Waker>) {
-        let wakers = self
-            .handshake
-            .drain(..)
-            .chain(self.closed.drain(..))
-            .chain(self.accept.iter_mut().flat_map(|v| v.drain(..)))
-            .chain(self.open.iter_mut().flat_map(|v| v.drain(..)))
-            .chain(self.datagrams.drain(..))
-            .chain(self.flushed.drain(..))
-            .chain(self.readable.drain().map(|(_, w)| w))
-            .chain(self.writable.drain().map(|(_, w)| w))
-            .chain(self.stopped_wakers.drain().map(|(_, w)| w));
+        out.extend(self.handshake.drain(..).chain(self.closed.drain(..)));
+        let Some(w) = self.waiters.as_deref_mut() else {
+            return;
+        };
+        let wakers = w
+            .accept
+            .iter_mut()
+            .flat_map(|v| v.drain(..))
+            .chain(w.open.iter_mut().flat_map(|v| v.drain(..)))
+            .chain(w.datagrams.drain(..))
+            .chain(w.flushed.drain(..))
+            .chain(w.readable.drain().map(|(_, w)| w))
+            .chain(w.writable.drain().map(|(_, w)| w))
+            .chain(w.stopped_wakers.drain().map(|(_, w)| w));
         out.extend(wakers);
     }
 }
@@ -411,25 +433,37 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut V
             st.wake_all_into(out);
         }
         Event::DatagramReceived => {
-            out.append(&mut st.datagrams);
+            if let Some(w) = st.w_if_any() {
+                out.append(&mut w.datagrams);
+            }
         }
         Event::Stream(StreamEvent::Opened(d)) => {
-            out.append(&mut st.accept[dir_idx(d)]);
+            if let Some(w) = st.w_if_any() {
+                out.append(&mut w.accept[dir_idx(d)]);
+            }
         }
         Event::Stream(StreamEvent::Available(d)) => {
-            out.append(&mut st.open[dir_idx(d)]);
+            if let Some(w) = st.w_if_any() {
+                out.append(&mut w.open[dir_idx(d)]);
+            }
         }
-        Event::Stream(StreamEvent::Readable(id)) => out.extend(st.readable.remove(&id.0)),
-        Event::Stream(StreamEvent::Writable(id)) => out.extend(st.writable.remove(&id.0)),
+        Event::Stream(StreamEvent::Readable(id)) => {
+            out.extend(st.w_if_any().and_then(|w| w.readable.remove(&id.0)));
+        }
+        Event::Stream(StreamEvent::Writable(id)) => {
+            out.extend(st.w_if_any().and_then(|w| w.writable.remove(&id.0)));
+        }
         Event::Stream(StreamEvent::Finished(id)) => {
-            out.append(&mut st.flushed);
-            st.acked.insert(id.0);
-            out.extend(st.stopped_wakers.remove(&id.0));
+            let w = st.w();
+            out.append(&mut w.flushed);
+            w.acked.insert(id.0);
+            out.extend(w.stopped_wakers.remove(&id.0));
         }
         Event::Stream(StreamEvent::Stopped(id, code)) => {
-            st.stopped.insert(id.0, code);
-            out.extend(st.writable.remove(&id.0));
-            out.extend(st.stopped_wakers.remove(&id.0));
+            let w = st.w();
+            w.stopped.insert(id.0, code);
+            out.extend(w.writable.remove(&id.0));
+            out.extend(w.stopped_wakers.remove(&id.0));
         }
     }
 }

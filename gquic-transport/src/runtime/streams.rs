@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::{lost, ConnRef};
+use super::ConnState;
 use crate::connection::{self as proto, ConnectionError};
 use crate::wire::VarInt;
 use crate::StreamId;
@@ -149,17 +150,16 @@ impl SendStream {
         if let Some(code) = s
             .conns
             .get_mut(&cid)
-            .and_then(|c| c.stopped.get(&self.id).copied())
+            .and_then(|c| c.w_if_any()?.stopped.get(&self.id).copied())
         {
             return Poll::Ready(Err(WriteError::Stopped(code)));
         }
         let Some(c) = s.proto(cid) else {
             return Poll::Ready(Err(lost(&s, cid).into()));
         };
-        match c.write(StreamId(self.id), data.clone()) {
+        match c.write_from(StreamId(self.id), data) {
             Ok(0) if !data.is_empty() => {}
             Ok(n) => {
-                let _ = data.split_to(n);
                 s.wake_driver();
                 return Poll::Ready(Ok(n));
             }
@@ -176,7 +176,7 @@ impl SendStream {
             }
         }
         if let Some(st) = s.conns.get_mut(&cid) {
-            st.writable.insert(self.id, cx.waker().clone());
+            st.w().writable.insert(self.id, cx.waker().clone());
         }
         Poll::Pending
     }
@@ -274,16 +274,18 @@ impl SendStream {
             let Some(st) = s.conns.get_mut(&cid) else {
                 return Poll::Ready(Err(ConnectionError::LocallyClosed.into()));
             };
-            if let Some(&code) = st.stopped.get(&self.id) {
-                return Poll::Ready(Ok(Some(code)));
-            }
-            if st.acked.contains(&self.id) {
-                return Poll::Ready(Ok(None));
+            if let Some(w) = st.w_if_any() {
+                if let Some(&code) = w.stopped.get(&self.id) {
+                    return Poll::Ready(Ok(Some(code)));
+                }
+                if w.acked.contains(&self.id) {
+                    return Poll::Ready(Ok(None));
+                }
             }
             if let Some(e) = st.error.clone() {
                 return Poll::Ready(Err(e.into()));
             }
-            st.stopped_wakers.insert(self.id, cx.waker().clone());
+            st.w().stopped_wakers.insert(self.id, cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -299,11 +301,11 @@ impl Drop for SendStream {
                 let _ = c.finish(StreamId(self.id));
             }
         }
-        if let Some(st) = s.conns.get_mut(&cid) {
-            st.stopped.remove(&self.id);
-            st.acked.remove(&self.id);
-            st.writable.remove(&self.id);
-            st.stopped_wakers.remove(&self.id);
+        if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
+            w.stopped.remove(&self.id);
+            w.acked.remove(&self.id);
+            w.writable.remove(&self.id);
+            w.stopped_wakers.remove(&self.id);
         }
         s.wake_driver();
     }
@@ -386,9 +388,9 @@ impl RecvStream {
         let shared = self.conn.shared.clone();
         let mut s = shared.lock();
         if pace.is_none() {
-            if let Some(st) = s.conns.get_mut(&self.conn.id) {
-                if !st.paced.is_empty() {
-                    *pace = st.paced.remove(&self.id);
+            if let Some(w) = s.conns.get_mut(&self.conn.id).and_then(ConnState::w_if_any) {
+                if !w.paced.is_empty() {
+                    *pace = w.paced.remove(&self.id);
                 }
             }
         }
@@ -433,7 +435,7 @@ impl RecvStream {
         let Some(c) = s.proto(cid) else {
             return Poll::Ready(Err(lost(s, cid).into()));
         };
-        let r = c.read(StreamId(self.id), max, Instant::now());
+        let r = c.read_with_clock(StreamId(self.id), max, &mut Instant::now);
         match r {
             Ok(Some(b)) => {
                 // Reading may have opened flow-control windows to announce.
@@ -450,7 +452,7 @@ impl RecvStream {
                     return Poll::Ready(Err(e.into()));
                 }
                 if let Some(st) = s.conns.get_mut(&cid) {
-                    st.readable.insert(self.id, cx.waker().clone());
+                    st.w().readable.insert(self.id, cx.waker().clone());
                 }
                 Poll::Pending
             }
@@ -500,7 +502,9 @@ impl RecvStream {
     /// # Cancel safety
     /// Not cancel safe: data read before cancellation is lost.
     pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ReadToEndError> {
-        let mut out = BytesMut::new();
+        // Straight into the Vec returned: one allocation for a stream that arrives in one
+        // chunk.
+        let mut out = Vec::new();
         while let Some(chunk) = self.read_chunk(usize::MAX).await? {
             if out.len() + chunk.len() > limit {
                 let _ = self.stop(VarInt::from_u32(0));
@@ -508,7 +512,7 @@ impl RecvStream {
             }
             out.extend_from_slice(&chunk);
         }
-        Ok(out.to_vec())
+        Ok(out)
     }
 
     /// Stops reading (STOP_SENDING with `code`, RFC 9000 §19.5); data not yet read is
@@ -537,8 +541,15 @@ impl Drop for RecvStream {
         if !self.done {
             let _ = self.stop(VarInt::from_u32(0));
         }
-        if let Some(st) = self.conn.shared.lock().conns.get_mut(&self.conn.id) {
-            st.readable.remove(&self.id);
+        if let Some(w) = self
+            .conn
+            .shared
+            .lock()
+            .conns
+            .get_mut(&self.conn.id)
+            .and_then(ConnState::w_if_any)
+        {
+            w.readable.remove(&self.id);
         }
     }
 }

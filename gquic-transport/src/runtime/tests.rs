@@ -337,3 +337,44 @@ async fn a_dual_stack_endpoint_serves_ipv4_and_ipv6() {
     // The dual-stack client's IPv4 datagrams reach the server as plain IPv4.
     assert_eq!(peers[2], SocketAddr::from(([127, 0, 0, 1], locals[2])));
 }
+
+/// The idle-connection diet: a connection keeps its stream waiters behind one pointer that is
+/// allocated only when a task first waits on a stream, and a task waiting for the close does
+/// not allocate them.
+#[tokio::test]
+async fn stream_waiters_are_allocated_only_when_a_stream_is_awaited() {
+    let (server, client, cc) = pair(&[b"x"]);
+    let addr = server.local_addr();
+    let connecting = client.connect_with(cc, addr, "localhost").unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+    let has_waiters = Connection::has_stream_waiters;
+    let closing = {
+        let sconn = sconn.clone();
+        tokio::spawn(async move { sconn.closed().await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!has_waiters(&sconn) && !has_waiters(&conn));
+    // A server task waits for a stream, which then arrives and echoes.
+    let echo = {
+        let sconn = sconn.clone();
+        tokio::spawn(async move {
+            let (mut send, mut recv) = sconn.accept_bi().await.unwrap();
+            let data = recv.read_to_end(64).await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(has_waiters(&sconn), "accept_bi waits on the stream waiters");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"ping");
+    echo.await.unwrap();
+    conn.close(VarInt::from_u32(0), b"");
+    assert!(matches!(
+        closing.await.unwrap(),
+        ConnectionError::ApplicationClosed { .. }
+    ));
+}

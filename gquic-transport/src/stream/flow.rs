@@ -44,12 +44,20 @@ impl RecvWindow {
 
     /// Records `n` bytes consumed by the application. Returns a new limit to advertise when an
     /// update is due (RFC 9000 §4.2: send before the peer is blocked).
-    pub fn on_consumed(&mut self, n: u64, now: Instant, rtt: Duration) -> Option<u64> {
+    /// `now` is asked for only when an update is due (reading the clock costs more than the
+    /// rest of a small read).
+    pub fn on_consumed(
+        &mut self,
+        n: u64,
+        now: impl FnOnce() -> Instant,
+        rtt: Duration,
+    ) -> Option<u64> {
         self.consumed += n;
         let remaining = self.max_data.saturating_sub(self.consumed);
         if remaining > self.window / 2 {
             return None;
         }
+        let now = now();
         if let Some(last) = self.last_update {
             if now.saturating_duration_since(last) < rtt * 2 {
                 self.window = (self.window * 2).min(self.max_window);
@@ -71,25 +79,25 @@ mod tests {
         let t0 = Instant::now();
         let rtt = Duration::from_millis(100);
         let mut w = RecvWindow::new(1000, 8000);
-        assert_eq!(w.on_consumed(400, t0, rtt), None);
-        assert_eq!(w.on_consumed(100, t0, rtt), Some(1500));
+        assert_eq!(w.on_consumed(400, || t0, rtt), None);
+        assert_eq!(w.on_consumed(100, || t0, rtt), Some(1500));
         assert_eq!(w.window(), 1000, "first update only records the time");
         // Another update within 2 RTT: the window is too small and doubles.
         assert_eq!(
-            w.on_consumed(500, t0 + Duration::from_millis(50), rtt),
+            w.on_consumed(500, || t0 + Duration::from_millis(50), rtt),
             Some(3000)
         );
         assert_eq!(w.window(), 2000);
         // A slow reader (updates far apart) does not grow the window.
         assert_eq!(
-            w.on_consumed(1000, t0 + Duration::from_secs(10), rtt),
+            w.on_consumed(1000, || t0 + Duration::from_secs(10), rtt),
             Some(4000)
         );
         assert_eq!(w.window(), 2000);
         for i in 0..10 {
             w.on_consumed(
                 w.window(),
-                t0 + Duration::from_secs(10) + Duration::from_millis(i),
+                || t0 + Duration::from_secs(10) + Duration::from_millis(i),
                 rtt,
             );
         }

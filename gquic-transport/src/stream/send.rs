@@ -114,13 +114,20 @@ impl SendBuffer {
             return;
         }
         self.retransmits.remove(range.clone());
-        self.acked.insert(range);
+        if range.start == self.acked_prefix {
+            // In order (the common case): the prefix grows and the set is not touched, which
+            // for a small stream means it never allocates.
+            self.acked_prefix = range.end;
+        } else {
+            self.acked.insert(range);
+        }
+        // Ranges acknowledged earlier that the prefix now reaches join it.
         while let Some(first) = self.acked.first() {
-            if first.start != self.acked_prefix {
+            if first.start > self.acked_prefix {
                 break;
             }
             self.acked.pop_first();
-            self.acked_prefix = first.end;
+            self.acked_prefix = self.acked_prefix.max(first.end);
         }
         // Release chunks now entirely acknowledged; trim a partially acknowledged front chunk.
         while let Some((start, data)) = self.chunks.front_mut() {
