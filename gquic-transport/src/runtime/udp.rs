@@ -103,6 +103,7 @@ impl UdpIo {
         let (ecn_send, max_segments) = {
             let ecn = linux::enable_ecn_receive(&socket);
             linux::enable_gro(&socket);
+            linux::grow_buffers(&socket);
             let gso = !offload_disabled() && linux::gso_supported(&socket);
             (ecn, if gso { MAX_GSO_SEGMENTS } else { 1 })
         };
@@ -376,7 +377,12 @@ mod linux {
     /// 8-byte aligned.
     type Control = [u64; 16];
 
-    fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    pub(super) fn set_int(
+        fd: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> bool {
         // SAFETY: `value` outlives the call and its size is passed along.
         unsafe {
             libc::setsockopt(
@@ -416,6 +422,41 @@ mod linux {
                 (&mut value as *mut libc::c_int).cast(),
                 &mut len,
             ) == 0
+        }
+    }
+
+    /// The socket buffer size asked for (the kernel caps it at `net.core.rmem_max` /
+    /// `wmem_max`).
+    pub(super) const BUFFER_SIZE: libc::c_int = 2 << 20;
+
+    pub(super) fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` outlive the call and describe a `c_int`.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        } == 0;
+        ok.then_some(value)
+    }
+
+    /// Raises the receive and send buffers to [`BUFFER_SIZE`] where they are smaller (never
+    /// lowers what the user set). The Linux default, about 208 KiB, holds a fraction of a
+    /// millisecond at a few Gbit/s: a receiver busy that long drops what arrives, and the
+    /// sender takes it as congestion.
+    pub(super) fn grow_buffers(socket: &UdpSocket) {
+        let fd = socket.as_raw_fd();
+        for (name, what) in [(libc::SO_RCVBUF, "receive"), (libc::SO_SNDBUF, "send")] {
+            // The kernel reports twice the size asked for (its bookkeeping included).
+            let now = get_int(fd, libc::SOL_SOCKET, name).unwrap_or(0) / 2;
+            if now < BUFFER_SIZE && !set_int(fd, libc::SOL_SOCKET, name, BUFFER_SIZE) {
+                tracing::debug!(what, "cannot grow the socket buffer");
+            }
         }
     }
 
@@ -693,6 +734,38 @@ mod tests {
 
     async fn socket() -> UdpSocket {
         UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// The socket buffers grow to 2 MiB, or to what the system allows if that is less, and a
+    /// larger size set before stays.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn socket_buffers_grow_to_what_the_system_allows() {
+        use std::os::fd::AsRawFd;
+        let sysctl = |name: &str| -> libc::c_int {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(libc::c_int::MAX)
+        };
+        let io = UdpIo::new(socket().await);
+        let fd = io.socket.as_raw_fd();
+        for (opt, max) in [
+            (libc::SO_RCVBUF, sysctl("rmem_max")),
+            (libc::SO_SNDBUF, sysctl("wmem_max")),
+        ] {
+            let got = linux::get_int(fd, libc::SOL_SOCKET, opt).unwrap() / 2;
+            assert_eq!(got, linux::BUFFER_SIZE.min(max), "option {opt}");
+        }
+        // Already larger: left alone.
+        let big = socket().await;
+        let larger = linux::BUFFER_SIZE.min(sysctl("rmem_max")) + 4096;
+        let fd = big.as_raw_fd();
+        let set = linux::set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, larger);
+        let before = linux::get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
+        let io = UdpIo::new(big);
+        let after = linux::get_int(io.socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF);
+        assert!(set && after == Some(before));
     }
 
     /// Three datagrams of a batch: two of 1200 bytes and a shorter last one, each filled with
