@@ -63,7 +63,12 @@ fn main() -> Result<(), BoxError> {
     let outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            let server = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(sc),
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
@@ -86,7 +91,12 @@ fn main() -> Result<(), BoxError> {
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+            let client = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let t0 = Instant::now();
             let (mut send, mut recv) = conn.open_bi().await?;

@@ -38,7 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cc = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)?,
         ));
-        let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+        let server = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc),
+            measure::quinn_socket()?,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
         let addr = server.local_addr()?;
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
@@ -49,7 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
             }
         });
-        let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let client = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            measure::quinn_socket()?,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
         let mut quics = Vec::new();
         for _ in 0..conns {
             quics.push(client.connect_with(cc.clone(), addr, "localhost")?.await?);

@@ -52,7 +52,12 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
     measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            let server = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(sc),
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -67,7 +72,12 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+            let client = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let t0 = Instant::now();
             let left = Arc::new(AtomicU64::new(count));
@@ -111,7 +121,12 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
     measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            let server = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(sc),
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             addr_tx.send(server.local_addr()?)?;
             // Accept until the client is done: a count of accepted connections could be
             // reached early by a retransmitted Initial of a connection already forgotten.
@@ -145,7 +160,12 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+            let client = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             if resume {
                 // Tickets for the first concurrent handshakes: each of these connections takes
                 // one and brings two (rustls' default).
@@ -200,7 +220,12 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
     let mut outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+            let server = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(sc),
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
@@ -217,7 +242,12 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+            let client = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                measure::quinn_socket()?,
+                std::sync::Arc::new(quinn::TokioRuntime),
+            )?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut byte = [7u8; 1];
@@ -264,7 +294,12 @@ fn idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
             quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)?,
         ));
         sc.transport_config(Arc::new(t));
-        let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+        let server = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc),
+            measure::quinn_socket()?,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
         let baseline = measure::idle_baseline();
         measure::announce(server.local_addr()?);
         tokio::spawn(async move {

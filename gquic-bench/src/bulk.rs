@@ -246,15 +246,16 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
     let quinn = quinn_child()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     println!(
-        "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-GCM with aws-lc-rs, \
-         windows stream {} MiB / connection {} MiB / send {} MiB; 1 warm-up + {runs} runs per \
-         stack, interleaved; median (min-max)\n\
+        "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-128-GCM with aws-lc-rs, \
+         windows stream {} MiB / connection {} MiB / send {} MiB, UDP socket buffers {} MiB \
+         on both stacks; 1 warm-up + {runs} runs per stack, interleaved; median (min-max)\n\
          ct: server and client on current-thread runtimes of their own threads (CPU per side); \
          mt: one 2-worker multi-thread runtime (CPU of the process)\n",
         bytes >> 20,
         measure::STREAM_WINDOW >> 20,
         measure::CONN_WINDOW >> 20,
-        measure::SEND_WINDOW >> 20
+        measure::SEND_WINDOW >> 20,
+        measure::SOCKET_BUFFER >> 20,
     );
     println!(
         "{:<10} {:<6} {:>24} {:>22} {:>10} {:>10} {:>8}",

@@ -10,7 +10,8 @@
 //! - `bulk [--mib N] [--runs R]`: 1 GiB (or N MiB) on one stream over loopback, upload and
 //!   download, with server and client on current-thread runtimes of their own threads (CPU
 //!   time per side, getrusage per thread) and on one 2-worker multi-thread runtime; gquic and
-//!   quinn interleaved in the same run with the same certificate, crypto provider and windows,
+//!   quinn interleaved in the same run with the same certificate, crypto provider, windows and
+//!   UDP socket buffers (2 MiB, what gquic's runtime asks for; quinn's sockets get the same),
 //!   one warm-up and R (5) counted runs each; prints Gbit/s and CPU-seconds per GB as median
 //!   (min-max) and the ratios of the medians.
 //!
