@@ -27,6 +27,9 @@ const RECV_SLOT: usize = 1 << 16;
 const COMPACT_MAX: usize = 4096;
 /// Receives of small messages only in a row before the driver takes several per call.
 const WIDEN_AFTER: u32 = 4;
+/// A driver woken only by application writes this soon after its last send lets the other
+/// ready tasks run once before sending (see [`Driver::coalesce`]).
+const COALESCE_WITHIN: std::time::Duration = std::time::Duration::from_micros(50);
 /// Receive memory is allocated in blocks of this size and handed out as `BytesMut` slices, so
 /// a received datagram costs no allocation of its own.
 const RECV_BLOCK: usize = 1 << 20;
@@ -48,6 +51,10 @@ pub(super) struct Driver {
     /// Tasks to wake, woken once the lock is let go (before each system call and at the
     /// end of a turn), so that they do not find it held.
     wakers: Vec<std::task::Waker>,
+    /// When the last datagrams went out.
+    last_send: Option<Instant>,
+    /// This wake-up already let the other tasks run once (see [`Driver::coalesce`]).
+    coalesced: bool,
     span: tracing::Span,
 }
 
@@ -65,6 +72,8 @@ impl Driver {
             outbox: Vec::new(),
             inbox: Vec::new(),
             wakers: Vec::new(),
+            last_send: None,
+            coalesced: false,
             span,
         }
     }
@@ -194,6 +203,10 @@ impl Driver {
                 state.reap_into(&mut this.wakers);
             }
             // 3. Send.
+            if received == 0 && this.coalesce(now) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let mut sent = 0;
             let mut blocked = false;
             while sent < SEND_BATCH {
@@ -219,6 +232,7 @@ impl Driver {
                     Poll::Ready(Ok(())) => {
                         this.pending = None;
                         sent += t.datagrams();
+                        this.last_send = Some(now);
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
                         tracing::debug!(error = %e, dst = %t.destination, "send error; datagram dropped");
@@ -236,6 +250,7 @@ impl Driver {
                     }
                 }
             }
+            this.coalesced = false;
             // 4. Wake the application.
             state.dispatch_into(&mut this.wakers);
             if state.driver_may_stop() {
@@ -274,6 +289,28 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Whether to let the other ready tasks run once before sending (see [`coalesce`]).
+    fn coalesce(&mut self, now: Instant) -> bool {
+        let yes = coalesce(self.coalesced, self.pending.is_some(), self.last_send, now);
+        self.coalesced |= yes;
+        yes
+    }
+}
+
+/// Whether a driver with nothing received should let the other ready tasks run once before
+/// sending: when the last send was less than [`COALESCE_WITHIN`] ago (a busy connection, not
+/// a ping-pong), nothing is held back from an earlier turn, and this wake-up has not done so
+/// yet. On a multi-thread runtime the driver otherwise wakes on another worker at each
+/// stream write and sends each in a datagram of its own; one turn later, the writes of every
+/// task that was ready share packets (`gquic-bench streams`, mt: about 1 datagram per
+/// 100-byte stream before, 165k -> 280k streams/s).
+fn coalesce(coalesced: bool, pending: bool, last_send: Option<Instant>, now: Instant) -> bool {
+    !coalesced
+        && !pending
+        && last_send.is_some_and(|t| now.saturating_duration_since(t) < COALESCE_WITHIN)
+}
+
 /// Tossed datagrams a shard's inbox holds at most; more are dropped (the peer retransmits).
 const INBOX_LIMIT: usize = 4096;
 
@@ -288,5 +325,33 @@ fn hand_on(group: &[std::sync::Weak<Shared>], outbox: &mut Vec<crate::endpoint::
             s.inbox.push(t);
             s.wake_driver();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // One real Instant as the time origin.
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn coalesces_once_per_wake_and_only_when_busy() {
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_micros(10);
+        let later = t0 + COALESCE_WITHIN + Duration::from_micros(1);
+        assert!(coalesce(false, false, Some(t0), soon), "busy: one yield");
+        assert!(
+            !coalesce(true, false, Some(t0), soon),
+            "not twice in one wake-up"
+        );
+        assert!(
+            !coalesce(false, true, Some(t0), soon),
+            "held-back datagrams go first"
+        );
+        assert!(
+            !coalesce(false, false, Some(t0), later),
+            "a ping-pong sends at once"
+        );
+        assert!(!coalesce(false, false, None, soon), "nothing sent yet");
     }
 }
