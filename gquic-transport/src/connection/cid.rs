@@ -18,6 +18,10 @@ pub enum EndpointEvent {
     /// The peer gave this stateless reset token: route unroutable datagrams ending in it to
     /// the connection (RFC 9000 §10.3.1).
     PeerResetToken(ResetToken),
+    /// The peer connection ID this token came with is retired: stop routing on it (RFC 9000
+    /// §10.3.1: tokens of retired IDs are not checked). Without it, a peer that rotates its
+    /// IDs would grow the endpoint's token map for as long as the connection lives.
+    PeerResetTokenRetired(ResetToken),
     /// The connection is drained; forget it.
     Drained,
 }
@@ -242,7 +246,7 @@ impl CidState {
                 .map(|(s, _)| *s)
                 .collect();
             for seq in retired {
-                self.remote.remove(&seq);
+                self.forget_remote(seq);
                 self.pending_retire.push_back(seq);
             }
             if self.remote_seq < self.retire_prior_to {
@@ -287,9 +291,17 @@ impl CidState {
         };
         let old = self.remote_seq;
         self.remote_seq = next;
-        self.remote.remove(&old);
+        self.forget_remote(old);
         self.pending_retire.push_back(old);
         true
+    }
+
+    /// Drops a peer ID, and its reset token from the endpoint's routing.
+    fn forget_remote(&mut self, seq: u64) {
+        if let Some((_, Some(token))) = self.remote.remove(&seq) {
+            self.events
+                .push_back(EndpointEvent::PeerResetTokenRetired(token));
+        }
     }
 
     /// Whether NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are waiting.

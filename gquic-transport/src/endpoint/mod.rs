@@ -506,6 +506,18 @@ impl Endpoint {
         self.refuse = refuse;
     }
 
+    /// Sizes of the routing tables: connection IDs routed, peer reset tokens watched, and the
+    /// per-connection lists of both (tests of what a peer can make them hold).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn routing_sizes(&self) -> [usize; 4] {
+        [
+            self.by_cid.len(),
+            self.by_reset_token.len(),
+            self.cids_of.values().map(Vec::len).sum(),
+            self.tokens_of.values().map(Vec::len).sum(),
+        ]
+    }
+
     /// Counters.
     pub fn stats(&self) -> EndpointStats {
         self.stats
@@ -1186,11 +1198,24 @@ impl Endpoint {
                     }
                 }
                 EndpointEvent::RetireCid(cid) => {
-                    self.by_cid.remove(&cid);
+                    if self.by_cid.get(&cid) == Some(&idx) {
+                        self.by_cid.remove(&cid);
+                    }
+                    if let Some(cids) = self.cids_of.get_mut(&idx) {
+                        cids.retain(|c| *c != cid);
+                    }
                 }
                 EndpointEvent::PeerResetToken(token) => {
                     self.by_reset_token.insert(token, idx);
                     self.tokens_of.entry(idx).or_default().push(token);
+                }
+                EndpointEvent::PeerResetTokenRetired(token) => {
+                    if self.by_reset_token.get(&token) == Some(&idx) {
+                        self.by_reset_token.remove(&token);
+                    }
+                    if let Some(tokens) = self.tokens_of.get_mut(&idx) {
+                        tokens.retain(|t| *t != token);
+                    }
                 }
                 EndpointEvent::Drained => {
                     for cid in self.cids_of.remove(&idx).unwrap_or_default() {

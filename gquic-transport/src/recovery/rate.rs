@@ -143,7 +143,9 @@ impl RateSampler {
         LostPacket {
             size,
             tx_in_flight: p.tx_in_flight,
-            lost_since_sent: self.lost - p.lost,
+            // A packet sent before the sampler was reset (a new path, RFC 9000 §9.4) carries
+            // the old path's count, which can be the larger.
+            lost_since_sent: self.lost.saturating_sub(p.lost),
             is_app_limited: p.is_app_limited,
         }
     }
@@ -178,6 +180,19 @@ impl RateSampler {
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod tests {
     use super::*;
+
+    /// A packet sent before a reset (a new path) and lost after it: no underflow (this
+    /// panicked in debug builds, found by the CID-rotation migration test) and no loss
+    /// counted from the old path.
+    #[test]
+    fn a_packet_from_before_a_reset_is_lost_after_it() {
+        let mut before = RateSampler::default();
+        let sent = before.on_sent(Instant::now(), 0, 1000);
+        // The old path had lost 5000 bytes when it was sent.
+        let sent = PacketRateState { lost: 5000, ..sent };
+        let mut after = RateSampler::default();
+        assert_eq!(after.on_lost(1000, &sent).lost_since_sent, 0);
+    }
 
     #[test]
     fn a_paced_flight_samples_the_bottleneck_rate() {

@@ -321,3 +321,49 @@ fn fuzz_regression_forged_ack_ecn_from_a_new_address() {
         }
     }
 }
+
+/// A client that moves to a new address ten times rotates connection IDs both ways each time
+/// (RFC 9000 §9.5): the endpoints' routing tables keep only the IDs and reset tokens in use,
+/// rather than growing with every rotation (a peer could otherwise grow them for as long as
+/// the connection lives).
+#[test]
+fn routing_tables_stay_bounded_across_connection_id_rotations() {
+    let mut s = sim(203, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let client = s.client;
+    s.net.run_for(Duration::from_millis(100));
+    let before = (
+        s.net.endpoint(C).routing_sizes(),
+        s.net.endpoint(S).routing_sizes(),
+    );
+    for i in 0..10u8 {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, i + 1)), 50000);
+        s.net.set_addr(C, addr);
+        let now = s.net.now();
+        s.net.endpoint(C).local_address_changed(now, true);
+        // Traffic on the new path, then time for the retirements and new IDs to go round.
+        let got = download(&mut s, server, 64 << 10, |_| {});
+        assert_eq!(got, pattern(64 << 10), "move {i}");
+        s.net.run_for(Duration::from_millis(300));
+    }
+    assert_eq!(client_stats(&mut s.net, client).migrations, 10);
+    let after = (
+        s.net.endpoint(C).routing_sizes(),
+        s.net.endpoint(S).routing_sizes(),
+    );
+    // Routed IDs: the same number as before. Watched tokens: at most one per peer ID the
+    // connection may hold (the default active_connection_id_limit, 4); the handshake ID
+    // came without a token, so its successor can add one. Without the retirements reaching
+    // the endpoint, each rotation added an ID and a token.
+    for (side, b, a) in [("client", before.0, after.0), ("server", before.1, after.1)] {
+        assert_eq!(
+            [a[0], a[2]],
+            [b[0], b[2]],
+            "{side}: IDs routed, before {b:?} after {a:?}"
+        );
+        assert!(
+            a[1] <= 4 && a[3] <= 4,
+            "{side}: tokens, before {b:?} after {a:?}"
+        );
+    }
+}
