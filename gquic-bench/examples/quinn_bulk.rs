@@ -15,6 +15,8 @@ use bytes::Bytes;
 #[path = "../src/measure.rs"]
 #[allow(dead_code)]
 mod measure;
+#[path = "support/quinn_endpoint.rs"]
+mod quinn_endpoint;
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -63,12 +65,7 @@ fn main() -> Result<(), BoxError> {
     let outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(sc),
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let server = quinn_endpoint::server(sc)?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
@@ -91,12 +88,7 @@ fn main() -> Result<(), BoxError> {
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let client = quinn_endpoint::client()?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let t0 = Instant::now();
             let (mut send, mut recv) = conn.open_bi().await?;

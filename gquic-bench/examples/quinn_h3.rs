@@ -13,6 +13,8 @@ use std::time::Instant;
 #[path = "../src/measure.rs"]
 #[allow(dead_code)]
 mod measure;
+#[path = "support/quinn_endpoint.rs"]
+mod quinn_endpoint;
 #[path = "../src/h3app.rs"]
 #[macro_use]
 mod h3app;
@@ -38,12 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cc = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)?,
         ));
-        let server = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(sc),
-            measure::quinn_socket()?,
-            std::sync::Arc::new(quinn::TokioRuntime),
-        )?;
+        let server = quinn_endpoint::server(sc)?;
         let addr = server.local_addr()?;
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
@@ -54,12 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
             }
         });
-        let client = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            measure::quinn_socket()?,
-            std::sync::Arc::new(quinn::TokioRuntime),
-        )?;
+        let client = quinn_endpoint::client()?;
         let mut quics = Vec::new();
         for _ in 0..conns {
             quics.push(client.connect_with(cc.clone(), addr, "localhost")?.await?);

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[path = "../src/measure.rs"]
 #[allow(dead_code)]
 mod measure;
+#[path = "support/quinn_endpoint.rs"]
+mod quinn_endpoint;
 
 use measure::{ClientRun, Flavour, Outcome};
 
@@ -52,12 +54,7 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
     measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(sc),
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let server = quinn_endpoint::server(sc)?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -72,12 +69,7 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let client = quinn_endpoint::client()?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let t0 = Instant::now();
             let left = Arc::new(AtomicU64::new(count));
@@ -121,12 +113,7 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
     measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(sc),
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let server = quinn_endpoint::server(sc)?;
             addr_tx.send(server.local_addr()?)?;
             // Accept until the client is done: a count of accepted connections could be
             // reached early by a retransmitted Initial of a connection already forgotten.
@@ -160,12 +147,7 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let client = quinn_endpoint::client()?;
             if resume {
                 // Tickets for the first concurrent handshakes: each of these connections takes
                 // one and brings two (rustls' default).
@@ -220,12 +202,7 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
     let mut outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
-            let server = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(sc),
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let server = quinn_endpoint::server(sc)?;
             addr_tx.send(server.local_addr()?)?;
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
@@ -242,12 +219,7 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
             Ok(())
         },
         move |addr| async move {
-            let client = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                measure::quinn_socket()?,
-                std::sync::Arc::new(quinn::TokioRuntime),
-            )?;
+            let client = quinn_endpoint::client()?;
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut byte = [7u8; 1];
@@ -294,12 +266,7 @@ fn idle_server(dir: &Path, count: u64, streams: u64) -> Result<(), BoxError> {
             quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)?,
         ));
         sc.transport_config(Arc::new(t));
-        let server = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(sc),
-            measure::quinn_socket()?,
-            std::sync::Arc::new(quinn::TokioRuntime),
-        )?;
+        let server = quinn_endpoint::server(sc)?;
         let baseline = measure::idle_baseline();
         measure::announce(server.local_addr()?);
         tokio::spawn(async move {

@@ -53,29 +53,6 @@ pub(crate) fn percentiles(samples: &mut [Duration]) -> Option<(f64, f64)> {
 /// socket option.
 pub(crate) const SOCKET_BUFFER: libc::c_int = 2 << 20;
 
-/// A UDP socket on 127.0.0.1 with [`SOCKET_BUFFER`]-byte buffers, for a quinn endpoint.
-#[allow(dead_code)] // The quinn examples use it.
-pub(crate) fn quinn_socket() -> std::io::Result<std::net::UdpSocket> {
-    use std::os::fd::AsRawFd;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: the value outlives the call and its size is passed along.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&SOCKET_BUFFER as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(socket)
-}
-
 /// User plus system CPU time of this process so far (getrusage(RUSAGE_SELF)).
 pub(crate) fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct we pass, which is plain old data and zeroed.
