@@ -299,6 +299,17 @@ impl Connection {
             .map(<[_]>::to_vec)
     }
 
+    /// Entries in the per-stream records of send streams (`stopped`, `acked`, live handles):
+    /// tests that they do not outlive the handles.
+    #[cfg(test)]
+    pub(crate) fn send_records(&self) -> usize {
+        let s = self.inner.shared.lock();
+        s.conns
+            .get(&self.inner.id)
+            .and_then(|c| c.waiters.as_deref())
+            .map_or(0, |w| w.stopped.len() + w.acked.len() + w.send_live.len())
+    }
+
     /// Whether the runtime has allocated this connection's stream waiters (tests of the
     /// idle-connection diet).
     #[cfg(test)]

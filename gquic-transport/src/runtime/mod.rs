@@ -137,6 +137,11 @@ pub(crate) struct StreamWaiters {
     pub(crate) stopped: FastMap<u64, VarInt>,
     /// Streams whose data and FIN were all acknowledged.
     pub(crate) acked: crate::fast_hash::FastSet<u64>,
+    /// Send streams whose handle lives: only theirs go into `stopped` and `acked`, which the
+    /// handle empties when dropped. An application that finishes and drops a stream before
+    /// its acknowledgement (the usual way) would otherwise leave an entry per stream for the
+    /// life of the connection.
+    pub(crate) send_live: crate::fast_hash::FastSet<u64>,
     /// Read pacing registered by a body consumer and not yet picked up by the stream's
     /// reader (`crate::h3::pace_reads`).
     #[cfg(feature = "h3")]
@@ -456,12 +461,16 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut V
         Event::Stream(StreamEvent::Finished(id)) => {
             let w = st.w();
             out.append(&mut w.flushed);
-            w.acked.insert(id.0);
+            if w.send_live.contains(&id.0) {
+                w.acked.insert(id.0);
+            }
             out.extend(w.stopped_wakers.remove(&id.0));
         }
         Event::Stream(StreamEvent::Stopped(id, code)) => {
             let w = st.w();
-            w.stopped.insert(id.0, code);
+            if w.send_live.contains(&id.0) {
+                w.stopped.insert(id.0, code);
+            }
             out.extend(w.writable.remove(&id.0));
             out.extend(w.stopped_wakers.remove(&id.0));
         }

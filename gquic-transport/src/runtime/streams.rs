@@ -123,6 +123,9 @@ pub struct SendStream {
 
 impl SendStream {
     pub(crate) fn new(conn: ConnRef, id: u64) -> Self {
+        if let Some(st) = conn.shared.lock().conns.get_mut(&conn.id) {
+            st.w().send_live.insert(id);
+        }
         Self {
             conn,
             id,
@@ -302,6 +305,7 @@ impl Drop for SendStream {
             }
         }
         if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
+            w.send_live.remove(&self.id);
             w.stopped.remove(&self.id);
             w.acked.remove(&self.id);
             w.writable.remove(&self.id);

@@ -378,3 +378,55 @@ async fn stream_waiters_are_allocated_only_when_a_stream_is_awaited() {
         ConnectionError::ApplicationClosed { .. }
     ));
 }
+
+/// Streams finished and dropped before their acknowledgement (the usual way to send a
+/// response) leave nothing behind in the runtime's per-stream records, and neither do streams
+/// the peer stops after their handle is gone: a long-lived connection does not grow with the
+/// number of streams it carried. A live handle still learns both.
+#[tokio::test]
+async fn dropped_send_streams_leave_no_records() {
+    let (server, client, cc) = pair(&[b"x"]);
+    let addr = server.local_addr();
+    let connecting = client.connect_with(cc, addr, "localhost").unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+    let reader = {
+        let sconn = sconn.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let mut recv = sconn.accept_uni().await.unwrap();
+                if i % 2 == 0 {
+                    assert_eq!(recv.read_to_end(64).await.unwrap(), b"response");
+                } else {
+                    // Stopped after the client dropped its handle.
+                    recv.stop(VarInt::from_u32(5)).unwrap();
+                }
+            }
+        })
+    };
+    for _ in 0..200 {
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(b"response").await.unwrap();
+        send.finish().unwrap();
+    }
+    reader.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn.flushed())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(conn.send_records(), 0, "records outlived their handles");
+    // A live handle is still told: acknowledged, then stopped.
+    let mut kept = conn.open_uni().await.unwrap();
+    kept.write_all(b"x").await.unwrap();
+    kept.finish().unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    assert_eq!(recv.read_to_end(8).await.unwrap(), b"x");
+    assert_eq!(kept.stopped().await.unwrap(), None);
+    let mut stopped = conn.open_uni().await.unwrap();
+    stopped.write_all(b"y").await.unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    recv.stop(VarInt::from_u32(9)).unwrap();
+    assert_eq!(stopped.stopped().await.unwrap(), Some(VarInt::from_u32(9)));
+    drop((kept, stopped));
+    assert_eq!(conn.send_records(), 0);
+}
