@@ -891,10 +891,21 @@ async fn delay_proxy(server: SocketAddr, delay: Duration) -> SocketAddr {
     let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = front.local_addr().unwrap();
     let client = Arc::new(Mutex::new(None::<SocketAddr>));
+    // Each direction keeps its datagrams in order, as a path with a fixed delay does: a task
+    // per datagram, each sleeping the delay, could reorder two sent in the same millisecond
+    // (a 0-RTT packet overtaking its Initial).
     let relay = |from: Arc<tokio::net::UdpSocket>,
                  to: Arc<tokio::net::UdpSocket>,
                  client: Arc<Mutex<Option<SocketAddr>>>,
                  upstream: bool| async move {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, SocketAddr)>();
+        tokio::spawn(async move {
+            while let Some((due, data, dest)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                let _ = to.send_to(&data, dest).await;
+            }
+        });
         let mut buf = vec![0u8; 65536];
         while let Ok((n, peer)) = from.recv_from(&mut buf).await {
             let dest = if upstream {
@@ -906,11 +917,10 @@ async fn delay_proxy(server: SocketAddr, delay: Duration) -> SocketAddr {
                     None => continue,
                 }
             };
-            let (data, to) = (buf[..n].to_vec(), to.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = to.send_to(&data, dest).await;
-            });
+            let due = tokio::time::Instant::now() + delay;
+            if tx.send((due, buf[..n].to_vec(), dest)).is_err() {
+                break;
+            }
         }
     };
     tokio::spawn(relay(front.clone(), back.clone(), client.clone(), true));
