@@ -6,6 +6,7 @@
 //! packets of unknown connections, and can refuse new connections. Like [`Connection`], it has
 //! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
 
+mod early;
 mod shard;
 mod token;
 
@@ -323,6 +324,8 @@ pub struct Endpoint {
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
     by_reset_token: HashMap<ResetToken, usize>,
     tokens_of: HashMap<usize, Vec<ResetToken>>,
+    /// 0-RTT datagrams that came before their connection's Initial.
+    early: early::EarlyPackets,
     /// The CIDs routed to each connection (to unregister them when it drains).
     cids_of: HashMap<usize, Vec<ConnectionId>>,
     incoming: VecDeque<ConnectionHandle>,
@@ -454,6 +457,7 @@ impl Endpoint {
             by_cid: crate::fast_hash::FastMap::default(),
             by_reset_token: HashMap::new(),
             tokens_of: HashMap::new(),
+            early: early::EarlyPackets::default(),
             cids_of: HashMap::new(),
             incoming: VecDeque::new(),
             drained: VecDeque::new(),
@@ -907,6 +911,13 @@ impl Endpoint {
             self.stats.dropped += 1;
             return None;
         };
+        if long_type == LongType::ZeroRtt && dst.len() >= 8 {
+            // Ahead of its Initial (reordered): held a while (RFC 9001 §4.7).
+            if !self.early.hold(now, dst, remote, ecn, data) {
+                self.stats.dropped += 1;
+            }
+            return None;
+        }
         if !is_initial || data.len() < 1200 || dst.len() < 8 {
             self.stats.dropped += 1;
             return None;
@@ -1030,6 +1041,12 @@ impl Endpoint {
         // ours (RFC 9000 §7.2).
         self.route(dst, idx);
         self.stats.accepted += 1;
+        // 0-RTT datagrams that overtook this Initial.
+        for (ecn, early) in self.early.take(now, &dst, remote) {
+            if let Some(conn) = self.connections[idx].as_mut() {
+                conn.handle_datagram_ecn(now, remote, ecn, early);
+            }
+        }
         self.incoming.push_back(ConnectionHandle(idx));
         self.process_events(idx);
         Some(ConnectionHandle(idx))

@@ -230,3 +230,69 @@ fn zero_rtt_survives_loss_over_twenty_seeds() {
         assert!(c.zero_rtt_accepted().is_some(), "seed {seed}");
     }
 }
+
+/// 0-RTT datagrams that overtake their Initial (a reordering path) are held by the server
+/// until the Initial comes (RFC 9001 §4.7), so the early data counts as 0-RTT and nothing is
+/// sent again. Before, the server dropped them and the client resent the data in 1-RTT.
+#[test]
+fn zero_rtt_ahead_of_its_initial_is_held_until_the_initial_comes() {
+    let mut s = with_ticket(11);
+    let now = s.net.now();
+    let h = s
+        .net
+        .endpoint(C)
+        .connect(now, &s.client, SERVER, "localhost")
+        .unwrap();
+    let c = s.net.endpoint(C).connection_mut(h).unwrap();
+    let id = c.open(Dir::Bi).unwrap();
+    let data = pattern(6_000);
+    assert_eq!(c.write(id, Bytes::from(data.clone())), Ok(data.len()));
+    c.finish(id).unwrap();
+    // The client's first flight, one datagram at a time, delivered last first.
+    let mut flight = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = s.net.endpoint(C).poll_transmit_batch(now, 1, &mut buf) {
+        flight.push(bytes::BytesMut::from(&buf[..t.size]));
+    }
+    assert!(
+        flight.len() >= 3,
+        "an Initial and 0-RTT datagrams: {}",
+        flight.len()
+    );
+    let zero_rtt_only = flight.iter().filter(|d| d[0] & 0x30 == 0x10).count();
+    assert!(
+        zero_rtt_only >= 2,
+        "datagrams of 0-RTT packets alone: {zero_rtt_only}"
+    );
+    for d in flight.into_iter().rev() {
+        s.net.endpoint(S).handle_datagram(now, CLIENT, d);
+    }
+    let server = s
+        .net
+        .endpoint(S)
+        .accept()
+        .expect("the Initial made a connection");
+    let mut got = Vec::new();
+    let done = s.net.run_until(Duration::from_secs(10), |net| {
+        let now = net.now();
+        let sc = net.endpoint(S).connection_mut(server).unwrap();
+        loop {
+            match sc.read(id, usize::MAX, now) {
+                Ok(Some(d)) => got.extend_from_slice(&d),
+                Ok(None) => return true,
+                Err(ReadError::Blocked) => return false,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    assert!(done && got == data, "request intact");
+    s.net.run_for(Duration::from_millis(500));
+    let sc = s.net.endpoint(S).connection(server).unwrap();
+    assert_eq!(sc.zero_rtt_accepted(), Some(true));
+    assert!(
+        sc.is_0rtt_stream(id),
+        "the server read it from 0-RTT packets"
+    );
+    let c = s.net.endpoint(C).connection(h).unwrap();
+    assert_eq!(c.stats().packets_lost, 0, "nothing had to be sent again");
+}
