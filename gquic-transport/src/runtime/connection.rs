@@ -31,7 +31,7 @@ impl ConnRef {
     }
 
     /// For a reference already counted.
-    fn adopt(shared: Arc<Shared>, id: u64) -> Self {
+    pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
         Self { shared, id }
     }
 }
@@ -593,7 +593,7 @@ impl Connection {
     ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
         self.poll_open(cx, Dir::Bi).map_ok(|id| {
             (
-                SendStream::new(self.inner.clone(), id),
+                SendStream::new(&self.inner, id),
                 RecvStream::new(self.inner.clone(), id),
             )
         })
@@ -605,7 +605,7 @@ impl Connection {
     /// The [`ConnectionError`] if the connection ended.
     pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
         self.poll_open(cx, Dir::Uni)
-            .map_ok(|id| SendStream::new(self.inner.clone(), id))
+            .map_ok(|id| SendStream::new(&self.inner, id))
     }
 
     /// Polls for the next bidirectional stream the peer opened. The poll-based form of
@@ -619,7 +619,7 @@ impl Connection {
     ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
         self.poll_accept(cx, Dir::Bi).map_ok(|id| {
             (
-                SendStream::new(self.inner.clone(), id),
+                SendStream::new(&self.inner, id),
                 RecvStream::new(self.inner.clone(), id),
             )
         })
@@ -648,7 +648,7 @@ impl Connection {
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
         let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
         Ok((
-            SendStream::new(self.inner.clone(), id),
+            SendStream::new(&self.inner, id),
             RecvStream::new(self.inner.clone(), id),
         ))
     }
@@ -662,7 +662,7 @@ impl Connection {
     /// Cancel safe: a stream is opened only when this returns it.
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
         let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
-        Ok(SendStream::new(self.inner.clone(), id))
+        Ok(SendStream::new(&self.inner, id))
     }
 
     /// Waits for the next bidirectional stream the peer opens.
@@ -675,7 +675,7 @@ impl Connection {
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
         let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
         Ok((
-            SendStream::new(self.inner.clone(), id),
+            SendStream::new(&self.inner, id),
             RecvStream::new(self.inner.clone(), id),
         ))
     }

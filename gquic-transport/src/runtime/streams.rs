@@ -122,12 +122,15 @@ pub struct SendStream {
 }
 
 impl SendStream {
-    pub(crate) fn new(conn: ConnRef, id: u64) -> Self {
+    /// A handle on stream `id` of `conn`'s connection: counts a reference and records the
+    /// handle as live under one lock.
+    pub(crate) fn new(conn: &ConnRef, id: u64) -> Self {
         if let Some(st) = conn.shared.lock().conns.get_mut(&conn.id) {
+            st.refs += 1;
             st.w().send_live.insert(id);
         }
         Self {
-            conn,
+            conn: ConnRef::adopt(conn.shared.clone(), conn.id),
             id,
             done: false,
         }

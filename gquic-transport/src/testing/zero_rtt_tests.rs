@@ -93,10 +93,9 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// Opens a second connection, writes `data` on a bidi stream before any packet leaves, and
-/// runs until the server has read it all. Returns the handles and whether the server had the
-/// first bytes before its handshake completed.
-fn early_request(s: &mut Setup, data: &[u8]) -> (ConnectionHandle, ConnectionHandle, bool) {
+/// Opens a second connection and writes `data` and a FIN on a bidi stream, all before any
+/// packet leaves (so in 0-RTT). Returns the connection and the stream.
+fn write_early(s: &mut Setup, data: &[u8]) -> (ConnectionHandle, crate::StreamId) {
     let now = s.net.now();
     let h = s
         .net
@@ -113,6 +112,14 @@ fn early_request(s: &mut Setup, data: &[u8]) -> (ConnectionHandle, ConnectionHan
         .expect("remembered stream limits allow a stream");
     assert_eq!(c.write(id, Bytes::copy_from_slice(data)), Ok(data.len()));
     c.finish(id).unwrap();
+    (h, id)
+}
+
+/// Opens a second connection, writes `data` on a bidi stream before any packet leaves, and
+/// runs until the server has read it all. Returns the handles and whether the server had the
+/// first bytes before its handshake completed.
+fn early_request(s: &mut Setup, data: &[u8]) -> (ConnectionHandle, ConnectionHandle, bool) {
+    let (h, id) = write_early(s, data);
     let mut server = None;
     let mut got = Vec::new();
     let mut before_handshake = None;
@@ -237,17 +244,9 @@ fn zero_rtt_survives_loss_over_twenty_seeds() {
 #[test]
 fn zero_rtt_ahead_of_its_initial_is_held_until_the_initial_comes() {
     let mut s = with_ticket(11);
-    let now = s.net.now();
-    let h = s
-        .net
-        .endpoint(C)
-        .connect(now, &s.client, SERVER, "localhost")
-        .unwrap();
-    let c = s.net.endpoint(C).connection_mut(h).unwrap();
-    let id = c.open(Dir::Bi).unwrap();
     let data = pattern(6_000);
-    assert_eq!(c.write(id, Bytes::from(data.clone())), Ok(data.len()));
-    c.finish(id).unwrap();
+    let (h, id) = write_early(&mut s, &data);
+    let now = s.net.now();
     // The client's first flight, one datagram at a time, delivered last first.
     let mut flight = Vec::new();
     let mut buf = Vec::new();
