@@ -83,6 +83,9 @@ pub(crate) struct UdpIo {
     partial: usize,
     /// An IPv6 socket, which may carry IPv4 too (dual-stack).
     v6: bool,
+    /// Receive system calls made (tests count them).
+    #[cfg(test)]
+    receive_calls: std::sync::atomic::AtomicU64,
 }
 
 /// IPv4 peers of a dual-stack socket arrive as IPv4-mapped IPv6 addresses; the endpoint knows
@@ -117,6 +120,8 @@ impl UdpIo {
             max_segments,
             partial: 0,
             v6,
+            #[cfg(test)]
+            receive_calls: Default::default(),
         }
     }
 
@@ -161,25 +166,37 @@ impl UdpIo {
         &self,
         cx: &mut Context<'_>,
         out: &mut [Received],
-        mut recv: impl FnMut(std::os::fd::RawFd, &mut [Received]) -> io::Result<usize>,
+        mut recv: impl FnMut(std::os::fd::RawFd, &mut [Received]) -> io::Result<linux::Batch>,
     ) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd;
         loop {
             std::task::ready!(self.socket.poll_recv_ready(cx))?;
             let fd = self.socket.as_raw_fd();
-            match self
-                .socket
-                .try_io(tokio::io::Interest::READABLE, || recv(fd, &mut *out))
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Ok(n) => {
-                    for r in &mut out[..n] {
-                        r.from = unmap(r.from);
-                    }
-                    return Poll::Ready(Ok(n));
+            // A batch shorter than asked for emptied the queue: the readiness is cleared now
+            // (as a `WouldBlock` would), which saves the `recvmmsg` that would only have
+            // found the queue empty. Tokio clears it only if no readiness event came in
+            // since, so a datagram that arrives meanwhile still wakes the driver.
+            let mut drained = None;
+            let r = self.socket.try_io(tokio::io::Interest::READABLE, || {
+                #[cfg(test)]
+                self.receive_calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let batch = recv(fd, &mut *out)?;
+                if batch.received < batch.asked {
+                    drained = Some(batch.received);
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Ok(batch.received)
+            });
+            let n = match (r, drained) {
+                (_, Some(n)) | (Ok(n), None) => n,
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (Err(e), None) => return Poll::Ready(Err(e)),
+            };
+            for r in &mut out[..n] {
+                r.from = unmap(r.from);
             }
+            return Poll::Ready(Ok(n));
         }
     }
 
@@ -481,7 +498,7 @@ mod linux {
         buf: &mut [u8],
         slot: usize,
         out: &mut [super::Received],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Batch> {
         // SAFETY: `buf` is valid for writes of its length.
         unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), slot, out) }
     }
@@ -493,7 +510,7 @@ mod linux {
         block: &mut bytes::BytesMut,
         slot: usize,
         out: &mut [super::Received],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Batch> {
         let spare = block.spare_capacity_mut();
         let base = spare.as_mut_ptr().cast::<u8>();
         let cap = spare.len();
@@ -502,9 +519,9 @@ mod linux {
         }
         let slot = slot.max(1);
         // SAFETY: `base` is valid for writes of `cap` bytes (the spare capacity).
-        let n = unsafe { recv_raw(fd, base, cap, slot, out)? };
+        let batch = unsafe { recv_raw(fd, base, cap, slot, out)? };
         let mut filled = 0;
-        for (i, m) in out[..n].iter().enumerate() {
+        for (i, m) in out[..batch.received].iter().enumerate() {
             let start = i * slot;
             if start != filled {
                 // SAFETY: both ranges lie within the spare capacity (the kernel wrote at most
@@ -517,7 +534,16 @@ mod linux {
         // SAFETY: the first `filled` bytes of the spare capacity now hold the messages,
         // written by the kernel (and moved above): they are initialized.
         unsafe { block.set_len(block.len() + filled) };
-        Ok(n)
+        Ok(batch)
+    }
+
+    /// What one `recvmmsg` brought.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Batch {
+        /// Messages received.
+        pub(super) received: usize,
+        /// Messages asked for: more than `received` means the queue ran empty.
+        pub(super) asked: usize,
     }
 
     /// `recvmmsg` into `cap` bytes at `base`, message i at `base + i * slot`.
@@ -530,7 +556,7 @@ mod linux {
         cap: usize,
         slot: usize,
         out: &mut [super::Received],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Batch> {
         let slot = slot.max(1);
         let n = out.len().min(MAX_BATCH).min(cap.div_ceil(slot)).max(1);
         // SAFETY: every pointer in the headers points at a local array (or into `base`, split
@@ -597,7 +623,10 @@ mod linux {
                     stride,
                 };
             }
-            Ok(got)
+            Ok(Batch {
+                received: got,
+                asked: n,
+            })
         }
     }
 
@@ -895,6 +924,45 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert_eq!(calls, 1, "recvmmsg takes all five in one call");
         let _ = calls;
+    }
+
+    /// A receive that brings fewer messages than asked for found the queue empty: the next
+    /// poll waits without a system call, and a datagram that comes later still wakes it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_short_batch_ends_the_receive_without_another_call() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::task::Waker;
+        let rx = UdpIo::new(socket().await);
+        let dst = rx.socket.local_addr().unwrap();
+        let mut tx = UdpIo::new(socket().await);
+        let mut block = bytes::BytesMut::with_capacity(4 * 2048);
+        let mut meta = [Received::EMPTY; 4];
+        for round in 0..3u8 {
+            poll_fn(|cx| tx.poll_send(cx, &[round; 10], dst, None, None))
+                .await
+                .unwrap();
+            let calls = rx.receive_calls.load(Relaxed);
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                poll_fn(|cx| rx.poll_recv_block(cx, &mut block, 2048, &mut meta)),
+            )
+            .await
+            .expect("the datagram wakes the receiver")
+            .unwrap();
+            assert_eq!((n, meta[0].len), (1, 10));
+            assert_eq!(&block[block.len() - 10..], &[round; 10]);
+            assert_eq!(
+                rx.receive_calls.load(Relaxed) - calls,
+                1,
+                "one call: one datagram of four asked for"
+            );
+            // The queue is known empty: polling again waits without asking the kernel.
+            let mut cx = Context::from_waker(Waker::noop());
+            let again = rx.poll_recv_block(&mut cx, &mut block, 2048, &mut meta);
+            assert!(again.is_pending());
+            assert_eq!(rx.receive_calls.load(Relaxed) - calls, 1);
+        }
     }
 
     /// A block receive appends the messages back to back into uninitialized capacity.
