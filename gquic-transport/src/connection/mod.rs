@@ -1405,7 +1405,7 @@ impl Connection {
         let ranges: Vec<std::ops::Range<u64>> = sp
             .sent
             .oldest_unacked()
-            .filter_map(|(_, p)| p.info.crypto.clone())
+            .filter_map(|(_, p)| p.info.crypto())
             .collect();
         for r in ranges {
             sp.crypto_send.lost(r);

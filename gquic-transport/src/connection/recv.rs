@@ -508,7 +508,7 @@ impl Connection {
         let initial = &mut self.spaces[SpaceId::Initial as usize];
         initial.keys = Some(keys);
         for (_, p) in initial.sent.discard() {
-            if let Some(r) = p.info.crypto {
+            if let Some(r) = p.info.crypto() {
                 initial.crypto_send.lost(r);
             }
         }
@@ -884,7 +884,8 @@ impl Connection {
         result
     }
 
-    /// The rest of [`Connection::on_ack_frame`], with the newly acknowledged packets.
+    /// The rest of [`Connection::on_ack_frame`], with the newly acknowledged packets
+    /// (descending by packet number).
     fn on_packets_acked(
         &mut self,
         now: Instant,
@@ -916,7 +917,7 @@ impl Connection {
         if largest_before.is_none_or(|l| ack.largest > l) {
             let newly_marked = acked.iter().filter(|(_, p)| p.info.ecn).count() as u64;
             if self.on_ack_ecn(space, ack.ecn.as_ref(), newly_marked) {
-                if let Some((_, newest)) = acked.last() {
+                if let Some((_, newest)) = acked.first() {
                     let sent = newest.time_sent;
                     self.on_ecn_congestion(now, sent);
                 }
@@ -935,10 +936,11 @@ impl Connection {
             < self.cc.window() / 2;
         let mut acked_pns = std::mem::take(&mut self.acked_pns_scratch);
         acked_pns.clear();
-        acked_pns.extend(acked.iter().map(|(pn, _)| *pn));
-        for (pn, mut packet) in acked.drain(..) {
+        // `acked` is descending (as the frame names them); handled ascending.
+        acked_pns.extend(acked.iter().rev().map(|(pn, _)| *pn));
+        for (pn, packet) in acked.drain(..).rev() {
             if space == SpaceId::Data {
-                match packet.info.mtu_probe.take() {
+                match packet.info.mtu_probe() {
                     Some(size) => {
                         if let Some(new) = self.mtud.on_probe_acked(now, size) {
                             self.set_datagram_size(new);
@@ -990,14 +992,17 @@ impl Connection {
         Ok(())
     }
 
-    fn on_info_acked(&mut self, space: SpaceId, info: SentInfo) {
-        if let Some(r) = info.crypto {
-            self.spaces[space as usize].crypto_send.ack(r);
-        }
+    fn on_info_acked(&mut self, space: SpaceId, mut info: SentInfo) {
         for c in &info.chunks {
             self.streams.on_chunk_acked(c);
         }
-        for c in info.control {
+        let Some(extra) = info.take_extra() else {
+            return;
+        };
+        if let Some(r) = extra.crypto {
+            self.spaces[space as usize].crypto_send.ack(r);
+        }
+        for c in extra.control {
             if let super::streams::StreamControl::ResetStream(id) = c {
                 self.streams.on_reset_acked(id);
             }
@@ -1027,7 +1032,7 @@ impl Connection {
             }
             if space == SpaceId::Data {
                 // RFC 9000 §14.4: a lost probe is not a congestion signal.
-                if let Some(size) = packet.info.mtu_probe {
+                if let Some(size) = packet.info.mtu_probe() {
                     self.mtud.on_probe_lost(now, size);
                     continue;
                 }
@@ -1048,26 +1053,29 @@ impl Connection {
                     newest_sent.map_or(packet.time_sent, |t: Instant| t.max(packet.time_sent)),
                 );
             }
-            let info = packet.info;
-            if let Some(r) = info.crypto {
-                self.spaces[space as usize].crypto_send.lost(r);
-            }
+            let mut info = packet.info;
             for c in &info.chunks {
                 self.streams.on_chunk_lost(c);
             }
-            for c in info.control {
+            let Some(extra) = info.take_extra() else {
+                continue;
+            };
+            if let Some(r) = extra.crypto {
+                self.spaces[space as usize].crypto_send.lost(r);
+            }
+            for c in extra.control {
                 self.streams.on_control_lost(c);
             }
-            if info.handshake_done {
+            if extra.handshake_done {
                 self.handshake_done_pending = true;
             }
-            if let Some(token) = info.new_token {
+            if let Some(token) = extra.new_token {
                 self.new_token.get_or_insert(token);
             }
-            for seq in info.new_cids {
+            for seq in extra.new_cids {
                 self.cids.on_new_lost(seq);
             }
-            for seq in info.retire_cids {
+            for seq in extra.retire_cids {
                 self.cids.on_retire_lost(seq);
             }
         }

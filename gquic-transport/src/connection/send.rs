@@ -148,10 +148,8 @@ impl Connection {
         }
         let (start, partial, pn) = self.begin_packet(SpaceId::Data, buf)?;
         buf.put_u8(0x01); // PING
-        let info = SentInfo {
-            mtu_probe: Some(size),
-            ..SentInfo::default()
-        };
+        let mut info = SentInfo::default();
+        info.extra_mut().mtu_probe = Some(size);
         self.finish_packet(
             now,
             SpaceId::Data,
@@ -297,7 +295,7 @@ impl Connection {
             SpaceId::Data if self.is_0rtt() => "0RTT",
             s => s.qlog_packet_type(),
         };
-        let mtu_probe = info.mtu_probe.is_some();
+        let mtu_probe = info.mtu_probe().is_some();
         let sealed = match space {
             SpaceId::Data if self.is_0rtt() => match self.zero_rtt.keys.as_ref() {
                 Some(keys) => {
@@ -507,7 +505,7 @@ impl Connection {
                     self.spaces[space as usize]
                         .crypto_send
                         .copy_range(range.clone(), buf);
-                    info.crypto = Some(range);
+                    info.extra_mut().crypto = Some(range);
                     ack_eliciting = true;
                 }
             }
@@ -572,7 +570,7 @@ impl Connection {
         if self.handshake_done_pending && buf.len() < end {
             buf.put_u8(0x1e);
             self.handshake_done_pending = false;
-            info.handshake_done = true;
+            info.extra_mut().handshake_done = true;
             wrote = true;
         }
         // RFC 9000 §8.1.3: a token for the client's next connection, once confirmed.
@@ -581,7 +579,7 @@ impl Connection {
                 let frame = Frame::NewToken(token.clone());
                 if buf.len() + frame.encoded_len() <= end {
                     frame.encode(buf);
-                    info.new_token = Some(token);
+                    info.extra_mut().new_token = Some(token);
                     wrote = true;
                 } else {
                     self.new_token = Some(token);
@@ -609,7 +607,7 @@ impl Connection {
                 self.cids.on_new_lost(f.sequence);
                 break;
             }
-            info.new_cids.push(f.sequence);
+            info.extra_mut().new_cids.push(f.sequence);
             Frame::NewConnectionId(f).encode(buf);
             wrote = true;
         }
@@ -619,7 +617,7 @@ impl Connection {
                 break;
             }
             Frame::RetireConnectionId { sequence: seq }.encode(buf);
-            info.retire_cids.push(seq);
+            info.extra_mut().retire_cids.push(seq);
             wrote = true;
         }
         while let Some(c) = self.streams.poll_control() {
@@ -631,7 +629,7 @@ impl Connection {
                 break;
             }
             frame.encode(buf);
-            info.control.push(c);
+            info.extra_mut().control.push(c);
             wrote = true;
         }
         // RFC 9221 §5: datagrams go before stream data; they are not retransmitted.

@@ -79,10 +79,26 @@ impl<'a> IntoIterator for &'a Chunks {
 }
 
 /// What a sent packet carried that matters when it is acknowledged or lost.
+///
+/// A packet is moved several times between being sent and acknowledged (into the ring of
+/// sent packets, out of it, through the acknowledgement's processing), a copy of the whole
+/// value each time: what most packets carry (stream chunks, the rate snapshot) is inline, the
+/// rest behind one box that only the few packets carrying it allocate.
 #[derive(Debug, Default)]
 pub(super) struct SentInfo {
-    pub(super) crypto: Option<Range<u64>>,
     pub(super) chunks: Chunks,
+    /// The delivery-rate snapshot of an in-flight packet.
+    pub(super) rate: Option<crate::recovery::rate::PacketRateState>,
+    /// Sent marked ECT(0) (RFC 9000 §13.4.2).
+    pub(super) ecn: bool,
+    /// What few packets carry (see [`SentInfo::extra`]).
+    extra: Option<Box<SentExtra>>,
+}
+
+/// The rarely carried part of a [`SentInfo`].
+#[derive(Debug, Default)]
+pub(super) struct SentExtra {
+    pub(super) crypto: Option<Range<u64>>,
     pub(super) control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
     pub(super) new_token: Option<bytes::Bytes>,
@@ -90,10 +106,33 @@ pub(super) struct SentInfo {
     pub(super) mtu_probe: Option<u16>,
     pub(super) new_cids: Vec<u64>,
     pub(super) retire_cids: Vec<u64>,
-    /// The delivery-rate snapshot of an in-flight packet.
-    pub(super) rate: Option<crate::recovery::rate::PacketRateState>,
-    /// Sent marked ECT(0) (RFC 9000 §13.4.2).
-    pub(super) ecn: bool,
+}
+
+impl SentInfo {
+    /// The rarely carried part, to record something in it.
+    pub(super) fn extra_mut(&mut self) -> &mut SentExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The rarely carried part, if the packet carried any of it.
+    pub(super) fn extra(&self) -> Option<&SentExtra> {
+        self.extra.as_deref()
+    }
+
+    /// Takes the rarely carried part out.
+    pub(super) fn take_extra(&mut self) -> Option<Box<SentExtra>> {
+        self.extra.take()
+    }
+
+    /// The CRYPTO data range the packet carried.
+    pub(super) fn crypto(&self) -> Option<Range<u64>> {
+        self.extra().and_then(|e| e.crypto.clone())
+    }
+
+    /// The size of the path MTU probe the packet was.
+    pub(super) fn mtu_probe(&self) -> Option<u16> {
+        self.extra().and_then(|e| e.mtu_probe)
+    }
 }
 
 /// The state of one packet-number space.
@@ -250,5 +289,30 @@ impl std::ops::IndexMut<usize> for Spaces {
                 ..PacketSpace::new()
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sent packet's record is copied several times between sending and acknowledgement:
+    /// it stays small, and a packet of stream data allocates nothing for the rare fields.
+    #[test]
+    fn a_sent_packet_record_stays_small() {
+        use crate::recovery::sent::SentPacket;
+        assert!(
+            std::mem::size_of::<SentPacket<SentInfo>>() <= 160,
+            "{} bytes",
+            std::mem::size_of::<SentPacket<SentInfo>>()
+        );
+        let mut info = SentInfo {
+            ecn: true,
+            ..SentInfo::default()
+        };
+        assert!(info.extra().is_none() && info.crypto().is_none());
+        info.extra_mut().crypto = Some(0..10);
+        assert_eq!(info.crypto(), Some(0..10));
+        assert!(info.take_extra().is_some() && info.extra().is_none());
     }
 }

@@ -191,7 +191,8 @@ impl Connection {
             for c in &packet.info.chunks {
                 self.streams.on_chunk_lost(c);
             }
-            for c in packet.info.control {
+            let mut info = packet.info;
+            for c in info.take_extra().into_iter().flat_map(|e| e.control) {
                 self.streams.on_control_lost(c);
             }
         }

@@ -172,11 +172,14 @@ impl<T> SentPackets<T> {
     ) -> Result<AckOutcome<T>, TransportErrorCode> {
         let mut acked = Vec::new();
         let rtt_sample = self.on_ack_into(ranges, largest, now, &mut acked)?;
+        acked.reverse();
         Ok(AckOutcome { acked, rtt_sample })
     }
 
     /// [`SentPackets::on_ack`] into a caller's vector (cleared first), so that a connection
-    /// can reuse one across ACK frames; returns the RTT sample.
+    /// can reuse one across ACK frames; returns the RTT sample. The packets come in the order
+    /// the frame names them: **descending** by packet number (reversing them would move each
+    /// packet once more).
     ///
     /// # Errors
     /// As [`SentPackets::on_ack`].
@@ -211,7 +214,6 @@ impl<T> SentPackets<T> {
             }
         }
         self.trim();
-        acked.reverse();
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         Ok(match largest_newly_acked {
             Some(sent) if any_ack_eliciting => Some(now.saturating_duration_since(sent)),
@@ -327,6 +329,28 @@ mod tests {
             in_flight: true,
             info: (),
         }
+    }
+
+    /// `on_ack_into` hands the packets over in the frame's order (descending), `on_ack` in
+    /// ascending order; both take exactly the packets the ranges name.
+    #[test]
+    fn acknowledged_packets_come_in_frame_order_or_ascending() {
+        let t0 = Instant::now();
+        let mut a = SentPackets::new();
+        let mut b = SentPackets::new();
+        for _ in 0..10 {
+            a.on_sent(packet(t0));
+            b.on_sent(packet(t0));
+        }
+        let ranges = || [7..=9, 2..=4].into_iter();
+        let mut acked = Vec::new();
+        a.on_ack_into(ranges(), 9, t0, &mut acked).unwrap();
+        let pns: Vec<u64> = acked.iter().map(|(pn, _)| *pn).collect();
+        assert_eq!(pns, [9, 8, 7, 4, 3, 2]);
+        let out = b.on_ack(ranges(), 9, t0).unwrap();
+        let pns: Vec<u64> = out.acked.iter().map(|(pn, _)| *pn).collect();
+        assert_eq!(pns, [2, 3, 4, 7, 8, 9]);
+        assert_eq!(a.bytes_in_flight(), b.bytes_in_flight());
     }
 
     /// Idle-connection diet: once nothing is in flight, ACK-only packets (never acknowledged,
