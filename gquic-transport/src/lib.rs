@@ -78,6 +78,7 @@ pub mod range_set;
 pub mod recovery;
 #[cfg(feature = "runtime-tokio")]
 pub mod runtime;
+mod small_deque;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,11 +1,12 @@
 //! The receive side of a stream's data: out-of-order reassembly (RFC 9000 §2.2), final size
 //! (§4.5) and per-stream flow control (§4.1).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use crate::error::TransportErrorCode;
+use crate::small_deque::SmallDeque;
 
 /// Reassembles stream data that may arrive out of order, duplicated or overlapping, holding
 /// only zero-copy slices of the packets it came in.
@@ -16,7 +17,7 @@ use crate::error::TransportErrorCode;
 #[derive(Debug, Default)]
 pub struct Assembler {
     /// The chunks of `[read, contiguous_end)`, in order.
-    contiguous: VecDeque<Bytes>,
+    contiguous: SmallDeque<Bytes>,
     /// One past the last byte of `contiguous`.
     contiguous_end: u64,
     /// Non-overlapping chunks beyond a gap, all starting after `contiguous_end`, keyed by

@@ -1,19 +1,19 @@
 //! The send side of a stream's data: what was written, sent, acknowledged and lost
 //! (RFC 9000 §2.2, §13.3).
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes};
 
 use crate::range_set::RangeSet;
+use crate::small_deque::SmallDeque;
 
 /// Data written to a stream and not yet acknowledged, kept as the `Bytes` the application gave
 /// (no copy until it is written into a packet).
 #[derive(Debug, Default)]
 pub struct SendBuffer {
     /// Unacknowledged chunks with the stream offset each starts at, ascending.
-    chunks: VecDeque<(u64, Bytes)>,
+    chunks: SmallDeque<(u64, Bytes)>,
     /// Everything below this offset is acknowledged and released.
     acked_prefix: u64,
     /// Total bytes written: the offset the next write starts at.
@@ -95,7 +95,7 @@ impl SendBuffer {
         let first = self
             .chunks
             .partition_point(|(start, data)| start + data.len() as u64 <= pos);
-        for (start, data) in self.chunks.range(first..) {
+        for (start, data) in self.chunks.iter_from(first) {
             if pos >= range.end {
                 break;
             }
