@@ -2,9 +2,9 @@
 //! a 16 MiB upload between two runtime endpoints over loopback (sockets, driver, state
 //! machine, streams) and the allocations per MiB must stay under a small bound. One MiB is
 //! about 780 full packets, so a single allocation per packet on either side would show up as
-//! hundreds per MiB.
+//! hundreds per MiB. Small streams do not allocate per stream either.
 //!
-//! This file holds one test: the allocator counts the whole process.
+//! The allocator counts the whole process: the tests take turns (`SERIAL`).
 
 #![allow(clippy::disallowed_methods)] // The runtime reads the clock; so does this test.
 
@@ -51,6 +51,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// One test at a time: the count is the whole process's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Allocations per MiB moved allowed: about 3 measured (receive blocks, window updates), 1,088
 /// before the send and receive paths stopped allocating per packet.
 const BOUND_PER_MIB: f64 = 10.0;
@@ -92,6 +95,7 @@ fn configs() -> (ServerConfig, ClientConfig) {
 
 #[test]
 fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,5 +153,72 @@ fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
             "{per_mib:.1} allocations per MiB (bound {BOUND_PER_MIB})"
         );
         client.wait_idle().await;
+    });
+}
+
+/// Streams echoed one after the other whose data the application hands over as `Bytes` and
+/// takes as `Bytes` (so that the test itself allocates nothing per stream).
+const STREAMS_WARM_UP: u64 = 200;
+const STREAMS_MEASURED: u64 = 2000;
+/// Allocations per echoed stream allowed, both endpoints together: 0 measured. Before, the
+/// stream queues' first chunk (4 per stream) and the record of the MAX_STREAMS frame each
+/// closed stream brings (1-2) allocated; a map or queue allocated per stream would add at
+/// least 1 again.
+const BOUND_PER_STREAM: f64 = 0.5;
+
+#[test]
+fn small_streams_allocate_nothing_per_stream() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (sc, cc) = configs();
+        let server = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let srv = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+                    send.write_chunk(chunk).await.unwrap();
+                }
+                send.finish().unwrap();
+            }
+        });
+        let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = client
+            .connect_with(cc, addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let payload = Bytes::from(vec![0x42; 100]);
+        let mut start = 0;
+        for i in 0..STREAMS_WARM_UP + STREAMS_MEASURED {
+            if i == STREAMS_WARM_UP {
+                start = ALLOCATIONS.load(Ordering::Relaxed);
+            }
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_chunk(payload.clone()).await.unwrap();
+            send.finish().unwrap();
+            let mut n = 0;
+            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+                n += chunk.len();
+            }
+            assert_eq!(n, payload.len());
+        }
+        let end = ALLOCATIONS.load(Ordering::Relaxed);
+        let per_stream = (end - start) as f64 / STREAMS_MEASURED as f64;
+        println!(
+            "{} allocations for {STREAMS_MEASURED} echoed streams: {per_stream:.2} per stream",
+            end - start
+        );
+        assert!(
+            per_stream <= BOUND_PER_STREAM,
+            "{per_stream:.2} allocations per stream (bound {BOUND_PER_STREAM})"
+        );
+        conn.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        srv.abort();
     });
 }

@@ -996,16 +996,13 @@ impl Connection {
         for c in &info.chunks {
             self.streams.on_chunk_acked(c);
         }
-        let Some(extra) = info.take_extra() else {
-            return;
-        };
-        if let Some(r) = extra.crypto {
-            self.spaces[space as usize].crypto_send.ack(r);
-        }
-        for c in extra.control {
+        for c in info.take_control() {
             if let super::streams::StreamControl::ResetStream(id) = c {
                 self.streams.on_reset_acked(id);
             }
+        }
+        if let Some(r) = info.take_extra().and_then(|e| e.crypto) {
+            self.spaces[space as usize].crypto_send.ack(r);
         }
     }
 
@@ -1057,14 +1054,14 @@ impl Connection {
             for c in &info.chunks {
                 self.streams.on_chunk_lost(c);
             }
+            for c in info.take_control() {
+                self.streams.on_control_lost(c);
+            }
             let Some(extra) = info.take_extra() else {
                 continue;
             };
             if let Some(r) = extra.crypto {
                 self.spaces[space as usize].crypto_send.lost(r);
-            }
-            for c in extra.control {
-                self.streams.on_control_lost(c);
             }
             if extra.handshake_done {
                 self.handshake_done_pending = true;

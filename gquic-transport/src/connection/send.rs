@@ -629,7 +629,7 @@ impl Connection {
                 break;
             }
             frame.encode(buf);
-            info.extra_mut().control.push(c);
+            info.push_control(c);
             wrote = true;
         }
         // RFC 9221 §5: datagrams go before stream data; they are not retransmitted.

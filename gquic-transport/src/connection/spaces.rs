@@ -91,6 +91,9 @@ pub(super) struct SentInfo {
     pub(super) rate: Option<crate::recovery::rate::PacketRateState>,
     /// Sent marked ECT(0) (RFC 9000 §13.4.2).
     pub(super) ecn: bool,
+    /// The first control frame (a flow-control or stream-limit update is common: one per
+    /// closed stream, say); more go into `extra`.
+    control: Option<StreamControl>,
     /// What few packets carry (see [`SentInfo::extra`]).
     extra: Option<Box<SentExtra>>,
 }
@@ -99,7 +102,8 @@ pub(super) struct SentInfo {
 #[derive(Debug, Default)]
 pub(super) struct SentExtra {
     pub(super) crypto: Option<Range<u64>>,
-    pub(super) control: Vec<StreamControl>,
+    /// The control frames after the first.
+    control: Vec<StreamControl>,
     pub(super) handshake_done: bool,
     pub(super) new_token: Option<bytes::Bytes>,
     /// A path MTU probe of this size (RFC 9000 §14.3.1).
@@ -109,6 +113,25 @@ pub(super) struct SentExtra {
 }
 
 impl SentInfo {
+    /// Records a control frame the packet carries.
+    pub(super) fn push_control(&mut self, c: StreamControl) {
+        if self.control.is_none() {
+            self.control = Some(c);
+        } else {
+            self.extra_mut().control.push(c);
+        }
+    }
+
+    /// Takes the control frames out, in the order they were recorded.
+    pub(super) fn take_control(&mut self) -> impl Iterator<Item = StreamControl> {
+        let rest = self
+            .extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.control))
+            .unwrap_or_default();
+        self.control.take().into_iter().chain(rest)
+    }
+
     /// The rarely carried part, to record something in it.
     pub(super) fn extra_mut(&mut self) -> &mut SentExtra {
         self.extra.get_or_insert_with(Default::default)
@@ -297,12 +320,13 @@ mod tests {
     use super::*;
 
     /// A sent packet's record is copied several times between sending and acknowledgement:
-    /// it stays small, and a packet of stream data allocates nothing for the rare fields.
+    /// it stays small, and a packet of stream data and one control frame allocates nothing
+    /// for the rare fields.
     #[test]
     fn a_sent_packet_record_stays_small() {
         use crate::recovery::sent::SentPacket;
         assert!(
-            std::mem::size_of::<SentPacket<SentInfo>>() <= 160,
+            std::mem::size_of::<SentPacket<SentInfo>>() <= 176,
             "{} bytes",
             std::mem::size_of::<SentPacket<SentInfo>>()
         );
@@ -311,6 +335,22 @@ mod tests {
             ..SentInfo::default()
         };
         assert!(info.extra().is_none() && info.crypto().is_none());
+        // One control frame stays inline; more go into the rarely carried part, in order.
+        info.push_control(StreamControl::MaxData);
+        assert!(info.extra().is_none());
+        info.push_control(StreamControl::StreamsBlocked(crate::Dir::Bi));
+        info.push_control(StreamControl::MaxStreams(crate::Dir::Uni));
+        assert!(info.extra().is_some());
+        let taken: Vec<_> = info.take_control().collect();
+        assert_eq!(
+            taken,
+            [
+                StreamControl::MaxData,
+                StreamControl::StreamsBlocked(crate::Dir::Bi),
+                StreamControl::MaxStreams(crate::Dir::Uni)
+            ]
+        );
+        assert_eq!(info.take_control().count(), 0);
         info.extra_mut().crypto = Some(0..10);
         assert_eq!(info.crypto(), Some(0..10));
         assert!(info.take_extra().is_some() && info.extra().is_none());

@@ -192,7 +192,7 @@ impl Connection {
                 self.streams.on_chunk_lost(c);
             }
             let mut info = packet.info;
-            for c in info.take_extra().into_iter().flat_map(|e| e.control) {
+            for c in info.take_control() {
                 self.streams.on_control_lost(c);
             }
         }
