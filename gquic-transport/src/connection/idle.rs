@@ -29,8 +29,9 @@ impl Connection {
     }
 
     /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
-    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) go back
-    /// to the allocator. A connection that is still sending keeps them.
+    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) and the
+    /// CRYPTO streams (their offsets kept) go back to the allocator. A connection that is
+    /// still sending keeps them.
     pub(super) fn compact(&mut self) {
         // During the handshake there is nothing to gain, and a server's buffered early 1-RTT
         // packets (RFC 9001 §5.7) are data the client counts as sent: they wait for the
@@ -41,6 +42,7 @@ impl Connection {
         tracing::trace!("compacting an idle connection");
         for space in self.spaces.iter_mut() {
             space.sent.shrink();
+            space.release_crypto();
         }
         self.acked_scratch = Vec::new();
         self.acked_pns_scratch = Vec::new();

@@ -1378,7 +1378,7 @@ impl Connection {
                 continue;
             }
             let sp = &mut self.spaces[other as usize];
-            if sp.keys.is_some() && sp.crypto_send.has_pending(u64::MAX) {
+            if sp.keys.is_some() && sp.crypto_pending() {
                 sp.probes = sp.probes.max(1);
             }
         }
@@ -1407,8 +1407,10 @@ impl Connection {
             .oldest_unacked()
             .filter_map(|(_, p)| p.info.crypto())
             .collect();
-        for r in ranges {
-            sp.crypto_send.lost(r);
+        if let Some(c) = sp.crypto_if_held() {
+            for r in ranges {
+                c.send.lost(r);
+            }
         }
     }
 
@@ -1424,7 +1426,8 @@ impl Connection {
                     self.on_client_hello(&buf);
                 }
                 self.spaces[self.tls_space as usize]
-                    .crypto_send
+                    .crypto_mut()
+                    .send
                     .write(buf.into());
             }
             let Some(change) = change else {

@@ -508,8 +508,8 @@ impl Connection {
         let initial = &mut self.spaces[SpaceId::Initial as usize];
         initial.keys = Some(keys);
         for (_, p) in initial.sent.discard() {
-            if let Some(r) = p.info.crypto() {
-                initial.crypto_send.lost(r);
+            if let (Some(r), Some(c)) = (p.info.crypto(), initial.crypto_if_held()) {
+                c.send.lost(r);
             }
         }
         // 0-RTT packets sent to the old connection ID are lost too (RFC 9001 §4.6.2 allows
@@ -563,15 +563,17 @@ impl Connection {
                 let sp = &mut self.spaces[space as usize];
                 let end = offset + data.len() as u64;
                 // RFC 9000 §7.5: bounded buffering of out-of-order CRYPTO data.
-                if end > sp.crypto_recv.read_offset() + self.config.crypto_buffer_size {
+                if end > sp.crypto_read_offset() + self.config.crypto_buffer_size {
                     return Err(TransportError {
                         code: TransportErrorCode::CRYPTO_BUFFER_EXCEEDED,
                         frame: Some(ty),
                         reason: "CRYPTO data beyond the buffer".into(),
                     });
                 }
-                let duplicate = end <= sp.crypto_recv.read_offset();
-                sp.crypto_recv.insert(offset, data);
+                let duplicate = end <= sp.crypto_read_offset();
+                if !duplicate {
+                    sp.crypto_mut().recv.insert(offset, data);
+                }
                 // RFC 9369 §4: the server's CRYPTO data fixes the version it came in.
                 if self.side.is_client() {
                     self.settle_version();
@@ -751,7 +753,10 @@ impl Connection {
                 None => {}
             }
         }
-        while let Some(data) = self.spaces[space as usize].crypto_recv.read(usize::MAX) {
+        while let Some(data) = self.spaces[space as usize]
+            .crypto_if_held()
+            .and_then(|c| c.recv.read(usize::MAX))
+        {
             self.tls_read(&data)?;
         }
         self.write_tls(now)?;
@@ -1002,7 +1007,9 @@ impl Connection {
             }
         }
         if let Some(r) = info.take_extra().and_then(|e| e.crypto) {
-            self.spaces[space as usize].crypto_send.ack(r);
+            if let Some(c) = self.spaces[space as usize].crypto_if_held() {
+                c.send.ack(r);
+            }
         }
     }
 
@@ -1061,7 +1068,9 @@ impl Connection {
                 continue;
             };
             if let Some(r) = extra.crypto {
-                self.spaces[space as usize].crypto_send.lost(r);
+                if let Some(c) = self.spaces[space as usize].crypto_if_held() {
+                    c.send.lost(r);
+                }
             }
             if extra.handshake_done {
                 self.handshake_done_pending = true;

@@ -199,7 +199,7 @@ impl Connection {
             return false;
         }
         let sp = &self.spaces[space as usize];
-        if sp.ack_due(now) || sp.probes > 0 || sp.crypto_send.has_pending(u64::MAX) {
+        if sp.ack_due(now) || sp.probes > 0 || sp.crypto_pending() {
             return true;
         }
         space == SpaceId::Data
@@ -495,18 +495,15 @@ impl Connection {
             // CRYPTO data (RFC 9000 §19.6): one frame per packet.
             let room = end.saturating_sub(buf.len() + CRYPTO_OVERHEAD);
             if room > 0 {
-                if let Some(range) = self.spaces[space as usize]
-                    .crypto_send
-                    .poll_transmit(room, u64::MAX)
-                {
-                    buf.put_u8(0x06);
-                    varint::encode(range.start, buf);
-                    varint::encode(range.end - range.start, buf);
-                    self.spaces[space as usize]
-                        .crypto_send
-                        .copy_range(range.clone(), buf);
-                    info.extra_mut().crypto = Some(range);
-                    ack_eliciting = true;
+                if let Some(c) = self.spaces[space as usize].crypto_if_held() {
+                    if let Some(range) = c.send.poll_transmit(room, u64::MAX) {
+                        buf.put_u8(0x06);
+                        varint::encode(range.start, buf);
+                        varint::encode(range.end - range.start, buf);
+                        c.send.copy_range(range.clone(), buf);
+                        info.extra_mut().crypto = Some(range);
+                        ack_eliciting = true;
+                    }
                 }
             }
             if space == SpaceId::Data {

@@ -536,11 +536,50 @@ fn hostile_huge_crypto_offset_is_bounded() {
     );
     assert_eq!(
         p.server.spaces[SpaceId::Data as usize]
-            .crypto_recv
-            .buffered(),
+            .crypto()
+            .map_or(0, |c| c.recv.buffered()),
         0,
         "nothing was buffered"
     );
+}
+
+/// Idle diet: once quiet, both sides let their CRYPTO streams go and keep the offsets. The
+/// client read the server's session tickets from 1-RTT CRYPTO frames: a frame that ends just
+/// inside the buffer limit counted from that offset is accepted (counted from 0 it would
+/// exceed it), and data read before comes again without taking the streams up.
+#[test]
+fn idle_connections_let_their_crypto_streams_go_and_keep_the_offsets() {
+    let mut p = established();
+    p.drive_for(Duration::from_secs(3));
+    let data = SpaceId::Data as usize;
+    assert!(p.client.spaces[data].crypto().is_none());
+    assert!(p.server.spaces[data].crypto().is_none());
+    let read = p.client.spaces[data].crypto_read_offset();
+    assert!(read > 10, "the client read session tickets ({read} bytes)");
+    let deliver = |p: &mut Pair, offset: u64| {
+        let frame = crate::wire::Frame::Crypto {
+            offset,
+            data: Bytes::from_static(b"again"),
+        };
+        let d = forge(&mut p.server, SpaceId::Data, &frame_bytes(&[frame]));
+        let now = p.now;
+        p.client
+            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&d[..]));
+        p.drive_for(Duration::from_millis(50));
+        assert!(
+            !p.client_events
+                .iter()
+                .any(|e| matches!(e, Event::ConnectionLost(_))),
+            "{:?}",
+            p.client_events
+        );
+    };
+    deliver(&mut p, 0);
+    assert!(p.client.spaces[data].crypto().is_none(), "old data ignored");
+    let limit = p.client.config.crypto_buffer_size;
+    deliver(&mut p, read + limit - 10);
+    let held = p.client.spaces[data].crypto().expect("taken up again");
+    assert_eq!((held.recv.read_offset(), held.recv.buffered()), (read, 5));
 }
 
 #[test]
@@ -1041,7 +1080,10 @@ fn finished_before_ack_in_one_packet_completes_the_handshake() {
     let now = exchange_first_flights(&mut p);
     // The client's Finished, from its Handshake CRYPTO stream, then an ACK of the server's
     // whole Handshake flight, in one packet.
-    let hs = &p.client.spaces[SpaceId::Handshake as usize].crypto_send;
+    let hs = &p.client.spaces[SpaceId::Handshake as usize]
+        .crypto()
+        .unwrap()
+        .send;
     let mut finished = Vec::new();
     hs.copy_range(0..hs.end(), &mut finished);
     assert!(!finished.is_empty());

@@ -198,7 +198,7 @@ impl Connection {
             return Ok(None);
         };
         let sp = &mut self.spaces[SpaceId::Initial as usize];
-        while let Some(data) = sp.crypto_recv.read(usize::MAX) {
+        while let Some(data) = sp.crypto_if_held().and_then(|c| c.recv.read(usize::MAX)) {
             pending.hello.extend_from_slice(&data);
         }
         // Wait for the whole ClientHello unless it is no ClientHello or larger than the CRYPTO

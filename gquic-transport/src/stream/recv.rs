@@ -35,6 +35,16 @@ impl Assembler {
         Self::default()
     }
 
+    /// An empty assembler whose stream was already read up to `offset` (one released while
+    /// idle, taken up again).
+    pub fn resume_at(offset: u64) -> Self {
+        Self {
+            contiguous_end: offset,
+            read: offset,
+            ..Self::default()
+        }
+    }
+
     /// The offset of the next byte to deliver.
     pub fn read_offset(&self) -> u64 {
         self.read

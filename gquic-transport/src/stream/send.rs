@@ -42,6 +42,17 @@ impl SendBuffer {
         self.end += len;
     }
 
+    /// An empty buffer whose stream already carried `offset` bytes, all of them acknowledged
+    /// (a stream whose buffer was released while idle, taken up again).
+    pub fn resume_at(offset: u64) -> Self {
+        Self {
+            acked_prefix: offset,
+            end: offset,
+            unsent: offset,
+            ..Self::default()
+        }
+    }
+
     /// The offset the next write starts at (bytes written so far).
     pub fn end(&self) -> u64 {
         self.end
