@@ -1137,8 +1137,15 @@ impl Connection {
     /// After a key update by either side, schedules the previous receive key's discard
     /// (RFC 9001 §6.5) and updates on our own when a key has been used long enough (§6.6).
     pub(super) fn key_phase_housekeeping(&mut self, now: Instant) {
-        let pto = self.rtt.pto_base() + self.peer_max_ack_delay();
+        // Called for every datagram in and out: the PTO is worked out only on a change.
         let confirmed = self.handshake_confirmed;
+        let Some(k) = self.one_rtt.as_ref() else {
+            return;
+        };
+        if !(confirmed && k.should_update()) && k.generation() == self.key_generation {
+            return;
+        }
+        let pto = self.rtt.pto_base() + self.peer_max_ack_delay();
         let Some(k) = self.one_rtt.as_mut() else {
             return;
         };
