@@ -93,8 +93,21 @@ fn configs() -> (ServerConfig, ClientConfig) {
     (sc, cc)
 }
 
-#[test]
-fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
+/// Runs `test` alone (see `SERIAL`) on a current-thread runtime, with a client endpoint and
+/// a connection to a server endpoint whose first connection `server` gets in a task of its
+/// own.
+fn with_connection<S, SF, T, TF>(server: S, test: T)
+where
+    S: FnOnce(gquic_transport::runtime::Connection) -> SF + Send + 'static,
+    SF: std::future::Future + Send + 'static,
+    SF::Output: Send + 'static,
+    T: FnOnce(
+        Endpoint,
+        gquic_transport::runtime::Connection,
+        tokio::task::JoinHandle<SF::Output>,
+    ) -> TF,
+    TF: std::future::Future<Output = ()>,
+{
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,25 +115,11 @@ fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
         .unwrap();
     rt.block_on(async {
         let (sc, cc) = configs();
-        let server = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
-        let (count_tx, mut count_rx) = tokio::sync::mpsc::unbounded_channel();
+        let endpoint = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr();
         let srv = tokio::spawn(async move {
-            let conn = server.accept().await.unwrap().await.unwrap();
-            let mut recv = conn.accept_uni().await.unwrap();
-            let mut n = 0u64;
-            let mut marked = false;
-            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                n += chunk.len() as u64;
-                if !marked && n >= WARM_UP {
-                    // The warm-up is in: buffers and maps have reached their working size.
-                    marked = true;
-                    count_tx.send(ALLOCATIONS.load(Ordering::Relaxed)).unwrap();
-                }
-            }
-            count_tx.send(ALLOCATIONS.load(Ordering::Relaxed)).unwrap();
-            let _ = conn.closed().await;
-            n
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            server(conn).await
         });
         let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let conn = client
@@ -128,6 +127,30 @@ fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
             .unwrap()
             .await
             .unwrap();
+        test(client, conn, srv).await;
+    });
+}
+
+#[test]
+fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
+    let (count_tx, mut count_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = move |conn: gquic_transport::runtime::Connection| async move {
+        let mut recv = conn.accept_uni().await.unwrap();
+        let mut n = 0u64;
+        let mut marked = false;
+        while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+            n += chunk.len() as u64;
+            if !marked && n >= WARM_UP {
+                // The warm-up is in: buffers and maps have reached their working size.
+                marked = true;
+                count_tx.send(ALLOCATIONS.load(Ordering::Relaxed)).unwrap();
+            }
+        }
+        count_tx.send(ALLOCATIONS.load(Ordering::Relaxed)).unwrap();
+        let _ = conn.closed().await;
+        n
+    };
+    with_connection(server, |client, conn, srv| async move {
         let mut send = conn.open_uni().await.unwrap();
         let chunk = Bytes::from(vec![0x5a; 64 << 10]);
         let mut sent = 0u64;
@@ -168,30 +191,15 @@ const BOUND_PER_STREAM: f64 = 0.5;
 
 #[test]
 fn small_streams_allocate_nothing_per_stream() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (sc, cc) = configs();
-        let server = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
-        let srv = tokio::spawn(async move {
-            let conn = server.accept().await.unwrap().await.unwrap();
-            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                    send.write_chunk(chunk).await.unwrap();
-                }
-                send.finish().unwrap();
+    let server = |conn: gquic_transport::runtime::Connection| async move {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+                send.write_chunk(chunk).await.unwrap();
             }
-        });
-        let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let conn = client
-            .connect_with(cc, addr, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
+            send.finish().unwrap();
+        }
+    };
+    with_connection(server, |client, conn, srv| async move {
         let payload = Bytes::from(vec![0x42; 100]);
         let mut start = 0;
         for i in 0..STREAMS_WARM_UP + STREAMS_MEASURED {
