@@ -157,7 +157,22 @@ impl CidState {
 
     /// Replaces the handshake remote ID (the client adopting the server's choice).
     pub(super) fn set_initial_remote(&mut self, cid: ConnectionId) {
+        // The endpoint watches each token the connection holds, no more (see `remote_tokens`).
+        self.forget_remote(0);
         self.remote.insert(0, (cid, None));
+    }
+
+    /// Our IDs not retired: what the endpoint routes to this connection (with the Initial's
+    /// ID), and unroutes when it drains.
+    pub(super) fn local_ids(&self) -> Vec<ConnectionId> {
+        self.local.values().map(|(c, _)| *c).collect()
+    }
+
+    /// The peer's reset tokens for its IDs not retired: what the endpoint watches for this
+    /// connection (each announced with `PeerResetToken`, each retirement with
+    /// `PeerResetTokenRetired`).
+    pub(super) fn remote_tokens(&self) -> Vec<ResetToken> {
+        self.remote.values().filter_map(|(_, t)| *t).collect()
     }
 
     /// Records the reset token the server gave for its handshake ID (transport parameter).

@@ -757,6 +757,17 @@ impl Connection {
         self.local_cid
     }
 
+    /// Our connection IDs not retired (the endpoint routes them to this connection).
+    pub(crate) fn routed_cids(&self) -> Vec<ConnectionId> {
+        self.cids.local_ids()
+    }
+
+    /// The peer's stateless reset tokens for its connection IDs not retired (the endpoint
+    /// watches them for this connection, RFC 9000 §10.3.1).
+    pub(crate) fn peer_reset_tokens(&self) -> Vec<ResetToken> {
+        self.cids.remote_tokens()
+    }
+
     /// The smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
         self.rtt.smoothed()

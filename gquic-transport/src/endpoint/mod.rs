@@ -323,11 +323,13 @@ pub struct Endpoint {
     by_cid: crate::fast_hash::FastMap<ConnectionId, usize>,
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
     by_reset_token: HashMap<ResetToken, usize>,
-    tokens_of: HashMap<usize, Vec<ResetToken>>,
     /// 0-RTT datagrams that came before their connection's Initial.
     early: early::EarlyPackets,
-    /// The CIDs routed to each connection (to unregister them when it drains).
-    cids_of: HashMap<usize, Vec<ConnectionId>>,
+    /// Server: the Destination Connection ID of the client Initial that created the
+    /// connection in each slot, routed besides the connection's own IDs (RFC 9000 §7.2). The
+    /// rest of what routes to a connection, its IDs and its peer's reset tokens, the
+    /// connection itself lists when it drains: no list of them per connection here.
+    initial_route: Vec<Option<ConnectionId>>,
     incoming: VecDeque<ConnectionHandle>,
     /// Connections removed after draining, with their last events, for the driver.
     drained: VecDeque<(ConnectionHandle, Box<Connection>)>,
@@ -456,9 +458,8 @@ impl Endpoint {
             free: Vec::new(),
             by_cid: crate::fast_hash::FastMap::default(),
             by_reset_token: HashMap::new(),
-            tokens_of: HashMap::new(),
             early: early::EarlyPackets::default(),
-            cids_of: HashMap::new(),
+            initial_route: Vec::new(),
             incoming: VecDeque::new(),
             drained: VecDeque::new(),
             responses: VecDeque::new(),
@@ -510,15 +511,14 @@ impl Endpoint {
         self.refuse = refuse;
     }
 
-    /// Sizes of the routing tables: connection IDs routed, peer reset tokens watched, and the
-    /// per-connection lists of both (tests of what a peer can make them hold).
+    /// Sizes of the routing tables: connection IDs routed, peer reset tokens watched, and
+    /// Initial IDs routed besides (tests of what a peer can make them hold).
     #[cfg(any(test, feature = "testing"))]
-    pub fn routing_sizes(&self) -> [usize; 4] {
+    pub fn routing_sizes(&self) -> [usize; 3] {
         [
             self.by_cid.len(),
             self.by_reset_token.len(),
-            self.cids_of.values().map(Vec::len).sum(),
-            self.tokens_of.values().map(Vec::len).sum(),
+            self.initial_route.iter().flatten().count(),
         ]
     }
 
@@ -673,7 +673,20 @@ impl Endpoint {
 
     fn route(&mut self, cid: ConnectionId, idx: usize) {
         self.by_cid.insert(cid, idx);
-        self.cids_of.entry(idx).or_default().push(cid);
+    }
+
+    /// Removes the route of `cid` if it leads to the connection in slot `idx`.
+    fn unroute(&mut self, cid: &ConnectionId, idx: usize) {
+        if self.by_cid.get(cid) == Some(&idx) {
+            self.by_cid.remove(cid);
+        }
+    }
+
+    /// Stops watching `token` if it is the one of the connection in slot `idx`.
+    fn unwatch(&mut self, token: &ResetToken, idx: usize) {
+        if self.by_reset_token.get(token) == Some(&idx) {
+            self.by_reset_token.remove(token);
+        }
     }
 
     /// Starts the qlog trace of a new connection, when traces are on. A file that cannot be
@@ -1040,6 +1053,10 @@ impl Endpoint {
         // Retransmitted client Initials still carry the original DCID until the client adopts
         // ours (RFC 9000 §7.2).
         self.route(dst, idx);
+        if idx >= self.initial_route.len() {
+            self.initial_route.resize(idx + 1, None);
+        }
+        self.initial_route[idx] = Some(dst);
         self.stats.accepted += 1;
         // 0-RTT datagrams that overtook this Initial.
         for (ecn, early) in self.early.take(now, &dst, remote) {
@@ -1214,36 +1231,25 @@ impl Endpoint {
                         self.mark_send_ready(idx);
                     }
                 }
-                EndpointEvent::RetireCid(cid) => {
-                    if self.by_cid.get(&cid) == Some(&idx) {
-                        self.by_cid.remove(&cid);
-                    }
-                    if let Some(cids) = self.cids_of.get_mut(&idx) {
-                        cids.retain(|c| *c != cid);
-                    }
-                }
+                EndpointEvent::RetireCid(cid) => self.unroute(&cid, idx),
                 EndpointEvent::PeerResetToken(token) => {
                     self.by_reset_token.insert(token, idx);
-                    self.tokens_of.entry(idx).or_default().push(token);
                 }
-                EndpointEvent::PeerResetTokenRetired(token) => {
-                    if self.by_reset_token.get(&token) == Some(&idx) {
-                        self.by_reset_token.remove(&token);
-                    }
-                    if let Some(tokens) = self.tokens_of.get_mut(&idx) {
-                        tokens.retain(|t| *t != token);
-                    }
-                }
+                EndpointEvent::PeerResetTokenRetired(token) => self.unwatch(&token, idx),
                 EndpointEvent::Drained => {
-                    for cid in self.cids_of.remove(&idx).unwrap_or_default() {
-                        if self.by_cid.get(&cid) == Some(&idx) {
-                            self.by_cid.remove(&cid);
-                        }
+                    // What routes to the connection: its own IDs not retired, the Initial's
+                    // ID, and its peer's reset tokens not retired (the retirements came
+                    // through the events above, in order).
+                    let (cids, tokens) = self.connections[idx]
+                        .as_ref()
+                        .map(|c| (c.routed_cids(), c.peer_reset_tokens()))
+                        .unwrap_or_default();
+                    let initial = self.initial_route.get_mut(idx).and_then(Option::take);
+                    for cid in cids.iter().chain(initial.as_ref()) {
+                        self.unroute(cid, idx);
                     }
-                    for token in self.tokens_of.remove(&idx).unwrap_or_default() {
-                        if self.by_reset_token.get(&token) == Some(&idx) {
-                            self.by_reset_token.remove(&token);
-                        }
+                    for token in &tokens {
+                        self.unwatch(token, idx);
                     }
                     if let Some(conn) = self.connections[idx].take() {
                         if self.drained.len() >= MAX_DRAINED {
