@@ -61,42 +61,29 @@ pub enum EcnState {
 /// How many marked packets, all lost, make the test fail (RFC 9000 §A.4 suggests 10).
 const TESTING_PACKETS: u64 = 10;
 
-/// A connection's ECN state.
+/// A connection's ECN state. The counts are per packet-number space (RFC 9000 §13.4.1) and
+/// live in the spaces ([`SpaceEcn`]), so the Initial and Handshake ones go with their spaces.
 #[derive(Debug)]
 pub(super) struct Ecn {
     pub(super) state: EcnState,
-    /// Marks counted on packets received, per packet-number space.
-    pub(super) received: [EcnCounts; 3],
-    /// The peer's counts of our marked packets, per space, as last reported.
-    peer: [EcnCounts; 3],
     /// Marked packets sent and lost while testing.
     testing_sent: u64,
     testing_lost: u64,
 }
 
-impl Ecn {
-    pub(super) fn new(enabled: bool) -> Self {
-        Self {
-            state: if enabled {
-                EcnState::Testing
-            } else {
-                EcnState::Failed
-            },
-            received: Default::default(),
-            peer: Default::default(),
-            testing_sent: 0,
-            testing_lost: 0,
-        }
-    }
+/// The ECN counts of one packet-number space (RFC 9000 §13.4.1).
+#[derive(Debug, Default)]
+pub(super) struct SpaceEcn {
+    /// Marks counted on packets received.
+    received: EcnCounts,
+    /// The peer's counts of our marked packets, as last reported.
+    peer: EcnCounts,
+}
 
-    /// The codepoint for the next datagram.
-    pub(super) fn marking(&self) -> Option<EcnCodepoint> {
-        (self.state != EcnState::Failed).then_some(EcnCodepoint::Ect0)
-    }
-
-    /// Counts a received packet's codepoint (RFC 9000 §13.4.1); true when it was CE.
-    pub(super) fn on_packet_received(&mut self, space: SpaceId, ecn: Option<EcnCodepoint>) -> bool {
-        let c = &mut self.received[space as usize];
+impl SpaceEcn {
+    /// Counts a received packet's codepoint; true when it was CE.
+    pub(super) fn on_packet_received(&mut self, ecn: Option<EcnCodepoint>) -> bool {
+        let c = &mut self.received;
         match ecn {
             Some(EcnCodepoint::Ect0) => c.ect0 += 1,
             Some(EcnCodepoint::Ect1) => c.ect1 += 1,
@@ -109,11 +96,29 @@ impl Ecn {
         false
     }
 
-    /// The counts to put in an ACK frame for `space`: `None` (plain ACK) until a marked packet
-    /// arrived.
-    pub(super) fn ack_counts(&self, space: SpaceId) -> Option<EcnCounts> {
-        let c = self.received[space as usize];
+    /// The counts to put in an ACK frame: `None` (plain ACK) until a marked packet arrived.
+    pub(super) fn ack_counts(&self) -> Option<EcnCounts> {
+        let c = self.received;
         (c.ect0 + c.ect1 + c.ce > 0).then_some(c)
+    }
+}
+
+impl Ecn {
+    pub(super) fn new(enabled: bool) -> Self {
+        Self {
+            state: if enabled {
+                EcnState::Testing
+            } else {
+                EcnState::Failed
+            },
+            testing_sent: 0,
+            testing_lost: 0,
+        }
+    }
+
+    /// The codepoint for the next datagram.
+    pub(super) fn marking(&self) -> Option<EcnCodepoint> {
+        (self.state != EcnState::Failed).then_some(EcnCodepoint::Ect0)
     }
 
     /// A new path: validate ECN on it again (RFC 9000 §13.4.2: per path); counts go on.
@@ -167,7 +172,7 @@ impl Connection {
             }
             return false;
         };
-        let prev = self.ecn.peer[space as usize];
+        let prev = self.spaces[space as usize].ecn.peer;
         if c.ect0 < prev.ect0 || c.ect1 < prev.ect1 || c.ce < prev.ce {
             // Counts never decrease (§13.4.2.1).
             tracing::debug!(?space, "ECN: counts went down; marking off");
@@ -187,7 +192,7 @@ impl Connection {
             self.ecn.state = EcnState::Failed;
             return false;
         }
-        self.ecn.peer[space as usize] = *c;
+        self.spaces[space as usize].ecn.peer = *c;
         if newly_marked > 0 && self.ecn.state == EcnState::Testing {
             tracing::debug!("ECN: path validated");
             self.ecn.state = EcnState::Capable;
@@ -229,24 +234,22 @@ mod tests {
     #[test]
     fn rfc9000_receive_counts_and_testing_failure() {
         let mut e = Ecn::new(true);
+        let mut data = SpaceEcn::default();
+        let initial = SpaceEcn::default();
         assert_eq!(e.marking(), Some(EcnCodepoint::Ect0));
+        assert_eq!(data.ack_counts(), None, "plain ACK until a mark arrives");
+        assert!(!data.on_packet_received(Some(EcnCodepoint::Ect0)));
+        assert!(data.on_packet_received(Some(EcnCodepoint::Ce)));
+        assert!(!data.on_packet_received(None));
         assert_eq!(
-            e.ack_counts(SpaceId::Data),
-            None,
-            "plain ACK until a mark arrives"
-        );
-        assert!(!e.on_packet_received(SpaceId::Data, Some(EcnCodepoint::Ect0)));
-        assert!(e.on_packet_received(SpaceId::Data, Some(EcnCodepoint::Ce)));
-        assert!(!e.on_packet_received(SpaceId::Data, None));
-        assert_eq!(
-            e.ack_counts(SpaceId::Data),
+            data.ack_counts(),
             Some(EcnCounts {
                 ect0: 1,
                 ect1: 0,
                 ce: 1
             })
         );
-        assert_eq!(e.ack_counts(SpaceId::Initial), None, "counts are per space");
+        assert_eq!(initial.ack_counts(), None, "counts are per space");
         // Every marked packet of the test lost: the path drops them, marking stops.
         for _ in 0..TESTING_PACKETS {
             e.on_marked_sent();
@@ -261,7 +264,7 @@ mod tests {
         // A new path tests again; the receive counts go on.
         e.restart_validation(true);
         assert_eq!(e.state, EcnState::Testing);
-        assert_eq!(e.ack_counts(SpaceId::Data).map(|c| c.ce), Some(1));
+        assert_eq!(data.ack_counts().map(|c| c.ce), Some(1));
         assert_eq!(Ecn::new(false).marking(), None, "ECN off");
     }
 }

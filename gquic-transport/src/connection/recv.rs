@@ -424,7 +424,9 @@ impl Connection {
         }
         // RFC 9000 §13.4.1: ECN marks are counted per packet; §13.2.1: CE is acknowledged
         // at once.
-        let ce = self.ecn.on_packet_received(space, self.incoming_ecn);
+        let ce = self.spaces[space as usize]
+            .ecn
+            .on_packet_received(self.incoming_ecn);
         if self.incoming_ecn.is_some() {
             self.stats.ecn_marked_received += 1;
         }

@@ -405,7 +405,7 @@ impl Connection {
         });
         let mark = buf.len();
         // RFC 9000 §13.4.1: ACK_ECN once any marked packet arrived in this space.
-        let ecn = self.ecn.ack_counts(space);
+        let ecn = sp.ecn.ack_counts();
         encode_ack(&self.ack_scratch, delay, ecn.as_ref(), buf);
         if buf.len() > end {
             // Too many ranges for the space left: keep the newest ones.

@@ -195,6 +195,8 @@ pub(super) struct PacketSpace {
     pub(super) ack_deadline: Option<Instant>,
     /// Ack-eliciting probe packets to send after a PTO (RFC 9002 §6.2.4).
     pub(super) probes: u8,
+    /// The space's ECN counts, ours and the peer's (RFC 9000 §13.4.1).
+    pub(super) ecn: super::ecn::SpaceEcn,
     /// Whether the space was discarded (keys dropped, RFC 9001 §4.9).
     pub(super) discarded: bool,
 }
@@ -223,6 +225,7 @@ impl PacketSpace {
             unacked_eliciting: 0,
             ack_deadline: None,
             probes: 0,
+            ecn: Default::default(),
             discarded: false,
         }
     }
