@@ -45,6 +45,9 @@ impl Connection {
             space.release_crypto();
         }
         self.acked_scratch = Vec::new();
+        // The versions offered or supported matter only until the handshake settles the
+        // version (RFC 9368 §4, §6): confirmed, it has.
+        self.versions.available = Vec::new();
         self.acked_pns_scratch = Vec::new();
         self.ack_scratch = Vec::new();
         if self.early_1rtt.is_empty() {

@@ -294,7 +294,7 @@ impl Connection {
                 };
                 let keys = match (&candidate, other_version) {
                     (Some((_, k)), _) => Some(k),
-                    (None, Some(_)) => self.versions.original_initial.as_ref(),
+                    (None, Some(_)) => self.versions.original_initial.as_deref(),
                     (None, None) => self.spaces[space as usize].keys.as_ref(),
                 };
                 let Some(keys) = keys else {

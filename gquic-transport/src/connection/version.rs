@@ -44,13 +44,14 @@ pub(super) struct VersionState {
     /// The version of the client's first flight.
     pub(super) original: Option<Version>,
     /// Client: the Available Versions we sent, most preferred first. Server: the versions it
-    /// supports.
+    /// supports. Emptied once the handshake is confirmed (idle diet: only the handshake reads
+    /// it).
     pub(super) available: Vec<Version>,
     /// Server: what it needs to restart TLS in another version, until the ClientHello is in.
     pub(super) pending: Option<Box<ServerPending>>,
     /// Server, after a switch: the original version's Initial keys, for the client's Initials
     /// sent before it learned (RFC 9369 §4: kept until a Handshake packet arrives).
-    pub(super) original_initial: Option<Keys>,
+    pub(super) original_initial: Option<Box<Keys>>,
     /// Client: the negotiated version is known (no more switching).
     pub(super) settled: bool,
     /// Where the TLS secrets come from, until the ClientHello is written (client) or read
@@ -59,7 +60,7 @@ pub(super) struct VersionState {
     pub(super) capture_source: Option<Arc<crypto::version_keys::SecretCapture>>,
     /// This connection's registration for its TLS secrets, until the 1-RTT keys are in.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-    pub(super) capture: Option<crypto::version_keys::CaptureHandle>,
+    pub(super) capture: Option<Box<crypto::version_keys::CaptureHandle>>,
     /// The 1-RTT secrets, for the key phase to expand its keys from again after hibernating.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     pub(super) key_source: Option<Box<crypto::version_keys::KeySource>>,
@@ -282,7 +283,10 @@ impl Connection {
         let keys = crypto::initial_keys(&suite, to, &pending.initial_dcid, Side::Server)
             .map_err(|e| internal(e.to_string()))?;
         tracing::debug!(from = %self.version, %to, "compatible version negotiation: switching");
-        self.versions.original_initial = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
+        self.versions.original_initial = self.spaces[SpaceId::Initial as usize]
+            .keys
+            .replace(keys)
+            .map(Box::new);
         self.tls = tls.into();
         self.version = to;
         // RFC 9369 §5: tokens issued on this connection originate from the negotiated version.
@@ -349,7 +353,7 @@ impl Connection {
             // RFC 8446 §4.1.2: the random follows the handshake header and legacy_version.
             if let Some(random) = hello.get(6..38).and_then(|r| <[u8; 32]>::try_from(r).ok()) {
                 self.versions.capture =
-                    crypto::version_keys::CaptureHandle::register(capture, random);
+                    crypto::version_keys::CaptureHandle::register(capture, random).map(Box::new);
             }
         }
         #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
