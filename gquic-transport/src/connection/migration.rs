@@ -117,7 +117,7 @@ impl Connection {
         let base = u64::from(super::mtud::BASE);
         self.cc = self.config.congestion.build(now, base);
         self.rtt = RttEstimator::new(self.config.initial_rtt);
-        self.rate = Default::default();
+        self.rate = super::rate_sampler_for(self.cc.as_ref());
         self.max_datagram_size = base;
         // RFC 9000 §13.4.2: ECN is validated per path.
         self.ecn.restart_validation(self.config.ecn);

@@ -284,8 +284,9 @@ pub struct Connection {
     rtt: RttEstimator,
     first_rtt_sample: Option<Instant>,
     cc: Box<dyn Controller>,
-    /// Delivery rate sampling for the controller (draft-ietf-ccwg-bbr §4.1).
-    rate: RateSampler,
+    /// Delivery rate sampling for the controller (draft-ietf-ccwg-bbr §4.1), if it wants the
+    /// samples ([`Controller::wants_rate_samples`]).
+    rate: Option<Box<RateSampler>>,
     pacer: Pacer,
     pacing_until: Option<Instant>,
     pto_count: u32,
@@ -369,6 +370,12 @@ pub struct ConnectionStats {
     pub ecn_ce_received: u64,
     /// CE marks the peer reported on our packets (RFC 9002 §7.1: congestion signals).
     pub ecn_ce: u64,
+}
+
+/// A delivery-rate sampler for `cc` if it uses the samples (BBR), else none: the loss-based
+/// controllers ignore them, and sampling costs bookkeeping for every packet.
+pub(super) fn rate_sampler_for(cc: &dyn Controller) -> Option<Box<RateSampler>> {
+    cc.wants_rate_samples().then(Box::default)
 }
 
 impl std::fmt::Debug for Connection {
@@ -638,6 +645,8 @@ impl Connection {
             config.max_receive_window,
             config.send_window,
         );
+        let cc = config.congestion.build(now, max_datagram_size);
+        let rate = rate_sampler_for(cc.as_ref());
         Self {
             side,
             version,
@@ -675,8 +684,8 @@ impl Connection {
             bytes_sent: 0,
             rtt: RttEstimator::new(config.initial_rtt),
             first_rtt_sample: None,
-            cc: config.congestion.build(now, max_datagram_size),
-            rate: RateSampler::default(),
+            cc,
+            rate,
             pacer: Pacer::new(10, max_datagram_size),
             pacing_until: None,
             pto_count: 0,

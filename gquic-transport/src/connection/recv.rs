@@ -956,9 +956,12 @@ impl Connection {
                     None => self.mtud.on_acked(packet.size),
                 }
             }
-            if let (true, Some(rate)) = (packet.in_flight, packet.info.rate.as_ref()) {
-                self.rate
-                    .on_acked(now, packet.time_sent, u64::from(packet.size), rate);
+            if let (true, Some(rate), Some(sampler)) = (
+                packet.in_flight,
+                packet.info.rate.as_ref(),
+                self.rate.as_mut(),
+            ) {
+                sampler.on_acked(now, packet.time_sent, u64::from(packet.size), rate);
             }
             if packet.in_flight {
                 self.cc.on_ack(
@@ -994,8 +997,11 @@ impl Connection {
             // Quiet for now: free the busy-time buffers in a second if it stays so.
             self.compact_at = Some(now + COMPACT_AFTER);
         }
-        let sample = self.rate.generate(self.rtt.min(), self.bytes_in_flight());
-        self.cc.on_rate_sample(now, &sample, &self.rtt);
+        let in_flight = self.bytes_in_flight();
+        if let Some(sampler) = self.rate.as_mut() {
+            let sample = sampler.generate(self.rtt.min(), in_flight);
+            self.cc.on_rate_sample(now, &sample, &self.rtt);
+        }
         Ok(())
     }
 
@@ -1049,8 +1055,12 @@ impl Connection {
             if packet.info.ecn {
                 self.ecn.on_marked_lost();
             }
-            if let (true, Some(rate)) = (packet.in_flight, packet.info.rate.as_ref()) {
-                let lost = self.rate.on_lost(u64::from(packet.size), rate);
+            if let (true, Some(rate), Some(sampler)) = (
+                packet.in_flight,
+                packet.info.rate.as_ref(),
+                self.rate.as_mut(),
+            ) {
+                let lost = sampler.on_lost(u64::from(packet.size), rate);
                 self.cc.on_packet_lost(now, &lost);
             }
             if packet.in_flight {

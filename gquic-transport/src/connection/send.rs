@@ -127,7 +127,9 @@ impl Connection {
         let in_flight = self.bytes_in_flight();
         let paced = self.pacing_until.is_some_and(|t| t > now);
         if !paced && in_flight + self.max_datagram_size <= self.cc.window() {
-            self.rate.on_app_limited(in_flight);
+            if let Some(sampler) = self.rate.as_mut() {
+                sampler.on_app_limited(in_flight);
+            }
         }
     }
 
@@ -352,7 +354,10 @@ impl Connection {
         let in_flight = ack_eliciting || padded;
         if in_flight {
             let before = self.bytes_in_flight();
-            info.rate = Some(self.rate.on_sent(now, before, size as u64));
+            info.rate = self
+                .rate
+                .as_mut()
+                .map(|sampler| sampler.on_sent(now, before, size as u64));
         }
         if self.ecn.marking().is_some() {
             info.ecn = true;

@@ -220,6 +220,32 @@ fn default_pair(delay: Duration) -> Pair {
     Pair::new(&client, &server, delay)
 }
 
+/// Delivery-rate sampling runs only for a controller that uses it: none for the loss-based
+/// default (Cubic, no per-packet rate state either), one for BBR, which then gets its samples.
+#[test]
+fn rate_samples_only_for_controllers_that_use_them() {
+    let mut p = default_pair(Duration::from_millis(10));
+    p.drive_for(Duration::from_millis(100));
+    assert!(p.client.rate.is_none() && p.server.rate.is_none());
+    assert!(p.client.spaces[SpaceId::Data as usize]
+        .sent
+        .oldest_unacked()
+        .all(|(_, s)| s.info.rate.is_none()));
+    let certs = certs();
+    let mut t = TransportConfig::default();
+    t.congestion_controller_factory(std::sync::Arc::new(
+        crate::recovery::congestion::BbrConfig::default(),
+    ));
+    let server = server_config(&certs, &[b"hq-interop"], t.clone());
+    let client = client_config(&certs, &[b"hq-interop"], t);
+    let mut p = Pair::new(&client, &server, Duration::from_millis(10));
+    p.drive_for(Duration::from_millis(100));
+    let got = transfer(&mut p, 200_000, Duration::from_secs(10)).expect("transfer");
+    assert_eq!(got.len(), 200_000);
+    let sampler = p.client.rate.as_ref().expect("BBR samples");
+    assert!(sampler.delivered() > 100_000, "{sampler:?}");
+}
+
 #[test]
 fn handshake_completes_with_alpn_and_certificate() {
     let mut p = default_pair(Duration::from_millis(10));

@@ -351,6 +351,10 @@ impl Controller for Cubic {
         loss_based_state(self.recovering, self.in_slow_start())
     }
 
+    fn wants_rate_samples(&self) -> bool {
+        false
+    }
+
     fn ssthresh(&self) -> Option<u64> {
         finite_ssthresh(self.ssthresh)
     }

@@ -114,6 +114,15 @@ pub trait Controller: Send + Sync + Debug {
         let _ = (now, sample, rtt);
     }
 
+    /// Whether the controller uses delivery-rate samples ([`Controller::on_rate_sample`]) and
+    /// the lost packets' rate state ([`Controller::on_packet_lost`]). A connection samples
+    /// (bookkeeping for every packet sent and acknowledged) only for a controller that does;
+    /// the default says yes, the loss-based controllers (Cubic, NewReno), which use neither,
+    /// say no.
+    fn wants_rate_samples(&self) -> bool {
+        true
+    }
+
     /// The rate to pace at, in bytes per second, for controllers that choose one (BBR).
     /// `None`, the default, paces at 1.25 times the window per smoothed RTT (RFC 9002 §7.7).
     fn pacing_rate(&self) -> Option<u64> {

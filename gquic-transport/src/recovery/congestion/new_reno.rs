@@ -148,6 +148,10 @@ impl Controller for NewReno {
         loss_based_state(self.recovering, self.in_slow_start())
     }
 
+    fn wants_rate_samples(&self) -> bool {
+        false
+    }
+
     fn ssthresh(&self) -> Option<u64> {
         finite_ssthresh(self.ssthresh)
     }
