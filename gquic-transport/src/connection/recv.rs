@@ -216,7 +216,7 @@ impl Connection {
                 // RFC 9001 §5.3: 0-RTT keys open 0-RTT packets. Before the ClientHello is
                 // processed they wait (§4.7, bounded); without keys after that (0-RTT
                 // rejected or already discarded) the packet is dropped.
-                let Some(keys) = self.zero_rtt.keys.as_ref() else {
+                let Some(keys) = self.zero_rtt.keys.as_deref() else {
                     if self.zero_rtt.accepted.is_none()
                         && self.zero_rtt.early_packets.len() < super::zero_rtt::MAX_BUFFERED_0RTT
                     {

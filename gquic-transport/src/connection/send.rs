@@ -299,7 +299,7 @@ impl Connection {
         };
         let mtu_probe = info.mtu_probe().is_some();
         let sealed = match space {
-            SpaceId::Data if self.is_0rtt() => match self.zero_rtt.keys.as_ref() {
+            SpaceId::Data if self.is_0rtt() => match self.zero_rtt.keys.as_deref() {
                 Some(keys) => {
                     self.zero_rtt.sent = true;
                     crypto::seal(

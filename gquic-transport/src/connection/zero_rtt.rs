@@ -17,8 +17,6 @@
 //! requests with care (they could be replays of a request the client made before, RFC 9001
 //! §9.2).
 
-use std::collections::HashSet;
-
 use rustls::quic::DirectionalKeys;
 
 use super::{Connection, SpaceId, TransportError};
@@ -37,8 +35,8 @@ const MAX_EARLY_STREAMS: usize = 4096;
 #[derive(Default)]
 pub(super) struct ZeroRtt {
     /// Client: seals 0-RTT packets until the 1-RTT keys arrive. Server: opens them until the
-    /// first 1-RTT packet (RFC 9001 §4.9.3).
-    pub(super) keys: Option<DirectionalKeys>,
+    /// first 1-RTT packet (RFC 9001 §4.9.3). Boxed: most connections never hold them.
+    pub(super) keys: Option<Box<DirectionalKeys>>,
     /// Client: the server parameters remembered with the ticket, which 0-RTT data obeys.
     pub(super) remembered: Option<Box<TransportParameters>>,
     /// Client: whether any 0-RTT packet was sent.
@@ -49,7 +47,7 @@ pub(super) struct ZeroRtt {
     /// §4.9.3).
     pub(super) discard_at: Option<std::time::Instant>,
     /// Streams with data in 0-RTT packets (received on a server, sent on a client).
-    pub(super) streams: HashSet<StreamId>,
+    pub(super) streams: crate::fast_hash::FastSet<StreamId>,
     /// Server: 0-RTT packets that arrived before the ClientHello was processed (RFC 9001
     /// §4.7 allows buffering them), opened once the keys are known.
     pub(super) early_packets: Vec<crate::wire::PartialDecode>,
@@ -122,7 +120,7 @@ impl Connection {
         // RFC 9000 §7.4.1: 0-RTT data obeys the remembered limits.
         self.streams.set_peer_params(&remembered);
         self.zero_rtt.remembered = Some(Box::new(remembered));
-        self.zero_rtt.keys = Some(keys);
+        self.zero_rtt.keys = Some(Box::new(keys));
     }
 
     /// Whether data written now goes out in 0-RTT packets: a client resuming a session that
@@ -179,7 +177,7 @@ impl Connection {
         let keys = self.tls.zero_rtt_keys();
         tracing::debug!(accepted = keys.is_some(), "0-RTT decision");
         self.zero_rtt.accepted = Some(keys.is_some());
-        self.zero_rtt.keys = keys;
+        self.zero_rtt.keys = keys.map(Box::new);
         self.events.push_back(super::Event::HandshakeDataReady);
     }
 
