@@ -29,8 +29,9 @@ impl Connection {
     }
 
     /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
-    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues) and the
-    /// CRYPTO streams (their offsets kept) go back to the allocator. A connection that is
+    /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues, the
+    /// streams' queues when empty) and the CRYPTO streams (their offsets kept) go back to the
+    /// allocator. A connection that is
     /// still sending keeps them.
     pub(super) fn compact(&mut self) {
         // During the handshake there is nothing to gain, and a server's buffered early 1-RTT
@@ -57,6 +58,7 @@ impl Connection {
             k.hibernate();
         }
         self.events.shrink_to_fit();
+        self.streams.release_queues();
         self.cids.shrink();
         self.path_responses.shrink_to_fit();
         self.datagrams_in.shrink_to_fit();

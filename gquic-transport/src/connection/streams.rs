@@ -132,6 +132,29 @@ struct RecvState {
     done: bool,
 }
 
+/// The queues of a connection's streams: streams accepted and not taken, streams and control
+/// frames with something to send, events for the application. Empty on an idle connection,
+/// which lets them go ([`Streams::release_queues`]); a busy one keeps them.
+#[derive(Debug, Default)]
+struct Queues {
+    accept: [VecDeque<StreamId>; 2],
+    /// Streams with something to send, in round-robin order.
+    pending: VecDeque<StreamId>,
+    pending_set: crate::fast_hash::FastSet<StreamId>,
+    control: VecDeque<StreamControl>,
+    control_set: crate::fast_hash::FastSet<StreamControl>,
+    events: VecDeque<StreamEvent>,
+}
+
+impl Queues {
+    fn is_empty(&self) -> bool {
+        self.accept.iter().all(VecDeque::is_empty)
+            && self.pending.is_empty()
+            && self.control.is_empty()
+            && self.events.is_empty()
+    }
+}
+
 /// Stream limits and flow control of one connection.
 #[derive(Debug)]
 pub struct Streams {
@@ -150,7 +173,6 @@ pub struct Streams {
     concurrent_remote: [u64; 2],
     /// Peer streams that are completely closed, per direction.
     closed_remote: [u64; 2],
-    accept_queue: [VecDeque<StreamId>; 2],
     /// The peer's connection-level limit (MAX_DATA) and what we sent against it.
     max_data: u64,
     data_sent: u64,
@@ -170,11 +192,9 @@ pub struct Streams {
     send_buffered: u64,
     send_window: u64,
     /// Streams with something to send, in round-robin order.
-    pending: VecDeque<StreamId>,
-    pending_set: crate::fast_hash::FastSet<StreamId>,
-    control: VecDeque<StreamControl>,
-    control_set: crate::fast_hash::FastSet<StreamControl>,
-    events: VecDeque<StreamEvent>,
+    /// The queues of work and events; `None` while all are empty after
+    /// [`Streams::release_queues`] (idle diet).
+    queues: Option<Box<Queues>>,
 }
 
 /// Resets the send half: records the final size (everything sent so far) and releases the
@@ -217,7 +237,6 @@ impl Streams {
                 local.initial_max_streams_uni,
             ],
             closed_remote: [0; 2],
-            accept_queue: [VecDeque::new(), VecDeque::new()],
             max_data: 0,
             data_sent: 0,
             data_blocked_at: None,
@@ -229,11 +248,7 @@ impl Streams {
             max_stream_window,
             send_buffered: 0,
             send_window,
-            pending: VecDeque::new(),
-            pending_set: Default::default(),
-            control: VecDeque::new(),
-            control_set: Default::default(),
-            events: VecDeque::new(),
+            queues: None,
         }
     }
 
@@ -250,7 +265,7 @@ impl Streams {
         ] {
             if limit > self.max_local[d] {
                 self.max_local[d] = limit;
-                self.events.push_back(StreamEvent::Available(dir));
+                self.queues().events.push_back(StreamEvent::Available(dir));
             }
         }
         self.max_data = self.max_data.max(params.initial_max_data);
@@ -363,12 +378,12 @@ impl Streams {
 
     /// Takes the next stream the peer opened, in order of stream ID.
     pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
-        self.accept_queue[dir_index(dir)].pop_front()
+        self.queues.as_mut()?.accept[dir_index(dir)].pop_front()
     }
 
     /// The next stream event.
     pub fn poll_event(&mut self) -> Option<StreamEvent> {
-        self.events.pop_front()
+        self.queues.as_mut()?.events.pop_front()
     }
 
     /// Validates a frame's stream ID and creates peer streams up to it (RFC 9000 §3.2, §4.6).
@@ -401,8 +416,10 @@ impl Streams {
                 let send = self.new_send(new);
                 self.send.insert(new, send);
             }
-            self.accept_queue[d].push_back(new);
-            self.events.push_back(StreamEvent::Opened(id.dir()));
+            self.queues().accept[d].push_back(new);
+            self.queues()
+                .events
+                .push_back(StreamEvent::Opened(id.dir()));
         }
         Ok(())
     }
@@ -438,7 +455,7 @@ impl Streams {
             return Ok(());
         }
         state.recv.assembler.insert(offset, data);
-        self.events.push_back(StreamEvent::Readable(id));
+        self.queues().events.push_back(StreamEvent::Readable(id));
         Ok(())
     }
 
@@ -468,7 +485,7 @@ impl Streams {
             state.reset = Some(code);
             // Everything up to the final size will never be read.
             self.consume_connection(unread, &mut || now, rtt);
-            self.events.push_back(StreamEvent::Readable(id));
+            self.queues().events.push_back(StreamEvent::Readable(id));
         }
         Ok(())
     }
@@ -490,9 +507,12 @@ impl Streams {
             return Ok(());
         }
         state.stopped = Some(code);
-        self.events.push_back(StreamEvent::Stopped(id, code));
-        if state.reset.is_none() {
-            self.send_buffered -= abandon(state, code);
+        let released = state.reset.is_none().then(|| abandon(state, code));
+        self.queues()
+            .events
+            .push_back(StreamEvent::Stopped(id, code));
+        if let Some(released) = released {
+            self.send_buffered -= released;
             self.queue_control(StreamControl::ResetStream(id));
         }
         Ok(())
@@ -516,7 +536,7 @@ impl Streams {
             if max > state.max_data {
                 state.max_data = max;
                 if std::mem::take(&mut state.blocked) {
-                    self.events.push_back(StreamEvent::Writable(id));
+                    self.queues().events.push_back(StreamEvent::Writable(id));
                 }
                 self.schedule(id);
             }
@@ -529,7 +549,7 @@ impl Streams {
         let d = dir_index(dir);
         if count > self.max_local[d] {
             self.max_local[d] = count;
-            self.events.push_back(StreamEvent::Available(dir));
+            self.queues().events.push_back(StreamEvent::Available(dir));
         }
     }
 
@@ -543,7 +563,7 @@ impl Streams {
         for id in ids {
             if let Some(s) = self.send.get_mut(&id) {
                 if std::mem::take(&mut s.blocked) {
-                    self.events.push_back(StreamEvent::Writable(id));
+                    self.queues().events.push_back(StreamEvent::Writable(id));
                 }
             }
             self.schedule(id);
@@ -736,27 +756,44 @@ impl Streams {
         }
     }
 
+    /// The queues, allocated again if they were let go.
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    /// Idle diet: lets the queues go while all are empty (about 220 bytes).
+    pub fn release_queues(&mut self) {
+        if self.queues.as_ref().is_some_and(|q| q.is_empty()) {
+            self.queues = None;
+        }
+    }
+
     fn schedule(&mut self, id: StreamId) {
-        if self.pending_set.insert(id) {
-            self.pending.push_back(id);
+        let q = self.queues();
+        if q.pending_set.insert(id) {
+            q.pending.push_back(id);
         }
     }
 
     fn queue_control(&mut self, c: StreamControl) {
-        if self.control_set.insert(c) {
-            self.control.push_back(c);
+        let q = self.queues();
+        if q.control_set.insert(c) {
+            q.control.push_back(c);
         }
     }
 
     /// Whether any stream data or stream control frame is waiting.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.control.is_empty()
+        self.queues
+            .as_ref()
+            .is_some_and(|q| !q.pending.is_empty() || !q.control.is_empty())
     }
 
     /// The next control frame to send.
     pub fn poll_control(&mut self) -> Option<StreamControl> {
-        let c = self.control.pop_front()?;
-        self.control_set.remove(&c);
+        let q = self.queues.as_mut()?;
+        let c = q.control.pop_front()?;
+        q.control_set.remove(&c);
         Some(c)
     }
 
@@ -840,9 +877,11 @@ impl Streams {
     /// round-robin order across streams (fair scheduling). Connection-level flow control
     /// limits new data; retransmissions are not limited.
     pub fn poll_chunk(&mut self, max_len: usize) -> Option<StreamChunk> {
-        for _ in 0..self.pending.len() {
-            let id = self.pending.pop_front()?;
-            self.pending_set.remove(&id);
+        let queued = self.queues.as_ref().map_or(0, |q| q.pending.len());
+        for _ in 0..queued {
+            let q = self.queues.as_mut()?;
+            let id = q.pending.pop_front()?;
+            q.pending_set.remove(&id);
             let conn_credit = self.max_data.saturating_sub(self.data_sent);
             let Some(state) = self.send.get_mut(&id) else {
                 continue;
@@ -922,10 +961,14 @@ impl Streams {
             state.fin_acked = true;
         }
         if state.fin_acked && state.buf.is_fully_acked() && state.reset.is_none() {
-            self.events.push_back(StreamEvent::Finished(chunk.id));
+            self.queues()
+                .events
+                .push_back(StreamEvent::Finished(chunk.id));
             self.maybe_close(chunk.id);
         } else if std::mem::take(&mut state.blocked) {
-            self.events.push_back(StreamEvent::Writable(chunk.id));
+            self.queues()
+                .events
+                .push_back(StreamEvent::Writable(chunk.id));
         }
     }
 

@@ -111,6 +111,43 @@ fn bidi_stream_both_ways_with_flow_control() {
     assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == StreamEvent::Finished(id)));
 }
 
+/// Idle diet: the queues go only while all are empty, and come back for the next stream.
+#[test]
+fn queues_are_let_go_only_when_empty() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    c.release_queues();
+    assert!(c.queues.is_some(), "the peer's limits brought events");
+    while c.poll_event().is_some() {}
+    c.release_queues();
+    assert!(c.queues.is_none(), "nothing queued");
+    for round in 0..2 {
+        let id = c.open(Dir::Bi).unwrap();
+        c.write(id, Bytes::from_static(b"ping")).unwrap();
+        c.finish(id).unwrap();
+        c.release_queues();
+        assert!(
+            c.has_pending(),
+            "round {round}: data to send keeps the queues"
+        );
+        pump(&mut c, &mut s, now);
+        s.release_queues();
+        assert!(
+            s.queues.is_some(),
+            "an accepted stream not taken keeps them"
+        );
+        assert_eq!(s.accept(Dir::Bi), Some(id));
+        assert_eq!(read_all(&mut s, id, now), (b"ping".to_vec(), true));
+        while s.poll_event().is_some() {}
+        while c.poll_event().is_some() {}
+        while s.poll_control().is_some() {}
+        s.release_queues();
+        c.release_queues();
+        assert!(s.queues.is_none() && c.queues.is_none(), "round {round}");
+        assert!(!c.has_pending() && c.poll_chunk(1000).is_none());
+    }
+}
+
 #[test]
 fn rfc9000_stream_limits_and_max_streams_renewal() {
     let now = Instant::now();
