@@ -331,6 +331,19 @@ impl CidState {
     }
 }
 
+impl super::Connection {
+    /// Our connection IDs not retired (the endpoint routes them to this connection).
+    pub(crate) fn routed_cids(&self) -> Vec<ConnectionId> {
+        self.cids.local_ids()
+    }
+
+    /// The peer's stateless reset tokens for its connection IDs not retired (the endpoint
+    /// watches them for this connection, RFC 9000 §10.3.1).
+    pub(crate) fn peer_reset_tokens(&self) -> Vec<ResetToken> {
+        self.cids.remote_tokens()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,12 +45,10 @@ impl Connection {
             space.sent.shrink();
             space.release_crypto();
         }
-        self.acked_scratch = Vec::new();
+        self.scratch = None;
         // The versions offered or supported matter only until the handshake settles the
         // version (RFC 9368 §4, §6): confirmed, it has.
         self.versions.available = Vec::new();
-        self.acked_pns_scratch = Vec::new();
-        self.ack_scratch = Vec::new();
         if self.early_1rtt.is_empty() {
             self.early_1rtt = Vec::new();
         }
@@ -65,6 +63,28 @@ impl Connection {
         self.datagrams_out.shrink_to_fit();
     }
 }
+/// Vectors a connection reuses across ACK frames (no allocation per ACK), let go while it is
+/// idle (see `Connection::compact`).
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// The packets an ACK frame newly acknowledges.
+    pub(super) acked: Vec<(
+        u64,
+        crate::recovery::sent::SentPacket<super::spaces::SentInfo>,
+    )>,
+    /// Their packet numbers, for persistent congestion (RFC 9002 §7.6.2).
+    pub(super) acked_pns: Vec<u64>,
+    /// The ranges of an ACK frame we send.
+    pub(super) ack: Vec<std::ops::RangeInclusive<u64>>,
+}
+
+impl Connection {
+    /// The reused vectors, allocated again if they were let go.
+    pub(super) fn scratch(&mut self) -> &mut Scratch {
+        self.scratch.get_or_insert_with(Box::default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// An idle connection's own struct is most of what it costs (`gquic-bench idle`): a field

@@ -117,7 +117,7 @@ impl Connection {
         let base = u64::from(super::mtud::BASE);
         self.cc = self.config.congestion.build(now, base);
         self.rtt = RttEstimator::new(self.config.initial_rtt);
-        self.rate = super::rate_sampler_for(self.cc.as_ref());
+        self.rate = rate_sampler_for(self.cc.as_ref());
         self.max_datagram_size = base;
         // RFC 9000 §13.4.2: ECN is validated per path.
         self.ecn.restart_validation(self.config.ecn);
@@ -274,4 +274,12 @@ impl Connection {
             tracing::debug!(cid = %self.cids.remote(), "peer changed connection ID: so do we");
         }
     }
+}
+
+/// A delivery-rate sampler for `cc` if it uses the samples (BBR), else none: the loss-based
+/// controllers ignore them, and sampling costs bookkeeping for every packet.
+pub(super) fn rate_sampler_for(
+    cc: &dyn Controller,
+) -> Option<Box<crate::recovery::rate::RateSampler>> {
+    cc.wants_rate_samples().then(Box::default)
 }

@@ -228,10 +228,8 @@ enum CloseFrame {
 /// `None` (sending each datagram), then `poll_event` until `None`, then `poll_timeout` to
 /// (re)arm its single timer. Every input takes `now`; the connection never reads a clock.
 pub struct Connection {
-    /// Reused by each ACK frame for the packets it acknowledges (no allocation per ACK).
-    acked_scratch: Vec<(u64, crate::recovery::sent::SentPacket<spaces::SentInfo>)>,
-    /// Their packet numbers, for persistent congestion (RFC 9002 §7.6.2).
-    acked_pns_scratch: Vec<u64>,
+    /// Vectors reused across ACK frames; let go while idle.
+    scratch: Option<Box<idle::Scratch>>,
     /// When to free the buffers a busy connection keeps, if it is still quiet then.
     compact_at: Option<Instant>,
     side: Side,
@@ -318,7 +316,6 @@ pub struct Connection {
     /// The datagram being processed came from this address, not the current peer address;
     /// with its size.
     incoming_path: Option<(SocketAddr, u64)>,
-    ack_scratch: Vec<std::ops::RangeInclusive<u64>>,
     stats: ConnectionStats,
     /// The name a client connection checks the server's certificate against.
     dialed_name: Option<String>,
@@ -370,12 +367,6 @@ pub struct ConnectionStats {
     pub ecn_ce_received: u64,
     /// CE marks the peer reported on our packets (RFC 9002 §7.1: congestion signals).
     pub ecn_ce: u64,
-}
-
-/// A delivery-rate sampler for `cc` if it uses the samples (BBR), else none: the loss-based
-/// controllers ignore them, and sampling costs bookkeeping for every packet.
-pub(super) fn rate_sampler_for(cc: &dyn Controller) -> Option<Box<RateSampler>> {
-    cc.wants_rate_samples().then(Box::default)
 }
 
 impl std::fmt::Debug for Connection {
@@ -646,7 +637,7 @@ impl Connection {
             config.send_window,
         );
         let cc = config.congestion.build(now, max_datagram_size);
-        let rate = rate_sampler_for(cc.as_ref());
+        let rate = migration::rate_sampler_for(cc.as_ref());
         Self {
             side,
             version,
@@ -713,10 +704,8 @@ impl Connection {
             ecn: ecn::Ecn::new(config.ecn),
             incoming_ecn: None,
             incoming_path: None,
-            ack_scratch: Vec::new(),
             stats: ConnectionStats::default(),
-            acked_scratch: Vec::new(),
-            acked_pns_scratch: Vec::new(),
+            scratch: None,
             compact_at: None,
             dialed_name: None,
             datagrams_in: VecDeque::new(),
@@ -764,17 +753,6 @@ impl Connection {
     /// The connection ID the peer sends to us with.
     pub fn local_cid(&self) -> ConnectionId {
         self.local_cid
-    }
-
-    /// Our connection IDs not retired (the endpoint routes them to this connection).
-    pub(crate) fn routed_cids(&self) -> Vec<ConnectionId> {
-        self.cids.local_ids()
-    }
-
-    /// The peer's stateless reset tokens for its connection IDs not retired (the endpoint
-    /// watches them for this connection, RFC 9000 §10.3.1).
-    pub(crate) fn peer_reset_tokens(&self) -> Vec<ResetToken> {
-        self.cids.remote_tokens()
     }
 
     /// The smoothed round-trip time.

@@ -876,7 +876,7 @@ impl Connection {
         }
         let largest_before = self.spaces[space as usize].sent.largest_acked();
         // One vector reused across ACK frames: no allocation per ACK.
-        let mut acked = std::mem::take(&mut self.acked_scratch);
+        let mut acked = std::mem::take(&mut self.scratch().acked);
         let rtt_sample = self.spaces[space as usize]
             .sent
             .on_ack_into(ack.iter(), ack.largest, now, &mut acked)
@@ -887,7 +887,7 @@ impl Connection {
             })?;
         let result = self.on_packets_acked(now, space, ack, largest_before, rtt_sample, &mut acked);
         acked.clear();
-        self.acked_scratch = acked;
+        self.scratch().acked = acked;
         result
     }
 
@@ -941,7 +941,7 @@ impl Connection {
             .sum();
         let app_limited = self.bytes_in_flight() + acked_in_flight + self.max_datagram_size
             < self.cc.window() / 2;
-        let mut acked_pns = std::mem::take(&mut self.acked_pns_scratch);
+        let mut acked_pns = std::mem::take(&mut self.scratch().acked_pns);
         acked_pns.clear();
         // `acked` is descending (as the frame names them); handled ascending.
         acked_pns.extend(acked.iter().rev().map(|(pn, _)| *pn));
@@ -992,7 +992,7 @@ impl Connection {
         self.pto_count = 0;
         let lost = self.spaces[space as usize].sent.detect_lost(now, &self.rtt);
         self.on_packets_lost(now, space, lost, &acked_pns);
-        self.acked_pns_scratch = acked_pns;
+        self.scratch().acked_pns = acked_pns;
         if self.bytes_in_flight() == 0 {
             // Quiet for now: free the busy-time buffers in a second if it stays so.
             self.compact_at = Some(now + COMPACT_AFTER);

@@ -396,14 +396,28 @@ impl Connection {
     }
 
     fn write_ack(&mut self, now: Instant, space: SpaceId, buf: &mut Vec<u8>, end: usize) -> bool {
-        let sp = &mut self.spaces[space as usize];
-        let ranges = sp.ack_ranges(space);
-        if ranges.is_empty() {
+        if self.spaces[space as usize].ack_ranges(space).is_empty() {
             return false;
         }
-        self.ack_scratch.clear();
-        self.ack_scratch
-            .extend(ranges.iter().map(|r| r.start..=r.end - 1));
+        // One vector reused across ACK frames: no allocation per ACK.
+        let mut scratch = std::mem::take(&mut self.scratch().ack);
+        let written = self.write_ack_from(now, space, buf, end, &mut scratch);
+        self.scratch().ack = scratch;
+        written
+    }
+
+    /// [`Connection::write_ack`] with the vector to collect the ranges in.
+    fn write_ack_from(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        end: usize,
+        scratch: &mut Vec<std::ops::RangeInclusive<u64>>,
+    ) -> bool {
+        let sp = &mut self.spaces[space as usize];
+        scratch.clear();
+        scratch.extend(sp.ack_ranges(space).iter().map(|r| r.start..=r.end - 1));
         // ACK Delay in microseconds scaled by our ack_delay_exponent (3, RFC 9000 §18.2).
         let delay = sp.largest_received_time.map_or(0, |t| {
             now.saturating_duration_since(t).as_micros() as u64 >> 3
@@ -411,13 +425,13 @@ impl Connection {
         let mark = buf.len();
         // RFC 9000 §13.4.1: ACK_ECN once any marked packet arrived in this space.
         let ecn = sp.ecn.ack_counts();
-        encode_ack(&self.ack_scratch, delay, ecn.as_ref(), buf);
+        encode_ack(scratch, delay, ecn.as_ref(), buf);
         if buf.len() > end {
             // Too many ranges for the space left: keep the newest ones.
             buf.truncate(mark);
-            let keep = self.ack_scratch.len() / 2;
-            let from = self.ack_scratch.len() - keep.max(1);
-            encode_ack(&self.ack_scratch[from..], delay, ecn.as_ref(), buf);
+            let keep = scratch.len() / 2;
+            let from = scratch.len() - keep.max(1);
+            encode_ack(&scratch[from..], delay, ecn.as_ref(), buf);
             if buf.len() > end {
                 buf.truncate(mark);
                 return false;
@@ -426,7 +440,7 @@ impl Connection {
         sp.unacked_eliciting = 0;
         sp.ack_deadline = None;
         if space == SpaceId::Data {
-            if let (Some(k), Some(largest)) = (self.one_rtt.as_mut(), self.ack_scratch.last()) {
+            if let (Some(k), Some(largest)) = (self.one_rtt.as_mut(), scratch.last()) {
                 k.on_ack_sent(*largest.end());
             }
         }
