@@ -34,7 +34,7 @@ const COALESCE_WITHIN: std::time::Duration = std::time::Duration::from_micros(50
 /// a received datagram costs no allocation of its own.
 const RECV_BLOCK: usize = 1 << 20;
 /// Used-up receive blocks the driver keeps to use again once every datagram cut from them is
-/// dropped (see [`Driver::ensure_recv_space`]).
+/// dropped (see [`RecvBlocks::ensure_space`]).
 const RECV_SPARES: usize = 8;
 /// Spare receive blocks are let go at the first turn that receives and sends nothing this
 /// long after the last receive, or when no connection is left.
