@@ -80,7 +80,9 @@ impl From<Secrets> for NextSecrets {
 
 /// The 1-RTT key state of one connection.
 pub struct KeyPhase {
-    secrets: NextSecrets,
+    /// The next generation's secrets; let go while asleep with a `source`, which gives them
+    /// again ([`KeyPhase::secrets_mut`]).
+    secrets: Option<Box<NextSecrets>>,
     /// The Key Phase bit of the current generation.
     phase: bool,
     local: Box<dyn PacketKey>,
@@ -193,7 +195,7 @@ impl KeyPhase {
         let next_keys = next.clone().next_packet_keys();
         let limit = keys.local.packet.confidentiality_limit();
         Self {
-            secrets: next,
+            secrets: Some(Box::new(next)),
             phase: false,
             local: keys.local.packet,
             remote: keys.remote.packet,
@@ -330,7 +332,7 @@ impl KeyPhase {
                 .map(|k| (RemoteKey::Previous, k)),
             _ => {
                 if self.next.is_none() {
-                    self.next = Some(self.secrets.clone().next_packet_keys());
+                    self.next = Some(self.secrets_mut().clone().next_packet_keys());
                 }
                 self.next
                     .as_ref()
@@ -366,6 +368,8 @@ impl KeyPhase {
             self.remote = Box::new(Asleep);
             self.local_header = Box::new(Asleep);
             self.remote_header = Box::new(Asleep);
+            // The source gives the next secrets again too (`secrets_mut`): 224 bytes.
+            self.secrets = None;
             self.asleep = true;
         }
     }
@@ -473,17 +477,34 @@ impl KeyPhase {
         self.previous_remote = None;
     }
 
+    /// The next generation's secrets, given again by the source if they were let go.
+    fn secrets_mut(&mut self) -> &mut NextSecrets {
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        if let (None, Some(source)) = (&self.secrets, &self.source) {
+            self.secrets = Some(Box::new(NextSecrets::Version(source.next_secrets())));
+        }
+        match &mut self.secrets {
+            Some(s) => s,
+            // `hibernate` lets them go only with a source, which stays from then on.
+            None => unreachable!("1-RTT secrets let go without a source to give them again"),
+        }
+    }
+
     fn rotate(&mut self) {
         self.wake();
+        // Given again from the source before the source moves on.
+        self.secrets_mut();
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         if let Some(source) = self.source.as_mut() {
             source.update();
         }
         // `secrets` moves on to the new generation; `next` is derived from a copy, so that
         // dropping it (hibernation) loses nothing.
-        let derived = self.secrets.next_packet_keys();
+        let secrets = self.secrets_mut();
+        let derived = secrets.next_packet_keys();
+        let after = secrets.clone().next_packet_keys();
         let next = self.next.take().unwrap_or(derived);
-        self.next = Some(self.secrets.clone().next_packet_keys());
+        self.next = Some(after);
         self.local = next.local;
         self.previous_remote = Some(std::mem::replace(&mut self.remote, next.remote));
         self.phase = !self.phase;

@@ -39,20 +39,26 @@ struct Labels {
     ku: &'static [u8],
 }
 
-fn labels(version: Version) -> Result<Labels, CryptoError> {
+/// The labels of QUIC v1 (RFC 9001 §5.1, §6.1).
+static V1_LABELS: Labels = Labels {
+    key: b"quic key",
+    iv: b"quic iv",
+    hp: b"quic hp",
+    ku: b"quic ku",
+};
+
+/// The labels of QUIC v2 (RFC 9369 §3.3.2).
+static V2_LABELS: Labels = Labels {
+    key: b"quicv2 key",
+    iv: b"quicv2 iv",
+    hp: b"quicv2 hp",
+    ku: b"quicv2 ku",
+};
+
+fn labels(version: Version) -> Result<&'static Labels, CryptoError> {
     match version {
-        Version::V1 => Ok(Labels {
-            key: b"quic key",
-            iv: b"quic iv",
-            hp: b"quic hp",
-            ku: b"quic ku",
-        }),
-        Version::V2 => Ok(Labels {
-            key: b"quicv2 key",
-            iv: b"quicv2 iv",
-            hp: b"quicv2 hp",
-            ku: b"quicv2 ku",
-        }),
+        Version::V1 => Ok(&V1_LABELS),
+        Version::V2 => Ok(&V2_LABELS),
         other => Err(CryptoError::UnsupportedVersion(other)),
     }
 }
@@ -316,8 +322,8 @@ pub fn keys(
         Side::Server => (&secrets.server, &secrets.client),
     };
     Ok(Keys {
-        local: directional(suite, aead, &labels, local)?,
-        remote: directional(suite, aead, &labels, remote)?,
+        local: directional(suite, aead, labels, local)?,
+        remote: directional(suite, aead, labels, remote)?,
     })
 }
 
@@ -327,7 +333,7 @@ pub fn keys(
 pub struct VersionSecrets {
     suite: &'static Tls13CipherSuite,
     aead: Aead,
-    labels: Labels,
+    labels: &'static Labels,
     side: Side,
     secrets: TrafficSecrets,
 }
@@ -372,7 +378,7 @@ impl VersionSecrets {
         };
         // The suite and version were checked in `after`; key construction cannot fail here.
         let make = |s| {
-            packet_key(self.suite, self.aead, &self.labels, s)
+            packet_key(self.suite, self.aead, self.labels, s)
                 .unwrap_or_else(|_| unreachable!("suite checked when the secrets were made"))
         };
         let keys = PacketKeySet {
@@ -392,12 +398,13 @@ impl VersionSecrets {
 pub struct KeySource {
     suite: &'static Tls13CipherSuite,
     aead: Aead,
-    labels: Labels,
+    labels: &'static Labels,
     side: Side,
     /// The first 1-RTT secrets (header protection).
     first: TrafficSecrets,
-    /// The current generation's secrets after a key update; `None` while it is the first.
-    current: Option<TrafficSecrets>,
+    /// The current generation's secrets after a key update; `None` while it is the first
+    /// (most connections never update, and this stays out of the idle footprint).
+    current: Option<Box<TrafficSecrets>>,
 }
 
 impl KeySource {
@@ -425,7 +432,9 @@ impl KeySource {
     /// Moves on to the next generation (a key update, RFC 9001 §6.1).
     pub fn update(&mut self) {
         let len = self.suite.common.hash_provider.output_len();
-        let current = self.current.get_or_insert_with(|| self.first.clone());
+        let current = self
+            .current
+            .get_or_insert_with(|| Box::new(self.first.clone()));
         for secret in [&mut current.client, &mut current.server] {
             let mut next = [0u8; OkmBlock::MAX_LEN];
             expand_label(self.suite, secret, self.labels.ku, &mut next[..len]);
@@ -441,18 +450,32 @@ impl KeySource {
             Side::Server => (s.server.clone(), s.client.clone()),
         };
         let (local_first, remote_first) = ordered(&self.first);
-        let (local, remote) = ordered(self.current.as_ref().unwrap_or(&self.first));
+        let (local, remote) = ordered(self.current.as_deref().unwrap_or(&self.first));
         // The suite and version were checked in `new`; key construction cannot fail here.
         let build = |hp: &OkmBlock, secret: &OkmBlock| DirectionalKeys {
-            header: header_key(self.suite, self.aead, &self.labels, hp)
+            header: header_key(self.suite, self.aead, self.labels, hp)
                 .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
-            packet: packet_key(self.suite, self.aead, &self.labels, secret)
+            packet: packet_key(self.suite, self.aead, self.labels, secret)
                 .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
         };
         Keys {
             local: build(&local_first, &local),
             remote: build(&remote_first, &remote),
         }
+    }
+
+    /// The secrets of the generation after the current one (what a key update moves to), so
+    /// that a connection can let its own copy go while it is idle.
+    pub fn next_secrets(&self) -> VersionSecrets {
+        let mut next = VersionSecrets {
+            suite: self.suite,
+            aead: self.aead,
+            labels: self.labels,
+            side: self.side,
+            secrets: self.current.as_deref().unwrap_or(&self.first).clone(),
+        };
+        next.update();
+        next
     }
 }
 
