@@ -111,6 +111,9 @@ pub(super) struct CidState {
     pending_retire: VecDeque<u64>,
     /// How many peer IDs we store (our active_connection_id_limit).
     limit: u64,
+    /// The reset token the endpoint watches for us: that of the peer ID in use. RFC 9000
+    /// §10.3.1: an endpoint must not check the tokens of IDs it has not used, or has retired.
+    watched: Option<ResetToken>,
     pub(super) events: VecDeque<EndpointEvent>,
 }
 
@@ -134,6 +137,7 @@ impl CidState {
             retire_prior_to: 0,
             pending_retire: VecDeque::new(),
             limit,
+            watched: None,
             events: VecDeque::new(),
         }
     }
@@ -157,9 +161,8 @@ impl CidState {
 
     /// Replaces the handshake remote ID (the client adopting the server's choice).
     pub(super) fn set_initial_remote(&mut self, cid: ConnectionId) {
-        // The endpoint watches each token the connection holds, no more (see `remote_tokens`).
-        self.forget_remote(0);
         self.remote.insert(0, (cid, None));
+        self.watch_in_use();
     }
 
     /// Our IDs not retired: what the endpoint routes to this connection (with the Initial's
@@ -168,27 +171,41 @@ impl CidState {
         self.local.values().map(|(c, _)| *c).collect()
     }
 
-    /// The peer's reset tokens for its IDs not retired: what the endpoint watches for this
-    /// connection (each announced with `PeerResetToken`, each retirement with
-    /// `PeerResetTokenRetired`).
-    pub(super) fn remote_tokens(&self) -> Vec<ResetToken> {
-        self.remote.values().filter_map(|(_, t)| *t).collect()
+    /// The peer's reset token the endpoint watches for this connection, if any (announced
+    /// with `PeerResetToken`, let go with `PeerResetTokenRetired`).
+    pub(super) fn remote_tokens(&self) -> Option<ResetToken> {
+        self.watched
+    }
+
+    /// Has the endpoint watch the token of the peer ID in use, and only that one (RFC 9000
+    /// §10.3.1). Called whenever the ID in use or its token changes.
+    fn watch_in_use(&mut self) {
+        let in_use = self.remote.get(&self.remote_seq).and_then(|(_, t)| *t);
+        if in_use == self.watched {
+            return;
+        }
+        if let Some(old) = self.watched.take() {
+            self.events
+                .push_back(EndpointEvent::PeerResetTokenRetired(old));
+        }
+        if let Some(new) = in_use {
+            self.events.push_back(EndpointEvent::PeerResetToken(new));
+        }
+        self.watched = in_use;
     }
 
     /// Records the reset token the server gave for its handshake ID (transport parameter).
     pub(super) fn set_initial_remote_token(&mut self, token: ResetToken) {
         if let Some(entry) = self.remote.get_mut(&0) {
             entry.1 = Some(token);
-            self.events.push_back(EndpointEvent::PeerResetToken(token));
+            self.watch_in_use();
         }
     }
 
-    /// Whether `tail` (the last 16 bytes of a datagram) is a reset token of the peer's.
+    /// Whether `tail` (the last 16 bytes of a datagram) is the reset token of the peer ID in
+    /// use (RFC 9000 §10.3.1: not of one we have not used, nor of one retired).
     pub(super) fn is_stateless_reset(&self, tail: &[u8; 16]) -> bool {
-        let candidate = ResetToken(*tail);
-        self.remote
-            .values()
-            .any(|(_, t)| t.as_ref() == Some(&candidate))
+        self.watched == Some(ResetToken(*tail))
     }
 
     /// Adds IDs supplied by the endpoint and queues NEW_CONNECTION_ID frames for them.
@@ -251,8 +268,6 @@ impl CidState {
             return Ok(());
         }
         self.remote.insert(f.sequence, (f.id, Some(f.reset_token)));
-        self.events
-            .push_back(EndpointEvent::PeerResetToken(f.reset_token));
         if f.retire_prior_to > self.retire_prior_to {
             self.retire_prior_to = f.retire_prior_to;
             let retired: Vec<u64> = self
@@ -269,6 +284,7 @@ impl CidState {
                     self.remote_seq = seq;
                 }
             }
+            self.watch_in_use();
         }
         // §5.1.1: more than our active_connection_id_limit is CONNECTION_ID_LIMIT_ERROR.
         if self.remote.len() as u64 > self.limit {
@@ -308,20 +324,24 @@ impl CidState {
         self.remote_seq = next;
         self.forget_remote(old);
         self.pending_retire.push_back(old);
+        self.watch_in_use();
         true
     }
 
-    /// Drops a peer ID, and its reset token from the endpoint's routing.
+    /// Drops a peer ID (its token stops being watched at the next `watch_in_use`).
     fn forget_remote(&mut self, seq: u64) {
-        if let Some((_, Some(token))) = self.remote.remove(&seq) {
-            self.events
-                .push_back(EndpointEvent::PeerResetTokenRetired(token));
-        }
+        self.remote.remove(&seq);
     }
 
     /// Whether NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are waiting.
     pub(super) fn has_pending(&self) -> bool {
         !self.pending_new.is_empty() || !self.pending_retire.is_empty()
+    }
+
+    /// Whether the peer gave `cid` and it is not retired.
+    #[cfg(test)]
+    pub(super) fn has_remote(&self, cid: &ConnectionId) -> bool {
+        self.remote.values().any(|(c, _)| c == cid)
     }
 
     /// How many of our IDs are active.
@@ -337,9 +357,9 @@ impl super::Connection {
         self.cids.local_ids()
     }
 
-    /// The peer's stateless reset tokens for its connection IDs not retired (the endpoint
-    /// watches them for this connection, RFC 9000 §10.3.1).
-    pub(crate) fn peer_reset_tokens(&self) -> Vec<ResetToken> {
+    /// The peer's stateless reset token the endpoint watches for this connection: that of
+    /// the peer connection ID in use (RFC 9000 §10.3.1).
+    pub(crate) fn peer_reset_tokens(&self) -> Option<ResetToken> {
         self.cids.remote_tokens()
     }
 }

@@ -798,9 +798,26 @@ fn rfc9000_connection_ids_are_issued_after_the_handshake() {
         "{server_events:?}"
     );
     p.drive_for(Duration::from_millis(50));
-    // The client now knows the server's extra IDs and their reset tokens.
-    assert!(p.client.cids.is_stateless_reset(&[0x41; 16]));
-    assert!(p.client.cids.is_stateless_reset(&[0x43; 16]));
+    // The client now knows the server's extra IDs; it has not used them, so their reset
+    // tokens are not checked (RFC 9000 §10.3.1), only that of the handshake ID in use.
+    assert!(p.client.cids.has_remote(&ConnectionId::new(&[0x41; 8])));
+    assert!(p.client.cids.has_remote(&ConnectionId::new(&[0x43; 8])));
+    assert!(!p.client.cids.is_stateless_reset(&[0x41; 16]));
+    assert!(p.client.cids.is_stateless_reset(&[9; 16]));
+    // Moving to one (a new path) switches the token checked, and the endpoint's with it.
+    while p.client.cids.events.pop_front().is_some() {}
+    assert!(p.client.cids.rotate_remote());
+    let in_use = p.client.cids.remote();
+    let token = ResetToken([in_use.as_ref()[0]; 16]);
+    assert!(p.client.cids.is_stateless_reset(&token.0));
+    assert!(!p.client.cids.is_stateless_reset(&[9; 16]), "retired");
+    assert_eq!(
+        p.client.cids.events.drain(..).collect::<Vec<_>>(),
+        vec![
+            EndpointEvent::PeerResetTokenRetired(ResetToken([9; 16])),
+            EndpointEvent::PeerResetToken(token),
+        ]
+    );
 }
 
 #[test]

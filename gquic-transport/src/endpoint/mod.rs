@@ -1238,9 +1238,9 @@ impl Endpoint {
                 EndpointEvent::PeerResetTokenRetired(token) => self.unwatch(&token, idx),
                 EndpointEvent::Drained => {
                     // What routes to the connection: its own IDs not retired, the Initial's
-                    // ID, and its peer's reset tokens not retired (the retirements came
+                    // ID, and the reset token of the peer ID in use (the changes came
                     // through the events above, in order).
-                    let (cids, tokens) = self.connections[idx]
+                    let (cids, token) = self.connections[idx]
                         .as_ref()
                         .map(|c| (c.routed_cids(), c.peer_reset_tokens()))
                         .unwrap_or_default();
@@ -1248,8 +1248,8 @@ impl Endpoint {
                     for cid in cids.iter().chain(initial.as_ref()) {
                         self.unroute(cid, idx);
                     }
-                    for token in &tokens {
-                        self.unwatch(token, idx);
+                    if let Some(token) = token {
+                        self.unwatch(&token, idx);
                     }
                     if let Some(conn) = self.connections[idx].take() {
                         if self.drained.len() >= MAX_DRAINED {
