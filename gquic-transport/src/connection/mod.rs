@@ -9,6 +9,7 @@ mod ecn;
 mod idle;
 mod migration;
 mod mtud;
+mod peer;
 mod qlog_hooks;
 mod recv;
 mod send;
@@ -252,7 +253,7 @@ pub struct Connection {
     tls_space: SpaceId,
     handshake_confirmed: bool,
     handshake_done_pending: bool,
-    peer_params: Option<TransportParameters>,
+    peer_params: Option<peer::PeerParams>,
     local_cid: ConnectionId,
     cids: CidState,
     /// The last 16 bytes of the datagram being processed (stateless reset check, RFC 9000
@@ -808,9 +809,10 @@ impl Connection {
         self.tls.peer_certificates()
     }
 
-    /// The peer's transport parameters, once received.
-    pub fn peer_params(&self) -> Option<&TransportParameters> {
-        self.peer_params.as_ref()
+    /// The peer's transport parameters, once received (decoded from the form the connection
+    /// keeps them in).
+    pub fn peer_params(&self) -> Option<TransportParameters> {
+        self.peer_params.as_ref()?.decode()
     }
 
     /// Whether the handshake is complete.

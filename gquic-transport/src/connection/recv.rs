@@ -371,7 +371,7 @@ impl Connection {
             let exponent = self
                 .peer_params
                 .as_ref()
-                .map_or(3, |p| p.ack_delay_exponent.min(20) as u8);
+                .map_or(3, |p| p.ack_delay_exponent);
             q.packet_received(now, qtype, pn, &payload, exponent);
         }
         for frame in Iter::new(payload, packet_type) {
@@ -780,7 +780,8 @@ impl Connection {
                     let peer = Duration::from_millis(params.max_idle_timeout);
                     self.idle_timeout = Some(self.idle_timeout.map_or(peer, |t| t.min(peer)));
                 }
-                self.peer_params = Some(params);
+                self.peer_params =
+                    Some(super::peer::PeerParams::new(&params, self.side.peer(), raw));
             }
         }
         self.client_0rtt_outcome()?;

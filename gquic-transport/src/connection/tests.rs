@@ -788,6 +788,44 @@ fn serve_cid_requests(c: &mut Connection, next: &mut u8) -> Vec<EndpointEvent> {
     seen
 }
 
+/// Each side keeps the other's transport parameters in their encoded form (the idle diet) and
+/// decodes them again on request: the values are the ones sent.
+#[test]
+fn rfc9000_peer_transport_parameters_are_kept() {
+    let p = established();
+    let from_server = p.client.peer_params().expect("the server's parameters");
+    assert_eq!(from_server.stateless_reset_token, Some(ResetToken([9; 16])));
+    assert_eq!(
+        from_server.original_destination_connection_id,
+        Some(ConnectionId::new(&[0xd1; 8]))
+    );
+    assert_eq!(
+        from_server.initial_source_connection_id,
+        Some(ConnectionId::new(&[0x5e; 8]))
+    );
+    let from_client = p.server.peer_params().expect("the client's parameters");
+    assert_eq!(
+        from_client.initial_source_connection_id,
+        Some(ConnectionId::new(&[0xc1; 8]))
+    );
+    assert_eq!(
+        from_client.stateless_reset_token, None,
+        "a client sends none"
+    );
+    // The values read while packets flow are the decoded ones.
+    let kept = p.client.peer_params.as_ref().unwrap();
+    assert_eq!(kept.max_ack_delay, from_server.max_ack_delay);
+    assert_eq!(
+        u64::from(kept.ack_delay_exponent),
+        from_server.ack_delay_exponent
+    );
+    assert_eq!(kept.max_udp_payload_size, from_server.max_udp_payload_size);
+    assert_eq!(
+        kept.max_datagram_frame_size,
+        from_server.max_datagram_frame_size
+    );
+}
+
 #[test]
 fn rfc9000_connection_ids_are_issued_after_the_handshake() {
     let mut p = established();

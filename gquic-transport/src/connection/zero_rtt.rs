@@ -210,8 +210,8 @@ impl Connection {
         self.zero_rtt.keys = None;
         let accepted = self.tls.is_early_data_accepted();
         self.zero_rtt.accepted = Some(accepted);
-        let lowered = self
-            .peer_params
+        let peer = self.peer_params();
+        let lowered = peer
             .as_ref()
             .and_then(|new| lowered_limit(&remembered, new));
         tracing::debug!(accepted, sent = self.zero_rtt.sent, "0-RTT outcome");
@@ -229,10 +229,7 @@ impl Connection {
         self.resend_0rtt();
         // The server may have lowered its limits (that can be why it rejected): what was sent
         // must fit the new ones to be sent again.
-        let fits = self
-            .peer_params
-            .as_ref()
-            .is_none_or(|p| self.streams.sent_fits(p));
+        let fits = peer.as_ref().is_none_or(|p| self.streams.sent_fits(p));
         if !fits {
             // Fail loudly rather than violate the new limits.
             return Err(TransportError::new(
