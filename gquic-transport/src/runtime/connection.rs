@@ -59,7 +59,7 @@ pub(crate) fn lost(state: &State, id: u64) -> ConnectionError {
     state
         .conns
         .get(&id)
-        .and_then(|c| c.error.clone())
+        .and_then(|c| c.error().cloned())
         .unwrap_or(ConnectionError::LocallyClosed)
 }
 
@@ -106,7 +106,7 @@ impl Connecting {
             if st.handshake_data {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(e) = st.error.clone() {
+            if let Some(e) = st.error().cloned() {
                 return Poll::Ready(Err(e));
             }
             register_waker(&mut st.handshake, cx.waker());
@@ -175,7 +175,7 @@ impl Future for ZeroRttAccepted {
         if st.connected {
             return Poll::Ready(accepted.unwrap_or(false));
         }
-        if st.error.is_some() {
+        if st.error().is_some() {
             return Poll::Ready(false);
         }
         register_waker(&mut st.handshake, cx.waker());
@@ -201,7 +201,7 @@ impl Future for Connecting {
             drop(s);
             return Poll::Ready(Ok(self.conn.take().expect("checked above")));
         }
-        if let Some(e) = st.error.clone() {
+        if let Some(e) = st.error().cloned() {
             return Poll::Ready(Err(e));
         }
         register_waker(&mut st.handshake, cx.waker());
@@ -262,7 +262,7 @@ impl Connection {
         }
         s.conns
             .get(&self.inner.id)
-            .and_then(|c| c.remote)
+            .and_then(|c| c.last_remote())
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
@@ -452,7 +452,7 @@ impl Connection {
     /// Why the connection ended, if it did.
     pub fn close_reason(&self) -> Option<ConnectionError> {
         let s = self.inner.shared.lock();
-        s.conns.get(&self.inner.id).and_then(|c| c.error.clone())
+        s.conns.get(&self.inner.id).and_then(|c| c.error().cloned())
     }
 
     /// Closes the connection with an application error code and reason (RFC 9000 §10.2.3).
@@ -502,7 +502,7 @@ impl Connection {
             let id = self.inner.id;
             match s.conns.get_mut(&id) {
                 None => Poll::Ready(ConnectionError::LocallyClosed),
-                Some(st) => match &st.error {
+                Some(st) => match st.error() {
                     Some(e) => Poll::Ready(e.clone()),
                     None => {
                         register_waker(&mut st.closed, cx.waker());
@@ -517,7 +517,7 @@ impl Connection {
     fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
-        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
             return Poll::Ready(Err(e));
         }
         let opened = match s.proto(id) {
@@ -544,7 +544,7 @@ impl Connection {
         if let Some(stream) = accepted {
             return Poll::Ready(Ok(stream.0));
         }
-        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
             return Poll::Ready(Err(e));
         }
         if let Some(st) = s.conns.get_mut(&id) {
@@ -566,7 +566,7 @@ impl Connection {
     ) -> Poll<Result<(), ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
-        if let Some(e) = s.conns.get(&id).and_then(|c| c.error.clone()) {
+        if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
             return Poll::Ready(Err(e));
         }
         let available = match s.proto(id) {
@@ -730,7 +730,7 @@ impl Connection {
             return Poll::Ready(Ok(d));
         }
         match s.conns.get_mut(&id) {
-            Some(st) => match &st.error {
+            Some(st) => match st.error() {
                 Some(e) => Poll::Ready(Err(e.clone())),
                 None => {
                     register_waker(&mut st.w().datagrams, cx.waker());

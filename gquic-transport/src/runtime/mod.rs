@@ -110,8 +110,9 @@ pub(crate) struct ConnState {
     pub(crate) connected: bool,
     /// Server: the ClientHello was processed (server name, ALPN, 0-RTT decision known).
     pub(crate) handshake_data: bool,
-    pub(crate) error: Option<ConnectionError>,
-    pub(crate) remote: Option<SocketAddr>,
+    /// How the connection ended, once it is ending: 8 bytes while it lives (the table holds
+    /// one entry per connection, idle ones included).
+    ended: Option<Box<Ended>>,
     pub(crate) handshake: Vec<Waker>,
     pub(crate) closed: Vec<Waker>,
     /// Waiters on streams and datagrams, allocated when a task first waits on one: a
@@ -148,7 +149,42 @@ pub(crate) struct StreamWaiters {
     pub(crate) paced: FastMap<u64, Arc<streams::PaceState>>,
 }
 
+/// What is left of a connection that ended.
+#[derive(Debug, Default)]
+struct Ended {
+    error: Option<ConnectionError>,
+    /// The peer's address when the state machine went away.
+    remote: Option<SocketAddr>,
+}
+
 impl ConnState {
+    /// Why the connection ended, once it has.
+    pub(crate) fn error(&self) -> Option<&ConnectionError> {
+        self.ended.as_ref()?.error.as_ref()
+    }
+
+    /// Records why the connection ended, unless a reason is known already.
+    pub(crate) fn set_error(&mut self, error: ConnectionError) {
+        self.ended
+            .get_or_insert_with(Box::default)
+            .error
+            .get_or_insert(error);
+    }
+
+    /// The peer's last address, once the state machine is gone.
+    pub(crate) fn last_remote(&self) -> Option<SocketAddr> {
+        self.ended.as_ref()?.remote
+    }
+
+    /// Lets go of the state machine (drained, or the socket failed), keeping its last peer
+    /// address and a reason.
+    fn detach(&mut self, remote: Option<SocketAddr>) {
+        self.handle = None;
+        let ended = self.ended.get_or_insert_with(Box::default);
+        ended.remote = remote;
+        ended.error.get_or_insert(ConnectionError::LocallyClosed);
+    }
+
     /// The stream waiters, allocated on first use.
     pub(crate) fn w(&mut self) -> &mut StreamWaiters {
         self.waiters.get_or_insert_with(Default::default)
@@ -234,12 +270,10 @@ impl State {
     fn register(&mut self, handle: ConnectionHandle) -> u64 {
         let id = self.next_id;
         self.next_id += self.id_step;
-        let remote = self.ep.connection(handle).map(|c| c.remote_address());
         self.conns.insert(
             id,
             ConnState {
                 handle: Some(handle),
-                remote,
                 ..ConnState::default()
             },
         );
@@ -327,17 +361,14 @@ impl State {
                 if let Some(m) = &self.metrics {
                     m.on_gone(
                         conn.side().is_server(),
-                        st.error.as_ref(),
+                        st.error(),
                         conn.rtt(),
                         conn.congestion_window(),
                         st.connected,
                     );
                 }
             }
-            st.handle = None;
-            if st.error.is_none() {
-                st.error = Some(ConnectionError::LocallyClosed);
-            }
+            st.detach(Some(conn.remote_address()));
             st.wake_all_into(out);
             if st.refs == 0 {
                 self.conns.remove(&id);
@@ -362,10 +393,11 @@ impl State {
         tracing::error!(%error, "endpoint socket failed");
         self.socket_error = Some(Arc::new(error));
         for st in self.conns.values_mut() {
-            if st.error.is_none() {
-                st.error = Some(ConnectionError::LocallyClosed);
-            }
-            st.handle = None;
+            let remote = st
+                .handle
+                .and_then(|h| self.ep.connection(h))
+                .map(|c| c.remote_address());
+            st.detach(remote);
             st.wake_all();
         }
         for w in self
@@ -432,9 +464,7 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut V
             out.append(&mut st.handshake);
         }
         Event::ConnectionLost(e) => {
-            if st.error.is_none() {
-                st.error = Some(e);
-            }
+            st.set_error(e);
             st.wake_all_into(out);
         }
         Event::DatagramReceived => {

@@ -174,7 +174,7 @@ impl SendStream {
                 return Poll::Ready(Err(WriteError::Stopped(code)))
             }
             Err(proto::WriteError::ClosedStream) => {
-                let err = match s.conns.get(&cid).and_then(|c| c.error.clone()) {
+                let err = match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
                     Some(e) => WriteError::ConnectionLost(e),
                     None => WriteError::ClosedStream,
                 };
@@ -288,7 +288,7 @@ impl SendStream {
                     return Poll::Ready(Ok(None));
                 }
             }
-            if let Some(e) = st.error.clone() {
+            if let Some(e) = st.error().cloned() {
                 return Poll::Ready(Err(e.into()));
             }
             st.w().stopped_wakers.insert(self.id, cx.waker().clone());
@@ -455,7 +455,7 @@ impl RecvStream {
                 Poll::Ready(Ok(None))
             }
             Err(proto::ReadError::Blocked) => {
-                if let Some(e) = s.conns.get(&cid).and_then(|c| c.error.clone()) {
+                if let Some(e) = s.conns.get(&cid).and_then(|c| c.error().cloned()) {
                     return Poll::Ready(Err(e.into()));
                 }
                 if let Some(st) = s.conns.get_mut(&cid) {
@@ -467,10 +467,12 @@ impl RecvStream {
                 self.done = true;
                 Poll::Ready(Err(ReadError::Reset(code)))
             }
-            Err(_) => Poll::Ready(Err(match s.conns.get(&cid).and_then(|c| c.error.clone()) {
-                Some(e) => ReadError::ConnectionLost(e),
-                None => ReadError::ClosedStream,
-            })),
+            Err(_) => Poll::Ready(Err(
+                match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
+                    Some(e) => ReadError::ConnectionLost(e),
+                    None => ReadError::ClosedStream,
+                },
+            )),
         }
     }
 

@@ -330,6 +330,12 @@ async fn a_dual_stack_endpoint_serves_ipv4_and_ipv6() {
         locals.push(client.local_addr().port());
         conn.close(VarInt::from_u32(0), b"");
         client.wait_idle().await;
+        assert_eq!(
+            conn.remote_address(),
+            target,
+            "the last address, after the connection is gone"
+        );
+        assert_eq!(conn.close_reason(), Some(ConnectionError::LocallyClosed));
     }
     let peers = srv.await.unwrap();
     assert_eq!(peers[0], SocketAddr::from(([127, 0, 0, 1], locals[0])));
@@ -429,4 +435,12 @@ async fn dropped_send_streams_leave_no_records() {
     assert_eq!(stopped.stopped().await.unwrap(), Some(VarInt::from_u32(9)));
     drop((kept, stopped));
     assert_eq!(conn.send_records(), 0);
+}
+
+/// The runtime keeps one `ConnState` per connection in a hash table, idle connections
+/// included (`gquic-bench idle`): what only an ended connection needs lives behind a box.
+#[test]
+fn the_runtime_entry_of_a_connection_stays_small() {
+    let size = std::mem::size_of::<super::ConnState>();
+    assert!(size <= 96, "ConnState is {size} bytes");
 }
