@@ -508,7 +508,7 @@ impl Connection {
             None,
             config.crypto.crypto_provider().clone(),
         );
-        conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        conn.spaces[SpaceId::Initial as usize].keys = Some(Box::new(keys));
         conn.dialed_name = Some(server_name.to_owned());
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         let capture_source = Some(config.secret_capture.clone());
@@ -585,7 +585,7 @@ impl Connection {
             Some(incoming.reset_token),
             config.crypto.crypto_provider().clone(),
         );
-        conn.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        conn.spaces[SpaceId::Initial as usize].keys = Some(Box::new(keys));
         conn.versions = version::VersionState::server(
             version,
             supported,
@@ -1442,7 +1442,7 @@ impl Connection {
             };
             match self.keys_for_version(change)? {
                 (keys, None) => {
-                    self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
+                    self.spaces[SpaceId::Handshake as usize].keys = Some(Box::new(keys));
                     self.tls_space = SpaceId::Handshake;
                     if let Some(q) = self.qlog.on() {
                         q.key_updated(now, "client_handshake_secret", None, "tls");

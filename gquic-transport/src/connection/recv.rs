@@ -295,7 +295,7 @@ impl Connection {
                 let keys = match (&candidate, other_version) {
                     (Some((_, k)), _) => Some(k),
                     (None, Some(_)) => self.versions.original_initial.as_deref(),
-                    (None, None) => self.spaces[space as usize].keys.as_ref(),
+                    (None, None) => self.spaces[space as usize].keys.as_deref(),
                 };
                 let Some(keys) = keys else {
                     self.on_dropped(now, Some(qtype), None, "key_unavailable");
@@ -508,7 +508,7 @@ impl Connection {
         self.token = token.clone();
         self.cids.set_initial_remote(*src_cid);
         let initial = &mut self.spaces[SpaceId::Initial as usize];
-        initial.keys = Some(keys);
+        initial.keys = Some(Box::new(keys));
         for (_, p) in initial.sent.discard() {
             if let (Some(r), Some(c)) = (p.info.crypto(), initial.crypto_if_held()) {
                 c.send.lost(r);

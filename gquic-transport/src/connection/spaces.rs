@@ -169,8 +169,9 @@ pub(super) struct CryptoStreams {
 
 /// The state of one packet-number space.
 pub(super) struct PacketSpace {
-    /// Packet protection (Initial and Handshake; 1-RTT keys live in `KeyPhase`).
-    pub(super) keys: Option<Keys>,
+    /// Packet protection: Initial and Handshake keys (the 1-RTT keys live in `Connection::one_rtt`); boxed,
+    /// as the application space never holds any.
+    pub(super) keys: Option<Box<Keys>>,
     /// The CRYPTO streams while they are in use; an idle connection lets them go and keeps
     /// only their offsets (see [`PacketSpace::release_crypto`]).
     crypto: Option<Box<CryptoStreams>>,

@@ -285,8 +285,7 @@ impl Connection {
         tracing::debug!(from = %self.version, %to, "compatible version negotiation: switching");
         self.versions.original_initial = self.spaces[SpaceId::Initial as usize]
             .keys
-            .replace(keys)
-            .map(Box::new);
+            .replace(Box::new(keys));
         self.tls = tls.into();
         self.version = to;
         // RFC 9369 §5: tokens issued on this connection originate from the negotiated version.
@@ -341,7 +340,7 @@ impl Connection {
         self.version = to;
         self.versions.settled = true;
         // RFC 9369 §4: "it SHOULD send subsequent Initial packets using that version".
-        self.spaces[SpaceId::Initial as usize].keys = Some(keys);
+        self.spaces[SpaceId::Initial as usize].keys = Some(Box::new(keys));
     }
 
     /// Right after the ClientHello is written (client) or complete (server), registers for the
