@@ -13,6 +13,12 @@ impl Connection {
         self.one_rtt.as_ref().is_some_and(|k| k.is_hibernating())
     }
 
+    /// Whether the handshake-time and client-only state is held ([`Extras`]).
+    #[cfg(test)]
+    pub(crate) fn holds_extras(&self) -> bool {
+        self.extras.is_some()
+    }
+
     /// Whether the current 1-RTT keys are dropped until the connection wakes (idle diet).
     #[cfg(test)]
     pub(crate) fn keys_asleep(&self) -> bool {
@@ -52,8 +58,8 @@ impl Connection {
         // The versions offered or supported matter only until the handshake settles the
         // version (RFC 9368 §4, §6): confirmed, it has.
         self.versions.available = Vec::new();
-        if self.early_1rtt.is_empty() {
-            self.early_1rtt = Vec::new();
+        if self.extras.as_ref().is_some_and(|e| e.is_empty()) {
+            self.extras = None;
         }
         if let Some(k) = self.one_rtt.as_mut() {
             k.hibernate();
@@ -66,6 +72,36 @@ impl Connection {
         self.datagrams_out.shrink_to_fit();
     }
 }
+/// Handshake-time and client-only state, boxed: an idle server connection holds none of it
+/// (about 150 bytes inline otherwise).
+#[derive(Default)]
+pub(super) struct Extras {
+    /// Server: 1-RTT packets that arrived before the handshake completed, with their ECN
+    /// codepoints, handled once the client's Finished is in (RFC 9001 §5.7).
+    pub(super) early_1rtt: Vec<(crate::wire::PartialDecode, Option<super::EcnCodepoint>)>,
+    /// Client: the token its Initials carry (from a Retry or an earlier NEW_TOKEN), and the
+    /// Source Connection ID of the Retry it followed (RFC 9000 §17.2.5.2, §7.3).
+    pub(super) token: bytes::Bytes,
+    pub(super) retry_src_cid: Option<crate::wire::ConnectionId>,
+    /// Client: where tokens from NEW_TOKEN frames go, for the next connection to this server.
+    pub(super) token_store: Option<std::sync::Arc<dyn crate::config::TokenStore>>,
+    /// Server: a NEW_TOKEN token to send once the handshake is confirmed (RFC 9000 §8.1.3).
+    pub(super) new_token: Option<bytes::Bytes>,
+    /// The name a client connection checks the server's certificate against.
+    pub(super) dialed_name: Option<String>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.early_1rtt.is_empty()
+            && self.token.is_empty()
+            && self.retry_src_cid.is_none()
+            && self.token_store.is_none()
+            && self.new_token.is_none()
+            && self.dialed_name.is_none()
+    }
+}
+
 /// Vectors a connection reuses across ACK frames (no allocation per ACK), let go while it is
 /// idle (see `Connection::compact`).
 #[derive(Default)]
@@ -82,6 +118,21 @@ pub(super) struct Scratch {
 }
 
 impl Connection {
+    /// The handshake-time and client-only state, if any.
+    pub(super) fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    /// The handshake-time and client-only state, allocated on first use.
+    pub(super) fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Client: the Source Connection ID of the Retry it followed.
+    pub(super) fn retry_src_cid(&self) -> Option<crate::wire::ConnectionId> {
+        self.extras()?.retry_src_cid
+    }
+
     /// The reused vectors, allocated again if they were let go.
     pub(super) fn scratch(&mut self) -> &mut Scratch {
         self.scratch.get_or_insert_with(Box::default)

@@ -246,9 +246,6 @@ pub struct Connection {
     versions: version::VersionState,
     /// Whether the frames being handled came in a 0-RTT packet.
     receiving_0rtt: bool,
-    /// Server: 1-RTT packets that arrived before the handshake completed, with their ECN
-    /// codepoints, handled once the client's Finished is in (RFC 9001 §5.7).
-    early_1rtt: Vec<(crate::wire::PartialDecode, Option<EcnCodepoint>)>,
     /// The space TLS output goes to next.
     tls_space: SpaceId,
     handshake_confirmed: bool,
@@ -264,16 +261,8 @@ pub struct Connection {
     original_dst_cid: ConnectionId,
     /// Whether the client has switched to the server's chosen connection ID.
     remote_cid_set: bool,
-    /// Client: the token its Initials carry (from a Retry or an earlier NEW_TOKEN), and the
-    /// Source Connection ID of the Retry it followed (RFC 9000 §17.2.5.2, §7.3).
-    token: Bytes,
-    retry_src_cid: Option<ConnectionId>,
     /// The crypto provider (for Initial keys after a Retry).
     provider: Arc<rustls::crypto::CryptoProvider>,
-    /// Client: where tokens from NEW_TOKEN frames go, for the next connection to this server.
-    token_store: Option<Arc<dyn crate::config::TokenStore>>,
-    /// Server: a NEW_TOKEN token to send once the handshake is confirmed (RFC 9000 §8.1.3).
-    new_token: Option<Bytes>,
     remote: SocketAddr,
     /// Whether the peer's address is validated (RFC 9000 §8.1); until then a server sends at
     /// most three times what it received.
@@ -318,8 +307,9 @@ pub struct Connection {
     /// with its size.
     incoming_path: Option<(SocketAddr, u64)>,
     stats: ConnectionStats,
-    /// The name a client connection checks the server's certificate against.
-    dialed_name: Option<String>,
+    /// Handshake-time and client-only state ([`idle::Extras`]); an idle server connection
+    /// lets it go.
+    extras: Option<Box<idle::Extras>>,
     /// Received datagrams for the application, and their total size (RFC 9221).
     datagrams_in: VecDeque<Bytes>,
     datagrams_in_bytes: usize,
@@ -509,7 +499,7 @@ impl Connection {
             config.crypto.crypto_provider().clone(),
         );
         conn.spaces[SpaceId::Initial as usize].keys = Some(Box::new(keys));
-        conn.dialed_name = Some(server_name.to_owned());
+        conn.extras_mut().dialed_name = Some(server_name.to_owned());
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         let capture_source = Some(config.secret_capture.clone());
         conn.versions = version::VersionState {
@@ -523,9 +513,9 @@ impl Connection {
         // address validation.
         if let Some(store) = &config.token_store {
             if let Some(token) = store.take(&crate::config::token_key(server_name, version)) {
-                conn.token = token;
+                conn.extras_mut().token = token;
             }
-            conn.token_store = Some(store.clone());
+            conn.extras_mut().token_store = Some(store.clone());
         }
         // The address of the server we chose is validated by definition (RFC 9000 §8.1).
         conn.path_validated = true;
@@ -601,7 +591,9 @@ impl Connection {
         }
         conn.remote_cid_set = true;
         conn.path_validated = incoming.address_validated;
-        conn.new_token = incoming.new_token;
+        if let Some(token) = incoming.new_token {
+            conn.extras_mut().new_token = Some(token);
+        }
         Ok(conn)
     }
 
@@ -649,7 +641,6 @@ impl Connection {
             zero_rtt: ZeroRtt::default(),
             versions: version::VersionState::default(),
             receiving_0rtt: false,
-            early_1rtt: Vec::new(),
             tls_space: SpaceId::Initial,
             handshake_confirmed: false,
             handshake_done_pending: false,
@@ -665,11 +656,7 @@ impl Connection {
             drained_reported: false,
             original_dst_cid,
             remote_cid_set: false,
-            token: Bytes::new(),
-            retry_src_cid: None,
-            token_store: None,
             provider,
-            new_token: None,
             remote,
             path_validated: false,
             bytes_received: 0,
@@ -706,9 +693,9 @@ impl Connection {
             incoming_ecn: None,
             incoming_path: None,
             stats: ConnectionStats::default(),
+            extras: None,
             scratch: None,
             compact_at: None,
-            dialed_name: None,
             datagrams_in: VecDeque::new(),
             datagrams_in_bytes: 0,
             datagrams_out: VecDeque::new(),
@@ -787,7 +774,7 @@ impl Connection {
         if self.tls.is_server() {
             self.tls.sni()
         } else {
-            self.dialed_name.as_deref()
+            self.extras().and_then(|e| e.dialed_name.as_deref())
         }
     }
 
@@ -880,7 +867,7 @@ impl Connection {
 
     /// Client: whether the server made us follow a Retry (RFC 9000 §8.1.2).
     pub fn retried(&self) -> bool {
-        self.retry_src_cid.is_some()
+        self.retry_src_cid().is_some()
     }
 
     /// The number of streams with state.

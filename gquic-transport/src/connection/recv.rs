@@ -106,9 +106,10 @@ impl Connection {
         }
         // 1-RTT packets that came before the client's Finished, now that the handshake is
         // complete (RFC 9001 §5.7).
-        if !self.early_1rtt.is_empty() && self.state != State::Handshake {
+        if self.extras().is_some_and(|e| !e.early_1rtt.is_empty()) && self.state != State::Handshake
+        {
             let ecn = self.incoming_ecn;
-            for (partial, packet_ecn) in std::mem::take(&mut self.early_1rtt) {
+            for (partial, packet_ecn) in std::mem::take(&mut self.extras_mut().early_1rtt) {
                 self.incoming_ecn = packet_ecn;
                 if let Err(error) = self.handle_packet(now, partial) {
                     self.close_with_error(now, error);
@@ -203,8 +204,10 @@ impl Connection {
             && !early
             && self.state == State::Handshake
         {
-            if self.early_1rtt.len() < MAX_BUFFERED_1RTT {
-                self.early_1rtt.push((partial, self.incoming_ecn));
+            let ecn = self.incoming_ecn;
+            let early = &mut self.extras_mut().early_1rtt;
+            if early.len() < MAX_BUFFERED_1RTT {
+                early.push((partial, ecn));
             } else {
                 self.on_dropped(now, Some(qtype), None, "rejected");
             }
@@ -475,7 +478,7 @@ impl Connection {
             return;
         };
         if self.side.is_server()
-            || self.retry_src_cid.is_some()
+            || self.retry_src_cid().is_some()
             || self.stats.packets_received > 0
             || *version != self.version
             || *dst_cid != self.local_cid
@@ -504,8 +507,8 @@ impl Connection {
         };
         // New Initial keys from the Retry's connection ID; its token goes in every Initial
         // from now on; everything sent so far is sent again (packet numbers go on, §17.2.5.3).
-        self.retry_src_cid = Some(*src_cid);
-        self.token = token.clone();
+        self.extras_mut().retry_src_cid = Some(*src_cid);
+        self.extras_mut().token = token.clone();
         self.cids.set_initial_remote(*src_cid);
         let initial = &mut self.spaces[SpaceId::Initial as usize];
         initial.keys = Some(Box::new(keys));
@@ -614,7 +617,10 @@ impl Connection {
                     });
                 }
                 // Kept for the next connection to this server (§8.1.3).
-                if let (Some(store), Some(name)) = (&self.token_store, &self.dialed_name) {
+                let extras = self.extras();
+                if let Some((store, name)) =
+                    extras.and_then(|e| e.token_store.as_ref().zip(e.dialed_name.as_ref()))
+                {
                     // RFC 9369 §5: the token belongs to the negotiated version.
                     store.insert(&crate::config::token_key(name, self.version), token);
                 }
@@ -853,8 +859,8 @@ impl Connection {
                 return bad("original_destination_connection_id does not match");
             }
             // RFC 9000 §7.3: present exactly when we followed a Retry, and equal to its SCID.
-            if p.retry_source_connection_id != self.retry_src_cid {
-                return bad(if self.retry_src_cid.is_some() {
+            if p.retry_source_connection_id != self.retry_src_cid() {
+                return bad(if self.retry_src_cid().is_some() {
                     "retry_source_connection_id does not match the Retry"
                 } else {
                     "retry_source_connection_id without a Retry"
@@ -1089,7 +1095,7 @@ impl Connection {
                 self.handshake_done_pending = true;
             }
             if let Some(token) = extra.new_token {
-                self.new_token.get_or_insert(token);
+                self.extras_mut().new_token.get_or_insert(token);
             }
             for seq in extra.new_cids {
                 self.cids.on_new_lost(seq);

@@ -206,7 +206,8 @@ impl Connection {
         }
         space == SpaceId::Data
             && (self.handshake_done_pending
-                || (self.new_token.is_some() && self.handshake_confirmed)
+                || (self.extras().is_some_and(|e| e.new_token.is_some())
+                    && self.handshake_confirmed)
                 || !self.path_responses.is_empty()
                 || self.migration_wants_to_send()
                 || self.streams.has_pending()
@@ -227,7 +228,7 @@ impl Connection {
                 version: self.version,
                 dst_cid: self.cids.remote(),
                 src_cid: self.local_cid,
-                token: self.token.clone(),
+                token: self.extras().map(|e| e.token.clone()).unwrap_or_default(),
                 number,
             },
             SpaceId::Handshake => Header::Long {
@@ -591,14 +592,14 @@ impl Connection {
         }
         // RFC 9000 §8.1.3: a token for the client's next connection, once confirmed.
         if self.handshake_confirmed {
-            if let Some(token) = self.new_token.take() {
+            if let Some(token) = self.extras.as_mut().and_then(|e| e.new_token.take()) {
                 let frame = Frame::NewToken(token.clone());
                 if buf.len() + frame.encoded_len() <= end {
                     frame.encode(buf);
                     info.extra_mut().new_token = Some(token);
                     wrote = true;
                 } else {
-                    self.new_token = Some(token);
+                    self.extras_mut().new_token = Some(token);
                 }
             }
         }

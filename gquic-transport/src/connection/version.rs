@@ -289,8 +289,8 @@ impl Connection {
         self.tls = tls.into();
         self.version = to;
         // RFC 9369 §5: tokens issued on this connection originate from the negotiated version.
-        if self.new_token.is_some() {
-            self.new_token = pending
+        if let Some(e) = self.extras.as_deref_mut().filter(|e| e.new_token.is_some()) {
+            e.new_token = pending
                 .new_tokens
                 .iter()
                 .find(|(v, _)| *v == to)
@@ -329,7 +329,7 @@ impl Connection {
     /// Client: Initial keys to try a packet of version `v` with.
     pub(super) fn initial_keys_for(&self, v: Version) -> Option<Keys> {
         let suite = crypto::initial_suite(&self.provider).ok()?;
-        let dcid = self.retry_src_cid.unwrap_or(self.original_dst_cid);
+        let dcid = self.retry_src_cid().unwrap_or(self.original_dst_cid);
         crypto::initial_keys(&suite, v, &dcid, Side::Client).ok()
     }
 

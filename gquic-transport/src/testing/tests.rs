@@ -260,8 +260,17 @@ fn key_updates_after_an_idle_connection_compacted() {
     s.net.run_for(Duration::from_secs(3));
     let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
     assert!(c.is_compacted(), "the idle client compacted");
+    assert!(
+        c.holds_extras(),
+        "a client keeps the name it dialed (NEW_TOKEN tokens are stored under it)"
+    );
     c.initiate_key_update().expect("the client may update");
-    assert!(s.net.endpoint(S).connection(server).unwrap().is_compacted());
+    let sc = s.net.endpoint(S).connection(server).unwrap();
+    assert!(sc.is_compacted());
+    assert!(
+        !sc.holds_extras(),
+        "an idle server lets its handshake-time state go (its NEW_TOKEN was sent)"
+    );
     let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
     assert!(got == pattern(1 << 20), "1 MiB intact across the updates");
     let updates = |net: &mut Network, node, h| {
