@@ -295,8 +295,6 @@ pub struct Connection {
     events: VecDeque<Event>,
     close: Option<CloseFrame>,
     close_pending: bool,
-    /// PATH_RESPONSE frames to send, with the address the challenge came from.
-    path_responses: VecDeque<([u8; 8], SocketAddr)>,
     /// Migration and path validation (RFC 9000 §8.2, §9).
     migration: migration::Migration,
     /// ECN (RFC 9000 §13.4).
@@ -310,12 +308,8 @@ pub struct Connection {
     /// Handshake-time and client-only state ([`idle::Extras`]); an idle server connection
     /// lets it go.
     extras: Option<Box<idle::Extras>>,
-    /// Received datagrams for the application, and their total size (RFC 9221).
-    datagrams_in: VecDeque<Bytes>,
-    datagrams_in_bytes: usize,
-    /// Datagrams waiting to be sent, and their total size.
-    pub(crate) datagrams_out: VecDeque<Bytes>,
-    datagrams_out_bytes: usize,
+    /// PATH_RESPONSE frames and datagrams waiting ([`idle::Queued`]), boxed while any wait.
+    pub(crate) queued: Option<Box<idle::Queued>>,
     span: tracing::Span,
     /// The qlog trace, when one is being written (`qlog` feature).
     pub(crate) qlog: crate::qlog::Qlog,
@@ -687,7 +681,6 @@ impl Connection {
             events: VecDeque::new(),
             close: None,
             close_pending: false,
-            path_responses: VecDeque::new(),
             migration: migration::Migration::default(),
             ecn: ecn::Ecn::new(config.ecn),
             incoming_ecn: None,
@@ -696,10 +689,7 @@ impl Connection {
             extras: None,
             scratch: None,
             compact_at: None,
-            datagrams_in: VecDeque::new(),
-            datagrams_in_bytes: 0,
-            datagrams_out: VecDeque::new(),
-            datagrams_out_bytes: 0,
+            queued: None,
             span,
             qlog: crate::qlog::Qlog::default(),
             local_key_update: false,
@@ -1016,21 +1006,24 @@ impl Connection {
                 max,
             });
         }
-        while self.datagrams_out_bytes + data.len() > self.config.datagram_send_buffer {
-            match self.datagrams_out.pop_front() {
-                Some(old) => self.datagrams_out_bytes -= old.len(),
+        let limit = self.config.datagram_send_buffer;
+        let q = self.queued_mut();
+        while q.datagrams_out_bytes + data.len() > limit {
+            match q.datagrams_out.pop_front() {
+                Some(old) => q.datagrams_out_bytes -= old.len(),
                 None => break,
             }
         }
-        self.datagrams_out_bytes += data.len();
-        self.datagrams_out.push_back(data);
+        q.datagrams_out_bytes += data.len();
+        q.datagrams_out.push_back(data);
         Ok(())
     }
 
     /// Takes the oldest received datagram.
     pub fn read_datagram(&mut self) -> Option<Bytes> {
-        let d = self.datagrams_in.pop_front()?;
-        self.datagrams_in_bytes -= d.len();
+        let q = self.queued.as_deref_mut()?;
+        let d = q.datagrams_in.pop_front()?;
+        q.datagrams_in_bytes -= d.len();
         Some(d)
     }
 
@@ -1051,24 +1044,29 @@ impl Connection {
             });
         }
         // Bounded: the oldest datagrams make room (they are unreliable by definition).
-        while self.datagrams_in_bytes + data.len() > limit {
-            match self.datagrams_in.pop_front() {
-                Some(old) => self.datagrams_in_bytes -= old.len(),
+        let q = self.queued_mut();
+        while q.datagrams_in_bytes + data.len() > limit {
+            match q.datagrams_in.pop_front() {
+                Some(old) => q.datagrams_in_bytes -= old.len(),
                 None => return Ok(()),
             }
         }
-        if self.datagrams_in.is_empty() {
+        let first = q.datagrams_in.is_empty();
+        q.datagrams_in_bytes += data.len();
+        q.datagrams_in.push_back(data);
+        if first {
             self.events.push_back(Event::DatagramReceived);
         }
-        self.datagrams_in_bytes += data.len();
-        self.datagrams_in.push_back(data);
         Ok(())
     }
 
     /// Writes queued datagrams that fit before `end`; returns whether any was written.
     pub(crate) fn write_datagrams(&mut self, buf: &mut Vec<u8>, end: usize) -> bool {
         let mut wrote = false;
-        while let Some(d) = self.datagrams_out.front() {
+        let Some(q) = self.queued.as_deref_mut() else {
+            return false;
+        };
+        while let Some(d) = q.datagrams_out.front() {
             let len = 1 + crate::wire::varint::size(d.len() as u64) + d.len();
             if buf.len() + len > end {
                 break;
@@ -1076,8 +1074,8 @@ impl Connection {
             buf.push(0x31);
             crate::wire::varint::encode(d.len() as u64, buf);
             buf.extend_from_slice(d);
-            self.datagrams_out_bytes = self.datagrams_out_bytes.saturating_sub(d.len());
-            self.datagrams_out.pop_front();
+            q.datagrams_out_bytes = q.datagrams_out_bytes.saturating_sub(d.len());
+            q.datagrams_out.pop_front();
             wrote = true;
         }
         wrote

@@ -682,9 +682,10 @@ impl Connection {
             }
             Frame::PathChallenge(data) => {
                 // RFC 9000 §8.2.2: answered on the path it came from.
-                if self.path_responses.len() < 4 {
-                    let from = self.incoming_path.map_or(self.remote, |(a, _)| a);
-                    self.path_responses.push_back((data, from));
+                let from = self.incoming_path.map_or(self.remote, |(a, _)| a);
+                let responses = &mut self.queued_mut().path_responses;
+                if responses.len() < 4 {
+                    responses.push_back((data, from));
                 }
             }
             Frame::PathResponse(data) => self.on_path_response(data),

@@ -208,10 +208,16 @@ impl Connection {
             && (self.handshake_done_pending
                 || (self.extras().is_some_and(|e| e.new_token.is_some())
                     && self.handshake_confirmed)
-                || !self.path_responses.is_empty()
+                || self
+                    .queued
+                    .as_ref()
+                    .is_some_and(|q| !q.path_responses.is_empty())
                 || self.migration_wants_to_send()
                 || self.streams.has_pending()
-                || !self.datagrams_out.is_empty()
+                || self
+                    .queued
+                    .as_ref()
+                    .is_some_and(|q| !q.datagrams_out.is_empty())
                 || self.cids.has_pending())
     }
 
@@ -603,18 +609,22 @@ impl Connection {
                 }
             }
         }
-        while let Some((data, to)) = self.path_responses.front().copied() {
-            if to != self.remote {
+        let remote = self.remote;
+        while let Some(responses) = self.queued.as_deref_mut().map(|q| &mut q.path_responses) {
+            let Some((data, to)) = responses.front().copied() else {
+                break;
+            };
+            if to != remote {
                 // A probe from a path we did not move to: not answered (we do not send on
                 // paths other than the current one).
-                self.path_responses.pop_front();
+                responses.pop_front();
                 continue;
             }
             if buf.len() + 9 > end {
                 break;
             }
             Frame::PathResponse(data).encode(buf);
-            self.path_responses.pop_front();
+            responses.pop_front();
             // RFC 9000 §8.2.2: padded to 1200 bytes like the challenge.
             self.migration.pad_packet = true;
             wrote = true;

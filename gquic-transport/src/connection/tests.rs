@@ -991,6 +991,7 @@ fn datagram_without_negotiation_is_a_protocol_violation() {
     );
     // A peer that sends one anyway is closed with PROTOCOL_VIOLATION (RFC 9221 §3).
     p.client
+        .queued_mut()
         .datagrams_out
         .push_back(Bytes::from_static(b"unwanted"));
     p.drive_for(Duration::from_millis(100));
