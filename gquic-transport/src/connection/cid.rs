@@ -99,22 +99,31 @@ pub(super) struct CidState {
     /// Ours, by sequence number (sequence 0 is the handshake ID).
     local: SeqMap<(ConnectionId, ResetToken)>,
     next_local_seq: u64,
-    /// NEW_CONNECTION_ID frames to send, by sequence number.
-    pending_new: VecDeque<u64>,
     /// The peer's, by sequence number, with their reset tokens.
     remote: SeqMap<(ConnectionId, Option<ResetToken>)>,
     /// The sequence number of the remote ID in use.
     remote_seq: u64,
     /// Highest Retire Prior To seen from the peer.
     retire_prior_to: u64,
-    /// RETIRE_CONNECTION_ID frames to send.
-    pending_retire: VecDeque<u64>,
     /// How many peer IDs we store (our active_connection_id_limit).
     limit: u64,
     /// The reset token the endpoint watches for us: that of the peer ID in use. RFC 9000
     /// §10.3.1: an endpoint must not check the tokens of IDs it has not used, or has retired.
     watched: Option<ResetToken>,
-    pub(super) events: VecDeque<EndpointEvent>,
+    /// Frames to send and endpoint events, boxed while any wait (an idle connection has
+    /// none: 96 bytes inline before).
+    pending: Option<Box<Pending>>,
+}
+
+/// What a connection's ID management has waiting.
+#[derive(Debug, Default)]
+struct Pending {
+    /// NEW_CONNECTION_ID frames to send, by sequence number.
+    new: VecDeque<u64>,
+    /// RETIRE_CONNECTION_ID frames to send.
+    retire: VecDeque<u64>,
+    /// What the endpoint must do, in order.
+    events: VecDeque<EndpointEvent>,
 }
 
 impl CidState {
@@ -131,14 +140,12 @@ impl CidState {
         Self {
             local: l,
             next_local_seq: 1,
-            pending_new: VecDeque::new(),
             remote: r,
             remote_seq: 0,
             retire_prior_to: 0,
-            pending_retire: VecDeque::new(),
             limit,
             watched: None,
-            events: VecDeque::new(),
+            pending: None,
         }
     }
 
@@ -146,9 +153,24 @@ impl CidState {
     pub(super) fn shrink(&mut self) {
         self.local.shrink_to_fit();
         self.remote.shrink_to_fit();
-        self.pending_new.shrink_to_fit();
-        self.pending_retire.shrink_to_fit();
-        self.events.shrink_to_fit();
+        let empty = |p: &Pending| p.new.is_empty() && p.retire.is_empty() && p.events.is_empty();
+        if self.pending.as_deref().is_some_and(empty) {
+            self.pending = None;
+        }
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Queues something for the endpoint to do.
+    pub(super) fn push_event(&mut self, event: EndpointEvent) {
+        self.pending().events.push_back(event);
+    }
+
+    /// The next thing for the endpoint to do.
+    pub(super) fn pop_event(&mut self) -> Option<EndpointEvent> {
+        self.pending.as_mut()?.events.pop_front()
     }
 
     /// The peer's connection ID to send to.
@@ -185,11 +207,10 @@ impl CidState {
             return;
         }
         if let Some(old) = self.watched.take() {
-            self.events
-                .push_back(EndpointEvent::PeerResetTokenRetired(old));
+            self.push_event(EndpointEvent::PeerResetTokenRetired(old));
         }
         if let Some(new) = in_use {
-            self.events.push_back(EndpointEvent::PeerResetToken(new));
+            self.push_event(EndpointEvent::PeerResetToken(new));
         }
         self.watched = in_use;
     }
@@ -214,13 +235,13 @@ impl CidState {
             let seq = self.next_local_seq;
             self.next_local_seq += 1;
             self.local.insert(seq, (cid, token));
-            self.pending_new.push_back(seq);
+            self.pending().new.push_back(seq);
         }
     }
 
     /// The next NEW_CONNECTION_ID frame to send.
     pub(super) fn poll_new(&mut self) -> Option<NewConnectionId> {
-        while let Some(seq) = self.pending_new.pop_front() {
+        while let Some(seq) = self.pending.as_mut().and_then(|p| p.new.pop_front()) {
             if let Some((id, reset_token)) = self.local.get(&seq) {
                 return Some(NewConnectionId {
                     sequence: seq,
@@ -236,18 +257,18 @@ impl CidState {
     /// A NEW_CONNECTION_ID frame was lost.
     pub(super) fn on_new_lost(&mut self, seq: u64) {
         if self.local.contains_key(&seq) {
-            self.pending_new.push_back(seq);
+            self.pending().new.push_back(seq);
         }
     }
 
     /// The next RETIRE_CONNECTION_ID sequence number to send.
     pub(super) fn poll_retire(&mut self) -> Option<u64> {
-        self.pending_retire.pop_front()
+        self.pending.as_mut()?.retire.pop_front()
     }
 
     /// A RETIRE_CONNECTION_ID frame was lost.
     pub(super) fn on_retire_lost(&mut self, seq: u64) {
-        self.pending_retire.push_back(seq);
+        self.pending().retire.push_back(seq);
     }
 
     /// The peer sent NEW_CONNECTION_ID (RFC 9000 §19.15, §5.1.1, §5.1.2).
@@ -264,7 +285,7 @@ impl CidState {
         }
         if f.sequence < self.retire_prior_to {
             // Already retired: retire it straight away (§19.15).
-            self.pending_retire.push_back(f.sequence);
+            self.pending().retire.push_back(f.sequence);
             return Ok(());
         }
         self.remote.insert(f.sequence, (f.id, Some(f.reset_token)));
@@ -277,7 +298,7 @@ impl CidState {
                 .collect();
             for seq in retired {
                 self.forget_remote(seq);
-                self.pending_retire.push_back(seq);
+                self.pending().retire.push_back(seq);
             }
             if self.remote_seq < self.retire_prior_to {
                 if let Some((&seq, _)) = self.remote.iter().next() {
@@ -307,9 +328,9 @@ impl CidState {
             if cid == packet_dcid {
                 return Err(TransportErrorCode::PROTOCOL_VIOLATION);
             }
-            self.events.push_back(EndpointEvent::RetireCid(*cid));
+            self.push_event(EndpointEvent::RetireCid(*cid));
             self.local.remove(&seq);
-            self.events.push_back(EndpointEvent::NeedCids(1));
+            self.push_event(EndpointEvent::NeedCids(1));
         }
         Ok(())
     }
@@ -323,7 +344,7 @@ impl CidState {
         let old = self.remote_seq;
         self.remote_seq = next;
         self.forget_remote(old);
-        self.pending_retire.push_back(old);
+        self.pending().retire.push_back(old);
         self.watch_in_use();
         true
     }
@@ -335,7 +356,9 @@ impl CidState {
 
     /// Whether NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are waiting.
     pub(super) fn has_pending(&self) -> bool {
-        !self.pending_new.is_empty() || !self.pending_retire.is_empty()
+        self.pending
+            .as_ref()
+            .is_some_and(|p| !p.new.is_empty() || !p.retire.is_empty())
     }
 
     /// Whether the peer gave `cid` and it is not retired.
@@ -435,10 +458,10 @@ mod tests {
         );
         s.on_retire(1, &ConnectionId::new(&[1; 8])).unwrap();
         assert_eq!(
-            s.events.pop_front(),
+            s.pop_event(),
             Some(EndpointEvent::RetireCid(ConnectionId::new(&[7; 8])))
         );
-        assert_eq!(s.events.pop_front(), Some(EndpointEvent::NeedCids(1)));
+        assert_eq!(s.pop_event(), Some(EndpointEvent::NeedCids(1)));
         assert_eq!(s.local_count(), 1);
     }
 }

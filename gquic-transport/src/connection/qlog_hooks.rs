@@ -41,7 +41,7 @@ impl Connection {
     /// qlog: the connection ended with `error`.
     pub(super) fn qlog_closed(&mut self, now: Instant, error: &ConnectionError) {
         if let Some(q) = self.qlog.on() {
-            let app = match &self.close {
+            let app = match self.close.as_deref() {
                 Some(CloseFrame::Application { code, reason }) => {
                     Some((code.into_inner(), &reason[..]))
                 }

@@ -812,8 +812,7 @@ impl Connection {
                 .min(8);
             if limit > 1 {
                 self.cids
-                    .events
-                    .push_back(super::EndpointEvent::NeedCids((limit - 1) as usize));
+                    .push_event(super::EndpointEvent::NeedCids((limit - 1) as usize));
             }
             if self.side.is_server() {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
@@ -1119,6 +1118,6 @@ impl Connection {
 
     /// The close frame to send while closing, if any (for the send path).
     pub(super) fn close_frame(&self) -> Option<&CloseFrame> {
-        self.close.as_ref()
+        self.close.as_deref()
     }
 }

@@ -843,14 +843,14 @@ fn rfc9000_connection_ids_are_issued_after_the_handshake() {
     assert!(!p.client.cids.is_stateless_reset(&[0x41; 16]));
     assert!(p.client.cids.is_stateless_reset(&[9; 16]));
     // Moving to one (a new path) switches the token checked, and the endpoint's with it.
-    while p.client.cids.events.pop_front().is_some() {}
+    while p.client.cids.pop_event().is_some() {}
     assert!(p.client.cids.rotate_remote());
     let in_use = p.client.cids.remote();
     let token = ResetToken([in_use.as_ref()[0]; 16]);
     assert!(p.client.cids.is_stateless_reset(&token.0));
     assert!(!p.client.cids.is_stateless_reset(&[9; 16]), "retired");
     assert_eq!(
-        p.client.cids.events.drain(..).collect::<Vec<_>>(),
+        std::iter::from_fn(|| p.client.cids.pop_event()).collect::<Vec<_>>(),
         vec![
             EndpointEvent::PeerResetTokenRetired(ResetToken([9; 16])),
             EndpointEvent::PeerResetToken(token),
