@@ -66,6 +66,7 @@ impl Connection {
         }
         self.events.shrink_to_fit();
         self.streams.release_queues();
+        self.zero_rtt.shrink();
         self.cids.shrink();
         if self.queued.as_ref().is_some_and(|q| q.is_empty()) {
             self.queued = None;

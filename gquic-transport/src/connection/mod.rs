@@ -1207,7 +1207,7 @@ impl Connection {
         }
         consider(self.discard_old_key_at);
         consider(self.compact_at);
-        consider(self.zero_rtt.discard_at);
+        consider(self.zero_rtt.discard_at());
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
         for space in self.spaces.iter() {
@@ -1248,9 +1248,9 @@ impl Connection {
             self.compact_at = None;
             self.compact();
         }
-        if self.zero_rtt.discard_at.is_some_and(|t| now >= t) {
+        if self.zero_rtt.discard_at().is_some_and(|t| now >= t) {
             tracing::debug!("discarding 0-RTT keys");
-            self.zero_rtt.discard_at = None;
+            self.zero_rtt.set_discard_at(None);
             self.zero_rtt.keys = None;
         }
         if self.discard_old_key_at.is_some_and(|t| now >= t) {

@@ -122,8 +122,8 @@ impl Connection {
             self.incoming_ecn = ecn;
         }
         // 0-RTT packets that came before the ClientHello, now that it is processed.
-        if !self.zero_rtt.early_packets.is_empty() && self.zero_rtt.accepted.is_some() {
-            let early = std::mem::take(&mut self.zero_rtt.early_packets);
+        if self.zero_rtt.waiting_packets() > 0 && self.zero_rtt.accepted.is_some() {
+            let early = self.zero_rtt.take_packets();
             if self.zero_rtt.keys.is_none() {
                 self.stats.packets_dropped += early.len() as u64;
             }
@@ -221,9 +221,9 @@ impl Connection {
                 // rejected or already discarded) the packet is dropped.
                 let Some(keys) = self.zero_rtt.keys.as_deref() else {
                     if self.zero_rtt.accepted.is_none()
-                        && self.zero_rtt.early_packets.len() < super::zero_rtt::MAX_BUFFERED_0RTT
+                        && self.zero_rtt.waiting_packets() < super::zero_rtt::MAX_BUFFERED_0RTT
                     {
-                        self.zero_rtt.early_packets.push(partial);
+                        self.zero_rtt.push_packet(partial);
                     } else {
                         self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     }
@@ -272,10 +272,10 @@ impl Connection {
                         // reordered 0-RTT packets still open.
                         if self.side.is_server()
                             && self.zero_rtt.keys.is_some()
-                            && self.zero_rtt.discard_at.is_none()
+                            && self.zero_rtt.discard_at().is_none()
                         {
                             let pto = self.rtt.pto_base() + self.config.max_ack_delay;
-                            self.zero_rtt.discard_at = Some(now + pto * 3);
+                            self.zero_rtt.set_discard_at(Some(now + pto * 3));
                         }
                         (header, pn, payload, reserved_ok)
                     }

@@ -43,14 +43,74 @@ pub(super) struct ZeroRtt {
     pub(super) sent: bool,
     /// Whether the server accepted 0-RTT, once the handshake has said.
     pub(super) accepted: Option<bool>,
+    /// The rest, boxed while any of it is in use (most connections never use 0-RTT: 72
+    /// bytes inline before).
+    early: Option<Box<Early>>,
+}
+
+/// The parts of [`ZeroRtt`] a connection without 0-RTT never uses.
+#[derive(Default)]
+struct Early {
     /// Server: when the 0-RTT keys go (three PTOs after the first 1-RTT packet, RFC 9001
     /// §4.9.3).
-    pub(super) discard_at: Option<std::time::Instant>,
+    discard_at: Option<std::time::Instant>,
     /// Streams with data in 0-RTT packets (received on a server, sent on a client).
-    pub(super) streams: crate::fast_hash::FastSet<StreamId>,
+    streams: crate::fast_hash::FastSet<StreamId>,
     /// Server: 0-RTT packets that arrived before the ClientHello was processed (RFC 9001
     /// §4.7 allows buffering them), opened once the keys are known.
-    pub(super) early_packets: Vec<crate::wire::PartialDecode>,
+    packets: Vec<crate::wire::PartialDecode>,
+}
+
+impl ZeroRtt {
+    fn early_mut(&mut self) -> &mut Early {
+        self.early.get_or_insert_with(Box::default)
+    }
+
+    /// Server: when the 0-RTT keys go.
+    pub(super) fn discard_at(&self) -> Option<std::time::Instant> {
+        self.early.as_ref()?.discard_at
+    }
+
+    /// Server: sets (or clears) when the 0-RTT keys go.
+    pub(super) fn set_discard_at(&mut self, at: Option<std::time::Instant>) {
+        if at.is_some() || self.early.is_some() {
+            self.early_mut().discard_at = at;
+        }
+    }
+
+    /// Server: how many 0-RTT packets wait for the ClientHello to be processed.
+    pub(super) fn waiting_packets(&self) -> usize {
+        self.early.as_ref().map_or(0, |e| e.packets.len())
+    }
+
+    /// Server: keeps a 0-RTT packet until the ClientHello is processed.
+    pub(super) fn push_packet(&mut self, packet: crate::wire::PartialDecode) {
+        self.early_mut().packets.push(packet);
+    }
+
+    /// Server: the 0-RTT packets that waited.
+    pub(super) fn take_packets(&mut self) -> Vec<crate::wire::PartialDecode> {
+        self.early
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.packets))
+            .unwrap_or_default()
+    }
+
+    fn note_stream(&mut self, id: StreamId) {
+        let streams = &mut self.early_mut().streams;
+        if streams.len() < MAX_EARLY_STREAMS {
+            streams.insert(id);
+        }
+    }
+
+    /// Idle diet: lets the boxed parts go once none is in use.
+    pub(super) fn shrink(&mut self) {
+        let unused =
+            |e: &Early| e.discard_at.is_none() && e.streams.is_empty() && e.packets.is_empty();
+        if self.early.as_deref().is_some_and(unused) {
+            self.early = None;
+        }
+    }
 }
 
 /// RFC 9000 §7.4.1: the limits a server accepting 0-RTT must not lower.
@@ -149,20 +209,21 @@ impl Connection {
     /// reached the server in 0-RTT if [`Connection::zero_rtt_accepted`] says so and the
     /// packets were not lost).
     pub fn is_0rtt_stream(&self, id: StreamId) -> bool {
-        self.zero_rtt.streams.contains(&id)
+        self.zero_rtt
+            .early
+            .as_ref()
+            .is_some_and(|e| e.streams.contains(&id))
     }
 
     /// Client: records a stream whose data goes in a 0-RTT packet.
     pub(super) fn note_0rtt_sent(&mut self, id: StreamId) {
-        if self.zero_rtt.streams.len() < MAX_EARLY_STREAMS {
-            self.zero_rtt.streams.insert(id);
-        }
+        self.zero_rtt.note_stream(id);
     }
 
     /// Server: records a stream carried in a 0-RTT packet.
     pub(super) fn note_0rtt_stream(&mut self, id: StreamId) {
-        if self.receiving_0rtt && self.zero_rtt.streams.len() < MAX_EARLY_STREAMS {
-            self.zero_rtt.streams.insert(id);
+        if self.receiving_0rtt {
+            self.zero_rtt.note_stream(id);
         }
     }
 
