@@ -181,7 +181,10 @@ impl ConnState {
     fn detach(&mut self, remote: Option<SocketAddr>) {
         self.handle = None;
         let ended = self.ended.get_or_insert_with(Box::default);
-        ended.remote = remote;
+        // A connection detached before (drained, then the socket failed) keeps its address.
+        if remote.is_some() {
+            ended.remote = remote;
+        }
         ended.error.get_or_insert(ConnectionError::LocallyClosed);
     }
 

@@ -444,3 +444,19 @@ fn the_runtime_entry_of_a_connection_stays_small() {
     let size = std::mem::size_of::<super::ConnState>();
     assert!(size <= 96, "ConnState is {size} bytes");
 }
+
+/// What an ended connection keeps: the first reason recorded and its last peer address, which
+/// a later failure of the socket (with no state machine left to ask) does not erase.
+#[test]
+fn an_ended_connection_keeps_its_reason_and_last_address() {
+    let mut st = ConnState::default();
+    assert_eq!((st.error(), st.last_remote()), (None, None));
+    st.set_error(ConnectionError::TimedOut);
+    st.set_error(ConnectionError::Reset);
+    let addr = localhost();
+    st.detach(Some(addr));
+    st.detach(None);
+    assert_eq!(st.error(), Some(&ConnectionError::TimedOut));
+    assert_eq!(st.last_remote(), Some(addr));
+    assert!(st.handle.is_none());
+}
