@@ -73,6 +73,7 @@ impl Connection {
         }
     }
 }
+
 /// Handshake-time and client-only state, boxed: an idle server connection holds none of it
 /// (about 150 bytes inline otherwise).
 #[derive(Default)]
