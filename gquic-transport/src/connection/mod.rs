@@ -1437,6 +1437,10 @@ impl Connection {
                     }
                 }
                 (keys, Some(next)) => {
+                    #[cfg_attr(
+                        not(any(feature = "aws-lc-rs", feature = "ring")),
+                        allow(unused_mut)
+                    )]
                     let mut phase = KeyPhase::new(keys, next, self.config.key_update_interval);
                     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
                     if let Some(source) = self.versions.key_source.take() {

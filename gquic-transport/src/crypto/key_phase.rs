@@ -118,14 +118,17 @@ pub struct KeyPhase {
     /// [`KeyPhase::wake`].
     asleep: bool,
     /// Whether `source` was checked against the keys in use.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     source_checked: bool,
 }
 
 /// Stands in for a dropped key while a connection hibernates: refuses every operation (the
 /// connection wakes its keys before any packet is sealed or opened). Zero-sized, so boxing it
-/// allocates nothing.
+/// allocates nothing. Only a connection with a key source (a crypto backend) sleeps.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 struct Asleep;
 
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 impl PacketKey for Asleep {
     fn encrypt_in_place(
         &self,
@@ -158,6 +161,7 @@ impl PacketKey for Asleep {
     }
 }
 
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 impl HeaderProtectionKey for Asleep {
     fn encrypt_in_place(&self, _: &[u8], _: &mut u8, _: &mut [u8]) -> Result<(), rustls::Error> {
         Err(rustls::Error::EncryptError)
@@ -214,6 +218,7 @@ impl KeyPhase {
             #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
             source: None,
             asleep: false,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
             source_checked: false,
         }
     }
