@@ -73,6 +73,8 @@ pub mod error;
 mod fast_hash;
 #[cfg(feature = "h3")]
 pub mod h3;
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+mod pack;
 pub mod qlog;
 pub mod range_set;
 pub mod recovery;

@@ -267,6 +267,33 @@ impl RangeSet {
             .map(move |r| r.start.max(range.start)..r.end.min(range.end))
     }
 
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the ranges out (connection hibernation).
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.u64(self.len() as u64);
+        let mut last = 0;
+        for r in self.iter() {
+            // Deltas: most are small.
+            p.u64(r.start - last);
+            p.u64(r.end - r.start);
+            last = r.end;
+        }
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`RangeSet::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let mut set = Self::new();
+        let mut last = 0u64;
+        for _ in 0..u.u64()? {
+            let start = last.checked_add(u.u64()?)?;
+            let end = start.checked_add(u.u64()?)?;
+            set.insert(start..end);
+            last = end;
+        }
+        Some(set)
+    }
+
     /// Removes everything.
     pub fn clear(&mut self) {
         self.0 = Repr::One(0, 0);

@@ -126,6 +126,12 @@ struct Pending {
     events: VecDeque<EndpointEvent>,
 }
 
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.retire.is_empty() && self.events.is_empty()
+    }
+}
+
 impl CidState {
     pub(super) fn new(
         local: ConnectionId,
@@ -149,12 +155,76 @@ impl CidState {
         }
     }
 
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the IDs out (connection hibernation); refuses while frames or endpoint events
+    /// wait.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.pending.as_deref().is_none_or(Pending::is_empty))?;
+        p.u64(self.local.len() as u64);
+        for (seq, (cid, token)) in self.local.iter() {
+            p.u64(*seq);
+            p.cid(cid);
+            p.token(token);
+        }
+        p.u64(self.next_local_seq);
+        p.u64(self.remote.len() as u64);
+        for (seq, (cid, token)) in self.remote.iter() {
+            p.u64(*seq);
+            p.cid(cid);
+            p.bool(token.is_some());
+            if let Some(t) = token {
+                p.token(t);
+            }
+        }
+        p.u64(self.remote_seq);
+        p.u64(self.retire_prior_to);
+        p.u64(self.limit);
+        p.bool(self.watched.is_some());
+        if let Some(t) = &self.watched {
+            p.token(t);
+        }
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`CidState::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let mut local = SeqMap::default();
+        for _ in 0..u.u64()? {
+            local.0.push((u.u64()?, (u.cid()?, u.token()?)));
+        }
+        let next_local_seq = u.u64()?;
+        let mut remote = SeqMap::default();
+        for _ in 0..u.u64()? {
+            let seq = u.u64()?;
+            let cid = u.cid()?;
+            let token = if u.bool()? { Some(u.token()?) } else { None };
+            remote.0.push((seq, (cid, token)));
+        }
+        // Written in sequence order; anything else is not ours.
+        fn sorted<V>(v: &[(u64, V)]) -> bool {
+            v.windows(2).all(|w| w[0].0 < w[1].0)
+        }
+        if !sorted(&local.0) || !sorted(&remote.0) {
+            return None;
+        }
+        Some(Self {
+            local,
+            next_local_seq,
+            remote,
+            remote_seq: u.u64()?,
+            retire_prior_to: u.u64()?,
+            limit: u.u64()?,
+            watched: if u.bool()? { Some(u.token()?) } else { None },
+            pending: None,
+        })
+    }
+
     /// Idle-connection diet: gives back the spare capacity of the ID lists and queues.
     pub(super) fn shrink(&mut self) {
         self.local.shrink_to_fit();
         self.remote.shrink_to_fit();
-        let empty = |p: &Pending| p.new.is_empty() && p.retire.is_empty() && p.events.is_empty();
-        if self.pending.as_deref().is_some_and(empty) {
+        if self.pending.as_deref().is_some_and(Pending::is_empty) {
             self.pending = None;
         }
     }

@@ -81,6 +81,32 @@ pub(super) struct SpaceEcn {
 }
 
 impl SpaceEcn {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the counts out (connection hibernation).
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) {
+        for c in [&self.received, &self.peer] {
+            p.u64(c.ect0);
+            p.u64(c.ect1);
+            p.u64(c.ce);
+        }
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`SpaceEcn::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let mut counts = || {
+            Some(EcnCounts {
+                ect0: u.u64()?,
+                ect1: u.u64()?,
+                ce: u.u64()?,
+            })
+        };
+        Some(Self {
+            received: counts()?,
+            peer: counts()?,
+        })
+    }
+
     /// Counts a received packet's codepoint; true when it was CE.
     pub(super) fn on_packet_received(&mut self, ecn: Option<EcnCodepoint>) -> bool {
         let c = &mut self.received;
@@ -104,6 +130,33 @@ impl SpaceEcn {
 }
 
 impl Ecn {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the path's ECN state out (connection hibernation).
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.u64(match self.state {
+            EcnState::Testing => 0,
+            EcnState::Capable => 1,
+            EcnState::Failed => 2,
+        });
+        p.u64(self.testing_sent);
+        p.u64(self.testing_lost);
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Ecn::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            state: match u.u64()? {
+                0 => EcnState::Testing,
+                1 => EcnState::Capable,
+                2 => EcnState::Failed,
+                _ => return None,
+            },
+            testing_sent: u.u64()?,
+            testing_lost: u.u64()?,
+        })
+    }
+
     pub(super) fn new(enabled: bool) -> Self {
         Self {
             state: if enabled {

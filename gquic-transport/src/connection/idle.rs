@@ -74,6 +74,24 @@ impl Connection {
     }
 }
 
+/// A connection's tracing span (when it is created, and again when it wakes from
+/// hibernation); the ALPN is recorded when the handshake completes.
+pub(super) fn conn_span(
+    side: crate::types::Side,
+    remote: std::net::SocketAddr,
+    local_cid: crate::wire::ConnectionId,
+    original_dst_cid: crate::wire::ConnectionId,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "conn",
+        side = ?side,
+        remote = %remote,
+        cid = %local_cid,
+        odcid = %original_dst_cid,
+        alpn = tracing::field::Empty
+    )
+}
+
 /// Handshake-time and client-only state, boxed: an idle server connection holds none of it
 /// (about 150 bytes inline otherwise).
 #[derive(Default)]

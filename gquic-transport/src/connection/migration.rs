@@ -25,6 +25,37 @@ use crate::wire::{ConnectionId, Frame};
 /// PATH_CHALLENGE values kept while waiting for the PATH_RESPONSE.
 const MAX_OUTSTANDING_CHALLENGES: usize = 4;
 
+impl Migration {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the state out (connection hibernation); refuses during a path validation or
+    /// with a previous path kept.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(
+            self.validation.is_none()
+                && self.previous.is_none()
+                && !self.pad_packet
+                && !self.ping_pending,
+        )?;
+        p.bool(self.peer_dcid.is_some());
+        if let Some(c) = &self.peer_dcid {
+            p.cid(c);
+        }
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Migration::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            validation: None,
+            previous: None,
+            peer_dcid: if u.bool()? { Some(u.cid()?) } else { None },
+            pad_packet: false,
+            ping_pending: false,
+        })
+    }
+}
+
 /// What the connection knows about migration and path validation.
 #[derive(Debug, Default)]
 pub(super) struct Migration {

@@ -6,6 +6,8 @@
 
 mod cid;
 mod ecn;
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+mod hibernate;
 mod idle;
 mod migration;
 mod mtud;
@@ -32,6 +34,8 @@ use rustls::quic::{self as tls};
 
 use self::cid::CidState;
 pub use self::cid::EndpointEvent;
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+pub use self::hibernate::Hibernated;
 pub use self::spaces::SpaceId;
 use self::spaces::Spaces;
 use self::streams::Streams;
@@ -609,15 +613,7 @@ impl Connection {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Self {
         let max_datagram_size = u64::from(config.initial_mtu);
-        // The ALPN is recorded when the handshake completes.
-        let span = tracing::debug_span!(
-            "conn",
-            side = ?side,
-            remote = %remote,
-            cid = %local_cid,
-            odcid = %original_dst_cid,
-            alpn = tracing::field::Empty
-        );
+        let span = idle::conn_span(side, remote, local_cid, original_dst_cid);
         let streams = Streams::new(
             side,
             params,

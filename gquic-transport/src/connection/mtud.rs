@@ -55,6 +55,43 @@ pub(super) struct Mtud {
 }
 
 impl Mtud {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the search state out (connection hibernation); refuses while a search is under
+    /// way.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.in_flight.is_none() && !(self.enabled && self.searching))?;
+        for v in [self.current, self.upper, self.low, self.high] {
+            p.u64(u64::from(v));
+        }
+        p.opt_u64(self.probe.map(u64::from));
+        p.u64(u64::from(self.attempts));
+        p.opt_time(self.next_search);
+        p.bool(self.searching);
+        p.u64(u64::from(self.large_losses));
+        p.bool(self.enabled);
+        p.bool(self.started);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Mtud::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            current: u.u16()?,
+            upper: u.u16()?,
+            low: u.u16()?,
+            high: u.u16()?,
+            probe: u.opt_u64()?.map(u16::try_from).transpose().ok()?,
+            attempts: u.u8()?,
+            in_flight: None,
+            next_search: u.opt_time()?,
+            searching: u.bool()?,
+            large_losses: u.u32()?,
+            enabled: u.bool()?,
+            started: u.bool()?,
+        })
+    }
+
     pub(super) fn new(upper: u16, enabled: bool) -> Self {
         Self {
             current: BASE,

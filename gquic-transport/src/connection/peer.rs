@@ -40,6 +40,26 @@ impl PeerParams {
         }
     }
 
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the parameters out (connection hibernation): as the peer encoded them.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.bool(self.sender.is_server());
+        p.bytes(&self.encoded);
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`PeerParams::pack`] wrote, decoding the values kept at hand again.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let sender = if u.bool()? {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let encoded = u.bytes()?;
+        let params = TransportParameters::decode(sender, encoded).ok()?;
+        Some(Self::new(&params, sender, encoded))
+    }
+
     /// The whole set, decoded again.
     pub(super) fn decode(&self) -> Option<TransportParameters> {
         // They decoded once already: this cannot fail, and `None` stands for it if it did.

@@ -232,6 +232,45 @@ impl PacketSpace {
     }
 
     /// The CRYPTO streams, taken up again (at their offsets) if they were let go.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the application space out (connection hibernation); refuses while it holds
+    /// keys, CRYPTO data or packets in flight.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.keys.is_none() && self.crypto.is_none() && !self.discarded)?;
+        p.u64(self.crypto_offsets[0]);
+        p.u64(self.crypto_offsets[1]);
+        self.sent.pack(p)?;
+        self.received.pack(p);
+        self.eliciting_received.pack(p);
+        p.opt_u64(self.largest_received);
+        p.opt_time(self.largest_received_time);
+        p.u64(self.unacked_eliciting);
+        p.opt_time(self.ack_deadline);
+        p.u64(u64::from(self.probes));
+        self.ecn.pack(p);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`PacketSpace::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            keys: None,
+            crypto: None,
+            crypto_offsets: [u.u64()?, u.u64()?],
+            sent: SentPackets::unpack(u)?,
+            received: RangeSet::unpack(u)?,
+            eliciting_received: RangeSet::unpack(u)?,
+            largest_received: u.opt_u64()?,
+            largest_received_time: u.opt_time()?,
+            unacked_eliciting: u.u64()?,
+            ack_deadline: u.opt_time()?,
+            probes: u.u8()?,
+            ecn: super::ecn::SpaceEcn::unpack(u)?,
+            discarded: false,
+        })
+    }
+
     pub(super) fn crypto_mut(&mut self) -> &mut CryptoStreams {
         let [send, recv] = self.crypto_offsets;
         self.crypto.get_or_insert_with(|| {
@@ -308,6 +347,24 @@ impl Spaces {
             handshake: Some(Box::new(PacketSpace::new())),
             data: PacketSpace::new(),
         }
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the spaces out (connection hibernation): only once the Initial and Handshake
+    /// spaces are gone.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.initial.is_none() && self.handshake.is_none())?;
+        self.data.pack(p)
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Spaces::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            initial: None,
+            handshake: None,
+            data: PacketSpace::unpack(u)?,
+        })
     }
 
     /// Frees a discarded Initial or Handshake space (the application space stays).

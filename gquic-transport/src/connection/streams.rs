@@ -212,6 +212,87 @@ fn dir_index(dir: Dir) -> usize {
 }
 
 impl Streams {
+    /// Streams for a connection on `side`.impl Streams {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the limits and flow control out (connection hibernation); refuses while any
+    /// stream is open or anything is queued.
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.send.is_empty() && self.recv.is_empty() && self.queues.is_none())?;
+        p.bool(self.side.is_server());
+        for pair in [
+            &self.next_local,
+            &self.max_local,
+            &self.next_remote,
+            &self.max_remote,
+            &self.concurrent_remote,
+            &self.closed_remote,
+        ] {
+            p.u64(pair[0]);
+            p.u64(pair[1]);
+        }
+        p.u64(self.max_data);
+        p.u64(self.data_sent);
+        p.opt_u64(self.data_blocked_at);
+        p.opt_u64(self.streams_blocked_at[0]);
+        p.opt_u64(self.streams_blocked_at[1]);
+        self.window.pack(p);
+        p.u64(self.data_received);
+        for v in self.peer_stream_data {
+            p.u64(v);
+        }
+        p.u64(self.stream_window);
+        p.u64(self.max_stream_window);
+        p.u64(self.send_buffered);
+        p.u64(self.send_window);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Streams::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let side = if u.bool()? {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let mut pair = || Some([u.u64()?, u.u64()?]);
+        let next_local = pair()?;
+        let max_local = pair()?;
+        let next_remote = pair()?;
+        let max_remote = pair()?;
+        let concurrent_remote = pair()?;
+        let closed_remote = pair()?;
+        Some(Self {
+            side,
+            send: FastMap::default(),
+            recv: FastMap::default(),
+            next_local,
+            max_local,
+            next_remote,
+            max_remote,
+            concurrent_remote,
+            closed_remote,
+            max_data: u.u64()?,
+            data_sent: u.u64()?,
+            data_blocked_at: u.opt_u64()?,
+            streams_blocked_at: [u.opt_u64()?, u.opt_u64()?],
+            window: RecvWindow::unpack(u)?,
+            data_received: u.u64()?,
+            peer_stream_data: [u.u64()?, u.u64()?, u.u64()?],
+            stream_window: u.u64()?,
+            max_stream_window: u.u64()?,
+            send_buffered: u.u64()?,
+            send_window: u.u64()?,
+            queues: None,
+        })
+    }
+
+    /// Whether no stream is open and nothing is queued.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.send.is_empty() && self.recv.is_empty() && self.queues.is_none()
+    }
+
     /// Streams for a connection on `side`. `local` are our transport parameters (what we allow
     /// the peer); the peer's arrive with [`Streams::set_peer_params`].
     pub fn new(

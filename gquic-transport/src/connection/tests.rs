@@ -448,7 +448,7 @@ fn from_now(c: &Connection) -> Instant {
     c.last_ack_eliciting_sent.unwrap_or_else(Instant::now)
 }
 
-fn established() -> Pair {
+pub(crate) fn established() -> Pair {
     let mut p = default_pair(Duration::from_millis(5));
     p.drive_for(Duration::from_millis(100));
     assert!(p.server_events.contains(&Event::Connected));

@@ -40,6 +40,87 @@ impl From<tls::ServerConnection> for Tls {
 }
 
 impl Tls {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes a finished server session out (connection hibernation); refuses while the
+    /// rustls connection lives (a client's, or a handshake's).
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        let Tls::Done(s) = self else {
+            return None;
+        };
+        let opt_bytes = |p: &mut crate::pack::Packer, b: Option<&[u8]>| {
+            p.bool(b.is_some());
+            if let Some(b) = b {
+                p.bytes(b);
+            }
+        };
+        opt_bytes(p, s.alpn.as_deref());
+        opt_bytes(p, s.server_name.as_deref().map(str::as_bytes));
+        p.u64(match s.kind {
+            None => 0,
+            Some(rustls::HandshakeKind::Full) => 1,
+            Some(rustls::HandshakeKind::FullWithHelloRetryRequest) => 2,
+            Some(rustls::HandshakeKind::Resumed) => 3,
+        });
+        p.opt_u64(s.suite.map(|c| u64::from(u16::from(c.suite()))));
+        p.bool(s.peer_certificates.is_some());
+        if let Some(certs) = &s.peer_certificates {
+            p.u64(certs.len() as u64);
+            for c in certs {
+                p.bytes(c);
+            }
+        }
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Tls::pack`] wrote; the suite comes from `provider`.
+    pub(super) fn unpack(
+        u: &mut crate::pack::Unpacker<'_>,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Option<Self> {
+        let alpn = if u.bool()? {
+            Some(u.bytes()?.to_vec())
+        } else {
+            None
+        };
+        let server_name = if u.bool()? {
+            Some(String::from_utf8(u.bytes()?.to_vec()).ok()?)
+        } else {
+            None
+        };
+        let kind = match u.u64()? {
+            0 => None,
+            1 => Some(rustls::HandshakeKind::Full),
+            2 => Some(rustls::HandshakeKind::FullWithHelloRetryRequest),
+            3 => Some(rustls::HandshakeKind::Resumed),
+            _ => return None,
+        };
+        let suite = match u.opt_u64()? {
+            None => None,
+            Some(id) => {
+                let id = rustls::CipherSuite::from(u16::try_from(id).ok()?);
+                Some(*provider.cipher_suites.iter().find(|s| s.suite() == id)?)
+            }
+        };
+        let peer_certificates = if u.bool()? {
+            let n = u.u64()?;
+            let mut certs = Vec::new();
+            for _ in 0..n {
+                certs.push(CertificateDer::from(u.bytes()?.to_vec()));
+            }
+            Some(certs)
+        } else {
+            None
+        };
+        Some(Tls::Done(Box::new(Summary {
+            alpn,
+            server_name,
+            kind,
+            suite,
+            peer_certificates,
+        })))
+    }
+
     /// A server whose handshake is complete: keeps only the summary. No effect on a client
     /// (it still receives session tickets) or while the handshake runs.
     pub(super) fn finish_server(&mut self) {

@@ -66,6 +66,43 @@ pub(super) struct VersionState {
     pub(super) key_source: Option<Box<crypto::version_keys::KeySource>>,
 }
 
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+impl VersionState {
+    /// Writes the settled state out (connection hibernation); refuses while anything of the
+    /// negotiation is held.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(
+            self.available.is_empty()
+                && self.pending.is_none()
+                && self.original_initial.is_none()
+                && self.capture_source.is_none()
+                && self.capture.is_none()
+                && self.key_source.is_none(),
+        )?;
+        p.opt_u64(self.original.map(|v| u64::from(v.0)));
+        p.bool(self.settled);
+        Some(())
+    }
+
+    /// Reads back what [`VersionState::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            original: u
+                .opt_u64()?
+                .map(|v| u32::try_from(v).map(Version))
+                .transpose()
+                .ok()?,
+            available: Vec::new(),
+            pending: None,
+            original_initial: None,
+            settled: u.bool()?,
+            capture_source: None,
+            capture: None,
+            key_source: None,
+        })
+    }
+}
+
 /// Server: the ClientHello gathered so far and how to start TLS again.
 pub(super) struct ServerPending {
     hello: Vec<u8>,

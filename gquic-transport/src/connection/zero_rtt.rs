@@ -62,6 +62,33 @@ struct Early {
 }
 
 impl ZeroRtt {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the outcome out (connection hibernation); refuses while 0-RTT keys or state
+    /// are held.
+    pub(super) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.keys.is_none() && self.remembered.is_none() && self.early.is_none())?;
+        p.bool(self.sent);
+        p.opt_u64(self.accepted.map(u64::from));
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`ZeroRtt::pack`] wrote.
+    pub(super) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            keys: None,
+            remembered: None,
+            sent: u.bool()?,
+            accepted: match u.opt_u64()? {
+                None => None,
+                Some(0) => Some(false),
+                Some(1) => Some(true),
+                Some(_) => return None,
+            },
+            early: None,
+        })
+    }
+
     fn early_mut(&mut self) -> &mut Early {
         self.early.get_or_insert_with(Box::default)
     }

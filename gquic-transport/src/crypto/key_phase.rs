@@ -397,6 +397,63 @@ impl KeyPhase {
         true
     }
 
+    /// Writes an asleep key phase out (connection hibernation): its counters and the source
+    /// of its keys. Refuses while any key is held (awake, or the previous generation's).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(
+            self.asleep
+                && self.source_checked
+                && self.secrets.is_none()
+                && self.next.is_none()
+                && self.previous_remote.is_none(),
+        )?;
+        let source = self.source.as_ref()?;
+        p.bool(self.phase);
+        p.opt_u64(self.first_received_pn);
+        p.opt_u64(self.first_sent_pn);
+        p.bool(self.confirmed);
+        p.bool(self.acked_in_phase);
+        p.u64(self.encrypted);
+        p.u64(self.failed);
+        p.u64(self.update_interval);
+        p.u64(self.generation);
+        source.pack(p);
+        Some(())
+    }
+
+    /// Reads back what [`KeyPhase::pack`] wrote: an asleep key phase, whose keys
+    /// [`KeyPhase::wake`] expands from the source.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) fn unpack(
+        u: &mut crate::pack::Unpacker<'_>,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Option<Self> {
+        Some(Self {
+            secrets: None,
+            phase: u.bool()?,
+            local: Box::new(Asleep),
+            remote: Box::new(Asleep),
+            next: None,
+            previous_remote: None,
+            local_header: Box::new(Asleep),
+            remote_header: Box::new(Asleep),
+            first_received_pn: u.opt_u64()?,
+            first_sent_pn: u.opt_u64()?,
+            confirmed: u.bool()?,
+            acked_in_phase: u.bool()?,
+            encrypted: u.u64()?,
+            failed: u.u64()?,
+            update_interval: u.u64()?,
+            generation: u.u64()?,
+            source: Some(Box::new(super::version_keys::KeySource::unpack(
+                u, provider,
+            )?)),
+            asleep: true,
+            source_checked: true,
+        })
+    }
+
     /// Whether the next generation's keys are dropped ([`KeyPhase::hibernate`]).
     pub fn is_hibernating(&self) -> bool {
         self.next.is_none()

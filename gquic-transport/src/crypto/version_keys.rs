@@ -464,6 +464,63 @@ impl KeySource {
         }
     }
 
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the source out (connection hibernation): the suite, the version's labels, the
+    /// side and the secrets.
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.u64(u64::from(u16::from(self.suite.common.suite)));
+        p.bool(std::ptr::eq(self.labels, &V2_LABELS));
+        p.bool(self.side.is_server());
+        let secrets = |p: &mut crate::pack::Packer, s: &TrafficSecrets| {
+            p.bytes(s.client.as_ref());
+            p.bytes(s.server.as_ref());
+        };
+        secrets(p, &self.first);
+        p.bool(self.current.is_some());
+        if let Some(c) = &self.current {
+            secrets(p, c);
+        }
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`KeySource::pack`] wrote; the suite comes from `provider`.
+    pub(crate) fn unpack(
+        u: &mut crate::pack::Unpacker<'_>,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Option<Self> {
+        let id = CipherSuite::from(u.u16()?);
+        let suite = provider.cipher_suites.iter().find_map(|s| match s {
+            rustls::SupportedCipherSuite::Tls13(t) if t.common.suite == id => Some(*t),
+            _ => None,
+        })?;
+        let labels = if u.bool()? { &V2_LABELS } else { &V1_LABELS };
+        let side = if u.bool()? {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let secrets = |u: &mut crate::pack::Unpacker<'_>| {
+            Some(TrafficSecrets {
+                client: OkmBlock::new(u.bytes()?),
+                server: OkmBlock::new(u.bytes()?),
+            })
+        };
+        let first = secrets(u)?;
+        let current = if u.bool()? {
+            Some(Box::new(secrets(u)?))
+        } else {
+            None
+        };
+        Some(Self {
+            suite,
+            aead: Aead::of(suite).ok()?,
+            labels,
+            side,
+            first,
+            current,
+        })
+    }
+
     /// The secrets of the generation after the current one (what a key update moves to), so
     /// that a connection can let its own copy go while it is idle.
     pub fn next_secrets(&self) -> VersionSecrets {

@@ -8,6 +8,7 @@
 
 mod early;
 mod shard;
+mod slots;
 mod token;
 
 pub use self::shard::{Tossed, MAX_SHARDS};
@@ -318,7 +319,7 @@ impl std::ops::AddAssign for EndpointStats {
 pub struct Endpoint {
     config: EndpointConfig,
     server: Option<Arc<ServerConfig>>,
-    connections: Vec<Option<Box<Connection>>>,
+    connections: slots::Slots,
     free: Vec<usize>,
     by_cid: crate::fast_hash::FastMap<ConnectionId, usize>,
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
@@ -365,6 +366,9 @@ pub struct Endpoint {
     touched: VecDeque<usize>,
     in_touched: Vec<bool>,
     stats: EndpointStats,
+    /// The latest time the endpoint was given: a connection woken by an application call
+    /// (which brings no time) counts its quiet second from here.
+    latest: Option<Instant>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -454,7 +458,7 @@ impl Endpoint {
             stateless_tokens: f64::from(config.max_stateless_per_second),
             config,
             server,
-            connections: Vec::new(),
+            connections: slots::Slots::default(),
             free: Vec::new(),
             by_cid: crate::fast_hash::FastMap::default(),
             by_reset_token: HashMap::new(),
@@ -481,6 +485,7 @@ impl Endpoint {
             touched: VecDeque::new(),
             in_touched: Vec::new(),
             stats: EndpointStats::default(),
+            latest: None,
         })
     }
 
@@ -532,33 +537,76 @@ impl Endpoint {
         self.connections.len() - self.free.len()
     }
 
-    /// A connection by handle (`None` once drained and removed).
-    pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
-        self.connections.get(h.0)?.as_deref()
+    /// Connections hibernating: idle, their state packed until something wakes them
+    /// ([`crate::config::TransportConfig::hibernate`]).
+    pub fn hibernating_count(&self) -> usize {
+        self.connections.asleep()
     }
 
-    /// A connection by handle, mutable.
+    /// A connection by handle, if it is awake: `None` once drained and removed, or while it
+    /// hibernates ([`Endpoint::connection_mut`] wakes it; [`Endpoint::connection_stats`]
+    /// reads its counters either way).
+    pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.connections.awake(h.0)
+    }
+
+    /// A connection's counters, without waking it if it hibernates.
+    pub fn connection_stats(
+        &self,
+        h: ConnectionHandle,
+    ) -> Option<crate::connection::ConnectionStats> {
+        self.connections.stats(h.0)
+    }
+
+    /// A connection by handle, mutable; wakes it if it hibernates.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
-        self.connections.get(h.0)?.as_ref()?;
+        self.conn_mut(h.0, None)?;
         // Whatever the caller does may move the connection's deadline or give it something
         // to send.
         self.timers.get_mut().touch(h.0);
         self.mark_send_ready(h.0);
-        self.connections.get_mut(h.0)?.as_deref_mut()
+        self.connections.awake_mut(h.0)
+    }
+
+    /// The connection in slot `idx`, woken if it hibernates (at `now`, or else the latest time
+    /// the endpoint knows).
+    fn conn_mut(&mut self, idx: usize, now: Option<Instant>) -> Option<&mut Connection> {
+        if let Some(now) = now {
+            self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
+        }
+        match self.connections.wake(idx, self.latest) {
+            slots::Wake::Awake => {}
+            slots::Wake::Free => return None,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            slots::Wake::Lost => {
+                tracing::error!(idx, "a hibernated connection did not unpack; dropped");
+                self.forget(idx);
+                return None;
+            }
+        }
+        self.connections.awake_mut(idx)
+    }
+
+    /// Drops every route to slot `idx`, whose connection is gone without draining.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn forget(&mut self, idx: usize) {
+        self.by_cid.retain(|_, i| *i != idx);
+        self.by_reset_token.retain(|_, i| *i != idx);
+        if let Some(r) = self.initial_route.get_mut(idx) {
+            *r = None;
+        }
+        self.timers.get_mut().touch(idx);
+        self.free.push(idx);
     }
 
     /// The endpoint's socket moved to a new local address (`ip_changed`: not just a new
     /// port). Every connection is told ([`Connection::local_address_changed`]): client
     /// connections migrate to the new path (RFC 9000 §9.2, §9.5).
     pub fn local_address_changed(&mut self, now: Instant, ip_changed: bool) {
-        for (idx, conn) in self.connections.iter_mut().enumerate() {
-            if let Some(conn) = conn {
+        for idx in 0..self.connections.len() {
+            if let Some(conn) = self.conn_mut(idx, Some(now)) {
                 conn.local_address_changed(now, ip_changed);
                 self.timers.get_mut().touch(idx);
-            }
-        }
-        for idx in 0..self.connections.len() {
-            if self.connections[idx].is_some() {
                 self.mark_send_ready(idx);
             }
         }
@@ -613,16 +661,7 @@ impl Endpoint {
 
     fn insert(&mut self, conn: Connection) -> usize {
         let cid = conn.local_cid();
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.connections[i] = Some(Box::new(conn));
-                i
-            }
-            None => {
-                self.connections.push(Some(Box::new(conn)));
-                self.connections.len() - 1
-            }
-        };
+        let idx = self.connections.put(self.free.pop(), Box::new(conn));
         self.route(cid, idx);
         self.timers.get_mut().touch(idx);
         self.mark_send_ready(idx);
@@ -655,7 +694,8 @@ impl Endpoint {
         &mut self,
         h: ConnectionHandle,
     ) -> Option<crate::connection::Event> {
-        self.connections.get_mut(h.0)?.as_deref_mut()?.poll_event()
+        // A hibernating connection has no events.
+        self.connections.awake_mut(h.0)?.poll_event()
     }
 
     /// Puts a connection in the queue of those that may have something to send (and marks
@@ -847,7 +887,7 @@ impl Endpoint {
         };
         let dst = ConnectionId::try_from_slice(p.dst_cid);
         if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
-            if let Some(conn) = self.connections[idx].as_mut() {
+            if let Some(conn) = self.conn_mut(idx, Some(now)) {
                 conn.handle_datagram_ecn(now, remote, ecn, data);
                 self.mark_send_ready(idx);
                 self.process_events(idx);
@@ -861,7 +901,7 @@ impl Endpoint {
                 let mut tail = [0u8; ResetToken::LEN];
                 tail.copy_from_slice(&data[at..]);
                 if let Some(&idx) = self.by_reset_token.get(&ResetToken(tail)) {
-                    if let Some(conn) = self.connections[idx].as_mut() {
+                    if let Some(conn) = self.conn_mut(idx, Some(now)) {
                         conn.handle_datagram_ecn(now, remote, ecn, data);
                         self.mark_send_ready(idx);
                         self.process_events(idx);
@@ -1060,7 +1100,7 @@ impl Endpoint {
         self.stats.accepted += 1;
         // 0-RTT datagrams that overtook this Initial.
         for (ecn, early) in self.early.take(now, &dst, remote) {
-            if let Some(conn) = self.connections[idx].as_mut() {
+            if let Some(conn) = self.connections.awake_mut(idx) {
                 conn.handle_datagram_ecn(now, remote, ecn, early);
             }
         }
@@ -1212,8 +1252,9 @@ impl Endpoint {
     fn process_events(&mut self, idx: usize) {
         // Called after every change to a connection: its deadline may have moved.
         self.timers.get_mut().touch(idx);
-        while let Some(event) = self.connections[idx]
-            .as_mut()
+        while let Some(event) = self
+            .connections
+            .awake_mut(idx)
             .and_then(|c| c.poll_endpoint_event())
         {
             match event {
@@ -1225,7 +1266,7 @@ impl Endpoint {
                             (cid, self.reset_token(&cid))
                         })
                         .collect();
-                    if let Some(c) = self.connections[idx].as_mut() {
+                    if let Some(c) = self.connections.awake_mut(idx) {
                         c.issue_cids(cids);
                         // NEW_CONNECTION_ID frames to send.
                         self.mark_send_ready(idx);
@@ -1240,8 +1281,9 @@ impl Endpoint {
                     // What routes to the connection: its own IDs not retired, the Initial's
                     // ID, and the reset token of the peer ID in use (the changes came
                     // through the events above, in order).
-                    let (cids, token) = self.connections[idx]
-                        .as_ref()
+                    let (cids, token) = self
+                        .connections
+                        .awake(idx)
                         .map(|c| (c.routed_cids(), c.peer_reset_tokens()))
                         .unwrap_or_default();
                     let initial = self.initial_route.get_mut(idx).and_then(Option::take);
@@ -1251,7 +1293,7 @@ impl Endpoint {
                     if let Some(token) = token {
                         self.unwatch(&token, idx);
                     }
-                    if let Some(conn) = self.connections[idx].take() {
+                    if let Some(conn) = self.connections.take(idx) {
                         if self.drained.len() >= MAX_DRAINED {
                             self.drained.pop_front();
                         }
@@ -1278,7 +1320,8 @@ impl Endpoint {
         // to send, and each of them marks it.
         while let Some(idx) = self.send_ready.pop_front() {
             self.in_send_ready[idx] = false;
-            let Some(conn) = self.connections[idx].as_mut() else {
+            // A hibernating connection has nothing to send.
+            let Some(conn) = self.connections.awake_mut(idx) else {
                 continue;
             };
             let sent = conn.poll_transmit(now, buf);
@@ -1348,7 +1391,7 @@ impl Endpoint {
         let mut count = 1;
         let mut scratch = std::mem::take(&mut self.scratch);
         while count < max_segments {
-            let Some(conn) = self.connections[idx].as_mut() else {
+            let Some(conn) = self.connections.awake_mut(idx) else {
                 break;
             };
             let Some(t) = conn.poll_transmit(now, &mut scratch) else {
@@ -1401,11 +1444,7 @@ impl Endpoint {
         let mut timers = self.timers.borrow_mut();
         let mut dirty = std::mem::take(&mut timers.dirty);
         for &idx in &dirty {
-            let t = self
-                .connections
-                .get(idx)
-                .and_then(|c| c.as_deref())
-                .and_then(Connection::poll_timeout);
+            let t = self.connections.deadline(idx);
             timers.set(idx, t);
         }
         dirty.clear();
@@ -1414,6 +1453,7 @@ impl Endpoint {
 
     /// Fires the timers of every connection due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
         self.refresh_timers();
         let mut due = std::mem::take(&mut self.timers.get_mut().due);
         due.clear();
@@ -1426,12 +1466,16 @@ impl Endpoint {
                 .map(|&(_, idx)| idx),
         );
         for &idx in &due {
-            if let Some(c) = self.connections[idx].as_mut() {
+            if let Some(c) = self.conn_mut(idx, Some(now)) {
                 c.handle_timeout(now);
                 self.mark_send_ready(idx);
             }
-            if self.connections[idx].is_some() {
+            if self.connections.is_live(idx) {
                 self.process_events(idx);
+                // Quiet, with nothing to send or track: packed until woken.
+                if self.connections.hibernate(idx, now) {
+                    self.timers.get_mut().touch(idx);
+                }
             } else {
                 self.timers.get_mut().touch(idx);
             }

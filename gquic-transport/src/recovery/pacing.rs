@@ -19,6 +19,26 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the pacer out (connection hibernation).
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.u64(self.tokens);
+        p.u64(self.capacity);
+        p.opt_time(self.last);
+        p.u64(self.burst_packets);
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`Pacer::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            tokens: u.u64()?,
+            capacity: u.u64()?,
+            last: u.opt_time()?,
+            burst_packets: u.u64()?,
+        })
+    }
+
     /// A pacer allowing bursts of `burst_packets` datagrams of `max_datagram_size`.
     pub fn new(burst_packets: u64, max_datagram_size: u64) -> Self {
         let capacity = burst_packets * max_datagram_size;

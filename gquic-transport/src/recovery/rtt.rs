@@ -17,6 +17,26 @@ pub struct RttEstimator {
 }
 
 impl RttEstimator {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the estimator out (connection hibernation).
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.dur(self.latest);
+        p.opt_dur(self.smoothed);
+        p.dur(self.var);
+        p.dur(self.min);
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`RttEstimator::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            latest: u.dur()?,
+            smoothed: u.opt_dur()?,
+            var: u.dur()?,
+            min: u.dur()?,
+        })
+    }
+
     /// An estimator that assumes `initial` until the first sample (RFC 9002 §5.3).
     pub fn new(initial: Duration) -> Self {
         Self {

@@ -75,6 +75,38 @@ impl<T> Default for SentPackets<T> {
 }
 
 impl<T> SentPackets<T> {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the space's packet numbers out (connection hibernation); refuses while any
+    /// packet is tracked.
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(
+            self.packets.is_empty()
+                && self.loss_time.is_none()
+                && self.bytes_in_flight == 0
+                && self.ack_eliciting_in_flight == 0,
+        )?;
+        p.u64(self.next_pn);
+        p.opt_u64(self.largest_acked);
+        p.opt_time(self.time_of_last_ack_eliciting);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`SentPackets::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        let next_pn = u.u64()?;
+        Some(Self {
+            packets: VecDeque::new(),
+            base: next_pn,
+            next_pn,
+            largest_acked: u.opt_u64()?,
+            time_of_last_ack_eliciting: u.opt_time()?,
+            loss_time: None,
+            bytes_in_flight: 0,
+            ack_eliciting_in_flight: 0,
+        })
+    }
+
     /// An empty space.
     pub fn new() -> Self {
         Self::default()

@@ -91,9 +91,11 @@ fn totals(shards: &[Weak<Shared>]) -> Option<(Gone, i64, u64)> {
         let s = shared.lock();
         t.merge(&s.gone);
         for &h in s.by_handle.keys() {
-            if let Some(c) = s.ep.connection(h) {
-                t.add(&c.stats());
-                streams += c.open_streams() as i64;
+            // A hibernating connection has its counters read without waking it, and no
+            // stream open.
+            if let Some(stats) = s.ep.connection_stats(h) {
+                t.add(&stats);
+                streams += s.ep.connection(h).map_or(0, |c| c.open_streams()) as i64;
             }
         }
         retries += s.ep.stats().retries;

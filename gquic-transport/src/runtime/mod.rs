@@ -398,7 +398,7 @@ impl State {
         for st in self.conns.values_mut() {
             let remote = st
                 .handle
-                .and_then(|h| self.ep.connection(h))
+                .and_then(|h| self.ep.connection_mut(h))
                 .map(|c| c.remote_address());
             st.detach(remote);
             st.wake_all();
@@ -1081,6 +1081,16 @@ impl Endpoint {
         self.shards
             .iter()
             .map(|sh| sh.lock().live_connections())
+            .sum()
+    }
+
+    /// Of those, the connections hibernating: idle, their state packed into a few hundred
+    /// bytes until a datagram, a timer or a call on them wakes them
+    /// ([`crate::TransportConfig::hibernate`]).
+    pub fn hibernating_connections(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|sh| sh.lock().ep.hibernating_count())
             .sum()
     }
 

@@ -21,6 +21,28 @@ pub struct RecvWindow {
 }
 
 impl RecvWindow {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes the window out (connection hibernation).
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) {
+        p.u64(self.window);
+        p.u64(self.max_window);
+        p.u64(self.max_data);
+        p.u64(self.consumed);
+        p.opt_time(self.last_update);
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`RecvWindow::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            window: u.u64()?,
+            max_window: u.u64()?,
+            max_data: u.u64()?,
+            consumed: u.u64()?,
+            last_update: u.opt_time()?,
+        })
+    }
+
     /// A window starting at `initial` bytes and growing up to `max_window`.
     pub fn new(initial: u64, max_window: u64) -> Self {
         Self {

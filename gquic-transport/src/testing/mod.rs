@@ -434,6 +434,9 @@ mod congestion_tests;
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod hibernate_tests;
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 mod migration_tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]

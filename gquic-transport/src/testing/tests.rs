@@ -265,7 +265,8 @@ fn key_updates_after_an_idle_connection_compacted() {
         "a client keeps the name it dialed (NEW_TOKEN tokens are stored under it)"
     );
     c.initiate_key_update().expect("the client may update");
-    let sc = s.net.endpoint(S).connection(server).unwrap();
+    // The idle server hibernates; the call wakes it.
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
     assert!(sc.is_compacted());
     assert!(
         !sc.holds_extras(),
@@ -302,7 +303,12 @@ fn idle_connections_drop_their_keys_and_expand_them_again() {
                 .connection(s.client)
                 .unwrap()
                 .keys_asleep(),
-            s.net.endpoint(S).connection(server).unwrap().keys_asleep(),
+            // The idle server hibernates; the call wakes it (its keys still asleep).
+            s.net
+                .endpoint(S)
+                .connection_mut(server)
+                .unwrap()
+                .keys_asleep(),
         )
     };
     assert_eq!(asleep(&mut s, server), (true, true), "both sides sleep");

@@ -1088,6 +1088,7 @@ impl Proxy {
 }
 
 mod features;
+mod hibernation;
 mod migration;
 mod sharded;
 

@@ -1,0 +1,161 @@
+//! Hibernation of idle connections (`connection::hibernate`) through the endpoint, over the
+//! simulated network.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::tests::{connect, pattern, sim, Sim, C, S};
+use super::*;
+use crate::config::TransportConfig;
+use crate::connection::{ConnectionError, Event};
+use crate::endpoint::ConnectionHandle;
+use crate::Dir;
+
+fn events(s: &mut Sim, node: usize, h: ConnectionHandle) -> Vec<Event> {
+    let ep = s.net.endpoint(node);
+    std::iter::from_fn(|| ep.poll_connection_event(h)).collect()
+}
+
+/// An idle server connection is packed after a quiet second; a datagram for it wakes it (no
+/// call on it needed), it reads the data, and it goes back to sleep when quiet again.
+#[test]
+fn an_idle_server_connection_hibernates_and_a_datagram_wakes_it() {
+    let mut s = sim(21, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    let ep = s.net.endpoint(S);
+    assert_eq!(ep.hibernating_count(), 1);
+    assert!(ep.connection(server).is_none(), "packed, not awake");
+    let stats = ep
+        .connection_stats(server)
+        .expect("counters of a packed connection");
+    assert!(stats.packets_received >= 3, "{stats:?}");
+    assert_eq!(ep.connection_count(), 1);
+    assert_eq!(
+        s.net.endpoint(C).hibernating_count(),
+        0,
+        "clients stay awake"
+    );
+    for round in 0..3 {
+        let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+        let id = c.open(Dir::Uni).unwrap();
+        c.write(id, Bytes::from(pattern(50_000))).unwrap();
+        c.finish(id).unwrap();
+        s.net.run_for(Duration::from_millis(200));
+        let ep = s.net.endpoint(S);
+        assert_eq!(
+            ep.hibernating_count(),
+            0,
+            "round {round}: woken by the data"
+        );
+        let now = s.net.now();
+        let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+        assert_eq!(sc.accept(Dir::Uni), Some(id));
+        let mut got = Vec::new();
+        while let Ok(Some(d)) = sc.read(id, usize::MAX, now) {
+            got.extend_from_slice(&d);
+        }
+        assert!(got == pattern(50_000), "round {round}: {} bytes", got.len());
+        // The application takes the stream events (what the runtime's driver does).
+        events(&mut s, S, server);
+        s.net.run_for(Duration::from_secs(3));
+        assert_eq!(
+            s.net.endpoint(S).hibernating_count(),
+            1,
+            "round {round}: asleep again"
+        );
+    }
+    let c = s.net.endpoint(C).connection(s.client).unwrap().stats();
+    assert_eq!(c.packets_lost, 0, "nothing lost to a sleeping server");
+}
+
+/// The application calls on a packed connection (here: opening a stream and writing), which
+/// wakes it; the data reaches the client.
+#[test]
+fn an_application_call_wakes_a_hibernating_connection() {
+    let mut s = sim(22, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    let id = sc.open(Dir::Uni).unwrap();
+    sc.write(id, Bytes::from_static(b"from a sleeper")).unwrap();
+    sc.finish(id).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    assert_eq!(c.accept(Dir::Uni), Some(id));
+    assert_eq!(
+        &c.read(id, usize::MAX, now).unwrap().unwrap()[..],
+        b"from a sleeper"
+    );
+}
+
+/// A packed connection still times out (RFC 9000 §10.1): its deadline wakes it, and it is
+/// gone on both sides with its routes.
+#[test]
+fn a_hibernating_connection_still_times_out() {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(5));
+    let mut s = sim(23, LinkConfig::default(), t);
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
+    s.net.run_for(Duration::from_secs(5));
+    let client = s.net.endpoint(C);
+    assert_eq!(client.connection_count(), 0, "the client timed out");
+    let (_, mut last) = client
+        .poll_drained()
+        .expect("the client's connection drained");
+    let events: Vec<_> = std::iter::from_fn(|| last.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ConnectionLost(ConnectionError::TimedOut))),
+        "{events:?}"
+    );
+    let ep = s.net.endpoint(S);
+    assert_eq!((ep.hibernating_count(), ep.connection_count()), (0, 0));
+    assert_eq!(ep.routing_sizes(), [0, 0, 0], "no route left behind");
+    assert!(ep.connection_stats(server).is_none());
+}
+
+/// A packed connection survives a NAT rebinding of its client: the datagram from the new
+/// address wakes it, the path is validated (RFC 9000 §9) and data flows on it.
+#[test]
+fn a_hibernating_connection_follows_its_client_to_a_new_address() {
+    let mut s = sim(24, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
+    let moved: std::net::SocketAddr = "127.0.0.1:50123".parse().unwrap();
+    s.net.nat_rebind(C, moved);
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, Bytes::from_static(b"moved")).unwrap();
+    c.finish(id).unwrap();
+    s.net.run_for(Duration::from_millis(500));
+    let now = s.net.now();
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    assert_eq!(sc.remote_address(), moved);
+    assert_eq!(sc.accept(Dir::Uni), Some(id));
+    assert_eq!(
+        &sc.read(id, usize::MAX, now).unwrap().unwrap()[..],
+        b"moved"
+    );
+    assert_eq!(sc.stats().paths_validated, 1);
+}
+
+/// An open stream keeps a connection awake (only a connection with nothing going on sleeps).
+#[test]
+fn a_connection_with_an_open_stream_stays_awake() {
+    let mut s = sim(25, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, Bytes::from_static(b"left open")).unwrap();
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 0);
+    assert!(s.net.endpoint(S).connection(server).is_some());
+}

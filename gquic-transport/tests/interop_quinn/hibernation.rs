@@ -1,0 +1,96 @@
+//! Hibernation of idle gquic server connections, with a quinn client: the connection is
+//! packed while quiet and carries on when quinn comes back (data both ways, a key update,
+//! the congestion window restarted).
+
+use super::*;
+
+/// Echoes every bidirectional stream of one connection; after the third, waits for the
+/// connection to go quiet and then sends on a stream of its own. Reports the connection's
+/// counters at the end.
+fn echo_then_speak(endpoint: Endpoint) -> tokio::sync::oneshot::Receiver<(u64, u64)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        for _ in 0..3 {
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let data = recv.read_to_end(64 << 20).await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            endpoint.hibernating_connections(),
+            1,
+            "asleep before speaking"
+        );
+        let mut uni = conn.open_uni().await.unwrap();
+        uni.write_all(b"woken by the application").await.unwrap();
+        uni.finish().unwrap();
+        let _ = uni.stopped().await;
+        let stats = conn.stats().counters;
+        let _ = tx.send((stats.key_updates, stats.packets_lost));
+    });
+    rx
+}
+
+#[tokio::test]
+async fn quinn_client_finds_a_hibernated_gquic_connection_awake() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let endpoint = gquic_server(&certs, b"interop", Settings::default());
+        let addr = endpoint.local_addr();
+        let report = echo_then_speak(endpoint.clone());
+        let mut client = quinn::Endpoint::client(localhost()).unwrap();
+        client.set_default_client_config(quinn_client_config(
+            &certs,
+            b"interop",
+            Settings::default(),
+        ));
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        for round in 0..3u64 {
+            if round > 0 {
+                // A quiet while: the server connection hibernates.
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                assert_eq!(
+                    endpoint.hibernating_connections(),
+                    1,
+                    "round {round}: asleep"
+                );
+            }
+            if round == 2 {
+                // RFC 9001 §6: keys updated across the sleep (from the kept secrets).
+                conn.force_key_update();
+            }
+            let data = pattern(2 << 20, round);
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let writer = async {
+                send.write_all(&data).await.unwrap();
+                send.finish().unwrap();
+            };
+            let (_, back) = tokio::join!(writer, recv.read_to_end(64 << 20));
+            assert_eq!(
+                Sha256::digest(back.unwrap()),
+                Sha256::digest(&data),
+                "round {round}: the echo came back intact"
+            );
+            assert_eq!(
+                endpoint.hibernating_connections(),
+                0,
+                "round {round}: awake"
+            );
+        }
+        // The server wakes itself to send.
+        let mut uni = conn.accept_uni().await.unwrap();
+        let got = uni.read_to_end(1024).await.unwrap();
+        assert_eq!(&got[..], b"woken by the application");
+        let (key_updates, _lost) = report.await.unwrap();
+        assert!(
+            key_updates >= 1,
+            "the key update after the sleep: {key_updates}"
+        );
+        conn.close(0u32.into(), b"done");
+    })
+    .await
+    .unwrap();
+}
