@@ -34,6 +34,26 @@ impl Connection {
         }
     }
 
+    /// When to send a PING to keep a quiet connection alive (RFC 9000 §10.1.2; also its NAT
+    /// bindings): `TransportConfig::keep_alive_interval` after the last ack-eliciting packet
+    /// sent or the last packet received, once the handshake is confirmed.
+    pub(super) fn keep_alive_at(&self) -> Option<Instant> {
+        let interval = self.config.keep_alive_interval?;
+        if self.state != super::State::Established
+            || !self.handshake_confirmed
+            || self.migration.ping_pending
+        {
+            return None;
+        }
+        let received = self.spaces[super::SpaceId::Data as usize].largest_received_time;
+        let last = [self.last_ack_eliciting_sent, received]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.created);
+        Some(last + interval)
+    }
+
     /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps
     /// for reuse (sent-packet tracking, ACK scratch space, event and datagram queues, the
     /// streams' queues when empty) and the CRYPTO streams (their offsets kept) go back to the

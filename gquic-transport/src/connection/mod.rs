@@ -1203,6 +1203,7 @@ impl Connection {
         }
         consider(self.discard_old_key_at);
         consider(self.compact_at);
+        consider(self.keep_alive_at());
         consider(self.zero_rtt.discard_at());
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
@@ -1243,6 +1244,10 @@ impl Connection {
         if self.compact_at.is_some_and(|t| now >= t) {
             self.compact_at = None;
             self.compact();
+        }
+        if self.keep_alive_at().is_some_and(|t| now >= t) {
+            tracing::trace!("keep-alive PING");
+            self.migration.ping_pending = true;
         }
         if self.zero_rtt.discard_at().is_some_and(|t| now >= t) {
             tracing::debug!("discarding 0-RTT keys");

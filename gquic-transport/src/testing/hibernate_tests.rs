@@ -159,3 +159,62 @@ fn a_connection_with_an_open_stream_stays_awake() {
     assert_eq!(s.net.endpoint(S).hibernating_count(), 0);
     assert!(s.net.endpoint(S).connection(server).is_some());
 }
+
+/// `TransportConfig::keep_alive_interval`: PINGs keep a quiet connection open past its idle
+/// timeout (RFC 9000 §10.1.2); the server sleeps between them and each one wakes it.
+#[test]
+fn keep_alive_pings_outlive_the_idle_timeout_and_wake_a_sleeping_server() {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(4))
+        .keep_alive_interval(Some(Duration::from_millis(2500)));
+    let mut s = sim(26, LinkConfig::default(), t);
+    let server = connect(&mut s);
+    let sent = |s: &mut Sim| {
+        let client = s.client;
+        s.net
+            .endpoint(C)
+            .connection(client)
+            .unwrap()
+            .stats()
+            .packets_sent
+    };
+    let before = sent(&mut s);
+    let mut slept = 0;
+    for _ in 0..40 {
+        s.net.run_for(Duration::from_millis(500));
+        slept += s.net.endpoint(S).hibernating_count();
+    }
+    assert_eq!(s.net.endpoint(C).connection_count(), 1, "alive after 20 s");
+    assert_eq!(s.net.endpoint(S).connection_count(), 1);
+    let pings = sent(&mut s) - before;
+    assert!((6..=20).contains(&pings), "{pings} packets in 20 s");
+    assert!(
+        slept >= 10,
+        "the server slept between the PINGs ({slept} of 40 looks)"
+    );
+    // Data still flows.
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, Bytes::from_static(b"still here")).unwrap();
+    c.finish(id).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    assert_eq!(sc.accept(Dir::Uni), Some(id));
+    assert_eq!(
+        &sc.read(id, usize::MAX, now).unwrap().unwrap()[..],
+        b"still here"
+    );
+}
+
+/// Without keep-alive the same quiet connection times out.
+#[test]
+fn without_keep_alive_the_connection_times_out() {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Duration::from_secs(4));
+    let mut s = sim(27, LinkConfig::default(), t);
+    connect(&mut s);
+    s.net.run_for(Duration::from_secs(20));
+    assert_eq!(s.net.endpoint(C).connection_count(), 0);
+    assert_eq!(s.net.endpoint(S).connection_count(), 0);
+}

@@ -94,3 +94,34 @@ async fn quinn_client_finds_a_hibernated_gquic_connection_awake() {
     .await
     .unwrap();
 }
+
+/// `TransportConfig::keep_alive_interval` (RFC 9000 §10.1.2): a gquic client's PINGs keep a
+/// quiet connection to a quinn server with a 3 s idle timeout open for 7 s, and it still
+/// carries data.
+#[tokio::test]
+async fn gquic_keep_alive_outlives_a_quinn_idle_timeout() {
+    tokio::time::timeout(TIMEOUT, async {
+        let certs = certs();
+        let s = Settings {
+            idle: Duration::from_secs(3),
+            ..Settings::default()
+        };
+        let server = run_quinn_server(quinn_server(&certs, b"interop", s));
+        let mut t = (*gquic_transport(s)).clone();
+        t.keep_alive_interval(Some(Duration::from_secs(1)));
+        let mut config = ClientConfig::new(Arc::new(tls_client(&certs, b"interop"))).unwrap();
+        config.transport(Arc::new(t)).unwrap();
+        let client = Endpoint::client(localhost()).unwrap();
+        let addr = server.endpoint.local_addr().unwrap();
+        let conn = client
+            .connect_with(config, addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        echo!(conn, pattern(64 << 10, 5));
+    })
+    .await
+    .unwrap();
+}
