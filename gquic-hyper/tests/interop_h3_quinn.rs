@@ -32,6 +32,7 @@ type QuinnSend = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 struct GquicServer {
     addr: std::net::SocketAddr,
+    endpoint: Endpoint,
     seen: Arc<Seen>,
     shutdowns: tokio::sync::mpsc::UnboundedReceiver<(
         gquic_hyper::server::ShutdownHandle,
@@ -48,6 +49,7 @@ fn gquic_server() -> GquicServer {
     )
     .unwrap();
     let addr = server.local_addr();
+    let endpoint = server.clone();
     let seen = Arc::new(Seen::default());
     let (tx, shutdowns) = tokio::sync::mpsc::unbounded_channel();
     let seen2 = seen.clone();
@@ -62,6 +64,7 @@ fn gquic_server() -> GquicServer {
     });
     GquicServer {
         addr,
+        endpoint,
         seen,
         shutdowns,
         certs,
@@ -152,6 +155,38 @@ async fn h3_quinn_client_gquic_server_gets_posts_trailers() {
             quinn_request(&mut send, req("GET", "/trailers"), None, None).await;
         assert_eq!(&body[..], b"body");
         assert_eq!(trailers.unwrap()["x-checksum"], "abc");
+    })
+    .await
+    .unwrap();
+}
+
+/// An idle HTTP/3 connection hibernates on the gquic server (its control streams stay open,
+/// quiet), and the next requests wake it: GETs and a 1 MiB POST after each sleep.
+#[tokio::test]
+async fn h3_quinn_client_wakes_a_hibernated_gquic_server_connection() {
+    tokio::time::timeout(TIMEOUT, async {
+        let server = gquic_server();
+        let (_ep, mut send) = quinn_client(&server).await;
+        for round in 0..3usize {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                assert_eq!(
+                    server.endpoint.hibernating_connections(),
+                    1,
+                    "round {round}: the idle HTTP/3 connection sleeps"
+                );
+            }
+            let n = 100_000 + round;
+            let (resp, body, _) =
+                quinn_request(&mut send, req("GET", &format!("/bytes/{n}")), None, None).await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(sha(&body), sha(&pattern(n, n as u64)), "round {round}");
+            let data = pattern(1 << 20, round as u64);
+            let (_, echo, _) =
+                quinn_request(&mut send, req("POST", "/echo"), Some(data.clone()), None).await;
+            assert_eq!(echo, data, "round {round}");
+            assert_eq!(server.endpoint.hibernating_connections(), 0);
+        }
     })
     .await
     .unwrap();

@@ -451,6 +451,56 @@ mod tests {
         assert!(packed(&p.server, p.now).is_some(), "packs again once quiet");
     }
 
+    /// Quiet open streams are packed too (an HTTP/3 connection's control streams): the same
+    /// bytes again after unpacking, and the streams carry on.
+    #[test]
+    fn quiet_open_streams_are_packed_and_carry_on() {
+        let mut p = established();
+        let bi = p.client.open(Dir::Bi).unwrap();
+        p.client.write(bi, Bytes::from_static(b"ping ")).unwrap();
+        let uni = p.server.open(Dir::Uni).unwrap();
+        p.server
+            .write(uni, Bytes::from_static(b"settings"))
+            .unwrap();
+        p.drive_for(Duration::from_millis(100));
+        let now = p.now;
+        assert_eq!(p.server.accept(Dir::Bi), Some(bi));
+        let first = p.server.read(bi, usize::MAX, now).unwrap().unwrap();
+        assert_eq!(&first[..], b"ping ");
+        assert_eq!(p.client.accept(Dir::Uni), Some(uni));
+        p.client.read(uni, usize::MAX, now).unwrap().unwrap();
+        p.drive_for(Duration::from_secs(3));
+        while p.server.poll_endpoint_event().is_some() {}
+        let now = p.now;
+        let bytes = packed(&p.server, now).expect("quiet open streams pack");
+        let mut woken = Hibernated {
+            blob: bytes.clone().into_boxed_slice(),
+            base: now,
+            deadline: None,
+            config: p.server.config.clone(),
+            provider: p.server.provider.clone(),
+        }
+        .wake(Some(now))
+        .expect("unpacks");
+        assert_eq!(woken.open_streams(), 2);
+        woken.compact_at = None;
+        assert_eq!(packed(&woken, now), Some(bytes));
+        p.server = *woken;
+        p.client.write(bi, Bytes::from_static(b"pong")).unwrap();
+        p.client.finish(bi).unwrap();
+        p.server.write(uni, Bytes::from_static(b" more")).unwrap();
+        p.drive_for(Duration::from_millis(100));
+        let now = p.now;
+        assert_eq!(
+            &p.server.read(bi, usize::MAX, now).unwrap().unwrap()[..],
+            b"pong"
+        );
+        assert_eq!(
+            &p.client.read(uni, usize::MAX, now).unwrap().unwrap()[..],
+            b" more"
+        );
+    }
+
     /// A client keeps its rustls session (session tickets may come): it never hibernates.
     #[test]
     fn a_client_connection_is_not_packed() {

@@ -132,6 +132,115 @@ struct RecvState {
     done: bool,
 }
 
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+fn pack_code(p: &mut crate::pack::Packer, code: Option<VarInt>) {
+    p.opt_u64(code.map(VarInt::into_inner));
+}
+
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+fn unpack_code(u: &mut crate::pack::Unpacker<'_>) -> Option<Option<VarInt>> {
+    u.opt_u64()?
+        .map(|c| VarInt::from_u64(c).ok())
+        .map_or(Some(None), |c| c.map(Some))
+}
+
+impl SendState {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn is_quiet(&self) -> bool {
+        self.buf.is_quiet()
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        self.buf.pack(p)?;
+        p.u64(self.max_data);
+        p.bool(self.fin);
+        p.bool(self.fin_sent);
+        p.bool(self.fin_acked);
+        pack_code(p, self.reset);
+        p.u64(self.reset_final_size);
+        pack_code(p, self.stopped);
+        p.bool(self.blocked);
+        p.opt_u64(self.blocked_at);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            buf: SendBuffer::unpack(u)?,
+            max_data: u.u64()?,
+            fin: u.bool()?,
+            fin_sent: u.bool()?,
+            fin_acked: u.bool()?,
+            reset: unpack_code(u)?,
+            reset_final_size: u.u64()?,
+            stopped: unpack_code(u)?,
+            blocked: u.bool()?,
+            blocked_at: u.opt_u64()?,
+        })
+    }
+}
+
+impl RecvState {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn is_quiet(&self) -> bool {
+        self.recv.is_quiet()
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        self.recv.pack(p)?;
+        self.window.pack(p);
+        pack_code(p, self.reset);
+        pack_code(p, self.stopped);
+        p.bool(self.done);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            recv: RecvStream::unpack(u)?,
+            window: RecvWindow::unpack(u)?,
+            reset: unpack_code(u)?,
+            stopped: unpack_code(u)?,
+            done: u.bool()?,
+        })
+    }
+}
+
+/// Packs a stream map in stream order (the same state gives the same bytes).
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+fn pack_map<S>(
+    p: &mut crate::pack::Packer,
+    map: &FastMap<StreamId, S>,
+    pack: impl Fn(&S, &mut crate::pack::Packer) -> crate::pack::Packed,
+) -> crate::pack::Packed {
+    let mut ids: Vec<StreamId> = map.keys().copied().collect();
+    ids.sort_unstable_by_key(|id| id.0);
+    p.u64(ids.len() as u64);
+    for id in ids {
+        p.u64(id.0);
+        pack(map.get(&id)?, p)?;
+    }
+    Some(())
+}
+
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+fn unpack_map<S>(
+    u: &mut crate::pack::Unpacker<'_>,
+    unpack: impl Fn(&mut crate::pack::Unpacker<'_>) -> Option<S>,
+) -> Option<FastMap<StreamId, S>> {
+    let n = u.u64()?;
+    let mut map = FastMap::default();
+    for _ in 0..n {
+        let id = StreamId(u.u64()?);
+        map.insert(id, unpack(u)?);
+    }
+    Some(map)
+}
+
 /// The queues of a connection's streams: streams accepted and not taken, streams and control
 /// frames with something to send, events for the application. Empty on an idle connection,
 /// which lets them go ([`Streams::release_queues`]); a busy one keeps them.
@@ -214,11 +323,13 @@ fn dir_index(dir: Dir) -> usize {
 impl Streams {
     /// Streams for a connection on `side`.impl Streams {
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-    /// Writes the limits and flow control out (connection hibernation); refuses while any
-    /// stream is open or anything is queued.
+    /// Writes the streams, limits and flow control out (connection hibernation); refuses
+    /// while any stream holds data (unacknowledged or unread) or anything is queued.
     pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
-        p.require(self.send.is_empty() && self.recv.is_empty() && self.queues.is_none())?;
+        p.require(self.is_idle())?;
         p.bool(self.side.is_server());
+        pack_map(p, &self.send, SendState::pack)?;
+        pack_map(p, &self.recv, RecvState::pack)?;
         for pair in [
             &self.next_local,
             &self.max_local,
@@ -255,6 +366,8 @@ impl Streams {
         } else {
             Side::Client
         };
+        let send = unpack_map(u, SendState::unpack)?;
+        let recv = unpack_map(u, RecvState::unpack)?;
         let mut pair = || Some([u.u64()?, u.u64()?]);
         let next_local = pair()?;
         let max_local = pair()?;
@@ -264,8 +377,8 @@ impl Streams {
         let closed_remote = pair()?;
         Some(Self {
             side,
-            send: FastMap::default(),
-            recv: FastMap::default(),
+            send,
+            recv,
             next_local,
             max_local,
             next_remote,
@@ -287,10 +400,13 @@ impl Streams {
         })
     }
 
-    /// Whether no stream is open and nothing is queued.
+    /// Whether nothing is queued and no stream holds data (unacknowledged or unread): open
+    /// streams may be quiet too (an HTTP/3 connection's control streams).
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     pub(crate) fn is_idle(&self) -> bool {
-        self.send.is_empty() && self.recv.is_empty() && self.queues.is_none()
+        self.queues.is_none()
+            && self.send.values().all(SendState::is_quiet)
+            && self.recv.values().all(RecvState::is_quiet)
     }
 
     /// Streams for a connection on `side`. `local` are our transport parameters (what we allow

@@ -167,6 +167,34 @@ pub struct RecvStream {
 }
 
 impl RecvStream {
+    /// Whether nothing is buffered (read or not).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.assembler.buffered() == 0 && self.assembler.chunk_count() == 0
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes a quiet stream out (connection hibernation): its offsets and limits.
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.is_quiet())?;
+        p.u64(self.assembler.read_offset());
+        p.u64(self.highest);
+        p.opt_u64(self.final_size);
+        p.u64(self.max_data);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`RecvStream::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self {
+            assembler: Assembler::resume_at(u.u64()?),
+            highest: u.u64()?,
+            final_size: u.opt_u64()?,
+            max_data: u.u64()?,
+        })
+    }
+
     /// A receive side with `max_data` as the initial flow-control limit.
     pub fn new(max_data: u64) -> Self {
         Self {

@@ -27,6 +27,26 @@ pub struct SendBuffer {
 }
 
 impl SendBuffer {
+    /// Whether everything written is acknowledged and nothing waits to be sent again.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.is_fully_acked() && !self.has_pending(u64::MAX)
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Writes a quiet buffer out (connection hibernation): only where it ends.
+    pub(crate) fn pack(&self, p: &mut crate::pack::Packer) -> crate::pack::Packed {
+        p.require(self.is_quiet())?;
+        p.u64(self.end);
+        Some(())
+    }
+
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    /// Reads back what [`SendBuffer::pack`] wrote.
+    pub(crate) fn unpack(u: &mut crate::pack::Unpacker<'_>) -> Option<Self> {
+        Some(Self::resume_at(u.u64()?))
+    }
+
     /// An empty buffer.
     pub fn new() -> Self {
         Self::default()

@@ -147,9 +147,10 @@ fn a_hibernating_connection_follows_its_client_to_a_new_address() {
     assert_eq!(sc.stats().paths_validated, 1);
 }
 
-/// An open stream keeps a connection awake (only a connection with nothing going on sleeps).
+/// A stream holding unread data keeps a connection awake (only a connection with nothing
+/// going on sleeps).
 #[test]
-fn a_connection_with_an_open_stream_stays_awake() {
+fn a_stream_with_unread_data_keeps_a_connection_awake() {
     let mut s = sim(25, LinkConfig::default(), TransportConfig::default());
     let server = connect(&mut s);
     let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
@@ -217,4 +218,60 @@ fn without_keep_alive_the_connection_times_out() {
     s.net.run_for(Duration::from_secs(20));
     assert_eq!(s.net.endpoint(C).connection_count(), 0);
     assert_eq!(s.net.endpoint(S).connection_count(), 0);
+}
+
+/// Open streams with nothing buffered (as an HTTP/3 connection's control streams) do not keep
+/// a connection awake: it sleeps with the stream half-way, and the stream carries on after.
+#[test]
+fn a_quiet_open_stream_does_not_keep_a_connection_awake() {
+    let mut s = sim(28, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let id = c.open(Dir::Bi).unwrap();
+    c.write(id, Bytes::from_static(b"part one, ")).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    assert_eq!(sc.accept(Dir::Bi), Some(id));
+    let mut got = sc.read(id, usize::MAX, now).unwrap().unwrap().to_vec();
+    sc.write(id, Bytes::from_static(b"reply, ")).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    let mut back = c.read(id, usize::MAX, now).unwrap().unwrap().to_vec();
+    events(&mut s, S, server);
+    let client = s.client;
+    events(&mut s, C, client);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(
+        s.net.endpoint(S).hibernating_count(),
+        1,
+        "asleep with the stream open"
+    );
+    // The same stream, both ways, after the sleep.
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    c.write(id, Bytes::from_static(b"part two")).unwrap();
+    c.finish(id).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    while let Ok(Some(d)) = sc.read(id, usize::MAX, now) {
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(&got[..], b"part one, part two");
+    sc.write(id, Bytes::from_static(b"the end")).unwrap();
+    sc.finish(id).unwrap();
+    s.net.run_for(Duration::from_millis(200));
+    let now = s.net.now();
+    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+    while let Ok(Some(d)) = c.read(id, usize::MAX, now) {
+        back.extend_from_slice(&d);
+    }
+    assert_eq!(&back[..], b"reply, the end");
+    // Both halves done: the stream is gone on the server, which sleeps again.
+    events(&mut s, S, server);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
+    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+    assert_eq!(sc.open_streams(), 0);
 }
