@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::tests::{connect, pattern, sim, Sim, C, S};
+use std::sync::Arc;
+
+use super::tests::{connect, pattern, sim, sim_with_client, Sim, C, S};
 use super::*;
 use crate::config::TransportConfig;
 use crate::connection::{ConnectionError, Event};
@@ -274,4 +276,68 @@ fn a_quiet_open_stream_does_not_keep_a_connection_awake() {
     assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
     let sc = s.net.endpoint(S).connection_mut(server).unwrap();
     assert_eq!(sc.open_streams(), 0);
+}
+
+/// Hibernation with each of the other cipher suites (the suite and its AEAD are found again
+/// from the packed suite id, RFC 9001 §5.3): a client that offers only that suite, a server
+/// that sleeps, and data after the wake across key updates.
+#[test]
+fn hibernation_with_aes_256_gcm_and_chacha20_poly1305() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    for (seed, suite) in [
+        (29, cs::TLS13_AES_256_GCM_SHA384),
+        (30, cs::TLS13_CHACHA20_POLY1305_SHA256),
+    ] {
+        let mut t = TransportConfig::default();
+        t.key_update_interval(100);
+        let mut s = sim_with_client(seed, LinkConfig::default(), t, |certs, t| {
+            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+            provider.cipher_suites = vec![suite];
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(certs.cert.clone()).unwrap();
+            let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+            let mut client = crate::ClientConfig::new(Arc::new(tls)).unwrap();
+            client.transport(Arc::new(t)).unwrap();
+            client
+        });
+        let server = connect(&mut s);
+        let used = s.net.endpoint(S).connection(server).unwrap().cipher_suite();
+        assert_eq!(used, Some(suite.suite()));
+        s.net.run_for(Duration::from_secs(3));
+        assert_eq!(
+            s.net.endpoint(S).hibernating_count(),
+            1,
+            "{:?}",
+            suite.suite()
+        );
+        let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
+        let id = c.open(Dir::Uni).unwrap();
+        c.write(id, Bytes::from(pattern(200_000))).unwrap();
+        c.finish(id).unwrap();
+        s.net.run_for(Duration::from_secs(2));
+        let now = s.net.now();
+        let sc = s.net.endpoint(S).connection_mut(server).unwrap();
+        assert_eq!(
+            sc.cipher_suite(),
+            Some(suite.suite()),
+            "the TLS summary unpacked"
+        );
+        assert_eq!(sc.accept(Dir::Uni), Some(id));
+        let mut got = Vec::new();
+        while let Ok(Some(d)) = sc.read(id, usize::MAX, now) {
+            got.extend_from_slice(&d);
+        }
+        assert!(
+            got == pattern(200_000),
+            "{:?}: {} bytes",
+            suite.suite(),
+            got.len()
+        );
+        assert!(sc.stats().key_updates >= 1, "{:?}", suite.suite());
+    }
 }

@@ -32,9 +32,22 @@ pub(super) const S: usize = 0;
 pub(super) const C: usize = 1;
 
 pub(super) fn sim(seed: u64, link: LinkConfig, transport: TransportConfig) -> Sim {
+    sim_with_client(seed, link, transport, |certs, t| {
+        client_config(certs, &[b"hq-interop"], t)
+    })
+}
+
+/// [`sim`] with the client's configuration from `client` (given the certificates to trust and
+/// the transport settings).
+pub(super) fn sim_with_client(
+    seed: u64,
+    link: LinkConfig,
+    transport: TransportConfig,
+    client: impl FnOnce(&crate::connection::tests::Certs, TransportConfig) -> ClientConfig,
+) -> Sim {
     let certs = certs();
     let server = server_config(&certs, &[b"hq-interop"], transport.clone());
-    let client_config = client_config(&certs, &[b"hq-interop"], transport);
+    let client_config = client(&certs, transport);
     let mut net = Network::new(Instant::now(), seed, link);
     let mut secret = [0u8; 32];
     secret[..8].copy_from_slice(&seed.to_be_bytes());

@@ -150,6 +150,32 @@ fn rfc9368_server_moves_a_v1_client_that_prefers_v2() {
         .all(|h| h.2 == Version::V2));
 }
 
+/// A connection moved to v2 hibernates and wakes with v2's key schedule ("quicv2 hp", "quicv2
+/// ku", RFC 9369 §3.3.2): data after the wake, across key updates, on both sides.
+#[test]
+fn rfc9369_a_v2_connection_hibernates_and_wakes_in_v2() {
+    let mut transport = TransportConfig::default();
+    transport.key_update_interval(100);
+    let mut s = sim_with(44, LinkConfig::default(), transport, &PREFERS_V2);
+    let server = connect(&mut s);
+    s.net.run_for(Duration::from_secs(3));
+    assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
+    let got = transfer_observed(&mut s, server, 1 << 20, Duration::from_secs(60), |_| {});
+    assert_eq!(got, pattern(1 << 20));
+    assert_eq!(
+        versions(&mut s, server),
+        [(Version::V1, Version::V2), (Version::V1, Version::V2)]
+    );
+    let updates = s
+        .net
+        .endpoint(S)
+        .connection_mut(server)
+        .unwrap()
+        .stats()
+        .key_updates;
+    assert!(updates >= 2, "key updates after the wake: {updates}");
+}
+
 #[test]
 fn rfc9368_client_preferring_v1_and_server_without_v2_stay_on_v1() {
     for (server_versions, available) in [
