@@ -1,6 +1,7 @@
 //! A 1 GiB upload echoed through `serve_connection` while both sides stream: resident memory
-//! must not grow by more than 64 MiB (bodies are never buffered whole; flow control and
-//! back-pressure bound what is in flight). And the same with a reader slower than the
+//! must not grow by more than 80 MiB, what the four flow-control windows in play hold at most
+//! plus slack (bodies are never buffered whole; flow control and back-pressure bound what is
+//! in flight). And the same with a reader slower than the
 //! network, which is what made h3's receive buffer grow without bound before reads were paced
 //! to the body's consumer (`gquic_transport::h3::ReadPace`). Linux only (reads
 //! /proc/self/status).
@@ -64,8 +65,13 @@ async fn one_gib_echo_keeps_memory_bounded() {
         .unwrap_or(1024)
         << 20;
     let growth = echo(total, None).await;
+    // Both ends live in this process, with the default windows: the client's send buffer, the
+    // server's stream receive window, the server's send buffer and the client's receive
+    // window may each hold 16 MiB at once (64 MiB of payload in flight by design), plus the
+    // sockets' 2 MiB buffers and the allocator's slack. Runs peak at 54-66 MiB; a body
+    // buffered whole would take 1 GiB.
     assert!(
-        growth < 64 << 20,
+        growth < 80 << 20,
         "resident memory grew by {} MiB",
         growth >> 20
     );

@@ -8,9 +8,11 @@
 //! after compaction.
 //!
 //! Only a connection with nothing going on sleeps: handshake confirmed, the TLS session
-//! finished (a server's; a client keeps its rustls session for tickets), no stream open,
-//! nothing in flight or queued, no path validation, 1-RTT keys asleep, no qlog trace. Each
-//! piece refuses to pack otherwise, and the connection simply stays awake.
+//! finished (a server's at once, a client's at its first quiet second), no stream holding
+//! data, nothing in flight, queued or unacknowledged, no path validation or MTU search, 1-RTT
+//! keys asleep, no qlog trace. Each piece refuses to pack otherwise, and the connection simply
+//! stays awake. A client's own state (the name it dialed, where NEW_TOKEN tokens go) is kept
+//! as it is, boxed beside the bytes.
 //!
 //! The congestion controller (and its delivery-rate sampler) is the one piece not kept: a
 //! connection wakes with a new controller at the initial window, as a TCP sender restarts its
@@ -36,6 +38,8 @@ pub struct Hibernated {
     deadline: Option<Instant>,
     config: Arc<TransportConfig>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Client-only state, not packed (`None` on a server).
+    extras: Option<Box<idle::Extras>>,
 }
 
 impl std::fmt::Debug for Hibernated {
@@ -114,7 +118,7 @@ impl Connection {
     /// Packs the connection to sleep, or gives it back if any of its state is not quiet
     /// (see the module documentation).
     pub(crate) fn hibernate(
-        self: Box<Self>,
+        mut self: Box<Self>,
         now: Instant,
     ) -> Result<Box<Hibernated>, Box<Connection>> {
         let deadline = self.poll_timeout();
@@ -122,6 +126,7 @@ impl Connection {
         if self.pack(&mut p).is_none() {
             return Err(self);
         }
+        let extras = self.extras.take();
         tracing::trace!(parent: &self.span, bytes = p.buf.len(), "hibernating");
         Ok(Box::new(Hibernated {
             blob: p.buf.into_boxed_slice(),
@@ -129,6 +134,7 @@ impl Connection {
             deadline,
             config: self.config.clone(),
             provider: self.provider.clone(),
+            extras,
         }))
     }
 
@@ -141,7 +147,7 @@ impl Connection {
                 && !self.close_pending
                 && self.discard_old_key_at.is_none()
                 && self.incoming_path.is_none()
-                && self.extras.is_none()
+                && self.extras.as_ref().is_none_or(|e| e.early_1rtt.is_empty())
                 && self.queued.is_none()
                 && self.scratch.is_none()
                 && !self.qlog.enabled(),
@@ -210,10 +216,11 @@ impl Hibernated {
     /// Unpacks the connection at `now` (if known: an application call brings no time). `None`
     /// only if the bytes do not read back, which would be a bug here: the caller then drops
     /// the connection.
-    pub(crate) fn wake(self, now: Option<Instant>) -> Option<Box<Connection>> {
+    pub(crate) fn wake(mut self, now: Option<Instant>) -> Option<Box<Connection>> {
         let mut u = Unpacker::new(&self.blob, self.base);
         let mut conn = self.unpack(&mut u);
         if let Some(c) = conn.as_mut() {
+            c.extras = self.extras.take();
             // It may sleep again after a quiet second, as after any activity.
             c.compact_at =
                 Some(now.unwrap_or(self.base).max(self.base) + super::recv::COMPACT_AFTER);
@@ -479,6 +486,7 @@ mod tests {
             deadline: None,
             config: p.server.config.clone(),
             provider: p.server.provider.clone(),
+            extras: None,
         }
         .wake(Some(now))
         .expect("unpacks");
@@ -501,13 +509,58 @@ mod tests {
         );
     }
 
-    /// A client keeps its rustls session (session tickets may come): it never hibernates.
+    /// A client lets its rustls session go at its first quiet second (the tickets are in)
+    /// and packs too, its own state (the dialed name) kept beside the bytes; a session ticket
+    /// after that is ignored, the connection goes on.
     #[test]
-    fn a_client_connection_is_not_packed() {
+    fn a_client_finishes_its_tls_session_when_quiet_and_packs() {
+        use crate::connection::tests::{forge, frame_bytes, SERVER_ADDR};
+        use crate::connection::SpaceId;
         let mut p = established();
+        assert!(!p.client.tls_finished(), "tickets may still come");
         p.drive_for(Duration::from_secs(3));
-        assert!(!p.client.may_hibernate());
-        assert!(packed(&p.client, p.now).is_none());
+        assert!(p.client.tls_finished());
+        assert!(p.client.may_hibernate());
+        while p.client.poll_endpoint_event().is_some() {}
+        let now = p.now;
+        let bytes = packed(&p.client, now).expect("an idle client packs");
+        let asleep = Box::new(p.client).hibernate(now).expect("hibernates");
+        let mut woken = (*asleep).wake(Some(now)).expect("unpacks");
+        assert_eq!(
+            woken.server_name(),
+            Some("localhost"),
+            "the dialed name kept"
+        );
+        woken.compact_at = None;
+        assert_eq!(packed(&woken, now), Some(bytes));
+        p.client = *woken;
+        // A late session ticket (a CRYPTO frame in 1-RTT): ignored.
+        let offset = p.client.spaces[SpaceId::Data as usize].crypto_read_offset();
+        let frame = crate::wire::Frame::Crypto {
+            offset,
+            data: Bytes::from_static(&[4, 0, 0, 1, 0]),
+        };
+        let d = forge(&mut p.server, SpaceId::Data, &frame_bytes(&[frame]));
+        let now = p.now;
+        p.client
+            .handle_datagram(now, SERVER_ADDR, bytes::BytesMut::from(&d[..]));
+        let up = p.client.open(Dir::Uni).unwrap();
+        p.client.write(up, Bytes::from_static(b"after")).unwrap();
+        p.client.finish(up).unwrap();
+        p.drive_for(Duration::from_millis(100));
+        let now = p.now;
+        assert_eq!(p.server.accept(Dir::Uni), Some(up));
+        assert_eq!(
+            &p.server.read(up, usize::MAX, now).unwrap().unwrap()[..],
+            b"after"
+        );
+        assert!(
+            !p.client_events
+                .iter()
+                .any(|e| matches!(e, crate::connection::Event::ConnectionLost(_))),
+            "{:?}",
+            p.client_events
+        );
     }
 
     /// With hibernation off, an idle server stays unpacked.

@@ -67,6 +67,9 @@ impl Connection {
             return;
         }
         tracing::trace!("compacting an idle connection");
+        // A client has had the server's session tickets by now (a server let its session go
+        // when the handshake completed).
+        self.tls.finish();
         for space in self.spaces.iter_mut() {
             space.sent.shrink();
             space.release_crypto();

@@ -759,7 +759,7 @@ impl Connection {
     /// The TLS server name: the SNI a client sent (server side), or the name a client checks
     /// the certificate against (client side).
     pub fn server_name(&self) -> Option<&str> {
-        if self.tls.is_server() {
+        if self.side.is_server() {
             self.tls.sni()
         } else {
             self.extras().and_then(|e| e.dialed_name.as_deref())

@@ -68,7 +68,8 @@ pub(crate) fn client_config(
 }
 
 const CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
-const SERVER_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
+pub(crate) const SERVER_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
 
 /// Two connections and a virtual clock; datagrams are delivered after `delay`.
 pub(crate) struct Pair {
@@ -423,7 +424,7 @@ fn idle_timeout_fires_on_both_sides() {
 
 /// Seals `payload` (raw frames) in a packet of `space` with `from`'s current keys, as a
 /// misbehaving peer would, and returns the datagram.
-fn forge(from: &mut Connection, space: SpaceId, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn forge(from: &mut Connection, space: SpaceId, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
     let (start, partial, pn) = from
         .begin_packet(space, &mut buf)
@@ -478,7 +479,7 @@ fn server_closes_with(p: &mut Pair, datagram: Vec<u8>) -> TransportErrorCode {
     code
 }
 
-fn frame_bytes(frames: &[crate::wire::Frame]) -> Vec<u8> {
+pub(crate) fn frame_bytes(frames: &[crate::wire::Frame]) -> Vec<u8> {
     let mut out = Vec::new();
     for f in frames {
         f.encode(&mut out);

@@ -1,8 +1,11 @@
 //! The connection's TLS session (RFC 9001 §4): the rustls connection while the handshake
-//! runs; on a server, once the handshake is complete and its last messages (the session
-//! tickets) are written, only what the API still reports. No TLS message follows then (TLS 1.3
-//! over QUIC has no post-handshake messages from the client, RFC 9001 §4.1.3), and dropping
-//! the session frees its buffers and record keys: part of the idle-connection diet.
+//! runs; then only what the API still reports, which frees the session's buffers and record
+//! keys (part of the idle-connection diet). A server lets its session go once the handshake is
+//! complete and its last messages (the session tickets) are written: no TLS message follows
+//! (TLS 1.3 over QUIC has no post-handshake messages from the client, RFC 9001 §4.1.3). A
+//! client keeps its session for the server's session tickets until the connection is first
+//! quiet ([`Tls::finish`] from compaction); a ticket that comes later is ignored (the
+//! connection goes on, only that ticket is not stored).
 
 use rustls::pki_types::CertificateDer;
 use rustls::quic::{self as tls, DirectionalKeys, KeyChange};
@@ -11,6 +14,8 @@ use rustls::{AlertDescription, SupportedCipherSuite};
 /// What a finished server session still answers.
 #[derive(Debug)]
 pub(super) struct Summary {
+    /// Whether this end is the client (post-handshake messages are then ignored).
+    client: bool,
     alpn: Option<Vec<u8>>,
     server_name: Option<String>,
     kind: Option<rustls::HandshakeKind>,
@@ -47,6 +52,7 @@ impl Tls {
         let Tls::Done(s) = self else {
             return None;
         };
+        p.bool(s.client);
         let opt_bytes = |p: &mut crate::pack::Packer, b: Option<&[u8]>| {
             p.bool(b.is_some());
             if let Some(b) = b {
@@ -78,6 +84,7 @@ impl Tls {
         u: &mut crate::pack::Unpacker<'_>,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Option<Self> {
+        let client = u.bool()?;
         let alpn = if u.bool()? {
             Some(u.bytes()?.to_vec())
         } else {
@@ -113,6 +120,7 @@ impl Tls {
             None
         };
         Some(Tls::Done(Box::new(Summary {
+            client,
             alpn,
             server_name,
             kind,
@@ -122,23 +130,32 @@ impl Tls {
     }
 
     /// A server whose handshake is complete: keeps only the summary. No effect on a client
-    /// (it still receives session tickets) or while the handshake runs.
+    /// (it still receives session tickets: see [`Tls::finish`]) or while the handshake runs.
     pub(super) fn finish_server(&mut self) {
-        let Tls::Live(live) = self else {
+        if matches!(self, Tls::Live(c) if matches!(**c, tls::Connection::Server(_))) {
+            self.finish();
+        }
+    }
+
+    /// Keeps only the summary, once the handshake is complete (either side).
+    pub(super) fn finish(&mut self) {
+        let Tls::Live(c) = self else {
             return;
         };
-        let tls::Connection::Server(s) = live.as_ref() else {
-            return;
-        };
-        if s.is_handshaking() {
+        if c.is_handshaking() {
             return;
         }
+        let (client, server_name) = match c.as_ref() {
+            tls::Connection::Server(s) => (false, s.server_name().map(str::to_owned)),
+            tls::Connection::Client(_) => (true, None),
+        };
         let summary = Summary {
-            alpn: s.alpn_protocol().map(<[u8]>::to_vec),
-            server_name: s.server_name().map(str::to_owned),
-            kind: s.handshake_kind(),
-            suite: s.negotiated_cipher_suite(),
-            peer_certificates: s.peer_certificates().map(<[_]>::to_vec),
+            client,
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+            kind: c.handshake_kind(),
+            suite: c.negotiated_cipher_suite(),
+            peer_certificates: c.peer_certificates().map(<[_]>::to_vec),
         };
         *self = Tls::Done(Box::new(summary));
     }
@@ -158,13 +175,6 @@ impl Tls {
                 tls::Connection::Client(_) => None,
             },
             Tls::Done(s) => s.server_name.as_deref(),
-        }
-    }
-
-    pub(super) fn is_server(&self) -> bool {
-        match self {
-            Tls::Live(c) => matches!(c.as_ref(), tls::Connection::Server(_)),
-            Tls::Done(_) => true,
         }
     }
 
@@ -190,10 +200,18 @@ impl Tls {
     }
 
     /// Handshake data from the peer. After a server's handshake there is no TLS message the
-    /// client may send: any is an unexpected message.
+    /// client may send: any is an unexpected message. A client whose session is finished
+    /// ignores what the server sends (late session tickets).
     pub(super) fn read_hs(&mut self, data: &[u8]) -> Result<(), rustls::Error> {
         match self {
             Tls::Live(c) => c.read_hs(data),
+            Tls::Done(s) if s.client => {
+                tracing::debug!(
+                    bytes = data.len(),
+                    "TLS data after the session finished ignored"
+                );
+                Ok(())
+            }
             Tls::Done(_) => Err(rustls::Error::InappropriateHandshakeMessage {
                 expect_types: Vec::new(),
                 got_type: rustls::HandshakeType::Unknown(data.first().copied().unwrap_or(0)),

@@ -310,13 +310,14 @@ fn idle_connections_drop_their_keys_and_expand_them_again() {
     let server = connect(&mut s);
     s.net.run_for(Duration::from_secs(3));
     let asleep = |s: &mut Sim, server| {
+        // Both idle sides hibernate; the calls wake them (their keys still asleep).
+        let client = s.client;
         (
             s.net
                 .endpoint(C)
-                .connection(s.client)
+                .connection_mut(client)
                 .unwrap()
                 .keys_asleep(),
-            // The idle server hibernates; the call wakes it (its keys still asleep).
             s.net
                 .endpoint(S)
                 .connection_mut(server)

@@ -125,3 +125,29 @@ async fn gquic_keep_alive_outlives_a_quinn_idle_timeout() {
     .await
     .unwrap();
 }
+
+/// A gquic client hibernates too, once its TLS session is finished (after quinn's session
+/// tickets came): echoes after each sleep, and a second connection resumes with the ticket it
+/// stored.
+#[tokio::test]
+async fn a_hibernated_gquic_client_carries_on_with_a_quinn_server() {
+    tokio::time::timeout(TIMEOUT, async {
+        let (client, conn, server) = gquic_to_quinn(Settings::default()).await;
+        for round in 0..2u64 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            assert_eq!(client.hibernating_connections(), 1, "round {round}: asleep");
+            echo!(conn, pattern(1 << 20, round));
+            assert_eq!(client.hibernating_connections(), 0, "round {round}: awake");
+        }
+        assert_eq!(conn.is_resumed(), Some(false));
+        let again = client
+            .connect(server.endpoint.local_addr().unwrap(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(again.is_resumed(), Some(true), "the ticket was stored");
+        echo!(again, pattern(4096, 9));
+    })
+    .await
+    .unwrap();
+}
