@@ -30,7 +30,7 @@ use crate::types::Side;
 use crate::wire::Version;
 
 /// A connection packed while it sleeps.
-pub struct Hibernated {
+pub(crate) struct Hibernated {
     blob: Box<[u8]>,
     /// When it went to sleep: the instants in `blob` count from here.
     base: Instant,
@@ -199,17 +199,18 @@ impl Connection {
 
 impl Hibernated {
     /// When the connection must wake even if nothing comes for it.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// The connection's counters, read without waking it.
-    pub fn stats(&self) -> ConnectionStats {
+    pub(crate) fn stats(&self) -> ConnectionStats {
         unpack_stats(&mut Unpacker::new(&self.blob, self.base)).unwrap_or_default()
     }
 
     /// Its packed size in bytes.
-    pub fn packed_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn packed_len(&self) -> usize {
         self.blob.len()
     }
 

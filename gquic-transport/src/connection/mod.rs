@@ -35,7 +35,7 @@ use rustls::quic::{self as tls};
 use self::cid::CidState;
 pub use self::cid::EndpointEvent;
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-pub use self::hibernate::Hibernated;
+pub(crate) use self::hibernate::Hibernated;
 pub use self::spaces::SpaceId;
 use self::spaces::Spaces;
 use self::streams::Streams;
