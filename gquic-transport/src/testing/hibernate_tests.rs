@@ -12,7 +12,29 @@ use super::*;
 use crate::config::TransportConfig;
 use crate::connection::{ConnectionError, Event};
 use crate::endpoint::ConnectionHandle;
-use crate::Dir;
+use crate::{Dir, StreamId};
+
+/// Opens a unidirectional stream on `node`'s connection `h` (waking it if packed), writes
+/// `data` on it and finishes it.
+fn send_uni(s: &mut Sim, node: usize, h: ConnectionHandle, data: Bytes) -> StreamId {
+    let c = s.net.endpoint(node).connection_mut(h).unwrap();
+    let id = c.open(Dir::Uni).unwrap();
+    c.write(id, data).unwrap();
+    c.finish(id).unwrap();
+    id
+}
+
+/// Accepts the unidirectional stream `id` on `node`'s connection `h` and reads it to its end.
+fn read_uni(s: &mut Sim, node: usize, h: ConnectionHandle, id: StreamId) -> Vec<u8> {
+    let now = s.net.now();
+    let c = s.net.endpoint(node).connection_mut(h).unwrap();
+    assert_eq!(c.accept(Dir::Uni), Some(id));
+    let mut got = Vec::new();
+    while let Ok(Some(d)) = c.read(id, usize::MAX, now) {
+        got.extend_from_slice(&d);
+    }
+    got
+}
 
 fn events(s: &mut Sim, node: usize, h: ConnectionHandle) -> Vec<Event> {
     let ep = s.net.endpoint(node);
@@ -39,11 +61,9 @@ fn an_idle_server_connection_hibernates_and_a_datagram_wakes_it() {
         1,
         "the client sleeps too (its TLS session finished when it was first quiet)"
     );
+    let client = s.client;
     for round in 0..3 {
-        let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
-        let id = c.open(Dir::Uni).unwrap();
-        c.write(id, Bytes::from(pattern(50_000))).unwrap();
-        c.finish(id).unwrap();
+        let id = send_uni(&mut s, C, client, Bytes::from(pattern(50_000)));
         s.net.run_for(Duration::from_millis(200));
         let ep = s.net.endpoint(S);
         assert_eq!(
@@ -51,13 +71,7 @@ fn an_idle_server_connection_hibernates_and_a_datagram_wakes_it() {
             0,
             "round {round}: woken by the data"
         );
-        let now = s.net.now();
-        let sc = s.net.endpoint(S).connection_mut(server).unwrap();
-        assert_eq!(sc.accept(Dir::Uni), Some(id));
-        let mut got = Vec::new();
-        while let Ok(Some(d)) = sc.read(id, usize::MAX, now) {
-            got.extend_from_slice(&d);
-        }
+        let got = read_uni(&mut s, S, server, id);
         assert!(got == pattern(50_000), "round {round}: {} bytes", got.len());
         // The application takes the stream events (what the runtime's driver does).
         events(&mut s, S, server);
@@ -81,18 +95,10 @@ fn an_application_call_wakes_a_hibernating_connection() {
     let server = connect(&mut s);
     s.net.run_for(Duration::from_secs(3));
     assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
-    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
-    let id = sc.open(Dir::Uni).unwrap();
-    sc.write(id, Bytes::from_static(b"from a sleeper")).unwrap();
-    sc.finish(id).unwrap();
+    let id = send_uni(&mut s, S, server, Bytes::from_static(b"from a sleeper"));
     s.net.run_for(Duration::from_millis(200));
-    let now = s.net.now();
-    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
-    assert_eq!(c.accept(Dir::Uni), Some(id));
-    assert_eq!(
-        &c.read(id, usize::MAX, now).unwrap().unwrap()[..],
-        b"from a sleeper"
-    );
+    let client = s.client;
+    assert_eq!(read_uni(&mut s, C, client, id), b"from a sleeper");
 }
 
 /// A packed connection still times out (RFC 9000 §10.1): its deadline wakes it, and it is
@@ -134,19 +140,12 @@ fn a_hibernating_connection_follows_its_client_to_a_new_address() {
     assert_eq!(s.net.endpoint(S).hibernating_count(), 1);
     let moved: std::net::SocketAddr = "127.0.0.1:50123".parse().unwrap();
     s.net.nat_rebind(C, moved);
-    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
-    let id = c.open(Dir::Uni).unwrap();
-    c.write(id, Bytes::from_static(b"moved")).unwrap();
-    c.finish(id).unwrap();
+    let client = s.client;
+    let id = send_uni(&mut s, C, client, Bytes::from_static(b"moved"));
     s.net.run_for(Duration::from_millis(500));
-    let now = s.net.now();
+    assert_eq!(read_uni(&mut s, S, server, id), b"moved");
     let sc = s.net.endpoint(S).connection_mut(server).unwrap();
     assert_eq!(sc.remote_address(), moved);
-    assert_eq!(sc.accept(Dir::Uni), Some(id));
-    assert_eq!(
-        &sc.read(id, usize::MAX, now).unwrap().unwrap()[..],
-        b"moved"
-    );
     assert_eq!(sc.stats().paths_validated, 1);
 }
 
@@ -197,18 +196,10 @@ fn keep_alive_pings_outlive_the_idle_timeout_and_wake_a_sleeping_server() {
         "the server slept between the PINGs ({slept} of 40 looks)"
     );
     // Data still flows.
-    let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
-    let id = c.open(Dir::Uni).unwrap();
-    c.write(id, Bytes::from_static(b"still here")).unwrap();
-    c.finish(id).unwrap();
+    let client = s.client;
+    let id = send_uni(&mut s, C, client, Bytes::from_static(b"still here"));
     s.net.run_for(Duration::from_millis(200));
-    let now = s.net.now();
-    let sc = s.net.endpoint(S).connection_mut(server).unwrap();
-    assert_eq!(sc.accept(Dir::Uni), Some(id));
-    assert_eq!(
-        &sc.read(id, usize::MAX, now).unwrap().unwrap()[..],
-        b"still here"
-    );
+    assert_eq!(read_uni(&mut s, S, server, id), b"still here");
 }
 
 /// Without keep-alive the same quiet connection times out.
@@ -316,23 +307,16 @@ fn hibernation_with_aes_256_gcm_and_chacha20_poly1305() {
             "{:?}",
             suite.suite()
         );
-        let c = s.net.endpoint(C).connection_mut(s.client).unwrap();
-        let id = c.open(Dir::Uni).unwrap();
-        c.write(id, Bytes::from(pattern(200_000))).unwrap();
-        c.finish(id).unwrap();
+        let client = s.client;
+        let id = send_uni(&mut s, C, client, Bytes::from(pattern(200_000)));
         s.net.run_for(Duration::from_secs(2));
-        let now = s.net.now();
+        let got = read_uni(&mut s, S, server, id);
         let sc = s.net.endpoint(S).connection_mut(server).unwrap();
         assert_eq!(
             sc.cipher_suite(),
             Some(suite.suite()),
             "the TLS summary unpacked"
         );
-        assert_eq!(sc.accept(Dir::Uni), Some(id));
-        let mut got = Vec::new();
-        while let Ok(Some(d)) = sc.read(id, usize::MAX, now) {
-            got.extend_from_slice(&d);
-        }
         assert!(
             got == pattern(200_000),
             "{:?}: {} bytes",
