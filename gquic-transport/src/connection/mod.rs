@@ -186,9 +186,10 @@ enum State {
     Handshake,
     Established,
     /// We sent CONNECTION_CLOSE; we answer further packets with it until `until` (RFC 9000
-    /// §10.2.1).
+    /// §10.2.1), fewer and fewer as `received` of them come in.
     Closing {
         until: Instant,
+        received: u32,
     },
     /// The peer closed; we send nothing until `until` (§10.2.2).
     Draining {
@@ -1091,6 +1092,7 @@ impl Connection {
         self.close_pending = true;
         self.state = State::Closing {
             until: now + self.close_period(),
+            received: 0,
         };
         self.qlog_closed(now, &ConnectionError::LocallyClosed);
         self.events
@@ -1111,6 +1113,7 @@ impl Connection {
         self.close_pending = true;
         self.state = State::Closing {
             until: now + self.close_period(),
+            received: 0,
         };
         let error = ConnectionError::TransportError(error);
         self.qlog_closed(now, &error);
@@ -1185,7 +1188,7 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Drained => return None,
-            State::Closing { until } | State::Draining { until } => return Some(until),
+            State::Closing { until, .. } | State::Draining { until } => return Some(until),
             _ => {}
         }
         let mut next = self.idle_deadline;
@@ -1221,7 +1224,7 @@ impl Connection {
         let _guard = span.enter();
         match self.state {
             State::Drained => return,
-            State::Closing { until } | State::Draining { until } => {
+            State::Closing { until, .. } | State::Draining { until } => {
                 if now >= until {
                     self.state = State::Drained;
                 }

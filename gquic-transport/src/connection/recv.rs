@@ -189,12 +189,19 @@ impl Connection {
                 return Ok(());
             }
         }
-        if matches!(self.state, State::Closing { .. }) {
-            // RFC 9000 §10.2.1: answer with CONNECTION_CLOSE (the send path rate-limits).
-            self.close_pending = true;
-            self.on_dropped(now, Some(qtype), None, "general");
-            return Ok(());
-        }
+        // RFC 9000 §10.2.1: while closing, packets are answered with CONNECTION_CLOSE, "a
+        // progressively increasing number of received packets" apart: the 1st, 2nd, 4th, 8th...
+        // Two endpoints closing at once would otherwise answer each other's CONNECTION_CLOSE
+        // until their closing periods end (thousands of packets on a fast path).
+        let closing = if let State::Closing { received, .. } = &mut self.state {
+            *received = received.saturating_add(1);
+            if received.is_power_of_two() {
+                self.close_pending = true;
+            }
+            true
+        } else {
+            false
+        };
         // RFC 9001 §5.7: "a server MUST NOT process incoming 1-RTT protected packets before
         // the TLS handshake is complete". Acknowledging one would let the client consider the
         // handshake confirmed (§4.1.2) and drop its Handshake keys, so a lost client Finished
@@ -325,6 +332,15 @@ impl Connection {
             }
         };
         let (header, pn, payload, reserved_ok) = decoded;
+        if closing {
+            let ty = if early {
+                PacketType::ZeroRtt
+            } else {
+                space.packet_type()
+            };
+            self.on_packet_while_closing(now, qtype, pn, payload, ty);
+            return Ok(());
+        }
         // RFC 9000 §17.2, §17.3.1: non-zero reserved bits, once the packet is authenticated,
         // are a PROTOCOL_VIOLATION.
         if !reserved_ok {
@@ -735,6 +751,32 @@ impl Connection {
                 tracing::debug!("stateless reset received");
                 self.enter_draining(now, ConnectionError::Reset);
             }
+        }
+    }
+
+    /// A packet that opened while we are closing. Its frames are not acted on, but a
+    /// CONNECTION_CLOSE in it means the peer is closing or draining too: we go on to draining
+    /// and send nothing more (RFC 9000 §10.2.2).
+    fn on_packet_while_closing(
+        &mut self,
+        now: Instant,
+        qtype: &'static str,
+        pn: u64,
+        payload: bytes::Bytes,
+        ty: PacketType,
+    ) {
+        let peer_closed = Iter::new(payload, ty)
+            .map_while(Result::ok)
+            .any(|f| matches!(f, Frame::ConnectionClose(_) | Frame::ApplicationClose(_)));
+        match self.state {
+            State::Closing { until, .. } if peer_closed => {
+                tracing::debug!("the peer closed too; draining");
+                self.state = State::Draining { until };
+                self.close_pending = false;
+                self.close = None;
+                self.on_dropped(now, Some(qtype), Some(pn), "general");
+            }
+            _ => self.on_dropped(now, Some(qtype), Some(pn), "general"),
         }
     }
 

@@ -396,6 +396,63 @@ fn application_close_code_and_reason_reach_the_peer() {
     assert!(p.client.is_drained() && p.server.is_drained());
 }
 
+/// Both ends close at the same moment: each sends one CONNECTION_CLOSE, takes the other's as
+/// the peer closing too and drains (RFC 9000 §10.2.2) instead of answering it, which the other
+/// would answer in turn until the closing periods end.
+#[test]
+fn a_simultaneous_close_is_one_packet_each_way() {
+    let mut p = established();
+    p.drive_for(Duration::from_secs(1));
+    let sent = (p.client.stats.packets_sent, p.server.stats.packets_sent);
+    let now = p.now;
+    p.client
+        .close(now, VarInt::from_u32(1), Bytes::from_static(b"client"));
+    p.server
+        .close(now, VarInt::from_u32(2), Bytes::from_static(b"server"));
+    p.drive_for(Duration::from_secs(5));
+    assert!(p.client.is_drained() && p.server.is_drained());
+    assert_eq!(
+        (
+            p.client.stats.packets_sent - sent.0,
+            p.server.stats.packets_sent - sent.1
+        ),
+        (1, 1)
+    );
+}
+
+/// A closing endpoint answers a peer that goes on sending (it has not seen the close yet) with
+/// CONNECTION_CLOSE at a falling rate: the 1st, 2nd, 4th, 8th and 16th packet of 20 (RFC 9000
+/// §10.2.1).
+#[test]
+fn closing_answers_fewer_and_fewer_packets() {
+    let mut p = established();
+    let now = p.now;
+    p.client.close(now, VarInt::from_u32(0), Bytes::new());
+    let mut buf = Vec::new();
+    assert!(p.client.poll_transmit(now, &mut buf).is_some());
+    let mut answered = Vec::new();
+    for i in 1..=20 {
+        let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);
+        p.client
+            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&ping[..]));
+        if p.client.poll_transmit(now, &mut buf).is_some() {
+            answered.push(i);
+        }
+        assert!(p.client.poll_transmit(now, &mut buf).is_none());
+    }
+    assert_eq!(answered, [1, 2, 4, 8, 16]);
+    // A CONNECTION_CLOSE ends the answers for good.
+    let close = forge(&mut p.server, SpaceId::Data, &[0x1d, 0x00, 0x00]);
+    p.client
+        .handle_datagram(now, SERVER_ADDR, BytesMut::from(&close[..]));
+    for _ in 0..20 {
+        let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);
+        p.client
+            .handle_datagram(now, SERVER_ADDR, BytesMut::from(&ping[..]));
+        assert!(p.client.poll_transmit(now, &mut buf).is_none());
+    }
+}
+
 #[test]
 fn idle_timeout_fires_on_both_sides() {
     let certs = certs();
