@@ -929,7 +929,14 @@ impl Streams {
     }
 
     /// Forgets a stream once both halves are done; a closed peer stream makes room for a new
-    /// one (RFC 9000 §4.6: MAX_STREAMS as streams close).
+    /// one (RFC 9000 §4.6: MAX_STREAMS as streams close, "to keep the number of streams
+    /// available to peers roughly consistent").
+    ///
+    /// The limit goes up by a quarter of the streams the peer may have open at once, or by
+    /// one as each stream closes while the streams it may still open are fewer than half of
+    /// them: a peer that uses few of its streams gets one MAX_STREAMS every so many streams
+    /// instead of one per stream (which often took a packet of its own), and a peer that uses
+    /// most of them one as each closes.
     fn maybe_close(&mut self, id: StreamId) {
         let recv_done = self.recv.get(&id).is_none_or(|r| {
             r.done || (r.stopped.is_some() && (r.reset.is_some() || r.recv.final_size().is_some()))
@@ -946,7 +953,10 @@ impl Streams {
             let d = dir_index(id.dir());
             self.closed_remote[d] += 1;
             let new_max = (self.closed_remote[d] + self.concurrent_remote[d]).min(MAX_STREAM_COUNT);
-            if new_max > self.max_remote[d] {
+            let n = self.concurrent_remote[d];
+            let left = self.max_remote[d] - self.next_remote[d];
+            let raise = new_max.saturating_sub(self.max_remote[d]);
+            if raise > 0 && (raise >= (n / 4).max(1) || left < n.div_ceil(2)) {
                 self.max_remote[d] = new_max;
                 self.queue_control(StreamControl::MaxStreams(id.dir()));
             }

@@ -421,3 +421,49 @@ fn rfc9000_blocked_frames_once_per_limit() {
     let frames = drain_control(&mut c);
     assert_eq!(frames, vec![Frame::StreamDataBlocked { id, limit: 400 }]);
 }
+
+/// MAX_STREAMS frames the server has queued, with their counts.
+fn max_streams_sent(s: &mut Streams) -> Vec<u64> {
+    let mut counts = Vec::new();
+    while let Some(c) = s.poll_control() {
+        if let Some(crate::wire::Frame::MaxStreams { count, .. }) = s.control_frame(c) {
+            counts.push(count);
+        }
+    }
+    counts
+}
+
+/// RFC 9000 §4.6: a peer using few of its 100 streams at a time gets the limit raised by 25
+/// every 25 streams, never running short; one using most of them gets a raise as each closes.
+#[test]
+fn max_streams_goes_out_in_steps_unless_the_peer_is_short() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(100, 1000);
+    let mut raises = Vec::new();
+    for _ in 0..200 {
+        let id = c.open(Dir::Uni).expect("never short of streams");
+        c.write(id, Bytes::from_static(b"x")).unwrap();
+        c.finish(id).unwrap();
+        pump(&mut c, &mut s, now);
+        let id = s.accept(Dir::Uni).unwrap();
+        assert_eq!(read_all(&mut s, id, now), (b"x".to_vec(), true));
+        let sent = max_streams_sent(&mut s);
+        sent.iter().for_each(|&n| c.on_max_streams(Dir::Uni, n));
+        raises.extend(sent);
+    }
+    assert_eq!(raises, [125, 150, 175, 200, 225, 250, 275, 300]);
+
+    // 90 streams open at once: each of the first 40 to close raises the limit by one.
+    let (mut c, mut s) = pair(100, 1000);
+    for _ in 0..90 {
+        let id = c.open(Dir::Uni).unwrap();
+        c.write(id, Bytes::from_static(b"x")).unwrap();
+        c.finish(id).unwrap();
+    }
+    pump(&mut c, &mut s, now);
+    for k in 1..=40 {
+        let id = s.accept(Dir::Uni).unwrap();
+        assert_eq!(read_all(&mut s, id, now), (b"x".to_vec(), true));
+        assert_eq!(max_streams_sent(&mut s), [100 + k]);
+    }
+}
