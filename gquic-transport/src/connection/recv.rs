@@ -768,16 +768,13 @@ impl Connection {
         let peer_closed = Iter::new(payload, ty)
             .map_while(Result::ok)
             .any(|f| matches!(f, Frame::ConnectionClose(_) | Frame::ApplicationClose(_)));
-        match self.state {
-            State::Closing { until, .. } if peer_closed => {
-                tracing::debug!("the peer closed too; draining");
-                self.state = State::Draining { until };
-                self.close_pending = false;
-                self.close = None;
-                self.on_dropped(now, Some(qtype), Some(pn), "general");
-            }
-            _ => self.on_dropped(now, Some(qtype), Some(pn), "general"),
+        if let (State::Closing { until, .. }, true) = (self.state, peer_closed) {
+            tracing::debug!("the peer closed too; draining");
+            self.state = State::Draining { until };
+            self.close_pending = false;
+            self.close = None;
         }
+        self.on_dropped(now, Some(qtype), Some(pn), "general");
     }
 
     fn enter_draining(&mut self, now: Instant, error: ConnectionError) {
