@@ -240,6 +240,22 @@ pub struct ConnectionStats {
     pub counters: crate::connection::ConnectionStats,
 }
 
+impl ConnectionStats {
+    /// A snapshot of a state machine.
+    pub(crate) fn of(c: &crate::connection::Connection) -> Self {
+        Self {
+            rtt: c.rtt(),
+            min_rtt: c.rtt_estimator().min(),
+            congestion_window: c.congestion_window(),
+            bytes_in_flight: c.bytes_in_flight(),
+            path_mtu: c.path_mtu(),
+            handshake_duration: c.handshake_duration(),
+            open_streams: c.open_streams(),
+            counters: c.stats(),
+        }
+    }
+}
+
 impl Connection {
     pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
         Self {
@@ -340,22 +356,17 @@ impl Connection {
         }
     }
 
-    /// RTT, congestion window and counters. After the connection is gone, the counters are
-    /// zero.
+    /// RTT, congestion window and counters. Once the connection is gone (drained after its
+    /// close, or its socket failed), the values it had last: the final counters.
     pub fn stats(&self) -> ConnectionStats {
         let mut s = self.inner.shared.lock();
-        match s.proto(self.inner.id) {
-            Some(c) => ConnectionStats {
-                rtt: c.rtt(),
-                min_rtt: c.rtt_estimator().min(),
-                congestion_window: c.congestion_window(),
-                bytes_in_flight: c.bytes_in_flight(),
-                path_mtu: c.path_mtu(),
-                handshake_duration: c.handshake_duration(),
-                open_streams: c.open_streams(),
-                counters: c.stats(),
-            },
-            None => ConnectionStats {
+        if let Some(c) = s.proto(self.inner.id) {
+            return ConnectionStats::of(c);
+        }
+        s.conns
+            .get(&self.inner.id)
+            .and_then(|st| st.last_stats())
+            .unwrap_or(ConnectionStats {
                 rtt: Duration::ZERO,
                 min_rtt: Duration::ZERO,
                 congestion_window: 0,
@@ -364,8 +375,7 @@ impl Connection {
                 handshake_duration: None,
                 open_streams: 0,
                 counters: Default::default(),
-            },
-        }
+            })
     }
 
     /// Updates the 1-RTT keys now (RFC 9001 §6); the peer follows. Keys also update on their

@@ -155,6 +155,8 @@ struct Ended {
     error: Option<ConnectionError>,
     /// The peer's address when the state machine went away.
     remote: Option<SocketAddr>,
+    /// What `Connection::stats` said last, kept when the state machine went away.
+    stats: Option<ConnectionStats>,
 }
 
 impl ConnState {
@@ -176,14 +178,20 @@ impl ConnState {
         self.ended.as_ref()?.remote
     }
 
-    /// Lets go of the state machine (drained, or the socket failed), keeping its last peer
-    /// address and a reason.
-    fn detach(&mut self, remote: Option<SocketAddr>) {
+    /// Its statistics when the state machine went away.
+    pub(crate) fn last_stats(&self) -> Option<ConnectionStats> {
+        self.ended.as_ref()?.stats
+    }
+
+    /// Lets go of the state machine `conn` (drained, or the socket failed), keeping its last
+    /// peer address and statistics, and a reason.
+    fn detach(&mut self, conn: Option<&crate::connection::Connection>) {
         self.handle = None;
         let ended = self.ended.get_or_insert_with(Box::default);
-        // A connection detached before (drained, then the socket failed) keeps its address.
-        if remote.is_some() {
-            ended.remote = remote;
+        // A connection detached before (drained, then the socket failed) keeps what it had.
+        if let Some(c) = conn {
+            ended.remote = Some(c.remote_address());
+            ended.stats = Some(ConnectionStats::of(c));
         }
         ended.error.get_or_insert(ConnectionError::LocallyClosed);
     }
@@ -371,7 +379,7 @@ impl State {
                     );
                 }
             }
-            st.detach(Some(conn.remote_address()));
+            st.detach(Some(&conn));
             st.wake_all_into(out);
             if st.refs == 0 {
                 self.conns.remove(&id);
@@ -396,11 +404,8 @@ impl State {
         tracing::error!(%error, "endpoint socket failed");
         self.socket_error = Some(Arc::new(error));
         for st in self.conns.values_mut() {
-            let remote = st
-                .handle
-                .and_then(|h| self.ep.connection_mut(h))
-                .map(|c| c.remote_address());
-            st.detach(remote);
+            let conn = st.handle.and_then(|h| self.ep.connection_mut(h));
+            st.detach(conn.as_deref());
             st.wake_all();
         }
         for w in self

@@ -445,18 +445,25 @@ fn the_runtime_entry_of_a_connection_stays_small() {
     assert!(size <= 96, "ConnState is {size} bytes");
 }
 
-/// What an ended connection keeps: the first reason recorded and its last peer address, which
-/// a later failure of the socket (with no state machine left to ask) does not erase.
+/// What an ended connection keeps: the first reason recorded, its last peer address and its
+/// statistics, which a later failure of the socket (with no state machine left to ask) does
+/// not erase.
 #[test]
-fn an_ended_connection_keeps_its_reason_and_last_address() {
+fn an_ended_connection_keeps_its_reason_last_address_and_stats() {
+    let p = crate::connection::tests::established();
     let mut st = ConnState::default();
-    assert_eq!((st.error(), st.last_remote()), (None, None));
+    assert_eq!(
+        (st.error(), st.last_remote(), st.last_stats()),
+        (None, None, None)
+    );
     st.set_error(ConnectionError::TimedOut);
     st.set_error(ConnectionError::Reset);
-    let addr = localhost();
-    st.detach(Some(addr));
+    st.detach(Some(&p.client));
     st.detach(None);
     assert_eq!(st.error(), Some(&ConnectionError::TimedOut));
-    assert_eq!(st.last_remote(), Some(addr));
+    assert_eq!(st.last_remote(), Some(p.client.remote_address()));
+    let stats = st.last_stats().expect("kept");
+    assert_eq!(stats.counters, p.client.stats());
+    assert!(stats.counters.packets_sent > 0 && stats.rtt > Duration::ZERO);
     assert!(st.handle.is_none());
 }
