@@ -1087,6 +1087,7 @@ impl Proxy {
     }
 }
 
+mod closing;
 mod features;
 mod hibernation;
 mod migration;
