@@ -208,6 +208,12 @@ impl Hibernated {
         unpack_stats(&mut Unpacker::new(&self.blob, self.base)).unwrap_or_default()
     }
 
+    /// A copy of the connection as it would wake, to read (it stays packed); `None` only if
+    /// the bytes do not read back.
+    pub(crate) fn peek(&self) -> Option<Box<Connection>> {
+        self.unpack(&mut Unpacker::new(&self.blob, self.base))
+    }
+
     /// Its packed size in bytes.
     #[cfg(test)]
     pub(crate) fn packed_len(&self) -> usize {

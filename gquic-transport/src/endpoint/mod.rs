@@ -558,6 +558,18 @@ impl Endpoint {
         self.connections.stats(h.0)
     }
 
+    /// `f` applied to a connection, without waking it if it hibernates: it then reads a copy
+    /// unpacked for the call (whose congestion window is the initial one it will wake with).
+    /// For statistics and the like; what changes a connection goes through
+    /// [`Endpoint::connection_mut`].
+    pub fn inspect_connection<R>(
+        &self,
+        h: ConnectionHandle,
+        f: impl FnOnce(&Connection) -> R,
+    ) -> Option<R> {
+        self.connections.inspect(h.0, f)
+    }
+
     /// A connection by handle, mutable; wakes it if it hibernates.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
         self.conn_mut(h.0, None)?;

@@ -148,6 +148,17 @@ impl Slots {
         }
     }
 
+    /// `f` applied to the connection in slot `idx`, without waking it: an asleep connection is
+    /// unpacked into a copy that is dropped afterwards.
+    pub(super) fn inspect<R>(&self, idx: usize, f: impl FnOnce(&Connection) -> R) -> Option<R> {
+        match self.slots.get(idx)? {
+            Slot::Free => None,
+            Slot::Awake(c) => Some(f(c)),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            Slot::Asleep(h) => h.peek().map(|c| f(&c)),
+        }
+    }
+
     /// The counters of the connection in slot `idx`, without waking it.
     pub(super) fn stats(&self, idx: usize) -> Option<crate::connection::ConnectionStats> {
         match self.slots.get(idx)? {

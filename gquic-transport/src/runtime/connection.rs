@@ -356,16 +356,21 @@ impl Connection {
         }
     }
 
-    /// RTT, congestion window and counters. Once the connection is gone (drained after its
-    /// close, or its socket failed), the values it had last: the final counters.
+    /// RTT, congestion window and counters. Read without waking a hibernating connection
+    /// (whose congestion window is then the initial one it will wake with). Once the
+    /// connection is gone (drained after its close, or its socket failed), the values it had
+    /// last: the final counters.
     pub fn stats(&self) -> ConnectionStats {
-        let mut s = self.inner.shared.lock();
-        if let Some(c) = s.proto(self.inner.id) {
-            return ConnectionStats::of(c);
+        let s = self.inner.shared.lock();
+        let st = s.conns.get(&self.inner.id);
+        // A hibernating connection is read without waking it.
+        if let Some(stats) = st
+            .and_then(|st| st.handle)
+            .and_then(|h| s.ep.inspect_connection(h, ConnectionStats::of))
+        {
+            return stats;
         }
-        s.conns
-            .get(&self.inner.id)
-            .and_then(|st| st.last_stats())
+        st.and_then(|st| st.last_stats())
             .unwrap_or(ConnectionStats {
                 rtt: Duration::ZERO,
                 min_rtt: Duration::ZERO,

@@ -55,6 +55,14 @@ fn an_idle_server_connection_hibernates_and_a_datagram_wakes_it() {
         .connection_stats(server)
         .expect("counters of a packed connection");
     assert!(stats.packets_received >= 3, "{stats:?}");
+    // Read through an unpacked copy: the same counters and the path as it was, still asleep.
+    let (counters, rtt, remote) = ep
+        .inspect_connection(server, |c| (c.stats(), c.rtt(), c.remote_address()))
+        .expect("a packed connection can be read");
+    assert_eq!(counters, stats);
+    assert!(rtt > Duration::ZERO);
+    assert_eq!(remote, super::tests::CLIENT);
+    assert_eq!(ep.hibernating_count(), 1, "inspecting does not wake");
     assert_eq!(ep.connection_count(), 1);
     assert_eq!(
         s.net.endpoint(C).hibernating_count(),

@@ -13,7 +13,8 @@ use crate::endpoint::{ConnectionHandle, EndpointConfig};
 use crate::{Dir, StreamId};
 
 const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
-const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
+pub(super) const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
 
 fn endpoint_config() -> EndpointConfig {
     EndpointConfig::new(

@@ -24,6 +24,14 @@ fn echo_then_speak(endpoint: Endpoint) -> tokio::sync::oneshot::Receiver<(u64, u
             1,
             "asleep before speaking"
         );
+        // Statistics are read from the packed connection, which stays asleep.
+        let asleep = conn.stats();
+        assert_eq!(
+            endpoint.hibernating_connections(),
+            1,
+            "stats left it asleep"
+        );
+        assert!(asleep.counters.packets_received > 0 && asleep.rtt > Duration::ZERO);
         let mut uni = conn.open_uni().await.unwrap();
         uni.write_all(b"woken by the application").await.unwrap();
         uni.finish().unwrap();
