@@ -272,9 +272,9 @@ impl Connection {
     /// The peer's address: where the connection sends now (it follows a peer that migrates,
     /// RFC 9000 §9); after the connection is gone, the last one.
     pub fn remote_address(&self) -> SocketAddr {
-        let mut s = self.inner.shared.lock();
-        if let Some(c) = s.proto(self.inner.id) {
-            return c.remote_address();
+        let s = self.inner.shared.lock();
+        if let Some(a) = s.peek(self.inner.id, |c| c.remote_address()) {
+            return a;
         }
         s.conns
             .get(&self.inner.id)
@@ -285,8 +285,8 @@ impl Connection {
     /// Where ECN validation of the path stands (RFC 9000 §13.4.2): `Capable` once the
     /// peer's acknowledgments reported our ECT(0) marks; `None` once the connection is gone.
     pub fn ecn_state(&self) -> Option<crate::connection::EcnState> {
-        let mut s = self.inner.shared.lock();
-        Some(s.proto(self.inner.id)?.ecn_state())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.ecn_state())
     }
 
     /// The local address of the endpoint's socket.
@@ -297,22 +297,20 @@ impl Connection {
     /// The TLS server name: the SNI the client sent (server side) or the name dialed
     /// (client side).
     pub fn server_name(&self) -> Option<String> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id)?.server_name().map(str::to_owned)
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.server_name().map(str::to_owned))?
     }
 
     /// The negotiated application protocol (ALPN), once the handshake completed.
     pub fn alpn(&self) -> Option<Vec<u8>> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id)?.alpn().map(<[u8]>::to_vec)
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.alpn().map(<[u8]>::to_vec))?
     }
 
     /// The peer's certificate chain, leaf first, if it presented one.
     pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id)?
-            .peer_certificates()
-            .map(<[_]>::to_vec)
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.peer_certificates().map(<[_]>::to_vec))?
     }
 
     /// Entries in the per-stream records of send streams (`stopped`, `acked`, live handles):
@@ -362,15 +360,12 @@ impl Connection {
     /// last: the final counters.
     pub fn stats(&self) -> ConnectionStats {
         let s = self.inner.shared.lock();
-        let st = s.conns.get(&self.inner.id);
-        // A hibernating connection is read without waking it.
-        if let Some(stats) = st
-            .and_then(|st| st.handle)
-            .and_then(|h| s.ep.inspect_connection(h, ConnectionStats::of))
-        {
+        if let Some(stats) = s.peek(self.inner.id, ConnectionStats::of) {
             return stats;
         }
-        st.and_then(|st| st.last_stats())
+        s.conns
+            .get(&self.inner.id)
+            .and_then(|st| st.last_stats())
             .unwrap_or(ConnectionStats {
                 rtt: Duration::ZERO,
                 min_rtt: Duration::ZERO,
@@ -408,55 +403,56 @@ impl Connection {
     /// Client: whether data written now still goes out in 0-RTT packets (see
     /// [`Connecting::into_0rtt`]).
     pub fn is_0rtt(&self) -> bool {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).is_some_and(|c| c.is_0rtt())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.is_0rtt()).unwrap_or(false)
     }
 
     /// The negotiated TLS cipher suite, once known.
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).and_then(|c| c.cipher_suite())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.cipher_suite())?
     }
 
     /// The QUIC version in use: after compatible version negotiation (RFC 9368 §2.3) the one
     /// the server chose, otherwise the version of the first Initial. `None` once the
     /// connection's state is gone.
     pub fn version(&self) -> Option<crate::wire::Version> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).map(|c| c.version())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.version())
     }
 
     /// The version of the client's first Initial (the "original version", RFC 9368 §2);
     /// differs from [`Connection::version`] when the server switched versions.
     pub fn original_version(&self) -> Option<crate::wire::Version> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).map(|c| c.original_version())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.original_version())
     }
 
     /// Client: whether the server made this connection follow a Retry (RFC 9000 §8.1.2).
     pub fn retried(&self) -> bool {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).is_some_and(|c| c.retried())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.retried()).unwrap_or(false)
     }
 
     /// Whether the TLS handshake resumed an earlier session; `None` until it is known.
     pub fn is_resumed(&self) -> Option<bool> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).and_then(|c| c.is_resumed())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.is_resumed())?
     }
 
     /// Whether the server accepted 0-RTT; `None` until the handshake says.
     pub fn zero_rtt_accepted(&self) -> Option<bool> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).and_then(|c| c.zero_rtt_accepted())
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.zero_rtt_accepted())?
     }
 
     /// Whether stream `id` carried data in 0-RTT packets. Server: the client sent on it in
     /// 0-RTT, which could be a replay (RFC 9001 §9.2, RFC 8470): act on it only if repeating
     /// it is harmless. Client: its data went out before the handshake completed.
     pub fn is_0rtt_stream(&self, id: crate::StreamId) -> bool {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id).is_some_and(|c| c.is_0rtt_stream(id))
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.is_0rtt_stream(id))
+            .unwrap_or(false)
     }
 
     /// Smoothed round-trip time.
@@ -725,8 +721,8 @@ impl Connection {
     /// The largest datagram [`Connection::send_datagram`] takes now; `None` if the peer does
     /// not accept datagrams.
     pub fn max_datagram_size(&self) -> Option<usize> {
-        let mut s = self.inner.shared.lock();
-        s.proto(self.inner.id)?.max_datagram_size()
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.max_datagram_size())?
     }
 
     /// Polls for the next received datagram. The poll-based form of

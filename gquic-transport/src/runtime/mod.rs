@@ -296,7 +296,18 @@ impl State {
         id
     }
 
-    /// The sans-IO connection behind a runtime id, if it still lives.
+    /// `f` on connection `id`'s state machine, for what only reads: a hibernating connection
+    /// is read through a copy and stays asleep (`proto::Endpoint::inspect_connection`).
+    pub(crate) fn peek<R>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&crate::connection::Connection) -> R,
+    ) -> Option<R> {
+        let h = self.conns.get(&id)?.handle?;
+        self.ep.inspect_connection(h, f)
+    }
+
+    /// The sans-IO connection behind a runtime id, if it still lives; woken if it hibernates.
     pub(crate) fn proto(&mut self, id: u64) -> Option<&mut crate::connection::Connection> {
         let h = self.conns.get(&id)?.handle?;
         self.ep.connection_mut(h)

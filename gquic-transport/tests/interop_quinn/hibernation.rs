@@ -24,14 +24,18 @@ fn echo_then_speak(endpoint: Endpoint) -> tokio::sync::oneshot::Receiver<(u64, u
             1,
             "asleep before speaking"
         );
-        // Statistics are read from the packed connection, which stays asleep.
+        // Statistics and the handshake's outcome are read from the packed connection, which
+        // stays asleep.
         let asleep = conn.stats();
+        assert!(asleep.counters.packets_received > 0 && asleep.rtt > Duration::ZERO);
+        assert_eq!(conn.alpn().as_deref(), Some(&b"interop"[..]));
+        assert_eq!(conn.server_name().as_deref(), Some("localhost"));
+        assert!(conn.remote_address().port() != 0 && conn.version().is_some());
         assert_eq!(
             endpoint.hibernating_connections(),
             1,
-            "stats left it asleep"
+            "reading left it asleep"
         );
-        assert!(asleep.counters.packets_received > 0 && asleep.rtt > Duration::ZERO);
         let mut uni = conn.open_uni().await.unwrap();
         uni.write_all(b"woken by the application").await.unwrap();
         uni.finish().unwrap();
