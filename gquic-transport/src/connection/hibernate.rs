@@ -211,7 +211,9 @@ impl Hibernated {
     /// A copy of the connection as it would wake, to read (it stays packed); `None` only if
     /// the bytes do not read back.
     pub(crate) fn peek(&self) -> Option<Box<Connection>> {
-        self.unpack(&mut Unpacker::new(&self.blob, self.base))
+        let mut c = self.unpack(&mut Unpacker::new(&self.blob, self.base))?;
+        c.extras = self.extras.as_ref().map(|e| Box::new(e.copy_quiet()));
+        Some(c)
     }
 
     /// Its packed size in bytes.

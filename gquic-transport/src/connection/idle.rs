@@ -135,6 +135,20 @@ pub(super) struct Extras {
 }
 
 impl Extras {
+    /// A copy for a connection read while it hibernates (which holds no early 1-RTT
+    /// packets).
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub(super) fn copy_quiet(&self) -> Self {
+        Self {
+            early_1rtt: Vec::new(),
+            token: self.token.clone(),
+            retry_src_cid: self.retry_src_cid,
+            token_store: self.token_store.clone(),
+            new_token: self.new_token.clone(),
+            dialed_name: self.dialed_name.clone(),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.early_1rtt.is_empty()
             && self.token.is_empty()

@@ -148,6 +148,13 @@ async fn a_hibernated_gquic_client_carries_on_with_a_quinn_server() {
         for round in 0..2u64 {
             tokio::time::sleep(Duration::from_millis(2500)).await;
             assert_eq!(client.hibernating_connections(), 1, "round {round}: asleep");
+            // The name it dialed is kept beside the packed bytes, and read without waking it.
+            assert_eq!(conn.server_name().as_deref(), Some("localhost"));
+            assert_eq!(
+                client.hibernating_connections(),
+                1,
+                "round {round}: still asleep"
+            );
             echo!(conn, pattern(1 << 20, round));
             assert_eq!(client.hibernating_connections(), 0, "round {round}: awake");
         }
