@@ -543,6 +543,13 @@ impl Endpoint {
         self.connections.asleep()
     }
 
+    /// Whether the connection hibernates. A hibernating connection has nothing queued for the
+    /// application (no stream to accept or read, no datagram, no event), so a wait for one can
+    /// stay pending without waking it.
+    pub fn is_hibernating(&self, h: ConnectionHandle) -> bool {
+        self.connections.is_asleep(h.0)
+    }
+
     /// A connection by handle, if it is awake: `None` once drained and removed, or while it
     /// hibernates ([`Endpoint::connection_mut`] wakes it; [`Endpoint::connection_stats`]
     /// reads its counters either way).

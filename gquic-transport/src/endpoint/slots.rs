@@ -71,6 +71,17 @@ impl Slots {
         }
     }
 
+    /// Whether the connection in slot `idx` is packed.
+    pub(super) fn is_asleep(&self, idx: usize) -> bool {
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        return matches!(self.slots.get(idx), Some(Slot::Asleep(_)));
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        {
+            let _ = idx;
+            false
+        }
+    }
+
     /// The connection in slot `idx` if it is awake, mutably.
     pub(super) fn awake_mut(&mut self, idx: usize) -> Option<&mut Connection> {
         match self.slots.get_mut(idx)? {

@@ -548,8 +548,9 @@ impl Connection {
     fn poll_accept(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
-        let accepted = match s.proto(id) {
-            Some(c) => c.accept(dir),
+        // A hibernating connection has no stream to accept: the wait goes on without waking it.
+        let accepted = match s.proto_unless_asleep(id) {
+            Some(c) => c.and_then(|c| c.accept(dir)),
             None => return Poll::Ready(Err(lost(&s, id))),
         };
         if let Some(stream) = accepted {
@@ -580,8 +581,8 @@ impl Connection {
         if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
             return Poll::Ready(Err(e));
         }
-        let available = match s.proto(id) {
-            Some(c) => c.streams_available(dir),
+        let available = match s.peek(id, |c| c.streams_available(dir)) {
+            Some(n) => n,
             None => return Poll::Ready(Err(lost(&s, id))),
         };
         if available > 0 {
@@ -733,8 +734,9 @@ impl Connection {
     pub fn poll_read_datagram(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
-        let got = match s.proto(id) {
-            Some(c) => c.read_datagram(),
+        // A hibernating connection holds no datagram: the wait goes on without waking it.
+        let got = match s.proto_unless_asleep(id) {
+            Some(c) => c.and_then(|c| c.read_datagram()),
             None => return Poll::Ready(Err(lost(&s, id))),
         };
         if let Some(d) = got {

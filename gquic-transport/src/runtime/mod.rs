@@ -307,6 +307,27 @@ impl State {
         self.ep.inspect_connection(h, f)
     }
 
+    /// Whether connection `id` hibernates (nothing queued for the application: see
+    /// `proto::Endpoint::is_hibernating`).
+    pub(crate) fn asleep(&self, id: u64) -> bool {
+        self.conns
+            .get(&id)
+            .and_then(|st| st.handle)
+            .is_some_and(|h| self.ep.is_hibernating(h))
+    }
+
+    /// Connection `id`'s state machine if it lives, `Some(None)` while it hibernates (left
+    /// asleep), for a call that has nothing to find in a hibernating connection.
+    pub(crate) fn proto_unless_asleep(
+        &mut self,
+        id: u64,
+    ) -> Option<Option<&mut crate::connection::Connection>> {
+        if self.asleep(id) {
+            return Some(None);
+        }
+        self.proto(id).map(Some)
+    }
+
     /// The sans-IO connection behind a runtime id, if it still lives; woken if it hibernates.
     pub(crate) fn proto(&mut self, id: u64) -> Option<&mut crate::connection::Connection> {
         let h = self.conns.get(&id)?.handle?;

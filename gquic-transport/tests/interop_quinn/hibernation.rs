@@ -31,6 +31,12 @@ fn echo_then_speak(endpoint: Endpoint) -> tokio::sync::oneshot::Receiver<(u64, u
         assert_eq!(conn.alpn().as_deref(), Some(&b"interop"[..]));
         assert_eq!(conn.server_name().as_deref(), Some("localhost"));
         assert!(conn.remote_address().port() != 0 && conn.version().is_some());
+        // Nor does waiting for a stream or a datagram: a sleeping connection has none.
+        let wait = Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, conn.accept_uni()).await.is_err());
+        assert!(tokio::time::timeout(wait, conn.read_datagram())
+            .await
+            .is_err());
         assert_eq!(
             endpoint.hibernating_connections(),
             1,
