@@ -29,15 +29,7 @@ async fn gquic_and_quinn_closing_at_once() {
         let proxy = Proxy::start_with(addr, 0x5eed_c105, hold).await;
         let client = Endpoint::client(localhost()).unwrap();
         for round in 0..3u32 {
-            let conn = client
-                .connect_with(
-                    gquic_client_config(&certs, b"interop", Settings::default()),
-                    proxy.addr,
-                    "localhost",
-                )
-                .unwrap()
-                .await
-                .unwrap();
+            let conn = gquic_connect(&client, &certs, proxy.addr).await;
             let quinn_conn = accepted.recv().await.unwrap();
             // Both handshakes confirmed and everything acknowledged.
             tokio::time::sleep(Duration::from_millis(300)).await;

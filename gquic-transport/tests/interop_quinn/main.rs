@@ -280,6 +280,19 @@ fn run_quinn_server(endpoint: quinn::Endpoint) -> QuinnServer {
     }
 }
 
+/// A gquic connection from `client` to `addr`, with the interop ALPN and default settings.
+async fn gquic_connect(client: &Endpoint, certs: &Certs, addr: SocketAddr) -> Connection {
+    client
+        .connect_with(
+            gquic_client_config(certs, b"interop", Settings::default()),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap()
+}
+
 async fn gquic_to_quinn(s: Settings) -> (Endpoint, Connection, QuinnServer) {
     let certs = certs();
     let server = run_quinn_server(quinn_server(&certs, b"interop", s));
@@ -437,15 +450,7 @@ async fn gquic_client_quinn_server_through_lossy_proxy() {
         let server = run_quinn_server(quinn_server(&certs, b"interop", Settings::default()));
         let proxy = Proxy::start(server.endpoint.local_addr().unwrap(), 0x5eed_0001).await;
         let client = Endpoint::client(localhost()).unwrap();
-        let conn = client
-            .connect_with(
-                gquic_client_config(&certs, b"interop", Settings::default()),
-                proxy.addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = gquic_connect(&client, &certs, proxy.addr).await;
         echo!(conn, pattern(2 << 20, 9));
         uni!(conn, pattern(300_000, 10));
         let lost = conn.stats().counters.packets_lost;
@@ -823,15 +828,7 @@ async fn ten_mib_through_loss_corruption_reordering_and_duplication() {
         let proxy =
             Proxy::start_with(server.endpoint.local_addr().unwrap(), 0x5eed_0400, imp).await;
         let client = Endpoint::client(localhost()).unwrap();
-        let conn = client
-            .connect_with(
-                gquic_client_config(&certs, b"interop", Settings::default()),
-                proxy.addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = gquic_connect(&client, &certs, proxy.addr).await;
         uni!(conn, pattern(10 << 20, 100));
         let stats = conn.stats();
         assert!(

@@ -69,15 +69,7 @@ async fn gquic_client_rebinds_mid_transfer_and_quinn_server_follows() {
         let certs = certs();
         let (server, mut conns) = quinn_server_with_conns(&certs);
         let client = Endpoint::client(localhost()).unwrap();
-        let conn = client
-            .connect_with(
-                gquic_client_config(&certs, b"interop", Settings::default()),
-                server.local_addr().unwrap(),
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = gquic_connect(&client, &certs, server.local_addr().unwrap()).await;
         let server_conn = conns.recv().await.unwrap();
         let before = client.local_addr();
         let socket = fresh_socket();
@@ -240,15 +232,7 @@ async fn nat_rebinding_gquic_client_to_quinn_server() {
         let (server, mut conns) = quinn_server_with_conns(&certs);
         let nat = NatProxy::start(server.local_addr().unwrap(), 400).await;
         let client = Endpoint::client(localhost()).unwrap();
-        let conn = client
-            .connect_with(
-                gquic_client_config(&certs, b"interop", Settings::default()),
-                nat.addr,
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = gquic_connect(&client, &certs, nat.addr).await;
         let server_conn = conns.recv().await.unwrap();
         echo!(conn, pattern(4 << 20, 230));
         let ports = nat.ports();

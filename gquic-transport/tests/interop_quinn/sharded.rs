@@ -153,17 +153,7 @@ async fn a_gquic_client_spreads_connections_over_its_sockets() {
         assert_eq!(client.local_addrs(), ports);
         let mut conns = Vec::new();
         for _ in 0..6 {
-            conns.push(
-                client
-                    .connect_with(
-                        gquic_client_config(&certs, b"interop", Settings::default()),
-                        server.local_addr().unwrap(),
-                        "localhost",
-                    )
-                    .unwrap()
-                    .await
-                    .unwrap(),
-            );
+            conns.push(gquic_connect(&client, &certs, server.local_addr().unwrap()).await);
         }
         let mut per_port = std::collections::HashMap::new();
         for (i, conn) in conns.iter().enumerate() {
