@@ -1,0 +1,139 @@
+//! The endpoint's transmit path: stateless responses first, then the connections' datagrams,
+//! round robin, batched for segmentation offload.
+
+use std::time::Instant;
+
+use super::Endpoint;
+use crate::connection::Transmit;
+
+/// The most bytes one batch of datagrams holds: the largest UDP payload over IPv4
+/// (65,535 less the IPv4 and UDP headers).
+const MAX_BATCH_BYTES: usize = 65_507;
+
+impl Endpoint {
+    /// Writes the next datagram to send into `buf`: stateless responses first, then the
+    /// connections' datagrams, round robin.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit_batch(now, 1, buf)
+    }
+
+    /// The next datagram of a connection, round robin, with the connection's index.
+    fn poll_connections(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(Transmit, usize)> {
+        // Only the connections touched since they last had nothing to send: input, timers,
+        // application calls and new connection IDs are what give a connection something
+        // to send, and each of them marks it.
+        while let Some(idx) = self.send_ready.pop_front() {
+            self.in_send_ready[idx] = false;
+            // A hibernating connection has nothing to send.
+            let Some(conn) = self.connections.awake_mut(idx) else {
+                continue;
+            };
+            let sent = conn.poll_transmit(now, buf);
+            // Sending can raise application events (a stream's data all acknowledged
+            // earlier, a datagram dropped, a key update).
+            self.mark_touched(idx);
+            if let Some(t) = sent {
+                // It may have more: back in line behind the others (round robin).
+                self.mark_send_ready(idx);
+                self.process_events(idx);
+                return Some((t, idx));
+            }
+            self.process_events(idx);
+        }
+        None
+    }
+
+    /// Writes up to `max_segments` datagrams for one destination into `buf`, back to back,
+    /// every one as long as the first but the last, which may be shorter: what one UDP send
+    /// with generic segmentation offload takes (Linux `UDP_SEGMENT`). The result's
+    /// `segment_size` is `Some` when there is more than one datagram. With `max_segments` 1
+    /// this is [`Endpoint::poll_transmit`].
+    ///
+    /// A datagram that the connection wrote but that cannot join the batch (another size,
+    /// destination or ECN codepoint) is kept for the next call, so nothing is lost and the
+    /// connection's order is kept.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let t = self.next_batch(now, max_segments, buf)?;
+        self.stats.bytes_sent += t.size as u64;
+        self.stats.datagrams_sent += match t.segment_size {
+            Some(s) => t.size.div_ceil(s.max(1)) as u64,
+            None => 1,
+        };
+        Some(t)
+    }
+
+    fn next_batch(
+        &mut self,
+        now: Instant,
+        max_segments: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let (first, idx) = match self.held.take() {
+            Some((t, idx)) => {
+                std::mem::swap(buf, &mut self.held_buf);
+                (t, Some(idx))
+            }
+            None => {
+                if let Some(t) = self.poll_transmit_stateless(buf) {
+                    return Some(t);
+                }
+                let (t, idx) = self.poll_connections(now, buf)?;
+                (t, Some(idx))
+            }
+        };
+        let segment = first.size;
+        // The IPv4 UDP payload limit bounds a whole batch.
+        let max_segments = max_segments.min(MAX_BATCH_BYTES / segment.max(1)).max(1);
+        let Some(idx) = idx.filter(|_| max_segments > 1) else {
+            return Some(first);
+        };
+        let mut count = 1;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while count < max_segments {
+            let Some(conn) = self.connections.awake_mut(idx) else {
+                break;
+            };
+            let Some(t) = conn.poll_transmit(now, &mut scratch) else {
+                self.process_events(idx);
+                break;
+            };
+            self.process_events(idx);
+            if t.destination != first.destination || t.ecn != first.ecn || t.size > segment {
+                // Sent first thing next time.
+                self.held = Some((t, idx));
+                std::mem::swap(&mut scratch, &mut self.held_buf);
+                break;
+            }
+            buf.extend_from_slice(&scratch[..t.size]);
+            count += 1;
+            if t.size < segment {
+                break;
+            }
+        }
+        self.scratch = scratch;
+        Some(Transmit {
+            size: buf.len(),
+            segment_size: (count > 1).then_some(segment),
+            ..first
+        })
+    }
+
+    /// A queued stateless response (Version Negotiation, Retry, stateless reset, a refusal)
+    /// into `buf`.
+    fn poll_transmit_stateless(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (destination, data) = self.responses.pop_front()?;
+        buf.clear();
+        buf.extend_from_slice(&data);
+        Some(Transmit {
+            destination,
+            size: data.len(),
+            ecn: None,
+            segment_size: None,
+        })
+    }
+}
