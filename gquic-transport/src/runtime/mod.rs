@@ -824,11 +824,10 @@ impl Endpoint {
         let mut shards = Vec::with_capacity(count);
         let mut drivers = Vec::with_capacity(count);
         for (index, socket) in sockets.into_iter().enumerate() {
-            socket.set_nonblocking(true)?;
             let local = socket.local_addr()?;
             let socket = {
                 let _enter = runtime.enter();
-                tokio::net::UdpSocket::from_std(socket)?
+                udp::UdpIo::new(socket)?
             };
             let mut config = config.clone();
             config.shard(index, count)?;
@@ -870,7 +869,7 @@ impl Endpoint {
             } else {
                 tracing::info_span!("endpoint", local = %local, shard = index)
             };
-            drivers.push((shared.clone(), udp::UdpIo::new(socket), span));
+            drivers.push((shared.clone(), socket, span));
             shards.push(shared);
         }
         if count > 1 {
@@ -922,17 +921,16 @@ impl Endpoint {
         }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| EndpointError::NoRuntime)?;
-        socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let socket = {
             let _enter = runtime.enter();
-            tokio::net::UdpSocket::from_std(socket)?
+            udp::UdpIo::new(socket)?
         };
         let mut state = self.primary().lock();
         let ip_changed = state.local.ip() != local.ip();
         tracing::debug!(old = %state.local, new = %local, "endpoint rebinding");
         state.local = local;
-        state.new_socket = Some(udp::UdpIo::new(socket));
+        state.new_socket = Some(socket);
         state.ep.local_address_changed(Instant::now(), ip_changed);
         state.wake_driver();
         Ok(())

@@ -13,11 +13,19 @@
 //! socket is set up; a socket without them sends and receives one datagram per call, and a
 //! send the device refuses to segment (`EIO`: no checksum offload) turns segmentation off and
 //! sends the batch one datagram at a time.
+//!
+//! Wake-ups: on Linux the socket is registered with the reactor for readability only. Tokio's
+//! `UdpSocket` registers for writability as well, and then every datagram sent wakes the
+//! thread once more when the kernel frees it (an edge-triggered `EPOLLOUT` that nobody waits
+//! for; on a ping-pong it comes while the reply is on its way). A send that finds the send
+//! buffer full registers a duplicate of the descriptor for writability until a send goes
+//! through again.
 
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
+#[cfg(not(target_os = "linux"))]
 use tokio::net::UdpSocket;
 
 use crate::connection::EcnCodepoint;
@@ -72,6 +80,9 @@ pub(crate) fn is_transient(e: &io::Error) -> bool {
 /// A UDP socket with ECN on the datagrams and, where the kernel has it, segmentation offload.
 #[derive(Debug)]
 pub(crate) struct UdpIo {
+    #[cfg(target_os = "linux")]
+    socket: linux::Socket,
+    #[cfg(not(target_os = "linux"))]
     socket: UdpSocket,
     /// `sendmsg` with an ECN control message works here.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -101,20 +112,24 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
 }
 
 impl UdpIo {
-    pub(crate) fn new(socket: UdpSocket) -> Self {
+    /// Sets the socket up (non-blocking, options, registered with the reactor); call it
+    /// within a tokio runtime.
+    pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
         #[cfg(target_os = "linux")]
-        let (ecn_send, max_segments) = {
+        let (socket, ecn_send, max_segments) = {
             let ecn = linux::enable_ecn_receive(&socket);
             linux::enable_gro(&socket);
             linux::grow_buffers(&socket);
             let gso = !offload_disabled() && linux::gso_supported(&socket);
-            (ecn, if gso { MAX_GSO_SEGMENTS } else { 1 })
+            let socket = linux::Socket::new(socket)?;
+            (socket, ecn, if gso { MAX_GSO_SEGMENTS } else { 1 })
         };
         #[cfg(not(target_os = "linux"))]
-        let (ecn_send, max_segments) = (false, 1);
-        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let (socket, ecn_send, max_segments) = (UdpSocket::from_std(socket)?, false, 1);
         tracing::debug!(max_segments, v6, "UDP socket ready");
-        Self {
+        Ok(Self {
             socket,
             ecn_send,
             max_segments,
@@ -122,7 +137,13 @@ impl UdpIo {
             v6,
             #[cfg(test)]
             receive_calls: Default::default(),
-        }
+        })
+    }
+
+    /// The socket's local address.
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
     }
 
     /// The address to send to for `addr`: IPv4 through an IPv6 socket goes as a mapped
@@ -170,14 +191,14 @@ impl UdpIo {
     ) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd;
         loop {
-            std::task::ready!(self.socket.poll_recv_ready(cx))?;
-            let fd = self.socket.as_raw_fd();
+            let mut ready = std::task::ready!(self.socket.read.poll_read_ready(cx))?;
+            let fd = self.socket.read.as_raw_fd();
             // A batch shorter than asked for emptied the queue: the readiness is cleared now
             // (as a `WouldBlock` would), which saves the `recvmmsg` that would only have
             // found the queue empty. Tokio clears it only if no readiness event came in
             // since, so a datagram that arrives meanwhile still wakes the driver.
             let mut drained = None;
-            let r = self.socket.try_io(tokio::io::Interest::READABLE, || {
+            let r = ready.try_io(|_| {
                 #[cfg(test)]
                 self.receive_calls
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -189,9 +210,9 @@ impl UdpIo {
                 Ok(batch.received)
             });
             let n = match (r, drained) {
-                (_, Some(n)) | (Ok(n), None) => n,
-                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                (Err(e), None) => return Poll::Ready(Err(e)),
+                (_, Some(n)) | (Ok(Ok(n)), None) => n,
+                (Err(_would_block), None) => continue,
+                (Ok(Err(e)), None) => return Poll::Ready(Err(e)),
             };
             for r in &mut out[..n] {
                 r.from = unmap(r.from);
@@ -346,27 +367,21 @@ impl UdpIo {
         ecn: Option<EcnCodepoint>,
         segment: Option<usize>,
     ) -> Poll<io::Result<()>> {
-        use std::os::fd::AsRawFd;
-        loop {
-            std::task::ready!(self.socket.poll_send_ready(cx))?;
-            let fd = self.socket.as_raw_fd();
-            let tos = ecn.filter(|_| self.ecn_send);
-            let segment = segment.and_then(|n| u16::try_from(n).ok());
-            match self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-                linux::send(fd, buf, dst, tos, segment)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        && tos.is_some()
-                        && segment.is_none() =>
-                {
-                    // The kernel refuses the control message: no ECN from now on.
-                    tracing::debug!(error = %e, "ECN control message refused; sending without");
-                    self.ecn_send = false;
-                }
-                other => return Poll::Ready(other.map(|_| ())),
+        let tos = ecn.filter(|_| self.ecn_send);
+        let segment16 = segment.and_then(|n| u16::try_from(n).ok());
+        let r = std::task::ready!(self
+            .socket
+            .poll_send_with(cx, |fd| linux::send(fd, buf, dst, tos, segment16)));
+        match r {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL) && tos.is_some() && segment.is_none() =>
+            {
+                // The kernel refuses the control message: no ECN from now on.
+                tracing::debug!(error = %e, "ECN control message refused; sending without");
+                self.ecn_send = false;
+                self.poll_sendmsg(cx, buf, dst, None, None)
             }
+            other => Poll::Ready(other.map(|_| ())),
         }
     }
 }
@@ -384,11 +399,91 @@ mod linux {
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+    use std::task::{Context, Poll};
 
-    use tokio::net::UdpSocket;
+    use std::net::UdpSocket;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
 
     use crate::connection::EcnCodepoint;
+
+    /// A UDP socket registered with the reactor for readability only (see the module
+    /// documentation); writability is watched only while a send waits for room.
+    #[derive(Debug)]
+    pub(super) struct Socket {
+        pub(super) read: AsyncFd<UdpSocket>,
+        /// A duplicate of the descriptor, registered for writability while the send buffer
+        /// is full, and let go after the next send that goes through.
+        pub(super) write: Option<AsyncFd<OwnedFd>>,
+    }
+
+    impl Socket {
+        /// Registers `socket` (non-blocking) for readability; call it within a tokio runtime.
+        pub(super) fn new(socket: UdpSocket) -> io::Result<Self> {
+            Ok(Self {
+                read: register(socket, Interest::READABLE)?,
+                write: None,
+            })
+        }
+
+        #[cfg(test)]
+        pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.read.get_ref().local_addr()
+        }
+
+        /// Runs `send` (one non-blocking system call on the descriptor); when the send buffer
+        /// is full, waits until there is room and runs it again.
+        pub(super) fn poll_send_with(
+            &mut self,
+            cx: &mut Context<'_>,
+            mut send: impl FnMut(RawFd) -> io::Result<usize>,
+        ) -> Poll<io::Result<usize>> {
+            let fd = self.read.as_raw_fd();
+            loop {
+                let Some(write) = &self.write else {
+                    match send(fd) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // The send buffer is full: watch for room (an edge is reported
+                            // at once if room came meanwhile).
+                            let dup = self.read.get_ref().as_fd().try_clone_to_owned()?;
+                            self.write = Some(register(dup, Interest::WRITABLE)?);
+                            continue;
+                        }
+                        other => return Poll::Ready(other),
+                    }
+                };
+                let r = {
+                    let mut ready = std::task::ready!(write.poll_write_ready(cx))?;
+                    ready.try_io(|_| send(fd))
+                };
+                match r {
+                    Ok(r) => {
+                        // Room again: stop watching for it.
+                        self.write = None;
+                        return Poll::Ready(r);
+                    }
+                    Err(_would_block) => continue,
+                }
+            }
+        }
+    }
+
+    /// Registers `owned` with the reactor for `interest`.
+    fn register<T: AsRawFd + Into<OwnedFd>>(
+        owned: T,
+        interest: Interest,
+    ) -> io::Result<AsyncFd<T>> {
+        // SAFETY: `T` owns its descriptor (a `UdpSocket` or an `OwnedFd`), which stays open
+        // and refers to the same socket for as long as the `AsyncFd` holds it.
+        unsafe { AsyncFd::register_with_interest(owned, interest) }.map_err(|e| e.into_parts().1)
+    }
+
+    impl AsRawFd for Socket {
+        fn as_raw_fd(&self) -> RawFd {
+            self.read.as_raw_fd()
+        }
+    }
 
     /// Room for the control messages of one send or receive (TOS / TCLASS, segment size),
     /// 8-byte aligned.
@@ -761,8 +856,17 @@ mod tests {
 
     use super::*;
 
-    async fn socket() -> UdpSocket {
-        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    async fn socket() -> tokio::net::UdpSocket {
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    fn std_socket() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    /// A [`UdpIo`] on a fresh loopback socket.
+    fn io() -> UdpIo {
+        UdpIo::new(std_socket()).unwrap()
     }
 
     /// The socket buffers grow to 2 MiB, or to what the system allows if that is less, and a
@@ -777,7 +881,7 @@ mod tests {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(libc::c_int::MAX)
         };
-        let io = UdpIo::new(socket().await);
+        let io = io();
         let fd = io.socket.as_raw_fd();
         for (opt, max) in [
             (libc::SO_RCVBUF, sysctl("rmem_max")),
@@ -787,12 +891,12 @@ mod tests {
             assert_eq!(got, linux::BUFFER_SIZE.min(max), "option {opt}");
         }
         // Already larger: left alone.
-        let big = socket().await;
+        let big = std_socket();
         let larger = linux::BUFFER_SIZE.min(sysctl("rmem_max")) + 4096;
         let fd = big.as_raw_fd();
         let set = linux::set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, larger);
         let before = linux::get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
-        let io = UdpIo::new(big);
+        let io = UdpIo::new(big).unwrap();
         let after = linux::get_int(io.socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF);
         assert!(set && after == Some(before));
     }
@@ -807,7 +911,7 @@ mod tests {
     }
 
     /// Receives the three datagrams of [`batch`] with a plain socket (no receive offload).
-    async fn expect_three(rx: &UdpSocket) {
+    async fn expect_three(rx: &tokio::net::UdpSocket) {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while got.len() < 3 {
@@ -825,14 +929,14 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn segmentation_offload_is_detected_on_linux() {
-        let io = UdpIo::new(socket().await);
+        let io = io();
         assert_eq!(io.max_segments(), MAX_GSO_SEGMENTS);
     }
 
     #[tokio::test]
     async fn a_batch_arrives_as_separate_datagrams() {
         let rx = socket().await;
-        let mut io = UdpIo::new(socket().await);
+        let mut io = io();
         let dst = rx.local_addr().unwrap();
         let buf = batch();
         poll_fn(|cx| io.poll_send(cx, &buf, dst, Some(EcnCodepoint::Ect0), Some(1200)))
@@ -844,7 +948,7 @@ mod tests {
     #[tokio::test]
     async fn without_offload_a_batch_goes_one_datagram_at_a_time() {
         let rx = socket().await;
-        let mut io = UdpIo::new(socket().await);
+        let mut io = io();
         io.max_segments = 1;
         let dst = rx.local_addr().unwrap();
         let buf = batch();
@@ -859,9 +963,9 @@ mod tests {
     /// with the segment size as its stride.
     #[tokio::test]
     async fn receive_offload_reports_the_stride() {
-        let rx = UdpIo::new(socket().await);
-        let mut tx = UdpIo::new(socket().await);
-        let dst = rx.socket.local_addr().unwrap();
+        let rx = io();
+        let mut tx = io();
+        let dst = rx.local_addr().unwrap();
         let buf = batch();
         poll_fn(|cx| tx.poll_send(cx, &buf, dst, None, Some(1200)))
             .await
@@ -888,16 +992,16 @@ mod tests {
     /// `recvmmsg`, each in its slot with its own source and ECN mark.
     #[tokio::test]
     async fn one_receive_call_takes_datagrams_from_several_senders() {
-        let rx = UdpIo::new(socket().await);
-        let dst = rx.socket.local_addr().unwrap();
+        let rx = io();
+        let dst = rx.local_addr().unwrap();
         let mut senders = Vec::new();
         for i in 0..5u8 {
-            let mut tx = UdpIo::new(socket().await);
+            let mut tx = io();
             let payload = vec![i; 100 + usize::from(i)];
             poll_fn(|cx| tx.poll_send(cx, &payload, dst, Some(EcnCodepoint::Ect0), None))
                 .await
                 .unwrap();
-            senders.push(tx.socket.local_addr().unwrap());
+            senders.push(tx.local_addr().unwrap());
         }
         // Loopback delivers synchronously: all five are queued now.
         let slot = 2048;
@@ -933,9 +1037,9 @@ mod tests {
     async fn a_short_batch_ends_the_receive_without_another_call() {
         use std::sync::atomic::Ordering::Relaxed;
         use std::task::Waker;
-        let rx = UdpIo::new(socket().await);
-        let dst = rx.socket.local_addr().unwrap();
-        let mut tx = UdpIo::new(socket().await);
+        let rx = io();
+        let dst = rx.local_addr().unwrap();
+        let mut tx = io();
         let mut block = bytes::BytesMut::with_capacity(4 * 2048);
         let mut meta = [Received::EMPTY; 4];
         for round in 0..3u8 {
@@ -968,11 +1072,11 @@ mod tests {
     /// A block receive appends the messages back to back into uninitialized capacity.
     #[tokio::test]
     async fn a_block_receive_appends_messages_back_to_back() {
-        let rx = UdpIo::new(socket().await);
-        let dst = rx.socket.local_addr().unwrap();
+        let rx = io();
+        let dst = rx.local_addr().unwrap();
         let mut expected = Vec::new();
         for i in 0..4u8 {
-            let mut tx = UdpIo::new(socket().await);
+            let mut tx = io();
             let payload = vec![i + 1; 300 * (usize::from(i) + 1)];
             poll_fn(|cx| tx.poll_send(cx, &payload, dst, None, None))
                 .await
@@ -990,5 +1094,120 @@ mod tests {
         }
         assert_eq!(lens, [300, 600, 900, 1200]);
         assert_eq!(&block[..], &expected[..]);
+    }
+
+    /// The events `fd` is registered for in any epoll instance of this process (from
+    /// `/proc/self/fdinfo`), or `None` if it is registered nowhere.
+    #[cfg(target_os = "linux")]
+    fn epoll_events(fd: std::os::fd::RawFd) -> Option<u32> {
+        for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+            let is_epoll = std::fs::read_link(entry.path())
+                .is_ok_and(|t| t.to_string_lossy().contains("eventpoll"));
+            if !is_epoll {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                entry.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            for line in info.lines() {
+                // "tfd:        7 events: 80002001 data: ..."
+                let mut words = line.split_whitespace();
+                if words.next() == Some("tfd:")
+                    && words.next() == Some(fd.to_string().as_str())
+                    && words.next() == Some("events:")
+                {
+                    return words.next().and_then(|e| u32::from_str_radix(e, 16).ok());
+                }
+            }
+        }
+        None
+    }
+
+    /// The socket is watched for readability only, so a datagram sent does not wake the
+    /// thread again when the kernel frees it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_socket_is_not_watched_for_writability() {
+        use std::os::fd::AsRawFd;
+        let rx = socket().await;
+        let mut io = io();
+        let dst = rx.local_addr().unwrap();
+        poll_fn(|cx| io.poll_send(cx, &batch(), dst, None, Some(1200)))
+            .await
+            .unwrap();
+        expect_three(&rx).await;
+        let events = epoll_events(io.socket.as_raw_fd()).expect("registered");
+        assert_ne!(events & libc::EPOLLIN as u32, 0, "readable: {events:#x}");
+        assert_eq!(events & libc::EPOLLOUT as u32, 0, "writable: {events:#x}");
+        assert!(io.socket.write.is_none());
+    }
+
+    /// A send that finds the send buffer full waits for room (a writability edge on a
+    /// duplicate of the descriptor, registered for the wait) and then goes; the duplicate is
+    /// let go once a send went through.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_full_send_buffer_is_waited_out() {
+        use std::os::fd::AsRawFd;
+        use std::task::Waker;
+        let rx = socket().await;
+        let dst = rx.local_addr().unwrap();
+        let mut io = io();
+        // The kernel says "full" twice, then takes the datagram.
+        let calls = std::cell::Cell::new(0);
+        let send = |fd: std::os::fd::RawFd| {
+            calls.set(calls.get() + 1);
+            if calls.get() <= 2 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            linux::send(fd, b"after the wait", dst, None, None)
+        };
+        // Full: the duplicate is registered for writability, and reported writable at once
+        // (the buffer is not really full).
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(io.socket.poll_send_with(&mut cx, send).is_pending());
+        let write_fd = io.socket.write.as_ref().expect("watching").as_raw_fd();
+        assert_ne!(write_fd, io.socket.as_raw_fd());
+        let events = epoll_events(write_fd).expect("registered");
+        assert_ne!(events & libc::EPOLLOUT as u32, 0, "writable: {events:#x}");
+        // Once the reactor has seen that, the send runs again and finds it full again.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            assert!(io.socket.poll_send_with(&mut cx, send).is_pending());
+            if calls.get() == 2 {
+                break;
+            }
+        }
+        assert_eq!(calls.get(), 2);
+        // Now it waits for room: no more tries, however often it is polled.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+            assert!(io.socket.poll_send_with(&mut cx, send).is_pending());
+        }
+        assert_eq!(calls.get(), 2, "no busy loop");
+        // Room comes (a datagram of ours leaves the buffer): the wait ends and the send goes.
+        io.socket
+            .read
+            .get_ref()
+            .send_to(b"frees room", dst)
+            .unwrap();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            poll_fn(|cx| io.socket.poll_send_with(cx, send)),
+        )
+        .await
+        .expect("woken by room in the send buffer")
+        .unwrap();
+        assert_eq!((n, calls.get()), (14, 3));
+        assert!(io.socket.write.is_none(), "the duplicate is let go");
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let n = rx.recv(&mut buf).await.unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got, [&b"frees room"[..], &b"after the wait"[..]]);
     }
 }
