@@ -116,6 +116,21 @@ impl Packer {
         }
         self.u64(u64::from(a.port()));
     }
+
+    /// An optional IP address: a length byte (0, 4 or 16), then the octets.
+    pub(crate) fn opt_ip(&mut self, ip: Option<IpAddr>) {
+        match ip {
+            None => self.buf.push(0),
+            Some(IpAddr::V4(ip)) => {
+                self.buf.push(4);
+                self.buf.extend_from_slice(&ip.octets());
+            }
+            Some(IpAddr::V6(ip)) => {
+                self.buf.push(16);
+                self.buf.extend_from_slice(&ip.octets());
+            }
+        }
+    }
 }
 
 /// Reads state back; every read is `None` on malformed input.
@@ -243,6 +258,21 @@ impl<'a> Unpacker<'a> {
             let port = self.u16()?;
             Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
         }
+    }
+
+    pub(crate) fn opt_ip(&mut self) -> Option<Option<IpAddr>> {
+        Some(match *self.take(1)?.first()? {
+            0 => None,
+            4 => {
+                let ip: [u8; 4] = self.take(4)?.try_into().ok()?;
+                Some(IpAddr::V4(Ipv4Addr::from(ip)))
+            }
+            16 => {
+                let ip: [u8; 16] = self.take(16)?.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(ip)))
+            }
+            _ => return None,
+        })
     }
 }
 

@@ -162,6 +162,7 @@ impl Connection {
         p.bool(self.remote_cid_set);
         p.bool(self.drained_reported);
         p.addr(self.remote);
+        p.opt_ip(self.local_ip);
         p.bool(self.path_validated);
         p.u64(self.bytes_received);
         p.u64(self.bytes_sent);
@@ -259,6 +260,7 @@ impl Hibernated {
         let remote_cid_set = u.bool()?;
         let drained_reported = u.bool()?;
         let remote = u.addr()?;
+        let local_ip = u.opt_ip()?;
         let path_validated = u.bool()?;
         let bytes_received = u.u64()?;
         let bytes_sent = u.u64()?;
@@ -328,6 +330,7 @@ impl Hibernated {
             remote_cid_set,
             provider: self.provider.clone(),
             remote,
+            local_ip,
             path_validated,
             bytes_received,
             bytes_sent,
@@ -395,6 +398,8 @@ mod tests {
         assert!(p.server.may_hibernate());
         // No endpoint here to take the connection-ID events.
         while p.server.poll_endpoint_event().is_some() {}
+        let local_ip = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+        p.server.local_ip = local_ip;
         let first = packed(&p.server, now).expect("an idle server packs");
         let before = (
             p.server.stats(),
@@ -411,6 +416,7 @@ mod tests {
         );
         woken.compact_at = None;
         assert_eq!(packed(&woken, now).as_deref(), Some(&first[..]));
+        assert_eq!(woken.local_ip, local_ip);
         assert_eq!(
             (woken.stats(), woken.rtt(), woken.remote_connection_id()),
             before

@@ -286,6 +286,9 @@ impl Connection {
         }
         tracing::debug!(ip_changed, "local address changed");
         self.stats.migrations += 1;
+        // The new socket's replies go from its own address until the peer's datagrams say
+        // where they arrive.
+        self.local_ip = None;
         if self.handshake_confirmed && self.cids.rotate_remote() {
             tracing::debug!(cid = %self.cids.remote(), "new connection ID for the new path");
         }

@@ -24,7 +24,7 @@ mod zero_rtt;
 pub use self::ecn::{EcnCodepoint, EcnState};
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,10 @@ pub enum SendDatagramError {
 pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
+    /// The local IP address to send it from: the address the peer's datagrams arrive at
+    /// (known from `IP_PKTINFO` / `IPV6_PKTINFO` on a socket bound to a wildcard address),
+    /// or `None` to leave the choice to the socket.
+    pub source: Option<IpAddr>,
     /// Its length in bytes (the buffer holds exactly this).
     pub size: usize,
     /// The ECN codepoint to set in the IP header (RFC 9000 §13.4).
@@ -269,6 +273,10 @@ pub struct Connection {
     /// The crypto provider (for Initial keys after a Retry).
     provider: Arc<rustls::crypto::CryptoProvider>,
     remote: SocketAddr,
+    /// The local IP address the peer's authenticated datagrams last arrived at, if the
+    /// runtime knows it: replies go from there (a server on a wildcard address of a host
+    /// with several addresses answers from the one its client chose).
+    local_ip: Option<IpAddr>,
     /// Whether the peer's address is validated (RFC 9000 §8.1); until then a server sends at
     /// most three times what it received.
     path_validated: bool,
@@ -651,6 +659,7 @@ impl Connection {
             remote_cid_set: false,
             provider,
             remote,
+            local_ip: None,
             path_validated: false,
             bytes_received: 0,
             bytes_sent: 0,
@@ -713,6 +722,12 @@ impl Connection {
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// The local IP address the peer's datagrams arrive at (and replies go from), if the
+    /// caller passed it with them ([`Connection::handle_datagram_at`]).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.local_ip
     }
 
     /// The peer's connection ID this connection sends to now (it changes on migration, RFC

@@ -56,6 +56,39 @@ impl Connection {
         ecn: Option<super::EcnCodepoint>,
         datagram: BytesMut,
     ) {
+        self.handle_datagram_at(now, remote, None, ecn, datagram);
+    }
+
+    /// [`Connection::handle_datagram_ecn`] with the local IP address the datagram was sent
+    /// to (`IP_PKTINFO` / `IPV6_PKTINFO`), `None` if unknown. Once a packet in it
+    /// authenticates, the connection's datagrams go from that address
+    /// ([`Transmit::source`](super::Transmit::source)); a datagram that does not
+    /// authenticate changes nothing.
+    pub fn handle_datagram_at(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<std::net::IpAddr>,
+        ecn: Option<super::EcnCodepoint>,
+        datagram: BytesMut,
+    ) {
+        let authenticated = self.stats.packets_received;
+        self.handle_datagram_inner(now, remote, ecn, datagram);
+        if local_ip.is_some() && self.stats.packets_received > authenticated {
+            if self.local_ip != local_ip {
+                tracing::debug!(?local_ip, "replies go from the address the peer sends to");
+            }
+            self.local_ip = local_ip;
+        }
+    }
+
+    fn handle_datagram_inner(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<super::EcnCodepoint>,
+        datagram: BytesMut,
+    ) {
         self.incoming_ecn = ecn;
         let span = self.span.clone();
         let _guard = span.enter();

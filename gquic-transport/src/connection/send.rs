@@ -182,6 +182,7 @@ impl Connection {
         self.bytes_sent += buf.len() as u64;
         Some(Transmit {
             destination: self.remote,
+            source: self.local_ip,
             size: buf.len(),
             ecn: self.ecn.marking(),
             segment_size: None,

@@ -731,6 +731,58 @@ fn corrupted_datagram_is_dropped_never_accepted() {
     assert!(!p.server.is_closed());
 }
 
+/// Replies go from the local address the peer's authenticated datagrams arrive at (a server
+/// on a wildcard address of a host with several); a datagram sent to another of our
+/// addresses that does not authenticate changes nothing, nor does one whose address is
+/// unknown.
+#[test]
+fn replies_go_from_the_address_the_peer_sends_to() {
+    let mut p = established();
+    let ours = std::net::IpAddr::from([192, 0, 2, 7]);
+    let other = std::net::IpAddr::from([192, 0, 2, 8]);
+    assert_eq!(p.server.local_ip(), None);
+    let ping = frame_bytes(&[crate::wire::Frame::Ping]);
+    // The server's next datagram (its ACK, once the ACK delay is over).
+    let reply = |p: &mut Pair| {
+        let later = p.now + Duration::from_millis(30);
+        p.now = later;
+        p.server.handle_timeout(later);
+        let mut buf = Vec::new();
+        p.server.poll_transmit(later, &mut buf).expect("an ACK")
+    };
+    let d = forge(&mut p.client, SpaceId::Data, &ping);
+    let now = p.now;
+    p.server
+        .handle_datagram_at(now, CLIENT_ADDR, Some(ours), None, BytesMut::from(&d[..]));
+    assert_eq!(p.server.local_ip(), Some(ours));
+    assert_eq!(reply(&mut p).source, Some(ours));
+    // Corrupted, to another address: dropped, and the replies stay where they were.
+    let mut bad = forge(&mut p.client, SpaceId::Data, &ping);
+    let at = bad.len() - 1;
+    bad[at] ^= 1;
+    let now = p.now;
+    p.server.handle_datagram_at(
+        now,
+        CLIENT_ADDR,
+        Some(other),
+        None,
+        BytesMut::from(&bad[..]),
+    );
+    assert_eq!(p.server.local_ip(), Some(ours));
+    // Genuine, address unknown: kept.
+    let d = forge(&mut p.client, SpaceId::Data, &ping);
+    p.server
+        .handle_datagram_at(now, CLIENT_ADDR, None, None, BytesMut::from(&d[..]));
+    assert_eq!(reply(&mut p).source, Some(ours));
+    // Genuine, to the other address: replies move there.
+    let d = forge(&mut p.client, SpaceId::Data, &ping);
+    let now = p.now;
+    p.server
+        .handle_datagram_at(now, CLIENT_ADDR, Some(other), None, BytesMut::from(&d[..]));
+    assert_eq!(reply(&mut p).source, Some(other));
+    assert!(!p.server.is_closed());
+}
+
 /// Writes `size` bytes on each of `count` streams at once from the client, finishes them, and
 /// reads everything on the server; returns (stream, bytes) per stream.
 fn many_streams(p: &mut Pair, dir: Dir, count: usize, size: usize) -> Vec<(StreamId, Vec<u8>)> {

@@ -15,7 +15,7 @@ mod transmit;
 pub use self::shard::{Tossed, MAX_SHARDS};
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -331,7 +331,9 @@ pub struct Endpoint {
     incoming: VecDeque<ConnectionHandle>,
     /// Connections removed after draining, with their last events, for the driver.
     drained: VecDeque<(ConnectionHandle, Box<Connection>)>,
-    responses: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Stateless answers: to whom, from which local address (that of the datagram answered,
+    /// if known), what.
+    responses: VecDeque<(SocketAddr, Option<IpAddr>, Vec<u8>)>,
     cid_expander: Box<dyn HkdfExpander>,
     reset_expander: Box<dyn HkdfExpander>,
     token_expander: Box<dyn HkdfExpander>,
@@ -846,14 +848,37 @@ impl Endpoint {
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
     ) -> Option<ConnectionHandle> {
-        self.handle_inner(now, remote, ecn, data, true)
+        self.handle_inner(now, remote, None, ecn, data, true)
+    }
+
+    /// [`Endpoint::handle_datagram_ecn`] with the local IP address the datagram was sent to
+    /// (`IP_PKTINFO` / `IPV6_PKTINFO` on a socket bound to a wildcard address): its
+    /// connection's datagrams, and any stateless answer to it, go from that address
+    /// ([`Transmit::source`]), so a host with several addresses answers from the one its
+    /// peer chose.
+    pub fn handle_datagram_at(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) -> Option<ConnectionHandle> {
+        self.handle_inner(now, remote, local_ip, ecn, data, true)
     }
 
     /// Handles a datagram another shard of the group tossed to this one
     /// ([`Endpoint::poll_tossed`]): like [`Endpoint::handle_datagram_ecn`], except that it is
     /// never tossed again (an ID no shard knows gets a stateless reset from this one).
     pub fn handle_tossed(&mut self, now: Instant, tossed: Tossed) -> Option<ConnectionHandle> {
-        self.handle_inner(now, tossed.remote, tossed.ecn, tossed.data, false)
+        self.handle_inner(
+            now,
+            tossed.remote,
+            tossed.local_ip,
+            tossed.ecn,
+            tossed.data,
+            false,
+        )
     }
 
     /// The next datagram that arrived here but belongs to a connection of another shard
@@ -872,7 +897,14 @@ impl Endpoint {
     }
 
     /// Queues a datagram for the shard that owns its connection.
-    fn toss(&mut self, shard: u8, remote: SocketAddr, ecn: Option<EcnCodepoint>, data: BytesMut) {
+    fn toss(
+        &mut self,
+        shard: u8,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
         if self.tossed.len() >= TOSSED_QUEUE {
             self.tossed.pop_front();
             self.stats.dropped += 1;
@@ -882,6 +914,7 @@ impl Endpoint {
         self.tossed.push_back(Tossed {
             shard: usize::from(shard),
             remote,
+            local_ip,
             ecn,
             data,
         });
@@ -891,6 +924,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         remote: SocketAddr,
+        local_ip: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         data: BytesMut,
         may_toss: bool,
@@ -904,7 +938,7 @@ impl Endpoint {
         let dst = ConnectionId::try_from_slice(p.dst_cid);
         if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
             if let Some(conn) = self.conn_mut(idx, Some(now)) {
-                conn.handle_datagram_ecn(now, remote, ecn, data);
+                conn.handle_datagram_at(now, remote, local_ip, ecn, data);
                 self.mark_send_ready(idx);
                 self.process_events(idx);
                 return Some(ConnectionHandle(idx));
@@ -918,7 +952,7 @@ impl Endpoint {
                 tail.copy_from_slice(&data[at..]);
                 if let Some(&idx) = self.by_reset_token.get(&ResetToken(tail)) {
                     if let Some(conn) = self.conn_mut(idx, Some(now)) {
-                        conn.handle_datagram_ecn(now, remote, ecn, data);
+                        conn.handle_datagram_at(now, remote, local_ip, ecn, data);
                         self.mark_send_ready(idx);
                         self.process_events(idx);
                         return Some(ConnectionHandle(idx));
@@ -926,10 +960,10 @@ impl Endpoint {
                 }
             }
             if let Some(shard) = self.other_shard(p.dst_cid).filter(|_| may_toss) {
-                self.toss(shard, remote, ecn, data);
+                self.toss(shard, remote, local_ip, ecn, data);
                 return None;
             }
-            self.stateless_reset(now, remote, &data, p.dst_cid);
+            self.stateless_reset(now, remote, local_ip, &data, p.dst_cid);
             return None;
         }
         let version = p.version.unwrap_or(Version::NEGOTIATION);
@@ -953,7 +987,7 @@ impl Endpoint {
                 .is_ok()
                 {
                     self.stats.version_negotiations += 1;
-                    self.responses.push_back((remote, buf));
+                    self.responses.push_back((remote, local_ip, buf));
                 }
             } else {
                 self.stats.dropped += 1;
@@ -968,7 +1002,7 @@ impl Endpoint {
         // the client's own choice, and stay where they land.
         if long_type == LongType::Handshake && may_toss {
             if let Some(shard) = self.other_shard(p.dst_cid) {
-                self.toss(shard, remote, ecn, data);
+                self.toss(shard, remote, local_ip, ecn, data);
                 return None;
             }
         }
@@ -1019,7 +1053,7 @@ impl Endpoint {
                 self.reject(
                     now,
                     &server,
-                    remote,
+                    (remote, local_ip),
                     dst,
                     src,
                     version,
@@ -1039,7 +1073,7 @@ impl Endpoint {
             crate::config::RetryPolicy::UnderLoad(n) => self.connection_count() >= n,
         };
         if wants_retry && !validated {
-            self.send_retry(now_ms, remote, version, dst, src);
+            self.send_retry(now_ms, (remote, local_ip), version, dst, src);
             return None;
         }
         let local_cid = self.new_cid();
@@ -1086,7 +1120,7 @@ impl Endpoint {
             Self::close_unborn(
                 &mut conn,
                 now,
-                remote,
+                (remote, local_ip),
                 TransportErrorCode::CONNECTION_REFUSED,
                 &mut self.responses,
             );
@@ -1095,7 +1129,7 @@ impl Endpoint {
         }
         #[cfg(feature = "qlog")]
         self.attach_buffered_qlog(&mut conn, now);
-        conn.handle_datagram_ecn(now, remote, ecn, data);
+        conn.handle_datagram_at(now, remote, local_ip, ecn, data);
         if conn.stats().packets_received == 0 {
             // Nothing in the datagram authenticated: its header (the client's connection ID
             // above all) cannot be trusted, and keeping the state would let one corrupted or
@@ -1129,9 +1163,9 @@ impl Endpoint {
     fn close_unborn(
         conn: &mut Connection,
         now: Instant,
-        remote: SocketAddr,
+        (remote, local_ip): (SocketAddr, Option<IpAddr>),
         code: TransportErrorCode,
-        responses: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+        responses: &mut VecDeque<(SocketAddr, Option<IpAddr>, Vec<u8>)>,
     ) {
         let reason = if code == TransportErrorCode::INVALID_TOKEN {
             "invalid address-validation token"
@@ -1142,7 +1176,7 @@ impl Endpoint {
         let mut buf = Vec::new();
         if let Some(t) = conn.poll_transmit(now, &mut buf) {
             buf.truncate(t.size);
-            responses.push_back((remote, buf));
+            responses.push_back((remote, local_ip, buf));
         }
     }
 
@@ -1152,7 +1186,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         server: &Arc<ServerConfig>,
-        remote: SocketAddr,
+        (remote, local_ip): (SocketAddr, Option<IpAddr>),
         dst: ConnectionId,
         src: ConnectionId,
         version: Version,
@@ -1173,7 +1207,13 @@ impl Endpoint {
             new_tokens_for_other_versions: Vec::new(),
         };
         if let Ok(mut conn) = Connection::accept_incoming(server, now, params) {
-            Self::close_unborn(&mut conn, now, remote, code, &mut self.responses);
+            Self::close_unborn(
+                &mut conn,
+                now,
+                (remote, local_ip),
+                code,
+                &mut self.responses,
+            );
         }
     }
 
@@ -1182,7 +1222,7 @@ impl Endpoint {
     fn send_retry(
         &mut self,
         now_ms: u64,
-        remote: SocketAddr,
+        (remote, local_ip): (SocketAddr, Option<IpAddr>),
         version: Version,
         original_dst_cid: ConnectionId,
         client_cid: ConnectionId,
@@ -1218,10 +1258,10 @@ impl Endpoint {
             };
             buf.extend_from_slice(&tag);
             self.stats.retries += 1;
-            self.responses.push_back((remote, buf));
+            self.responses.push_back((remote, local_ip, buf));
         }
         #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
-        let _ = buf;
+        let _ = (buf, local_ip);
     }
 
     fn take_stateless_token(&mut self, now: Instant) -> bool {
@@ -1241,7 +1281,14 @@ impl Endpoint {
 
     /// RFC 9000 §10.3: a short-header packet for no known connection gets a stateless reset,
     /// smaller than the packet that triggered it (§10.3.3, against reset loops).
-    fn stateless_reset(&mut self, now: Instant, remote: SocketAddr, data: &[u8], dst_cid: &[u8]) {
+    fn stateless_reset(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+        dst_cid: &[u8],
+    ) {
         const MIN_RESET: usize = 21;
         if data.len() <= MIN_RESET || !self.take_stateless_token(now) {
             self.stats.dropped += 1;
@@ -1261,7 +1308,7 @@ impl Endpoint {
         buf[0] = 0x40 | (buf[0] & 0x3f);
         buf[len - 16..].copy_from_slice(&self.reset_token(&cid).0);
         self.stats.stateless_resets += 1;
-        self.responses.push_back((remote, buf));
+        self.responses.push_back((remote, local_ip, buf));
     }
 
     /// Acts on a connection's requests: new connection IDs, retired ones, removal.

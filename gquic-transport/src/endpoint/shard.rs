@@ -31,6 +31,8 @@ pub struct Tossed {
     pub shard: usize,
     /// The peer's address.
     pub remote: SocketAddr,
+    /// The local IP address it was sent to, if known.
+    pub local_ip: Option<std::net::IpAddr>,
     /// The ECN codepoint of the datagram's IP header.
     pub ecn: Option<EcnCodepoint>,
     /// The datagram.

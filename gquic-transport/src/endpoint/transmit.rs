@@ -103,7 +103,11 @@ impl Endpoint {
                 break;
             };
             self.process_events(idx);
-            if t.destination != first.destination || t.ecn != first.ecn || t.size > segment {
+            if t.destination != first.destination
+                || t.source != first.source
+                || t.ecn != first.ecn
+                || t.size > segment
+            {
                 // Sent first thing next time.
                 self.held = Some((t, idx));
                 std::mem::swap(&mut scratch, &mut self.held_buf);
@@ -126,11 +130,12 @@ impl Endpoint {
     /// A queued stateless response (Version Negotiation, Retry, stateless reset, a refusal)
     /// into `buf`.
     fn poll_transmit_stateless(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
-        let (destination, data) = self.responses.pop_front()?;
+        let (destination, source, data) = self.responses.pop_front()?;
         buf.clear();
         buf.extend_from_slice(&data);
         Some(Transmit {
             destination,
+            source,
             size: data.len(),
             ecn: None,
             segment_size: None,

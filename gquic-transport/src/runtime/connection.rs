@@ -282,6 +282,16 @@ impl Connection {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The local IP address the peer sends to, and this connection's datagrams go from,
+    /// when the endpoint's socket is bound to a wildcard address (`0.0.0.0`, `::`) on Linux,
+    /// where the kernel reports each datagram's destination; `None` otherwise (the socket's
+    /// own address is [`Endpoint::local_addr`](super::Endpoint::local_addr)) or once the
+    /// connection is gone.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        let s = self.inner.shared.lock();
+        s.peek(self.inner.id, |c| c.local_ip()).flatten()
+    }
+
     /// Where ECN validation of the path stands (RFC 9000 §13.4.2): `Capable` once the
     /// peer's acknowledgments reported our ECT(0) marks; `None` once the connection is gone.
     pub fn ecn_state(&self) -> Option<crate::connection::EcnState> {

@@ -221,7 +221,9 @@ impl Driver {
                             // With receive offload, several datagrams of one flow.
                             while !data.is_empty() {
                                 let one = data.split_to(m.stride.min(data.len()).max(1));
-                                state.ep.handle_datagram_ecn(now, m.from, m.ecn, one);
+                                state
+                                    .ep
+                                    .handle_datagram_at(now, m.from, m.dst_ip, m.ecn, one);
                             }
                         }
                         state.reap_into(&mut this.wakers);
@@ -286,6 +288,7 @@ impl Driver {
                     cx,
                     &this.send[..t.size],
                     t.destination,
+                    t.source,
                     t.ecn,
                     t.segment_size,
                 );

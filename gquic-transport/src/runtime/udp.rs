@@ -14,6 +14,13 @@
 //! send the device refuses to segment (`EIO`: no checksum offload) turns segmentation off and
 //! sends the batch one datagram at a time.
 //!
+//! Local addresses: a socket bound to a wildcard address (`0.0.0.0`, `::`) on Linux asks for
+//! the destination address of each datagram (`IP_PKTINFO` / `IPV6_RECVPKTINFO`), and sends
+//! each datagram from the address its connection's peer sends to (`IP_PKTINFO` /
+//! `IPV6_PKTINFO` control messages on `sendmsg`): on a host with several addresses the
+//! kernel's own choice of source, by route, may be another, and the peer drops what comes
+//! from an address it did not send to (RFC 9000 §9.6).
+//!
 //! Wake-ups: on Linux the socket is registered with the reactor for readability only. Tokio's
 //! `UdpSocket` registers for writability as well, and then every datagram sent wakes the
 //! thread once more when the kernel frees it (an edge-triggered `EPOLLOUT` that nobody waits
@@ -22,7 +29,7 @@
 //! through again.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
 #[cfg(not(target_os = "linux"))]
@@ -40,6 +47,9 @@ pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 pub(crate) struct Received {
     pub(crate) len: usize,
     pub(crate) from: SocketAddr,
+    /// The local address it was sent to, where the socket reports it (a socket bound to a
+    /// wildcard address, on Linux).
+    pub(crate) dst_ip: Option<IpAddr>,
     pub(crate) ecn: Option<EcnCodepoint>,
     pub(crate) stride: usize,
 }
@@ -52,6 +62,7 @@ impl Received {
             std::net::Ipv4Addr::UNSPECIFIED,
             0,
         )),
+        dst_ip: None,
         ecn: None,
         stride: 0,
     };
@@ -87,6 +98,10 @@ pub(crate) struct UdpIo {
     /// `sendmsg` with an ECN control message works here.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     ecn_send: bool,
+    /// Datagrams go with the source address their connection chose (a socket bound to a
+    /// wildcard address, where the kernel reports each datagram's destination address).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pktinfo: bool,
     /// Datagrams one send may carry: [`MAX_GSO_SEGMENTS`] with segmentation offload, else 1.
     max_segments: usize,
     /// Bytes of the batch being sent one datagram at a time already gone (a send that was
@@ -118,20 +133,24 @@ impl UdpIo {
         socket.set_nonblocking(true)?;
         let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
         #[cfg(target_os = "linux")]
-        let (socket, ecn_send, max_segments) = {
+        let (socket, ecn_send, pktinfo, max_segments) = {
             let ecn = linux::enable_ecn_receive(&socket);
+            let pktinfo = socket.local_addr().is_ok_and(|a| a.ip().is_unspecified())
+                && linux::enable_pktinfo(&socket);
             linux::enable_gro(&socket);
             linux::grow_buffers(&socket);
             let gso = !offload_disabled() && linux::gso_supported(&socket);
             let socket = linux::Socket::new(socket)?;
-            (socket, ecn, if gso { MAX_GSO_SEGMENTS } else { 1 })
+            (socket, ecn, pktinfo, if gso { MAX_GSO_SEGMENTS } else { 1 })
         };
         #[cfg(not(target_os = "linux"))]
-        let (socket, ecn_send, max_segments) = (UdpSocket::from_std(socket)?, false, 1);
-        tracing::debug!(max_segments, v6, "UDP socket ready");
+        let (socket, ecn_send, pktinfo, max_segments) =
+            (UdpSocket::from_std(socket)?, false, false, 1);
+        tracing::debug!(max_segments, v6, pktinfo, "UDP socket ready");
         Ok(Self {
             socket,
             ecn_send,
+            pktinfo,
             max_segments,
             partial: 0,
             v6,
@@ -216,6 +235,7 @@ impl UdpIo {
             };
             for r in &mut out[..n] {
                 r.from = unmap(r.from);
+                r.dst_ip = r.dst_ip.map(|ip| ip.to_canonical());
             }
             return Poll::Ready(Ok(n));
         }
@@ -245,6 +265,7 @@ impl UdpIo {
             out[0] = Received {
                 len,
                 from: unmap(from),
+                dst_ip: None,
                 ecn: None,
                 stride: len,
             };
@@ -286,22 +307,28 @@ impl UdpIo {
         }
     }
 
-    /// Sends `buf` to `dst` with the ECN codepoint `ecn`: one datagram, or with
-    /// `segment_size` several of that size back to back (the last may be shorter). Ready
-    /// once all of them are gone; an error means the rest of the batch is dropped.
+    /// Sends `buf` to `dst` from the local address `src` (where the socket can choose) with
+    /// the ECN codepoint `ecn`: one datagram, or with `segment_size` several of that size
+    /// back to back (the last may be shorter). Ready once all of them are gone; an error
+    /// means the rest of the batch is dropped.
     pub(crate) fn poll_send(
         &mut self,
         cx: &mut Context<'_>,
         buf: &[u8],
         dst: SocketAddr,
+        src: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         segment_size: Option<usize>,
     ) -> Poll<io::Result<()>> {
         let dst = self.on_wire(dst);
+        #[cfg(target_os = "linux")]
+        let src = src.filter(|_| self.pktinfo);
+        #[cfg(not(target_os = "linux"))]
+        let _ = src;
         let segment = segment_size.filter(|&n| n > 0 && n < buf.len());
         #[cfg(target_os = "linux")]
         if let (Some(n), 0, true) = (segment, self.partial, self.max_segments > 1) {
-            match std::task::ready!(self.poll_sendmsg(cx, buf, dst, ecn, Some(n))) {
+            match std::task::ready!(self.poll_sendmsg(cx, buf, dst, src, ecn, Some(n))) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => {
                     // The device cannot checksum segments (the kernel says EIO).
@@ -317,12 +344,12 @@ impl UdpIo {
             }
         }
         let Some(n) = segment else {
-            return self.poll_send_one(cx, buf, dst, ecn);
+            return self.poll_send_one(cx, buf, dst, src, ecn);
         };
         while self.partial < buf.len() {
             let end = (self.partial + n).min(buf.len());
             let one = &buf[self.partial..end];
-            match std::task::ready!(self.poll_send_one(cx, one, dst, ecn)) {
+            match std::task::ready!(self.poll_send_one(cx, one, dst, src, ecn)) {
                 Ok(()) => {}
                 Err(e) if is_transient(&e) => {
                     tracing::debug!(error = %e, %dst, "send error; datagram dropped");
@@ -344,15 +371,16 @@ impl UdpIo {
         cx: &mut Context<'_>,
         buf: &[u8],
         dst: SocketAddr,
+        src: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
     ) -> Poll<io::Result<()>> {
         #[cfg(target_os = "linux")]
         {
-            self.poll_sendmsg(cx, buf, dst, ecn, None)
+            self.poll_sendmsg(cx, buf, dst, src, ecn, None)
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = ecn;
+            let _ = (ecn, src);
             self.socket.poll_send_to(cx, buf, dst).map_ok(|_| ())
         }
     }
@@ -364,6 +392,7 @@ impl UdpIo {
         cx: &mut Context<'_>,
         buf: &[u8],
         dst: SocketAddr,
+        src: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         segment: Option<usize>,
     ) -> Poll<io::Result<()>> {
@@ -371,15 +400,20 @@ impl UdpIo {
         let segment16 = segment.and_then(|n| u16::try_from(n).ok());
         let r = std::task::ready!(self
             .socket
-            .poll_send_with(cx, |fd| linux::send(fd, buf, dst, tos, segment16)));
+            .poll_send_with(cx, |fd| linux::send(fd, buf, dst, src, tos, segment16)));
         match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && src.is_some() => {
+                // The source address is not (or no longer) ours: the kernel chooses.
+                tracing::debug!(error = %e, ?src, "source address refused; sending without");
+                self.poll_sendmsg(cx, buf, dst, None, ecn, segment)
+            }
             Err(e)
                 if e.raw_os_error() == Some(libc::EINVAL) && tos.is_some() && segment.is_none() =>
             {
                 // The kernel refuses the control message: no ECN from now on.
                 tracing::debug!(error = %e, "ECN control message refused; sending without");
                 self.ecn_send = false;
-                self.poll_sendmsg(cx, buf, dst, None, None)
+                self.poll_sendmsg(cx, buf, dst, src, None, None)
             }
             other => Poll::Ready(other.map(|_| ())),
         }
@@ -398,7 +432,7 @@ fn offload_disabled() -> bool {
 mod linux {
     use std::io;
     use std::mem::{size_of, zeroed};
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
     use std::task::{Context, Poll};
 
@@ -519,6 +553,25 @@ mod linux {
             tracing::debug!("ECN: cannot read the TOS byte on this socket");
         }
         true
+    }
+
+    /// Asks for the destination address of received datagrams (for a socket bound to a
+    /// wildcard address); returns whether the kernel agreed.
+    pub(super) fn enable_pktinfo(socket: &UdpSocket) -> bool {
+        let fd = socket.as_raw_fd();
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let ok = if v6 {
+            // IPv4 through a dual-stack socket reports `IP_PKTINFO`.
+            let v6_ok = set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
+            let v4_ok = set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+            v6_ok || v4_ok
+        } else {
+            set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+        };
+        if !ok {
+            tracing::debug!("cannot learn the destination address of datagrams on this socket");
+        }
+        ok
     }
 
     /// Whether the kernel knows `UDP_SEGMENT` on this socket (generic segmentation offload).
@@ -688,6 +741,7 @@ mod linux {
                 let len = msgs[i].msg_len as usize;
                 let from = from_sockaddr(&names[i])?;
                 let mut ecn = None;
+                let mut dst_ip = None;
                 let mut stride = len;
                 let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
                 while !cmsg.is_null() {
@@ -700,6 +754,16 @@ mod linux {
                         (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
                             let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
                             ecn = EcnCodepoint::from_bits(v as u8);
+                        }
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                            let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                            dst_ip = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                                info.ipi_addr.s_addr,
+                            ))));
+                        }
+                        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                            let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                            dst_ip = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                         }
                         (libc::SOL_UDP, libc::UDP_GRO) => {
                             let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
@@ -714,6 +778,7 @@ mod linux {
                 out[i] = super::Received {
                     len,
                     from,
+                    dst_ip,
                     ecn,
                     stride,
                 };
@@ -725,12 +790,14 @@ mod linux {
         }
     }
 
-    /// One `sendmsg`: `ecn` in the IP header if given, and with `segment` the buffer is cut
-    /// into datagrams of that size by the kernel (`UDP_SEGMENT`).
+    /// One `sendmsg`: from the local address `src` if given, `ecn` in the IP header if
+    /// given, and with `segment` the buffer is cut into datagrams of that size by the kernel
+    /// (`UDP_SEGMENT`).
     pub(super) fn send(
         fd: RawFd,
         buf: &[u8],
         dst: SocketAddr,
+        src: Option<IpAddr>,
         ecn: Option<EcnCodepoint>,
         segment: Option<u16>,
     ) -> io::Result<usize> {
@@ -741,7 +808,14 @@ mod linux {
             SocketAddr::V4(_) => true,
             SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
         };
-        // SAFETY: as in `recv`; the control buffer is large enough for both messages
+        // The source goes as `IP_PKTINFO` to an IPv4 peer, `IPV6_PKTINFO` to an IPv6 one;
+        // a source of the other family is left out.
+        let src = match src.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(ip)) if v4 => Some(IpAddr::V4(ip)),
+            Some(IpAddr::V6(ip)) if !v4 => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        // SAFETY: as in `recv`; the control buffer is large enough for the three messages
         // (checked against `CMSG_SPACE`), which are written through the CMSG macros.
         unsafe {
             let mut iov = libc::iovec {
@@ -751,7 +825,12 @@ mod linux {
             let mut control: Control = [0; 16];
             let int_space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
             let u16_space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
-            let space = ecn.map_or(0, |_| int_space) + segment.map_or(0, |_| u16_space);
+            let src_space = match src {
+                Some(IpAddr::V4(_)) => libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32),
+                Some(IpAddr::V6(_)) => libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32),
+                None => 0,
+            } as usize;
+            let space = ecn.map_or(0, |_| int_space) + segment.map_or(0, |_| u16_space) + src_space;
             debug_assert!(space <= size_of::<Control>());
             let mut hdr: libc::msghdr = zeroed();
             hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
@@ -780,6 +859,34 @@ mod linux {
                     (*cmsg).cmsg_type = libc::UDP_SEGMENT;
                     (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
                     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+                    cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+                }
+                match src {
+                    Some(IpAddr::V4(ip)) => {
+                        (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                        (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                        (*cmsg).cmsg_len =
+                            libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                        let mut info: libc::in_pktinfo = zeroed();
+                        info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(),
+                            info,
+                        );
+                    }
+                    Some(IpAddr::V6(ip)) => {
+                        (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                        (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                        (*cmsg).cmsg_len =
+                            libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                        let mut info: libc::in6_pktinfo = zeroed();
+                        info.ipi6_addr.s6_addr = ip.octets();
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(cmsg).cast::<libc::in6_pktinfo>(),
+                            info,
+                        );
+                    }
+                    None => {}
                 }
             }
             let n = libc::sendmsg(fd, &hdr, 0);
@@ -939,7 +1046,7 @@ mod tests {
         let mut io = io();
         let dst = rx.local_addr().unwrap();
         let buf = batch();
-        poll_fn(|cx| io.poll_send(cx, &buf, dst, Some(EcnCodepoint::Ect0), Some(1200)))
+        poll_fn(|cx| io.poll_send(cx, &buf, dst, None, Some(EcnCodepoint::Ect0), Some(1200)))
             .await
             .unwrap();
         expect_three(&rx).await;
@@ -952,7 +1059,7 @@ mod tests {
         io.max_segments = 1;
         let dst = rx.local_addr().unwrap();
         let buf = batch();
-        poll_fn(|cx| io.poll_send(cx, &buf, dst, None, Some(1200)))
+        poll_fn(|cx| io.poll_send(cx, &buf, dst, None, None, Some(1200)))
             .await
             .unwrap();
         expect_three(&rx).await;
@@ -967,7 +1074,7 @@ mod tests {
         let mut tx = io();
         let dst = rx.local_addr().unwrap();
         let buf = batch();
-        poll_fn(|cx| tx.poll_send(cx, &buf, dst, None, Some(1200)))
+        poll_fn(|cx| tx.poll_send(cx, &buf, dst, None, None, Some(1200)))
             .await
             .unwrap();
         let mut datagrams = Vec::new();
@@ -998,7 +1105,7 @@ mod tests {
         for i in 0..5u8 {
             let mut tx = io();
             let payload = vec![i; 100 + usize::from(i)];
-            poll_fn(|cx| tx.poll_send(cx, &payload, dst, Some(EcnCodepoint::Ect0), None))
+            poll_fn(|cx| tx.poll_send(cx, &payload, dst, None, Some(EcnCodepoint::Ect0), None))
                 .await
                 .unwrap();
             senders.push(tx.local_addr().unwrap());
@@ -1043,7 +1150,7 @@ mod tests {
         let mut block = bytes::BytesMut::with_capacity(4 * 2048);
         let mut meta = [Received::EMPTY; 4];
         for round in 0..3u8 {
-            poll_fn(|cx| tx.poll_send(cx, &[round; 10], dst, None, None))
+            poll_fn(|cx| tx.poll_send(cx, &[round; 10], dst, None, None, None))
                 .await
                 .unwrap();
             let calls = rx.receive_calls.load(Relaxed);
@@ -1078,7 +1185,7 @@ mod tests {
         for i in 0..4u8 {
             let mut tx = io();
             let payload = vec![i + 1; 300 * (usize::from(i) + 1)];
-            poll_fn(|cx| tx.poll_send(cx, &payload, dst, None, None))
+            poll_fn(|cx| tx.poll_send(cx, &payload, dst, None, None, None))
                 .await
                 .unwrap();
             expected.extend_from_slice(&payload);
@@ -1134,7 +1241,7 @@ mod tests {
         let rx = socket().await;
         let mut io = io();
         let dst = rx.local_addr().unwrap();
-        poll_fn(|cx| io.poll_send(cx, &batch(), dst, None, Some(1200)))
+        poll_fn(|cx| io.poll_send(cx, &batch(), dst, None, None, Some(1200)))
             .await
             .unwrap();
         expect_three(&rx).await;
@@ -1162,7 +1269,7 @@ mod tests {
             if calls.get() <= 2 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            linux::send(fd, b"after the wait", dst, None, None)
+            linux::send(fd, b"after the wait", dst, None, None, None)
         };
         // Full: the duplicate is registered for writability, and reported writable at once
         // (the buffer is not really full).
@@ -1209,5 +1316,81 @@ mod tests {
             got.push(buf[..n].to_vec());
         }
         assert_eq!(got, [&b"frees room"[..], &b"after the wait"[..]]);
+    }
+
+    /// Bound to a wildcard address, the socket learns the address each datagram was sent
+    /// to, and sends from the address it is told; the kernel's own choice (by route) would
+    /// be another one here.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_wildcard_socket_answers_from_the_address_it_was_sent_to() {
+        use std::net::Ipv4Addr;
+        for wildcard in ["0.0.0.0:0", "[::]:0"] {
+            let Ok(bound) = std::net::UdpSocket::bind(wildcard) else {
+                continue; // no IPv6 here
+            };
+            let io = UdpIo::new(bound).unwrap();
+            assert!(io.pktinfo, "{wildcard}");
+            let port = io.local_addr().unwrap().port();
+            let peer = socket().await;
+            for last in [2u8, 3] {
+                let ours = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+                peer.send_to(b"hello", (ours, port)).await.unwrap();
+                let mut space = vec![0u8; 65_536];
+                let r = poll_fn(|cx| io.poll_recv(cx, &mut space)).await.unwrap();
+                assert_eq!(r.from, peer.local_addr().unwrap(), "{wildcard}");
+                assert_eq!(r.dst_ip, Some(ours), "{wildcard}");
+            }
+        }
+        // Replies: from the address given, else the kernel's choice (127.0.0.1).
+        let mut io = UdpIo::new(std::net::UdpSocket::bind("0.0.0.0:0").unwrap()).unwrap();
+        let peer = socket().await;
+        let dst = peer.local_addr().unwrap();
+        let mut buf = [0u8; 64];
+        for (src, segment) in [
+            (Some([127, 0, 0, 2]), None),
+            (Some([127, 0, 0, 3]), Some(2)),
+        ] {
+            let src = src.map(|a| IpAddr::V4(Ipv4Addr::from(a)));
+            poll_fn(|cx| io.poll_send(cx, b"back", dst, src, Some(EcnCodepoint::Ect0), segment))
+                .await
+                .unwrap();
+            let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from.ip(), src.unwrap());
+            assert_eq!(
+                &buf[..n],
+                if segment.is_some() {
+                    &b"ba"[..]
+                } else {
+                    b"back"
+                }
+            );
+            if segment.is_some() {
+                let (_, from) = peer.recv_from(&mut buf).await.unwrap();
+                assert_eq!(from.ip(), src.unwrap());
+            }
+        }
+        poll_fn(|cx| io.poll_send(cx, b"back", dst, None, None, None))
+            .await
+            .unwrap();
+        let (_, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // A socket bound to one address neither asks nor tells.
+        let mut io = super::tests::io();
+        assert!(!io.pktinfo);
+        poll_fn(|cx| {
+            io.poll_send(
+                cx,
+                b"x",
+                dst,
+                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+                None,
+                None,
+            )
+        })
+        .await
+        .unwrap();
+        let (_, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from, io.local_addr().unwrap());
     }
 }

@@ -497,6 +497,14 @@ fn rfc9000_version_negotiation_for_an_unknown_version() {
         Some(crate::wire::ConnectionId::new(&[0xbb; 4]))
     );
     assert_eq!(s.net.endpoint(S).stats().version_negotiations, 1);
+    assert_eq!(t.source, None);
+    // Sent to a known local address: answered from it.
+    let ours = std::net::IpAddr::from([192, 0, 2, 7]);
+    s.net
+        .endpoint(S)
+        .handle_datagram_at(now, CLIENT, Some(ours), None, BytesMut::from(&probe[..]));
+    let t = s.net.endpoint(S).poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((t.destination, t.source), (CLIENT, Some(ours)));
     // A short datagram of an unknown version gets nothing (RFC 9000 §6.1).
     s.net
         .endpoint(S)
@@ -519,10 +527,18 @@ fn rfc9000_small_initials_and_short_cids_are_not_accepted() {
         .endpoint(S)
         .handle_datagram(now, CLIENT, BytesMut::from(&buf[..1000]));
     assert_eq!(s.net.endpoint(S).connection_count(), 0);
-    s.net
-        .endpoint(S)
-        .handle_datagram(now, CLIENT, BytesMut::from(&buf[..t.size]));
+    // Sent to a known local address: the new connection answers from it.
+    let ours = std::net::IpAddr::from([192, 0, 2, 7]);
+    s.net.endpoint(S).handle_datagram_at(
+        now,
+        CLIENT,
+        Some(ours),
+        None,
+        BytesMut::from(&buf[..t.size]),
+    );
     assert_eq!(s.net.endpoint(S).connection_count(), 1);
+    let t = s.net.endpoint(S).poll_transmit(now, &mut buf).unwrap();
+    assert_eq!((t.destination, t.source), (CLIENT, Some(ours)));
 }
 
 #[test]

@@ -1087,6 +1087,7 @@ impl Proxy {
 mod closing;
 mod features;
 mod hibernation;
+mod local_address;
 mod migration;
 mod sharded;
 
