@@ -33,7 +33,9 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ConnectionInfo {
     /// The client's address.
     pub remote_addr: SocketAddr,
-    /// The server socket's address.
+    /// The address the client sent to: the server socket's address, with the IP address
+    /// the client dialed when the socket is bound to a wildcard address (`0.0.0.0`, `::`;
+    /// known on Linux).
     pub local_addr: SocketAddr,
     /// The server name (SNI) the client asked for.
     pub server_name: Option<String>,

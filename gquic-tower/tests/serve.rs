@@ -50,8 +50,14 @@ fn full(s: String) -> Body {
 #[tokio::test]
 async fn serves_a_tower_service_with_connection_info() {
     let (sc, cc) = configs();
-    let endpoint = Endpoint::server(sc, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = endpoint.local_addr();
+    // On Linux the server is bound to every address and the client dials 127.0.0.2: the
+    // handler's `local_addr` is the address dialed, not `0.0.0.0` (`IP_PKTINFO`).
+    #[cfg(target_os = "linux")]
+    let (bind, dial_ip) = ("0.0.0.0:0", [127, 0, 0, 2]);
+    #[cfg(not(target_os = "linux"))]
+    let (bind, dial_ip) = ("127.0.0.1:0", [127, 0, 0, 1]);
+    let endpoint = Endpoint::server(sc, bind.parse().unwrap()).unwrap();
+    let addr = std::net::SocketAddr::from((dial_ip, endpoint.local_addr().port()));
     let make = MakeServiceFn::new(|info: &ConnectionInfo| {
         let made_for = info.remote_addr;
         // The Alt-Svc layer must leave HTTP/3 responses alone.
@@ -61,7 +67,7 @@ async fn serves_a_tower_service_with_connection_info() {
                 let text = format!(
                     "{} {} {} {:?} {}",
                     made_for == info.remote_addr,
-                    info.local_addr.port(),
+                    info.local_addr,
                     info.server_name.as_deref().unwrap_or("-"),
                     info.alpn.as_deref().map(String::from_utf8_lossy),
                     info.zero_rtt,
@@ -91,7 +97,7 @@ async fn serves_a_tower_service_with_connection_info() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(
         String::from_utf8_lossy(&body),
-        format!("true {} localhost Some(\"h3\") false", addr.port())
+        format!("true {addr} localhost Some(\"h3\") false")
     );
 }
 

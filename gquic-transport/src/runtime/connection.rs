@@ -299,9 +299,17 @@ impl Connection {
         s.peek(self.inner.id, |c| c.ecn_state())
     }
 
-    /// The local address of the endpoint's socket.
+    /// The local address the peer sends to: the endpoint socket's address, with the IP
+    /// address the peer's datagrams arrive at when the socket is bound to a wildcard
+    /// address ([`Connection::local_ip`]) rather than `0.0.0.0` or `::`.
     pub fn local_address(&self) -> SocketAddr {
-        self.inner.shared.lock().local
+        let s = self.inner.shared.lock();
+        let ip = s.peek(self.inner.id, |c| c.local_ip()).flatten();
+        let mut local = s.local;
+        if let Some(ip) = ip.filter(|_| local.ip().is_unspecified()) {
+            local.set_ip(ip);
+        }
+        local
     }
 
     /// The TLS server name: the SNI the client sent (server side) or the name dialed

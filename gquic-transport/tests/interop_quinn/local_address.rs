@@ -49,6 +49,12 @@ async fn a_wildcard_gquic_server_answers_from_the_address_each_client_dialed() {
             echo!(conn, pattern(1 << 20, 7));
             let server_side = conns.recv().await.unwrap();
             seen.push(server_side.local_ip().map(|ip| ip.to_string()));
+            // The address the client dialed, port included.
+            assert_eq!(server_side.local_address().port(), port);
+            assert_eq!(
+                Some(server_side.local_address().ip()),
+                server_side.local_ip()
+            );
         }
         seen.sort();
         assert_eq!(
@@ -71,7 +77,9 @@ async fn a_wildcard_gquic_server_answers_from_the_address_each_client_dialed() {
         });
         let conn = gquic_connect(&client, &certs, bound.local_addr()).await;
         echo!(conn, pattern(1000, 9));
-        assert_eq!(accepted.await.unwrap().local_ip(), None);
+        let accepted = accepted.await.unwrap();
+        assert_eq!(accepted.local_ip(), None);
+        assert_eq!(accepted.local_address(), bound.local_addr());
     })
     .await
     .unwrap();
