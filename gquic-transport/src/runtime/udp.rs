@@ -1375,6 +1375,29 @@ mod tests {
             .unwrap();
         let (_, from) = peer.recv_from(&mut buf).await.unwrap();
         assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // IPv6 both ways (`IPV6_PKTINFO`), where the host has it: a datagram to ::1 reports
+        // ::1, and a reply from ::1 arrives from there (no fallback to the kernel's choice).
+        if let (Ok(wild), Ok(peer6)) = (
+            std::net::UdpSocket::bind("[::]:0"),
+            tokio::net::UdpSocket::bind("[::1]:0").await,
+        ) {
+            let mut io = UdpIo::new(wild).unwrap();
+            let port = io.local_addr().unwrap().port();
+            let loopback6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+            peer6.send_to(b"six", (loopback6, port)).await.unwrap();
+            let mut space = vec![0u8; 65_536];
+            let r = poll_fn(|cx| io.poll_recv(cx, &mut space)).await.unwrap();
+            assert_eq!(
+                (r.from, r.dst_ip),
+                (peer6.local_addr().unwrap(), Some(loopback6))
+            );
+            let to = peer6.local_addr().unwrap();
+            poll_fn(|cx| io.poll_send(cx, b"back", to, Some(loopback6), None, None))
+                .await
+                .unwrap();
+            let (n, from) = peer6.recv_from(&mut buf).await.unwrap();
+            assert_eq!((&buf[..n], from.ip()), (&b"back"[..], loopback6));
+        }
         // A socket bound to one address neither asks nor tells.
         let mut io = super::tests::io();
         assert!(!io.pktinfo);
