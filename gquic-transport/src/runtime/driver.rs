@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::time::Sleep;
 
-use super::udp::{is_transient, Received, UdpIo, RECV_MMSG};
+use super::udp::{is_transient, Received, UdpIo, RECV_MMSG, SEND_MMSG};
 use super::Shared;
 use crate::connection::Transmit;
 
@@ -46,8 +46,11 @@ pub(super) struct Driver {
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
     recv: RecvBlocks,
-    send: Vec<u8>,
-    pending: Option<Transmit>,
+    /// Transmits taken from the endpoint and not yet sent, in order (`queued[head..]`), the
+    /// i-th written in `send[i]`: one system call sends several (`sendmmsg`).
+    send: Vec<Vec<u8>>,
+    queued: Vec<Transmit>,
+    head: usize,
     /// Receive calls in a row that brought only small messages (see [`WIDEN_AFTER`]).
     small_receives: u32,
     /// Datagrams for other shards of the group, handed on once this shard's lock is let go.
@@ -72,8 +75,9 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_deadline: None,
             recv: RecvBlocks::default(),
-            send: Vec::with_capacity(MAX_DATAGRAM),
-            pending: None,
+            send: (0..SEND_MMSG).map(|_| Vec::new()).collect(),
+            queued: Vec::with_capacity(SEND_MMSG),
+            head: 0,
             small_receives: 0,
             outbox: Vec::new(),
             inbox: Vec::new(),
@@ -274,34 +278,43 @@ impl Driver {
             let mut sent = 0;
             let mut blocked = false;
             while sent < SEND_BATCH {
-                if this.pending.is_none() {
+                if this.head == this.queued.len() {
+                    this.queued.clear();
+                    this.head = 0;
                     let max = this.socket.max_segments();
-                    this.pending = state.ep.poll_transmit_batch(now, max, &mut this.send);
+                    let mut taken = 0;
+                    while this.queued.len() < SEND_MMSG && sent + taken < SEND_BATCH {
+                        let buf = &mut this.send[this.queued.len()];
+                        let Some(t) = state.ep.poll_transmit_batch(now, max, buf) else {
+                            break;
+                        };
+                        taken += t.datagrams();
+                        this.queued.push(t);
+                    }
                     state.reap_into(&mut this.wakers);
                 }
-                let Some(t) = this.pending else {
+                if this.head == this.queued.len() {
                     break;
-                };
+                }
                 drop(state);
                 wake(&mut this.wakers);
-                let r = this.socket.poll_send(
+                let r = this.socket.poll_send_many(
                     cx,
-                    &this.send[..t.size],
-                    t.destination,
-                    t.source,
-                    t.ecn,
-                    t.segment_size,
+                    &this.send[this.head..this.queued.len()],
+                    &this.queued[this.head..],
                 );
                 state = shared.lock();
                 match r {
-                    Poll::Ready(Ok(())) => {
-                        this.pending = None;
-                        sent += t.datagrams();
+                    Poll::Ready(Ok(n)) => {
+                        let gone = &this.queued[this.head..this.head + n];
+                        sent += gone.iter().map(Transmit::datagrams).sum::<usize>();
+                        this.head += n;
                         this.last_send = Some(now);
                     }
                     Poll::Ready(Err(e)) if is_transient(&e) => {
+                        let t = this.queued[this.head];
                         tracing::debug!(error = %e, dst = %t.destination, "send error; datagram dropped");
-                        this.pending = None;
+                        this.head += 1;
                         sent += 1;
                     }
                     Poll::Ready(Err(e)) => {
@@ -359,7 +372,8 @@ impl Driver {
 impl Driver {
     /// Whether to let the other ready tasks run once before sending (see [`coalesce`]).
     fn coalesce(&mut self, now: Instant) -> bool {
-        let yes = coalesce(self.coalesced, self.pending.is_some(), self.last_send, now);
+        let pending = self.head < self.queued.len();
+        let yes = coalesce(self.coalesced, pending, self.last_send, now);
         self.coalesced |= yes;
         yes
     }

@@ -68,6 +68,13 @@ impl Received {
     };
 }
 
+/// Most transmits one send call takes ([`UdpIo::poll_send_many`]).
+#[cfg(target_os = "linux")]
+pub(crate) const SEND_MMSG: usize = linux::MAX_SEND_BATCH;
+/// Most transmits one send call takes ([`UdpIo::poll_send_many`]).
+#[cfg(not(target_os = "linux"))]
+pub(crate) const SEND_MMSG: usize = 1;
+
 /// Most messages one receive call takes ([`UdpIo::poll_recv_batch`]).
 #[cfg(target_os = "linux")]
 pub(crate) const RECV_MMSG: usize = linux::MAX_BATCH;
@@ -112,6 +119,9 @@ pub(crate) struct UdpIo {
     /// Receive system calls made (tests count them).
     #[cfg(test)]
     receive_calls: std::sync::atomic::AtomicU64,
+    /// `sendmmsg` calls made (tests count them).
+    #[cfg(test)]
+    send_many_calls: u64,
 }
 
 /// IPv4 peers of a dual-stack socket arrive as IPv4-mapped IPv6 addresses; the endpoint knows
@@ -156,6 +166,8 @@ impl UdpIo {
             v6,
             #[cfg(test)]
             receive_calls: Default::default(),
+            #[cfg(test)]
+            send_many_calls: 0,
         })
     }
 
@@ -363,6 +375,76 @@ impl UdpIo {
         }
         self.partial = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Sends the transmits `ts`, the i-th from `bufs[i]` (its first `ts[i].size` bytes), in
+    /// order, as many as one system call takes (`sendmmsg` on Linux; at least the first);
+    /// returns how many went. An error concerns the first transmit, which is then not sent
+    /// (the caller drops it if [`is_transient`], as after [`UdpIo::poll_send`]).
+    pub(crate) fn poll_send_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[Vec<u8>],
+        ts: &[crate::connection::Transmit],
+    ) -> Poll<io::Result<usize>> {
+        let Some(first) = ts.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        #[cfg(target_os = "linux")]
+        if ts.len() > 1 && self.partial == 0 {
+            // The messages a `sendmmsg` can carry as they are: not a segmented batch the
+            // socket can no longer segment (those go one datagram at a time).
+            let mut outs = [linux::Out {
+                buf: &[],
+                dst: first.destination,
+                src: None,
+                ecn: None,
+                segment: None,
+            }; SEND_MMSG];
+            let mut count = 0;
+            for (t, buf) in ts.iter().zip(bufs).take(SEND_MMSG) {
+                let segment = t.segment_size.filter(|&n| n > 0 && n < t.size);
+                if segment.is_some() && self.max_segments == 1 {
+                    break;
+                }
+                let Some(segment) = segment.map(u16::try_from).transpose().ok() else {
+                    break;
+                };
+                outs[count] = linux::Out {
+                    buf: &buf[..t.size],
+                    dst: self.on_wire(t.destination),
+                    src: t.source.filter(|_| self.pktinfo),
+                    ecn: t.ecn.filter(|_| self.ecn_send),
+                    segment,
+                };
+                count += 1;
+            }
+            if count > 1 {
+                #[cfg(test)]
+                {
+                    self.send_many_calls += 1;
+                }
+                let outs = &outs[..count];
+                match std::task::ready!(self
+                    .socket
+                    .poll_send_with(cx, |fd| linux::send_many(fd, outs)))
+                {
+                    Ok(n) if n > 0 => return Poll::Ready(Ok(n)),
+                    // The first message failed: it goes alone, where each error has its
+                    // answer (no ECN, no segmentation, another source, or dropped).
+                    _ => {}
+                }
+            }
+        }
+        let r = std::task::ready!(self.poll_send(
+            cx,
+            &bufs[0][..first.size],
+            first.destination,
+            first.source,
+            first.ecn,
+            first.segment_size,
+        ));
+        Poll::Ready(r.map(|()| 1))
     }
 
     /// Sends one datagram.
@@ -790,58 +872,82 @@ mod linux {
         }
     }
 
-    /// One `sendmsg`: from the local address `src` if given, `ecn` in the IP header if
-    /// given, and with `segment` the buffer is cut into datagrams of that size by the kernel
-    /// (`UDP_SEGMENT`).
-    pub(super) fn send(
-        fd: RawFd,
-        buf: &[u8],
-        dst: SocketAddr,
-        src: Option<IpAddr>,
-        ecn: Option<EcnCodepoint>,
-        segment: Option<u16>,
-    ) -> io::Result<usize> {
-        let (mut name, namelen) = to_sockaddr(dst);
-        // IPv4, or IPv4 through an IPv6 socket (a mapped address), takes IP_TOS; IPv6 takes
-        // IPV6_TCLASS.
-        let v4 = match dst {
-            SocketAddr::V4(_) => true,
-            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
-        };
-        // The source goes as `IP_PKTINFO` to an IPv4 peer, `IPV6_PKTINFO` to an IPv6 one;
-        // a source of the other family is left out.
-        let src = match src.map(|ip| ip.to_canonical()) {
-            Some(IpAddr::V4(ip)) if v4 => Some(IpAddr::V4(ip)),
-            Some(IpAddr::V6(ip)) if !v4 => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        // SAFETY: as in `recv`; the control buffer is large enough for the three messages
-        // (checked against `CMSG_SPACE`), which are written through the CMSG macros.
-        unsafe {
-            let mut iov = libc::iovec {
-                iov_base: buf.as_ptr() as *mut libc::c_void,
-                iov_len: buf.len(),
+    /// One datagram, or a segmentation-offload batch, for [`send`] and [`send_many`].
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Out<'a> {
+        pub(super) buf: &'a [u8],
+        pub(super) dst: SocketAddr,
+        /// The local address to send from (`IP_PKTINFO` / `IPV6_PKTINFO`).
+        pub(super) src: Option<IpAddr>,
+        /// The ECN codepoint for the IP header (`IP_TOS` / `IPV6_TCLASS`).
+        pub(super) ecn: Option<EcnCodepoint>,
+        /// The kernel cuts `buf` into datagrams of this size (`UDP_SEGMENT`).
+        pub(super) segment: Option<u16>,
+    }
+
+    /// Room for one message's headers: the address, the buffer and the control messages.
+    struct MsgSpace {
+        name: libc::sockaddr_storage,
+        iov: libc::iovec,
+        control: Control,
+    }
+
+    impl MsgSpace {
+        fn new() -> Self {
+            // SAFETY: all-zero is a valid value of these plain C structs.
+            unsafe { zeroed() }
+        }
+
+        /// Writes `out` into this space and returns the header pointing at it; the header
+        /// borrows `self` (and `out.buf`) by raw pointers, so both must stay in place until
+        /// the system call is done.
+        fn header(&mut self, out: &Out<'_>) -> libc::msghdr {
+            let (name, namelen) = to_sockaddr(out.dst);
+            self.name = name;
+            self.iov = libc::iovec {
+                iov_base: out.buf.as_ptr() as *mut libc::c_void,
+                iov_len: out.buf.len(),
             };
-            let mut control: Control = [0; 16];
-            let int_space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
-            let u16_space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
-            let src_space = match src {
-                Some(IpAddr::V4(_)) => libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32),
-                Some(IpAddr::V6(_)) => libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32),
-                None => 0,
-            } as usize;
-            let space = ecn.map_or(0, |_| int_space) + segment.map_or(0, |_| u16_space) + src_space;
-            debug_assert!(space <= size_of::<Control>());
-            let mut hdr: libc::msghdr = zeroed();
-            hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = namelen;
-            hdr.msg_iov = &mut iov;
-            hdr.msg_iovlen = 1;
-            if space > 0 {
-                hdr.msg_control = control.as_mut_ptr().cast();
+            // IPv4, or IPv4 through an IPv6 socket (a mapped address), takes IP_TOS and
+            // IP_PKTINFO; IPv6 takes IPV6_TCLASS and IPV6_PKTINFO.
+            let v4 = match out.dst {
+                SocketAddr::V4(_) => true,
+                SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+            };
+            // A source of the other family is left out.
+            let src = match out.src.map(|ip| ip.to_canonical()) {
+                Some(IpAddr::V4(ip)) if v4 => Some(IpAddr::V4(ip)),
+                Some(IpAddr::V6(ip)) if !v4 => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            // SAFETY: the control buffer is large enough for the three messages (checked
+            // against `CMSG_SPACE`), which are written through the CMSG macros within
+            // `msg_controllen`; every pointer in the header points into `self` or `out.buf`.
+            unsafe {
+                let int_space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+                let u16_space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                let src_space = match src {
+                    Some(IpAddr::V4(_)) => libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32),
+                    Some(IpAddr::V6(_)) => libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32),
+                    None => 0,
+                } as usize;
+                let space = out.ecn.map_or(0, |_| int_space)
+                    + out.segment.map_or(0, |_| u16_space)
+                    + src_space;
+                assert!(space <= size_of::<Control>());
+                let mut hdr: libc::msghdr = zeroed();
+                hdr.msg_name = (&mut self.name as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = namelen;
+                hdr.msg_iov = &mut self.iov;
+                hdr.msg_iovlen = 1;
+                if space == 0 {
+                    return hdr;
+                }
+                self.control = [0; 16];
+                hdr.msg_control = self.control.as_mut_ptr().cast();
                 hdr.msg_controllen = space as _;
                 let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
-                if let Some(ecn) = ecn {
+                if let Some(ecn) = out.ecn {
                     let (level, ty) = if v4 {
                         (libc::IPPROTO_IP, libc::IP_TOS)
                     } else {
@@ -854,7 +960,7 @@ mod linux {
                     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), value);
                     cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
                 }
-                if let Some(segment) = segment {
+                if let Some(segment) = out.segment {
                     (*cmsg).cmsg_level = libc::SOL_UDP;
                     (*cmsg).cmsg_type = libc::UDP_SEGMENT;
                     (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
@@ -888,13 +994,60 @@ mod linux {
                     }
                     None => {}
                 }
+                hdr
             }
-            let n = libc::sendmsg(fd, &hdr, 0);
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(n as usize)
         }
+    }
+
+    /// One `sendmsg`: from the local address `src` if given, `ecn` in the IP header if
+    /// given, and with `segment` the buffer is cut into datagrams of that size by the kernel
+    /// (`UDP_SEGMENT`).
+    pub(super) fn send(
+        fd: RawFd,
+        buf: &[u8],
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        segment: Option<u16>,
+    ) -> io::Result<usize> {
+        let mut space = MsgSpace::new();
+        let hdr = space.header(&Out {
+            buf,
+            dst,
+            src,
+            ecn,
+            segment,
+        });
+        // SAFETY: `hdr` points into `space` and `buf`, both alive and unmoved here.
+        let n = unsafe { libc::sendmsg(fd, &hdr, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Most messages one `sendmmsg` takes.
+    pub(super) const MAX_SEND_BATCH: usize = 8;
+
+    /// One `sendmmsg` of up to [`MAX_SEND_BATCH`] messages, each as [`send`] would send
+    /// it; returns how many went. An error stops the call at the message that failed: the
+    /// kernel reports it for the first message, else it returns the count before it (and the
+    /// failing message, sent again, reports its error).
+    pub(super) fn send_many(fd: RawFd, outs: &[Out<'_>]) -> io::Result<usize> {
+        let n = outs.len().min(MAX_SEND_BATCH);
+        let mut spaces: [MsgSpace; MAX_SEND_BATCH] = std::array::from_fn(|_| MsgSpace::new());
+        // SAFETY: all-zero is a valid `mmsghdr`.
+        let mut msgs: [libc::mmsghdr; MAX_SEND_BATCH] = unsafe { zeroed() };
+        for i in 0..n {
+            msgs[i].msg_hdr = spaces[i].header(&outs[i]);
+        }
+        // SAFETY: each header points into `spaces[i]` and `outs[i].buf`, alive and unmoved
+        // until the call returns.
+        let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as _, 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
     }
 
     fn from_sockaddr(s: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
@@ -1415,5 +1568,78 @@ mod tests {
         .unwrap();
         let (_, from) = peer.recv_from(&mut buf).await.unwrap();
         assert_eq!(from, io.local_addr().unwrap());
+    }
+
+    fn transmit(destination: SocketAddr, size: usize) -> crate::connection::Transmit {
+        crate::connection::Transmit {
+            destination,
+            source: None,
+            size,
+            ecn: None,
+            segment_size: None,
+        }
+    }
+
+    /// Transmits for several destinations, one of them a segmented batch, go out in one
+    /// `sendmmsg`, each with its own ECN mark and segmentation.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn several_transmits_go_in_one_call() {
+        let (rx1, rx2) = (socket().await, socket().await);
+        let (a1, a2) = (rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+        let mut io = io();
+        let bufs = vec![b"first".to_vec(), batch(), b"third".to_vec()];
+        let ts = [
+            crate::connection::Transmit {
+                ecn: Some(EcnCodepoint::Ect0),
+                ..transmit(a1, 5)
+            },
+            crate::connection::Transmit {
+                segment_size: Some(1200),
+                ..transmit(a2, bufs[1].len())
+            },
+            transmit(a1, 5),
+        ];
+        let n = poll_fn(|cx| io.poll_send_many(cx, &bufs, &ts))
+            .await
+            .unwrap();
+        assert_eq!((n, io.send_many_calls), (3, 1));
+        expect_three(&rx2).await;
+        let mut buf = [0u8; 64];
+        for want in [&b"first"[..], b"third"] {
+            let (len, _) = rx1.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..len], want);
+        }
+    }
+
+    /// A transmit the kernel refuses stops the call there: the ones before it are sent, it
+    /// comes back as the error of the next call (which sends nothing else), and the ones
+    /// after it go with the call after that.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_refused_transmit_stops_the_call_at_itself() {
+        let rx = socket().await;
+        let dst = rx.local_addr().unwrap();
+        let mut io = io();
+        // 70,000 bytes in one datagram: more than UDP carries (EMSGSIZE).
+        let bufs = vec![b"before".to_vec(), vec![0u8; 70_000], b"after".to_vec()];
+        let ts = [transmit(dst, 6), transmit(dst, 70_000), transmit(dst, 5)];
+        let n = poll_fn(|cx| io.poll_send_many(cx, &bufs, &ts))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let e = poll_fn(|cx| io.poll_send_many(cx, &bufs[1..], &ts[1..]))
+            .await
+            .unwrap_err();
+        assert!(is_transient(&e), "{e}");
+        let n = poll_fn(|cx| io.poll_send_many(cx, &bufs[2..], &ts[2..]))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let mut buf = [0u8; 64];
+        for want in [&b"before"[..], b"after"] {
+            let (len, _) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..len], want);
+        }
     }
 }
