@@ -17,6 +17,9 @@ use crate::connection::Transmit;
 const RECV_BATCH: usize = 64;
 /// Datagrams sent per turn before the driver yields to other tasks.
 const SEND_BATCH: usize = 128;
+/// Transmits are taken for one send call until they hold this many bytes (or
+/// [`SEND_MMSG`] of them): what one segmentation-offload batch holds at most.
+const SEND_MMSG_BYTES: usize = 1 << 16;
 /// The largest UDP payload we read (RFC 9000 §18.2 max_udp_payload_size upper bound).
 const MAX_DATAGRAM: usize = 65_527;
 /// One message's room in the receive block: the largest UDP payload, or a receive-offload
@@ -282,13 +285,19 @@ impl Driver {
                     this.queued.clear();
                     this.head = 0;
                     let max = this.socket.max_segments();
-                    let mut taken = 0;
-                    while this.queued.len() < SEND_MMSG && sent + taken < SEND_BATCH {
+                    // Small transmits (many connections, or few packets each) share a
+                    // system call; a full segmentation batch has one to itself already.
+                    let (mut taken, mut bytes) = (0, 0);
+                    while this.queued.len() < SEND_MMSG
+                        && sent + taken < SEND_BATCH
+                        && bytes < SEND_MMSG_BYTES
+                    {
                         let buf = &mut this.send[this.queued.len()];
                         let Some(t) = state.ep.poll_transmit_batch(now, max, buf) else {
                             break;
                         };
                         taken += t.datagrams();
+                        bytes += t.size;
                         this.queued.push(t);
                     }
                     state.reap_into(&mut this.wakers);
