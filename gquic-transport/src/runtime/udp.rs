@@ -529,10 +529,17 @@ mod linux {
     #[derive(Debug)]
     pub(super) struct Socket {
         pub(super) read: AsyncFd<UdpSocket>,
-        /// A duplicate of the descriptor, registered for writability while the send buffer
-        /// is full, and let go after the next send that goes through.
+        /// A duplicate of the descriptor, registered for writability once the send buffer
+        /// was full, and let go after [`KEEP_WATCHING`] sends in a row went through.
         pub(super) write: Option<AsyncFd<OwnedFd>>,
+        /// Sends that went through since the send buffer was last full.
+        clear_sends: u32,
     }
+
+    /// Sends in a row that find room before the writability watch is let go: a sender that
+    /// fills the buffer now and then (a bulk transfer against a slower receiver) keeps it,
+    /// rather than registering (an allocation in the reactor) at every full buffer.
+    pub(super) const KEEP_WATCHING: u32 = 256;
 
     impl Socket {
         /// Registers `socket` (non-blocking) for readability; call it within a tokio runtime.
@@ -540,6 +547,7 @@ mod linux {
             Ok(Self {
                 read: register(socket, Interest::READABLE)?,
                 write: None,
+                clear_sends: 0,
             })
         }
 
@@ -564,6 +572,7 @@ mod linux {
                             // at once if room came meanwhile).
                             let dup = self.read.get_ref().as_fd().try_clone_to_owned()?;
                             self.write = Some(register(dup, Interest::WRITABLE)?);
+                            self.clear_sends = 0;
                             continue;
                         }
                         other => return Poll::Ready(other),
@@ -575,11 +584,17 @@ mod linux {
                 };
                 match r {
                     Ok(r) => {
-                        // Room again: stop watching for it.
-                        self.write = None;
+                        self.clear_sends += 1;
+                        if self.clear_sends >= KEEP_WATCHING {
+                            // Room for a while now: stop watching for it.
+                            self.write = None;
+                        }
                         return Poll::Ready(r);
                     }
-                    Err(_would_block) => continue,
+                    Err(_would_block) => {
+                        self.clear_sends = 0;
+                        continue;
+                    }
                 }
             }
         }
@@ -1406,7 +1421,7 @@ mod tests {
 
     /// A send that finds the send buffer full waits for room (a writability edge on a
     /// duplicate of the descriptor, registered for the wait) and then goes; the duplicate is
-    /// let go once a send went through.
+    /// let go once enough sends in a row found room.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_full_send_buffer_is_waited_out() {
@@ -1461,6 +1476,16 @@ mod tests {
         .expect("woken by room in the send buffer")
         .unwrap();
         assert_eq!((n, calls.get()), (14, 3));
+        // The watch stays while sends keep finding room, until enough of them in a row did.
+        for i in 1..linux::KEEP_WATCHING {
+            assert!(io.socket.write.is_some(), "let go after {i} sends");
+            poll_fn(|cx| {
+                io.socket
+                    .poll_send_with(cx, |fd| linux::send(fd, b"more", dst, None, None, None))
+            })
+            .await
+            .unwrap();
+        }
         assert!(io.socket.write.is_none(), "the duplicate is let go");
         let mut buf = [0u8; 64];
         let mut got = Vec::new();
