@@ -45,13 +45,16 @@ impl Connection {
         {
             return None;
         }
+        Some(self.last_activity().unwrap_or(self.created) + interval)
+    }
+
+    /// When the connection last received a packet (in order) or sent an ack-eliciting one.
+    pub(super) fn last_activity(&self) -> Option<Instant> {
         let received = self.spaces[super::SpaceId::Data as usize].largest_received_time;
-        let last = [self.last_ack_eliciting_sent, received]
+        [self.last_ack_eliciting_sent, received]
             .into_iter()
             .flatten()
             .max()
-            .unwrap_or(self.created);
-        Some(last + interval)
     }
 
     /// Idle-connection diet: once nothing is in flight, the buffers a busy connection keeps

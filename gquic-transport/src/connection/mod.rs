@@ -1260,8 +1260,15 @@ impl Connection {
             self.pacing_until = None;
         }
         if self.compact_at.is_some_and(|t| now >= t) {
-            self.compact_at = None;
-            self.compact();
+            // Quiet means nothing received or sent for a second, not only nothing in
+            // flight: a receiver's ACKs leave nothing in flight while data keeps coming.
+            match self.last_activity().map(|t| t + recv::COMPACT_AFTER) {
+                Some(later) if later > now => self.compact_at = Some(later),
+                _ => {
+                    self.compact_at = None;
+                    self.compact();
+                }
+            }
         }
         if self.keep_alive_at().is_some_and(|t| now >= t) {
             tracing::trace!("keep-alive PING");

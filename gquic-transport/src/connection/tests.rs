@@ -731,6 +731,44 @@ fn corrupted_datagram_is_dropped_never_accepted() {
     assert!(!p.server.is_closed());
 }
 
+/// A receiver's ACKs leave nothing in flight, yet it is not quiet while data keeps coming:
+/// it keeps its keys and buffers through a transfer of several seconds (it compacted every
+/// second before, and grew everything again), and lets them go a second after the end.
+#[test]
+fn a_receiver_is_not_compacted_while_data_keeps_coming() {
+    let mut p = established();
+    // Quiet first: both compact.
+    p.drive_for(Duration::from_secs(2));
+    assert!(p.server.keys_asleep() && p.client.keys_asleep());
+    let id = p.client.open(Dir::Uni).unwrap();
+    let chunk = Bytes::from(vec![0x42u8; 10_000]);
+    let start = p.now;
+    let mut received = 0;
+    let mut accepted = None;
+    while p.now - start < Duration::from_secs(4) {
+        p.client.write(id, chunk.clone()).unwrap();
+        p.drive_for(Duration::from_millis(20));
+        let now = p.now;
+        accepted = accepted.or_else(|| p.server.accept(Dir::Uni));
+        while let Ok(Some(d)) = p.server.read(id, usize::MAX, now) {
+            received += d.len();
+        }
+        if p.now - start > Duration::from_millis(100) {
+            assert!(
+                !p.server.keys_asleep(),
+                "compacted {:?} into the transfer",
+                p.now - start
+            );
+            assert!(p.server.compact_at.is_some_and(|t| t > p.now));
+        }
+    }
+    assert_eq!(accepted, Some(id));
+    assert!(received >= 1_900_000, "{received} bytes");
+    // Quiet again: a second later both have let go.
+    p.drive_for(Duration::from_millis(1500));
+    assert!(p.server.keys_asleep() && p.client.keys_asleep());
+}
+
 /// Replies go from the local address the peer's authenticated datagrams arrive at (a server
 /// on a wildcard address of a host with several); a datagram sent to another of our
 /// addresses that does not authenticate changes nothing, nor does one whose address is
