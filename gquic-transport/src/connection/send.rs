@@ -1,12 +1,13 @@
 //! The send path: frames into packets, packets coalesced into a datagram (RFC 9000 §12.2,
 //! §13; RFC 9001 §5; RFC 9002 §7).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
 
 use super::spaces::{SentInfo, SpaceId};
-use super::{CloseFrame, Connection, State, Transmit};
+use super::{CloseFrame, Connection, EcnCodepoint, State};
 use crate::crypto;
 use crate::error::TransportErrorCode;
 use crate::recovery::sent::SentPacket;
@@ -777,5 +778,36 @@ impl Connection {
             0,
         );
         (!buf.is_empty()).then_some(buf)
+    }
+}
+
+/// Datagrams to send, written by [`Connection::poll_transmit`] (one datagram) or
+/// [`Endpoint::poll_transmit_batch`](crate::endpoint::Endpoint::poll_transmit_batch) (several
+/// for one destination) into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The local IP address to send it from: the address the peer's datagrams arrive at
+    /// (known from `IP_PKTINFO` / `IPV6_PKTINFO` on a socket bound to a wildcard address),
+    /// or `None` to leave the choice to the socket.
+    pub source: Option<IpAddr>,
+    /// Its length in bytes (the buffer holds exactly this).
+    pub size: usize,
+    /// The ECN codepoint to set in the IP header (RFC 9000 §13.4).
+    pub ecn: Option<EcnCodepoint>,
+    /// `Some(n)`: the buffer holds several datagrams back to back, each `n` bytes long but the
+    /// last, which may be shorter (a UDP generic segmentation offload send, Linux
+    /// `UDP_SEGMENT`). `None`: one datagram.
+    pub segment_size: Option<usize>,
+}
+
+impl Transmit {
+    /// How many datagrams the buffer holds.
+    pub fn datagrams(&self) -> usize {
+        match self.segment_size {
+            Some(n) if n > 0 => self.size.div_ceil(n),
+            _ => 1,
+        }
     }
 }
