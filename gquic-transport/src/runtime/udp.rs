@@ -335,8 +335,6 @@ impl UdpIo {
         let dst = self.on_wire(dst);
         #[cfg(target_os = "linux")]
         let src = src.filter(|_| self.pktinfo);
-        #[cfg(not(target_os = "linux"))]
-        let _ = src;
         let segment = segment_size.filter(|&n| n > 0 && n < buf.len());
         #[cfg(target_os = "linux")]
         if let (Some(n), 0, true) = (segment, self.partial, self.max_segments > 1) {
@@ -935,20 +933,39 @@ mod linux {
                 Some(IpAddr::V6(ip)) if !v4 => Some(IpAddr::V6(ip)),
                 _ => None,
             };
-            // SAFETY: the control buffer is large enough for the three messages (checked
-            // against `CMSG_SPACE`), which are written through the CMSG macros within
+            // The control messages: level, type and the value's bytes (an `int` for the ECN
+            // codepoint, a `u16` segment size, an `in_pktinfo` / `in6_pktinfo` source).
+            let ecn = out.ecn.map(|ecn| {
+                let (level, ty) = if v4 {
+                    (libc::IPPROTO_IP, libc::IP_TOS)
+                } else {
+                    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+                };
+                Cmsg::new(level, ty, libc::c_int::from(ecn.bits()))
+            });
+            let segment = out
+                .segment
+                .map(|n| Cmsg::new(libc::SOL_UDP, libc::UDP_SEGMENT, n));
+            let src = src.map(|ip| match ip {
+                IpAddr::V4(ip) => {
+                    // SAFETY: all-zero is a valid `in_pktinfo`.
+                    let mut info: libc::in_pktinfo = unsafe { zeroed() };
+                    info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
+                    Cmsg::new(libc::IPPROTO_IP, libc::IP_PKTINFO, info)
+                }
+                IpAddr::V6(ip) => {
+                    // SAFETY: all-zero is a valid `in6_pktinfo`.
+                    let mut info: libc::in6_pktinfo = unsafe { zeroed() };
+                    info.ipi6_addr.s6_addr = ip.octets();
+                    Cmsg::new(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
+                }
+            });
+            let cmsgs = [ecn, segment, src];
+            // SAFETY: the control buffer is large enough for the messages (checked against
+            // `CMSG_SPACE`), which are written through the CMSG macros within
             // `msg_controllen`; every pointer in the header points into `self` or `out.buf`.
             unsafe {
-                let int_space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
-                let u16_space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
-                let src_space = match src {
-                    Some(IpAddr::V4(_)) => libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32),
-                    Some(IpAddr::V6(_)) => libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32),
-                    None => 0,
-                } as usize;
-                let space = out.ecn.map_or(0, |_| int_space)
-                    + out.segment.map_or(0, |_| u16_space)
-                    + src_space;
+                let space: usize = cmsgs.iter().flatten().map(Cmsg::space).sum();
                 assert!(space <= size_of::<Control>());
                 let mut hdr: libc::msghdr = zeroed();
                 hdr.msg_name = (&mut self.name as *mut libc::sockaddr_storage).cast();
@@ -962,55 +979,53 @@ mod linux {
                 hdr.msg_control = self.control.as_mut_ptr().cast();
                 hdr.msg_controllen = space as _;
                 let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
-                if let Some(ecn) = out.ecn {
-                    let (level, ty) = if v4 {
-                        (libc::IPPROTO_IP, libc::IP_TOS)
-                    } else {
-                        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
-                    };
-                    (*cmsg).cmsg_level = level;
-                    (*cmsg).cmsg_type = ty;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
-                    let value = libc::c_int::from(ecn.bits());
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), value);
+                for c in cmsgs.iter().flatten() {
+                    (*cmsg).cmsg_level = c.level;
+                    (*cmsg).cmsg_type = c.ty;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(c.len as u32) as _;
+                    std::ptr::copy_nonoverlapping(c.data.as_ptr(), libc::CMSG_DATA(cmsg), c.len);
                     cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
-                }
-                if let Some(segment) = out.segment {
-                    (*cmsg).cmsg_level = libc::SOL_UDP;
-                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
-                    cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
-                }
-                match src {
-                    Some(IpAddr::V4(ip)) => {
-                        (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                        (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                        (*cmsg).cmsg_len =
-                            libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
-                        let mut info: libc::in_pktinfo = zeroed();
-                        info.ipi_spec_dst.s_addr = u32::from(ip).to_be();
-                        std::ptr::write_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(),
-                            info,
-                        );
-                    }
-                    Some(IpAddr::V6(ip)) => {
-                        (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-                        (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-                        (*cmsg).cmsg_len =
-                            libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
-                        let mut info: libc::in6_pktinfo = zeroed();
-                        info.ipi6_addr.s6_addr = ip.octets();
-                        std::ptr::write_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<libc::in6_pktinfo>(),
-                            info,
-                        );
-                    }
-                    None => {}
                 }
                 hdr
             }
+        }
+    }
+
+    /// One control message to send: its level, type and value bytes.
+    struct Cmsg {
+        level: libc::c_int,
+        ty: libc::c_int,
+        /// Room for the largest value sent (`in6_pktinfo`, 20 bytes).
+        data: [u8; 20],
+        len: usize,
+    }
+
+    impl Cmsg {
+        /// A message carrying `value`'s bytes (a plain C value of at most 20 bytes).
+        fn new<T: Copy>(level: libc::c_int, ty: libc::c_int, value: T) -> Self {
+            let len = size_of::<T>();
+            let mut data = [0u8; 20];
+            assert!(len <= data.len());
+            // SAFETY: `value` is a plain value of `len` bytes, copied into room for them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&value as *const T).cast::<u8>(),
+                    data.as_mut_ptr(),
+                    len,
+                );
+            }
+            Self {
+                level,
+                ty,
+                data,
+                len,
+            }
+        }
+
+        /// Its room in the control buffer, header and padding included.
+        fn space(&self) -> usize {
+            // SAFETY: `CMSG_SPACE` is arithmetic on the length.
+            unsafe { libc::CMSG_SPACE(self.len as u32) as usize }
         }
     }
 
