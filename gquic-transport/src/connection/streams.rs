@@ -982,6 +982,13 @@ impl Streams {
         }
     }
 
+    /// Takes `id` off the set of scheduled streams, once it has left the line.
+    fn unschedule(&mut self, id: StreamId) {
+        if let Some(q) = self.queues.as_mut() {
+            q.pending_set.remove(&id);
+        }
+    }
+
     fn queue_control(&mut self, c: StreamControl) {
         let q = self.queues();
         if q.control_set.insert(c) {
@@ -1086,16 +1093,15 @@ impl Streams {
     pub fn poll_chunk(&mut self, max_len: usize) -> Option<StreamChunk> {
         let queued = self.queues.as_ref().map_or(0, |q| q.pending.len());
         for _ in 0..queued {
-            let q = self.queues.as_mut()?;
-            let id = q.pending.pop_front()?;
-            q.pending_set.remove(&id);
+            // The stream stays in `pending_set` while it is taken out here: one that still
+            // has data after this chunk (a bulk sender's only stream, every packet) goes back
+            // in line without two hash-set operations per packet.
+            let id = self.queues.as_mut()?.pending.pop_front()?;
             let conn_credit = self.max_data.saturating_sub(self.data_sent);
-            let Some(state) = self.send.get_mut(&id) else {
+            let Some(state) = self.send.get_mut(&id).filter(|s| s.reset.is_none()) else {
+                self.unschedule(id);
                 continue;
             };
-            if state.reset.is_some() {
-                continue;
-            }
             let limit = state.max_data.min(state.buf.sent_offset() + conn_credit);
             let before = state.buf.sent_offset();
             let range = state.buf.poll_transmit(max_len, limit);
@@ -1140,7 +1146,9 @@ impl Streams {
                 self.queue_control(c);
             }
             if more {
-                self.schedule(id);
+                self.queues().pending.push_back(id);
+            } else {
+                self.unschedule(id);
             }
             if chunk.is_some() {
                 return chunk;
