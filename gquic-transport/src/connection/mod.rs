@@ -402,6 +402,11 @@ pub enum ConnectError {
     /// Packet protection could not be set up.
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    /// The connection's ID went to another connection between
+    /// [`crate::endpoint::Endpoint::client_ids`] and
+    /// [`crate::endpoint::Endpoint::adopt_client`]: take new IDs and build it again.
+    #[error("the connection ID was taken by another connection; build the connection again with new IDs")]
+    ConnectionIdTaken,
 }
 
 fn local_params(config: &TransportConfig, local_cid: ConnectionId) -> TransportParameters {

@@ -262,6 +262,15 @@ pub const TOSSED_QUEUE: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub usize);
 
+/// The connection IDs of a client connection about to be built ([`Endpoint::client_ids`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIds {
+    /// Our connection ID: the peer's packets to us carry it.
+    pub local: ConnectionId,
+    /// The Destination Connection ID of the first Initial, chosen at random (RFC 9000 §7.2).
+    pub remote: ConnectionId,
+}
+
 /// Counters the endpoint keeps, from its creation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -796,7 +805,8 @@ impl Endpoint {
         }
     }
 
-    /// Starts a client connection.
+    /// Starts a client connection: [`Endpoint::client_ids`], [`Connection::connect`] and
+    /// [`Endpoint::adopt_client`] in one call.
     ///
     /// # Errors
     /// [`ConnectError`] as from [`Connection::connect`].
@@ -807,24 +817,49 @@ impl Endpoint {
         remote: SocketAddr,
         server_name: &str,
     ) -> Result<ConnectionHandle, ConnectError> {
+        let ids = self.client_ids();
+        let conn = Connection::connect(config, now, remote, server_name, ids.local, ids.remote)?;
+        self.adopt_client(now, conn)
+    }
+
+    /// The connection IDs for a new client connection: ours, and the unpredictable
+    /// Destination Connection ID of its first Initial (RFC 9000 §7.2).
+    ///
+    /// Building the connection ([`Connection::connect`]: the TLS key shares and the
+    /// ClientHello, most of a client's handshake work before the server answers) needs nothing
+    /// else from the endpoint, so a caller that shares the endpoint between threads can do it
+    /// without holding the endpoint, then hand it over with [`Endpoint::adopt_client`].
+    pub fn client_ids(&mut self) -> ClientIds {
         let local = self.new_cid();
-        // RFC 9000 §7.2: an unpredictable Destination Connection ID of at least 8 bytes.
         let mut dcid = [0u8; 16];
         self.cid_counter += 1;
         let _ = self
             .cid_expander
             .expand_slice(&[b"dcid", &self.cid_counter.to_be_bytes()], &mut dcid);
-        #[allow(unused_mut)]
-        let mut conn = Connection::connect(
-            config,
-            now,
-            remote,
-            server_name,
+        ClientIds {
             local,
-            ConnectionId::new(&dcid),
-        )?;
+            remote: ConnectionId::new(&dcid),
+        }
+    }
+
+    /// Takes over a client connection built with IDs from [`Endpoint::client_ids`].
+    ///
+    /// # Errors
+    /// [`ConnectError::ConnectionIdTaken`] if the connection's ID was given to another
+    /// connection in the meantime (IDs from [`Endpoint::client_ids`] never are: they are
+    /// drawn from a counter this endpoint alone moves).
+    pub fn adopt_client(
+        &mut self,
+        now: Instant,
+        #[allow(unused_mut)] mut conn: Connection,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if self.by_cid.contains_key(&conn.local_cid()) {
+            return Err(ConnectError::ConnectionIdTaken);
+        }
         #[cfg(feature = "qlog")]
         self.attach_qlog(&mut conn, now);
+        #[cfg(not(feature = "qlog"))]
+        let _ = now;
         let idx = self.insert(conn);
         Ok(ConnectionHandle(idx))
     }

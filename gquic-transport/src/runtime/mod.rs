@@ -990,11 +990,30 @@ impl Endpoint {
                 .min_by_key(|sh| sh.lock().live_connections())
                 .unwrap_or(self.primary())
         };
+        let open = |s: &State| !(s.closed || s.driver_done || s.socket_error.is_some());
+        let ids = {
+            let mut s = shared.lock();
+            if !open(&s) {
+                return Err(ConnectError::EndpointClosed);
+            }
+            s.ep.client_ids()
+        };
+        // The key shares and the ClientHello are built without the endpoint's lock, so that
+        // the driver goes on with other connections meanwhile, and connects from tasks on
+        // several threads build theirs in parallel.
+        let conn = crate::connection::Connection::connect(
+            &config,
+            Instant::now(),
+            addr,
+            server_name,
+            ids.local,
+            ids.remote,
+        )?;
         let mut s = shared.lock();
-        if s.closed || s.driver_done || s.socket_error.is_some() {
+        if !open(&s) {
             return Err(ConnectError::EndpointClosed);
         }
-        let h = s.ep.connect(Instant::now(), &config, addr, server_name)?;
+        let h = s.ep.adopt_client(Instant::now(), conn)?;
         let id = s.register(h);
         s.wake_driver();
         drop(s);

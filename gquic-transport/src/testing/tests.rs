@@ -206,6 +206,45 @@ fn endpoints_handshake_and_ten_mebibytes_on_one_stream() {
     );
 }
 
+/// A client connection built apart from its endpoint, from IDs the endpoint handed out (what
+/// the runtime does, so that the TLS work of a connect does not hold the endpoint), completes
+/// its handshake; the same IDs are not adopted twice, and the next IDs differ.
+#[test]
+fn a_client_connection_built_apart_from_its_endpoint() {
+    use crate::connection::{ConnectError, Connection};
+    let mut s = sim(11, LinkConfig::default(), TransportConfig::default());
+    let first_server = connect(&mut s);
+    let now = s.net.now();
+    let ids = s.net.endpoint(C).client_ids();
+    let build = || {
+        Connection::connect(
+            &s.client_config,
+            now,
+            SERVER,
+            "localhost",
+            ids.local,
+            ids.remote,
+        )
+        .unwrap()
+    };
+    let (conn, twin) = (build(), build());
+    let h = s.net.endpoint(C).adopt_client(now, conn).unwrap();
+    assert!(matches!(
+        s.net.endpoint(C).adopt_client(now, twin),
+        Err(ConnectError::ConnectionIdTaken)
+    ));
+    let first = s.client;
+    s.client = h;
+    let second_server = connect(&mut s);
+    assert_ne!(first_server, second_server);
+    assert_eq!(s.net.endpoint(S).stats().accepted, 2);
+    let stats = |s: &mut Sim, h| s.net.endpoint(C).connection(h).unwrap().stats();
+    assert!(stats(&mut s, first).packets_received > 0);
+    let next = s.net.endpoint(C).client_ids();
+    assert_ne!(next.local, ids.local);
+    assert_ne!(next.remote, ids.remote);
+}
+
 /// RFC 9002 §7.8: the window grows while it limits the sender. When a whole batch of
 /// datagrams arrives at once (receive offload, or here a link without a bandwidth limit
 /// delivering a batch at one instant) the receiver acknowledges it with one ACK, which leaves
