@@ -25,6 +25,13 @@ impl Connection {
         self.one_rtt.as_ref().is_some_and(KeyPhase::is_asleep)
     }
 
+    /// Whether packets of stream data are sealed from the streams' buffers (the 1-RTT key
+    /// for what we send came from the connection's key source and was found to be TLS's).
+    #[cfg(test)]
+    pub(crate) fn seals_split(&self) -> bool {
+        self.one_rtt.as_ref().is_some_and(KeyPhase::seals_split)
+    }
+
     /// Expands hibernating 1-RTT keys again before a packet is sealed or opened, and plans the
     /// next compaction (a peer's packet that only gets an ACK back leaves nothing in flight).
     pub(super) fn wake_keys(&mut self, now: Instant) {

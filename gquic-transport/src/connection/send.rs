@@ -278,9 +278,40 @@ impl Connection {
         start: usize,
         partial: PartialEncode,
         pn: u64,
+        info: SentInfo,
+        ack_eliciting: bool,
+        pad_to: usize,
+    ) {
+        self.finish_packet_deferred(
+            now,
+            space,
+            buf,
+            start,
+            partial,
+            pn,
+            info,
+            ack_eliciting,
+            pad_to,
+            None,
+        );
+    }
+
+    /// [`Connection::finish_packet`] for a packet whose last stream chunk's bytes are not
+    /// written yet (`deferred`): sealed from the stream's buffer when they end the plaintext
+    /// and the key can, copied in first otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_packet_deferred(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        buf: &mut Vec<u8>,
+        start: usize,
+        partial: PartialEncode,
+        pn: u64,
         mut info: SentInfo,
         ack_eliciting: bool,
         pad_to: usize,
+        deferred: Option<Deferred>,
     ) {
         let header_end = start + partial.header_len();
         // RFC 9001 §5.4.2: leave room for the header-protection sample.
@@ -292,6 +323,17 @@ impl Connection {
             buf.resize(pad_to - TAG_LEN, 0);
         }
         let padded = buf.len() + TAG_LEN >= pad_to && pad_to > 0;
+        // Sealed from where it lies only if it ends the plaintext of a 1-RTT packet.
+        let deferred = match deferred {
+            Some(d) if space == SpaceId::Data && !self.is_0rtt() && d.at + d.len() == buf.len() => {
+                Some(d)
+            }
+            Some(d) => {
+                d.fill(&self.streams, buf);
+                None
+            }
+            None => None,
+        };
         buf.resize(buf.len() + TAG_LEN, 0);
         if partial.finish(buf).is_err() {
             buf.truncate(start);
@@ -327,13 +369,16 @@ impl Connection {
                         self.compact_at
                             .get_or_insert(now + super::recv::COMPACT_AFTER);
                     }
-                    let r = crypto::seal_with(
+                    let r = seal_one_rtt(
+                        k,
+                        &self.streams,
                         &mut buf[start..],
-                        partial.header_len(),
-                        partial.pn_offset,
+                        &partial,
                         pn,
-                        k.local_key(),
-                        k.local_header_key(),
+                        deferred.map(|d| Deferred {
+                            at: d.at - start,
+                            chunk: d.chunk,
+                        }),
                     );
                     if k.on_packet_sent(pn).is_err() && k.initiate_update().is_err() {
                         tracing::warn!(
@@ -507,6 +552,7 @@ impl Connection {
         let end = limit - TAG_LEN;
         let mut info = SentInfo::default();
         let mut ack_eliciting = false;
+        let mut deferred = None;
 
         // RFC 9000 §17.2.3: 0-RTT packets carry no ACK frames.
         let zero_rtt = space == SpaceId::Data && self.is_0rtt();
@@ -538,7 +584,7 @@ impl Connection {
                 if !zero_rtt {
                     ack_eliciting |= self.write_migration_frames(now, buf, end);
                 }
-                ack_eliciting |= self.write_data_frames(buf, end, &mut info);
+                ack_eliciting |= self.write_data_frames(buf, end, &mut info, &mut deferred);
             }
             if probe && !ack_eliciting && buf.len() < end {
                 buf.put_u8(0x01); // PING
@@ -572,7 +618,7 @@ impl Connection {
         } else {
             0
         };
-        self.finish_packet(
+        self.finish_packet_deferred(
             now,
             space,
             buf,
@@ -582,6 +628,7 @@ impl Connection {
             info,
             ack_eliciting,
             pad_to,
+            deferred,
         );
         Some(PacketSummary {
             needs_padding: needs_padding && later_wants,
@@ -590,7 +637,13 @@ impl Connection {
 
     /// HANDSHAKE_DONE, PATH_RESPONSE, stream control frames and stream data; returns whether
     /// anything ack-eliciting was written.
-    fn write_data_frames(&mut self, buf: &mut Vec<u8>, end: usize, info: &mut SentInfo) -> bool {
+    fn write_data_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        end: usize,
+        info: &mut SentInfo,
+        deferred: &mut Option<Deferred>,
+    ) -> bool {
         let mut wrote = false;
         if self.handshake_done_pending && buf.len() < end {
             buf.put_u8(0x1e);
@@ -664,6 +717,16 @@ impl Connection {
         // RFC 9221 §5: datagrams go before stream data; they are not retransmitted.
         wrote |= self.write_datagrams(buf, end);
         let early = self.is_0rtt();
+        // A 1-RTT packet's last stream chunk is sealed from the stream's buffer instead of
+        // being copied in first; its room here stays zero until then (RFC 9001 §5.3: the
+        // payload is the same plaintext either way). Only the last can be: one written
+        // after it is copied in, and so is one whose bytes span two writes.
+        let split = !early
+            && !self.qlog.enabled()
+            && self
+                .one_rtt
+                .as_ref()
+                .is_some_and(crate::crypto::KeyPhase::seals_split);
         loop {
             let room = end.saturating_sub(buf.len());
             if room <= STREAM_OVERHEAD {
@@ -674,7 +737,19 @@ impl Connection {
             };
             let len = (chunk.range.end - chunk.range.start) as usize;
             StreamFrame::encode_header(chunk.id, chunk.range.start, len, chunk.fin, true, buf);
-            self.streams.copy_chunk(&chunk, buf);
+            if let Some(d) = deferred.take() {
+                d.fill(&self.streams, buf);
+            }
+            if split && len > 0 {
+                let at = buf.len();
+                buf.resize(at + len, 0);
+                *deferred = Some(Deferred {
+                    at,
+                    chunk: chunk.clone(),
+                });
+            } else {
+                self.streams.copy_chunk(&chunk, buf);
+            }
             if early {
                 self.note_0rtt_sent(chunk.id);
             }
@@ -747,6 +822,65 @@ impl Connection {
             );
         }
         self.datagram_written(buf)
+    }
+}
+
+/// Seals a 1-RTT packet (`packet` holds just it); its last stream chunk, if `deferred` (`at`
+/// counted from the packet's start), from the stream's buffer when the key can, copied in
+/// first otherwise.
+fn seal_one_rtt(
+    k: &crate::crypto::KeyPhase,
+    streams: &crate::connection::streams::Streams,
+    packet: &mut [u8],
+    partial: &PartialEncode,
+    pn: u64,
+    deferred: Option<Deferred>,
+) -> Result<(), crypto::CryptoError> {
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    if let Some(d) = &deferred {
+        if let (Some(data), Some(key)) = (streams.chunk_slice(&d.chunk), k.split_sealer()) {
+            return crypto::seal_split(
+                packet,
+                partial.header_len(),
+                partial.pn_offset,
+                pn,
+                key,
+                k.local_header_key(),
+                d.at,
+                data,
+            );
+        }
+    }
+    if let Some(d) = deferred {
+        d.fill(streams, packet);
+    }
+    crypto::seal_with(
+        packet,
+        partial.header_len(),
+        partial.pn_offset,
+        pn,
+        k.local_key(),
+        k.local_header_key(),
+    )
+}
+
+/// A packet's last stream chunk whose bytes are not in the packet yet: `at` is where the room
+/// kept for them starts in the datagram buffer.
+pub(super) struct Deferred {
+    at: usize,
+    chunk: crate::connection::streams::StreamChunk,
+}
+
+impl Deferred {
+    fn len(&self) -> usize {
+        (self.chunk.range.end - self.chunk.range.start) as usize
+    }
+
+    /// Copies the chunk's bytes into the room kept for them.
+    fn fill(&self, streams: &crate::connection::streams::Streams, buf: &mut [u8]) {
+        if let Some(room) = buf.get_mut(self.at..self.at + self.len()) {
+            streams.copy_chunk(&self.chunk, &mut &mut room[..]);
+        }
     }
 }
 

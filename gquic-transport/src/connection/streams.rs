@@ -1158,10 +1158,16 @@ impl Streams {
     }
 
     /// Copies a chunk's bytes into a packet.
-    pub fn copy_chunk(&self, chunk: &StreamChunk, out: &mut Vec<u8>) {
+    pub fn copy_chunk<B: bytes::BufMut>(&self, chunk: &StreamChunk, out: &mut B) {
         if let Some(state) = self.send.get(&chunk.id) {
             state.buf.copy_range(chunk.range.clone(), out);
         }
+    }
+
+    /// A chunk's bytes where they lie, when one write holds them all: a packet can then be
+    /// sealed from there without copying them in first.
+    pub fn chunk_slice(&self, chunk: &StreamChunk) -> Option<&[u8]> {
+        self.send.get(&chunk.id)?.buf.slice(chunk.range.clone())
     }
 
     /// A packet carrying `chunk` was acknowledged.

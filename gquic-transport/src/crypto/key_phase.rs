@@ -85,7 +85,7 @@ pub struct KeyPhase {
     secrets: Option<Box<NextSecrets>>,
     /// The Key Phase bit of the current generation.
     phase: bool,
-    local: Box<dyn PacketKey>,
+    local: LocalKey,
     remote: Box<dyn PacketKey>,
     /// The next generation's keys, derived ahead from a copy of `secrets` (RFC 9001 §6.3
     /// recommends deriving ahead, so that a packet of the next phase takes no longer to
@@ -120,6 +120,25 @@ pub struct KeyPhase {
     /// Whether `source` was checked against the keys in use.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     source_checked: bool,
+}
+
+/// The packet key for what we send: the one TLS gave, or the same key expanded from the
+/// connection's key source as the type that seals a payload from two places
+/// ([`KeyPhase::split_sealer`]).
+enum LocalKey {
+    Tls(Box<dyn PacketKey>),
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    Own(Box<super::version_keys::OwnPacketKey>),
+}
+
+impl LocalKey {
+    fn as_dyn(&self) -> &dyn PacketKey {
+        match self {
+            LocalKey::Tls(k) => k.as_ref(),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            LocalKey::Own(k) => k.as_ref(),
+        }
+    }
 }
 
 /// Stands in for a dropped key while a connection hibernates: refuses every operation (the
@@ -176,6 +195,20 @@ impl HeaderProtectionKey for Asleep {
     }
 }
 
+/// Whether two packet keys seal a probe payload to the same ciphertext and tag.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+fn same_seal(a: &dyn PacketKey, b: &dyn PacketKey) -> bool {
+    fn seal(key: &dyn PacketKey) -> Option<[u8; 48]> {
+        let mut out = [0x5au8; 48];
+        let (payload, tag) = out.split_at_mut(32);
+        let t = key.encrypt_in_place(0x1234, b"probe", payload).ok()?;
+        let n = t.as_ref().len().min(tag.len());
+        tag[..n].copy_from_slice(&t.as_ref()[..n]);
+        Some(out)
+    }
+    seal(a).is_some_and(|x| Some(x) == seal(b))
+}
+
 impl std::fmt::Debug for KeyPhase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyPhase")
@@ -201,7 +234,7 @@ impl KeyPhase {
         Self {
             secrets: Some(Box::new(next)),
             phase: false,
-            local: keys.local.packet,
+            local: LocalKey::Tls(keys.local.packet),
             remote: keys.remote.packet,
             next: Some(next_keys),
             previous_remote: None,
@@ -227,14 +260,6 @@ impl KeyPhase {
     /// a probe payload in both directions, the same header-protection masks.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     fn same_keys(&self, keys: &Keys) -> bool {
-        fn seal(key: &dyn PacketKey) -> Option<[u8; 48]> {
-            let mut out = [0x5au8; 48];
-            let (payload, tag) = out.split_at_mut(32);
-            let t = key.encrypt_in_place(0x1234, b"probe", payload).ok()?;
-            let n = t.as_ref().len().min(tag.len());
-            tag[..n].copy_from_slice(&t.as_ref()[..n]);
-            Some(out)
-        }
         fn mask(key: &dyn HeaderProtectionKey) -> Option<[u8; 5]> {
             let sample = [0xa5u8; 16];
             let mut first = 0x40u8;
@@ -243,16 +268,14 @@ impl KeyPhase {
             Some([first, pn[0], pn[1], pn[2], pn[3]])
         }
         let packets = [
-            (self.local.as_ref(), keys.local.packet.as_ref()),
+            (self.local.as_dyn(), keys.local.packet.as_ref()),
             (self.remote.as_ref(), keys.remote.packet.as_ref()),
         ];
         let headers = [
             (self.local_header.as_ref(), keys.local.header.as_ref()),
             (self.remote_header.as_ref(), keys.remote.header.as_ref()),
         ];
-        packets
-            .iter()
-            .all(|(a, b)| seal(*a).is_some_and(|x| Some(x) == seal(*b)))
+        packets.iter().all(|(a, b)| same_seal(*a, *b))
             && headers
                 .iter()
                 .all(|(a, b)| mask(*a).is_some_and(|x| Some(x) == mask(*b)))
@@ -267,6 +290,13 @@ impl KeyPhase {
             source.update();
         }
         self.source = Some(source);
+        if !self.asleep {
+            let tls = std::mem::replace(&mut self.local, LocalKey::Tls(Box::new(Asleep)));
+            self.local = match tls {
+                LocalKey::Tls(k) => self.prefer_own(k),
+                own => own,
+            };
+        }
     }
 
     /// How many key updates happened, initiated by either side.
@@ -286,7 +316,42 @@ impl KeyPhase {
 
     /// The key to encrypt the next packet with.
     pub fn local_key(&self) -> &dyn PacketKey {
-        self.local.as_ref()
+        self.local.as_dyn()
+    }
+
+    /// The key to encrypt the next packet with, when it can seal a payload from two places
+    /// ([`super::version_keys::OwnPacketKey::seal_split`]): once the connection's key source
+    /// was found to give the very key TLS gave.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    pub fn split_sealer(&self) -> Option<&super::version_keys::OwnPacketKey> {
+        match &self.local {
+            LocalKey::Own(k) => Some(k),
+            LocalKey::Tls(_) => None,
+        }
+    }
+
+    /// Whether [`KeyPhase::split_sealer`] gives a key that seals without copying first (with
+    /// aws-lc-rs; ring's seals a copy).
+    pub fn seals_split(&self) -> bool {
+        #[cfg(feature = "aws-lc-rs")]
+        return matches!(self.local, LocalKey::Own(_));
+        #[cfg(not(feature = "aws-lc-rs"))]
+        false
+    }
+
+    /// The local key `tls` gave, or the same one from the key source when the source gives
+    /// the very key: a probe payload seals to the same bytes under both.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    fn prefer_own(&self, tls: Box<dyn PacketKey>) -> LocalKey {
+        let Some(source) = self.source.as_ref() else {
+            return LocalKey::Tls(tls);
+        };
+        let own = source.local_packet_key();
+        if same_seal(own.as_ref(), tls.as_ref()) {
+            LocalKey::Own(own)
+        } else {
+            LocalKey::Tls(tls)
+        }
     }
 
     /// Header protection for packets we send.
@@ -307,7 +372,7 @@ impl KeyPhase {
     pub fn on_packet_sent(&mut self, pn: u64) -> Result<(), KeyUpdateError> {
         self.first_sent_pn.get_or_insert(pn);
         self.encrypted += 1;
-        if self.encrypted >= self.local.confidentiality_limit() {
+        if self.encrypted >= self.local.as_dyn().confidentiality_limit() {
             return Err(KeyUpdateError::LimitReached);
         }
         Ok(())
@@ -369,7 +434,7 @@ impl KeyPhase {
                     return;
                 }
             }
-            self.local = Box::new(Asleep);
+            self.local = LocalKey::Tls(Box::new(Asleep));
             self.remote = Box::new(Asleep);
             self.local_header = Box::new(Asleep);
             self.remote_header = Box::new(Asleep);
@@ -388,7 +453,8 @@ impl KeyPhase {
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         if let Some(source) = self.source.as_ref() {
             let keys = source.keys();
-            self.local = keys.local.packet;
+            // The source was checked against the keys in use before they went to sleep.
+            self.local = LocalKey::Own(source.local_packet_key());
             self.remote = keys.remote.packet;
             self.local_header = keys.local.header;
             self.remote_header = keys.remote.header;
@@ -432,7 +498,7 @@ impl KeyPhase {
         Some(Self {
             secrets: None,
             phase: u.bool()?,
-            local: Box::new(Asleep),
+            local: LocalKey::Tls(Box::new(Asleep)),
             remote: Box::new(Asleep),
             next: None,
             previous_remote: None,
@@ -567,7 +633,14 @@ impl KeyPhase {
         let after = secrets.clone().next_packet_keys();
         let next = self.next.take().unwrap_or(derived);
         self.next = Some(after);
-        self.local = next.local;
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        {
+            self.local = self.prefer_own(next.local);
+        }
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        {
+            self.local = LocalKey::Tls(next.local);
+        }
         self.previous_remote = Some(std::mem::replace(&mut self.remote, next.remote));
         self.phase = !self.phase;
         self.first_sent_pn = None;

@@ -123,6 +123,43 @@ pub fn seal_with(
     apply_header_protection(packet, pn_offset, pn_len, header_key)
 }
 
+/// [`seal_with`] for a packet whose plaintext ends with `extra`, which is encrypted from where
+/// it lies into `packet[split..]` instead of being copied there first
+/// ([`version_keys::OwnPacketKey::seal_split`]). `packet` holds the header, the plaintext up
+/// to `split`, then room for `extra` and the tag.
+///
+/// # Errors
+/// As [`seal`]; [`CryptoError::EncryptFailed`] also if `split` is inside the header or the
+/// room after it is not `extra.len()` plus the tag.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+#[allow(clippy::too_many_arguments)]
+pub fn seal_split(
+    packet: &mut [u8],
+    header_len: usize,
+    pn_offset: usize,
+    packet_number: u64,
+    packet_key: &version_keys::OwnPacketKey,
+    header_key: &dyn HeaderProtectionKey,
+    split: usize,
+    extra: &[u8],
+) -> Result<(), CryptoError> {
+    let tag_len = packet_key.tag_len();
+    let needed = pn_offset + SAMPLE_OFFSET + header_key.sample_len();
+    if packet.len() < needed || packet.len() < header_len + tag_len {
+        return Err(CryptoError::PacketTooShort {
+            len: packet.len(),
+            needed: needed.max(header_len + tag_len),
+        });
+    }
+    if split < header_len {
+        return Err(CryptoError::EncryptFailed);
+    }
+    let (header, payload) = packet.split_at_mut(header_len);
+    packet_key.seal_split(packet_number, header, payload, split - header_len, extra)?;
+    let pn_len = header_len - pn_offset;
+    apply_header_protection(packet, pn_offset, pn_len, header_key)
+}
+
 fn apply_header_protection(
     packet: &mut [u8],
     pn_offset: usize,

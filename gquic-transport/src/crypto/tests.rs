@@ -392,3 +392,35 @@ fn default_provider_prefers_aes_128_gcm_and_keeps_the_rest() {
     let theirs = rustls::crypto::aws_lc_rs::default_provider();
     assert_eq!(theirs.cipher_suites.len(), ours.cipher_suites.len());
 }
+
+/// A payload sealed from two places (its head in the packet, its tail where it lies) is the
+/// same ciphertext and tag as the whole payload sealed in place, at every split; a payload
+/// whose room does not fit is refused.
+#[test]
+fn a_payload_sealed_from_two_places_is_the_same_packet() {
+    use super::version_keys::{KeySource, TrafficSecrets};
+    use rustls::crypto::tls13::OkmBlock;
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .unwrap();
+    let secrets = TrafficSecrets {
+        client: OkmBlock::new(&[3; 32]),
+        server: OkmBlock::new(&[4; 32]),
+    };
+    let source = KeySource::new(suite, crate::wire::Version::V1, Side::Client, secrets).unwrap();
+    let own = source.local_packet_key();
+    let plain: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    let header = b"a short header";
+    let mut whole = plain.clone();
+    let tag = own.encrypt_in_place(42, header, &mut whole).unwrap();
+    whole.extend_from_slice(tag.as_ref());
+    for split in [0, 1, 15, 16, 17, 150, 299, 300] {
+        let mut payload = plain[..split].to_vec();
+        payload.resize(plain.len() + 16, 0);
+        own.seal_split(42, header, &mut payload, split, &plain[split..])
+            .unwrap();
+        assert_eq!(payload, whole, "split at {split}");
+    }
+    let mut short = vec![0u8; 100];
+    assert!(own.seal_split(42, header, &mut short, 10, &plain).is_err());
+}

@@ -123,7 +123,7 @@ impl Aead {
 }
 
 /// A payload key: the AEAD with the per-packet nonce of RFC 9001 §5.3.
-struct OwnPacketKey {
+pub struct OwnPacketKey {
     key: backend::aead::LessSafeKey,
     iv: [u8; 12],
     limits: (u64, u64),
@@ -136,6 +136,58 @@ impl OwnPacketKey {
             *n ^= p;
         }
         backend::aead::Nonce::assume_unique_for_key(nonce)
+    }
+
+    /// Seals a packet payload whose plaintext ends with `extra`, read where it lies instead
+    /// of copied in first (RFC 9001 §5.3): `payload` is the plaintext's first `split` bytes,
+    /// then room for `extra`, then room for the tag. `payload[..split]` is encrypted in place
+    /// and `extra` straight into the room after it, then the tag goes last. A packet of stream
+    /// data is sealed this way from the stream's buffer, without copying the data into the
+    /// packet first.
+    ///
+    /// # Errors
+    /// If `payload` is not `split + extra.len() + 16` bytes long, or the AEAD refuses.
+    pub fn seal_split(
+        &self,
+        packet_number: u64,
+        header: &[u8],
+        payload: &mut [u8],
+        split: usize,
+        extra: &[u8],
+    ) -> Result<(), CryptoError> {
+        if split.checked_add(extra.len() + 16) != Some(payload.len()) {
+            return Err(CryptoError::EncryptFailed);
+        }
+        #[cfg(feature = "aws-lc-rs")]
+        {
+            let (in_out, extra_out_and_tag) = payload.split_at_mut(split);
+            self.key
+                .seal_in_place_scatter(
+                    self.nonce(packet_number),
+                    backend::aead::Aad::from(header),
+                    in_out,
+                    extra,
+                    extra_out_and_tag,
+                )
+                .map_err(|_| CryptoError::EncryptFailed)
+        }
+        // ring has no scattered seal: `extra` is copied in, then all is sealed in place.
+        #[cfg(not(feature = "aws-lc-rs"))]
+        {
+            let plain_len = split + extra.len();
+            payload[split..plain_len].copy_from_slice(extra);
+            let (plain, tag_out) = payload.split_at_mut(plain_len);
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(
+                    self.nonce(packet_number),
+                    backend::aead::Aad::from(header),
+                    plain,
+                )
+                .map_err(|_| CryptoError::EncryptFailed)?;
+            tag_out.copy_from_slice(tag.as_ref());
+            Ok(())
+        }
     }
 }
 
@@ -252,7 +304,7 @@ fn packet_key(
     aead: Aead,
     labels: &Labels,
     secret: &OkmBlock,
-) -> Result<Box<dyn PacketKey>, CryptoError> {
+) -> Result<Box<OwnPacketKey>, CryptoError> {
     let mut key = [0u8; 32];
     let key = &mut key[..aead.key_len()];
     expand_label(suite, secret, labels.key, key);
@@ -441,6 +493,19 @@ impl KeySource {
             *secret = OkmBlock::new(&next[..len]);
             next.fill(0);
         }
+    }
+
+    /// The current generation's packet key for what this side sends, as the concrete type
+    /// that can seal a payload from two places ([`OwnPacketKey::seal_split`]).
+    pub fn local_packet_key(&self) -> Box<OwnPacketKey> {
+        let s = self.current.as_deref().unwrap_or(&self.first);
+        let secret = match self.side {
+            Side::Client => &s.client,
+            Side::Server => &s.server,
+        };
+        // The suite and version were checked in `new`; key construction cannot fail here.
+        packet_key(self.suite, self.aead, self.labels, secret)
+            .unwrap_or_else(|_| unreachable!("suite checked when the source was made"))
     }
 
     /// The current generation's keys, expanded again.

@@ -138,6 +138,18 @@ impl SendBuffer {
         debug_assert_eq!(pos, range.end, "range outside buffered data");
     }
 
+    /// The bytes of `range` where they lie, when one written chunk holds them all (the range
+    /// must lie within unacknowledged data).
+    pub fn slice(&self, range: Range<u64>) -> Option<&[u8]> {
+        let i = self
+            .chunks
+            .partition_point(|(start, data)| start + data.len() as u64 <= range.start);
+        let (start, data) = self.chunks.iter_from(i).next()?;
+        let from = usize::try_from(range.start.checked_sub(*start)?).ok()?;
+        let to = usize::try_from(range.end.checked_sub(*start)?).ok()?;
+        data.get(from..to)
+    }
+
     /// Records that `range` was acknowledged; releases data acknowledged from the front.
     pub fn ack(&mut self, range: Range<u64>) {
         let range = range.start.max(self.acked_prefix)..range.end.min(self.end);
