@@ -979,7 +979,7 @@ impl Connection {
         ack: &Ack,
         largest_before: Option<u64>,
         rtt_sample: Option<Duration>,
-        acked: &mut Vec<(u64, SentPacket<SentInfo>)>,
+        acked: &mut [(u64, SentPacket<SentInfo>)],
     ) -> Result<(), TransportError> {
         if let Some(sample) = rtt_sample {
             let exponent = self
@@ -1024,7 +1024,9 @@ impl Connection {
         acked_pns.clear();
         // `acked` is descending (as the frame names them); handled ascending.
         acked_pns.extend(acked.iter().rev().map(|(pn, _)| *pn));
-        for (pn, packet) in acked.drain(..).rev() {
+        // By reference: a record is not moved again on its way (the caller clears them).
+        for (pn, packet) in acked.iter_mut().rev() {
+            let pn = *pn;
             if space == SpaceId::Data {
                 match packet.info.mtu_probe() {
                     Some(size) => {
@@ -1056,7 +1058,7 @@ impl Connection {
                     k.on_ack(pn);
                 }
             }
-            self.on_info_acked(space, packet.info);
+            self.on_info_acked(space, &mut packet.info);
         }
         // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
         // Initial-only ACK before the handshake, which we still count as progress).
@@ -1084,7 +1086,7 @@ impl Connection {
         Ok(())
     }
 
-    fn on_info_acked(&mut self, space: SpaceId, mut info: SentInfo) {
+    fn on_info_acked(&mut self, space: SpaceId, info: &mut SentInfo) {
         for c in &info.chunks {
             self.streams.on_chunk_acked(c);
         }
