@@ -92,6 +92,7 @@ impl Connection {
                     SentInfo::default(),
                     false,
                     MIN_INITIAL_SIZE.min(limit),
+                    None,
                 );
             }
         }
@@ -163,6 +164,7 @@ impl Connection {
             info,
             true,
             usize::from(size),
+            None,
         );
         if buf.len() != usize::from(size) {
             buf.clear();
@@ -268,39 +270,11 @@ impl Connection {
         Some((start, partial, pn))
     }
 
-    /// Pads, seals and records a packet whose frames are written after `start`.
+    /// Pads, seals and records a packet whose frames are written after `start`. A last stream
+    /// chunk whose bytes are not written yet (`deferred`) is sealed from the stream's buffer
+    /// when it ends the plaintext and the key can, copied in first otherwise.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_packet(
-        &mut self,
-        now: Instant,
-        space: SpaceId,
-        buf: &mut Vec<u8>,
-        start: usize,
-        partial: PartialEncode,
-        pn: u64,
-        info: SentInfo,
-        ack_eliciting: bool,
-        pad_to: usize,
-    ) {
-        self.finish_packet_deferred(
-            now,
-            space,
-            buf,
-            start,
-            partial,
-            pn,
-            info,
-            ack_eliciting,
-            pad_to,
-            None,
-        );
-    }
-
-    /// [`Connection::finish_packet`] for a packet whose last stream chunk's bytes are not
-    /// written yet (`deferred`): sealed from the stream's buffer when they end the plaintext
-    /// and the key can, copied in first otherwise.
-    #[allow(clippy::too_many_arguments)]
-    fn finish_packet_deferred(
         &mut self,
         now: Instant,
         space: SpaceId,
@@ -618,7 +592,7 @@ impl Connection {
         } else {
             0
         };
-        self.finish_packet_deferred(
+        self.finish_packet(
             now,
             space,
             buf,
@@ -819,6 +793,7 @@ impl Connection {
                 SentInfo::default(),
                 false,
                 pad_to,
+                None,
             );
         }
         self.datagram_written(buf)
@@ -910,6 +885,7 @@ impl Connection {
             SentInfo::default(),
             true,
             0,
+            None,
         );
         (!buf.is_empty()).then_some(buf)
     }

@@ -498,6 +498,7 @@ pub(crate) fn forge(from: &mut Connection, space: SpaceId, payload: &[u8]) -> Ve
         Default::default(),
         true,
         pad_to,
+        None,
     );
     buf
 }
@@ -1088,6 +1089,7 @@ fn hostile_reserved_bits_are_a_protocol_violation() {
         Default::default(),
         true,
         0,
+        None,
     );
     assert_eq!(
         server_closes_with(&mut p, buf),

@@ -105,13 +105,7 @@ pub fn seal_with(
     header_key: &dyn HeaderProtectionKey,
 ) -> Result<(), CryptoError> {
     let tag_len = packet_key.tag_len();
-    let needed = pn_offset + SAMPLE_OFFSET + header_key.sample_len();
-    if packet.len() < needed || packet.len() < header_len + tag_len {
-        return Err(CryptoError::PacketTooShort {
-            len: packet.len(),
-            needed: needed.max(header_len + tag_len),
-        });
-    }
+    check_room(packet.len(), header_len, pn_offset, tag_len, header_key)?;
     let (header, rest) = packet.split_at_mut(header_len);
     let payload_len = rest.len() - tag_len;
     let (payload, tag_space) = rest.split_at_mut(payload_len);
@@ -143,14 +137,13 @@ pub fn seal_split(
     split: usize,
     extra: &[u8],
 ) -> Result<(), CryptoError> {
-    let tag_len = packet_key.tag_len();
-    let needed = pn_offset + SAMPLE_OFFSET + header_key.sample_len();
-    if packet.len() < needed || packet.len() < header_len + tag_len {
-        return Err(CryptoError::PacketTooShort {
-            len: packet.len(),
-            needed: needed.max(header_len + tag_len),
-        });
-    }
+    check_room(
+        packet.len(),
+        header_len,
+        pn_offset,
+        packet_key.tag_len(),
+        header_key,
+    )?;
     if split < header_len {
         return Err(CryptoError::EncryptFailed);
     }
@@ -158,6 +151,25 @@ pub fn seal_split(
     packet_key.seal_split(packet_number, header, payload, split - header_len, extra)?;
     let pn_len = header_len - pn_offset;
     apply_header_protection(packet, pn_offset, pn_len, header_key)
+}
+
+/// Whether a packet of `len` bytes holds its header, the AEAD tag and the header-protection
+/// sample (RFC 9001 §5.4.2).
+fn check_room(
+    len: usize,
+    header_len: usize,
+    pn_offset: usize,
+    tag_len: usize,
+    header_key: &dyn HeaderProtectionKey,
+) -> Result<(), CryptoError> {
+    let needed = pn_offset + SAMPLE_OFFSET + header_key.sample_len();
+    if len < needed || len < header_len + tag_len {
+        return Err(CryptoError::PacketTooShort {
+            len,
+            needed: needed.max(header_len + tag_len),
+        });
+    }
+    Ok(())
 }
 
 fn apply_header_protection(
