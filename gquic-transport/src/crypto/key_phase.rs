@@ -452,11 +452,11 @@ impl KeyPhase {
         }
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         if let Some(source) = self.source.as_ref() {
-            let keys = source.keys();
             // The source was checked against the keys in use before they went to sleep.
-            self.local = LocalKey::Own(source.local_packet_key());
+            let keys = source.own_keys();
+            self.local = LocalKey::Own(keys.local_packet);
             self.remote = keys.remote.packet;
-            self.local_header = keys.local.header;
+            self.local_header = keys.local_header;
             self.remote_header = keys.remote.header;
         }
         self.asleep = false;

@@ -499,33 +499,51 @@ impl KeySource {
     /// that can seal a payload from two places ([`OwnPacketKey::seal_split`]).
     pub fn local_packet_key(&self) -> Box<OwnPacketKey> {
         let s = self.current.as_deref().unwrap_or(&self.first);
-        let secret = match self.side {
+        self.packet_key(match self.side {
             Side::Client => &s.client,
             Side::Server => &s.server,
-        };
+        })
+    }
+
+    fn packet_key(&self, secret: &OkmBlock) -> Box<OwnPacketKey> {
         // The suite and version were checked in `new`; key construction cannot fail here.
         packet_key(self.suite, self.aead, self.labels, secret)
             .unwrap_or_else(|_| unreachable!("suite checked when the source was made"))
     }
 
-    /// The current generation's keys, expanded again.
-    pub fn keys(&self) -> Keys {
+    fn header_key(&self, secret: &OkmBlock) -> Box<dyn HeaderProtectionKey> {
+        header_key(self.suite, self.aead, self.labels, secret)
+            .unwrap_or_else(|_| unreachable!("suite checked when the source was made"))
+    }
+
+    /// The current generation's keys, expanded again, with the packet key for what this side
+    /// sends as [`KeySource::local_packet_key`] gives it.
+    pub fn own_keys(&self) -> OwnKeys {
         let ordered = |s: &'_ TrafficSecrets| match self.side {
             Side::Client => (s.client.clone(), s.server.clone()),
             Side::Server => (s.server.clone(), s.client.clone()),
         };
         let (local_first, remote_first) = ordered(&self.first);
         let (local, remote) = ordered(self.current.as_deref().unwrap_or(&self.first));
-        // The suite and version were checked in `new`; key construction cannot fail here.
-        let build = |hp: &OkmBlock, secret: &OkmBlock| DirectionalKeys {
-            header: header_key(self.suite, self.aead, self.labels, hp)
-                .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
-            packet: packet_key(self.suite, self.aead, self.labels, secret)
-                .unwrap_or_else(|_| unreachable!("suite checked when the source was made")),
-        };
+        OwnKeys {
+            local_packet: self.packet_key(&local),
+            local_header: self.header_key(&local_first),
+            remote: DirectionalKeys {
+                header: self.header_key(&remote_first),
+                packet: self.packet_key(&remote),
+            },
+        }
+    }
+
+    /// The current generation's keys, expanded again.
+    pub fn keys(&self) -> Keys {
+        let own = self.own_keys();
         Keys {
-            local: build(&local_first, &local),
-            remote: build(&remote_first, &remote),
+            local: DirectionalKeys {
+                header: own.local_header,
+                packet: own.local_packet,
+            },
+            remote: own.remote,
         }
     }
 
@@ -599,6 +617,17 @@ impl KeySource {
         next.update();
         next
     }
+}
+
+/// A connection's current 1-RTT keys from its [`KeySource`], the packet key for what it
+/// sends as the concrete type.
+pub struct OwnKeys {
+    /// The packet key for what this side sends.
+    pub local_packet: Box<OwnPacketKey>,
+    /// Header protection for what this side sends.
+    pub local_header: Box<dyn HeaderProtectionKey>,
+    /// The keys for what the peer sends.
+    pub remote: DirectionalKeys,
 }
 
 /// Traffic secrets captured for one connection.
