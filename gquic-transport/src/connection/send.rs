@@ -35,12 +35,20 @@ impl Connection {
     /// Writes the next datagram to send into `buf` (replacing its contents), or returns `None`
     /// when there is nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        self.poll_transmit_appended(now, buf)
+    }
+
+    /// Writes the next datagram to send at the end of `buf`, after what it holds (a
+    /// segmentation batch built in place), or returns `None`, with `buf` as it was, when there
+    /// is nothing to send now. The [`Transmit`]'s size is the new datagram's alone.
+    pub fn poll_transmit_appended(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         let span = self.span.clone();
         let _guard = span.enter();
-        buf.clear();
+        let base = buf.len();
         match self.state {
             State::Drained | State::Draining { .. } => return None,
-            State::Closing { .. } => return self.poll_close(now, buf),
+            State::Closing { .. } => return self.poll_close(now, buf, base),
             _ => {}
         }
         self.key_phase_housekeeping(now);
@@ -63,7 +71,9 @@ impl Connection {
         } else {
             max_size
         };
-        if let Some(t) = self.poll_mtu_probe(now, buf) {
+        // Offsets below are in `buf`: the datagram's room ends at `limit`.
+        let limit = base + limit;
+        if let Some(t) = self.poll_mtu_probe(now, buf, base) {
             return Some(t);
         }
         let mut needs_padding = false;
@@ -72,7 +82,7 @@ impl Connection {
             if buf.len() + 64 > limit {
                 break;
             }
-            if let Some(summary) = self.write_packet(now, space, buf, limit, needs_padding) {
+            if let Some(summary) = self.write_packet(now, space, buf, base, limit, needs_padding) {
                 needs_padding = summary.needs_padding;
                 last_space = Some(space);
             }
@@ -91,15 +101,15 @@ impl Connection {
                     pn,
                     SentInfo::default(),
                     false,
-                    MIN_INITIAL_SIZE.min(limit),
+                    (base + MIN_INITIAL_SIZE).min(limit),
                     None,
                 );
             }
         }
-        if buf.is_empty() {
+        if buf.len() == base {
             self.note_if_app_limited(now);
         }
-        self.datagram_written(buf)
+        self.datagram_written(buf, base)
     }
 
     /// What a server may still send to an unvalidated address (RFC 9000 §8.1: three times
@@ -137,7 +147,7 @@ impl Connection {
 
     /// A path MTU probe (RFC 9000 §14.3.1: PING and PADDING in a 1-RTT packet of the size
     /// to test), once the handshake is confirmed and the congestion window has room.
-    fn poll_mtu_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    fn poll_mtu_probe(&mut self, now: Instant, buf: &mut Vec<u8>, base: usize) -> Option<Transmit> {
         if !self.handshake_confirmed || self.one_rtt.is_none() {
             return None;
         }
@@ -163,30 +173,32 @@ impl Connection {
             pn,
             info,
             true,
-            usize::from(size),
+            base + usize::from(size),
             None,
         );
-        if buf.len() != usize::from(size) {
-            buf.clear();
+        if buf.len() - base != usize::from(size) {
+            buf.truncate(base);
             return None;
         }
         tracing::trace!(size, pn, "path MTU probe");
         self.mtud.on_probe_sent(pn);
-        self.datagram_written(buf)
+        self.datagram_written(buf, base)
     }
 
-    /// Accounts for a datagram now in `buf` (counted toward the amplification limit too).
-    fn datagram_written(&mut self, buf: &[u8]) -> Option<Transmit> {
-        if buf.is_empty() {
+    /// Accounts for a datagram now in `buf` after `base` (counted toward the amplification
+    /// limit too).
+    fn datagram_written(&mut self, buf: &[u8], base: usize) -> Option<Transmit> {
+        let size = buf.len() - base;
+        if size == 0 {
             return None;
         }
         self.stats.datagrams_sent += 1;
-        self.stats.bytes_sent += buf.len() as u64;
-        self.bytes_sent += buf.len() as u64;
+        self.stats.bytes_sent += size as u64;
+        self.bytes_sent += size as u64;
         Some(Transmit {
             destination: self.remote,
             source: self.local_ip,
-            size: buf.len(),
+            size,
             ecn: self.ecn.marking(),
             segment_size: None,
         })
@@ -475,12 +487,14 @@ impl Connection {
         true
     }
 
-    /// Builds one packet of `space` at the end of `buf`, within `limit` bytes of datagram.
+    /// Builds one packet of `space` at the end of `buf`, in the datagram that starts at `base`
+    /// and ends by `limit` (both offsets in `buf`).
     fn write_packet(
         &mut self,
         now: Instant,
         space: SpaceId,
         buf: &mut Vec<u8>,
+        base: usize,
         limit: usize,
         datagram_needs_padding: bool,
     ) -> Option<PacketSummary> {
@@ -588,7 +602,7 @@ impl Connection {
                 .filter(|&&s| s > space)
                 .any(|&s| self.space_wants_to_send(now, s));
         let pad_to = if needs_padding && !later_wants {
-            MIN_INITIAL_SIZE.min(limit)
+            (base + MIN_INITIAL_SIZE).min(limit)
         } else {
             0
         };
@@ -734,12 +748,12 @@ impl Connection {
     }
 
     /// While closing, sends CONNECTION_CLOSE once per trigger (RFC 9000 §10.2.1).
-    fn poll_close(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    fn poll_close(&mut self, now: Instant, buf: &mut Vec<u8>, base: usize) -> Option<Transmit> {
         if !std::mem::take(&mut self.close_pending) {
             return None;
         }
         let close = self.close_frame()?.clone();
-        let limit = self.max_datagram_size as usize;
+        let limit = base + self.max_datagram_size as usize;
         for space in SpaceId::ALL {
             if !self.has_keys(space) {
                 continue;
@@ -779,7 +793,7 @@ impl Connection {
             };
             frame.encode(buf);
             let pad_to = if space == SpaceId::Initial && self.side.is_client() {
-                MIN_INITIAL_SIZE
+                base + MIN_INITIAL_SIZE
             } else {
                 0
             };
@@ -796,7 +810,7 @@ impl Connection {
                 None,
             );
         }
-        self.datagram_written(buf)
+        self.datagram_written(buf, base)
     }
 }
 

@@ -86,6 +86,37 @@ pub(crate) struct Pair {
     pub(crate) dropped: u64,
     pub(crate) client_events: Vec<Event>,
     pub(crate) server_events: Vec<Event>,
+    /// Bytes already in the buffer each datagram is written after
+    /// ([`Connection::poll_transmit_appended`], as in a segmentation batch); 0 for
+    /// [`Connection::poll_transmit`].
+    pub(crate) prefix: usize,
+}
+
+/// The next datagram of `conn`, written after `prefix` bytes already in the buffer; checks
+/// that those stay as they were.
+fn next_datagram(
+    conn: &mut Connection,
+    now: Instant,
+    buf: &mut Vec<u8>,
+    prefix: usize,
+) -> Option<(Transmit, Vec<u8>)> {
+    if prefix == 0 {
+        let t = conn.poll_transmit(now, buf)?;
+        return Some((t, buf[..t.size].to_vec()));
+    }
+    buf.clear();
+    buf.resize(prefix, 0xee);
+    let t = conn.poll_transmit_appended(now, buf);
+    assert!(
+        buf[..prefix].iter().all(|&b| b == 0xee),
+        "bytes before kept"
+    );
+    let Some(t) = t else {
+        assert_eq!(buf.len(), prefix, "nothing written without a datagram");
+        return None;
+    };
+    assert_eq!(buf.len(), prefix + t.size, "the size is the new datagram's");
+    Some((t, buf[prefix..].to_vec()))
 }
 
 impl Pair {
@@ -125,6 +156,7 @@ impl Pair {
             dropped: 0,
             client_events: Vec::new(),
             server_events: Vec::new(),
+            prefix: 0,
         }
     }
 
@@ -158,13 +190,17 @@ impl Pair {
     pub(crate) fn drive_until(&mut self, until: Instant) {
         let mut buf = Vec::new();
         for _ in 0..1_000_000 {
-            while let Some(t) = self.client.poll_transmit(self.now, &mut buf) {
+            while let Some((t, d)) =
+                next_datagram(&mut self.client, self.now, &mut buf, self.prefix)
+            {
                 assert_eq!(t.destination, SERVER_ADDR);
-                self.send(true, buf[..t.size].to_vec());
+                self.send(true, d);
             }
-            while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+            while let Some((t, d)) =
+                next_datagram(&mut self.server, self.now, &mut buf, self.prefix)
+            {
                 assert_eq!(t.destination, CLIENT_ADDR);
-                self.send(false, buf[..t.size].to_vec());
+                self.send(false, d);
             }
             self.client_events
                 .extend(std::iter::from_fn(|| self.client.poll_event()));
@@ -354,6 +390,28 @@ fn stream_transfer_one_mebibyte() {
         p.client.stats().packets_lost,
         0,
         "no spurious loss on a lossless path"
+    );
+}
+
+/// Datagrams written after other bytes in the buffer (how a segmentation batch is built) are
+/// the same protocol: a client's first Initial is padded to 1200 bytes of its own (RFC 9000
+/// §14.1), path MTU probes have the size probed, and 1 MiB arrives intact.
+#[test]
+fn datagrams_written_after_others_in_a_buffer() {
+    let mut p = default_pair(Duration::from_millis(5));
+    p.prefix = 700;
+    let mut buf = Vec::new();
+    let (t, first) = next_datagram(&mut p.client, p.now, &mut buf, p.prefix).unwrap();
+    assert!(t.size >= 1200 && first.len() == t.size, "{} bytes", t.size);
+    let now = p.now;
+    p.server
+        .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&first[..]));
+    let got = transfer(&mut p, 1 << 20, Duration::from_secs(30)).expect("transfer finished");
+    assert!(got == expected(1 << 20), "data arrived intact");
+    assert!(
+        p.client.path_mtu() > 1200,
+        "MTU probes of the probed size: {}",
+        p.client.path_mtu()
     );
 }
 

@@ -361,8 +361,6 @@ pub struct Endpoint {
     /// connection's index.
     held: Option<(Transmit, usize)>,
     held_buf: Vec<u8>,
-    /// Where the second and later datagrams of a batch are written before joining it.
-    scratch: Vec<u8>,
     /// The connections' deadlines, sorted: the earliest costs no scan of every connection.
     timers: std::cell::RefCell<Timers>,
     /// Connections that may have something to send (touched since they last had nothing),
@@ -486,7 +484,6 @@ impl Endpoint {
             stateless_refill: None,
             held: None,
             held_buf: Vec::new(),
-            scratch: Vec::new(),
             timers: std::cell::RefCell::default(),
             send_ready: VecDeque::new(),
             in_send_ready: Vec::new(),

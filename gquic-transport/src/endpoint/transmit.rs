@@ -93,12 +93,14 @@ impl Endpoint {
             return Some(first);
         };
         let mut count = 1;
-        let mut scratch = std::mem::take(&mut self.scratch);
+        // Each further datagram is written straight after the previous one: the batch is
+        // built in place, not copied together.
         while count < max_segments {
             let Some(conn) = self.connections.awake_mut(idx) else {
                 break;
             };
-            let Some(t) = conn.poll_transmit(now, &mut scratch) else {
+            let at = buf.len();
+            let Some(t) = conn.poll_transmit_appended(now, buf) else {
                 self.process_events(idx);
                 break;
             };
@@ -108,18 +110,18 @@ impl Endpoint {
                 || t.ecn != first.ecn
                 || t.size > segment
             {
-                // Sent first thing next time.
+                // Sent first thing next time (at most one copy per batch).
+                self.held_buf.clear();
+                self.held_buf.extend_from_slice(&buf[at..]);
+                buf.truncate(at);
                 self.held = Some((t, idx));
-                std::mem::swap(&mut scratch, &mut self.held_buf);
                 break;
             }
-            buf.extend_from_slice(&scratch[..t.size]);
             count += 1;
             if t.size < segment {
                 break;
             }
         }
-        self.scratch = scratch;
         Some(Transmit {
             size: buf.len(),
             segment_size: (count > 1).then_some(segment),
