@@ -27,7 +27,6 @@ impl<T> Default for SmallDeque<T> {
 
 impl<T> SmallDeque<T> {
     /// Whether the queue is empty.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.front.is_none()
     }

@@ -24,6 +24,8 @@ pub enum EndpointEvent {
     PeerResetTokenRetired(ResetToken),
     /// The connection is drained; forget it.
     Drained,
+    /// A TLS step waits to be taken out ([`super::Connection::take_tls_job`]).
+    TlsReady,
 }
 
 /// Connection IDs by sequence number: a few entries (the active_connection_id_limit, RFC

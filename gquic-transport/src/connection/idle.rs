@@ -142,6 +142,8 @@ pub(super) struct Extras {
     pub(super) new_token: Option<bytes::Bytes>,
     /// The name a client connection checks the server's certificate against.
     pub(super) dialed_name: Option<String>,
+    /// TLS steps handed out while the handshake runs (`tls_job`).
+    pub(super) offload: Option<Box<super::tls_job::Offload>>,
 }
 
 impl Extras {
@@ -156,6 +158,7 @@ impl Extras {
             token_store: self.token_store.clone(),
             new_token: self.new_token.clone(),
             dialed_name: self.dialed_name.clone(),
+            offload: None,
         }
     }
 
@@ -166,6 +169,7 @@ impl Extras {
             && self.token_store.is_none()
             && self.new_token.is_none()
             && self.dialed_name.is_none()
+            && self.offload.is_none()
     }
 }
 

@@ -17,6 +17,7 @@ mod recv;
 mod send;
 mod spaces;
 pub mod streams;
+mod tls_job;
 mod tls_state;
 mod version;
 mod zero_rtt;
@@ -41,6 +42,7 @@ pub use self::spaces::SpaceId;
 use self::spaces::Spaces;
 use self::streams::Streams;
 pub use self::streams::{ReadError, StreamEvent, WriteError};
+pub use self::tls_job::TlsJob;
 use self::zero_rtt::ZeroRtt;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::crypto::{self, KeyPhase};
@@ -1200,9 +1202,12 @@ impl Connection {
         consider(self.zero_rtt.discard_at());
         consider(self.mtud.timeout());
         consider(self.migration_timeout());
-        for space in self.spaces.iter() {
-            if space.ack_pending() && !blocked {
-                consider(space.ack_deadline);
+        // While TLS is away in a job, the flight it brings back carries the ACKs.
+        if !blocked && !self.tls_busy() {
+            for space in self.spaces.iter() {
+                if space.ack_pending() {
+                    consider(space.ack_deadline);
+                }
             }
         }
         next

@@ -137,6 +137,24 @@ impl Connection {
                 return;
             }
         }
+        self.after_packets(now);
+    }
+
+    /// A packet held while TLS was out ([`Connection::finish_tls_job`]); it came from the
+    /// connection's address (others are not held).
+    pub(super) fn handle_held_packet(
+        &mut self,
+        now: Instant,
+        partial: PartialDecode,
+    ) -> Result<(), TransportError> {
+        self.incoming_path = None;
+        self.datagram_tail = None;
+        self.handle_packet(now, partial)
+    }
+
+    /// What follows the packets of a datagram: packets that waited for the handshake to get
+    /// further, key-phase and recovery bookkeeping.
+    pub(super) fn after_packets(&mut self, now: Instant) {
         // 1-RTT packets that came before the client's Finished, now that the handshake is
         // complete (RFC 9001 §5.7).
         if self.extras().is_some_and(|e| !e.early_1rtt.is_empty()) && self.state != State::Handshake
@@ -280,8 +298,13 @@ impl Connection {
             }
             SpaceId::Data => {
                 self.wake_keys(now);
+                if self.one_rtt.is_none() {
+                    if !self.hold_packet(partial) {
+                        self.on_dropped(now, Some(qtype), None, "key_unavailable");
+                    }
+                    return Ok(());
+                }
                 let Some(keys) = self.one_rtt.as_mut() else {
-                    self.on_dropped(now, Some(qtype), None, "key_unavailable");
                     return Ok(());
                 };
                 let Ok(packet) = partial.finish(keys.remote_header_key()) else {
@@ -341,7 +364,13 @@ impl Connection {
                     (None, None) => self.spaces[space as usize].keys.as_deref(),
                 };
                 let Some(keys) = keys else {
-                    self.on_dropped(now, Some(qtype), None, "key_unavailable");
+                    // The keys may be what TLS, away in a job, is deriving.
+                    let held = space == SpaceId::Handshake
+                        && other_version.is_none()
+                        && self.hold_packet(partial);
+                    if !held {
+                        self.on_dropped(now, Some(qtype), None, "key_unavailable");
+                    }
                     return Ok(());
                 };
                 let largest = self.spaces[space as usize].largest_received;
@@ -820,19 +849,41 @@ impl Connection {
         self.events.push_back(Event::ConnectionLost(error));
     }
 
-    /// Feeds contiguous CRYPTO data to TLS and advances the handshake (RFC 9001 §4.1.3).
-    fn read_crypto(&mut self, now: Instant, space: SpaceId) -> Result<(), TransportError> {
+    /// Feeds contiguous CRYPTO data to TLS and advances the handshake (RFC 9001 §4.1.3); with
+    /// TLS offload, hands the step out instead ([`Connection::take_tls_job`]).
+    pub(super) fn read_crypto(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+    ) -> Result<(), TransportError> {
+        if self.tls_busy() {
+            // The data waits in its stream for the step that is out to come back.
+            return Ok(());
+        }
         if space == SpaceId::Initial && self.side.is_server() {
             // The server's TLS starts once the whole ClientHello is in, in the version chosen
             // from it (RFC 9368 §2.3).
             match self.server_client_hello()? {
                 Some(hello) => {
                     self.on_client_hello(&hello);
+                    if self.offloads_tls() {
+                        self.tls_step_ready(space, Some(hello));
+                        return Ok(());
+                    }
                     self.tls_read(&hello)?;
                 }
                 None if self.versions_pending() => return Ok(()),
                 None => {}
             }
+        }
+        let readable = |c: &Self| {
+            c.spaces[space as usize]
+                .crypto()
+                .is_some_and(|c| c.recv.has_readable())
+        };
+        if self.offloads_tls() && readable(self) {
+            self.tls_step_ready(space, None);
+            return Ok(());
         }
         while let Some(data) = self.spaces[space as usize]
             .crypto_if_held()
@@ -840,6 +891,12 @@ impl Connection {
         {
             self.tls_read(&data)?;
         }
+        self.after_tls(now, space)
+    }
+
+    /// What follows TLS reading the data of `space`: its output and keys, the peer's
+    /// transport parameters, the handshake's completion.
+    pub(super) fn after_tls(&mut self, now: Instant, space: SpaceId) -> Result<(), TransportError> {
         self.write_tls(now)?;
         self.server_0rtt_decided();
         // A resuming rustls client reports the parameters remembered from the last session
@@ -900,14 +957,17 @@ impl Connection {
     }
 
     fn tls_read(&mut self, data: &[u8]) -> Result<(), TransportError> {
-        self.tls.read_hs(data).map_err(|e| {
-            // RFC 9001 §4.8: TLS alerts become CRYPTO_ERROR codes.
-            let code = match self.tls.alert() {
-                Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
-                None => TransportErrorCode::PROTOCOL_VIOLATION,
-            };
-            TransportError::new(code, format!("TLS: {e}"))
-        })
+        self.tls.read_hs(data).map_err(|e| self.tls_error(&e))
+    }
+
+    /// The transport error for a TLS failure (RFC 9001 §4.8: TLS alerts become CRYPTO_ERROR
+    /// codes).
+    pub(super) fn tls_error(&self, e: &rustls::Error) -> TransportError {
+        let code = match self.tls.alert() {
+            Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
+            None => TransportErrorCode::PROTOCOL_VIOLATION,
+        };
+        TransportError::new(code, format!("TLS: {e}"))
     }
 
     /// RFC 9000 §7.3: the connection-ID parameters must match what was seen on the wire.

@@ -217,7 +217,10 @@ impl Connection {
             return false;
         }
         let sp = &self.spaces[space as usize];
-        if sp.ack_due(now) || sp.probes > 0 || sp.crypto_pending() {
+        // While TLS is away in a job, ACKs wait for the flight it brings back (a few hundred
+        // microseconds) rather than going alone.
+        let ack_due = sp.ack_due(now) && !self.tls_busy();
+        if ack_due || sp.probes > 0 || sp.crypto_pending() {
             return true;
         }
         space == SpaceId::Data
@@ -524,7 +527,7 @@ impl Connection {
                 can_elicit = false;
             }
         }
-        let ack_wanted = self.spaces[space as usize].ack_due(now)
+        let ack_wanted = (self.spaces[space as usize].ack_due(now) && !self.tls_busy())
             || (can_elicit && self.spaces[space as usize].ack_pending());
         if !can_elicit && !ack_wanted {
             tracing::trace!(

@@ -30,6 +30,9 @@ pub(super) enum Tls {
     Live(Box<tls::Connection>),
     /// A server's session after the handshake.
     Done(Box<Summary>),
+    /// The session is away in a [`super::TlsJob`] (a TLS step on another thread); it comes
+    /// back with the job. Meanwhile it reports nothing and reads nothing.
+    Out,
 }
 
 impl From<tls::Connection> for Tls {
@@ -164,6 +167,7 @@ impl Tls {
         match self {
             Tls::Live(c) => c.alpn_protocol(),
             Tls::Done(s) => s.alpn.as_deref(),
+            Tls::Out => None,
         }
     }
 
@@ -175,6 +179,7 @@ impl Tls {
                 tls::Connection::Client(_) => None,
             },
             Tls::Done(s) => s.server_name.as_deref(),
+            Tls::Out => None,
         }
     }
 
@@ -182,6 +187,7 @@ impl Tls {
         match self {
             Tls::Live(c) => c.negotiated_cipher_suite(),
             Tls::Done(s) => s.suite,
+            Tls::Out => None,
         }
     }
 
@@ -189,13 +195,14 @@ impl Tls {
         match self {
             Tls::Live(c) => c.peer_certificates(),
             Tls::Done(s) => s.peer_certificates.as_deref(),
+            Tls::Out => None,
         }
     }
 
     pub(super) fn write_hs(&mut self, buf: &mut Vec<u8>) -> Option<KeyChange> {
         match self {
             Tls::Live(c) => c.write_hs(buf),
-            Tls::Done(_) => None,
+            Tls::Done(_) | Tls::Out => None,
         }
     }
 
@@ -216,6 +223,8 @@ impl Tls {
                 expect_types: Vec::new(),
                 got_type: rustls::HandshakeType::Unknown(data.first().copied().unwrap_or(0)),
             }),
+            // Not reached: CRYPTO data waits in its stream while the session is out.
+            Tls::Out => Err(rustls::Error::General("TLS session busy".into())),
         }
     }
 
@@ -223,13 +232,14 @@ impl Tls {
         match self {
             Tls::Live(c) => c.alert(),
             Tls::Done(_) => Some(AlertDescription::UnexpectedMessage),
+            Tls::Out => None,
         }
     }
 
     pub(super) fn quic_transport_parameters(&self) -> Option<&[u8]> {
         match self {
             Tls::Live(c) => c.quic_transport_parameters(),
-            Tls::Done(_) => None,
+            Tls::Done(_) | Tls::Out => None,
         }
     }
 
@@ -237,6 +247,8 @@ impl Tls {
         match self {
             Tls::Live(c) => c.is_handshaking(),
             Tls::Done(_) => false,
+            // Out only during the handshake.
+            Tls::Out => true,
         }
     }
 
@@ -244,6 +256,7 @@ impl Tls {
         match self {
             Tls::Live(c) => c.handshake_kind(),
             Tls::Done(s) => s.kind,
+            Tls::Out => None,
         }
     }
 
@@ -254,14 +267,14 @@ impl Tls {
                 tls::Connection::Client(c) => c.is_early_data_accepted(),
                 tls::Connection::Server(_) => false,
             },
-            Tls::Done(_) => false,
+            Tls::Done(_) | Tls::Out => false,
         }
     }
 
     pub(super) fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
         match self {
             Tls::Live(c) => c.zero_rtt_keys(),
-            Tls::Done(_) => None,
+            Tls::Done(_) | Tls::Out => None,
         }
     }
 }

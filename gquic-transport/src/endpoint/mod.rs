@@ -9,6 +9,7 @@
 mod early;
 mod shard;
 mod slots;
+mod tls_jobs;
 mod token;
 mod transmit;
 
@@ -301,6 +302,8 @@ pub struct EndpointStats {
     pub drained: u64,
     /// Datagrams handed to another shard of the group ([`Endpoint::poll_tossed`]).
     pub tossed: u64,
+    /// Handshake TLS steps handed out ([`Endpoint::poll_tls_job`]).
+    pub tls_jobs: u64,
 }
 
 impl std::ops::AddAssign for EndpointStats {
@@ -318,6 +321,7 @@ impl std::ops::AddAssign for EndpointStats {
         self.bytes_sent += o.bytes_sent;
         self.drained += o.drained;
         self.tossed += o.tossed;
+        self.tls_jobs += o.tls_jobs;
     }
 }
 
@@ -355,6 +359,10 @@ pub struct Endpoint {
     clock: Option<(Instant, u64)>,
     cid_counter: u64,
     refuse: bool,
+    /// Whether connections hand their handshake TLS steps out ([`Endpoint::poll_tls_job`]).
+    tls_offload: bool,
+    /// Connections with a TLS step to hand out.
+    tls_ready: VecDeque<usize>,
     stateless_tokens: f64,
     stateless_refill: Option<Instant>,
     /// A connection's datagram that did not fit the last batch, in `held_buf`, with the
@@ -481,6 +489,8 @@ impl Endpoint {
             clock: None,
             cid_counter: 0,
             refuse: false,
+            tls_offload: false,
+            tls_ready: VecDeque::new(),
             stateless_refill: None,
             held: None,
             held_buf: Vec::new(),
@@ -848,11 +858,12 @@ impl Endpoint {
     pub fn adopt_client(
         &mut self,
         now: Instant,
-        #[allow(unused_mut)] mut conn: Connection,
+        mut conn: Connection,
     ) -> Result<ConnectionHandle, ConnectError> {
         if self.by_cid.contains_key(&conn.local_cid()) {
             return Err(ConnectError::ConnectionIdTaken);
         }
+        conn.set_tls_offload(self.tls_offload);
         #[cfg(feature = "qlog")]
         self.attach_qlog(&mut conn, now);
         #[cfg(not(feature = "qlog"))]
@@ -1161,6 +1172,7 @@ impl Endpoint {
         }
         #[cfg(feature = "qlog")]
         self.attach_buffered_qlog(&mut conn, now);
+        conn.set_tls_offload(self.tls_offload);
         conn.handle_datagram_at(now, remote, local_ip, ecn, data);
         if conn.stats().packets_received == 0 {
             // Nothing in the datagram authenticated: its header (the client's connection ID
@@ -1372,6 +1384,7 @@ impl Endpoint {
                     self.by_reset_token.insert(token, idx);
                 }
                 EndpointEvent::PeerResetTokenRetired(token) => self.unwatch(&token, idx),
+                EndpointEvent::TlsReady => self.tls_ready.push_back(idx),
                 EndpointEvent::Drained => {
                     // What routes to the connection: its own IDs not retired, the Initial's
                     // ID, and the reset token of the peer ID in use (the changes came

@@ -164,6 +164,18 @@ impl Future for Driver {
     }
 }
 
+/// Runs a connection's TLS step and gives it back; the driver sends what follows.
+async fn run_tls_job(
+    shared: Arc<Shared>,
+    handle: crate::endpoint::ConnectionHandle,
+    mut job: crate::connection::TlsJob,
+) {
+    job.run();
+    let mut state = shared.lock();
+    state.ep.finish_tls_job(Instant::now(), handle, job);
+    state.wake_driver();
+}
+
 /// Wakes and empties `wakers`.
 fn wake(wakers: &mut Vec<std::task::Waker>) {
     for w in wakers.drain(..) {
@@ -272,6 +284,12 @@ impl Driver {
             if state.ep.poll_timeout().is_some_and(|t| t <= now) {
                 state.ep.handle_timeout(now);
                 state.reap_into(&mut this.wakers);
+            }
+            // 2b. Handshake TLS steps (offload is on with several workers), each in a task of
+            // its own: the key exchanges and signature checks of many handshakes run on every
+            // worker, not one after the other in this turn.
+            while let Some((handle, job)) = state.ep.poll_tls_job() {
+                tokio::spawn(run_tls_job(shared.clone(), handle, job));
             }
             // 3. Send.
             if received == 0 && this.coalesce(now) {

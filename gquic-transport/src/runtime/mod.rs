@@ -838,6 +838,11 @@ impl Endpoint {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             ep.set_unix_time(Instant::now(), unix_ms);
+            // With several workers, handshakes' TLS steps run on all of them
+            // (`proto::Endpoint::set_tls_offload`); one thread gains nothing from it.
+            ep.set_tls_offload(
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+            );
             let shared = Arc::new(Shared {
                 state: Mutex::new(State {
                     ep,

@@ -136,6 +136,11 @@ impl Assembler {
         }
     }
 
+    /// Whether the next byte to deliver has arrived ([`Assembler::read`] gives data).
+    pub fn has_readable(&self) -> bool {
+        !self.contiguous.is_empty()
+    }
+
     /// Takes the next contiguous data, at most `max` bytes, or `None` if the next byte has not
     /// arrived.
     pub fn read(&mut self, max: usize) -> Option<Bytes> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::connection::EcnCodepoint;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{ConnectionHandle, Endpoint};
 
 /// How the simulated path treats datagrams (the same both ways).
 #[derive(Debug, Clone)]
@@ -81,6 +81,8 @@ pub struct NetworkStats {
     pub batches: u64,
     /// Datagrams in those batches.
     pub batched: u64,
+    /// Handshake TLS steps the endpoints handed out ([`Network::set_tls_offload`]).
+    pub tls_jobs: u64,
 }
 
 /// An xorshift64* generator: fast, deterministic, good enough for simulation.
@@ -155,6 +157,11 @@ pub struct Network {
     stats: NetworkStats,
     /// Every datagram sent, with its sender's address, while capturing.
     captured: Option<Vec<(SocketAddr, Vec<u8>)>>,
+    /// How long a handshake TLS step takes when handed out ([`Network::set_tls_offload`]);
+    /// `None`: the endpoints run TLS in place.
+    tls_offload: Option<Duration>,
+    /// TLS steps out, with when each comes back and its node.
+    tls_jobs: Vec<(Instant, usize, ConnectionHandle, crate::connection::TlsJob)>,
 }
 
 impl std::fmt::Debug for Network {
@@ -183,6 +190,21 @@ impl Network {
             batch_segments: 64,
             stats: NetworkStats::default(),
             captured: None,
+            tls_offload: Some(Duration::ZERO),
+            tls_jobs: Vec::new(),
+        }
+    }
+
+    /// Whether the endpoints hand their handshake TLS steps out
+    /// ([`Endpoint::set_tls_offload`]), as the runtime does on several threads, and how long
+    /// each step takes in virtual time; `None` runs TLS in place. On by default with no delay:
+    /// a step comes back after the datagrams of its instant are handled (so packets that
+    /// came coalesced behind the one that started it wait for its keys). Affects endpoints
+    /// added later too.
+    pub fn set_tls_offload(&mut self, delay: Option<Duration>) {
+        self.tls_offload = delay;
+        for (_, ep) in &mut self.nodes {
+            ep.set_tls_offload(delay.is_some());
         }
     }
 
@@ -216,7 +238,8 @@ impl Network {
     }
 
     /// Adds an endpoint at `addr`; returns its index.
-    pub fn add(&mut self, addr: SocketAddr, endpoint: Endpoint) -> usize {
+    pub fn add(&mut self, addr: SocketAddr, mut endpoint: Endpoint) -> usize {
+        endpoint.set_tls_offload(self.tls_offload.is_some());
         self.nodes.push((addr, endpoint));
         self.busy_until.push(self.now);
         self.nodes.len() - 1
@@ -370,7 +393,12 @@ impl Network {
             .iter()
             .filter_map(|(_, ep)| ep.poll_timeout())
             .min();
-        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+        let next_job = self.tls_jobs.iter().map(|j| j.0).min();
+        let Some(next) = [next_delivery, next_timer, next_job]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             self.now = self.now.max(limit);
             return false;
         };
@@ -390,9 +418,29 @@ impl Network {
                 .handle_datagram_ecn(now, d.from, d.ecn, BytesMut::from(&d.data[..]));
         }
         let now = self.now;
+        // TLS steps due back (after the datagrams of this instant).
+        let mut i = 0;
+        while i < self.tls_jobs.len() {
+            if self.tls_jobs[i].0 <= now {
+                let (_, node, h, mut job) = self.tls_jobs.swap_remove(i);
+                job.run();
+                self.nodes[node].1.finish_tls_job(now, h, job);
+            } else {
+                i += 1;
+            }
+        }
         for (_, ep) in &mut self.nodes {
             if ep.poll_timeout().is_some_and(|t| t <= now) {
                 ep.handle_timeout(now);
+            }
+        }
+        // TLS steps handed out now (also by connections that started before offload was
+        // turned off).
+        let delay = self.tls_offload.unwrap_or_default();
+        for (node, (_, ep)) in self.nodes.iter_mut().enumerate() {
+            while let Some((h, job)) = ep.poll_tls_job() {
+                self.stats.tls_jobs += 1;
+                self.tls_jobs.push((now + delay, node, h, job));
             }
         }
         self.transmit_all();

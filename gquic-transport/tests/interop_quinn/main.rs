@@ -1089,6 +1089,7 @@ mod features;
 mod hibernation;
 mod local_address;
 mod migration;
+mod offload;
 mod sharded;
 
 use migration::gquic_server_with_conns;
