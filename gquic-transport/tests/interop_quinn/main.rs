@@ -584,34 +584,42 @@ async fn quinn_client_gquic_server_handshake_alpn_and_certificate() {
 
 #[tokio::test]
 async fn quinn_client_gquic_server_alpn_mismatch() {
-    tokio::time::timeout(TIMEOUT, async {
-        let certs = certs();
-        let mut server = run_gquic_server(gquic_server(&certs, b"h3", Settings::default()));
-        let client = quinn::Endpoint::client(localhost()).unwrap();
-        let err = client
-            .connect_with(
-                quinn_client_config(&certs, b"hq-interop", Settings::default()),
-                server.endpoint.local_addr(),
-                "localhost",
-            )
-            .unwrap()
-            .await
-            .unwrap_err();
-        match &err {
-            quinn::ConnectionError::ConnectionClosed(c) => {
-                assert_eq!(u64::from(c.error_code), 0x178, "{err}");
-            }
-            other => panic!("quinn saw {other:?}"),
+    tokio::time::timeout(TIMEOUT, quinn_alpn_refused_by_gquic())
+        .await
+        .unwrap();
+}
+
+/// A quinn client offering an ALPN a gquic server does not have: both see
+/// no_application_protocol (CRYPTO_ERROR 0x178). Returns the server's endpoint.
+async fn quinn_alpn_refused_by_gquic() -> Endpoint {
+    let certs = certs();
+    let mut server = run_gquic_server(gquic_server(&certs, b"h3", Settings::default()));
+    let client = quinn::Endpoint::client(localhost()).unwrap();
+    let err = client
+        .connect_with(
+            quinn_client_config(&certs, b"hq-interop", Settings::default()),
+            server.endpoint.local_addr(),
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap_err();
+    match &err {
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            assert_eq!(u64::from(c.error_code), 0x178, "{err}");
         }
-        let server_err = server.handshakes.recv().await.unwrap().unwrap_err();
-        assert!(
-            matches!(server_err, ConnectionError::TransportError(ref e) if e.code == TransportErrorCode::crypto(120)),
-            "{server_err:?}"
-        );
-        assert!(server_err.to_string().contains("no_application_protocol"), "{server_err}");
-    })
-    .await
-    .unwrap();
+        other => panic!("quinn saw {other:?}"),
+    }
+    let server_err = server.handshakes.recv().await.unwrap().unwrap_err();
+    assert!(
+        matches!(server_err, ConnectionError::TransportError(ref e) if e.code == TransportErrorCode::crypto(120)),
+        "{server_err:?}"
+    );
+    assert!(
+        server_err.to_string().contains("no_application_protocol"),
+        "{server_err}"
+    );
+    server.endpoint
 }
 
 #[tokio::test]
