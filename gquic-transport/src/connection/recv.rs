@@ -140,16 +140,27 @@ impl Connection {
         self.after_packets(now);
     }
 
-    /// A packet held while TLS was out ([`Connection::finish_tls_job`]); it came from the
-    /// connection's address (others are not held).
-    pub(super) fn handle_held_packet(
+    /// Handles packets that waited (for keys, or for the handshake to get further), each with
+    /// its ECN codepoint; `false` if the connection closed or started draining on one of them
+    /// (the rest are dropped).
+    pub(super) fn replay_packets(
         &mut self,
         now: Instant,
-        partial: PartialDecode,
-    ) -> Result<(), TransportError> {
-        self.incoming_path = None;
-        self.datagram_tail = None;
-        self.handle_packet(now, partial)
+        packets: Vec<(PartialDecode, Option<super::EcnCodepoint>)>,
+    ) -> bool {
+        let ecn = self.incoming_ecn;
+        for (partial, packet_ecn) in packets {
+            self.incoming_ecn = packet_ecn;
+            if let Err(error) = self.handle_packet(now, partial) {
+                self.close_with_error(now, error);
+                return false;
+            }
+            if matches!(self.state, State::Draining { .. } | State::Drained) {
+                return false;
+            }
+        }
+        self.incoming_ecn = ecn;
+        true
     }
 
     /// What follows the packets of a datagram: packets that waited for the handshake to get
@@ -159,18 +170,10 @@ impl Connection {
         // complete (RFC 9001 §5.7).
         if self.extras().is_some_and(|e| !e.early_1rtt.is_empty()) && self.state != State::Handshake
         {
-            let ecn = self.incoming_ecn;
-            for (partial, packet_ecn) in std::mem::take(&mut self.extras_mut().early_1rtt) {
-                self.incoming_ecn = packet_ecn;
-                if let Err(error) = self.handle_packet(now, partial) {
-                    self.close_with_error(now, error);
-                    return;
-                }
-                if matches!(self.state, State::Draining { .. } | State::Drained) {
-                    return;
-                }
+            let early = std::mem::take(&mut self.extras_mut().early_1rtt);
+            if !self.replay_packets(now, early) {
+                return;
             }
-            self.incoming_ecn = ecn;
         }
         // 0-RTT packets that came before the ClientHello, now that it is processed.
         if self.zero_rtt.waiting_packets() > 0 && self.zero_rtt.accepted.is_some() {

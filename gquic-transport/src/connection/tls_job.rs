@@ -234,18 +234,12 @@ impl Connection {
             return;
         }
         // Packets held for keys TLS has now derived (or held again, if the next step is out).
-        let ecn = self.incoming_ecn;
-        for (partial, packet_ecn) in held {
-            self.incoming_ecn = packet_ecn;
-            if let Err(error) = self.handle_held_packet(now, partial) {
-                self.close_with_error(now, error);
-                return;
-            }
-            if matches!(self.state, State::Draining { .. } | State::Drained) {
-                return;
-            }
+        // They came from the connection's address (others are not held).
+        self.incoming_path = None;
+        self.datagram_tail = None;
+        if !self.replay_packets(now, held) {
+            return;
         }
-        self.incoming_ecn = ecn;
         self.after_packets(now);
         // The handshake is through: offload has nothing more to do for this connection.
         if self.state != State::Handshake
