@@ -70,10 +70,18 @@ impl RangeSet {
     pub fn contains(&self, value: u64) -> bool {
         match &self.0 {
             Repr::One(s, e) => (*s..*e).contains(&value),
-            Repr::Many(map) => map
-                .range(..=value)
-                .next_back()
-                .is_some_and(|(_, &end)| value < end),
+            Repr::Many(map) => {
+                // In order (a packet number past all received so far): the last range
+                // decides, found without a search.
+                if let Some((&s, &e)) = map.last_key_value() {
+                    if value >= s {
+                        return value < e;
+                    }
+                }
+                map.range(..=value)
+                    .next_back()
+                    .is_some_and(|(_, &end)| value < end)
+            }
         }
     }
 

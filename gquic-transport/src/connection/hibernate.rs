@@ -171,7 +171,7 @@ impl Connection {
         p.u64(u64::from(self.pto_count));
         p.u64(self.max_datagram_size);
         p.opt_dur(self.idle_timeout);
-        p.opt_time(self.idle_deadline);
+        p.time(self.idle_since);
         p.bool(self.eliciting_since_receive);
         p.opt_time(self.last_ack_eliciting_sent);
         p.u64(self.key_generation);
@@ -269,7 +269,7 @@ impl Hibernated {
         let pto_count = u.u32()?;
         let max_datagram_size = u.u64()?;
         let idle_timeout = u.opt_dur()?;
-        let idle_deadline = u.opt_time()?;
+        let idle_since = u.time()?;
         let eliciting_since_receive = u.bool()?;
         let last_ack_eliciting_sent = u.opt_time()?;
         let key_generation = u.u64()?;
@@ -344,7 +344,7 @@ impl Hibernated {
             max_datagram_size,
             mtud,
             idle_timeout,
-            idle_deadline,
+            idle_since,
             eliciting_since_receive,
             last_ack_eliciting_sent,
             key_generation,

@@ -268,7 +268,8 @@ pub struct Connection {
     mtud: mtud::Mtud,
     /// Negotiated idle timeout (RFC 9000 §10.1).
     idle_timeout: Option<Duration>,
-    idle_deadline: Option<Instant>,
+    /// When the idle timer last restarted; the deadline is [`Connection::idle_deadline`].
+    idle_since: Instant,
     /// Whether an ack-eliciting packet was sent since the last packet was received.
     eliciting_since_receive: bool,
     last_ack_eliciting_sent: Option<Instant>,
@@ -656,8 +657,7 @@ impl Connection {
                 config.mtu_discovery_upper_bound.is_some(),
             ),
             idle_timeout: (!config.max_idle_timeout.is_zero()).then_some(config.max_idle_timeout),
-            idle_deadline: (!config.max_idle_timeout.is_zero())
-                .then(|| now + config.max_idle_timeout),
+            idle_since: now,
             eliciting_since_receive: false,
             last_ack_eliciting_sent: None,
             key_generation: 0,
@@ -1183,7 +1183,7 @@ impl Connection {
             State::Closing { until, .. } | State::Draining { until } => return Some(until),
             _ => {}
         }
-        let mut next = self.idle_deadline;
+        let mut next = self.idle_deadline();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -1227,7 +1227,7 @@ impl Connection {
             }
             _ => {}
         }
-        if self.idle_deadline.is_some_and(|d| now >= d) {
+        if self.idle_deadline().is_some_and(|d| now >= d) {
             // RFC 9000 §10.1: the connection is silently closed and its state discarded.
             tracing::debug!("idle timeout");
             self.state = State::Drained;

@@ -537,12 +537,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Restarts the idle timer (once per received packet: the deadline is worked out when
+    /// asked for, not here).
     pub(super) fn reset_idle_timer(&mut self, now: Instant) {
-        if let Some(timeout) = self.idle_timeout {
-            // RFC 9000 §10.1: at least three PTOs.
-            let timeout = timeout.max(self.rtt.pto_base() * 3);
-            self.idle_deadline = Some(now + timeout);
-        }
+        self.idle_since = now;
+    }
+
+    /// When the connection times out if nothing arrives (RFC 9000 §10.1): the negotiated idle
+    /// timeout, and at least three PTOs, after the timer last restarted.
+    pub(super) fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.idle_timeout?;
+        Some(self.idle_since + timeout.max(self.rtt.pto_base() * 3))
     }
 
     /// RFC 9000 §17.2.5.2: a client follows at most one Retry, only before it has processed
@@ -1256,5 +1261,42 @@ impl Connection {
     /// The close frame to send while closing, if any (for the send path).
     pub(super) fn close_frame(&self) -> Option<&CloseFrame> {
         self.close.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{certs, client_config, forge, server_config, Pair, SERVER_ADDR};
+    use super::*;
+    use crate::config::TransportConfig;
+    use bytes::BytesMut;
+
+    /// RFC 9000 §10.1: each packet received restarts the idle timer, and the timeout is at
+    /// least three PTOs: on a 400 ms path a 1 s idle timeout becomes 3 PTOs after the last
+    /// packet, and a packet 700 ms later moves the deadline by 700 ms.
+    #[test]
+    fn the_idle_timer_restarts_on_receipt_and_spans_three_ptos() {
+        let certs = certs();
+        let mut t = TransportConfig::default();
+        t.max_idle_timeout(Duration::from_secs(1));
+        let server = server_config(&certs, &[b"hq-interop"], t.clone());
+        let client = client_config(&certs, &[b"hq-interop"], t);
+        let mut p = Pair::new(&client, &server, Duration::from_millis(200));
+        p.drive_for(Duration::from_secs(2));
+        assert!(p.client_events.contains(&Event::Connected));
+        let mut deadlines = Vec::new();
+        for at in [p.now, p.now + Duration::from_millis(700)] {
+            let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);
+            p.client
+                .handle_datagram(at, SERVER_ADDR, BytesMut::from(&ping[..]));
+            let three_ptos = p.client.rtt.pto_base() * 3;
+            assert!(three_ptos > Duration::from_secs(1), "{three_ptos:?}");
+            assert_eq!(p.client.idle_deadline(), Some(at + three_ptos));
+            deadlines.push(p.client.idle_deadline().unwrap());
+        }
+        assert_eq!(deadlines[1] - deadlines[0], Duration::from_millis(700));
+        // Past the deadline with nothing received, the connection is gone.
+        p.client.handle_timeout(deadlines[1]);
+        assert!(p.client.is_drained());
     }
 }

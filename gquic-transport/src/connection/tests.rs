@@ -1446,7 +1446,7 @@ fn an_amplification_blocked_server_arms_no_pto() {
     assert!(p.server.amplification_blocked(), "never blocked");
     let count = p.server.pto_count;
     assert!(count > 0);
-    assert_eq!(p.server.poll_timeout(), p.server.idle_deadline);
+    assert_eq!(p.server.poll_timeout(), p.server.idle_deadline());
     p.server.handle_timeout(now + Duration::from_millis(500));
     assert_eq!(p.server.pto_count, count);
     // The client's probe arrives: the server's PTO (long overdue) fires and a probe is sent.

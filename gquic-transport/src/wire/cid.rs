@@ -7,10 +7,18 @@ use bytes::{Buf, BufMut};
 use super::DecodeError;
 
 /// A QUIC connection ID of 0 to 20 bytes (RFC 9000 §5.1, §17.2), stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConnectionId {
     len: u8,
     bytes: [u8; ConnectionId::MAX_LEN],
+}
+
+impl std::hash::Hash for ConnectionId {
+    /// The bytes in use only (an 8-byte ID is one word, not three): equal IDs have equal
+    /// lengths and bytes, so equal hashes. IDs are hashed per received packet.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..usize::from(self.len)]);
+    }
 }
 
 impl ConnectionId {
@@ -188,5 +196,32 @@ mod tests {
         let mut other = [7; 16];
         other[15] = 8;
         assert_ne!(ResetToken([7; 16]), ResetToken(other));
+    }
+
+    /// An ID hashes as exactly the bytes in use (one write, not the 20-byte array and its
+    /// length), and IDs that are prefixes of one another stay distinct map keys.
+    #[test]
+    fn an_id_hashes_its_bytes_in_use_only() {
+        use std::hash::{Hash, Hasher};
+        #[derive(Default)]
+        struct Record(Vec<Vec<u8>>);
+        impl Hasher for Record {
+            fn finish(&self) -> u64 {
+                0
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.push(bytes.to_vec());
+            }
+        }
+        let mut r = Record::default();
+        ConnectionId::new(&[1, 2, 3, 4, 5, 6, 7, 8]).hash(&mut r);
+        assert_eq!(r.0, vec![vec![1, 2, 3, 4, 5, 6, 7, 8]]);
+        let mut map = crate::fast_hash::FastMap::default();
+        for len in 0..=ConnectionId::MAX_LEN {
+            map.insert(ConnectionId::new(&[9; 20][..len]), len);
+        }
+        for len in 0..=ConnectionId::MAX_LEN {
+            assert_eq!(map.get(&ConnectionId::new(&[9; 20][..len])), Some(&len));
+        }
     }
 }
