@@ -7,6 +7,8 @@
 //! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
 
 mod early;
+#[cfg(all(test, any(feature = "aws-lc-rs", feature = "ring")))]
+mod route_tests;
 mod shard;
 mod slots;
 mod tls_jobs;
@@ -332,6 +334,9 @@ pub struct Endpoint {
     connections: slots::Slots,
     free: Vec<usize>,
     by_cid: crate::fast_hash::FastMap<ConnectionId, usize>,
+    /// The last route `by_cid` gave (datagrams come in runs for one connection: a GRO batch
+    /// is one flow); cleared whenever a route is added or removed.
+    last_route: Option<(ConnectionId, usize)>,
     /// The peers' stateless reset tokens, to recognise resets (RFC 9000 §10.3.1).
     by_reset_token: HashMap<ResetToken, usize>,
     /// 0-RTT datagrams that came before their connection's Initial.
@@ -475,6 +480,7 @@ impl Endpoint {
             connections: slots::Slots::default(),
             free: Vec::new(),
             by_cid: crate::fast_hash::FastMap::default(),
+            last_route: None,
             by_reset_token: HashMap::new(),
             early: early::EarlyPackets::default(),
             initial_route: Vec::new(),
@@ -625,6 +631,7 @@ impl Endpoint {
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     fn forget(&mut self, idx: usize) {
         self.by_cid.retain(|_, i| *i != idx);
+        self.last_route = None;
         self.by_reset_token.retain(|_, i| *i != idx);
         if let Some(r) = self.initial_route.get_mut(idx) {
             *r = None;
@@ -747,12 +754,26 @@ impl Endpoint {
 
     fn route(&mut self, cid: ConnectionId, idx: usize) {
         self.by_cid.insert(cid, idx);
+        self.last_route = None;
+    }
+
+    /// The slot of the connection `cid` routes to.
+    fn routed(&mut self, cid: &ConnectionId) -> Option<usize> {
+        if let Some((last, idx)) = &self.last_route {
+            if last == cid {
+                return Some(*idx);
+            }
+        }
+        let idx = *self.by_cid.get(cid)?;
+        self.last_route = Some((*cid, idx));
+        Some(idx)
     }
 
     /// Removes the route of `cid` if it leads to the connection in slot `idx`.
     fn unroute(&mut self, cid: &ConnectionId, idx: usize) {
         if self.by_cid.get(cid) == Some(&idx) {
             self.by_cid.remove(cid);
+            self.last_route = None;
         }
     }
 
@@ -979,7 +1000,7 @@ impl Endpoint {
             return None;
         };
         let dst = ConnectionId::try_from_slice(p.dst_cid);
-        if let Some(&idx) = dst.as_ref().and_then(|c| self.by_cid.get(c)) {
+        if let Some(idx) = dst.as_ref().and_then(|c| self.routed(c)) {
             if let Some(conn) = self.conn_mut(idx, Some(now)) {
                 conn.handle_datagram_at(now, remote, local_ip, ecn, data);
                 self.mark_send_ready(idx);

@@ -83,14 +83,15 @@ impl Pacer {
             .min(MAX_BURST_PACKETS * max_datagram_size)
             .max(self.burst_packets * max_datagram_size)
             .max(bytes);
-        if let Some(last) = self.last {
+        if let Some(last) = self.last.filter(|&l| l != now) {
+            // (Packets of one batch share `now`: nothing to refill between them.)
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
             let refill = (elapsed * rate) as u64;
             if refill > 0 {
                 self.tokens = (self.tokens + refill).min(self.capacity);
                 self.last = Some(now);
             }
-        } else {
+        } else if self.last.is_none() {
             self.last = Some(now);
         }
         if self.tokens >= bytes {
