@@ -547,3 +547,44 @@ async fn a_current_thread_runtime_keeps_tls_in_place() {
     assert_eq!(srv.await.unwrap(), 0);
     assert_eq!(client.stats().tls_jobs, 0);
 }
+
+/// On a current-thread runtime every TLS step runs in the driver's turn, so a turn handling
+/// the Initials of many handshakes runs long and stops receiving early (`RECV_TIME`); it must
+/// come back for the datagrams it left in the socket at once, not when more arrive. Left
+/// there, a handshake waits for its client's probe timeout (about a second).
+#[tokio::test]
+async fn a_turn_cut_short_comes_back_for_the_rest() {
+    let (server, client, cc) = pair(&[b"echo"]);
+    let addr = server.local_addr();
+    let accept = tokio::spawn(async move {
+        while let Some(connecting) = server.accept().await {
+            tokio::spawn(async move {
+                if let Ok(conn) = connecting.await {
+                    let _ = conn.closed().await;
+                }
+            });
+        }
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let connecting = client.connect_with(cc.clone(), addr, "localhost").unwrap();
+        tasks.spawn(async move {
+            let conn = connecting.await.unwrap();
+            let took = conn.stats().handshake_duration.unwrap();
+            conn.close(0u32.into(), b"");
+            took
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(took) = tasks.join_next().await {
+        slowest = slowest.max(took.unwrap());
+    }
+    // 48 handshakes on loopback take tens of milliseconds; one that waited for a probe
+    // timeout took a second or more.
+    assert!(
+        slowest < Duration::from_millis(800),
+        "slowest handshake {slowest:?}"
+    );
+    accept.abort();
+    client.wait_idle().await;
+}
