@@ -11,7 +11,7 @@
 //!   download, with server and client on current-thread runtimes of their own threads (CPU
 //!   time per side, getrusage per thread) and on one 2-worker multi-thread runtime; gquic and
 //!   quinn interleaved in the same run with the same certificate, crypto provider, windows and
-//!   UDP socket buffers (2 MiB, what gquic's runtime asks for; quinn's sockets get the same),
+//!   UDP socket buffers (4 MiB, what gquic's runtime asks for; quinn's sockets get the same),
 //!   one warm-up and R (5) counted runs each; prints Gbit/s and CPU-seconds per GB as median
 //!   (min-max) and the ratios of the medians.
 //!

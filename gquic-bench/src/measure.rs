@@ -51,7 +51,7 @@ pub(crate) fn percentiles(samples: &mut [Duration]) -> Option<(f64, f64)> {
 /// (`gquic_transport::runtime`): the quinn side's sockets get the same, where quinn would
 /// keep the kernel default (about 208 KiB), so the comparison is of the stacks, not of a
 /// socket option.
-pub(crate) const SOCKET_BUFFER: libc::c_int = 2 << 20;
+pub(crate) const SOCKET_BUFFER: libc::c_int = 4 << 20;
 
 /// User plus system CPU time of this process so far (getrusage(RUSAGE_SELF)).
 pub(crate) fn cpu_time() -> Duration {

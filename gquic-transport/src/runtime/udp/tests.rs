@@ -17,7 +17,7 @@ fn io() -> UdpIo {
     UdpIo::new(std_socket()).unwrap()
 }
 
-/// The socket buffers grow to 2 MiB, or to what the system allows if that is less, and a
+/// The socket buffers grow to 4 MiB, or to what the system allows if that is less, and a
 /// larger size set before stays.
 #[cfg(target_os = "linux")]
 #[tokio::test]
