@@ -1266,9 +1266,8 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{certs, client_config, forge, server_config, Pair, SERVER_ADDR};
+    use super::super::tests::{forge, idle_pair, SERVER_ADDR};
     use super::*;
-    use crate::config::TransportConfig;
     use bytes::BytesMut;
 
     /// RFC 9000 §10.1: each packet received restarts the idle timer, and the timeout is at
@@ -1276,14 +1275,11 @@ mod tests {
     /// packet, and a packet 700 ms later moves the deadline by 700 ms.
     #[test]
     fn the_idle_timer_restarts_on_receipt_and_spans_three_ptos() {
-        let certs = certs();
-        let mut t = TransportConfig::default();
-        t.max_idle_timeout(Duration::from_secs(1));
-        let server = server_config(&certs, &[b"hq-interop"], t.clone());
-        let client = client_config(&certs, &[b"hq-interop"], t);
-        let mut p = Pair::new(&client, &server, Duration::from_millis(200));
-        p.drive_for(Duration::from_secs(2));
-        assert!(p.client_events.contains(&Event::Connected));
+        let mut p = idle_pair(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+        );
         let mut deadlines = Vec::new();
         for at in [p.now, p.now + Duration::from_millis(700)] {
             let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);

@@ -511,16 +511,27 @@ fn closing_answers_fewer_and_fewer_packets() {
     }
 }
 
-#[test]
-fn idle_timeout_fires_on_both_sides() {
+/// A pair with `idle_timeout` on both sides over a path of one-way `delay`, driven until
+/// connected (within `connect_within`).
+pub(crate) fn idle_pair(idle_timeout: Duration, delay: Duration, connect_within: Duration) -> Pair {
     let certs = certs();
     let mut t = TransportConfig::default();
-    t.max_idle_timeout(Duration::from_secs(2));
+    t.max_idle_timeout(idle_timeout);
     let server = server_config(&certs, &[b"hq-interop"], t.clone());
     let client = client_config(&certs, &[b"hq-interop"], t);
-    let mut p = Pair::new(&client, &server, Duration::from_millis(5));
-    p.drive_for(Duration::from_millis(100));
+    let mut p = Pair::new(&client, &server, delay);
+    p.drive_for(connect_within);
     assert!(p.client_events.contains(&Event::Connected));
+    p
+}
+
+#[test]
+fn idle_timeout_fires_on_both_sides() {
+    let mut p = idle_pair(
+        Duration::from_secs(2),
+        Duration::from_millis(5),
+        Duration::from_millis(100),
+    );
     p.drive_for(Duration::from_secs(3));
     assert!(
         p.client_events
