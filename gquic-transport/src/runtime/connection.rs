@@ -34,7 +34,17 @@ impl ConnRef {
     pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
         Self { shared, id }
     }
+
+    /// Records that the owner let the reference go itself (`State::release_conn` under a
+    /// lock it held anyway), so dropping this does not take the lock again.
+    pub(crate) fn mark_released(&mut self) {
+        self.id = RELEASED;
+    }
 }
+
+/// The id of a [`ConnRef`] already let go; no connection gets it (ids count up from the
+/// shard's index in steps of the shard count).
+const RELEASED: u64 = u64::MAX;
 
 impl Clone for ConnRef {
     fn clone(&self) -> Self {
@@ -44,7 +54,9 @@ impl Clone for ConnRef {
 
 impl Drop for ConnRef {
     fn drop(&mut self) {
-        self.shared.lock().release_conn(self.id);
+        if self.id != RELEASED {
+            self.shared.lock().release_conn(self.id);
+        }
     }
 }
 
@@ -543,7 +555,13 @@ impl Connection {
         .await
     }
 
-    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
+    /// Opens a stream of `dir` and makes its handles with `make`, under one lock.
+    fn poll_open<T>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        make: fn(&mut State, &ConnRef, u64) -> T,
+    ) -> Poll<Result<T, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
         if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
@@ -555,7 +573,7 @@ impl Connection {
         };
         if let Some(stream) = opened {
             s.wake_driver();
-            return Poll::Ready(Ok(stream.0));
+            return Poll::Ready(Ok(make(&mut s, &self.inner, stream.0)));
         }
         if let Some(st) = s.conns.get_mut(&id) {
             register_waker(&mut st.w().open[usize::from(dir == Dir::Uni)], cx.waker());
@@ -563,7 +581,14 @@ impl Connection {
         Poll::Pending
     }
 
-    fn poll_accept(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<u64, ConnectionError>> {
+    /// Accepts a stream of `dir` the peer opened and makes its handles with `make`, under one
+    /// lock.
+    fn poll_accept<T>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        make: fn(&mut State, &ConnRef, u64) -> T,
+    ) -> Poll<Result<T, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
         // A hibernating connection has no stream to accept: the wait goes on without waking it.
@@ -572,7 +597,7 @@ impl Connection {
             None => return Poll::Ready(Err(lost(&s, id))),
         };
         if let Some(stream) = accepted {
-            return Poll::Ready(Ok(stream.0));
+            return Poll::Ready(Ok(make(&mut s, &self.inner, stream.0)));
         }
         if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
             return Poll::Ready(Err(e));
@@ -621,12 +646,7 @@ impl Connection {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
-        self.poll_open(cx, Dir::Bi).map_ok(|id| {
-            (
-                SendStream::new(&self.inner, id),
-                RecvStream::new(self.inner.clone(), id),
-            )
-        })
+        self.poll_open(cx, Dir::Bi, bi_handles)
     }
 
     /// Polls for a new unidirectional stream. The poll-based form of [`Connection::open_uni`].
@@ -634,8 +654,7 @@ impl Connection {
     /// # Errors
     /// The [`ConnectionError`] if the connection ended.
     pub fn poll_open_uni(&self, cx: &mut Context<'_>) -> Poll<Result<SendStream, ConnectionError>> {
-        self.poll_open(cx, Dir::Uni)
-            .map_ok(|id| SendStream::new(&self.inner, id))
+        self.poll_open(cx, Dir::Uni, SendStream::new_locked)
     }
 
     /// Polls for the next bidirectional stream the peer opened. The poll-based form of
@@ -647,12 +666,7 @@ impl Connection {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(SendStream, RecvStream), ConnectionError>> {
-        self.poll_accept(cx, Dir::Bi).map_ok(|id| {
-            (
-                SendStream::new(&self.inner, id),
-                RecvStream::new(self.inner.clone(), id),
-            )
-        })
+        self.poll_accept(cx, Dir::Bi, bi_handles)
     }
 
     /// Polls for the next unidirectional stream the peer opened. The poll-based form of
@@ -664,8 +678,7 @@ impl Connection {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<RecvStream, ConnectionError>> {
-        self.poll_accept(cx, Dir::Uni)
-            .map_ok(|id| RecvStream::new(self.inner.clone(), id))
+        self.poll_accept(cx, Dir::Uni, RecvStream::new_locked)
     }
 
     /// Opens a bidirectional stream, waiting while the peer's stream limit is reached.
@@ -676,11 +689,7 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe: a stream is opened only when this returns it.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
-        Ok((
-            SendStream::new(&self.inner, id),
-            RecvStream::new(self.inner.clone(), id),
-        ))
+        poll_fn(|cx| self.poll_open(cx, Dir::Bi, bi_handles)).await
     }
 
     /// Opens a unidirectional stream, waiting while the peer's stream limit is reached.
@@ -691,8 +700,7 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe: a stream is opened only when this returns it.
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
-        let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
-        Ok(SendStream::new(&self.inner, id))
+        poll_fn(|cx| self.poll_open(cx, Dir::Uni, SendStream::new_locked)).await
     }
 
     /// Waits for the next bidirectional stream the peer opens.
@@ -703,11 +711,7 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe: a stream is taken only when this returns it.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
-        Ok((
-            SendStream::new(&self.inner, id),
-            RecvStream::new(self.inner.clone(), id),
-        ))
+        poll_fn(|cx| self.poll_accept(cx, Dir::Bi, bi_handles)).await
     }
 
     /// Waits for the next unidirectional stream the peer opens.
@@ -718,8 +722,7 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe: a stream is taken only when this returns it.
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
-        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
-        Ok(RecvStream::new(self.inner.clone(), id))
+        poll_fn(|cx| self.poll_accept(cx, Dir::Uni, RecvStream::new_locked)).await
     }
 
     /// Queues an unreliable datagram (RFC 9221); it is sent once and never retransmitted.
@@ -787,4 +790,13 @@ impl Connection {
     pub fn stable_id(&self) -> u64 {
         self.inner.id
     }
+}
+
+/// Both handles of bidirectional stream `id`, made under the lock `s` of the call that opened
+/// or accepted it.
+fn bi_handles(s: &mut State, conn: &ConnRef, id: u64) -> (SendStream, RecvStream) {
+    (
+        SendStream::new_locked(s, conn, id),
+        RecvStream::new_locked(s, conn, id),
+    )
 }

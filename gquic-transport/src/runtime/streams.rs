@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::{lost, ConnRef};
-use super::ConnState;
+use super::{ConnState, State};
 use crate::connection::{self as proto, ConnectionError};
 use crate::wire::VarInt;
 use crate::StreamId;
@@ -122,10 +122,10 @@ pub struct SendStream {
 }
 
 impl SendStream {
-    /// A handle on stream `id` of `conn`'s connection: counts a reference and records the
-    /// handle as live under one lock.
-    pub(crate) fn new(conn: &ConnRef, id: u64) -> Self {
-        if let Some(st) = conn.shared.lock().conns.get_mut(&conn.id) {
+    /// A handle on stream `id` of `conn`'s connection, made under the lock `s` of the call
+    /// that opened or accepted the stream: counts a reference and records the handle as live.
+    pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
+        if let Some(st) = s.conns.get_mut(&conn.id) {
             st.refs += 1;
             st.w().send_live.insert(id);
         }
@@ -300,21 +300,26 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        let mut s = self.conn.shared.lock();
-        let cid = self.conn.id;
-        if !self.done {
-            if let Some(c) = s.proto(cid) {
-                let _ = c.finish(StreamId(self.id));
+        {
+            let mut s = self.conn.shared.lock();
+            let cid = self.conn.id;
+            if !self.done {
+                if let Some(c) = s.proto(cid) {
+                    let _ = c.finish(StreamId(self.id));
+                }
             }
+            if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
+                w.send_live.remove(&self.id);
+                w.stopped.remove(&self.id);
+                w.acked.remove(&self.id);
+                w.writable.remove(&self.id);
+                w.stopped_wakers.remove(&self.id);
+            }
+            s.wake_driver();
+            // The connection reference goes under the same lock.
+            s.release_conn(cid);
         }
-        if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-            w.send_live.remove(&self.id);
-            w.stopped.remove(&self.id);
-            w.acked.remove(&self.id);
-            w.writable.remove(&self.id);
-            w.stopped_wakers.remove(&self.id);
-        }
-        s.wake_driver();
+        self.conn.mark_released();
     }
 }
 
@@ -357,9 +362,14 @@ pub struct RecvStream {
 }
 
 impl RecvStream {
-    pub(crate) fn new(conn: ConnRef, id: u64) -> Self {
+    /// A handle on stream `id` of `conn`'s connection, made under the lock `s` of the call
+    /// that opened or accepted the stream: counts a reference.
+    pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
+        if let Some(st) = s.conns.get_mut(&conn.id) {
+            st.refs += 1;
+        }
         Self {
-            conn,
+            conn: ConnRef::adopt(conn.shared.clone(), conn.id),
             id,
             done: false,
         }
@@ -392,8 +402,7 @@ impl RecvStream {
             return Poll::Ready(Ok(None));
         }
         // One lock for the pickup and the read.
-        let shared = self.conn.shared.clone();
-        let mut s = shared.lock();
+        let mut s = self.conn.shared.lock();
         if pace.is_none() {
             if let Some(w) = s.conns.get_mut(&self.conn.id).and_then(ConnState::w_if_any) {
                 if !w.paced.is_empty() {
@@ -407,7 +416,14 @@ impl RecvStream {
                 return Poll::Pending;
             }
         }
-        let r = self.read_locked(&mut s, cx, usize::MAX);
+        let r = read_locked(
+            &mut s,
+            self.conn.id,
+            self.id,
+            &mut self.done,
+            cx,
+            usize::MAX,
+        );
         if let (Some(p), Poll::Ready(Ok(Some(b)))) = (pace, &r) {
             p.handed.fetch_add(b.len() as u64, Ordering::Relaxed);
         }
@@ -426,54 +442,8 @@ impl RecvStream {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        let shared = self.conn.shared.clone();
-        let mut s = shared.lock();
-        self.read_locked(&mut s, cx, max)
-    }
-
-    /// [`Self::poll_read_chunk`] under the lock the caller holds (`self.done` is false).
-    fn read_locked(
-        &mut self,
-        s: &mut super::State,
-        cx: &mut Context<'_>,
-        max: usize,
-    ) -> Poll<Result<Option<Bytes>, ReadError>> {
-        let cid = self.conn.id;
-        let Some(c) = s.proto(cid) else {
-            return Poll::Ready(Err(lost(s, cid).into()));
-        };
-        let r = c.read_with_clock(StreamId(self.id), max, &mut Instant::now);
-        match r {
-            Ok(Some(b)) => {
-                // Reading may have opened flow-control windows to announce.
-                s.wake_driver();
-                Poll::Ready(Ok(Some(b)))
-            }
-            Ok(None) => {
-                self.done = true;
-                s.wake_driver();
-                Poll::Ready(Ok(None))
-            }
-            Err(proto::ReadError::Blocked) => {
-                if let Some(e) = s.conns.get(&cid).and_then(|c| c.error().cloned()) {
-                    return Poll::Ready(Err(e.into()));
-                }
-                if let Some(st) = s.conns.get_mut(&cid) {
-                    st.w().readable.insert(self.id, cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            Err(proto::ReadError::Reset(code)) => {
-                self.done = true;
-                Poll::Ready(Err(ReadError::Reset(code)))
-            }
-            Err(_) => Poll::Ready(Err(
-                match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
-                    Some(e) => ReadError::ConnectionLost(e),
-                    None => ReadError::ClosedStream,
-                },
-            )),
-        }
+        let mut s = self.conn.shared.lock();
+        read_locked(&mut s, self.conn.id, self.id, &mut self.done, cx, max)
     }
 
     /// Reads up to `max` bytes in order, without copying; `None` at the end of the stream.
@@ -514,14 +484,42 @@ impl RecvStream {
         // Straight into the Vec returned: one allocation for a stream that arrives in one
         // chunk.
         let mut out = Vec::new();
-        while let Some(chunk) = self.read_chunk(usize::MAX).await? {
-            if out.len() + chunk.len() > limit {
-                let _ = self.stop(VarInt::from_u32(0));
-                return Err(ReadToEndError::TooLong(limit));
-            }
-            out.extend_from_slice(&chunk);
-        }
+        poll_fn(|cx| self.poll_read_to_end(cx, &mut out, limit)).await?;
         Ok(out)
+    }
+
+    /// Appends to `out` everything that can be read now, under one lock: a stream whose data
+    /// and end are both there is read to its end in one call.
+    fn poll_read_to_end(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Poll<Result<(), ReadToEndError>> {
+        let too_long = {
+            let mut s = self.conn.shared.lock();
+            loop {
+                if self.done {
+                    return Poll::Ready(Ok(()));
+                }
+                let r = read_locked(
+                    &mut s,
+                    self.conn.id,
+                    self.id,
+                    &mut self.done,
+                    cx,
+                    usize::MAX,
+                );
+                match std::task::ready!(r)? {
+                    Some(chunk) if out.len() + chunk.len() > limit => break true,
+                    Some(chunk) => out.extend_from_slice(&chunk),
+                    None => return Poll::Ready(Ok(())),
+                }
+            }
+        };
+        debug_assert!(too_long);
+        let _ = self.stop(VarInt::from_u32(0));
+        Poll::Ready(Err(ReadToEndError::TooLong(limit)))
     }
 
     /// Stops reading (STOP_SENDING with `code`, RFC 9000 §19.5); data not yet read is
@@ -545,21 +543,68 @@ impl RecvStream {
     }
 }
 
+/// [`RecvStream::poll_read_chunk`] of stream `id` on connection `cid`, under the lock `s` the
+/// caller holds (`*done` is false, and set once the stream ended or was reset).
+fn read_locked(
+    s: &mut State,
+    cid: u64,
+    id: u64,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+    max: usize,
+) -> Poll<Result<Option<Bytes>, ReadError>> {
+    let Some(c) = s.proto(cid) else {
+        return Poll::Ready(Err(lost(s, cid).into()));
+    };
+    let r = c.read_with_clock(StreamId(id), max, &mut Instant::now);
+    match r {
+        Ok(Some(b)) => {
+            // Reading may have opened flow-control windows to announce.
+            s.wake_driver();
+            Poll::Ready(Ok(Some(b)))
+        }
+        Ok(None) => {
+            *done = true;
+            s.wake_driver();
+            Poll::Ready(Ok(None))
+        }
+        Err(proto::ReadError::Blocked) => {
+            if let Some(e) = s.conns.get(&cid).and_then(|c| c.error().cloned()) {
+                return Poll::Ready(Err(e.into()));
+            }
+            if let Some(st) = s.conns.get_mut(&cid) {
+                st.w().readable.insert(id, cx.waker().clone());
+            }
+            Poll::Pending
+        }
+        Err(proto::ReadError::Reset(code)) => {
+            *done = true;
+            Poll::Ready(Err(ReadError::Reset(code)))
+        }
+        Err(_) => Poll::Ready(Err(
+            match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
+                Some(e) => ReadError::ConnectionLost(e),
+                None => ReadError::ClosedStream,
+            },
+        )),
+    }
+}
+
 impl Drop for RecvStream {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.stop(VarInt::from_u32(0));
         }
-        if let Some(w) = self
-            .conn
-            .shared
-            .lock()
-            .conns
-            .get_mut(&self.conn.id)
-            .and_then(ConnState::w_if_any)
         {
-            w.readable.remove(&self.id);
+            let mut s = self.conn.shared.lock();
+            let cid = self.conn.id;
+            if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
+                w.readable.remove(&self.id);
+            }
+            // The connection reference goes under the same lock.
+            s.release_conn(cid);
         }
+        self.conn.mark_released();
     }
 }
 

@@ -117,10 +117,16 @@ async fn dropping_every_handle_closes_with_code_zero() {
     let conn = connecting.await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
     drop(conn);
-    // The streams keep the connection alive.
+    // The streams keep the connection alive, each with a reference of its own.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(sconn.close_reason().is_none());
-    drop((send, recv));
+    drop(send);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        sconn.close_reason().is_none(),
+        "the receiving half still holds it"
+    );
+    drop(recv);
     let err = tokio::time::timeout(Duration::from_secs(5), sconn.closed())
         .await
         .unwrap();
