@@ -153,14 +153,17 @@ impl SendStream {
     ) -> Poll<Result<usize, WriteError>> {
         let mut s = self.conn.shared.lock();
         let cid = self.conn.id;
-        if let Some(code) = s
-            .conns
-            .get_mut(&cid)
-            .and_then(|c| c.w_if_any()?.stopped.get(&self.id).copied())
-        {
-            return Poll::Ready(Err(WriteError::Stopped(code)));
-        }
-        let Some(c) = s.proto(cid) else {
+        // One look-up of the connection's entry for the STOP_SENDING check and its handle.
+        let handle = match s.conns.get_mut(&cid) {
+            Some(st) => {
+                if let Some(code) = st.w_if_any().and_then(|w| w.stopped.get(&self.id).copied()) {
+                    return Poll::Ready(Err(WriteError::Stopped(code)));
+                }
+                st.handle
+            }
+            None => None,
+        };
+        let Some(c) = handle.and_then(|h| s.ep.connection_mut(h)) else {
             return Poll::Ready(Err(lost(&s, cid).into()));
         };
         match c.write_from(StreamId(self.id), data) {
