@@ -55,7 +55,10 @@ use crate::wire::VarInt;
 pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
 #[cfg(feature = "h3")]
 pub(crate) use streams::PaceState;
-pub use streams::{ReadError, ReadToEndError, RecvStream, SendStream, StoppedError, WriteError};
+pub use streams::{
+    ReadError, ReadToEnd, ReadToEndError, RecvStream, SendStream, StoppedError, WriteAll,
+    WriteError,
+};
 
 /// Why [`Endpoint::connect`] could not start a connection.
 #[derive(Debug, thiserror::Error)]

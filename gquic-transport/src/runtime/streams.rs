@@ -1,6 +1,6 @@
 //! Async stream handles: [`SendStream`] (`AsyncWrite`) and [`RecvStream`] (`AsyncRead`).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 #[cfg(feature = "h3")]
@@ -209,8 +209,8 @@ impl SendStream {
     ///
     /// # Cancel safety
     /// Not cancel safe: if cancelled, an unknown prefix of `buf` was written.
-    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
-        self.write_chunk(Bytes::copy_from_slice(buf)).await
+    pub fn write_all(&mut self, buf: &[u8]) -> WriteAll<'_> {
+        self.write_chunk(Bytes::copy_from_slice(buf))
     }
 
     /// Writes all of `data` without copying it.
@@ -220,11 +220,8 @@ impl SendStream {
     ///
     /// # Cancel safety
     /// Not cancel safe: if cancelled, an unknown prefix of `data` was written.
-    pub async fn write_chunk(&mut self, mut data: Bytes) -> Result<(), WriteError> {
-        while !data.is_empty() {
-            poll_fn(|cx| self.poll_write_bytes(cx, &mut data)).await?;
-        }
-        Ok(())
+    pub fn write_chunk(&mut self, data: Bytes) -> WriteAll<'_> {
+        WriteAll { stream: self, data }
     }
 
     /// Ends the stream after the data written so far (a STREAM frame with FIN). Await
@@ -298,6 +295,46 @@ impl SendStream {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// The future of [`SendStream::write_all`] and [`SendStream::write_chunk`]: the data not yet
+/// taken and the stream, nothing more (a task that awaits it stays small).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct WriteAll<'a> {
+    stream: &'a mut SendStream,
+    data: Bytes,
+}
+
+impl Future for WriteAll<'_> {
+    type Output = Result<(), WriteError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while !this.data.is_empty() {
+            std::task::ready!(this.stream.poll_write_bytes(cx, &mut this.data))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The future of [`RecvStream::read_to_end`]: what was read so far and the stream.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ReadToEnd<'a> {
+    stream: &'a mut RecvStream,
+    out: Vec<u8>,
+    limit: usize,
+}
+
+impl Future for ReadToEnd<'_> {
+    type Output = Result<Vec<u8>, ReadToEndError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        std::task::ready!(this.stream.poll_read_to_end(cx, &mut this.out, this.limit))?;
+        Poll::Ready(Ok(std::mem::take(&mut this.out)))
     }
 }
 
@@ -483,12 +520,14 @@ impl RecvStream {
     ///
     /// # Cancel safety
     /// Not cancel safe: data read before cancellation is lost.
-    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ReadToEndError> {
+    pub fn read_to_end(&mut self, limit: usize) -> ReadToEnd<'_> {
         // Straight into the Vec returned: one allocation for a stream that arrives in one
         // chunk.
-        let mut out = Vec::new();
-        poll_fn(|cx| self.poll_read_to_end(cx, &mut out, limit)).await?;
-        Ok(out)
+        ReadToEnd {
+            stream: self,
+            out: Vec::new(),
+            limit,
+        }
     }
 
     /// Appends to `out` everything that can be read now, under one lock: a stream whose data
