@@ -56,8 +56,8 @@ pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
 #[cfg(feature = "h3")]
 pub(crate) use streams::PaceState;
 pub use streams::{
-    ReadError, ReadToEnd, ReadToEndError, RecvStream, SendStream, StoppedError, WriteAll,
-    WriteError,
+    Read, ReadChunk, ReadError, ReadToEnd, ReadToEndError, RecvStream, SendStream, StoppedError,
+    Write, WriteAll, WriteError,
 };
 
 /// Why [`Endpoint::connect`] could not start a connection.

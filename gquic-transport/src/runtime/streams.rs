@@ -197,9 +197,11 @@ impl SendStream {
     ///
     /// # Cancel safety
     /// Cancel safe: if cancelled, nothing was written.
-    pub async fn write(&mut self, buf: &[u8]) -> Result<usize, WriteError> {
-        let mut data = Bytes::copy_from_slice(buf);
-        poll_fn(|cx| self.poll_write_bytes(cx, &mut data)).await
+    pub fn write(&mut self, buf: &[u8]) -> Write<'_> {
+        Write {
+            stream: self,
+            data: Bytes::copy_from_slice(buf),
+        }
     }
 
     /// Writes all of `buf`.
@@ -295,6 +297,61 @@ impl SendStream {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// The future of [`SendStream::write`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Write<'a> {
+    stream: &'a mut SendStream,
+    data: Bytes,
+}
+
+impl Future for Write<'_> {
+    type Output = Result<usize, WriteError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.stream.poll_write_bytes(cx, &mut this.data)
+    }
+}
+
+/// The future of [`RecvStream::read_chunk`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ReadChunk<'a> {
+    stream: &'a mut RecvStream,
+    max: usize,
+}
+
+impl Future for ReadChunk<'_> {
+    type Output = Result<Option<Bytes>, ReadError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.stream.poll_read_chunk(cx, this.max)
+    }
+}
+
+/// The future of [`RecvStream::read`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Read<'a> {
+    stream: &'a mut RecvStream,
+    buf: &'a mut [u8],
+}
+
+impl Future for Read<'_> {
+    type Output = Result<Option<usize>, ReadError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let chunk = std::task::ready!(this.stream.poll_read_chunk(cx, this.buf.len()))?;
+        Poll::Ready(Ok(chunk.map(|c| {
+            this.buf[..c.len()].copy_from_slice(&c);
+            c.len()
+        })))
     }
 }
 
@@ -493,8 +550,8 @@ impl RecvStream {
     ///
     /// # Cancel safety
     /// Cancel safe: data is taken only when this returns it.
-    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
-        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_> {
+        ReadChunk { stream: self, max }
     }
 
     /// Reads into `buf`; returns how many bytes, or `None` at the end of the stream.
@@ -504,12 +561,8 @@ impl RecvStream {
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
-        let chunk = self.read_chunk(buf.len()).await?;
-        Ok(chunk.map(|c| {
-            buf[..c.len()].copy_from_slice(&c);
-            c.len()
-        }))
+    pub fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> Read<'a> {
+        Read { stream: self, buf }
     }
 
     /// Reads the whole stream, failing if it is longer than `limit` bytes (the stream is then

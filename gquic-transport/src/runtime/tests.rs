@@ -595,9 +595,10 @@ async fn a_turn_cut_short_comes_back_for_the_rest() {
     client.wait_idle().await;
 }
 
-/// The futures of `read_to_end` and `write_all` hold the stream and the data, nothing more: a
-/// task per stream that awaits them stays small, and spawning it copies little (as `async fn`s
-/// they were 112 and 136 bytes, and a server's echo task 280; now 184).
+/// The stream futures hold the stream and the data, nothing more: a task per stream that
+/// awaits them stays small, and spawning it copies little (as `async fn`s `read_to_end` and
+/// `write_all` were 112 and 136 bytes, `read` and `write` 96 and 80, and a server's echo task
+/// 280; now 184).
 #[tokio::test]
 async fn stream_futures_stay_small() {
     let (server, client, cc) = pair(&[b"x"]);
@@ -611,6 +612,10 @@ async fn stream_futures_stay_small() {
     let word = std::mem::size_of::<usize>();
     assert!(std::mem::size_of_val(&recv.read_to_end(100)) <= 5 * word);
     assert!(std::mem::size_of_val(&send.write_all(b"x")) <= 5 * word);
+    assert!(std::mem::size_of_val(&send.write(b"x")) <= 5 * word);
+    assert!(std::mem::size_of_val(&recv.read_chunk(100)) <= 5 * word);
+    let mut buf = [0u8; 8];
+    assert!(std::mem::size_of_val(&recv.read(&mut buf)) <= 5 * word);
     let echo = async move {
         if let Ok(data) = recv.read_to_end(100).await {
             let _ = send.write_all(&data).await;
