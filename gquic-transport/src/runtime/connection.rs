@@ -35,9 +35,15 @@ impl ConnRef {
         Self { shared, id }
     }
 
-    /// Records that the owner let the reference go itself (`State::release_conn` under a
-    /// lock it held anyway), so dropping this does not take the lock again.
-    pub(crate) fn mark_released(&mut self) {
+    /// Runs `last` under the lock with this connection's id, then lets the reference go under
+    /// the same lock: for a handle's `Drop`, whose own clean-up needs the lock anyway. Dropping
+    /// this afterwards does not take the lock again.
+    pub(crate) fn release_with(&mut self, last: impl FnOnce(&mut State, u64)) {
+        {
+            let mut s = self.shared.lock();
+            last(&mut s, self.id);
+            s.release_conn(self.id);
+        }
         self.id = RELEASED;
     }
 }

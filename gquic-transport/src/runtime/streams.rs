@@ -397,26 +397,22 @@ impl Future for ReadToEnd<'_> {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        {
-            let mut s = self.conn.shared.lock();
-            let cid = self.conn.id;
-            if !self.done {
+        let (id, done) = (self.id, self.done);
+        self.conn.release_with(|s, cid| {
+            if !done {
                 if let Some(c) = s.proto(cid) {
-                    let _ = c.finish(StreamId(self.id));
+                    let _ = c.finish(StreamId(id));
                 }
             }
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-                w.send_live.remove(&self.id);
-                w.stopped.remove(&self.id);
-                w.acked.remove(&self.id);
-                w.writable.remove(&self.id);
-                w.stopped_wakers.remove(&self.id);
+                w.send_live.remove(&id);
+                w.stopped.remove(&id);
+                w.acked.remove(&id);
+                w.writable.remove(&id);
+                w.stopped_wakers.remove(&id);
             }
             s.wake_driver();
-            // The connection reference goes under the same lock.
-            s.release_conn(cid);
-        }
-        self.conn.mark_released();
+        });
     }
 }
 
@@ -690,16 +686,12 @@ impl Drop for RecvStream {
         if !self.done {
             let _ = self.stop(VarInt::from_u32(0));
         }
-        {
-            let mut s = self.conn.shared.lock();
-            let cid = self.conn.id;
+        let id = self.id;
+        self.conn.release_with(|s, cid| {
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-                w.readable.remove(&self.id);
+                w.readable.remove(&id);
             }
-            // The connection reference goes under the same lock.
-            s.release_conn(cid);
-        }
-        self.conn.mark_released();
+        });
     }
 }
 
