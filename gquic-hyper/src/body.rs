@@ -163,6 +163,11 @@ impl Body for Incoming {
             let Some(stream) = this.stream.as_mut() else {
                 return Poll::Ready(None);
             };
+            // Registered with the connection at the first read only: a body nobody reads
+            // (most GETs) costs no registration.
+            if let Some(p) = &this.pace {
+                p.arm();
+            }
             match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Data => match stream.poll_data(cx) {

@@ -293,6 +293,9 @@ where
     E: Executor<BoxFuture>,
 {
     let info = ConnectionInfo::from_connection(&conn);
+    // A server knows whether it accepted 0-RTT once it has the ClientHello, before this
+    // runs; without it no request can be early, and none needs asking about.
+    let early = conn.zero_rtt_accepted() != Some(false);
     let span =
         tracing::debug_span!("h3_server", remote = %info.remote_addr, conn = info.connection_id);
     let quic = conn.clone();
@@ -352,7 +355,9 @@ where
         let demux = demux.clone();
         let drain = shutdown.drain.subscribe();
         executor.execute(Box::pin(async move {
-            if let Err(e) = handle(resolver, service, info, &quic, demux, guard, drain).await {
+            if let Err(e) =
+                handle(resolver, service, info, (&quic, early), demux, guard, drain).await
+            {
                 tracing::debug!(parent: &span, error = %e, "request ended with an error");
             }
         }));
@@ -379,7 +384,8 @@ async fn handle<S, B>(
     resolver: h3::server::RequestResolver<gquic_transport::h3::Connection, Bytes>,
     service: S,
     mut info: ConnectionInfo,
-    quic: &gquic_transport::runtime::Connection,
+    // The connection, and whether it accepted 0-RTT (else no request can be early).
+    (quic, early): (&gquic_transport::runtime::Connection, bool),
     demux: Option<Arc<Demux>>,
     in_flight: InFlight,
     drain: tokio::sync::watch::Receiver<bool>,
@@ -392,7 +398,7 @@ where
 {
     let (req, stream) = resolver.resolve_request().await.map_err(Error::stream)?;
     let id = stream.id().into_inner();
-    info.zero_rtt = quic.is_0rtt_stream(gquic_transport::StreamId(id));
+    info.zero_rtt = early && quic.is_0rtt_stream(gquic_transport::StreamId(id));
     let (mut send, recv) = stream.split();
     let (parts, ()) = req.into_parts();
     // A WebTransport CONNECT (draft-ietf-webtrans-http3 §"Creating a New Session"): the

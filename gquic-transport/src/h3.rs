@@ -568,30 +568,42 @@ mod tests;
 /// §4.1 intends that credit to follow the application's reading).
 ///
 /// A body type built on `h3::server::RequestStream` / `h3::client::RequestStream` over gquic
-/// registers with [`pace_reads`], reports what it takes with [`ReadPace::consumed`], and when
-/// h3 returns `Pending` asks [`ReadPace::release`] whether that was the pace holding h3 back;
-/// if so it polls again at once. The stream then stays at most 256 KiB ahead of the consumer.
-/// Without a registered pace, a stream reads as fast as h3 asks.
+/// makes one with [`pace_reads`], calls [`ReadPace::arm`] before it polls h3 for body data,
+/// reports what it takes with [`ReadPace::consumed`], and when h3 returns `Pending` asks
+/// [`ReadPace::release`] whether that was the pace holding h3 back; if so it polls again at
+/// once. The stream then stays at most 256 KiB ahead of the consumer. Without an armed pace,
+/// a stream reads as fast as h3 asks.
 #[derive(Debug)]
 pub struct ReadPace {
     state: Arc<PaceState>,
     conn: runtime::Connection,
     stream: u64,
+    /// Registered with the connection (by [`ReadPace::arm`]).
+    armed: std::sync::atomic::AtomicBool,
 }
 
-/// Registers `stream` of `conn` (a stream whose receiving half h3 owns) for consumer-paced
-/// reading; see [`ReadPace`].
+/// A read pace for `stream` of `conn` (a stream whose receiving half h3 owns); see
+/// [`ReadPace`]. Nothing is registered until [`ReadPace::arm`]: a body nobody reads (a GET
+/// handler that ignores it) costs the connection nothing.
 pub fn pace_reads(conn: &runtime::Connection, stream: crate::StreamId) -> ReadPace {
-    let state = Arc::new(PaceState::default());
-    conn.register_pace(stream.0, state.clone());
     ReadPace {
-        state,
+        state: Arc::new(PaceState::default()),
         conn: conn.clone(),
         stream: stream.0,
+        armed: std::sync::atomic::AtomicBool::new(false),
     }
 }
 
 impl ReadPace {
+    /// Registers the pace with the connection, once; call it before each poll of h3 for body
+    /// data (after the first call it is an atomic load). The stream's next read picks it up.
+    pub fn arm(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.armed.load(Relaxed) && !self.armed.swap(true, Relaxed) {
+            self.conn.register_pace(self.stream, self.state.clone());
+        }
+    }
+
     /// The consumer took `n` bytes of body data.
     pub fn consumed(&self, n: usize) {
         self.state
@@ -617,6 +629,8 @@ impl ReadPace {
 
 impl Drop for ReadPace {
     fn drop(&mut self) {
-        self.conn.unregister_pace(self.stream, &self.state);
+        if *self.armed.get_mut() {
+            self.conn.unregister_pace(self.stream, &self.state);
+        }
     }
 }

@@ -232,7 +232,10 @@ impl Future for Connecting {
 /// Dropping every clone and every stream closes the connection with code 0.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    inner: ConnRef,
+    /// One counted reference shared by every clone: cloning and dropping a clone (per
+    /// request in a server that hands the connection to its handlers) take no lock; the
+    /// last clone lets the reference go.
+    inner: Arc<ConnRef>,
 }
 
 /// A snapshot of a connection's path and counters.
@@ -277,13 +280,13 @@ impl ConnectionStats {
 impl Connection {
     pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
         Self {
-            inner: ConnRef::new(shared, id),
+            inner: Arc::new(ConnRef::new(shared, id)),
         }
     }
 
     pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
         Self {
-            inner: ConnRef::adopt(shared, id),
+            inner: Arc::new(ConnRef::adopt(shared, id)),
         }
     }
 
