@@ -35,3 +35,8 @@ cargo test --workspace
 # The Retry integrity tag uses the provider library directly; check the ring-only build too.
 echo "== cargo test -p gquic-transport (ring provider only)"
 cargo test -p gquic-transport --no-default-features --features ring --test rfc_vectors
+
+# With aws-lc-rs as the only crypto library, stream data is sealed from the stream's buffer
+# (aws-lc-rs' scattered seal); the default build (ring protects packets) copies instead.
+echo "== cargo test -p gquic-transport (aws-lc-rs only: sealing from the stream buffer)"
+cargo test -p gquic-transport --no-default-features --features aws-lc-rs,runtime-tokio,testing --lib sealed

@@ -27,7 +27,7 @@ impl Connection {
 
     /// Whether packets of stream data are sealed from the streams' buffers (the 1-RTT key
     /// for what we send came from the connection's key source and was found to be TLS's).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "aws-lc-rs", not(feature = "ring")))]
     pub(crate) fn seals_split(&self) -> bool {
         self.one_rtt.as_ref().is_some_and(KeyPhase::seals_split)
     }

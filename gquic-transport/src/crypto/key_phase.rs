@@ -331,11 +331,11 @@ impl KeyPhase {
     }
 
     /// Whether [`KeyPhase::split_sealer`] gives a key that seals without copying first (with
-    /// aws-lc-rs; ring's seals a copy).
+    /// aws-lc-rs as the crate's only crypto library; ring's seals a copy).
     pub fn seals_split(&self) -> bool {
-        #[cfg(feature = "aws-lc-rs")]
+        #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
         return matches!(self.local, LocalKey::Own(_));
-        #[cfg(not(feature = "aws-lc-rs"))]
+        #[cfg(not(all(feature = "aws-lc-rs", not(feature = "ring"))))]
         false
     }
 

@@ -363,7 +363,8 @@ fn a_key_source_that_does_not_match_is_not_used() {
 }
 
 /// The default provider puts TLS_AES_128_GCM_SHA256 first, keeps every suite of the library's
-/// default in its order after it, and still offers X25519MLKEM768 first.
+/// default in its order after it, and still offers X25519MLKEM768 first; with both crypto
+/// libraries, the cipher suites are ring's and the rest aws-lc-rs'.
 #[cfg(feature = "aws-lc-rs")]
 #[test]
 fn default_provider_prefers_aes_128_gcm_and_keeps_the_rest() {
@@ -389,8 +390,27 @@ fn default_provider_prefers_aes_128_gcm_and_keeps_the_rest() {
         rustls::NamedGroup::X25519MLKEM768,
         "the hybrid post-quantum group stays first"
     );
-    let theirs = rustls::crypto::aws_lc_rs::default_provider();
-    assert_eq!(theirs.cipher_suites.len(), ours.cipher_suites.len());
+    #[cfg(feature = "ring")]
+    let (suite_lib, other) = (
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    );
+    #[cfg(not(feature = "ring"))]
+    let (suite_lib, other) = (
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    );
+    // The suites' statics are copied per crate; their hash providers are one static each.
+    let hash = |s: &rustls::SupportedCipherSuite| s.tls13().unwrap().common.hash_provider;
+    let first = hash(&ours.cipher_suites[0]);
+    assert!(
+        std::ptr::addr_eq(first, hash(&suite_lib)),
+        "the suites come from the packet-protection library"
+    );
+    assert!(!std::ptr::addr_eq(first, hash(&other)));
+    let aws = rustls::crypto::aws_lc_rs::default_provider();
+    assert_eq!(aws.cipher_suites.len(), ours.cipher_suites.len());
+    assert_eq!(aws.kx_groups.len(), ours.kx_groups.len());
 }
 
 /// A payload sealed from two places (its head in the packet, its tail where it lies) is the

@@ -21,9 +21,10 @@ use rustls::crypto::tls13::OkmBlock;
 use rustls::quic::{DirectionalKeys, HeaderProtectionKey, Keys, PacketKey, PacketKeySet, Tag};
 use rustls::{CipherSuite, KeyLog, Tls13CipherSuite};
 
-#[cfg(feature = "aws-lc-rs")]
+// The library whose cipher suites `super::default_provider` uses: ring when it is there.
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
 use aws_lc_rs as backend;
-#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+#[cfg(feature = "ring")]
 use ring as backend;
 
 use super::CryptoError;
@@ -158,7 +159,7 @@ impl OwnPacketKey {
         if split.checked_add(extra.len() + 16) != Some(payload.len()) {
             return Err(CryptoError::EncryptFailed);
         }
-        #[cfg(feature = "aws-lc-rs")]
+        #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
         {
             let (in_out, extra_out_and_tag) = payload.split_at_mut(split);
             self.key
@@ -172,7 +173,7 @@ impl OwnPacketKey {
                 .map_err(|_| CryptoError::EncryptFailed)
         }
         // ring has no scattered seal: `extra` is copied in, then all is sealed in place.
-        #[cfg(not(feature = "aws-lc-rs"))]
+        #[cfg(feature = "ring")]
         {
             let plain_len = split + extra.len();
             payload[split..plain_len].copy_from_slice(extra);

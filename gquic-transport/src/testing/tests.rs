@@ -318,7 +318,7 @@ fn a_server_drops_its_tls_session_after_the_handshake() {
 /// the handshake, after key updates and after the keys slept and woke. Data written in
 /// pieces smaller than a packet (chunks spanning several writes, copied in) and in one piece
 /// arrive intact across all of it.
-#[cfg(feature = "aws-lc-rs")]
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
 #[test]
 fn stream_data_is_sealed_from_the_stream_buffer() {
     let mut t = TransportConfig::default();
