@@ -1,7 +1,8 @@
 //! The `bulk` scenario: one stream, 1 GiB (by default) from client to server over loopback,
 //! gquic and quinn each in a child process of its own so getrusage separates their CPU time.
 //!
-//! Both stacks use the same certificate, rustls with aws-lc-rs, TLS 1.3, and the same fixed
+//! Both stacks use the same certificate, rustls with GQUIC's default provider (ring's
+//! AES-128-GCM protecting packets), TLS 1.3, and the same fixed
 //! stream, connection and send windows (see `measure.rs`). The quinn child is the example
 //! `quinn_bulk` of this package: quinn is a dev-dependency only, so it never enters a gquic
 //! crate's normal dependency tree.
@@ -246,8 +247,8 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
     let quinn = quinn_child()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     println!(
-        "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-128-GCM with aws-lc-rs, \
-         windows stream {} MiB / connection {} MiB / send {} MiB, UDP socket buffers {} MiB \
+        "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-128-GCM with ring (the \
+         default provider's suites), windows stream {} MiB / connection {} MiB / send {} MiB, UDP socket buffers {} MiB \
          on both stacks; 1 warm-up + {runs} runs per stack, interleaved; median (min-max)\n\
          ct: server and client on current-thread runtimes of their own threads (CPU per side); \
          mt: one 2-worker multi-thread runtime (CPU of the process)\n",

@@ -79,8 +79,9 @@ pub(crate) fn load_cert(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKey
     (chain, key)
 }
 
-/// The rustls configurations both stacks use: same provider (GQUIC's default: aws-lc-rs,
-/// AES-128-GCM first), TLS 1.3 only, same certificate, ALPN "bench".
+/// The rustls configurations both stacks use: same provider (GQUIC's default: aws-lc-rs' key
+/// exchange with ring's cipher suites, AES-128-GCM first), TLS 1.3 only, same certificate,
+/// ALPN "bench".
 pub(crate) fn tls_configs(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
     tls_configs_for(dir, true)
 }
@@ -192,8 +193,9 @@ impl rustls::client::ClientSessionStore for CountingTickets {
 }
 
 fn tls_base(dir: &Path) -> (rustls::ServerConfig, rustls::ClientConfig) {
-    // GQUIC's default: aws-lc-rs with TLS_AES_128_GCM_SHA256 first (see
-    // `gquic_transport::crypto::default_provider`); quinn gets the very same.
+    // GQUIC's default: aws-lc-rs' key exchange with ring's cipher suites,
+    // TLS_AES_128_GCM_SHA256 first (see `gquic_transport::crypto::default_provider`); quinn
+    // gets the very same.
     let provider = std::sync::Arc::new(gquic_transport::crypto::default_provider());
     let (chain, key) = load_cert(dir);
     let mut roots = rustls::RootCertStore::empty();
