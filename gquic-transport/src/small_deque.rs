@@ -57,6 +57,26 @@ impl<T> SmallDeque<T> {
         Some(value)
     }
 
+    /// Whether the next push allocates: an element held inline and no spill room yet.
+    pub(crate) fn wants_spill(&self) -> bool {
+        self.front.is_some() && self.rest.capacity() == 0
+    }
+
+    /// Gives the queue spill room (an empty `VecDeque` another queue let go), if it has none.
+    pub(crate) fn give_spill(&mut self, room: VecDeque<T>) {
+        if self.rest.capacity() == 0 && room.is_empty() {
+            self.rest = room;
+        }
+    }
+
+    /// Takes the spill room out, for another queue, if it has room and nothing in it.
+    pub(crate) fn take_spill(&mut self) -> Option<VecDeque<T>> {
+        if self.rest.capacity() == 0 || !self.rest.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.rest))
+    }
+
     /// Removes every element; the spill memory is kept for reuse.
     pub(crate) fn clear(&mut self) {
         self.front = None;
@@ -94,6 +114,31 @@ mod tests {
             assert_eq!(q.pop_front(), Some(i));
         }
         assert!(q.is_empty() && q.rest.capacity() == 0);
+    }
+
+    #[test]
+    fn spill_room_moves_between_queues() {
+        let mut a = SmallDeque::default();
+        a.push_back(1);
+        assert!(a.wants_spill());
+        a.push_back(2);
+        assert!(!a.wants_spill());
+        // Not while it holds elements beyond the front.
+        assert!(a.take_spill().is_none());
+        assert_eq!((a.pop_front(), a.pop_front()), (Some(1), Some(2)));
+        let room = a.take_spill().expect("room, empty");
+        assert!(room.capacity() > 0 && a.rest.capacity() == 0);
+        let mut b = SmallDeque::default();
+        b.push_back(3);
+        let cap = room.capacity();
+        b.give_spill(room);
+        assert!(!b.wants_spill());
+        b.push_back(4);
+        assert_eq!(b.rest.capacity(), cap);
+        assert_eq!(
+            (b.pop_front(), b.pop_front(), b.pop_front()),
+            (Some(3), Some(4), None)
+        );
     }
 
     #[derive(Debug, Clone)]

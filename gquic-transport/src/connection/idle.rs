@@ -208,6 +208,9 @@ pub(super) struct Scratch {
     pub(super) acked_pns: Vec<u64>,
     /// The ranges of an ACK frame we send.
     pub(super) ack: Vec<std::ops::RangeInclusive<u64>>,
+    /// Spill vectors of sent packets' stream chunks, given back when the packets were
+    /// acknowledged or lost, for the next packets that carry several chunks.
+    pub(super) chunk_spills: Vec<Vec<super::streams::StreamChunk>>,
 }
 
 impl Connection {

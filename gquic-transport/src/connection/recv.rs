@@ -1033,8 +1033,11 @@ impl Connection {
                 reason: "ACK of a packet never sent".into(),
             })?;
         let result = self.on_packets_acked(now, space, ack, largest_before, rtt_sample, &mut acked);
-        acked.clear();
-        self.scratch().acked = acked;
+        let scratch = self.scratch();
+        for (_, mut p) in acked.drain(..) {
+            p.info.chunks.recycle(&mut scratch.chunk_spills);
+        }
+        scratch.acked = acked;
         result
     }
 
@@ -1221,6 +1224,9 @@ impl Connection {
             let mut info = packet.info;
             for c in &info.chunks {
                 self.streams.on_chunk_lost(c);
+            }
+            if info.chunks.has_spill() {
+                info.chunks.recycle(&mut self.scratch().chunk_spills);
             }
             for c in info.take_control() {
                 self.streams.on_control_lost(c);

@@ -744,6 +744,9 @@ impl Connection {
             if early {
                 self.note_0rtt_sent(chunk.id);
             }
+            if info.chunks.wants_spill() {
+                info.chunks.take_spill(&mut self.scratch().chunk_spills);
+            }
             info.chunks.push(chunk);
             wrote = true;
         }

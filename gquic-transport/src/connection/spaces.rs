@@ -54,6 +54,12 @@ pub(super) struct Chunks {
     rest: Vec<StreamChunk>,
 }
 
+/// Spill vectors kept for reuse ([`Chunks::take_spill`], [`Chunks::recycle`]) at most: enough
+/// for the packets one ACK frame acknowledges when many small streams share packets.
+const SPILL_POOL: usize = 32;
+/// A spill vector longer than this is let go rather than kept (a packet of tiny frames).
+const SPILL_KEEP: usize = 64;
+
 impl Chunks {
     pub(super) fn push(&mut self, chunk: StreamChunk) {
         if self.first.is_none() {
@@ -61,6 +67,36 @@ impl Chunks {
         } else {
             self.rest.push(chunk);
         }
+    }
+
+    /// Whether the next [`Chunks::push`] would allocate: the packet has its first chunk and
+    /// no spill vector yet.
+    pub(super) fn wants_spill(&self) -> bool {
+        self.first.is_some() && self.rest.capacity() == 0
+    }
+
+    /// Takes a spill vector from `pool`, if it holds one: packets that carry several
+    /// streams' frames then allocate nothing once earlier packets gave theirs back.
+    pub(super) fn take_spill(&mut self, pool: &mut Vec<Vec<StreamChunk>>) {
+        if let Some(v) = pool.pop() {
+            self.rest = v;
+        }
+    }
+
+    /// Whether the packet has a spill vector to give back ([`Chunks::recycle`]).
+    pub(super) fn has_spill(&self) -> bool {
+        self.rest.capacity() > 0
+    }
+
+    /// Gives the spill vector back to `pool` (emptied), once the packet is acknowledged or
+    /// lost.
+    pub(super) fn recycle(&mut self, pool: &mut Vec<Vec<StreamChunk>>) {
+        if !self.has_spill() || self.rest.capacity() > SPILL_KEEP || pool.len() >= SPILL_POOL {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.rest);
+        v.clear();
+        pool.push(v);
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &StreamChunk> {

@@ -253,6 +253,28 @@ struct Queues {
     control: VecDeque<StreamControl>,
     control_set: crate::fast_hash::FastSet<StreamControl>,
     events: VecDeque<StreamEvent>,
+    /// Spill room of closed streams' send and receive queues, for the next streams that
+    /// queue more than one chunk (an HTTP/3 answer is at least a HEADERS and a DATA frame;
+    /// a stream's data cut across two packets arrives in two pieces): those then allocate
+    /// nothing. At most [`KEEP_SPILLS`] of each; they go with the queues (idle diet).
+    send_spills: Vec<VecDeque<(u64, Bytes)>>,
+    recv_spills: Vec<VecDeque<Bytes>>,
+}
+
+/// Spill rooms kept for reuse, of each kind (see `Queues::send_spills`).
+const KEEP_SPILLS: usize = 16;
+/// A spill room larger than this (chunks) is let go, not kept: a bulk stream's would hold
+/// its memory for small ones.
+const KEEP_SPILL_ROOM: usize = 64;
+
+/// Keeps a closed stream's spill room for the next stream, if there is space for it and it
+/// is small.
+fn keep_spill<T>(pool: &mut Vec<VecDeque<T>>, room: Option<VecDeque<T>>) {
+    if let Some(room) = room {
+        if pool.len() < KEEP_SPILLS && room.capacity() <= KEEP_SPILL_ROOM {
+            pool.push(room);
+        }
+    }
 }
 
 impl Queues {
@@ -651,6 +673,11 @@ impl Streams {
             self.maybe_close(id);
             return Ok(());
         }
+        if state.recv.assembler.wants_spill() {
+            if let Some(room) = self.queues.as_mut().and_then(|q| q.recv_spills.pop()) {
+                state.recv.assembler.give_spill(room);
+            }
+        }
         state.recv.assembler.insert(offset, data);
         self.queues().events.push_back(StreamEvent::Readable(id));
         Ok(())
@@ -803,6 +830,11 @@ impl Streams {
             }
             return Err(WriteError::Blocked);
         }
+        if state.buf.wants_spill() {
+            if let Some(room) = self.queues.as_mut().and_then(|q| q.send_spills.pop()) {
+                state.buf.give_spill(room);
+            }
+        }
         state.buf.write(data.split_to(n));
         self.send_buffered += n as u64;
         self.schedule(id);
@@ -948,7 +980,19 @@ impl Streams {
         if !(recv_done && send_done) {
             return;
         }
-        let had = self.recv.remove(&id).is_some() | self.send.remove(&id).is_some();
+        let recv = self.recv.remove(&id);
+        let send = self.send.remove(&id);
+        let had = recv.is_some() | send.is_some();
+        if let Some(q) = self.queues.as_mut() {
+            keep_spill(
+                &mut q.recv_spills,
+                recv.and_then(|mut r| r.recv.assembler.take_spill()),
+            );
+            keep_spill(
+                &mut q.send_spills,
+                send.and_then(|mut s| s.buf.take_spill()),
+            );
+        }
         if had && id.initiator() != self.side {
             let d = dir_index(id.dir());
             self.closed_remote[d] += 1;

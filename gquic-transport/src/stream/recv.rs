@@ -67,6 +67,21 @@ impl Assembler {
         self.contiguous.len() + self.chunks.len()
     }
 
+    /// Whether the next chunk queued in order would allocate the queue's spill room.
+    pub(crate) fn wants_spill(&self) -> bool {
+        self.contiguous.wants_spill()
+    }
+
+    /// Gives the in-order queue spill room another stream let go.
+    pub(crate) fn give_spill(&mut self, room: VecDeque<Bytes>) {
+        self.contiguous.give_spill(room);
+    }
+
+    /// Takes the in-order queue's spill room out (a closed stream's, for the next one).
+    pub(crate) fn take_spill(&mut self) -> Option<VecDeque<Bytes>> {
+        self.contiguous.take_spill()
+    }
+
     /// Adds `data` at `offset`, keeping only bytes not already delivered or held.
     pub fn insert(&mut self, mut offset: u64, mut data: Bytes) {
         // Drop what is already delivered or waiting in order.

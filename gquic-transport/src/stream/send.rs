@@ -62,6 +62,23 @@ impl SendBuffer {
         self.end += len;
     }
 
+    /// Whether the next write would allocate the chunk queue's spill room.
+    pub(crate) fn wants_spill(&self) -> bool {
+        self.chunks.wants_spill()
+    }
+
+    /// Gives the chunk queue spill room another stream's buffer let go (see
+    /// [`SendBuffer::take_spill`]).
+    pub(crate) fn give_spill(&mut self, room: std::collections::VecDeque<(u64, Bytes)>) {
+        self.chunks.give_spill(room);
+    }
+
+    /// Takes the chunk queue's spill room out (a closed stream's, for the next stream that
+    /// writes more than one chunk).
+    pub(crate) fn take_spill(&mut self) -> Option<std::collections::VecDeque<(u64, Bytes)>> {
+        self.chunks.take_spill()
+    }
+
     /// An empty buffer whose stream already carried `offset` bytes, all of them acknowledged
     /// (a stream whose buffer was released while idle, taken up again).
     pub fn resume_at(offset: u64) -> Self {
