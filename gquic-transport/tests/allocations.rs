@@ -179,6 +179,25 @@ fn send_and_receive_paths_allocate_far_less_than_once_per_packet() {
     });
 }
 
+/// The server of the stream tests: echoes each stream as `Bytes`, one stream after the other.
+async fn echo_streams(conn: gquic_transport::runtime::Connection) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+            send.write_chunk(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+    }
+}
+
+/// Reads a stream to its end as `Bytes` (no copy, no allocation); returns its length.
+async fn read_all(recv: &mut gquic_transport::runtime::RecvStream) -> usize {
+    let mut n = 0;
+    while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+        n += chunk.len();
+    }
+    n
+}
+
 /// Streams echoed one after the other whose data the application hands over as `Bytes` and
 /// takes as `Bytes` (so that the test itself allocates nothing per stream).
 const STREAMS_WARM_UP: u64 = 200;
@@ -191,15 +210,7 @@ const BOUND_PER_STREAM: f64 = 0.5;
 
 #[test]
 fn small_streams_allocate_nothing_per_stream() {
-    let server = |conn: gquic_transport::runtime::Connection| async move {
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                send.write_chunk(chunk).await.unwrap();
-            }
-            send.finish().unwrap();
-        }
-    };
-    with_connection(server, |client, conn, srv| async move {
+    with_connection(echo_streams, |client, conn, srv| async move {
         let payload = Bytes::from(vec![0x42; 100]);
         let mut start = 0;
         for i in 0..STREAMS_WARM_UP + STREAMS_MEASURED {
@@ -209,11 +220,7 @@ fn small_streams_allocate_nothing_per_stream() {
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             send.write_chunk(payload.clone()).await.unwrap();
             send.finish().unwrap();
-            let mut n = 0;
-            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                n += chunk.len();
-            }
-            assert_eq!(n, payload.len());
+            assert_eq!(read_all(&mut recv).await, payload.len());
         }
         let end = ALLOCATIONS.load(Ordering::Relaxed);
         let per_stream = (end - start) as f64 / STREAMS_MEASURED as f64;
@@ -246,15 +253,7 @@ const BOUND_PER_BATCHED_STREAM: f64 = 0.1;
 
 #[test]
 fn streams_sharing_packets_allocate_nothing_per_packet() {
-    let server = |conn: gquic_transport::runtime::Connection| async move {
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                send.write_chunk(chunk).await.unwrap();
-            }
-            send.finish().unwrap();
-        }
-    };
-    with_connection(server, |client, conn, srv| async move {
+    with_connection(echo_streams, |client, conn, srv| async move {
         let payload = Bytes::from(vec![0x42; 100]);
         let mut recvs = Vec::with_capacity(BATCH);
         let mut start = 0;
@@ -271,11 +270,7 @@ fn streams_sharing_packets_allocate_nothing_per_packet() {
                 recvs.push(recv);
             }
             for mut recv in recvs.drain(..) {
-                let mut n = 0;
-                while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
-                    n += chunk.len();
-                }
-                assert_eq!(n, payload.len());
+                assert_eq!(read_all(&mut recv).await, payload.len());
             }
         }
         let end = ALLOCATIONS.load(Ordering::Relaxed);
