@@ -62,21 +62,6 @@ impl<T> SmallDeque<T> {
         self.front.is_some() && self.rest.capacity() == 0
     }
 
-    /// Gives the queue spill room (an empty `VecDeque` another queue let go), if it has none.
-    pub(crate) fn give_spill(&mut self, room: VecDeque<T>) {
-        if self.rest.capacity() == 0 && room.is_empty() {
-            self.rest = room;
-        }
-    }
-
-    /// Takes the spill room out, for another queue, if it has room and nothing in it.
-    pub(crate) fn take_spill(&mut self) -> Option<VecDeque<T>> {
-        if self.rest.capacity() == 0 || !self.rest.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut self.rest))
-    }
-
     /// Removes every element; the spill memory is kept for reuse.
     pub(crate) fn clear(&mut self) {
         self.front = None;
@@ -101,6 +86,46 @@ impl<T> SmallDeque<T> {
     }
 }
 
+/// A spill room larger than this (elements) is let go rather than kept: a burst's room would
+/// hold its memory for queues that need little.
+const KEEP_ROOM: usize = 64;
+
+/// Spill rooms that finished queues let go, lent to the next queues that hold two elements
+/// at once: those then allocate nothing. Holds at most `MAX` rooms of at most 64 elements.
+#[derive(Debug)]
+pub(crate) struct SpillPool<T, const MAX: usize> {
+    rooms: Vec<VecDeque<T>>,
+}
+
+impl<T, const MAX: usize> Default for SpillPool<T, MAX> {
+    fn default() -> Self {
+        Self { rooms: Vec::new() }
+    }
+}
+
+impl<T, const MAX: usize> SpillPool<T, MAX> {
+    /// Gives `q` a room if its next push would allocate one and the pool holds one.
+    pub(crate) fn lend(&mut self, q: &mut SmallDeque<T>) {
+        if q.wants_spill() {
+            if let Some(room) = self.rooms.pop() {
+                q.rest = room;
+            }
+        }
+    }
+
+    /// Takes back `q`'s room, emptied, if it is small and the pool has space (`q` is done
+    /// with: its elements beyond the front are dropped).
+    pub(crate) fn keep(&mut self, q: &mut SmallDeque<T>) {
+        let cap = q.rest.capacity();
+        if cap == 0 || cap > KEEP_ROOM || self.rooms.len() >= MAX {
+            return;
+        }
+        let mut room = std::mem::take(&mut q.rest);
+        room.clear();
+        self.rooms.push(room);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,28 +142,43 @@ mod tests {
     }
 
     #[test]
-    fn spill_room_moves_between_queues() {
+    fn spill_room_moves_between_queues_through_the_pool() {
+        let mut pool = SpillPool::<_, 1>::default();
         let mut a = SmallDeque::default();
         a.push_back(1);
         assert!(a.wants_spill());
+        pool.lend(&mut a);
+        assert_eq!(a.rest.capacity(), 0, "an empty pool lends nothing");
         a.push_back(2);
-        assert!(!a.wants_spill());
-        // Not while it holds elements beyond the front.
-        assert!(a.take_spill().is_none());
-        assert_eq!((a.pop_front(), a.pop_front()), (Some(1), Some(2)));
-        let room = a.take_spill().expect("room, empty");
-        assert!(room.capacity() > 0 && a.rest.capacity() == 0);
+        assert!(!a.wants_spill() && a.rest.capacity() > 0);
+        let cap = a.rest.capacity();
+        pool.keep(&mut a);
+        assert!(a.rest.capacity() == 0 && pool.rooms.len() == 1 && pool.rooms[0].is_empty());
+        // Full: a second room is let go.
+        let mut c = SmallDeque::default();
+        c.push_back(5);
+        c.push_back(6);
+        pool.keep(&mut c);
+        assert_eq!(pool.rooms.len(), 1);
         let mut b = SmallDeque::default();
         b.push_back(3);
-        let cap = room.capacity();
-        b.give_spill(room);
-        assert!(!b.wants_spill());
+        pool.lend(&mut b);
+        assert!(pool.rooms.is_empty() && !b.wants_spill());
         b.push_back(4);
         assert_eq!(b.rest.capacity(), cap);
+        assert_eq!(b.iter_from(0).copied().collect::<Vec<_>>(), [3, 4]);
         assert_eq!(
             (b.pop_front(), b.pop_front(), b.pop_front()),
             (Some(3), Some(4), None)
         );
+        // A room grown past the bound is not kept.
+        let mut big = SmallDeque::default();
+        for i in 0..=KEEP_ROOM as u32 + 1 {
+            big.push_back(i);
+        }
+        let mut pool = SpillPool::<_, 4>::default();
+        pool.keep(&mut big);
+        assert!(pool.rooms.is_empty());
     }
 
     #[derive(Debug, Clone)]

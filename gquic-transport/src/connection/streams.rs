@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::TransportErrorCode;
+use crate::small_deque::SpillPool;
 use crate::stream::{RecvStream, RecvWindow, SendBuffer};
 use crate::wire::frame::MAX_STREAM_COUNT;
 use crate::wire::{TransportParameters, VarInt};
@@ -257,25 +258,12 @@ struct Queues {
     /// queue more than one chunk (an HTTP/3 answer is at least a HEADERS and a DATA frame;
     /// a stream's data cut across two packets arrives in two pieces): those then allocate
     /// nothing. At most [`KEEP_SPILLS`] of each; they go with the queues (idle diet).
-    send_spills: Vec<VecDeque<(u64, Bytes)>>,
-    recv_spills: Vec<VecDeque<Bytes>>,
+    send_spills: SpillPool<(u64, Bytes), KEEP_SPILLS>,
+    recv_spills: SpillPool<Bytes, KEEP_SPILLS>,
 }
 
 /// Spill rooms kept for reuse, of each kind (see `Queues::send_spills`).
 const KEEP_SPILLS: usize = 16;
-/// A spill room larger than this (chunks) is let go, not kept: a bulk stream's would hold
-/// its memory for small ones.
-const KEEP_SPILL_ROOM: usize = 64;
-
-/// Keeps a closed stream's spill room for the next stream, if there is space for it and it
-/// is small.
-fn keep_spill<T>(pool: &mut Vec<VecDeque<T>>, room: Option<VecDeque<T>>) {
-    if let Some(room) = room {
-        if pool.len() < KEEP_SPILLS && room.capacity() <= KEEP_SPILL_ROOM {
-            pool.push(room);
-        }
-    }
-}
 
 impl Queues {
     fn is_empty(&self) -> bool {
@@ -673,10 +661,8 @@ impl Streams {
             self.maybe_close(id);
             return Ok(());
         }
-        if state.recv.assembler.wants_spill() {
-            if let Some(room) = self.queues.as_mut().and_then(|q| q.recv_spills.pop()) {
-                state.recv.assembler.give_spill(room);
-            }
+        if let Some(q) = self.queues.as_mut() {
+            state.recv.assembler.spill_from(&mut q.recv_spills);
         }
         state.recv.assembler.insert(offset, data);
         self.queues().events.push_back(StreamEvent::Readable(id));
@@ -830,10 +816,8 @@ impl Streams {
             }
             return Err(WriteError::Blocked);
         }
-        if state.buf.wants_spill() {
-            if let Some(room) = self.queues.as_mut().and_then(|q| q.send_spills.pop()) {
-                state.buf.give_spill(room);
-            }
+        if let Some(q) = self.queues.as_mut() {
+            state.buf.spill_from(&mut q.send_spills);
         }
         state.buf.write(data.split_to(n));
         self.send_buffered += n as u64;
@@ -984,14 +968,12 @@ impl Streams {
         let send = self.send.remove(&id);
         let had = recv.is_some() | send.is_some();
         if let Some(q) = self.queues.as_mut() {
-            keep_spill(
-                &mut q.recv_spills,
-                recv.and_then(|mut r| r.recv.assembler.take_spill()),
-            );
-            keep_spill(
-                &mut q.send_spills,
-                send.and_then(|mut s| s.buf.take_spill()),
-            );
+            if let Some(mut r) = recv {
+                r.recv.assembler.spill_into(&mut q.recv_spills);
+            }
+            if let Some(mut s) = send {
+                s.buf.spill_into(&mut q.send_spills);
+            }
         }
         if had && id.initiator() != self.side {
             let d = dir_index(id.dir());

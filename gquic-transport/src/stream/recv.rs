@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::error::TransportErrorCode;
-use crate::small_deque::SmallDeque;
+use crate::small_deque::{SmallDeque, SpillPool};
 
 /// Reassembles stream data that may arrive out of order, duplicated or overlapping, holding
 /// only zero-copy slices of the packets it came in.
@@ -67,19 +67,14 @@ impl Assembler {
         self.contiguous.len() + self.chunks.len()
     }
 
-    /// Whether the next chunk queued in order would allocate the queue's spill room.
-    pub(crate) fn wants_spill(&self) -> bool {
-        self.contiguous.wants_spill()
+    /// Lends the in-order queue spill room from `pool` if its next chunk would allocate some.
+    pub(crate) fn spill_from<const N: usize>(&mut self, pool: &mut SpillPool<Bytes, N>) {
+        pool.lend(&mut self.contiguous);
     }
 
-    /// Gives the in-order queue spill room another stream let go.
-    pub(crate) fn give_spill(&mut self, room: VecDeque<Bytes>) {
-        self.contiguous.give_spill(room);
-    }
-
-    /// Takes the in-order queue's spill room out (a closed stream's, for the next one).
-    pub(crate) fn take_spill(&mut self) -> Option<VecDeque<Bytes>> {
-        self.contiguous.take_spill()
+    /// Gives the in-order queue's spill room back to `pool` (the stream is closed).
+    pub(crate) fn spill_into<const N: usize>(&mut self, pool: &mut SpillPool<Bytes, N>) {
+        pool.keep(&mut self.contiguous);
     }
 
     /// Adds `data` at `offset`, keeping only bytes not already delivered or held.

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes};
 
 use crate::range_set::RangeSet;
-use crate::small_deque::SmallDeque;
+use crate::small_deque::{SmallDeque, SpillPool};
 
 /// Data written to a stream and not yet acknowledged, kept as the `Bytes` the application gave
 /// (no copy until it is written into a packet).
@@ -62,21 +62,14 @@ impl SendBuffer {
         self.end += len;
     }
 
-    /// Whether the next write would allocate the chunk queue's spill room.
-    pub(crate) fn wants_spill(&self) -> bool {
-        self.chunks.wants_spill()
+    /// Lends the chunk queue spill room from `pool` if its next write would allocate some.
+    pub(crate) fn spill_from<const N: usize>(&mut self, pool: &mut SpillPool<(u64, Bytes), N>) {
+        pool.lend(&mut self.chunks);
     }
 
-    /// Gives the chunk queue spill room another stream's buffer let go (see
-    /// [`SendBuffer::take_spill`]).
-    pub(crate) fn give_spill(&mut self, room: std::collections::VecDeque<(u64, Bytes)>) {
-        self.chunks.give_spill(room);
-    }
-
-    /// Takes the chunk queue's spill room out (a closed stream's, for the next stream that
-    /// writes more than one chunk).
-    pub(crate) fn take_spill(&mut self) -> Option<std::collections::VecDeque<(u64, Bytes)>> {
-        self.chunks.take_spill()
+    /// Gives the chunk queue's spill room back to `pool` (the stream is closed).
+    pub(crate) fn spill_into<const N: usize>(&mut self, pool: &mut SpillPool<(u64, Bytes), N>) {
+        pool.keep(&mut self.chunks);
     }
 
     /// An empty buffer whose stream already carried `offset` bytes, all of them acknowledged
