@@ -352,15 +352,14 @@ impl Connection {
         s.peek(self.inner.id, |c| c.peer_certificates().map(<[_]>::to_vec))?
     }
 
-    /// Entries in the per-stream records of send streams (`stopped`, `acked`, live handles):
-    /// tests that they do not outlive the handles.
+    /// Records of send-stream handles: tests that they do not outlive the handles.
     #[cfg(test)]
     pub(crate) fn send_records(&self) -> usize {
         let s = self.inner.shared.lock();
         s.conns
             .get(&self.inner.id)
             .and_then(|c| c.waiters.as_deref())
-            .map_or(0, |w| w.stopped.len() + w.acked.len() + w.send_live.len())
+            .map_or(0, |w| w.sends.len())
     }
 
     /// Whether the runtime has allocated this connection's stream waiters (tests of the

@@ -135,21 +135,28 @@ pub(crate) struct StreamWaiters {
     pub(crate) datagrams: Vec<Waker>,
     /// Tasks waiting for all sent stream data to be acknowledged.
     pub(crate) flushed: Vec<Waker>,
-    pub(crate) writable: FastMap<u64, Waker>,
-    pub(crate) stopped_wakers: FastMap<u64, Waker>,
-    /// STOP_SENDING codes received, until the stream handle reads them.
-    pub(crate) stopped: FastMap<u64, VarInt>,
-    /// Streams whose data and FIN were all acknowledged.
-    pub(crate) acked: crate::fast_hash::FastSet<u64>,
-    /// Send streams whose handle lives: only theirs go into `stopped` and `acked`, which the
-    /// handle empties when dropped. An application that finishes and drops a stream before
-    /// its acknowledgement (the usual way) would otherwise leave an entry per stream for the
-    /// life of the connection.
-    pub(crate) send_live: crate::fast_hash::FastSet<u64>,
+    /// The live send-stream handles by stream: what each waits for and has yet to pick up.
+    /// One entry per handle, made with it and removed when it drops, so an application that
+    /// finishes and drops a stream before its acknowledgement (the usual way) leaves nothing
+    /// behind; one map, so a stream's open and close cost one insertion and one removal.
+    pub(crate) sends: FastMap<u64, SendRecord>,
     /// Read pacing registered by a body consumer and not yet picked up by the stream's
     /// reader (`crate::h3::pace_reads`).
     #[cfg(feature = "h3")]
     pub(crate) paced: FastMap<u64, Arc<streams::PaceState>>,
+}
+
+/// A live send-stream handle's record in [`StreamWaiters::sends`].
+#[derive(Debug, Default)]
+pub(crate) struct SendRecord {
+    /// The task waiting for flow-control room.
+    pub(crate) writable: Option<Waker>,
+    /// The task waiting in [`SendStream::stopped`](streams::SendStream::stopped).
+    pub(crate) stopped_waker: Option<Waker>,
+    /// The STOP_SENDING code received, until the handle reads it.
+    pub(crate) stopped: Option<VarInt>,
+    /// All data and the FIN were acknowledged.
+    pub(crate) acked: bool,
 }
 
 /// What is left of a connection that ended.
@@ -204,6 +211,11 @@ impl ConnState {
         self.waiters.get_or_insert_with(Default::default)
     }
 
+    /// The record of the live send-stream handle of stream `id`, if there is one.
+    pub(crate) fn send_record(&mut self, id: u64) -> Option<&mut SendRecord> {
+        self.w_if_any()?.sends.get_mut(&id)
+    }
+
     /// The stream waiters, if a task ever waited on a stream or datagram.
     pub(crate) fn w_if_any(&mut self) -> Option<&mut StreamWaiters> {
         self.waiters.as_deref_mut()
@@ -231,8 +243,11 @@ impl ConnState {
             .chain(w.datagrams.drain(..))
             .chain(w.flushed.drain(..))
             .chain(w.readable.drain().map(|(_, w)| w))
-            .chain(w.writable.drain().map(|(_, w)| w))
-            .chain(w.stopped_wakers.drain().map(|(_, w)| w));
+            .chain(
+                w.sends
+                    .values_mut()
+                    .flat_map(|r| r.writable.take().into_iter().chain(r.stopped_waker.take())),
+            );
         out.extend(wakers);
     }
 }
@@ -529,23 +544,23 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut V
             out.extend(st.w_if_any().and_then(|w| w.readable.remove(&id.0)));
         }
         Event::Stream(StreamEvent::Writable(id)) => {
-            out.extend(st.w_if_any().and_then(|w| w.writable.remove(&id.0)));
+            out.extend(st.send_record(id.0).and_then(|r| r.writable.take()));
         }
         Event::Stream(StreamEvent::Finished(id)) => {
-            let w = st.w();
-            out.append(&mut w.flushed);
-            if w.send_live.contains(&id.0) {
-                w.acked.insert(id.0);
+            if let Some(w) = st.w_if_any() {
+                out.append(&mut w.flushed);
             }
-            out.extend(w.stopped_wakers.remove(&id.0));
+            if let Some(r) = st.send_record(id.0) {
+                r.acked = true;
+                out.extend(r.stopped_waker.take());
+            }
         }
         Event::Stream(StreamEvent::Stopped(id, code)) => {
-            let w = st.w();
-            if w.send_live.contains(&id.0) {
-                w.stopped.insert(id.0, code);
+            if let Some(r) = st.send_record(id.0) {
+                r.stopped = Some(code);
+                out.extend(r.writable.take());
+                out.extend(r.stopped_waker.take());
             }
-            out.extend(w.writable.remove(&id.0));
-            out.extend(w.stopped_wakers.remove(&id.0));
         }
     }
 }

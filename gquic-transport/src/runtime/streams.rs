@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::{lost, ConnRef};
-use super::{ConnState, State};
+use super::{ConnState, SendRecord, State};
 use crate::connection::{self as proto, ConnectionError};
 use crate::wire::VarInt;
 use crate::StreamId;
@@ -127,7 +127,7 @@ impl SendStream {
     pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         if let Some(st) = s.conns.get_mut(&conn.id) {
             st.refs += 1;
-            st.w().send_live.insert(id);
+            st.w().sends.insert(id, SendRecord::default());
         }
         Self {
             conn: ConnRef::adopt(conn.shared.clone(), conn.id),
@@ -156,7 +156,7 @@ impl SendStream {
         // One look-up of the connection's entry for the STOP_SENDING check and its handle.
         let handle = match s.conns.get_mut(&cid) {
             Some(st) => {
-                if let Some(code) = st.w_if_any().and_then(|w| w.stopped.get(&self.id).copied()) {
+                if let Some(code) = st.send_record(self.id).and_then(|r| r.stopped) {
                     return Poll::Ready(Err(WriteError::Stopped(code)));
                 }
                 st.handle
@@ -185,7 +185,7 @@ impl SendStream {
             }
         }
         if let Some(st) = s.conns.get_mut(&cid) {
-            st.w().writable.insert(self.id, cx.waker().clone());
+            st.w().sends.entry(self.id).or_default().writable = Some(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -282,18 +282,18 @@ impl SendStream {
             let Some(st) = s.conns.get_mut(&cid) else {
                 return Poll::Ready(Err(ConnectionError::LocallyClosed.into()));
             };
-            if let Some(w) = st.w_if_any() {
-                if let Some(&code) = w.stopped.get(&self.id) {
+            if let Some(r) = st.send_record(self.id) {
+                if let Some(code) = r.stopped {
                     return Poll::Ready(Ok(Some(code)));
                 }
-                if w.acked.contains(&self.id) {
+                if r.acked {
                     return Poll::Ready(Ok(None));
                 }
             }
             if let Some(e) = st.error().cloned() {
                 return Poll::Ready(Err(e.into()));
             }
-            st.w().stopped_wakers.insert(self.id, cx.waker().clone());
+            st.w().sends.entry(self.id).or_default().stopped_waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -405,11 +405,7 @@ impl Drop for SendStream {
                 }
             }
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-                w.send_live.remove(&id);
-                w.stopped.remove(&id);
-                w.acked.remove(&id);
-                w.writable.remove(&id);
-                w.stopped_wakers.remove(&id);
+                w.sends.remove(&id);
             }
             s.wake_driver();
         });
