@@ -119,6 +119,9 @@ struct SendState {
     blocked: bool,
     /// The limit for which STREAM_DATA_BLOCKED was last sent.
     blocked_at: Option<u64>,
+    /// In the line of streams with something to send (`Queues::pending`): a flag here
+    /// instead of a set beside the line saves a hash insertion and removal per stream.
+    scheduled: bool,
 }
 
 #[derive(Debug)]
@@ -163,7 +166,8 @@ impl SendState {
         pack_code(p, self.stopped);
         p.bool(self.blocked);
         p.opt_u64(self.blocked_at);
-        Some(())
+        // A stream in the send line is not idle: the connection does not pack then.
+        p.require(!self.scheduled)
     }
 
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
@@ -179,6 +183,7 @@ impl SendState {
             stopped: unpack_code(u)?,
             blocked: u.bool()?,
             blocked_at: u.opt_u64()?,
+            scheduled: false,
         })
     }
 }
@@ -248,9 +253,9 @@ fn unpack_map<S>(
 #[derive(Debug, Default)]
 struct Queues {
     accept: [VecDeque<StreamId>; 2],
-    /// Streams with something to send, in round-robin order.
+    /// Streams with something to send, in round-robin order; a stream is in it once, as its
+    /// `SendState::scheduled` says.
     pending: VecDeque<StreamId>,
-    pending_set: crate::fast_hash::FastSet<StreamId>,
     control: VecDeque<StreamControl>,
     control_set: crate::fast_hash::FastSet<StreamControl>,
     events: VecDeque<StreamEvent>,
@@ -310,7 +315,6 @@ pub struct Streams {
     /// Bytes buffered for sending across streams, and the most allowed.
     send_buffered: u64,
     send_window: u64,
-    /// Streams with something to send, in round-robin order.
     /// The queues of work and events; `None` while all are empty after
     /// [`Streams::release_queues`] (idle diet).
     queues: Option<Box<Queues>>,
@@ -534,6 +538,7 @@ impl Streams {
             stopped: None,
             blocked: false,
             blocked_at: None,
+            scheduled: false,
         }
     }
 
@@ -1001,17 +1006,16 @@ impl Streams {
         }
     }
 
+    /// Puts stream `id` in the send line unless it is there already (or has no send half).
     fn schedule(&mut self, id: StreamId) {
-        let q = self.queues();
-        if q.pending_set.insert(id) {
-            q.pending.push_back(id);
-        }
-    }
-
-    /// Takes `id` off the set of scheduled streams, once it has left the line.
-    fn unschedule(&mut self, id: StreamId) {
-        if let Some(q) = self.queues.as_mut() {
-            q.pending_set.remove(&id);
+        let Some(state) = self.send.get_mut(&id) else {
+            return;
+        };
+        if !std::mem::replace(&mut state.scheduled, true) {
+            self.queues
+                .get_or_insert_with(Box::default)
+                .pending
+                .push_back(id);
         }
     }
 
@@ -1119,15 +1123,18 @@ impl Streams {
     pub fn poll_chunk(&mut self, max_len: usize) -> Option<StreamChunk> {
         let queued = self.queues.as_ref().map_or(0, |q| q.pending.len());
         for _ in 0..queued {
-            // The stream stays in `pending_set` while it is taken out here: one that still
+            // The stream stays marked scheduled while it is taken out here: one that still
             // has data after this chunk (a bulk sender's only stream, every packet) goes back
-            // in line without two hash-set operations per packet.
+            // in line as it is.
             let id = self.queues.as_mut()?.pending.pop_front()?;
             let conn_credit = self.max_data.saturating_sub(self.data_sent);
-            let Some(state) = self.send.get_mut(&id).filter(|s| s.reset.is_none()) else {
-                self.unschedule(id);
+            let Some(state) = self.send.get_mut(&id) else {
                 continue;
             };
+            if state.reset.is_some() {
+                state.scheduled = false;
+                continue;
+            }
             let limit = state.max_data.min(state.buf.sent_offset() + conn_credit);
             let before = state.buf.sent_offset();
             let range = state.buf.poll_transmit(max_len, limit);
@@ -1155,6 +1162,7 @@ impl Streams {
             };
             let more = state.buf.has_pending(limit.max(state.buf.sent_offset()))
                 || (state.fin && !state.fin_sent);
+            state.scheduled = more;
             // Data waits beyond a flow-control limit: say so once per limit (RFC 9000 §4.1).
             let mut blocked = None;
             if state.buf.end() > state.buf.sent_offset() && state.buf.sent_offset() >= limit {
@@ -1173,8 +1181,6 @@ impl Streams {
             }
             if more {
                 self.queues().pending.push_back(id);
-            } else {
-                self.unschedule(id);
             }
             if chunk.is_some() {
                 return chunk;
