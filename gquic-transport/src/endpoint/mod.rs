@@ -235,6 +235,7 @@ struct Timers {
 }
 
 impl Timers {
+    #[inline]
     fn touch(&mut self, idx: usize) {
         if idx >= self.is_dirty.len() {
             self.is_dirty.resize(idx + 1, false);
@@ -599,6 +600,7 @@ impl Endpoint {
     }
 
     /// A connection by handle, mutable; wakes it if it hibernates.
+    #[inline]
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
         self.conn_mut(h.0, None)?;
         // Whatever the caller does may move the connection's deadline or give it something
@@ -610,6 +612,7 @@ impl Endpoint {
 
     /// The connection in slot `idx`, woken if it hibernates (at `now`, or else the latest time
     /// the endpoint knows).
+    #[inline]
     fn conn_mut(&mut self, idx: usize, now: Option<Instant>) -> Option<&mut Connection> {
         if let Some(now) = now {
             self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
@@ -710,6 +713,7 @@ impl Endpoint {
     }
 
     /// Puts a connection in the queue of those that may have application events.
+    #[inline]
     fn mark_touched(&mut self, idx: usize) {
         if idx >= self.in_touched.len() {
             self.in_touched.resize(idx + 1, false);
@@ -741,6 +745,7 @@ impl Endpoint {
 
     /// Puts a connection in the queue of those that may have something to send (and marks
     /// it touched).
+    #[inline]
     fn mark_send_ready(&mut self, idx: usize) {
         self.mark_touched(idx);
         if idx >= self.in_send_ready.len() {

@@ -83,6 +83,7 @@ impl Slots {
     }
 
     /// The connection in slot `idx` if it is awake, mutably.
+    #[inline]
     pub(super) fn awake_mut(&mut self, idx: usize) -> Option<&mut Connection> {
         match self.slots.get_mut(idx)? {
             Slot::Awake(c) => Some(c),
@@ -95,6 +96,7 @@ impl Slots {
         not(any(feature = "aws-lc-rs", feature = "ring")),
         allow(unused_variables)
     )]
+    #[inline]
     pub(super) fn wake(&mut self, idx: usize, now: Option<Instant>) -> Wake {
         let Some(slot) = self.slots.get_mut(idx) else {
             return Wake::Free;
