@@ -583,28 +583,37 @@ impl RecvStream {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Poll<Result<(), ReadToEndError>> {
-        let too_long = {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        {
             let mut s = self.conn.shared.lock();
-            loop {
-                if self.done {
-                    return Poll::Ready(Ok(()));
+            let cid = self.conn.id;
+            let Some(c) = s.proto(cid) else {
+                return Poll::Ready(Err(ReadError::from(lost(&s, cid)).into()));
+            };
+            // Every chunk there is, through one look-up of the connection.
+            let (mut read, mut clock) = (false, Instant::now);
+            let last = loop {
+                match c.read_with_clock(StreamId(self.id), usize::MAX, &mut clock) {
+                    Ok(Some(chunk)) if out.len() + chunk.len() > limit => break None,
+                    Ok(Some(chunk)) => {
+                        out.extend_from_slice(&chunk);
+                        read = true;
+                    }
+                    r => break Some(r),
                 }
-                let r = read_locked(
-                    &mut s,
-                    self.conn.id,
-                    self.id,
-                    &mut self.done,
-                    cx,
-                    usize::MAX,
-                );
-                match std::task::ready!(r)? {
-                    Some(chunk) if out.len() + chunk.len() > limit => break true,
-                    Some(chunk) => out.extend_from_slice(&chunk),
-                    None => return Poll::Ready(Ok(())),
-                }
+            };
+            if read {
+                // Reading may have opened flow-control windows to announce.
+                s.wake_driver();
             }
-        };
-        debug_assert!(too_long);
+            if let Some(r) = last {
+                return settle_read(&mut s, cid, self.id, &mut self.done, cx, r)
+                    .map_ok(|_| ())
+                    .map_err(Into::into);
+            }
+        }
         let _ = self.stop(VarInt::from_u32(0));
         Poll::Ready(Err(ReadToEndError::TooLong(limit)))
     }
@@ -644,6 +653,19 @@ fn read_locked(
         return Poll::Ready(Err(lost(s, cid).into()));
     };
     let r = c.read_with_clock(StreamId(id), max, &mut Instant::now);
+    settle_read(s, cid, id, done, cx, r)
+}
+
+/// What a read `r` of stream `id` means for its reader: the driver is woken after data or
+/// the end (flow-control windows may open), the task waits for more when there is none.
+fn settle_read(
+    s: &mut State,
+    cid: u64,
+    id: u64,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+    r: Result<Option<Bytes>, proto::ReadError>,
+) -> Poll<Result<Option<Bytes>, ReadError>> {
     match r {
         Ok(Some(b)) => {
             // Reading may have opened flow-control windows to announce.
