@@ -67,6 +67,7 @@ impl RangeSet {
     }
 
     /// Whether `value` is in the set.
+    #[inline]
     pub fn contains(&self, value: u64) -> bool {
         match &self.0 {
             Repr::One(s, e) => (*s..*e).contains(&value),
@@ -237,6 +238,7 @@ impl RangeSet {
 
     /// Removes the lowest ranges until at most `max` remain (bounded ACK state, RFC 9000
     /// §13.2.3 allows forgetting old ranges).
+    #[inline]
     pub fn truncate_low(&mut self, max: usize) {
         while self.len() > max {
             self.pop_first();

@@ -312,6 +312,7 @@ impl CidState {
     }
 
     /// The next NEW_CONNECTION_ID frame to send.
+    #[inline]
     pub(super) fn poll_new(&mut self) -> Option<NewConnectionId> {
         while let Some(seq) = self.pending.as_mut().and_then(|p| p.new.pop_front()) {
             if let Some((id, reset_token)) = self.local.get(&seq) {

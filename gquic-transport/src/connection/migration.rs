@@ -301,6 +301,7 @@ impl Connection {
     /// Called for each authenticated 1-RTT packet with the largest packet number so far:
     /// remembers the peer's Destination Connection ID and, when it moved to a new one on a
     /// new path, moves too (RFC 9000 §9.5).
+    #[inline]
     pub(super) fn note_peer_dcid(&mut self, dcid: ConnectionId, new_path: bool) {
         let changed = self.migration.peer_dcid.is_some_and(|d| d != dcid);
         self.migration.peer_dcid = Some(dcid);

@@ -1114,6 +1114,7 @@ impl Connection {
 
     /// After a key update by either side, schedules the previous receive key's discard
     /// (RFC 9001 §6.5) and updates on our own when a key has been used long enough (§6.6).
+    #[inline]
     pub(super) fn key_phase_housekeeping(&mut self, now: Instant) {
         // Called for every datagram in and out: the PTO is worked out only on a change.
         let confirmed = self.handshake_confirmed;

@@ -52,6 +52,7 @@ impl Connection {
     }
 
     /// qlog: recovery metrics and the congestion controller's state, when they changed.
+    #[inline]
     pub(super) fn qlog_recovery(&mut self, now: Instant) {
         if !self.qlog.enabled() {
             return;

@@ -212,6 +212,7 @@ impl Connection {
     }
 
     /// Whether `space` has anything to send now.
+    #[inline]
     fn space_wants_to_send(&self, now: Instant, space: SpaceId) -> bool {
         if !self.has_keys(space) {
             return false;

@@ -440,6 +440,7 @@ impl Spaces {
 impl std::ops::Index<usize> for Spaces {
     type Output = PacketSpace;
 
+    #[inline]
     fn index(&self, i: usize) -> &PacketSpace {
         match i {
             0 => self.initial.as_deref().unwrap_or(&DISCARDED),
@@ -452,6 +453,7 @@ impl std::ops::Index<usize> for Spaces {
 impl std::ops::IndexMut<usize> for Spaces {
     /// A write to a freed space (none is expected) gets a fresh discarded space rather than
     /// a panic.
+    #[inline]
     fn index_mut(&mut self, i: usize) -> &mut PacketSpace {
         let slot = match i {
             0 => &mut self.initial,

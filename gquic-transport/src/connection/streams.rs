@@ -995,6 +995,7 @@ impl Streams {
     }
 
     /// The queues, allocated again if they were let go.
+    #[inline]
     fn queues(&mut self) -> &mut Queues {
         self.queues.get_or_insert_with(Box::default)
     }
@@ -1034,6 +1035,7 @@ impl Streams {
     }
 
     /// The next control frame to send.
+    #[inline]
     pub fn poll_control(&mut self) -> Option<StreamControl> {
         let q = self.queues.as_mut()?;
         let c = q.control.pop_front()?;

@@ -385,6 +385,7 @@ impl KeyPhase {
 
     /// Which key to try for a received packet with Key Phase bit `phase` and (recovered) packet
     /// number `pn` (RFC 9001 §6.3, §6.5).
+    #[inline]
     pub fn remote_key_for(&mut self, phase: bool, pn: u64) -> Option<(RemoteKey, &dyn PacketKey)> {
         if phase == self.phase {
             return Some((RemoteKey::Current, self.remote.as_ref()));
@@ -446,6 +447,7 @@ impl KeyPhase {
 
     /// Expands the current keys again after [`KeyPhase::hibernate`]; returns whether they were
     /// asleep. Call before sealing or opening a packet.
+    #[inline]
     pub fn wake(&mut self) -> bool {
         if !self.asleep {
             return false;
@@ -535,6 +537,7 @@ impl KeyPhase {
     /// # Errors
     /// [`KeyUpdateError::NotConfirmed`] (KEY_UPDATE_ERROR) if the peer updates again before our
     /// previous update was confirmed (RFC 9001 §6.2 allows treating this as an error).
+    #[inline]
     pub fn on_packet_received(&mut self, which: RemoteKey, pn: u64) -> Result<(), KeyUpdateError> {
         match which {
             RemoteKey::Current => {

@@ -555,6 +555,7 @@ impl PacketNumber {
 
     /// The full packet number, given the largest one processed so far in this space
     /// (RFC 9000 Appendix A.3).
+    #[inline]
     pub fn expand(self, largest_pn: Option<u64>) -> u64 {
         super::pn::decode(largest_pn, self.truncated, self.len())
     }

@@ -62,6 +62,7 @@ impl VarInt {
     }
 
     /// Reads a `VarInt`, advancing `buf` past it.
+    #[inline]
     pub fn decode<B: Buf>(buf: &mut B) -> Result<Self, DecodeError> {
         let first = *buf.chunk().first().ok_or(DecodeError::UnexpectedEnd)?;
         let len = 1usize << (first >> 6);
