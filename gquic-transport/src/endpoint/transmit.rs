@@ -17,13 +17,26 @@ impl Endpoint {
         self.poll_transmit_batch(now, 1, buf)
     }
 
+    /// Takes connection `idx` out of the send line: it was just asked and had nothing more.
+    /// The entry itself goes if it is the last; one further in is skipped when reached.
+    fn unmark_send_ready(&mut self, idx: usize) {
+        if let Some(marked) = self.in_send_ready.get_mut(idx) {
+            if std::mem::take(marked) && self.send_ready.back() == Some(&idx) {
+                self.send_ready.pop_back();
+            }
+        }
+    }
+
     /// The next datagram of a connection, round robin, with the connection's index.
     fn poll_connections(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(Transmit, usize)> {
         // Only the connections touched since they last had nothing to send: input, timers,
         // application calls and new connection IDs are what give a connection something
         // to send, and each of them marks it.
         while let Some(idx) = self.send_ready.pop_front() {
-            self.in_send_ready[idx] = false;
+            // An entry whose mark was taken back (`unmark_send_ready`) is left behind.
+            if !std::mem::take(&mut self.in_send_ready[idx]) {
+                continue;
+            }
             // A hibernating connection has nothing to send.
             let Some(conn) = self.connections.awake_mut(idx) else {
                 continue;
@@ -101,6 +114,10 @@ impl Endpoint {
             };
             let at = buf.len();
             let Some(t) = conn.poll_transmit_appended(now, buf) else {
+                // Nothing more now: out of the line until input, a timer or the application
+                // marks it again, instead of being asked once more for nothing (before its
+                // events: those may mark it).
+                self.unmark_send_ready(idx);
                 self.process_events(idx);
                 break;
             };
