@@ -388,7 +388,7 @@ impl Driver {
             }
             // 5. Sleep until the state machine's next deadline.
             let deadline = state.ep.poll_timeout();
-            if deadline != this.timer_deadline {
+            if deadline != this.timer_deadline && !timer_stays(this.timer_deadline, deadline) {
                 this.timer_deadline = deadline;
                 if let Some(d) = deadline {
                     this.timer.as_mut().reset(tokio::time::Instant::from_std(d));
@@ -437,6 +437,20 @@ fn coalesce(coalesced: bool, pending: bool, last_send: Option<Instant>, now: Ins
 
 /// Tossed datagrams a shard's inbox holds at most; more are dropped (the peer retransmits).
 const INBOX_LIMIT: usize = 4096;
+
+/// How much later a deadline may move and leave the sleep timer armed where it was. Traffic
+/// moves the state machine's deadline a little later with nearly every datagram (a received
+/// packet arms the acknowledgement delay, the answer sent then moves the probe timeout on),
+/// and resetting tokio's timer each time cost 2% of the driver's instructions in a 1-byte
+/// ping-pong. A timer left early fires early at worst, and the turn that finds nothing due
+/// arms it again; an earlier deadline is always armed at once.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Whether the sleep timer, armed at `armed`, can stay there for the deadline `new` (see
+/// [`TIMER_SLACK`]).
+fn timer_stays(armed: Option<Instant>, new: Option<Instant>) -> bool {
+    matches!((armed, new), (Some(armed), Some(new)) if new > armed && new - armed < TIMER_SLACK)
+}
 
 /// Gives each tossed datagram to its shard and wakes that shard's driver.
 fn hand_on(group: &[std::sync::Weak<Shared>], outbox: &mut Vec<crate::endpoint::Tossed>) {
@@ -513,6 +527,28 @@ mod tests {
         assert_eq!(blocks.spare.len(), 1);
         blocks.end_turn(t0 + SPARES_KEPT, 0, 3, 0);
         assert!(blocks.spare.is_empty(), "no connection left");
+    }
+
+    #[test]
+    fn the_sleep_timer_stays_armed_only_for_a_deadline_a_little_later() {
+        let t = Instant::now();
+        let us = std::time::Duration::from_micros(1);
+        assert!(timer_stays(Some(t), Some(t + 70 * us)));
+        assert!(timer_stays(Some(t), Some(t + TIMER_SLACK - us)));
+        assert!(
+            !timer_stays(Some(t), Some(t + TIMER_SLACK)),
+            "far enough later: armed again"
+        );
+        assert!(
+            !timer_stays(Some(t + 70 * us), Some(t)),
+            "an earlier deadline is armed"
+        );
+        assert!(
+            !timer_stays(Some(t), Some(t)),
+            "an unchanged one needs nothing"
+        );
+        assert!(!timer_stays(None, Some(t)));
+        assert!(!timer_stays(Some(t), None));
     }
 
     #[test]
