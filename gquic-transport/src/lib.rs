@@ -82,6 +82,7 @@ pub mod recovery;
 pub mod runtime;
 mod small_deque;
 pub mod stream;
+mod stream_map;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod types;

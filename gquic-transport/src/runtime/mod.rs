@@ -36,6 +36,8 @@ mod streams;
 mod udp;
 
 use crate::fast_hash::FastMap;
+use crate::stream_map::StreamMap;
+use crate::StreamId;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
@@ -130,7 +132,7 @@ pub(crate) struct StreamWaiters {
     /// Index 0: bidirectional, 1: unidirectional.
     pub(crate) accept: [Vec<Waker>; 2],
     pub(crate) open: [Vec<Waker>; 2],
-    pub(crate) readable: FastMap<u64, Waker>,
+    pub(crate) readable: StreamMap<Waker>,
     /// Tasks waiting for a datagram.
     pub(crate) datagrams: Vec<Waker>,
     /// Tasks waiting for all sent stream data to be acknowledged.
@@ -139,7 +141,7 @@ pub(crate) struct StreamWaiters {
     /// One entry per handle, made with it and removed when it drops, so an application that
     /// finishes and drops a stream before its acknowledgement (the usual way) leaves nothing
     /// behind; one map, so a stream's open and close cost one insertion and one removal.
-    pub(crate) sends: FastMap<u64, SendRecord>,
+    pub(crate) sends: StreamMap<SendRecord>,
     /// Read pacing registered by a body consumer and not yet picked up by the stream's
     /// reader (`crate::h3::pace_reads`).
     #[cfg(feature = "h3")]
@@ -213,7 +215,7 @@ impl ConnState {
 
     /// The record of the live send-stream handle of stream `id`, if there is one.
     pub(crate) fn send_record(&mut self, id: u64) -> Option<&mut SendRecord> {
-        self.w_if_any()?.sends.get_mut(&id)
+        self.w_if_any()?.sends.get_mut(&StreamId(id))
     }
 
     /// The stream waiters, if a task ever waited on a stream or datagram.
@@ -242,7 +244,7 @@ impl ConnState {
             .chain(w.open.iter_mut().flat_map(|v| v.drain(..)))
             .chain(w.datagrams.drain(..))
             .chain(w.flushed.drain(..))
-            .chain(w.readable.drain().map(|(_, w)| w))
+            .chain(std::mem::take(&mut w.readable).into_values())
             .chain(
                 w.sends
                     .values_mut()
@@ -541,7 +543,7 @@ fn handle_event(st: &mut ConnState, event: crate::connection::Event, out: &mut V
             }
         }
         Event::Stream(StreamEvent::Readable(id)) => {
-            out.extend(st.w_if_any().and_then(|w| w.readable.remove(&id.0)));
+            out.extend(st.w_if_any().and_then(|w| w.readable.remove(&id)));
         }
         Event::Stream(StreamEvent::Writable(id)) => {
             out.extend(st.send_record(id.0).and_then(|r| r.writable.take()));

@@ -127,7 +127,7 @@ impl SendStream {
     pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         if let Some(st) = s.conns.get_mut(&conn.id) {
             st.refs += 1;
-            st.w().sends.insert(id, SendRecord::default());
+            st.w().sends.insert(StreamId(id), SendRecord::default());
         }
         Self {
             conn: ConnRef::adopt(conn.shared.clone(), conn.id),
@@ -185,7 +185,10 @@ impl SendStream {
             }
         }
         if let Some(st) = s.conns.get_mut(&cid) {
-            st.w().sends.entry(self.id).or_default().writable = Some(cx.waker().clone());
+            st.w()
+                .sends
+                .get_or_insert_with(StreamId(self.id), SendRecord::default)
+                .writable = Some(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -293,7 +296,10 @@ impl SendStream {
             if let Some(e) = st.error().cloned() {
                 return Poll::Ready(Err(e.into()));
             }
-            st.w().sends.entry(self.id).or_default().stopped_waker = Some(cx.waker().clone());
+            st.w()
+                .sends
+                .get_or_insert_with(StreamId(self.id), SendRecord::default)
+                .stopped_waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -405,7 +411,7 @@ impl Drop for SendStream {
                 }
             }
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-                w.sends.remove(&id);
+                w.sends.discard(&StreamId(id));
             }
             s.wake_driver();
         });
@@ -682,7 +688,7 @@ fn settle_read(
                 return Poll::Ready(Err(e.into()));
             }
             if let Some(st) = s.conns.get_mut(&cid) {
-                st.w().readable.insert(id, cx.waker().clone());
+                st.w().readable.insert(StreamId(id), cx.waker().clone());
             }
             Poll::Pending
         }
@@ -707,7 +713,7 @@ impl Drop for RecvStream {
         let id = self.id;
         self.conn.release_with(|s, cid| {
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
-                w.readable.remove(&id);
+                w.readable.discard(&StreamId(id));
             }
         });
     }
