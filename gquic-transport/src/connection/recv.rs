@@ -1034,9 +1034,11 @@ impl Connection {
             })?;
         let result = self.on_packets_acked(now, space, ack, largest_before, rtt_sample, &mut acked);
         let scratch = self.scratch();
-        for (_, mut p) in acked.drain(..) {
+        // In place, then dropped where they are: draining would move each record out.
+        for (_, p) in &mut acked {
             p.info.chunks.recycle(&mut scratch.chunk_spills);
         }
+        acked.clear();
         scratch.acked = acked;
         result
     }

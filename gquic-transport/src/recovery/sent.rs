@@ -184,10 +184,17 @@ impl<T> SentPackets<T> {
         Some(packet)
     }
 
+    /// Drops the records already taken from the front. In place: popping each would copy
+    /// its slot (a record's size) out first.
     fn trim(&mut self) {
-        while matches!(self.packets.front(), Some(None)) {
-            self.packets.pop_front();
-            self.base += 1;
+        let taken = self
+            .packets
+            .iter()
+            .position(Option::is_some)
+            .unwrap_or(self.packets.len());
+        if taken > 0 {
+            self.packets.drain(..taken);
+            self.base += taken as u64;
         }
     }
 
