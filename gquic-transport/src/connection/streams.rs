@@ -267,8 +267,12 @@ struct Queues {
     recv_spills: SpillPool<Bytes, KEEP_SPILLS>,
 }
 
-/// Spill rooms kept for reuse, of each kind (see `Queues::send_spills`).
-const KEEP_SPILLS: usize = 16;
+/// Spill rooms kept for reuse, of each kind (see `Queues::send_spills`): enough for every
+/// stream the default limit lets a peer have open at once (100) to queue a second chunk.
+/// With 16, an HTTP/3 server answering 100 requests at a time on one connection allocated a
+/// room for 3 answers in 4 (`h3-child`: 7,448 allocations per 10k requests, 200 now). A room
+/// is about 170 bytes; they go when the connection goes quiet.
+const KEEP_SPILLS: usize = 128;
 
 impl Queues {
     fn is_empty(&self) -> bool {
