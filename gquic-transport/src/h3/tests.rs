@@ -214,3 +214,38 @@ fn h3_types_are_send_sync_static() {
     check::<super::SendDatagramHandler>();
     check::<super::RecvDatagramHandler>();
 }
+
+/// Small frames are cut from one shared block, back to back (one allocation for many), with
+/// their bytes intact; a larger frame, and a frame that no longer fits the block's rest, get
+/// memory of their own.
+#[test]
+fn small_frames_share_a_block_and_keep_their_bytes() {
+    use super::{frame_bytes, FRAME_BLOCK, SMALL_FRAME};
+    // Start on a fresh block whatever this thread cut before.
+    let _ = frame_bytes(&mut Bytes::from(vec![0u8; SMALL_FRAME]));
+    let mut frames = Vec::new();
+    for i in 0..FRAME_BLOCK / 100 {
+        let mut src = Bytes::from(vec![i as u8; 100]).chain(Bytes::from_static(b"xy"));
+        frames.push(frame_bytes(&mut src));
+        assert!(!src.has_remaining(), "the whole frame is taken");
+    }
+    let mut adjacent = 0;
+    for (i, pair) in frames.windows(2).enumerate() {
+        assert_eq!(pair[1][..100], [(i + 1) as u8; 100][..]);
+        assert_eq!(&pair[1][100..], b"xy");
+        if pair[0].as_ptr().wrapping_add(pair[0].len()) == pair[1].as_ptr() {
+            adjacent += 1;
+        }
+    }
+    // 40 frames of 102 bytes fill a 4 KiB block once, and start one more.
+    assert!(
+        adjacent >= frames.len() - 3,
+        "{adjacent} of {} frames follow the previous one in memory",
+        frames.len() - 1
+    );
+    let big = frame_bytes(&mut Bytes::from(vec![7u8; SMALL_FRAME + 1]));
+    assert_eq!(big.len(), SMALL_FRAME + 1);
+    assert!(big.iter().all(|b| *b == 7));
+    let last = frames.last().unwrap();
+    assert_ne!(last.as_ptr().wrapping_add(last.len()), big.as_ptr());
+}
