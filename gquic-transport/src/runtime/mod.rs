@@ -58,8 +58,8 @@ pub use connection::{Connecting, Connection, ConnectionStats, ZeroRttAccepted};
 #[cfg(feature = "h3")]
 pub(crate) use streams::PaceState;
 pub use streams::{
-    Read, ReadChunk, ReadError, ReadToEnd, ReadToEndError, RecvStream, SendStream, StoppedError,
-    Write, WriteAll, WriteError,
+    Read, ReadChunk, ReadChunks, ReadError, ReadToEnd, ReadToEndError, RecvStream, SendStream,
+    StoppedError, Write, WriteAll, WriteAllChunks, WriteChunks, WriteError, Written,
 };
 
 /// Why [`Endpoint::connect`] could not start a connection.

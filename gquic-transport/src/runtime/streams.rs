@@ -151,6 +151,22 @@ impl SendStream {
         cx: &mut Context<'_>,
         data: &mut Bytes,
     ) -> Poll<Result<usize, WriteError>> {
+        self.poll_write_chunks(cx, std::slice::from_mut(data))
+            .map_ok(|w| w.bytes)
+    }
+
+    /// Offers `bufs` in order under one lock, as much as flow control takes: chunks taken
+    /// whole are left empty, a chunk taken in part is advanced past what was taken (offer it
+    /// again with the rest), and the chunks after it are untouched. `Pending` while flow
+    /// control takes nothing. The poll-based form of [`SendStream::write_chunks`].
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut [Bytes],
+    ) -> Poll<Result<Written, WriteError>> {
         let mut s = self.conn.shared.lock();
         let cid = self.conn.id;
         // One look-up of the connection's entry for the STOP_SENDING check and its handle.
@@ -166,23 +182,33 @@ impl SendStream {
         let Some(c) = handle.and_then(|h| s.ep.connection_mut(h)) else {
             return Poll::Ready(Err(lost(&s, cid).into()));
         };
-        match c.write_from(StreamId(self.id), data) {
-            Ok(0) if !data.is_empty() => {}
-            Ok(n) => {
-                s.wake_driver();
-                return Poll::Ready(Ok(n));
+        let mut written = Written::default();
+        for data in bufs.iter_mut() {
+            match c.write_from(StreamId(self.id), data) {
+                Ok(n) => written.bytes += n,
+                Err(proto::WriteError::Blocked) => break,
+                Err(proto::WriteError::Stopped(code)) => {
+                    return Poll::Ready(Err(WriteError::Stopped(code)))
+                }
+                Err(proto::WriteError::ClosedStream) => {
+                    let err = match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
+                        Some(e) => WriteError::ConnectionLost(e),
+                        None => WriteError::ClosedStream,
+                    };
+                    return Poll::Ready(Err(err));
+                }
             }
-            Err(proto::WriteError::Blocked) => {}
-            Err(proto::WriteError::Stopped(code)) => {
-                return Poll::Ready(Err(WriteError::Stopped(code)))
+            if !data.is_empty() {
+                // Flow control took only part of it.
+                break;
             }
-            Err(proto::WriteError::ClosedStream) => {
-                let err = match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
-                    Some(e) => WriteError::ConnectionLost(e),
-                    None => WriteError::ClosedStream,
-                };
-                return Poll::Ready(Err(err));
-            }
+            written.chunks += 1;
+        }
+        if written.bytes > 0 {
+            s.wake_driver();
+        }
+        if written.bytes > 0 || written.chunks > 0 || bufs.is_empty() {
+            return Poll::Ready(Ok(written));
         }
         if let Some(st) = s.conns.get_mut(&cid) {
             st.w()
@@ -191,6 +217,32 @@ impl SendStream {
                 .writable = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Writes as many of `bufs` as flow control takes now, without copying (waits while it
+    /// takes nothing): chunks taken whole are left empty, a chunk taken in part is advanced
+    /// past what was taken. One lock for all of them, where [`SendStream::write_chunk`] takes
+    /// one per chunk.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if cancelled, nothing was written.
+    pub fn write_chunks<'a>(&'a mut self, bufs: &'a mut [Bytes]) -> WriteChunks<'a> {
+        WriteChunks { stream: self, bufs }
+    }
+
+    /// Writes all of `bufs` without copying; each is left empty.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, the chunks already written are empty and the one in
+    /// progress is advanced past what was taken.
+    pub fn write_all_chunks<'a>(&'a mut self, bufs: &'a mut [Bytes]) -> WriteAllChunks<'a> {
+        WriteAllChunks { stream: self, bufs }
     }
 
     /// Writes some of `buf`; returns how many bytes were taken.
@@ -320,6 +372,71 @@ impl Future for Write<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         this.stream.poll_write_bytes(cx, &mut this.data)
+    }
+}
+
+/// What [`SendStream::write_chunks`] took: bytes, and chunks taken whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes taken, from all the chunks.
+    pub bytes: usize,
+    /// Chunks taken whole (empty ones included), from the front.
+    pub chunks: usize,
+}
+
+/// The future of [`SendStream::write_chunks`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct WriteChunks<'a> {
+    stream: &'a mut SendStream,
+    bufs: &'a mut [Bytes],
+}
+
+impl Future for WriteChunks<'_> {
+    type Output = Result<Written, WriteError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.stream.poll_write_chunks(cx, this.bufs)
+    }
+}
+
+/// The future of [`SendStream::write_all_chunks`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct WriteAllChunks<'a> {
+    stream: &'a mut SendStream,
+    bufs: &'a mut [Bytes],
+}
+
+impl Future for WriteAllChunks<'_> {
+    type Output = Result<(), WriteError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while !this.bufs.is_empty() {
+            let w = std::task::ready!(this.stream.poll_write_chunks(cx, this.bufs))?;
+            let bufs = std::mem::take(&mut this.bufs);
+            this.bufs = &mut bufs[w.chunks..];
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The future of [`RecvStream::read_chunks`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ReadChunks<'a> {
+    stream: &'a mut RecvStream,
+    bufs: &'a mut [Bytes],
+}
+
+impl Future for ReadChunks<'_> {
+    type Output = Result<Option<usize>, ReadError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.stream.poll_read_chunks(cx, this.bufs)
     }
 }
 
@@ -550,6 +667,77 @@ impl RecvStream {
     /// Cancel safe: data is taken only when this returns it.
     pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_> {
         ReadChunk { stream: self, max }
+    }
+
+    /// Fills `bufs` from the front with the next chunks of data in order, without copying,
+    /// under one lock; returns how many, or `None` at the end of the stream. Waits while
+    /// nothing can be read. Chunk boundaries are where data arrived, not the peer's writes.
+    ///
+    /// # Errors
+    /// See [`ReadError`]. A reset is reported as soon as it is known, and the chunks of the
+    /// call that sees it are dropped (RFC 9000 §3.2: a reset stream's data may be discarded).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: data is taken only when this returns it.
+    pub fn read_chunks<'a>(&'a mut self, bufs: &'a mut [Bytes]) -> ReadChunks<'a> {
+        ReadChunks { stream: self, bufs }
+    }
+
+    /// The poll-based form of [`RecvStream::read_chunks`].
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut [Bytes],
+    ) -> Poll<Result<Option<usize>, ReadError>> {
+        if bufs.is_empty() {
+            return Poll::Ready(Ok(Some(0)));
+        }
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Poll::Ready(Err(lost(&s, cid).into()));
+        };
+        // Every chunk there is room for, through one look-up of the connection.
+        let (mut n, mut clock) = (0, Instant::now);
+        let last = loop {
+            let Some(slot) = bufs.get_mut(n) else {
+                break None;
+            };
+            match c.read_with_clock(StreamId(self.id), usize::MAX, &mut clock) {
+                Ok(Some(chunk)) => {
+                    *slot = chunk;
+                    n += 1;
+                }
+                r => break Some(r),
+            }
+        };
+        if n > 0 {
+            match last {
+                // The end right after the data: the next call reports it.
+                Some(Ok(None)) => self.done = true,
+                // Full, or all there is for now.
+                None | Some(Err(proto::ReadError::Blocked)) => {}
+                // A reset or a failure: reported now, the chunks dropped.
+                Some(r) => {
+                    return settle_read(&mut s, cid, self.id, &mut self.done, cx, r)
+                        .map_ok(|end| end.map(|_| n))
+                }
+            }
+            // Reading may have opened flow-control windows to announce.
+            s.wake_driver();
+            return Poll::Ready(Ok(Some(n)));
+        }
+        // `bufs` is not empty, so the loop read once and stopped on something else.
+        let Some(r) = last else {
+            return Poll::Ready(Ok(Some(0)));
+        };
+        settle_read(&mut s, cid, self.id, &mut self.done, cx, r).map_ok(|end| end.map(|_| 0))
     }
 
     /// Reads into `buf`; returns how many bytes, or `None` at the end of the stream.

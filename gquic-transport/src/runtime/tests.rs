@@ -628,3 +628,99 @@ async fn stream_futures_stay_small() {
         std::mem::size_of_val(&echo)
     );
 }
+
+/// `write_chunks` takes whole chunks and part of the one flow control cuts, `write_all_chunks`
+/// the rest; `read_chunks` fills its slots from one look-up and reports the end once.
+#[tokio::test]
+async fn chunks_are_written_and_read_in_batches() {
+    let certs = certs();
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(16 * 1024, 16 * 1024);
+    let server = Endpoint::server(server_config(&certs, &[b"x"], t), localhost()).unwrap();
+    let client = Endpoint::client(localhost()).unwrap();
+    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
+    let connecting = client
+        .connect_with(cc, server.local_addr(), "localhost")
+        .unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+
+    // 40 chunks of 1,000 distinct bytes, and an empty one among them.
+    let originals: Vec<Bytes> = (0..41u32)
+        .map(|i| match i {
+            5 => Bytes::new(),
+            _ => (0..1000u32).map(|j| (i * 7 + j) as u8).collect(),
+        })
+        .collect();
+    let expected: Vec<u8> = originals.iter().flatten().copied().collect();
+    let mut bufs = originals.clone();
+    let mut send = conn.open_uni().await.unwrap();
+    // The server's 16 KiB stream window takes chunks 0-16 (16,000 bytes and the empty one)
+    // and 384 bytes of chunk 17.
+    let w = send.write_chunks(&mut bufs).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            bytes: 16 * 1024,
+            chunks: 17
+        }
+    );
+    assert!(bufs[..17].iter().all(Bytes::is_empty));
+    assert_eq!(bufs[17], originals[17].slice(384..));
+    assert_eq!(bufs[18..], originals[18..]);
+    let writer = tokio::spawn(async move {
+        send.write_all_chunks(&mut bufs[17..]).await.unwrap();
+        assert!(bufs.iter().all(Bytes::is_empty));
+        send.finish().unwrap();
+        send
+    });
+
+    let mut recv = sconn.accept_uni().await.unwrap();
+    assert_eq!(recv.read_chunks(&mut []).await, Ok(Some(0)));
+    // Give the first 16 KiB time to arrive: one call then takes several packets' data.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut slots = vec![Bytes::new(); 64];
+    let first = recv.read_chunks(&mut slots).await.unwrap().unwrap();
+    assert!(first >= 2, "one chunk per call: {first}");
+    let mut got: Vec<u8> = slots[..first].iter().flatten().copied().collect();
+    let mut small = [Bytes::new(), Bytes::new(), Bytes::new()];
+    while let Some(n) = recv.read_chunks(&mut small).await.unwrap() {
+        assert!((1..=3).contains(&n));
+        got.extend(small[..n].iter().flatten());
+    }
+    assert_eq!(got, expected);
+    assert_eq!(recv.read_chunks(&mut small).await, Ok(None));
+    let mut send = writer.await.unwrap();
+    assert_eq!(send.stopped().await.unwrap(), None);
+    assert_eq!(
+        send.write_chunks(&mut [Bytes::from_static(b"late")]).await,
+        Err(WriteError::ClosedStream)
+    );
+
+    // A reset reaches `read_chunks`, STOP_SENDING reaches `write_chunks`, with their codes.
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all_chunks(&mut [Bytes::from_static(b"partial")])
+        .await
+        .unwrap();
+    send.reset(VarInt::from_u32(77)).unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    let err = loop {
+        match recv.read_chunks(&mut slots).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("reset stream ended normally"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ReadError::Reset(VarInt::from_u32(77)));
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all_chunks(&mut [Bytes::from_static(b"x")])
+        .await
+        .unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    recv.stop(VarInt::from_u32(9)).unwrap();
+    assert_eq!(send.stopped().await.unwrap(), Some(VarInt::from_u32(9)));
+    assert_eq!(
+        send.write_chunks(&mut [Bytes::from_static(b"y")]).await,
+        Err(WriteError::Stopped(VarInt::from_u32(9)))
+    );
+}
