@@ -28,6 +28,17 @@ fn transport() -> Arc<quinn::TransportConfig> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Reads `recv` to its end, `measure::READ_SLOTS` chunks per call (as the gquic side does);
+/// returns the number of bytes.
+async fn read_all(recv: &mut quinn::RecvStream) -> Result<u64, BoxError> {
+    let mut slots: [Bytes; measure::READ_SLOTS] = Default::default();
+    let mut n = 0u64;
+    while let Some(k) = recv.read_chunks(&mut slots).await? {
+        n += slots[..k].iter().map(|c| c.len() as u64).sum::<u64>();
+    }
+    Ok(n)
+}
+
 /// Writes `n` bytes of `chunk` (repeated) to `send`.
 async fn write_n(send: &mut quinn::SendStream, chunk: &Bytes, n: u64) -> Result<(), BoxError> {
     let mut sent = 0u64;
@@ -70,10 +81,7 @@ fn main() -> Result<(), BoxError> {
             let conn = server.accept().await.ok_or("no connection")?.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
             if upload {
-                let mut n = 0u64;
-                while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-                    n += chunk.bytes.len() as u64;
-                }
+                let n = read_all(&mut recv).await?;
                 send.write_all(&n.to_be_bytes()).await?;
             } else {
                 let ask = recv.read_to_end(8).await?;
@@ -100,11 +108,7 @@ fn main() -> Result<(), BoxError> {
             } else {
                 send.write_all(&bytes.to_be_bytes()).await?;
                 send.finish()?;
-                let mut n = 0u64;
-                while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-                    n += chunk.bytes.len() as u64;
-                }
-                n
+                read_all(&mut recv).await?
             };
             let wall = t0.elapsed();
             if moved != bytes {

@@ -85,10 +85,7 @@ pub(crate) fn child_gquic(
             let (mut send, mut recv) = conn.accept_bi().await?;
             match direction {
                 Direction::Upload => {
-                    let mut n = 0u64;
-                    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
-                        n += chunk.len() as u64;
-                    }
+                    let n = read_all(&mut recv).await?;
                     send.write_all(&n.to_be_bytes()).await?;
                 }
                 Direction::Download => {
@@ -119,11 +116,7 @@ pub(crate) fn child_gquic(
                 Direction::Download => {
                     send.write_all(&bytes.to_be_bytes()).await?;
                     send.finish()?;
-                    let mut n = 0u64;
-                    while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
-                        n += chunk.len() as u64;
-                    }
-                    n
+                    read_all(&mut recv).await?
                 }
             };
             let wall = t0.elapsed();
@@ -144,6 +137,17 @@ pub(crate) fn child_gquic(
             })
         },
     )
+}
+
+/// Reads `recv` to its end, [`measure::READ_SLOTS`] chunks per call, without copying; returns the
+/// number of bytes.
+async fn read_all(recv: &mut gquic_transport::runtime::RecvStream) -> Result<u64, BoxError> {
+    let mut slots: [Bytes; measure::READ_SLOTS] = Default::default();
+    let mut n = 0u64;
+    while let Some(k) = recv.read_chunks(&mut slots).await? {
+        n += slots[..k].iter().map(|c| c.len() as u64).sum::<u64>();
+    }
+    Ok(n)
 }
 
 /// Writes `n` bytes of `chunk` (repeated) to `send`.
@@ -249,7 +253,7 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
     println!(
         "gquic-bench bulk: {} MiB on one stream over 127.0.0.1, AES-128-GCM with ring (the \
          default provider's suites), windows stream {} MiB / connection {} MiB / send {} MiB, UDP socket buffers {} MiB \
-         on both stacks; 1 warm-up + {runs} runs per stack, interleaved; median (min-max)\n\
+         on both stacks, the receiver taking up to {} chunks per read (`read_chunks`); 1 warm-up + {runs} runs per stack, interleaved; median (min-max)\n\
          ct: server and client on current-thread runtimes of their own threads (CPU per side); \
          mt: one 2-worker multi-thread runtime (CPU of the process)\n",
         bytes >> 20,
@@ -257,6 +261,7 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
         measure::CONN_WINDOW >> 20,
         measure::SEND_WINDOW >> 20,
         measure::SOCKET_BUFFER >> 20,
+        measure::READ_SLOTS,
     );
     println!(
         "{:<10} {:<6} {:>24} {:>22} {:>10} {:>10} {:>8}",

@@ -12,6 +12,7 @@
 //!   time per side, getrusage per thread) and on one 2-worker multi-thread runtime; gquic and
 //!   quinn interleaved in the same run with the same certificate, crypto provider, windows and
 //!   UDP socket buffers (4 MiB, what gquic's runtime asks for; quinn's sockets get the same),
+//!   the receiver reading up to 32 received chunks per call on both stacks (`read_chunks`),
 //!   one warm-up and R (5) counted runs each; prints Gbit/s and CPU-seconds per GB as median
 //!   (min-max) and the ratios of the medians.
 //!

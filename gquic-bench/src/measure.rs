@@ -15,6 +15,9 @@ pub(crate) const CONN_WINDOW: u64 = 32 << 20;
 pub(crate) const SEND_WINDOW: u64 = 32 << 20;
 /// Size of the chunk the client writes repeatedly (one allocation, cloned as `Bytes`).
 pub(crate) const CHUNK: usize = 1 << 20;
+/// Chunks a bulk receiver takes per read call on both stacks (`read_chunks`: one call, and
+/// one lock of the connection, for up to this many received packets' data).
+pub(crate) const READ_SLOTS: usize = 32;
 
 /// The most concurrent bidirectional streams either stack allows (`streams` scenario).
 pub(crate) const MAX_STREAMS: u64 = 128;
