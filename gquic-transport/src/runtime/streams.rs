@@ -548,6 +548,31 @@ impl AsyncWrite for SendStream {
             .map_err(Into::into)
     }
 
+    /// The slices (at most 64 KiB of them) copied into one chunk and offered under one lock.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(64 * 1024);
+        let mut joined = bytes::BytesMut::with_capacity(total);
+        for b in bufs {
+            let room = total - joined.len();
+            if room == 0 {
+                break;
+            }
+            joined.extend_from_slice(&b[..b.len().min(room)]);
+        }
+        let mut data = joined.freeze();
+        self.get_mut()
+            .poll_write_bytes(cx, &mut data)
+            .map_err(Into::into)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Written data is already queued in the connection; there is no buffer of ours.
         Poll::Ready(Ok(()))

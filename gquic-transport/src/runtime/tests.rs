@@ -208,11 +208,19 @@ async fn async_read_write_reset_and_stop() {
     AsyncWriteExt::write_all(&mut send, b"through the io traits")
         .await
         .unwrap();
+    // Vectored: the slices go as one chunk.
+    assert!(tokio::io::AsyncWrite::is_write_vectored(&send));
+    let slices = [
+        std::io::IoSlice::new(b", "),
+        std::io::IoSlice::new(b""),
+        std::io::IoSlice::new(b"vectored"),
+    ];
+    assert_eq!(send.write_vectored(&slices).await.unwrap(), 10);
     send.shutdown().await.unwrap();
     let (_ssend, mut srecv) = sconn.accept_bi().await.unwrap();
     let mut got = String::new();
     srecv.read_to_string(&mut got).await.unwrap();
-    assert_eq!(got, "through the io traits");
+    assert_eq!(got, "through the io traits, vectored");
     assert_eq!(send.stopped().await.unwrap(), None);
     assert_eq!(send.finish(), Err(WriteError::ClosedStream));
 
