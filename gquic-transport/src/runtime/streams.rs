@@ -939,14 +939,45 @@ impl AsyncRead for RecvStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_read_chunk(cx, buf.remaining()) {
-            Poll::Ready(Ok(Some(chunk))) => {
-                buf.put_slice(&chunk);
+        if this.done || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut s = this.conn.shared.lock();
+        let cid = this.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Poll::Ready(Err(ReadError::from(lost(&s, cid)).into()));
+        };
+        // As many chunks as `buf` has room for, through one look-up of the connection.
+        let (mut read, mut clock) = (false, Instant::now);
+        let last = loop {
+            if buf.remaining() == 0 {
+                break None;
+            }
+            match c.read_with_clock(StreamId(this.id), buf.remaining(), &mut clock) {
+                Ok(Some(chunk)) => {
+                    buf.put_slice(&chunk);
+                    read = true;
+                }
+                r => break Some(r),
+            }
+        };
+        let r = match last {
+            // The end right after the data: the next call reports it.
+            Some(Ok(None)) if read => {
+                this.done = true;
+                None
+            }
+            None | Some(Err(proto::ReadError::Blocked)) if read => None,
+            r => r,
+        };
+        match r {
+            Some(r) => settle_read(&mut s, cid, this.id, &mut this.done, cx, r)
+                .map(|r| r.map(|_| ()).map_err(Into::into)),
+            None => {
+                // Reading may have opened flow-control windows to announce.
+                s.wake_driver();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Pending => Poll::Pending,
         }
     }
 }

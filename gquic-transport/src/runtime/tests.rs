@@ -254,6 +254,23 @@ async fn async_read_write_reset_and_stop() {
     let io_err: std::io::Error = err.into();
     assert_eq!(io_err.kind(), std::io::ErrorKind::ConnectionReset);
 
+    // An AsyncRead with room for several packets' data gets them in one call.
+    let mut send = conn.open_uni().await.unwrap();
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    send.write_all(&payload).await.unwrap();
+    send.finish().unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut big = vec![0u8; 1 << 16];
+    let first = AsyncReadExt::read(&mut recv, &mut big).await.unwrap();
+    assert!(first > 2_000, "one packet per read: {first}");
+    let mut got = big[..first].to_vec();
+    AsyncReadExt::read_to_end(&mut recv, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(got, payload);
+    assert_eq!(AsyncReadExt::read(&mut recv, &mut big).await.unwrap(), 0);
+
     // read_to_end enforces its limit.
     let mut send = conn.open_uni().await.unwrap();
     send.write_all(&[1u8; 5000]).await.unwrap();
