@@ -470,11 +470,14 @@ impl Future for Read<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let chunk = std::task::ready!(this.stream.poll_read_chunk(cx, this.buf.len()))?;
-        Poll::Ready(Ok(chunk.map(|c| {
-            this.buf[..c.len()].copy_from_slice(&c);
-            c.len()
-        })))
+        if this.buf.is_empty() {
+            return Poll::Ready(Ok(Some(0)));
+        }
+        let mut buf = ReadBuf::new(this.buf);
+        std::task::ready!(this.stream.poll_read_buf(cx, &mut buf))?;
+        let n = buf.filled().len();
+        // Nothing read into a buffer with room: the end.
+        Poll::Ready(Ok((n > 0).then_some(n)))
     }
 }
 
@@ -837,6 +840,55 @@ impl RecvStream {
         Poll::Ready(Err(ReadToEndError::TooLong(limit)))
     }
 
+    /// Copies into `buf` as many received chunks as it has room for, under one lock; `buf`
+    /// left unfilled means the end of the stream (or no room). The end found right after data
+    /// is reported by the next call.
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<Result<(), ReadError>> {
+        if self.done || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut s = self.conn.shared.lock();
+        let cid = self.conn.id;
+        let Some(c) = s.proto(cid) else {
+            return Poll::Ready(Err(lost(&s, cid).into()));
+        };
+        // As many chunks as `buf` has room for, through one look-up of the connection.
+        let (mut read, mut clock) = (false, Instant::now);
+        let last = loop {
+            if buf.remaining() == 0 {
+                break None;
+            }
+            match c.read_with_clock(StreamId(self.id), buf.remaining(), &mut clock) {
+                Ok(Some(chunk)) => {
+                    buf.put_slice(&chunk);
+                    read = true;
+                }
+                r => break Some(r),
+            }
+        };
+        let r = match last {
+            // The end right after the data: the next call reports it.
+            Some(Ok(None)) if read => {
+                self.done = true;
+                None
+            }
+            None | Some(Err(proto::ReadError::Blocked)) if read => None,
+            r => r,
+        };
+        match r {
+            Some(r) => settle_read(&mut s, cid, self.id, &mut self.done, cx, r).map_ok(|_| ()),
+            None => {
+                // Reading may have opened flow-control windows to announce.
+                s.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
     /// Stops reading (STOP_SENDING with `code`, RFC 9000 §19.5); data not yet read is
     /// discarded.
     ///
@@ -938,47 +990,7 @@ impl AsyncRead for RecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.done || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let mut s = this.conn.shared.lock();
-        let cid = this.conn.id;
-        let Some(c) = s.proto(cid) else {
-            return Poll::Ready(Err(ReadError::from(lost(&s, cid)).into()));
-        };
-        // As many chunks as `buf` has room for, through one look-up of the connection.
-        let (mut read, mut clock) = (false, Instant::now);
-        let last = loop {
-            if buf.remaining() == 0 {
-                break None;
-            }
-            match c.read_with_clock(StreamId(this.id), buf.remaining(), &mut clock) {
-                Ok(Some(chunk)) => {
-                    buf.put_slice(&chunk);
-                    read = true;
-                }
-                r => break Some(r),
-            }
-        };
-        let r = match last {
-            // The end right after the data: the next call reports it.
-            Some(Ok(None)) if read => {
-                this.done = true;
-                None
-            }
-            None | Some(Err(proto::ReadError::Blocked)) if read => None,
-            r => r,
-        };
-        match r {
-            Some(r) => settle_read(&mut s, cid, this.id, &mut this.done, cx, r)
-                .map(|r| r.map(|_| ()).map_err(Into::into)),
-            None => {
-                // Reading may have opened flow-control windows to announce.
-                s.wake_driver();
-                Poll::Ready(Ok(()))
-            }
-        }
+        self.get_mut().poll_read_buf(cx, buf).map_err(Into::into)
     }
 }
 

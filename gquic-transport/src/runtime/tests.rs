@@ -270,6 +270,22 @@ async fn async_read_write_reset_and_stop() {
         .unwrap();
     assert_eq!(got, payload);
     assert_eq!(AsyncReadExt::read(&mut recv, &mut big).await.unwrap(), 0);
+    // So does `read`, which then reports the end as `None`.
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(&payload).await.unwrap();
+    send.finish().unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    let mut calls = 0;
+    while let Some(n) = recv.read(&mut big).await.unwrap() {
+        got.extend_from_slice(&big[..n]);
+        calls += 1;
+    }
+    assert_eq!(got, payload);
+    assert!(calls < 5, "{calls} reads for 20,000 bytes that had arrived");
+    assert_eq!(recv.read(&mut big).await, Ok(None));
+    assert_eq!(recv.read(&mut []).await, Ok(Some(0)));
 
     // read_to_end enforces its limit.
     let mut send = conn.open_uni().await.unwrap();
