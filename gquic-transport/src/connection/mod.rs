@@ -16,6 +16,7 @@ mod qlog_hooks;
 mod recv;
 mod send;
 mod spaces;
+mod stream_api;
 pub mod streams;
 mod tls_job;
 mod tls_state;
@@ -52,7 +53,7 @@ use crate::recovery::pacing::Pacer;
 use crate::recovery::rate::RateSampler;
 use crate::recovery::RttEstimator;
 use crate::wire::{ConnectionId, ResetToken, TransportParameters, VarInt, Version};
-use crate::{Dir, Side, StreamId};
+use crate::Side;
 
 /// A transport error found locally, to be sent in CONNECTION_CLOSE (RFC 9000 §19.19).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -854,113 +855,6 @@ impl Connection {
     /// The number of streams with state.
     pub fn open_streams(&self) -> usize {
         self.streams.open_count()
-    }
-
-    // ---- application commands ----
-
-    /// Opens a stream, or `None` if the peer's stream limit is reached (an
-    /// [`StreamEvent::Available`] event follows when it rises) or the connection is closed.
-    pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
-        if self.is_closed() {
-            return None;
-        }
-        self.streams.open(dir)
-    }
-
-    /// Whether all stream data and FINs written so far were acknowledged by the peer: a
-    /// connection can then be closed without cutting off a response (RFC 9114 §5.2).
-    pub fn all_sent_acked(&self) -> bool {
-        self.streams.all_sent_acked()
-    }
-
-    /// How many more streams of `dir` can be opened now under the peer's limit (0 once the
-    /// connection is closed).
-    pub fn streams_available(&self, dir: Dir) -> u64 {
-        if self.is_closed() {
-            return 0;
-        }
-        self.streams.available(dir)
-    }
-
-    /// Takes the next stream the peer opened.
-    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
-        self.streams.accept(dir)
-    }
-
-    /// Writes to a stream; returns how many bytes were taken (the rest waits for
-    /// [`StreamEvent::Writable`]).
-    ///
-    /// # Errors
-    /// See [`WriteError`].
-    pub fn write(&mut self, id: StreamId, mut data: Bytes) -> Result<usize, WriteError> {
-        self.write_from(id, &mut data)
-    }
-
-    /// [`Connection::write`] that takes what it can from the front of `data` and leaves the
-    /// rest there. Taking all of it moves the buffer in without touching its reference count
-    /// (a `Bytes` made from a `Vec` would otherwise allocate on its first clone).
-    ///
-    /// # Errors
-    /// See [`WriteError`].
-    pub fn write_from(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, WriteError> {
-        if self.is_closed() {
-            return Err(WriteError::ClosedStream);
-        }
-        self.streams.write_from(id, data)
-    }
-
-    /// Ends a stream after the data written so far.
-    ///
-    /// # Errors
-    /// See [`WriteError`].
-    pub fn finish(&mut self, id: StreamId) -> Result<(), WriteError> {
-        self.streams.finish(id)
-    }
-
-    /// Abandons sending on a stream (RESET_STREAM).
-    ///
-    /// # Errors
-    /// [`WriteError::ClosedStream`] if there is nothing to reset.
-    pub fn reset(&mut self, id: StreamId, code: VarInt) -> Result<(), WriteError> {
-        self.streams.reset(id, code)
-    }
-
-    /// Reads up to `max` bytes from a stream; `Ok(None)` at the end.
-    ///
-    /// # Errors
-    /// See [`ReadError`].
-    pub fn read(
-        &mut self,
-        id: StreamId,
-        max: usize,
-        now: Instant,
-    ) -> Result<Option<Bytes>, ReadError> {
-        self.read_with_clock(id, max, &mut || now)
-    }
-
-    /// [`Connection::read`] asking `clock` for the time only when a flow-control window
-    /// update is due, which a small read seldom needs (a runtime's clock is a system call
-    /// away).
-    ///
-    /// # Errors
-    /// See [`ReadError`].
-    pub fn read_with_clock(
-        &mut self,
-        id: StreamId,
-        max: usize,
-        clock: &mut dyn FnMut() -> Instant,
-    ) -> Result<Option<Bytes>, ReadError> {
-        let rtt = self.rtt.smoothed();
-        self.streams.read_with_clock(id, max, clock, rtt)
-    }
-
-    /// Stops reading a stream (STOP_SENDING).
-    ///
-    /// # Errors
-    /// [`ReadError::ClosedStream`] if the stream is not readable.
-    pub fn stop(&mut self, id: StreamId, code: VarInt, now: Instant) -> Result<(), ReadError> {
-        let rtt = self.rtt.smoothed();
-        self.streams.stop(id, code, now, rtt)
     }
 
     // ---- datagrams (RFC 9221) ----

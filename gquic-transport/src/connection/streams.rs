@@ -805,6 +805,22 @@ impl Streams {
     /// # Errors
     /// As [`Streams::write`].
     pub fn write_from(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, WriteError> {
+        let len = data.len();
+        self.write_with(id, len, |n| data.split_to(n))
+    }
+
+    /// [`Streams::write`] of `len` bytes that `take(n)` hands over once flow control and the
+    /// send window have said how many (`n`, at most `len`) go in now: a caller holding a
+    /// slice copies only those.
+    ///
+    /// # Errors
+    /// As [`Streams::write`].
+    pub fn write_with(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        take: impl FnOnce(usize) -> Bytes,
+    ) -> Result<usize, WriteError> {
         let budget = self.send_window.saturating_sub(self.send_buffered);
         let state = self.send.get_mut(&id).ok_or(WriteError::ClosedStream)?;
         if let Some(code) = state.stopped {
@@ -814,8 +830,8 @@ impl Streams {
             return Err(WriteError::ClosedStream);
         }
         let allowed = state.max_data.saturating_sub(state.buf.end()).min(budget);
-        let n = (data.len() as u64).min(allowed) as usize;
-        if n == 0 && !data.is_empty() {
+        let n = (len as u64).min(allowed) as usize;
+        if n == 0 && len > 0 {
             state.blocked = true;
             // Refused by the peer's stream limit: STREAM_DATA_BLOCKED, once per limit (RFC
             // 9000 §4.1, §19.13).
@@ -828,7 +844,9 @@ impl Streams {
         if let Some(q) = self.queues.as_mut() {
             state.buf.spill_from(&mut q.send_spills);
         }
-        state.buf.write(data.split_to(n));
+        let data = take(n);
+        debug_assert_eq!(data.len(), n, "take(n) must hand over n bytes");
+        state.buf.write(data);
         self.send_buffered += n as u64;
         self.schedule(id);
         Ok(n)

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::*;
+use crate::{Dir, StreamId};
 
 pub(crate) struct Certs {
     pub(crate) cert: CertificateDer<'static>,

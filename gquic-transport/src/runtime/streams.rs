@@ -110,6 +110,10 @@ impl From<ReadToEndError> for io::Error {
     }
 }
 
+/// The most bytes one write from a slice ([`SendStream::write`], `AsyncWrite`) copies: the
+/// copy is made under the connection's lock, and only of what flow control takes.
+const WRITE_COPY_MAX: usize = 256 * 1024;
+
 /// The sending half of a stream.
 ///
 /// Dropping it without [`SendStream::finish`] or [`SendStream::reset`] finishes the stream
@@ -167,6 +171,59 @@ impl SendStream {
         cx: &mut Context<'_>,
         bufs: &mut [Bytes],
     ) -> Poll<Result<Written, WriteError>> {
+        self.poll_write_locked(cx, |c, id| {
+            let mut written = Written::default();
+            for data in bufs.iter_mut() {
+                match c.write_from(id, data) {
+                    Ok(n) => written.bytes += n,
+                    Err(proto::WriteError::Blocked) => break,
+                    Err(e) => return Err(e),
+                }
+                if !data.is_empty() {
+                    // Flow control took only part of it.
+                    break;
+                }
+                written.chunks += 1;
+            }
+            let progress = written.bytes > 0 || written.chunks > 0 || bufs.is_empty();
+            Ok(progress.then_some(written))
+        })
+    }
+
+    /// Copies into the stream as much of `slices` (one after the other) as flow control takes
+    /// now, at most [`WRITE_COPY_MAX`] bytes: only what is taken is copied. `Pending` while
+    /// it takes nothing.
+    fn poll_write_slices<T: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[T],
+    ) -> Poll<Result<usize, WriteError>> {
+        let empty = slices.iter().all(|s| s.is_empty());
+        self.poll_write_locked(cx, |c, id| {
+            match c.write_vectored(id, slices, WRITE_COPY_MAX) {
+                Ok(0) if !empty => Ok(None),
+                Ok(n) => Ok(Some(Written {
+                    bytes: n,
+                    chunks: 0,
+                })),
+                Err(proto::WriteError::Blocked) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .map_ok(|w| w.bytes)
+    }
+
+    /// One write under the lock: the STOP_SENDING check, the connection's state machine,
+    /// `write` on it (`None`: nothing taken), the driver woken after data; `Pending` with the
+    /// task registered for room when nothing was taken.
+    fn poll_write_locked(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(
+            &mut proto::Connection,
+            StreamId,
+        ) -> Result<Option<Written>, proto::WriteError>,
+    ) -> Poll<Result<Written, WriteError>> {
         let mut s = self.conn.shared.lock();
         let cid = self.conn.id;
         // One look-up of the connection's entry for the STOP_SENDING check and its handle.
@@ -182,33 +239,24 @@ impl SendStream {
         let Some(c) = handle.and_then(|h| s.ep.connection_mut(h)) else {
             return Poll::Ready(Err(lost(&s, cid).into()));
         };
-        let mut written = Written::default();
-        for data in bufs.iter_mut() {
-            match c.write_from(StreamId(self.id), data) {
-                Ok(n) => written.bytes += n,
-                Err(proto::WriteError::Blocked) => break,
-                Err(proto::WriteError::Stopped(code)) => {
-                    return Poll::Ready(Err(WriteError::Stopped(code)))
+        match write(c, StreamId(self.id)) {
+            Ok(Some(written)) => {
+                if written.bytes > 0 {
+                    s.wake_driver();
                 }
-                Err(proto::WriteError::ClosedStream) => {
-                    let err = match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
-                        Some(e) => WriteError::ConnectionLost(e),
-                        None => WriteError::ClosedStream,
-                    };
-                    return Poll::Ready(Err(err));
-                }
+                return Poll::Ready(Ok(written));
             }
-            if !data.is_empty() {
-                // Flow control took only part of it.
-                break;
+            Ok(None) | Err(proto::WriteError::Blocked) => {}
+            Err(proto::WriteError::Stopped(code)) => {
+                return Poll::Ready(Err(WriteError::Stopped(code)))
             }
-            written.chunks += 1;
-        }
-        if written.bytes > 0 {
-            s.wake_driver();
-        }
-        if written.bytes > 0 || written.chunks > 0 || bufs.is_empty() {
-            return Poll::Ready(Ok(written));
+            Err(proto::WriteError::ClosedStream) => {
+                let err = match s.conns.get(&cid).and_then(|c| c.error().cloned()) {
+                    Some(e) => WriteError::ConnectionLost(e),
+                    None => WriteError::ClosedStream,
+                };
+                return Poll::Ready(Err(err));
+            }
         }
         if let Some(st) = s.conns.get_mut(&cid) {
             st.w()
@@ -252,11 +300,8 @@ impl SendStream {
     ///
     /// # Cancel safety
     /// Cancel safe: if cancelled, nothing was written.
-    pub fn write(&mut self, buf: &[u8]) -> Write<'_> {
-        Write {
-            stream: self,
-            data: Bytes::copy_from_slice(buf),
-        }
+    pub fn write<'a>(&'a mut self, buf: &'a [u8]) -> Write<'a> {
+        Write { stream: self, buf }
     }
 
     /// Writes all of `buf`.
@@ -363,7 +408,7 @@ impl SendStream {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Write<'a> {
     stream: &'a mut SendStream,
-    data: Bytes,
+    buf: &'a [u8],
 }
 
 impl Future for Write<'_> {
@@ -371,7 +416,7 @@ impl Future for Write<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        this.stream.poll_write_bytes(cx, &mut this.data)
+        this.stream.poll_write_slices(cx, &[this.buf])
     }
 }
 
@@ -539,36 +584,26 @@ impl Drop for SendStream {
 }
 
 impl AsyncWrite for SendStream {
+    /// Copies only what flow control takes now (at most [`WRITE_COPY_MAX`] bytes).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Copy at most what one turn of the send window is likely to take.
-        let mut data = Bytes::copy_from_slice(&buf[..buf.len().min(64 * 1024)]);
         self.get_mut()
-            .poll_write_bytes(cx, &mut data)
+            .poll_write_slices(cx, &[buf])
             .map_err(Into::into)
     }
 
-    /// The slices (at most 64 KiB of them) copied into one chunk and offered under one lock.
+    /// The slices copied as one chunk, only as much of them as flow control takes now (at
+    /// most [`WRITE_COPY_MAX`] bytes), under one lock.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(64 * 1024);
-        let mut joined = bytes::BytesMut::with_capacity(total);
-        for b in bufs {
-            let room = total - joined.len();
-            if room == 0 {
-                break;
-            }
-            joined.extend_from_slice(&b[..b.len().min(room)]);
-        }
-        let mut data = joined.freeze();
         self.get_mut()
-            .poll_write_bytes(cx, &mut data)
+            .poll_write_slices(cx, bufs)
             .map_err(Into::into)
     }
 

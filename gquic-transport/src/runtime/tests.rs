@@ -738,6 +738,30 @@ async fn chunks_are_written_and_read_in_batches() {
         Err(WriteError::ClosedStream)
     );
 
+    // Writes from slices take (and copy) what the 16 KiB stream window allows.
+    let mut send = conn.open_uni().await.unwrap();
+    assert_eq!(send.write(&[7u8; 40_000]).await, Ok(16 * 1024));
+    let mut send2 = conn.open_uni().await.unwrap();
+    let slices = [std::io::IoSlice::new(&[1u8; 10_000]); 4];
+    assert_eq!(
+        tokio::io::AsyncWriteExt::write_vectored(&mut send2, &slices)
+            .await
+            .unwrap(),
+        16 * 1024
+    );
+    let mut recv = sconn.accept_uni().await.unwrap();
+    let mut recv2 = sconn.accept_uni().await.unwrap();
+    send.finish().unwrap();
+    send2.finish().unwrap();
+    assert_eq!(
+        recv.read_to_end(1 << 20).await.unwrap(),
+        vec![7u8; 16 * 1024]
+    );
+    assert_eq!(
+        recv2.read_to_end(1 << 20).await.unwrap(),
+        vec![1u8; 16 * 1024]
+    );
+
     // A reset reaches `read_chunks`, STOP_SENDING reaches `write_chunks`, with their codes.
     let mut send = conn.open_uni().await.unwrap();
     send.write_all_chunks(&mut [Bytes::from_static(b"partial")])
