@@ -11,7 +11,7 @@ use crate::{Dir, StreamId};
 
 impl Connection {
     /// Opens a stream, or `None` if the peer's stream limit is reached (an
-    /// [`StreamEvent::Available`] event follows when it rises) or the connection is closed.
+    /// [`StreamEvent::Available`](super::StreamEvent::Available) event follows when it rises) or the connection is closed.
     pub fn open(&mut self, dir: Dir) -> Option<StreamId> {
         if self.is_closed() {
             return None;
@@ -40,7 +40,7 @@ impl Connection {
     }
 
     /// Writes to a stream; returns how many bytes were taken (the rest waits for
-    /// [`StreamEvent::Writable`]).
+    /// [`StreamEvent::Writable`](super::StreamEvent::Writable)).
     ///
     /// # Errors
     /// See [`WriteError`].

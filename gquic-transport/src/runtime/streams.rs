@@ -584,7 +584,7 @@ impl Drop for SendStream {
 }
 
 impl AsyncWrite for SendStream {
-    /// Copies only what flow control takes now (at most [`WRITE_COPY_MAX`] bytes).
+    /// Copies only what flow control takes now (at most 256 KiB).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -596,7 +596,7 @@ impl AsyncWrite for SendStream {
     }
 
     /// The slices copied as one chunk, only as much of them as flow control takes now (at
-    /// most [`WRITE_COPY_MAX`] bytes), under one lock.
+    /// most 256 KiB), under one lock.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
