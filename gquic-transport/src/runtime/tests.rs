@@ -26,6 +26,27 @@ fn pair(alpn: &[&[u8]]) -> (Endpoint, Endpoint, ClientConfig) {
     (server, client, cc)
 }
 
+/// A server with `server_transport` and a client, connected: the endpoints (kept alive by
+/// the caller), then the server's and the client's connection.
+async fn connected(
+    server_transport: TransportConfig,
+) -> (Endpoint, Endpoint, Connection, Connection) {
+    let certs = certs();
+    let server = Endpoint::server(
+        server_config(&certs, &[b"x"], server_transport),
+        localhost(),
+    )
+    .unwrap();
+    let client = Endpoint::client(localhost()).unwrap();
+    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
+    let connecting = client
+        .connect_with(cc, server.local_addr(), "localhost")
+        .unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+    (server, client, sconn, conn)
+}
+
 #[tokio::test]
 async fn echo_over_loopback() {
     let (server, client, cc) = pair(&[b"echo"]);
@@ -300,17 +321,9 @@ async fn async_read_write_reset_and_stop() {
 
 #[tokio::test]
 async fn stream_limit_makes_open_wait() {
-    let certs = certs();
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(2);
-    let server = Endpoint::server(server_config(&certs, &[b"x"], t), localhost()).unwrap();
-    let client = Endpoint::client(localhost()).unwrap();
-    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
-    let connecting = client
-        .connect_with(cc, server.local_addr(), "localhost")
-        .unwrap();
-    let sconn = server.accept().await.unwrap().await.unwrap();
-    let conn = connecting.await.unwrap();
+    let (_server, _client, sconn, conn) = connected(t).await;
     let mut first = conn.open_bi().await.unwrap();
     let _second = conn.open_bi().await.unwrap();
     // The third waits until the server lets the first end.
@@ -674,17 +687,9 @@ async fn stream_futures_stay_small() {
 /// the rest; `read_chunks` fills its slots from one look-up and reports the end once.
 #[tokio::test]
 async fn chunks_are_written_and_read_in_batches() {
-    let certs = certs();
     let mut t = TransportConfig::default();
     t.stream_receive_window(16 * 1024, 16 * 1024);
-    let server = Endpoint::server(server_config(&certs, &[b"x"], t), localhost()).unwrap();
-    let client = Endpoint::client(localhost()).unwrap();
-    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
-    let connecting = client
-        .connect_with(cc, server.local_addr(), "localhost")
-        .unwrap();
-    let sconn = server.accept().await.unwrap().await.unwrap();
-    let conn = connecting.await.unwrap();
+    let (_server, _client, sconn, conn) = connected(t).await;
 
     // 40 chunks of 1,000 distinct bytes, and an empty one among them.
     let originals: Vec<Bytes> = (0..41u32)
