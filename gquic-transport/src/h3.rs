@@ -392,11 +392,9 @@ impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
-        let mut data = Bytes::copy_from_slice(buf.chunk());
-        let len = data.len();
-        match self.stream.poll_write_bytes(cx, &mut data) {
-            Poll::Ready(Ok(_)) => {
-                let n = len - data.len();
+        // Only what flow control takes is copied.
+        match self.stream.poll_write_slices(cx, &[buf.chunk()]) {
+            Poll::Ready(Ok(n)) => {
                 buf.advance(n);
                 Poll::Ready(Ok(n))
             }

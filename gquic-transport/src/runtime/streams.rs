@@ -193,7 +193,7 @@ impl SendStream {
     /// Copies into the stream as much of `slices` (one after the other) as flow control takes
     /// now, at most [`WRITE_COPY_MAX`] bytes: only what is taken is copied. `Pending` while
     /// it takes nothing.
-    fn poll_write_slices<T: std::ops::Deref<Target = [u8]>>(
+    pub(crate) fn poll_write_slices<T: std::ops::Deref<Target = [u8]>>(
         &mut self,
         cx: &mut Context<'_>,
         slices: &[T],
