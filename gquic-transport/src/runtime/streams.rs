@@ -755,52 +755,18 @@ impl RecvStream {
         cx: &mut Context<'_>,
         bufs: &mut [Bytes],
     ) -> Poll<Result<Option<usize>, ReadError>> {
-        if bufs.is_empty() {
-            return Poll::Ready(Ok(Some(0)));
-        }
-        if self.done {
-            return Poll::Ready(Ok(None));
-        }
-        let mut s = self.conn.shared.lock();
-        let cid = self.conn.id;
-        let Some(c) = s.proto(cid) else {
-            return Poll::Ready(Err(lost(&s, cid).into()));
-        };
-        // Every chunk there is room for, through one look-up of the connection.
-        let (mut n, mut clock) = (0, Instant::now);
-        let last = loop {
-            let Some(slot) = bufs.get_mut(n) else {
-                break None;
-            };
-            match c.read_with_clock(StreamId(self.id), usize::MAX, &mut clock) {
-                Ok(Some(chunk)) => {
-                    *slot = chunk;
-                    n += 1;
-                }
-                r => break Some(r),
+        let mut n = 0;
+        let room = if bufs.is_empty() { 0 } else { usize::MAX };
+        self.poll_read_each(cx, room, |chunk| {
+            bufs[n] = chunk;
+            n += 1;
+            if n < bufs.len() {
+                usize::MAX
+            } else {
+                0
             }
-        };
-        if n > 0 {
-            match last {
-                // The end right after the data: the next call reports it.
-                Some(Ok(None)) => self.done = true,
-                // Full, or all there is for now.
-                None | Some(Err(proto::ReadError::Blocked)) => {}
-                // A reset or a failure: reported now, the chunks dropped.
-                Some(r) => {
-                    return settle_read(&mut s, cid, self.id, &mut self.done, cx, r)
-                        .map_ok(|end| end.map(|_| n))
-                }
-            }
-            // Reading may have opened flow-control windows to announce.
-            s.wake_driver();
-            return Poll::Ready(Ok(Some(n)));
-        }
-        // `bufs` is not empty, so the loop read once and stopped on something else.
-        let Some(r) = last else {
-            return Poll::Ready(Ok(Some(0)));
-        };
-        settle_read(&mut s, cid, self.id, &mut self.done, cx, r).map_ok(|end| end.map(|_| 0))
+        })
+        .map_ok(|more| more.map(|()| n))
     }
 
     /// Reads into `buf`; returns how many bytes, or `None` at the end of the stream.
@@ -883,45 +849,66 @@ impl RecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<Result<(), ReadError>> {
-        if self.done || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
+        let room = buf.remaining();
+        self.poll_read_each(cx, room, |chunk| {
+            buf.put_slice(&chunk);
+            buf.remaining()
+        })
+        .map_ok(|_| ())
+    }
+
+    /// Hands `put` the chunks that can be read now, in order, under one lock and through one
+    /// look-up of the connection; each is at most `room` bytes, and `put` returns the room
+    /// left for the next (0 stops). `Some(())` once data was read (or with no room at all),
+    /// `None` at the end of the stream; the end found right after data is reported by the
+    /// next call. A reset is reported as soon as it is known, and the chunks of the call that
+    /// sees it count for nothing (RFC 9000 §3.2: a reset stream's data may be discarded).
+    fn poll_read_each(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut room: usize,
+        mut put: impl FnMut(Bytes) -> usize,
+    ) -> Poll<Result<Option<()>, ReadError>> {
+        if room == 0 {
+            return Poll::Ready(Ok(Some(())));
+        }
+        if self.done {
+            return Poll::Ready(Ok(None));
         }
         let mut s = self.conn.shared.lock();
         let cid = self.conn.id;
         let Some(c) = s.proto(cid) else {
             return Poll::Ready(Err(lost(&s, cid).into()));
         };
-        // As many chunks as `buf` has room for, through one look-up of the connection.
         let (mut read, mut clock) = (false, Instant::now);
         let last = loop {
-            if buf.remaining() == 0 {
+            if room == 0 {
                 break None;
             }
-            match c.read_with_clock(StreamId(self.id), buf.remaining(), &mut clock) {
+            match c.read_with_clock(StreamId(self.id), room, &mut clock) {
                 Ok(Some(chunk)) => {
-                    buf.put_slice(&chunk);
+                    room = put(chunk);
                     read = true;
                 }
                 r => break Some(r),
             }
         };
-        let r = match last {
+        match last {
             // The end right after the data: the next call reports it.
-            Some(Ok(None)) if read => {
-                self.done = true;
-                None
+            Some(Ok(None)) if read => self.done = true,
+            // Out of room, or all there is for now.
+            None | Some(Err(proto::ReadError::Blocked)) if read => {}
+            // Nothing read (the end, a wait, a reset, a failure), or a reset after data.
+            Some(r) => {
+                return settle_read(&mut s, cid, self.id, &mut self.done, cx, r)
+                    .map_ok(|end| end.map(|_| ()))
             }
-            None | Some(Err(proto::ReadError::Blocked)) if read => None,
-            r => r,
-        };
-        match r {
-            Some(r) => settle_read(&mut s, cid, self.id, &mut self.done, cx, r).map_ok(|_| ()),
-            None => {
-                // Reading may have opened flow-control windows to announce.
-                s.wake_driver();
-                Poll::Ready(Ok(()))
-            }
+            // The loop reads at least once, so it stops on no room only after data.
+            None => {}
         }
+        // Reading may have opened flow-control windows to announce.
+        s.wake_driver();
+        Poll::Ready(Ok(Some(())))
     }
 
     /// Stops reading (STOP_SENDING with `code`, RFC 9000 §19.5); data not yet read is
