@@ -10,7 +10,9 @@
 //!
 //! Black holes (RFC 8899 §4.3): if packets above the base size keep getting lost while none
 //! of that size gets through, the path stopped carrying them; the size drops back to 1200 and
-//! the search starts again a minute later, below the size that failed.
+//! the search starts again a minute later, below the size that failed. A large packet lost
+//! while one sent after it was acknowledged is not such evidence: the path carried that one,
+//! so the loss was congestion (a queue overflowing drops a run of packets of every size).
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,9 @@ pub(super) struct Mtud {
     searching: bool,
     /// Packets larger than `BASE` lost since one of them was acknowledged.
     large_losses: u32,
+    /// One more than the newest packet number of an acknowledged packet larger than `BASE`
+    /// (0: none): losses of packets sent before it do not count toward a black hole.
+    large_acked_above: u64,
     enabled: bool,
     started: bool,
 }
@@ -87,6 +92,7 @@ impl Mtud {
             next_search: u.opt_time()?,
             searching: u.bool()?,
             large_losses: u.u32()?,
+            large_acked_above: 0,
             enabled: u.bool()?,
             started: u.bool()?,
         })
@@ -104,6 +110,7 @@ impl Mtud {
             next_search: None,
             searching: false,
             large_losses: 0,
+            large_acked_above: 0,
             enabled: enabled && upper > BASE,
             started: false,
         }
@@ -216,19 +223,30 @@ impl Mtud {
         }
     }
 
-    /// A packet (not a probe) of `size` was acknowledged.
-    pub(super) fn on_acked(&mut self, size: u16) {
+    /// Packet `pn` (not a probe) of `size` was acknowledged.
+    pub(super) fn on_acked(&mut self, pn: u64, size: u16) {
         if size > BASE {
             self.large_losses = 0;
+            self.large_acked_above = self.large_acked_above.max(pn.saturating_add(1));
         }
     }
 
-    /// A packet (not a probe) of `size` was lost. Returns the size to fall back to if this
+    /// Packet `pn` (not a probe) of `size` was lost. Returns the size to fall back to if this
     /// looks like a black hole (RFC 8899 §4.3).
-    pub(super) fn on_lost(&mut self, now: Instant, size: u16) -> Option<u16> {
+    pub(super) fn on_lost(&mut self, now: Instant, pn: u64, size: u16) -> Option<u16> {
         if !self.enabled || size <= BASE || self.current <= BASE {
             return None;
         }
+        if pn < self.large_acked_above {
+            // A large packet sent after this one got through: congestion, not a black hole.
+            return None;
+        }
+        self.count_loss(now)
+    }
+
+    /// One more large packet lost with none of its size acknowledged since; at
+    /// `BLACK_HOLE_LOSSES` of them, falls back to `BASE` and returns it.
+    fn count_loss(&mut self, now: Instant) -> Option<u16> {
         self.large_losses += 1;
         if self.large_losses < BLACK_HOLE_LOSSES {
             return None;
@@ -254,7 +272,7 @@ impl Mtud {
             return None;
         }
         self.large_losses = BLACK_HOLE_LOSSES - 1;
-        self.on_lost(now, self.current)
+        self.count_loss(now)
     }
 
     /// When the next search may start (for the connection's timer).
@@ -319,12 +337,12 @@ mod tests {
         }
         assert_eq!(m.current, 1452);
         // Large packets are lost, small ones are not a signal.
-        for _ in 0..10 {
-            assert_eq!(m.on_lost(now, 1100), None);
+        for pn in 10..20 {
+            assert_eq!(m.on_lost(now, pn, 1100), None);
         }
         let mut fell = None;
-        for _ in 0..BLACK_HOLE_LOSSES {
-            fell = fell.or(m.on_lost(now, 1452));
+        for pn in 20..20 + u64::from(BLACK_HOLE_LOSSES) {
+            fell = fell.or(m.on_lost(now, pn, 1452));
         }
         assert_eq!(fell, Some(BASE));
         assert_eq!(m.current, BASE);
@@ -340,12 +358,35 @@ mod tests {
         let now = Instant::now();
         let mut m = Mtud::new(1452, true);
         m.current = 1452;
-        for _ in 0..BLACK_HOLE_LOSSES - 1 {
-            assert_eq!(m.on_lost(now, 1452), None);
+        for pn in 0..u64::from(BLACK_HOLE_LOSSES) - 1 {
+            assert_eq!(m.on_lost(now, pn, 1452), None);
         }
-        m.on_acked(1452);
-        for _ in 0..BLACK_HOLE_LOSSES - 1 {
-            assert_eq!(m.on_lost(now, 1452), None);
+        m.on_acked(10, 1452);
+        for pn in 20..20 + u64::from(BLACK_HOLE_LOSSES) - 1 {
+            assert_eq!(m.on_lost(now, pn, 1452), None);
         }
+        assert_eq!(m.on_lost(now, 30, 1452), Some(BASE), "the count ran on");
+    }
+
+    #[test]
+    fn a_congestion_burst_is_not_a_black_hole() {
+        // A queue overflowed and dropped packets 100..1100, all of the full size; the ACK
+        // that declares them lost acknowledges packets sent after them, as large.
+        let now = Instant::now();
+        let mut m = Mtud::new(1452, true);
+        m.current = 1452;
+        for pn in 1100..1200 {
+            m.on_acked(pn, 1452);
+        }
+        for pn in 100..1100 {
+            assert_eq!(m.on_lost(now, pn, 1452), None, "packet {pn}");
+        }
+        assert_eq!(m.current, 1452);
+        // Packets sent after the last acknowledged one, lost in a row: that is a black hole.
+        let mut fell = None;
+        for pn in 1200..1200 + u64::from(BLACK_HOLE_LOSSES) {
+            fell = fell.or(m.on_lost(now, pn, 1452));
+        }
+        assert_eq!(fell, Some(BASE));
     }
 }

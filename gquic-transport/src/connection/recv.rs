@@ -1107,7 +1107,7 @@ impl Connection {
                             self.set_datagram_size(new);
                         }
                     }
-                    None => self.mtud.on_acked(packet.size),
+                    None => self.mtud.on_acked(pn, packet.size),
                 }
             }
             if let (true, Some(rate), Some(sampler)) = (
@@ -1202,7 +1202,7 @@ impl Connection {
                     self.mtud.on_probe_lost(now, size);
                     continue;
                 }
-                if let Some(base) = self.mtud.on_lost(now, packet.size) {
+                if let Some(base) = self.mtud.on_lost(now, pn, packet.size) {
                     self.set_datagram_size(base);
                 }
             }

@@ -176,6 +176,8 @@ fn every_controller_fills_a_deep_buffer_and_hystart_avoids_the_overshoot() {
         let r = run(&mut s, server, 4 << 20);
         eprintln!("{name} deep buffer: {r:?} {:?}", s.net.stats());
         assert!(r.utilisation > 0.9, "{name}: {r:?}");
+        let mtu = s.net.endpoint(C).connection(s.client).unwrap().path_mtu();
+        assert_eq!(mtu, 1452, "{name}: the path MTU after queue drops");
         if name == "bbr" {
             // BBR paces at the bottleneck rate with about one BDP in flight: the queue stays
             // short, and nothing is lost.
@@ -207,6 +209,10 @@ fn every_controller_uses_a_shallow_buffer() {
         );
         assert!(r.utilisation > 0.8, "{name}: {r:?}");
         assert!(r.loss < 0.05, "{name}: {r:?}");
+        // Drop-tail losses are congestion, not a PMTU black hole (RFC 8899 §4.3): packets
+        // sent after the dropped ones, as large, got through, so the size stays.
+        let mtu = s.net.endpoint(C).connection(s.client).unwrap().path_mtu();
+        assert_eq!(mtu, 1452, "{name}: the path MTU after queue drops");
     }
 }
 

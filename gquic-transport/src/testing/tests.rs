@@ -1032,6 +1032,35 @@ fn path_mtu_discovery_reaches_1452_and_survives_a_black_hole() {
 }
 
 #[test]
+fn rfc8899_a_burst_of_drops_is_congestion_not_a_black_hole() {
+    let link = LinkConfig {
+        bandwidth: 12_500_000,
+        ..LinkConfig::default()
+    };
+    let mut s = sim(73, link, TransportConfig::default());
+    let server = connect(&mut s);
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20));
+    let before = s.net.endpoint(C).connection(s.client).unwrap();
+    assert_eq!(before.path_mtu(), 1452);
+    let lost_before = before.stats().packets_lost;
+    // For 5 ms of the next transfer the link drops everything, as a receiver's socket
+    // buffer does while it is full: a run of full-size packets is lost, and the ACKs that
+    // declare them lost acknowledge packets sent after them, as large.
+    let start = s.net.now();
+    let got = transfer_observed(&mut s, server, 4 << 20, Duration::from_secs(60), |net| {
+        let t = net.now() - start;
+        let outage = Duration::from_millis(200)..Duration::from_millis(205);
+        net.link.loss = if outage.contains(&t) { 1.0 } else { 0.0 };
+    });
+    assert!(got == pattern(4 << 20), "intact through the outage");
+    let c = s.net.endpoint(C).connection(s.client).unwrap();
+    let lost = c.stats().packets_lost - lost_before;
+    assert!(lost >= 10, "a burst was lost: {lost}");
+    assert_eq!(c.path_mtu(), 1452, "{lost} packets lost to congestion");
+}
+
+#[test]
 fn path_mtu_discovery_can_be_turned_off() {
     let mut transport = TransportConfig::default();
     transport.mtu_discovery_upper_bound(None);
