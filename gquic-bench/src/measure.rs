@@ -502,8 +502,23 @@ pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxE
     Ok(outcome)
 }
 
-/// Live heap bytes of this process (the counting allocator below).
+/// Live heap bytes of this process (the counting allocator below), counted since
+/// [`COUNTING`] was set.
 pub(crate) static HEAP_LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Whether the allocator counts: only `idle` server children do (from [`idle_baseline`]). A
+/// counter every allocation and free of every thread adds to is one cache line that the
+/// client's and the server's threads take from each other on each call: in the timed
+/// scenarios it cost both stacks (gquic and quinn alike) several percent of their CPU.
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Adds `delta` to [`HEAP_LIVE`] while counting.
+#[inline]
+fn count(delta: i64) {
+    if COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+        HEAP_LIVE.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The system allocator, counting live bytes for the `idle` scenario.
 pub(crate) struct CountingAlloc;
@@ -511,28 +526,25 @@ pub(crate) struct CountingAlloc;
 // SAFETY: every call goes to the system allocator unchanged; only a counter is kept.
 unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        HEAP_LIVE.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        count(layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { std::alloc::System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        HEAP_LIVE.fetch_sub(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        count(-(layout.size() as i64));
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        HEAP_LIVE.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        count(layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { std::alloc::System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        HEAP_LIVE.fetch_add(
-            new_size as i64 - layout.size() as i64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        count(new_size as i64 - layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
@@ -565,8 +577,11 @@ pub(crate) fn malloc_in_use() -> i64 {
     }
 }
 
-/// A server child's starting point for [`idle_line`]: (Rust heap, malloc in use, RSS).
+/// A server child's starting point for [`idle_line`]: (Rust heap, malloc in use, RSS). Starts
+/// the heap count: the growth [`idle_line`] reports is what is allocated less what is freed
+/// from here on, the same whether counting started here or at the process's start.
 pub(crate) fn idle_baseline() -> (i64, i64, u64) {
+    COUNTING.store(true, std::sync::atomic::Ordering::SeqCst);
     (
         HEAP_LIVE.load(std::sync::atomic::Ordering::Relaxed),
         malloc_in_use(),
