@@ -1261,7 +1261,7 @@ impl Connection {
             "PTO"
         );
         if space == SpaceId::Data {
-            if let Some(base) = self.mtud.on_pto(now, self.pto_count) {
+            if let Some(base) = self.mtud.on_pto(self.pto_count) {
                 self.set_datagram_size(base);
             }
         }

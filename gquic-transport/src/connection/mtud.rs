@@ -13,6 +13,13 @@
 //! the search starts again a minute later, below the size that failed. A large packet lost
 //! while one sent after it was acknowledged is not such evidence: the path carried that one,
 //! so the loss was congestion (a queue overflowing drops a run of packets of every size).
+//!
+//! Repeated PTOs with nothing acknowledged fall back to 1200 too (the ACKs that would declare
+//! large packets lost never come if those are all the path drops). But an outage of the whole
+//! path looks the same and says nothing about size, so this fallback keeps the ceiling: as
+//! soon as a packet is acknowledged again, the size used before is probed (RFC 8899 §4.3:
+//! the PLPMTU is confirmed before it is used again). Acknowledged, it is back within a round
+//! trip; lost `MAX_PROBES` times, it was a black hole, and the search continues below it.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +62,9 @@ pub(super) struct Mtud {
     /// One more than the newest packet number of an acknowledged packet larger than `BASE`
     /// (0: none): losses of packets sent before it do not count toward a black hole.
     large_acked_above: u64,
+    /// After a fallback on PTOs: the size used before it, to probe again once a packet is
+    /// acknowledged.
+    confirm: Option<u16>,
     enabled: bool,
     started: bool,
 }
@@ -73,6 +83,7 @@ impl Mtud {
         p.opt_time(self.next_search);
         p.bool(self.searching);
         p.u64(u64::from(self.large_losses));
+        p.opt_u64(self.confirm.map(u64::from));
         p.bool(self.enabled);
         p.bool(self.started);
         Some(())
@@ -93,6 +104,7 @@ impl Mtud {
             searching: u.bool()?,
             large_losses: u.u32()?,
             large_acked_above: 0,
+            confirm: u.opt_u64()?.map(u16::try_from).transpose().ok()?,
             enabled: u.bool()?,
             started: u.bool()?,
         })
@@ -111,6 +123,7 @@ impl Mtud {
             searching: false,
             large_losses: 0,
             large_acked_above: 0,
+            confirm: None,
             enabled: enabled && upper > BASE,
             started: false,
         }
@@ -229,6 +242,23 @@ impl Mtud {
             self.large_losses = 0;
             self.large_acked_above = self.large_acked_above.max(pn.saturating_add(1));
         }
+        if let Some(old) = self.confirm.take() {
+            // The path carries packets again after a fallback on PTOs: the size used before
+            // goes first, then a binary search below it if it no longer gets through.
+            tracing::debug!(
+                size = old,
+                "path back after PTOs: probing the previous size"
+            );
+            self.searching = true;
+            self.next_search = None;
+            self.low = self.current;
+            self.high = old;
+            self.attempts = 0;
+            self.probe = (old > self.current).then_some(old);
+            if self.probe.is_none() {
+                self.searching = false;
+            }
+        }
     }
 
     /// Packet `pn` (not a probe) of `size` was lost. Returns the size to fall back to if this
@@ -265,14 +295,26 @@ impl Mtud {
     }
 
     /// Consecutive PTOs with nothing acknowledged: if packets above the base size are what
-    /// gets lost, no ACK ever comes to declare them lost, so repeated PTOs count as a black
-    /// hole too. Returns the size to fall back to.
-    pub(super) fn on_pto(&mut self, now: Instant, pto_count: u32) -> Option<u16> {
+    /// gets lost, no ACK ever comes to declare them lost, so repeated PTOs fall back to `BASE`
+    /// too (returned). The ceiling stays: the size used before is probed again as soon as a
+    /// packet is acknowledged (see the module documentation).
+    pub(super) fn on_pto(&mut self, pto_count: u32) -> Option<u16> {
         if !self.enabled || self.current <= BASE || pto_count < PTO_BLACK_HOLE {
             return None;
         }
-        self.large_losses = BLACK_HOLE_LOSSES - 1;
-        self.count_loss(now)
+        tracing::debug!(
+            size = self.current,
+            "PTOs in a row: back to {BASE} until confirmed"
+        );
+        self.confirm = Some(self.current);
+        self.large_losses = 0;
+        self.current = BASE;
+        self.low = BASE;
+        self.in_flight = None;
+        self.searching = false;
+        self.probe = None;
+        self.next_search = None;
+        Some(BASE)
     }
 
     /// When the next search may start (for the connection's timer).
@@ -329,13 +371,7 @@ mod tests {
     #[test]
     fn black_hole_falls_back_and_searches_again_later() {
         let now = Instant::now();
-        let mut m = Mtud::new(1452, true);
-        m.start(65527);
-        while let Some(size) = m.poll_probe(now) {
-            m.on_probe_sent(1);
-            m.on_probe_acked(now, size);
-        }
-        assert_eq!(m.current, 1452);
+        let mut m = at_1452(now);
         // Large packets are lost, small ones are not a signal.
         for pn in 10..20 {
             assert_eq!(m.on_lost(now, pn, 1100), None);
@@ -366,6 +402,72 @@ mod tests {
             assert_eq!(m.on_lost(now, pn, 1452), None);
         }
         assert_eq!(m.on_lost(now, 30, 1452), Some(BASE), "the count ran on");
+    }
+
+    /// A connection that found 1452 bytes.
+    fn at_1452(now: Instant) -> Mtud {
+        let mut m = Mtud::new(1452, true);
+        m.start(65527);
+        while let Some(size) = m.poll_probe(now) {
+            m.on_probe_sent(1);
+            m.on_probe_acked(now, size);
+        }
+        assert_eq!(m.current, 1452);
+        m
+    }
+
+    #[test]
+    fn an_outage_falls_back_on_ptos_and_the_size_comes_back_once_confirmed() {
+        let now = Instant::now();
+        let mut m = at_1452(now);
+        assert_eq!(m.on_pto(PTO_BLACK_HOLE - 1), None);
+        assert_eq!(m.on_pto(PTO_BLACK_HOLE), Some(BASE));
+        assert_eq!(m.current, BASE);
+        assert_eq!(m.on_pto(PTO_BLACK_HOLE + 1), None, "once");
+        // Nothing to probe while nothing gets through.
+        assert_eq!(m.poll_probe(now), None);
+        assert_eq!(m.timeout(), None);
+        // A packet is acknowledged: the size used before is tried at once, not a search.
+        m.on_acked(40, BASE);
+        assert_eq!(m.poll_probe(now), Some(1452));
+        m.on_probe_sent(41);
+        assert_eq!(m.on_probe_acked(now, 1452), Some(1452));
+        assert_eq!(m.current, 1452);
+        assert_eq!(m.poll_probe(now), None, "done");
+        assert_eq!(m.timeout(), Some(now + RAISE_TIMER));
+        // The ceiling did not move: a later search may still reach it.
+        assert_eq!(m.upper, 1452);
+    }
+
+    #[test]
+    fn a_black_hole_found_on_ptos_is_searched_below_once_confirmed() {
+        let now = Instant::now();
+        let mut m = at_1452(now);
+        assert_eq!(m.on_pto(PTO_BLACK_HOLE), Some(BASE));
+        m.on_acked(40, BASE);
+        // The path now carries 1300: 1452 is lost MAX_PROBES times, then the search goes on
+        // below it.
+        let mut pn = 41;
+        let mut probes = 0;
+        while let Some(size) = m.poll_probe(now) {
+            probes += 1;
+            assert!(probes < 30, "the search ends");
+            if probes == 1 {
+                assert_eq!(size, 1452, "the previous size first");
+            }
+            m.on_probe_sent(pn);
+            pn += 1;
+            if size <= 1300 {
+                m.on_probe_acked(now, size);
+            } else {
+                m.on_probe_lost(now, size);
+            }
+        }
+        assert!(
+            m.current <= 1300 && m.current > 1300 - GRANULARITY,
+            "{}",
+            m.current
+        );
     }
 
     #[test]

@@ -1061,6 +1061,47 @@ fn rfc8899_a_burst_of_drops_is_congestion_not_a_black_hole() {
 }
 
 #[test]
+fn rfc8899_an_outage_of_the_whole_path_does_not_cost_the_path_mtu() {
+    let mut s = sim(74, LinkConfig::default(), TransportConfig::default());
+    let server = connect(&mut s);
+    let got = transfer(&mut s, server, 1 << 20, Duration::from_secs(60));
+    assert!(got == pattern(1 << 20));
+    assert_eq!(
+        s.net.endpoint(C).connection(s.client).unwrap().path_mtu(),
+        1452
+    );
+    // For one second of the next transfer nothing gets through either way (a radio link
+    // lost for a moment): several PTOs in a row, which fall back to 1200 bytes.
+    let (client, start) = (s.client, s.net.now());
+    let mut smallest = u16::MAX;
+    let mut back_at = None;
+    let got = transfer_observed(&mut s, server, 8 << 20, Duration::from_secs(60), |net| {
+        let t = net.now() - start;
+        let outage = Duration::from_millis(100)..Duration::from_millis(1100);
+        net.link.loss = if outage.contains(&t) { 1.0 } else { 0.0 };
+        let mtu = net.endpoint(C).connection(client).unwrap().path_mtu();
+        smallest = smallest.min(mtu);
+        if smallest < 1452 && mtu == 1452 && back_at.is_none() {
+            back_at = Some(t);
+        }
+    });
+    assert!(got == pattern(8 << 20), "intact through the outage");
+    assert_eq!(smallest, 1200, "the PTOs fell back to the base size");
+    // The size used before is confirmed as soon as the path is back (the first packet after
+    // it goes at the next, backed-off PTO), instead of a minute at 1200 bytes and then a
+    // search capped below 1452.
+    let back_at = back_at.expect("1452 bytes again before the transfer ended");
+    assert!(
+        back_at < Duration::from_millis(2500),
+        "1452 again {back_at:?} after the transfer started"
+    );
+    assert_eq!(
+        s.net.endpoint(C).connection(s.client).unwrap().path_mtu(),
+        1452
+    );
+}
+
+#[test]
 fn path_mtu_discovery_can_be_turned_off() {
     let mut transport = TransportConfig::default();
     transport.mtu_discovery_upper_bound(None);
