@@ -190,9 +190,11 @@ impl Pool {
             ep.close(gquic_transport::VarInt::from_u32(0x100), b"");
         }
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Until the closes are on the wire, not through the closing periods (RFC 9000 §10.2:
+        // the socket closes with the process).
         let _ = tokio::time::timeout(bound, async {
             for ep in endpoints {
-                ep.wait_idle().await;
+                ep.wait_closes_sent().await;
             }
         })
         .await;

@@ -797,6 +797,18 @@ impl Connection {
         )
     }
 
+    /// Whether the connection is closed and has nothing of its own left to send: our
+    /// CONNECTION_CLOSE went out (none is waiting to be sent again), or the peer closed it.
+    /// What an endpoint about to close its socket waits for (RFC 9000 §10.2: an endpoint that
+    /// closes its socket may end the closing state early).
+    pub fn close_sent(&self) -> bool {
+        match self.state {
+            State::Closing { .. } => !self.close_pending,
+            State::Draining { .. } | State::Drained => true,
+            State::Handshake | State::Established => false,
+        }
+    }
+
     /// Whether all state can be dropped: closing and draining are over (RFC 9000 §10.2).
     pub fn is_drained(&self) -> bool {
         self.state == State::Drained

@@ -182,6 +182,17 @@ impl Slots {
         }
     }
 
+    /// Whether every connection is closed with its CONNECTION_CLOSE sent
+    /// ([`Connection::close_sent`]); a hibernating connection is not closed.
+    pub(super) fn all_closes_sent(&self) -> bool {
+        self.slots.iter().all(|s| match s {
+            Slot::Free => true,
+            Slot::Awake(c) => c.close_sent(),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            Slot::Asleep(_) => false,
+        })
+    }
+
     /// Takes the (awake) connection out of slot `idx`.
     pub(super) fn take(&mut self, idx: usize) -> Option<Box<Connection>> {
         let slot = self.slots.get_mut(idx)?;

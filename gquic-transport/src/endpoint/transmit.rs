@@ -11,6 +11,13 @@ use crate::connection::Transmit;
 const MAX_BATCH_BYTES: usize = 65_507;
 
 impl Endpoint {
+    /// Whether every connection is closed and has sent its CONNECTION_CLOSE, or drained
+    /// (see [`crate::connection::Connection::close_sent`]): once these datagrams are on the wire, the
+    /// socket may close without waiting out the closing periods (RFC 9000 §10.2).
+    pub fn closes_sent(&self) -> bool {
+        self.connections.all_closes_sent()
+    }
+
     /// Writes the next datagram to send into `buf`: stateless responses first, then the
     /// connections' datagrams, round robin.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {

@@ -334,6 +334,8 @@ impl Driver {
                         bytes += t.size;
                         this.queued.push(t);
                     }
+                    // Taken and not sent yet: closes are not out before the system call.
+                    state.send_backlog |= !this.queued.is_empty();
                     state.reap_into(&mut this.wakers);
                 }
                 if this.head == this.queued.len() {
@@ -372,6 +374,7 @@ impl Driver {
                 }
             }
             this.coalesced = false;
+            state.end_send(this.head < this.queued.len(), &mut this.wakers);
             this.recv
                 .end_turn(now, received, sent, state.ep.connection_count());
             // 4. Wake the application.

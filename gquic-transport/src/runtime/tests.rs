@@ -130,6 +130,45 @@ async fn endpoint_close_ends_accept_and_connections() {
 }
 
 #[tokio::test]
+async fn wait_closes_sent_returns_once_the_close_is_out_not_after_the_closing_period() {
+    let certs = certs();
+    let server = Endpoint::server(
+        server_config(&certs, &[b"x"], TransportConfig::default()),
+        localhost(),
+    )
+    .unwrap();
+    let client = Endpoint::client(localhost()).unwrap();
+    // A long closing period (three PTOs, each with our max_ack_delay in it: over 6 s) that
+    // `wait_closes_sent` must not wait out.
+    let mut transport = TransportConfig::default();
+    transport.max_ack_delay(Duration::from_secs(2));
+    let cc = client_config(&certs, &[b"x"], transport);
+    let connecting = client
+        .connect_with(cc, server.local_addr(), "localhost")
+        .unwrap();
+    let sconn = server.accept().await.unwrap().await.unwrap();
+    let conn = connecting.await.unwrap();
+    // Not closed: nothing to wait for yet, so it waits.
+    let early = tokio::time::timeout(Duration::from_millis(100), client.wait_closes_sent()).await;
+    assert!(early.is_err(), "an open connection is waited for");
+    client.close(VarInt::from_u32(7), b"bye");
+    tokio::time::timeout(Duration::from_secs(5), client.wait_closes_sent())
+        .await
+        .expect("the close goes out at once");
+    // Returned inside the closing period: the connection is still there, closing.
+    assert_eq!(client.open_connections(), 1, "still in its closing period");
+    // And the close was on the wire: the server gets it.
+    let err = tokio::time::timeout(Duration::from_secs(5), sconn.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(err, ConnectionError::ApplicationClosed { code, .. } if code == VarInt::from_u32(7)),
+        "{err:?}"
+    );
+    assert_eq!(conn.close_reason(), Some(ConnectionError::LocallyClosed));
+}
+
+#[tokio::test]
 async fn dropping_every_handle_closes_with_code_zero() {
     let (server, client, cc) = pair(&[b"x"]);
     let addr = server.local_addr();
