@@ -1139,20 +1139,35 @@ impl Endpoint {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_closes_sent(&self) {
+        self.wait_every_shard(
+            |s| !s.send_backlog && s.ep.closes_sent(),
+            |s| &mut s.close_wakers,
+        )
+        .await;
+    }
+
+    /// Waits until every shard has no live connection or `done`, or its driver stopped; a
+    /// shard not there yet gets the waker in `wakers`.
+    async fn wait_every_shard(
+        &self,
+        done: impl Fn(&State) -> bool,
+        wakers: impl Fn(&mut State) -> &mut Vec<Waker>,
+    ) {
         poll_fn(|cx| {
-            let mut done = true;
+            let mut all = true;
             for sh in self.shards.iter() {
                 let mut s = sh.lock();
-                if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
+                if s.live_connections() == 0
+                    || s.driver_done
+                    || s.socket_error.is_some()
+                    || done(&s)
+                {
                     continue;
                 }
-                if !s.send_backlog && s.ep.closes_sent() {
-                    continue;
-                }
-                done = false;
-                register_waker(&mut s.close_wakers, cx.waker());
+                all = false;
+                register_waker(wakers(&mut s), cx.waker());
             }
-            if done {
+            if all {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -1174,23 +1189,8 @@ impl Endpoint {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_idle(&self) {
-        poll_fn(|cx| {
-            let mut idle = true;
-            for sh in self.shards.iter() {
-                let mut s = sh.lock();
-                if s.live_connections() == 0 || s.driver_done || s.socket_error.is_some() {
-                    continue;
-                }
-                idle = false;
-                register_waker(&mut s.idle_wakers, cx.waker());
-            }
-            if idle {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        self.wait_every_shard(|_| false, |s| &mut s.idle_wakers)
+            .await;
     }
 
     /// The endpoint's counters (connections accepted and refused, stateless packets), summed

@@ -31,6 +31,14 @@ fn pair(alpn: &[&[u8]]) -> (Endpoint, Endpoint, ClientConfig) {
 async fn connected(
     server_transport: TransportConfig,
 ) -> (Endpoint, Endpoint, Connection, Connection) {
+    connected_with(server_transport, TransportConfig::default()).await
+}
+
+/// [`connected`] with the client's transport configuration too.
+async fn connected_with(
+    server_transport: TransportConfig,
+    client_transport: TransportConfig,
+) -> (Endpoint, Endpoint, Connection, Connection) {
     let certs = certs();
     let server = Endpoint::server(
         server_config(&certs, &[b"x"], server_transport),
@@ -38,7 +46,7 @@ async fn connected(
     )
     .unwrap();
     let client = Endpoint::client(localhost()).unwrap();
-    let cc = client_config(&certs, &[b"x"], TransportConfig::default());
+    let cc = client_config(&certs, &[b"x"], client_transport);
     let connecting = client
         .connect_with(cc, server.local_addr(), "localhost")
         .unwrap();
@@ -131,23 +139,12 @@ async fn endpoint_close_ends_accept_and_connections() {
 
 #[tokio::test]
 async fn wait_closes_sent_returns_once_the_close_is_out_not_after_the_closing_period() {
-    let certs = certs();
-    let server = Endpoint::server(
-        server_config(&certs, &[b"x"], TransportConfig::default()),
-        localhost(),
-    )
-    .unwrap();
-    let client = Endpoint::client(localhost()).unwrap();
     // A long closing period (three PTOs, each with our max_ack_delay in it: over 6 s) that
     // `wait_closes_sent` must not wait out.
     let mut transport = TransportConfig::default();
     transport.max_ack_delay(Duration::from_secs(2));
-    let cc = client_config(&certs, &[b"x"], transport);
-    let connecting = client
-        .connect_with(cc, server.local_addr(), "localhost")
-        .unwrap();
-    let sconn = server.accept().await.unwrap().await.unwrap();
-    let conn = connecting.await.unwrap();
+    let (_server, client, sconn, conn) =
+        connected_with(TransportConfig::default(), transport).await;
     // Not closed: nothing to wait for yet, so it waits.
     let early = tokio::time::timeout(Duration::from_millis(100), client.wait_closes_sent()).await;
     assert!(early.is_err(), "an open connection is waited for");
