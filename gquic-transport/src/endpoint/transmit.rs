@@ -11,9 +11,9 @@ use crate::connection::Transmit;
 const MAX_BATCH_BYTES: usize = 65_507;
 
 impl Endpoint {
-    /// Whether every connection is closed and has sent its CONNECTION_CLOSE, or drained
-    /// (see [`crate::connection::Connection::close_sent`]): once these datagrams are on the wire, the
-    /// socket may close without waiting out the closing periods (RFC 9000 §10.2).
+    /// Whether every connection is closed and has sent its CONNECTION_CLOSE, or drained (see
+    /// [`crate::connection::Connection::close_sent`]): once these datagrams are on the wire,
+    /// the socket may close without waiting out the closing periods (RFC 9000 §10.2).
     pub fn closes_sent(&self) -> bool {
         self.connections.all_closes_sent()
     }
