@@ -82,6 +82,11 @@ impl Connection {
             if buf.len() + 64 > limit {
                 break;
             }
+            // Initial and Handshake keys once discarded (RFC 9001 §4.9) send nothing more: an
+            // established connection's packets do not ask them.
+            if self.spaces[space as usize].discarded {
+                continue;
+            }
             if let Some(summary) = self.write_packet(now, space, buf, base, limit, needs_padding) {
                 needs_padding = summary.needs_padding;
                 last_space = Some(space);
