@@ -271,26 +271,14 @@ impl Mtud {
             // A large packet sent after this one got through: congestion, not a black hole.
             return None;
         }
-        self.count_loss(now)
-    }
-
-    /// One more large packet lost with none of its size acknowledged since; at
-    /// `BLACK_HOLE_LOSSES` of them, falls back to `BASE` and returns it.
-    fn count_loss(&mut self, now: Instant) -> Option<u16> {
         self.large_losses += 1;
         if self.large_losses < BLACK_HOLE_LOSSES {
             return None;
         }
         tracing::debug!(size = self.current, "PMTU black hole: back to {BASE}");
-        self.large_losses = 0;
         // Search again later, below the size that stopped working.
         self.upper = self.current - 1;
-        self.current = BASE;
-        self.low = BASE;
-        self.in_flight = None;
-        self.searching = false;
-        self.probe = None;
-        self.next_search = Some(now + BLACK_HOLE_PAUSE);
+        self.fall_back(Some(now + BLACK_HOLE_PAUSE));
         Some(BASE)
     }
 
@@ -307,14 +295,19 @@ impl Mtud {
             "PTOs in a row: back to {BASE} until confirmed"
         );
         self.confirm = Some(self.current);
+        self.fall_back(None);
+        Some(BASE)
+    }
+
+    /// Back to `BASE` with no search under way; the next one starts at `next_search`.
+    fn fall_back(&mut self, next_search: Option<Instant>) {
         self.large_losses = 0;
         self.current = BASE;
         self.low = BASE;
         self.in_flight = None;
         self.searching = false;
         self.probe = None;
-        self.next_search = None;
-        Some(BASE)
+        self.next_search = next_search;
     }
 
     /// When the next search may start (for the connection's timer).
