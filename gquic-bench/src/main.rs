@@ -24,7 +24,8 @@
 //! - `streams`, `handshakes`, `latency`, `idle [--connections N] [--gquic-only]`: the small
 //!   scenarios (see `scenarios`), gquic and quinn interleaved; `streams` and full
 //!   `handshakes` also on multi-thread runtimes (`-mt` lines).
-//! - `ceilings`: packet protection and raw UDP send rates on this host.
+//! - `ceilings`: packet protection and raw UDP send rates on this host, and the floor under
+//!   `bulk`'s CPU per GB (seal + GSO send, GRO receive + open, no QUIC).
 //! - `all`: every scenario above in one run.
 //!
 //! Unknown scenarios are refused.
@@ -393,7 +394,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: gquic-bench SCENARIO [--runs R]\n\
                  \n  wire [--seconds S]      per-packet codec and packet protection costs\
-                 \n  ceilings                wire, plus raw UDP send with and without GSO\
+                 \n  ceilings                wire, raw UDP send with and without GSO, bulk CPU floor\
                  \n  bulk [--mib N]          1 GiB on one stream, up and down, ct and mt\
                  \n  streams [--count N]     100k small bidi streams, 100 at a time\
                  \n  handshakes [--count N]  5k handshakes, 64 at a time, full and resumed\
