@@ -263,6 +263,22 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
         measure::SOCKET_BUFFER >> 20,
         measure::READ_SLOTS,
     );
+    // The work every stack must do (see `ceilings::floor`): what a stack spends above it is
+    // its own.
+    let floor = match crate::ceilings::floor(crate::ceilings::SPAN) {
+        Ok((send, recv)) => {
+            println!(
+                "floor (no QUIC: copy + seal + GSO send | GRO receive + open, see `ceilings`): \
+                 {:.3} CPU-s/GB ({send:.3} + {recv:.3})\n",
+                send + recv
+            );
+            Some(send + recv)
+        }
+        Err(e) => {
+            println!("floor: not measured ({e})\n");
+            None
+        }
+    };
     println!(
         "{:<10} {:<6} {:>24} {:>22} {:>10} {:>10} {:>8}",
         "scenario", "stack", "Gbit/s", "CPU-s/GB", "client", "server", "lost"
@@ -323,6 +339,15 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
                     gbps[0] / gbps[1],
                     cpu[0] / cpu[1]
                 );
+                if let Some(f) = floor {
+                    println!(
+                        "{name:<10} above the floor ({f:.3}): gquic {:.3}, quinn {:.3} CPU-s/GB, \
+                         ratio {:.2}x (each stack's own work)",
+                        cpu[0] - f,
+                        cpu[1] - f,
+                        (cpu[0] - f) / (cpu[1] - f)
+                    );
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// The datagram size both stacks use on loopback after path MTU discovery.
 const DATAGRAM: usize = 1452;
 /// How long each measurement sends.
-const SPAN: Duration = Duration::from_millis(700);
+pub(crate) const SPAN: Duration = Duration::from_millis(700);
 
 /// One `sendmsg` of `buf` to the connected peer, cut into `segment`-byte datagrams by the
 /// kernel when `segment` is set.
@@ -96,7 +96,7 @@ const FLOOR_SEGMENTS: usize = 65_507 / DATAGRAM;
 /// pays at least this, so a stack's `bulk` CPU-s/GB minus this sum is its own work. Each
 /// side's cost is per byte it handled (datagrams the receiver's socket dropped cost the
 /// sender only), so the two add up without the sides having to keep pace.
-fn floor(span: Duration) -> io::Result<(f64, f64)> {
+pub(crate) fn floor(span: Duration) -> io::Result<(f64, f64)> {
     use gquic_transport::crypto;
     use gquic_transport::wire::packet::PacketNumber;
     let (key, hp) = crate::fixtures::keys(
