@@ -14,7 +14,8 @@
 //!   UDP socket buffers (4 MiB, what gquic's runtime asks for; quinn's sockets get the same),
 //!   the receiver reading up to 32 received chunks per call on both stacks (`read_chunks`),
 //!   one warm-up and R (5) counted runs each; prints Gbit/s and CPU-seconds per GB as median
-//!   (min-max) and the ratios of the medians.
+//!   (min-max) and the ratios of the medians, and each stack's CPU per GB above the floor that
+//!   `ceilings` measures (the work any stack must do), measured first.
 //!
 //! Run with: `cargo run --release -p gquic-bench -- bulk`
 //! - `h3 [--requests N] [--runs R]`: HTTP/3 requests/s and CPU per request, gquic and
