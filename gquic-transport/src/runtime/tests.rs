@@ -55,6 +55,17 @@ async fn connected_with(
     (server, client, sconn, conn)
 }
 
+/// Waits (up to 5 s) for `conn` to end and asserts that the peer closed it with `code`.
+async fn assert_peer_closed(conn: &Connection, code: u32) {
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("the connection ends");
+    assert!(
+        matches!(err, ConnectionError::ApplicationClosed { code: c, .. } if c == VarInt::from_u32(code)),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn echo_over_loopback() {
     let (server, client, cc) = pair(&[b"echo"]);
@@ -127,10 +138,7 @@ async fn endpoint_close_ends_accept_and_connections() {
     let conn = connecting.await.unwrap();
     server.close(VarInt::from_u32(3), b"shutdown");
     assert!(server.accept().await.is_none());
-    let err = conn.closed().await;
-    assert!(
-        matches!(err, ConnectionError::ApplicationClosed { code, .. } if code == VarInt::from_u32(3))
-    );
+    assert_peer_closed(&conn, 3).await;
     assert_eq!(sconn.close_reason(), Some(ConnectionError::LocallyClosed));
     tokio::time::timeout(Duration::from_secs(5), server.wait_idle())
         .await
@@ -155,13 +163,7 @@ async fn wait_closes_sent_returns_once_the_close_is_out_not_after_the_closing_pe
     // Returned inside the closing period: the connection is still there, closing.
     assert_eq!(client.open_connections(), 1, "still in its closing period");
     // And the close was on the wire: the server gets it.
-    let err = tokio::time::timeout(Duration::from_secs(5), sconn.closed())
-        .await
-        .unwrap();
-    assert!(
-        matches!(err, ConnectionError::ApplicationClosed { code, .. } if code == VarInt::from_u32(7)),
-        "{err:?}"
-    );
+    assert_peer_closed(&sconn, 7).await;
     assert_eq!(conn.close_reason(), Some(ConnectionError::LocallyClosed));
 }
 
@@ -184,13 +186,7 @@ async fn dropping_every_handle_closes_with_code_zero() {
         "the receiving half still holds it"
     );
     drop(recv);
-    let err = tokio::time::timeout(Duration::from_secs(5), sconn.closed())
-        .await
-        .unwrap();
-    assert!(
-        matches!(err, ConnectionError::ApplicationClosed { code, .. } if code == VarInt::from_u32(0)),
-        "{err:?}"
-    );
+    assert_peer_closed(&sconn, 0).await;
 }
 
 #[tokio::test]
