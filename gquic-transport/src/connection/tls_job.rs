@@ -113,7 +113,7 @@ impl Connection {
 
     /// Whether TLS is away in a job or one waits to be taken: CRYPTO data then stays in its
     /// stream, and packets without keys are held.
-    pub(super) fn tls_busy(&self) -> bool {
+    pub(crate) fn tls_busy(&self) -> bool {
         self.offload()
             .is_some_and(|o| o.out.is_some() || o.ready.is_some())
     }
@@ -179,7 +179,8 @@ impl Connection {
         if let Some(o) = self.offload_mut() {
             o.out = Some(id);
         }
-        let tls = std::mem::replace(&mut self.tls, Tls::Out);
+        // Live, as checked above.
+        let tls = self.tls.take_out()?;
         tracing::trace!(parent: &self.span, job = id, ?space, "TLS step handed out");
         Some(TlsJob {
             id,

@@ -23,6 +23,24 @@ pub(super) struct Summary {
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
 }
 
+impl Summary {
+    /// What `c` has negotiated so far.
+    fn of(c: &tls::Connection) -> Self {
+        let (client, server_name) = match c {
+            tls::Connection::Server(s) => (false, s.server_name().map(str::to_owned)),
+            tls::Connection::Client(_) => (true, None),
+        };
+        Summary {
+            client,
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+            kind: c.handshake_kind(),
+            suite: c.negotiated_cipher_suite(),
+            peer_certificates: c.peer_certificates().map(<[_]>::to_vec),
+        }
+    }
+}
+
 /// The TLS session of a connection.
 #[derive(Debug)]
 pub(super) enum Tls {
@@ -31,8 +49,10 @@ pub(super) enum Tls {
     /// A server's session after the handshake.
     Done(Box<Summary>),
     /// The session is away in a [`super::TlsJob`] (a TLS step on another thread); it comes
-    /// back with the job. Meanwhile it reports nothing and reads nothing.
-    Out,
+    /// back with the job. Meanwhile it reads and writes nothing, and reports what it had
+    /// negotiated when it went (ALPN, SNI, suite, peer certificates): an application that
+    /// asks in that moment must not see a handshake that has not happened.
+    Out(Box<Summary>),
 }
 
 impl From<tls::Connection> for Tls {
@@ -148,26 +168,23 @@ impl Tls {
         if c.is_handshaking() {
             return;
         }
-        let (client, server_name) = match c.as_ref() {
-            tls::Connection::Server(s) => (false, s.server_name().map(str::to_owned)),
-            tls::Connection::Client(_) => (true, None),
+        *self = Tls::Done(Box::new(Summary::of(c)));
+    }
+
+    /// Takes the live session out for a TLS step elsewhere, leaving [`Tls::Out`] with what
+    /// it had negotiated so far; `None` unless the session is live.
+    pub(super) fn take_out(&mut self) -> Option<Tls> {
+        let Tls::Live(c) = self else {
+            return None;
         };
-        let summary = Summary {
-            client,
-            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
-            server_name,
-            kind: c.handshake_kind(),
-            suite: c.negotiated_cipher_suite(),
-            peer_certificates: c.peer_certificates().map(<[_]>::to_vec),
-        };
-        *self = Tls::Done(Box::new(summary));
+        let summary = Box::new(Summary::of(c));
+        Some(std::mem::replace(self, Tls::Out(summary)))
     }
 
     pub(super) fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
             Tls::Live(c) => c.alpn_protocol(),
-            Tls::Done(s) => s.alpn.as_deref(),
-            Tls::Out => None,
+            Tls::Done(s) | Tls::Out(s) => s.alpn.as_deref(),
         }
     }
 
@@ -178,31 +195,28 @@ impl Tls {
                 tls::Connection::Server(s) => s.server_name(),
                 tls::Connection::Client(_) => None,
             },
-            Tls::Done(s) => s.server_name.as_deref(),
-            Tls::Out => None,
+            Tls::Done(s) | Tls::Out(s) => s.server_name.as_deref(),
         }
     }
 
     pub(super) fn negotiated_cipher_suite(&self) -> Option<SupportedCipherSuite> {
         match self {
             Tls::Live(c) => c.negotiated_cipher_suite(),
-            Tls::Done(s) => s.suite,
-            Tls::Out => None,
+            Tls::Done(s) | Tls::Out(s) => s.suite,
         }
     }
 
     pub(super) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
             Tls::Live(c) => c.peer_certificates(),
-            Tls::Done(s) => s.peer_certificates.as_deref(),
-            Tls::Out => None,
+            Tls::Done(s) | Tls::Out(s) => s.peer_certificates.as_deref(),
         }
     }
 
     pub(super) fn write_hs(&mut self, buf: &mut Vec<u8>) -> Option<KeyChange> {
         match self {
             Tls::Live(c) => c.write_hs(buf),
-            Tls::Done(_) | Tls::Out => None,
+            Tls::Done(_) | Tls::Out(_) => None,
         }
     }
 
@@ -224,7 +238,7 @@ impl Tls {
                 got_type: rustls::HandshakeType::Unknown(data.first().copied().unwrap_or(0)),
             }),
             // Not reached: CRYPTO data waits in its stream while the session is out.
-            Tls::Out => Err(rustls::Error::General("TLS session busy".into())),
+            Tls::Out(_) => Err(rustls::Error::General("TLS session busy".into())),
         }
     }
 
@@ -232,14 +246,14 @@ impl Tls {
         match self {
             Tls::Live(c) => c.alert(),
             Tls::Done(_) => Some(AlertDescription::UnexpectedMessage),
-            Tls::Out => None,
+            Tls::Out(_) => None,
         }
     }
 
     pub(super) fn quic_transport_parameters(&self) -> Option<&[u8]> {
         match self {
             Tls::Live(c) => c.quic_transport_parameters(),
-            Tls::Done(_) | Tls::Out => None,
+            Tls::Done(_) | Tls::Out(_) => None,
         }
     }
 
@@ -248,15 +262,14 @@ impl Tls {
             Tls::Live(c) => c.is_handshaking(),
             Tls::Done(_) => false,
             // Out only during the handshake.
-            Tls::Out => true,
+            Tls::Out(_) => true,
         }
     }
 
     pub(super) fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
         match self {
             Tls::Live(c) => c.handshake_kind(),
-            Tls::Done(s) => s.kind,
-            Tls::Out => None,
+            Tls::Done(s) | Tls::Out(s) => s.kind,
         }
     }
 
@@ -267,14 +280,14 @@ impl Tls {
                 tls::Connection::Client(c) => c.is_early_data_accepted(),
                 tls::Connection::Server(_) => false,
             },
-            Tls::Done(_) | Tls::Out => false,
+            Tls::Done(_) | Tls::Out(_) => false,
         }
     }
 
     pub(super) fn zero_rtt_keys(&self) -> Option<DirectionalKeys> {
         match self {
             Tls::Live(c) => c.zero_rtt_keys(),
-            Tls::Done(_) | Tls::Out => None,
+            Tls::Done(_) | Tls::Out(_) => None,
         }
     }
 }

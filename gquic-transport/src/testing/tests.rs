@@ -1364,6 +1364,66 @@ fn slow_tls_steps_handed_out_hold_packets_for_their_keys() {
     assert!(got == pattern(100_000), "data intact in place too");
 }
 
+/// While a TLS step is out (offload), the connection still reports what the handshake had
+/// negotiated: ALPN, SNI and cipher suite. (The interop server, on a multi-thread runtime,
+/// once read no ALPN while the step for the client's Finished was out, served an h3 client
+/// as hq-interop and reset every request.) Fails if the session reports nothing while out.
+#[test]
+fn what_tls_negotiated_stays_known_while_a_step_is_out() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(10),
+        ..LinkConfig::default()
+    };
+    let client_config = |c: &_, t| client_config(c, &[b"hq-interop"], t);
+    let slow = Some(Duration::from_millis(3));
+    let mut s = sim_offload(7, link, TransportConfig::default(), client_config, slow);
+    let client = s.client;
+    let mut accepted = Vec::new();
+    // Per side: whether ALPN was known once, and how often it was asked while a step was out
+    // after that.
+    let mut known = [false; 2];
+    let mut asked_while_out = [0u32; 2];
+    let mut forgotten = Vec::new();
+    let done = s.net.run_until(Duration::from_secs(5), |net| {
+        while let Some(h) = net.endpoint(S).accept() {
+            accepted.push(h);
+        }
+        let conns = accepted
+            .first()
+            .map(|&h| (0, S, h))
+            .into_iter()
+            .chain([(1, C, client)]);
+        let mut established = 0;
+        for (side, node, h) in conns {
+            let Some(c) = net.endpoint(node).connection(h) else {
+                continue;
+            };
+            let alpn = c.alpn().map(<[u8]>::to_vec);
+            if known[side] {
+                if c.tls_busy() {
+                    asked_while_out[side] += 1;
+                }
+                let suite = c.cipher_suite().is_some();
+                let sni = side == 1 || c.server_name() == Some("localhost");
+                if alpn.as_deref() != Some(b"hq-interop") || !suite || !sni {
+                    forgotten.push((side, alpn.clone(), suite, sni));
+                }
+            }
+            known[side] |= alpn.is_some();
+            if !c.is_handshaking() {
+                established += 1;
+            }
+        }
+        established == 2
+    });
+    assert!(done, "the handshake completed");
+    assert!(forgotten.is_empty(), "forgotten while out: {forgotten:?}");
+    assert!(
+        asked_while_out[0] > 0,
+        "the server was asked while a step was out after ALPN was known ({asked_while_out:?})"
+    );
+}
+
 /// Slow TLS steps under loss, jitter and duplication: every handshake completes and the data
 /// arrives intact, over twenty seeds.
 #[test]
