@@ -1309,6 +1309,17 @@ fn a_shard_hands_on_datagrams_for_another_shards_connection() {
     assert!(probe.poll_tossed().is_none());
 }
 
+/// A 10 ms path, hq-interop, default transport settings, TLS steps handed out taking
+/// `steps` each (`None`: TLS in place).
+fn ten_ms_path_with_tls_steps(seed: u64, steps: Option<Duration>) -> Sim {
+    let link = LinkConfig {
+        latency: Duration::from_millis(10),
+        ..LinkConfig::default()
+    };
+    let client_config = |c: &_, t| client_config(c, &[b"hq-interop"], t);
+    sim_offload(seed, link, TransportConfig::default(), client_config, steps)
+}
+
 /// TLS steps handed out and taking 3 ms each: the Handshake packets that come coalesced
 /// behind the server's Initial, and those that come while a step is out, are held until the
 /// keys are back, not dropped. So without loss the handshake takes two round trips and the
@@ -1316,19 +1327,7 @@ fn a_shard_hands_on_datagrams_for_another_shards_connection() {
 /// steps are counted, and without offload there are none.
 #[test]
 fn slow_tls_steps_handed_out_hold_packets_for_their_keys() {
-    let link = LinkConfig {
-        latency: Duration::from_millis(10),
-        ..LinkConfig::default()
-    };
-    let client_config = |c: &_, t| client_config(c, &[b"hq-interop"], t);
-    let slow = Some(Duration::from_millis(3));
-    let mut s = sim_offload(
-        3,
-        link.clone(),
-        TransportConfig::default(),
-        client_config,
-        slow,
-    );
+    let mut s = ten_ms_path_with_tls_steps(3, Some(Duration::from_millis(3)));
     let server = connect(&mut s);
     let client = s.client;
     let took = s
@@ -1357,7 +1356,7 @@ fn slow_tls_steps_handed_out_hold_packets_for_their_keys() {
     let c = s.net.endpoint(C).connection(client).unwrap();
     assert_eq!(c.stats().packets_lost, 0, "nothing lost or sent again");
 
-    let mut s = sim_offload(3, link, TransportConfig::default(), client_config, None);
+    let mut s = ten_ms_path_with_tls_steps(3, None);
     let server = connect(&mut s);
     assert_eq!(s.net.stats().tls_jobs, 0, "TLS in place");
     let got = transfer(&mut s, server, 100_000, Duration::from_secs(10));
@@ -1370,13 +1369,7 @@ fn slow_tls_steps_handed_out_hold_packets_for_their_keys() {
 /// as hq-interop and reset every request.) Fails if the session reports nothing while out.
 #[test]
 fn what_tls_negotiated_stays_known_while_a_step_is_out() {
-    let link = LinkConfig {
-        latency: Duration::from_millis(10),
-        ..LinkConfig::default()
-    };
-    let client_config = |c: &_, t| client_config(c, &[b"hq-interop"], t);
-    let slow = Some(Duration::from_millis(3));
-    let mut s = sim_offload(7, link, TransportConfig::default(), client_config, slow);
+    let mut s = ten_ms_path_with_tls_steps(7, Some(Duration::from_millis(3)));
     let client = s.client;
     let mut accepted = Vec::new();
     // Per side: whether ALPN was known once, and how often it was asked while a step was out
