@@ -945,7 +945,17 @@ fn read_locked(
     let Some(c) = s.proto(cid) else {
         return Poll::Ready(Err(lost(s, cid).into()));
     };
-    let r = c.read_with_clock(StreamId(id), max, &mut Instant::now);
+    let mut clock = Instant::now;
+    let r = c.read_with_clock(StreamId(id), max, &mut clock);
+    // A chunk that was the last: its end is taken now, under this lock, and the next call
+    // reports it without one (a reader of one chunk per call, h3's among them, otherwise
+    // locks once more only to learn of the end, and a stream dropped right after its last
+    // chunk would lock to stop what is already over).
+    if matches!(r, Ok(Some(_)))
+        && matches!(c.read_with_clock(StreamId(id), 0, &mut clock), Ok(None))
+    {
+        *done = true;
+    }
     settle_read(s, cid, id, done, cx, r)
 }
 

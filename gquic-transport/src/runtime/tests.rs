@@ -371,6 +371,32 @@ async fn stream_limit_makes_open_wait() {
     assert!(third.is_ok_and(|r| r.is_ok()));
 }
 
+/// A stream read one chunk at a time ends with its last chunk: the peer gets the stream's
+/// slot back before the reader asks once more only to learn of the end, and that ask, or a
+/// `stop`, has nothing left to do.
+#[tokio::test]
+async fn the_last_chunk_read_ends_the_stream() {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_uni_streams(1);
+    let (_server, _client, sconn, conn) = connected(t).await;
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(b"only chunk").await.unwrap();
+    send.finish().unwrap();
+    let mut recv = sconn.accept_uni().await.unwrap();
+    // Wait for the data and its end to be there, so one read takes both.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let chunk = recv.read_chunk(usize::MAX).await.unwrap();
+    assert_eq!(chunk.as_deref(), Some(&b"only chunk"[..]));
+    // The limit of one stream: a second opens only once the first is over on the server.
+    let second = tokio::time::timeout(Duration::from_secs(5), conn.open_uni()).await;
+    assert!(
+        second.is_ok_and(|r| r.is_ok()),
+        "the stream read to its last chunk still held the peer's only slot"
+    );
+    assert_eq!(recv.stop(VarInt::from_u32(1)), Err(ReadError::ClosedStream));
+    assert_eq!(recv.read_chunk(usize::MAX).await, Ok(None));
+}
+
 /// One server socket on `[::]` serves IPv4 and IPv6 clients; IPv4 peers show by their IPv4
 /// addresses, and a client on `[::]` reaches an IPv4 address.
 #[tokio::test]
