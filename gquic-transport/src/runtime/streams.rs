@@ -950,7 +950,9 @@ fn read_locked(
     // A chunk that was the last: its end is taken now, under this lock, and the next call
     // reports it without one (a reader of one chunk per call, h3's among them, otherwise
     // locks once more only to learn of the end, and a stream dropped right after its last
-    // chunk would lock to stop what is already over).
+    // chunk would lock to stop what is already over). The 0-byte read takes nothing: it
+    // answers the end only once the final size is known and all of it read, and otherwise
+    // `Blocked` (a reset or a stop would have ended the first read already).
     if matches!(r, Ok(Some(_)))
         && matches!(c.read_with_clock(StreamId(id), 0, &mut clock), Ok(None))
     {
