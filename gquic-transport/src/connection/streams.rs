@@ -134,6 +134,9 @@ struct RecvState {
     stopped: Option<VarInt>,
     /// The end of the stream (FIN or reset) was reported to the application.
     done: bool,
+    /// A peer stream already counted toward the peer's stream limit before it closed (see
+    /// [`Streams::credit_early`]).
+    credited: bool,
 }
 
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
@@ -201,6 +204,7 @@ impl RecvState {
         pack_code(p, self.reset);
         pack_code(p, self.stopped);
         p.bool(self.done);
+        p.bool(self.credited);
         Some(())
     }
 
@@ -212,6 +216,7 @@ impl RecvState {
             reset: unpack_code(u)?,
             stopped: unpack_code(u)?,
             done: u.bool()?,
+            credited: u.bool()?,
         })
     }
 }
@@ -299,8 +304,12 @@ pub struct Streams {
     max_remote: [u64; 2],
     /// How many peer streams may be open at once, per direction.
     concurrent_remote: [u64; 2],
-    /// Peer streams that are completely closed, per direction.
+    /// Peer streams counted toward the limit we advertise (closed, or credited early), per
+    /// direction.
     closed_remote: [u64; 2],
+    /// Peer streams credited early and not closed yet, per direction (at most
+    /// `concurrent_remote`: see [`Streams::credit_early`]).
+    early_remote: [u64; 2],
     /// The peer's connection-level limit (MAX_DATA) and what we sent against it.
     max_data: u64,
     data_sent: u64,
@@ -355,6 +364,7 @@ impl Streams {
             &self.max_remote,
             &self.concurrent_remote,
             &self.closed_remote,
+            &self.early_remote,
         ] {
             p.u64(pair[0]);
             p.u64(pair[1]);
@@ -393,6 +403,7 @@ impl Streams {
         let max_remote = pair()?;
         let concurrent_remote = pair()?;
         let closed_remote = pair()?;
+        let early_remote = pair()?;
         Some(Self {
             side,
             send,
@@ -403,6 +414,7 @@ impl Streams {
             max_remote,
             concurrent_remote,
             closed_remote,
+            early_remote,
             max_data: u.u64()?,
             data_sent: u.u64()?,
             data_blocked_at: u.opt_u64()?,
@@ -452,6 +464,7 @@ impl Streams {
                 local.initial_max_streams_uni,
             ],
             closed_remote: [0; 2],
+            early_remote: [0; 2],
             max_data: 0,
             data_sent: 0,
             data_blocked_at: None,
@@ -553,6 +566,7 @@ impl Streams {
             reset: None,
             stopped: None,
             done: false,
+            credited: false,
         }
     }
 
@@ -866,6 +880,7 @@ impl Streams {
         }
         state.fin = true;
         self.schedule(id);
+        self.credit_early(id);
         Ok(())
     }
 
@@ -880,6 +895,7 @@ impl Streams {
         }
         self.send_buffered -= abandon(state, code);
         self.queue_control(StreamControl::ResetStream(id));
+        self.credit_early(id);
         Ok(())
     }
 
@@ -973,46 +989,104 @@ impl Streams {
 
     /// Forgets a stream once both halves are done; a closed peer stream makes room for a new
     /// one (RFC 9000 §4.6: MAX_STREAMS as streams close, "to keep the number of streams
-    /// available to peers roughly consistent").
-    ///
-    /// The limit goes up by a quarter of the streams the peer may have open at once, or by
-    /// one as each stream closes while the streams it may still open are fewer than half of
-    /// them: a peer that uses few of its streams gets one MAX_STREAMS every so many streams
-    /// instead of one per stream (which often took a packet of its own), and a peer that uses
-    /// most of them one as each closes.
+    /// available to peers roughly consistent"), unless it made room already
+    /// ([`Streams::credit_early`]).
     fn maybe_close(&mut self, id: StreamId) {
-        let recv_done = self.recv.get(&id).is_none_or(|r| {
-            r.done || (r.stopped.is_some() && (r.reset.is_some() || r.recv.final_size().is_some()))
-        });
+        let recv_done = self.recv_done(id);
         let send_done = self
             .send
             .get(&id)
             .is_none_or(|s| s.fin_acked || s.reset.is_some());
         if !(recv_done && send_done) {
+            if recv_done {
+                self.credit_early(id);
+            }
             return;
         }
         // The spill rooms are taken in place, and the states dropped where they are: moved
         // out, each would be copied (about 240 bytes) on its way.
-        if let Some(q) = self.queues.as_mut() {
-            if let Some(r) = self.recv.get_mut(&id) {
+        let mut credited = false;
+        if let Some(r) = self.recv.get_mut(&id) {
+            credited = r.credited;
+            if let Some(q) = self.queues.as_mut() {
                 r.recv.assembler.spill_into(&mut q.recv_spills);
             }
-            if let Some(s) = self.send.get_mut(&id) {
-                s.buf.spill_into(&mut q.send_spills);
-            }
+        }
+        if let (Some(q), Some(s)) = (self.queues.as_mut(), self.send.get_mut(&id)) {
+            s.buf.spill_into(&mut q.send_spills);
         }
         let had = self.recv.discard(&id) | self.send.discard(&id);
         if had && id.initiator() != self.side {
             let d = dir_index(id.dir());
-            self.closed_remote[d] += 1;
-            let new_max = (self.closed_remote[d] + self.concurrent_remote[d]).min(MAX_STREAM_COUNT);
-            let n = self.concurrent_remote[d];
-            let left = self.max_remote[d] - self.next_remote[d];
-            let raise = new_max.saturating_sub(self.max_remote[d]);
-            if raise > 0 && (raise >= (n / 4).max(1) || left < n.div_ceil(2)) {
-                self.max_remote[d] = new_max;
-                self.queue_control(StreamControl::MaxStreams(id.dir()));
+            if credited {
+                self.early_remote[d] -= 1;
+            } else {
+                self.credit_remote(id.dir());
             }
+        }
+    }
+
+    /// Whether the receive half of `id` is over: gone, its end read, or stopped with nothing
+    /// more to come.
+    fn recv_done(&self, id: StreamId) -> bool {
+        self.recv.get(&id).is_none_or(|r| {
+            r.done || (r.stopped.is_some() && (r.reset.is_some() || r.recv.final_size().is_some()))
+        })
+    }
+
+    /// Makes room for a new peer stream in place of `id` before `id` closes: once the
+    /// application has read all of it and finished (or reset) its answer, the stream only
+    /// waits for the peer to acknowledge the end of that answer, and the peer, which has
+    /// that answer by then, need not wait a further round trip for the room to open its next
+    /// stream (RFC 9000 §4.6 leaves the moment to the implementation). At most
+    /// `concurrent_remote` streams are credited ahead of closing, so a peer that holds back
+    /// its acknowledgements holds at most twice the streams it may have open.
+    ///
+    /// Measured with `gquic-bench streams-child` (100 concurrent streams under a limit of 128,
+    /// current-thread runtimes), 6 interleaved runs each: 0.178 s per 100k streams before,
+    /// 0.139 s with this and the driver's hand-over (`runtime::driver`), 0.157 s with the
+    /// hand-over alone; CPU 0.289, 0.255 and 0.299 s. Before, 72% of the client's opens
+    /// found no room at first and waited for a MAX_STREAMS that came an answer behind.
+    fn credit_early(&mut self, id: StreamId) {
+        if id.initiator() == self.side {
+            return;
+        }
+        let d = dir_index(id.dir());
+        if self.early_remote[d] >= self.concurrent_remote[d] {
+            return;
+        }
+        let answered = self
+            .send
+            .get(&id)
+            .is_some_and(|s| s.fin || s.reset.is_some());
+        if !answered || !self.recv_done(id) {
+            return;
+        }
+        let Some(r) = self.recv.get_mut(&id) else {
+            return;
+        };
+        if std::mem::replace(&mut r.credited, true) {
+            return;
+        }
+        self.early_remote[d] += 1;
+        self.credit_remote(id.dir());
+    }
+
+    /// One more peer stream of direction `dir` counts as gone: the limit goes up by a quarter
+    /// of the streams the peer may have open at once, or by one as each stream goes while the
+    /// streams it may still open are fewer than half of them. A peer that uses few of its
+    /// streams gets one MAX_STREAMS every so many streams instead of one per stream (which
+    /// often took a packet of its own), and a peer that uses most of them one as each goes.
+    fn credit_remote(&mut self, dir: Dir) {
+        let d = dir_index(dir);
+        self.closed_remote[d] += 1;
+        let new_max = (self.closed_remote[d] + self.concurrent_remote[d]).min(MAX_STREAM_COUNT);
+        let n = self.concurrent_remote[d];
+        let left = self.max_remote[d] - self.next_remote[d];
+        let raise = new_max.saturating_sub(self.max_remote[d]);
+        if raise > 0 && (raise >= (n / 4).max(1) || left < n.div_ceil(2)) {
+            self.max_remote[d] = new_max;
+            self.queue_control(StreamControl::MaxStreams(dir));
         }
     }
 

@@ -852,3 +852,50 @@ async fn chunks_are_written_and_read_in_batches() {
         Err(WriteError::Stopped(VarInt::from_u32(9)))
     );
 }
+
+/// A driver whose datagrams have made many tasks ready lets them run before it handles the
+/// rest of what arrived with them: the first answers go out while the rest is handled. Here
+/// 64 server tasks wait on their streams, and the ends of all 64 arrive in one burst of a
+/// few datagrams: the tasks that finish first see fewer of those datagrams handled than
+/// the last ones do (all would see the same count if the whole burst were handled before
+/// any task ran).
+#[tokio::test]
+async fn ready_tasks_run_before_the_rest_of_a_burst_is_handled() {
+    const STREAMS: usize = 64;
+    let (_server, _client, sconn, conn) = connected(TransportConfig::default()).await;
+    let mut sends = Vec::new();
+    for _ in 0..STREAMS {
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        sends.push(send);
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..STREAMS {
+        let (_send, mut recv) = sconn.accept_bi().await.unwrap();
+        let (sconn, seen) = (sconn.clone(), seen.clone());
+        tasks.spawn(async move {
+            let data = recv.read_to_end(1 << 10).await.unwrap();
+            seen.lock()
+                .unwrap()
+                .push(sconn.stats().counters.packets_received);
+            data.len()
+        });
+    }
+    // Every task waits on its stream before the rest comes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The rest of all 64, in one go: the client's driver sends it in one burst.
+    for send in &mut sends {
+        send.write_all(&[0x42; 99]).await.unwrap();
+        send.finish().unwrap();
+    }
+    while let Some(n) = tasks.join_next().await {
+        assert_eq!(n.unwrap(), 100);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let (first, last) = (seen[0], seen[STREAMS - 1]);
+    assert!(
+        first < last,
+        "every task ran only after the whole burst was handled: {seen:?}"
+    );
+}

@@ -467,3 +467,59 @@ fn max_streams_goes_out_in_steps_unless_the_peer_is_short() {
         assert_eq!(max_streams_sent(&mut s), [100 + k]);
     }
 }
+
+/// RFC 9000 §4.6 leaves the moment to raise the limit to the implementation: a peer stream
+/// read to its end and answered in full makes room at once, before the peer acknowledges
+/// the end of the answer, for at most as many streams as the peer may have open; beyond
+/// that, streams make room as they close.
+#[test]
+fn an_answered_stream_makes_room_before_its_end_is_acknowledged() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(4, 1000);
+    let ask = |c: &mut Streams| {
+        let id = c.open(Dir::Bi)?;
+        c.write(id, Bytes::from_static(b"q")).unwrap();
+        c.finish(id).unwrap();
+        Some(id)
+    };
+    // The server answers each of the 4 streams it allows; nothing reaches the client yet.
+    let answer = |s: &mut Streams| {
+        let id = s.accept(Dir::Bi).unwrap();
+        assert_eq!(read_all(s, id, now), (b"q".to_vec(), true));
+        s.write(id, Bytes::from_static(b"a")).unwrap();
+        assert!(max_streams_sent(s).is_empty(), "not before the answer ends");
+        s.finish(id).unwrap();
+        max_streams_sent(s)
+    };
+    for _ in 0..4 {
+        ask(&mut c).unwrap();
+    }
+    assert_eq!(ask(&mut c), None);
+    pump(&mut c, &mut s, now);
+    for k in 1..=4 {
+        assert_eq!(
+            answer(&mut s),
+            [4 + k],
+            "room as soon as stream {k} is answered"
+        );
+    }
+    // 4 more: answered, but 4 answers are still unacknowledged, so no more room yet.
+    c.on_max_streams(Dir::Bi, 8);
+    for _ in 0..4 {
+        ask(&mut c).unwrap();
+    }
+    pump(&mut c, &mut s, now);
+    for _ in 0..4 {
+        assert_eq!(answer(&mut s), [] as [u64; 0]);
+    }
+    assert_eq!(
+        s.open_count(),
+        8,
+        "at most twice the streams the peer may open"
+    );
+    // The answers arrive and are acknowledged: the first 4 close without more room, the
+    // last 4 make theirs as they close (one frame carries the last count).
+    pump(&mut s, &mut c, now);
+    assert_eq!(s.open_count(), 0);
+    assert_eq!(max_streams_sent(&mut s), [12]);
+}
