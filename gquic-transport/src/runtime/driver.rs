@@ -87,6 +87,11 @@ pub(super) struct Driver {
     /// Received datagrams not handled yet, each with what the socket said of it: the rest of
     /// a receive that stopped early to let the tasks it woke run (see [`HAND_OVER_WAKERS`]).
     unhandled: std::collections::VecDeque<(BytesMut, Received)>,
+    /// Tasks the datagrams handled this turn made ready, woken at the end of the turn or at a
+    /// hand-over, not at the turn's next receive: a lone reader woken mid-turn on another
+    /// worker would contend for the lock with the driver handling its data (a multi-thread
+    /// download took 0.73 s per GiB instead of 0.61 s).
+    ready: Vec<std::task::Waker>,
     /// Tasks to wake, woken once the lock is let go (before each system call and at the
     /// end of a turn), so that they do not find it held.
     wakers: Vec<std::task::Waker>,
@@ -112,6 +117,7 @@ impl Driver {
             outbox: Vec::new(),
             inbox: Vec::new(),
             unhandled: std::collections::VecDeque::new(),
+            ready: Vec::new(),
             wakers: Vec::new(),
             last_send: None,
             coalesced: false,
@@ -187,6 +193,7 @@ impl Future for Driver {
         let this = self.get_mut();
         let r = this.turn(cx);
         // The lock is let go: wake the tasks the turn's events concern.
+        this.wakers.append(&mut this.ready);
         wake(&mut this.wakers);
         r
     }
@@ -396,6 +403,7 @@ impl Driver {
             this.recv
                 .end_turn(now, received, sent, state.ep.connection_count());
             // 4. Wake the application.
+            this.wakers.append(&mut this.ready);
             state.dispatch_into(&mut this.wakers);
             if state.driver_may_stop() {
                 state.driver_done = true;
@@ -472,8 +480,9 @@ impl Driver {
             since_dispatch += 1;
             if since_dispatch == DISPATCH_EVERY {
                 since_dispatch = 0;
-                state.dispatch_into(&mut self.wakers);
-                if self.wakers.len() >= HAND_OVER_WAKERS {
+                state.dispatch_into(&mut self.ready);
+                if self.ready.len() >= HAND_OVER_WAKERS {
+                    self.wakers.append(&mut self.ready);
                     return true;
                 }
             }
