@@ -316,7 +316,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
         }
         let mut buf: WriteBuf<B> = data.into();
         // One copy of the frame header and payload; written later without copying again.
-        self.pending = frame_bytes(&mut buf);
+        self.pending = crate::small_copy::copy_buf(&mut buf);
         Ok(())
     }
 
@@ -344,41 +344,6 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     fn send_id(&self) -> quic::StreamId {
         h3_id(self.stream.id())
     }
-}
-
-/// Frames of at most this many bytes (HEADERS, short DATA frames) are cut from a block the
-/// thread's streams share ([`frame_bytes`]).
-const SMALL_FRAME: usize = 512;
-/// The shared block's size: small, as a frame kept unsent (a peer that grants no stream
-/// credit) keeps its whole block alive.
-const FRAME_BLOCK: usize = 4096;
-
-thread_local! {
-    static FRAME_BLOCK_SPARE: std::cell::RefCell<bytes::BytesMut> =
-        std::cell::RefCell::new(bytes::BytesMut::new());
-}
-
-/// `buf`'s bytes as one `Bytes`, copied. A small frame is cut from a block shared by the
-/// thread's streams, one allocation per block instead of one per frame (an HTTP/3 exchange
-/// is three small frames); a larger one gets an allocation of its own.
-fn frame_bytes<T: Buf>(buf: &mut T) -> Bytes {
-    let n = buf.remaining();
-    if n > SMALL_FRAME {
-        return buf.copy_to_bytes(n);
-    }
-    FRAME_BLOCK_SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.capacity() - spare.len() < n {
-            *spare = bytes::BytesMut::with_capacity(FRAME_BLOCK);
-        }
-        while buf.has_remaining() {
-            let chunk = buf.chunk();
-            let len = chunk.len();
-            spare.extend_from_slice(chunk);
-            buf.advance(len);
-        }
-        spare.split().freeze()
-    })
 }
 
 impl<B: Buf> quic::SendStreamUnframed<B> for SendStream<B> {

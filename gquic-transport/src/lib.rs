@@ -80,6 +80,7 @@ pub mod range_set;
 pub mod recovery;
 #[cfg(feature = "runtime-tokio")]
 pub mod runtime;
+mod small_copy;
 mod small_deque;
 pub mod stream;
 mod stream_map;

@@ -85,17 +85,8 @@ impl Connection {
             return Err(WriteError::ClosedStream);
         }
         let len = data.iter().map(|d| d.len()).sum::<usize>().min(max);
-        self.streams.write_with(id, len, |n| {
-            let mut joined = bytes::BytesMut::with_capacity(n);
-            for d in data {
-                let room = n - joined.len();
-                if room == 0 {
-                    break;
-                }
-                joined.extend_from_slice(&d[..d.len().min(room)]);
-            }
-            joined.freeze()
-        })
+        self.streams
+            .write_with(id, len, |n| crate::small_copy::copy_parts(data, n))
     }
 
     /// Ends a stream after the data written so far.

@@ -220,7 +220,9 @@ fn h3_types_are_send_sync_static() {
 /// memory of their own.
 #[test]
 fn small_frames_share_a_block_and_keep_their_bytes() {
-    use super::{frame_bytes, FRAME_BLOCK, SMALL_FRAME};
+    use crate::small_copy::{
+        copy_buf as frame_bytes, BLOCK as FRAME_BLOCK, SMALL_COPY as SMALL_FRAME,
+    };
     // Start on a fresh block whatever this thread cut before.
     let _ = frame_bytes(&mut Bytes::from(vec![0u8; SMALL_FRAME]));
     let mut frames = Vec::new();

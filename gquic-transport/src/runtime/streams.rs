@@ -312,7 +312,7 @@ impl SendStream {
     /// # Cancel safety
     /// Not cancel safe: if cancelled, an unknown prefix of `buf` was written.
     pub fn write_all(&mut self, buf: &[u8]) -> WriteAll<'_> {
-        self.write_chunk(Bytes::copy_from_slice(buf))
+        self.write_chunk(crate::small_copy::copy_parts(&[buf], buf.len()))
     }
 
     /// Writes all of `data` without copying it.
