@@ -23,12 +23,7 @@ pub(crate) fn copy_parts<T: std::ops::Deref<Target = [u8]>>(parts: &[T], n: usiz
         fill(&mut joined, parts, n);
         return joined.freeze();
     }
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        make_room(&mut spare, n);
-        fill(&mut spare, parts, n);
-        spare.split().freeze()
-    })
+    cut(n, |block| fill(block, parts, n))
 }
 
 /// What remains of `buf`, copied into one `Bytes` and consumed, as [`copy_parts`] does.
@@ -38,24 +33,27 @@ pub(crate) fn copy_buf<B: bytes::Buf>(buf: &mut B) -> Bytes {
     if n > SMALL_COPY {
         return buf.copy_to_bytes(n);
     }
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        make_room(&mut spare, n);
+    cut(n, |block| {
         while buf.has_remaining() {
             let chunk = buf.chunk();
             let len = chunk.len();
-            spare.extend_from_slice(chunk);
+            block.extend_from_slice(chunk);
             buf.advance(len);
         }
-        spare.split().freeze()
     })
 }
 
-/// A new block once the current one has no room for `n` more bytes.
-fn make_room(spare: &mut BytesMut, n: usize) {
-    if spare.capacity() - spare.len() < n {
-        *spare = BytesMut::with_capacity(BLOCK);
-    }
+/// `n` bytes that `write` appends to the thread's block, cut from it (a new block once the
+/// current one has no room for them).
+fn cut(n: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.capacity() - spare.len() < n {
+            *spare = BytesMut::with_capacity(BLOCK);
+        }
+        write(&mut spare);
+        spare.split().freeze()
+    })
 }
 
 fn fill<T: std::ops::Deref<Target = [u8]>>(out: &mut BytesMut, parts: &[T], n: usize) {

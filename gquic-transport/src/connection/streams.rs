@@ -192,6 +192,13 @@ impl SendState {
 }
 
 impl RecvState {
+    /// Whether this half is over: its end read, or stopped with nothing more to come.
+    fn is_over(&self) -> bool {
+        self.done
+            || (self.stopped.is_some()
+                && (self.reset.is_some() || self.recv.final_size().is_some()))
+    }
+
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     fn is_quiet(&self) -> bool {
         self.recv.is_quiet()
@@ -1029,9 +1036,7 @@ impl Streams {
     /// Whether the receive half of `id` is over: gone, its end read, or stopped with nothing
     /// more to come.
     fn recv_done(&self, id: StreamId) -> bool {
-        self.recv.get(&id).is_none_or(|r| {
-            r.done || (r.stopped.is_some() && (r.reset.is_some() || r.recv.final_size().is_some()))
-        })
+        self.recv.get(&id).is_none_or(RecvState::is_over)
     }
 
     /// Makes room for a new peer stream in place of `id` before `id` closes: once the
@@ -1059,13 +1064,14 @@ impl Streams {
             .send
             .get(&id)
             .is_some_and(|s| s.fin || s.reset.is_some());
-        if !answered || !self.recv_done(id) {
+        if !answered {
             return;
         }
+        // One look-up for both checks: the receive half is over, and not credited yet.
         let Some(r) = self.recv.get_mut(&id) else {
             return;
         };
-        if std::mem::replace(&mut r.credited, true) {
+        if !r.is_over() || std::mem::replace(&mut r.credited, true) {
             return;
         }
         self.early_remote[d] += 1;
