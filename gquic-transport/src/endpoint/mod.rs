@@ -11,9 +11,12 @@ mod early;
 mod route_tests;
 mod shard;
 mod slots;
+mod timers;
 mod tls_jobs;
 mod token;
 mod transmit;
+
+use timers::Timers;
 
 pub use self::shard::{Tossed, MAX_SHARDS};
 
@@ -222,43 +225,6 @@ impl EndpointConfig {
 /// How many drained connections wait for [`Endpoint::poll_drained`] before the oldest is
 /// dropped.
 const MAX_DRAINED: usize = 1024;
-/// The connections' next deadlines in order, and which connections changed since they were
-/// last read (their deadlines are read again before the next look).
-#[derive(Debug, Default)]
-struct Timers {
-    set: std::collections::BTreeSet<(Instant, usize)>,
-    at: Vec<Option<Instant>>,
-    dirty: Vec<usize>,
-    is_dirty: Vec<bool>,
-    /// Scratch space for the connections due in one `handle_timeout`.
-    due: Vec<usize>,
-}
-
-impl Timers {
-    #[inline]
-    fn touch(&mut self, idx: usize) {
-        if idx >= self.is_dirty.len() {
-            self.is_dirty.resize(idx + 1, false);
-            self.at.resize(idx + 1, None);
-        }
-        if !self.is_dirty[idx] {
-            self.is_dirty[idx] = true;
-            self.dirty.push(idx);
-        }
-    }
-
-    fn set(&mut self, idx: usize, t: Option<Instant>) {
-        self.is_dirty[idx] = false;
-        if let Some(old) = self.at[idx].take() {
-            self.set.remove(&(old, idx));
-        }
-        if let Some(t) = t {
-            self.set.insert((t, idx));
-            self.at[idx] = Some(t);
-        }
-    }
-}
-
 /// Tossed datagrams waiting for [`Endpoint::poll_tossed`] at most.
 pub const TOSSED_QUEUE: usize = 1024;
 
@@ -602,12 +568,30 @@ impl Endpoint {
     /// A connection by handle, mutable; wakes it if it hibernates.
     #[inline]
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
-        self.conn_mut(h.0, None)?;
+        let idx = h.0;
+        // Already marked for all three since the driver last looked (the common case: many
+        // calls on one connection between two turns of the driver), and awake.
+        let marked = |flags: &[bool]| flags.get(idx).copied().unwrap_or(false);
+        if marked(&self.in_touched)
+            && marked(&self.in_send_ready)
+            && self.timers.get_mut().is_dirty(idx)
+            && !self.connections.is_asleep(idx)
+        {
+            return self.connections.awake_mut(idx);
+        }
+        self.connection_mut_marking(idx)
+    }
+
+    /// [`Endpoint::connection_mut`] for a connection not marked yet, or asleep: kept out of
+    /// line, so that the common case saves and restores few registers.
+    #[inline(never)]
+    fn connection_mut_marking(&mut self, idx: usize) -> Option<&mut Connection> {
+        self.conn_mut(idx, None)?;
         // Whatever the caller does may move the connection's deadline or give it something
         // to send.
-        self.timers.get_mut().touch(h.0);
-        self.mark_send_ready(h.0);
-        self.connections.awake_mut(h.0)
+        self.timers.get_mut().touch(idx);
+        self.mark_send_ready(idx);
+        self.connections.awake_mut(idx)
     }
 
     /// The connection in slot `idx`, woken if it hibernates (at `now`, or else the latest time
