@@ -53,9 +53,11 @@ pub enum ReadError {
 /// Something the application should know about a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEvent {
-    /// The peer opened a stream of this direction; call `accept`.
+    /// The peer opened streams of this direction; call `accept` until it returns `None`. One
+    /// event stands for every stream opened until it is taken.
     Opened(Dir),
-    /// Data (or the end, or a reset) can be read.
+    /// Data (or the end, or a reset) can be read. Not reported for a peer stream that still
+    /// waits to be accepted: accepting it says as much.
     Readable(StreamId),
     /// Data can be written again.
     Writable(StreamId),
@@ -271,6 +273,9 @@ struct Queues {
     control: VecDeque<StreamControl>,
     control_set: crate::fast_hash::FastSet<StreamControl>,
     events: VecDeque<StreamEvent>,
+    /// Whether `events` holds an `Opened` of each direction (one stands for all the streams
+    /// opened until it is taken).
+    opened_queued: [bool; 2],
     /// Spill room of closed streams' send and receive queues, for the next streams that
     /// queue more than one chunk (an HTTP/3 answer is at least a HEADERS and a DATA frame;
     /// a stream's data cut across two packets arrives in two pieces): those then allocate
@@ -620,7 +625,30 @@ impl Streams {
 
     /// The next stream event.
     pub fn poll_event(&mut self) -> Option<StreamEvent> {
-        self.queues.as_mut()?.events.pop_front()
+        let q = self.queues.as_mut()?;
+        let event = q.events.pop_front()?;
+        if let StreamEvent::Opened(dir) = event {
+            q.opened_queued[dir_index(dir)] = false;
+        }
+        Some(event)
+    }
+
+    /// Whether `id` is a peer stream still in the accept queue: no reader waits on it yet.
+    /// The queue holds the peer's streams from its front to the last one opened, in order.
+    fn awaiting_accept(&self, id: StreamId) -> bool {
+        id.initiator() != self.side
+            && self
+                .queues
+                .as_ref()
+                .and_then(|q| q.accept[dir_index(id.dir())].front())
+                .is_some_and(|first| first.index() <= id.index())
+    }
+
+    /// Tells the application that `id` can be read, unless it is yet to be accepted.
+    fn report_readable(&mut self, id: StreamId) {
+        if !self.awaiting_accept(id) {
+            self.queues().events.push_back(StreamEvent::Readable(id));
+        }
     }
 
     /// Validates a frame's stream ID and creates peer streams up to it (RFC 9000 §3.2, §4.6).
@@ -653,10 +681,11 @@ impl Streams {
                 let send = self.new_send(new);
                 self.send.insert(new, send);
             }
-            self.queues().accept[d].push_back(new);
-            self.queues()
-                .events
-                .push_back(StreamEvent::Opened(id.dir()));
+            let q = self.queues();
+            q.accept[d].push_back(new);
+            if !std::mem::replace(&mut q.opened_queued[d], true) {
+                q.events.push_back(StreamEvent::Opened(id.dir()));
+            }
         }
         Ok(())
     }
@@ -695,7 +724,7 @@ impl Streams {
             state.recv.assembler.spill_from(&mut q.recv_spills);
         }
         state.recv.assembler.insert(offset, data);
-        self.queues().events.push_back(StreamEvent::Readable(id));
+        self.report_readable(id);
         Ok(())
     }
 
@@ -725,7 +754,7 @@ impl Streams {
             state.reset = Some(code);
             // Everything up to the final size will never be read.
             self.consume_connection(unread, &mut || now, rtt);
-            self.queues().events.push_back(StreamEvent::Readable(id));
+            self.report_readable(id);
         }
         Ok(())
     }

@@ -523,3 +523,40 @@ fn an_answered_stream_makes_room_before_its_end_is_acknowledged() {
     assert_eq!(s.open_count(), 0);
     assert_eq!(max_streams_sent(&mut s), [12]);
 }
+
+fn events(s: &mut Streams) -> Vec<StreamEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// One `Opened` stands for every stream opened until it is taken, and a stream waiting to be
+/// accepted reports no `Readable`; once accepted, its data does.
+#[test]
+fn one_opened_event_per_batch_and_no_readable_before_accept() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    events(&mut s); // the peer's limits
+    let ids: Vec<StreamId> = (0..3).map(|_| c.open(Dir::Bi).unwrap()).collect();
+    for &id in &ids {
+        c.write(id, Bytes::from_static(b"q")).unwrap();
+    }
+    pump(&mut c, &mut s, now);
+    assert_eq!(events(&mut s), [StreamEvent::Opened(Dir::Bi)]);
+    // A stream opened after the event was taken gets an event of its own.
+    let late = c.open(Dir::Bi).unwrap();
+    c.write(late, Bytes::from_static(b"q")).unwrap();
+    pump(&mut c, &mut s, now);
+    assert_eq!(events(&mut s), [StreamEvent::Opened(Dir::Bi)]);
+    // Accepted, each stream reads what came before; what comes after is reported.
+    let first = s.accept(Dir::Bi).unwrap();
+    assert_eq!(read_all(&mut s, first, now), (b"q".to_vec(), false));
+    c.write(first, Bytes::from_static(b"r")).unwrap();
+    c.write(ids[1], Bytes::from_static(b"r")).unwrap();
+    pump(&mut c, &mut s, now);
+    assert_eq!(
+        events(&mut s),
+        [StreamEvent::Readable(first)],
+        "the second stream is not accepted yet"
+    );
+    let second = s.accept(Dir::Bi).unwrap();
+    assert_eq!(read_all(&mut s, second, now), (b"qr".to_vec(), false));
+}
