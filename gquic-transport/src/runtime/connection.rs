@@ -46,6 +46,13 @@ impl ConnRef {
         }
         self.id = RELEASED;
     }
+
+    /// [`ConnRef::release_with`] for a clean-up that needs only the connection's own state:
+    /// one look-up of it for both.
+    pub(crate) fn release_in(&mut self, last: impl FnOnce(&mut super::ConnState)) {
+        self.shared.lock().release_conn_with(self.id, last);
+        self.id = RELEASED;
+    }
 }
 
 /// The id of a [`ConnRef`] already let go; no connection gets it (ids count up from the
@@ -803,8 +810,10 @@ impl Connection {
 /// Both handles of bidirectional stream `id`, made under the lock `s` of the call that opened
 /// or accepted it.
 fn bi_handles(s: &mut State, conn: &ConnRef, id: u64) -> (SendStream, RecvStream) {
-    (
-        SendStream::new_locked(s, conn, id),
-        RecvStream::new_locked(s, conn, id),
-    )
+    // One look-up of the connection for both handles.
+    if let Some(st) = s.conns.get_mut(&conn.id) {
+        SendStream::record(st, id);
+        st.refs += 1;
+    }
+    (SendStream::counted(conn, id), RecvStream::counted(conn, id))
 }

@@ -333,25 +333,17 @@ impl State {
         self.ep.inspect_connection(h, f)
     }
 
-    /// Whether connection `id` hibernates (nothing queued for the application: see
-    /// `proto::Endpoint::is_hibernating`).
-    pub(crate) fn asleep(&self, id: u64) -> bool {
-        self.conns
-            .get(&id)
-            .and_then(|st| st.handle)
-            .is_some_and(|h| self.ep.is_hibernating(h))
-    }
-
     /// Connection `id`'s state machine if it lives, `Some(None)` while it hibernates (left
     /// asleep), for a call that has nothing to find in a hibernating connection.
     pub(crate) fn proto_unless_asleep(
         &mut self,
         id: u64,
     ) -> Option<Option<&mut crate::connection::Connection>> {
-        if self.asleep(id) {
+        let h = self.conns.get(&id)?.handle?;
+        if self.ep.is_hibernating(h) {
             return Some(None);
         }
-        self.proto(id).map(Some)
+        self.ep.connection_mut(h).map(Some)
     }
 
     /// The sans-IO connection behind a runtime id, if it still lives; woken if it hibernates.
@@ -502,9 +494,16 @@ impl State {
     }
 
     pub(crate) fn release_conn(&mut self, id: u64) {
+        self.release_conn_with(id, |_| {});
+    }
+
+    /// [`State::release_conn`], running `last` on the connection's state first (through the
+    /// same look-up).
+    pub(crate) fn release_conn_with(&mut self, id: u64, last: impl FnOnce(&mut ConnState)) {
         let Some(st) = self.conns.get_mut(&id) else {
             return;
         };
+        last(st);
         st.refs -= 1;
         if st.refs > 0 {
             return;

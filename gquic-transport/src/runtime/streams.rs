@@ -130,9 +130,20 @@ impl SendStream {
     /// that opened or accepted the stream: counts a reference and records the handle as live.
     pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         if let Some(st) = s.conns.get_mut(&conn.id) {
-            st.refs += 1;
-            st.w().sends.insert(StreamId(id), SendRecord::default());
+            Self::record(st, id);
         }
+        Self::counted(conn, id)
+    }
+
+    /// Counts the reference of a new handle on stream `id` in `st`, and records the handle
+    /// as live.
+    pub(crate) fn record(st: &mut ConnState, id: u64) {
+        st.refs += 1;
+        st.w().sends.insert(StreamId(id), SendRecord::default());
+    }
+
+    /// The handle whose reference [`SendStream::record`] counted.
+    pub(crate) fn counted(conn: &ConnRef, id: u64) -> Self {
         Self {
             conn: ConnRef::adopt(conn.shared.clone(), conn.id),
             id,
@@ -569,11 +580,18 @@ impl Future for ReadToEnd<'_> {
 impl Drop for SendStream {
     fn drop(&mut self) {
         let (id, done) = (self.id, self.done);
-        self.conn.release_with(|s, cid| {
-            if !done {
-                if let Some(c) = s.proto(cid) {
-                    let _ = c.finish(StreamId(id));
+        if done {
+            // Finished or reset already (which woke the driver): only the record goes.
+            self.conn.release_in(|st| {
+                if let Some(w) = st.w_if_any() {
+                    w.sends.discard(&StreamId(id));
                 }
+            });
+            return;
+        }
+        self.conn.release_with(|s, cid| {
+            if let Some(c) = s.proto(cid) {
+                let _ = c.finish(StreamId(id));
             }
             if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
                 w.sends.discard(&StreamId(id));
@@ -643,6 +661,11 @@ impl RecvStream {
         if let Some(st) = s.conns.get_mut(&conn.id) {
             st.refs += 1;
         }
+        Self::counted(conn, id)
+    }
+
+    /// The handle on stream `id` whose reference the caller counted.
+    pub(crate) fn counted(conn: &ConnRef, id: u64) -> Self {
         Self {
             conn: ConnRef::adopt(conn.shared.clone(), conn.id),
             id,
@@ -1010,8 +1033,8 @@ impl Drop for RecvStream {
             let _ = self.stop(VarInt::from_u32(0));
         }
         let id = self.id;
-        self.conn.release_with(|s, cid| {
-            if let Some(w) = s.conns.get_mut(&cid).and_then(ConnState::w_if_any) {
+        self.conn.release_in(|st| {
+            if let Some(w) = st.w_if_any() {
                 w.readable.discard(&StreamId(id));
             }
         });
