@@ -24,8 +24,10 @@ pub struct Assembler {
     /// stream offsets, in order. A queue rather than a tree: after a loss the chunks behind
     /// the gap mostly arrive in order (appended) and leave in order once it fills, and the
     /// queue keeps its memory from one loss to the next, where a B-tree allocated a node
-    /// every few chunks (hundreds of allocations per loss burst at a few Gbit/s).
-    chunks: VecDeque<(u64, Bytes)>,
+    /// every few chunks (hundreds of allocations per loss burst at a few Gbit/s). `None`
+    /// until a first gap: most streams never have one, and dropping an empty `VecDeque`
+    /// costs some 35 instructions.
+    chunks: Option<VecDeque<(u64, Bytes)>>,
     /// Bytes delivered to the application.
     read: u64,
     /// Bytes held in `contiguous` and `chunks`.
@@ -64,7 +66,7 @@ impl Assembler {
 
     /// Number of separate chunks held (what fragmentation costs in bookkeeping).
     pub fn chunk_count(&self) -> usize {
-        self.contiguous.len() + self.chunks.len()
+        self.contiguous.len() + self.chunks.as_ref().map_or(0, VecDeque::len)
     }
 
     /// Lends the in-order queue spill room from `pool` if its next chunk would allocate some.
@@ -94,12 +96,13 @@ impl Assembler {
             return;
         }
         // Beyond a gap: fill only the gaps between chunks already held.
+        let chunks = self.chunks.get_or_insert_with(VecDeque::new);
         while !data.is_empty() {
             let end = offset + data.len() as u64;
             // The first held chunk that starts after `offset`.
-            let i = self.chunks.partition_point(|(s, _)| *s <= offset);
+            let i = chunks.partition_point(|(s, _)| *s <= offset);
             // A held chunk that starts at or before `offset` and covers it.
-            if let Some((s, held)) = i.checked_sub(1).and_then(|j| self.chunks.get(j)) {
+            if let Some((s, held)) = i.checked_sub(1).and_then(|j| chunks.get(j)) {
                 let held_end = s + held.len() as u64;
                 if held_end > offset {
                     let skip = (held_end - offset).min(data.len() as u64) as usize;
@@ -109,11 +112,11 @@ impl Assembler {
                 }
             }
             // The next held chunk, if it starts before our end, bounds this piece.
-            let piece_end = self.chunks.get(i).map_or(end, |(s, _)| (*s).min(end));
+            let piece_end = chunks.get(i).map_or(end, |(s, _)| (*s).min(end));
             let len = (piece_end - offset) as usize;
             let piece = data.split_to(len);
             self.buffered += piece.len() as u64;
-            self.chunks.insert(i, (offset, piece));
+            chunks.insert(i, (offset, piece));
             offset = piece_end;
         }
     }
@@ -126,23 +129,29 @@ impl Assembler {
 
     /// Moves the held chunks that the contiguous data now reaches into the queue.
     fn absorb(&mut self) {
-        while let Some(&(start, _)) = self.chunks.front() {
+        let Some(chunks) = self.chunks.as_mut() else {
+            return;
+        };
+        while let Some(&(start, _)) = chunks.front() {
             if start > self.contiguous_end {
                 break;
             }
-            let Some((_, mut data)) = self.chunks.pop_front() else {
+            let Some((_, mut data)) = chunks.pop_front() else {
                 break;
             };
             self.buffered -= data.len() as u64;
             let skip = (self.contiguous_end - start).min(data.len() as u64) as usize;
             data = data.slice(skip..);
             if !data.is_empty() {
-                self.push_contiguous(data);
+                // `push_contiguous`, on the fields the loop does not hold.
+                self.contiguous_end += data.len() as u64;
+                self.buffered += data.len() as u64;
+                self.contiguous.push_back(data);
             }
         }
-        if self.chunks.is_empty() && self.chunks.capacity() > KEEP_CHUNKS {
+        if chunks.is_empty() && chunks.capacity() > KEEP_CHUNKS {
             // A burst beyond the usual: its memory goes, the usual room stays.
-            self.chunks.shrink_to(KEEP_CHUNKS);
+            chunks.shrink_to(KEEP_CHUNKS);
         }
     }
 
@@ -171,7 +180,7 @@ impl Assembler {
     /// Discards everything buffered (the stream was reset or stopped).
     pub fn clear(&mut self) {
         self.contiguous.clear();
-        self.chunks = VecDeque::new();
+        self.chunks = None;
         self.contiguous_end = self.read;
         self.buffered = 0;
     }
@@ -351,7 +360,7 @@ mod tests {
                 }
             }
             assert_eq!(a.chunk_count(), held as usize, "burst {burst}");
-            let room = a.chunks.capacity();
+            let room = a.chunks.as_ref().map_or(0, VecDeque::capacity);
             a.insert(gap * 10, chunk(gap));
             let mut out = Vec::new();
             while let Some(d) = a.read(usize::MAX) {
@@ -361,9 +370,16 @@ mod tests {
             assert_eq!(out, want, "burst {burst}");
             assert_eq!(a.buffered(), 0);
             if held <= KEEP_CHUNKS as u64 {
-                assert_eq!(a.chunks.capacity(), room, "the room stays");
+                assert_eq!(
+                    a.chunks.as_ref().map_or(0, VecDeque::capacity),
+                    room,
+                    "the room stays"
+                );
             } else {
-                assert!(a.chunks.capacity() < room && a.chunks.capacity() >= KEEP_CHUNKS);
+                assert!(
+                    a.chunks.as_ref().map_or(0, VecDeque::capacity) < room
+                        && a.chunks.as_ref().map_or(0, VecDeque::capacity) >= KEEP_CHUNKS
+                );
             }
             next = gap + held + 1;
         }
