@@ -45,6 +45,7 @@ pub(crate) fn copy_buf<B: bytes::Buf>(buf: &mut B) -> Bytes {
 
 /// `n` bytes that `write` appends to the thread's block, cut from it (a new block once the
 /// current one has no room for them).
+#[inline]
 fn cut(n: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();

@@ -29,16 +29,19 @@ impl<T> Default for SmallDeque<T> {
 
 impl<T> SmallDeque<T> {
     /// Whether the queue is empty.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.front.is_none()
     }
 
     /// The number of elements.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         usize::from(self.front.is_some()) + self.rest.as_ref().map_or(0, VecDeque::len)
     }
 
     /// Appends `value` at the back.
+    #[inline]
     pub(crate) fn push_back(&mut self, value: T) {
         if self.front.is_none() {
             self.front = Some(value);
@@ -48,11 +51,13 @@ impl<T> SmallDeque<T> {
     }
 
     /// The front element.
+    #[inline]
     pub(crate) fn front_mut(&mut self) -> Option<&mut T> {
         self.front.as_mut()
     }
 
     /// Removes and returns the front element.
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<T> {
         let value = self.front.take()?;
         self.front = self.rest.as_mut().and_then(VecDeque::pop_front);
@@ -60,11 +65,13 @@ impl<T> SmallDeque<T> {
     }
 
     /// Whether the next push allocates: an element held inline and no spill room yet.
+    #[inline]
     pub(crate) fn wants_spill(&self) -> bool {
         self.front.is_some() && self.room() == 0
     }
 
     /// The spill room's capacity (elements).
+    #[inline]
     fn room(&self) -> usize {
         self.rest.as_ref().map_or(0, VecDeque::capacity)
     }
@@ -118,6 +125,7 @@ impl<T, const MAX: usize> Default for SpillPool<T, MAX> {
 
 impl<T, const MAX: usize> SpillPool<T, MAX> {
     /// Gives `q` a room if its next push would allocate one and the pool holds one.
+    #[inline]
     pub(crate) fn lend(&mut self, q: &mut SmallDeque<T>) {
         if q.wants_spill() {
             if let Some(room) = self.rooms.pop() {
@@ -128,6 +136,7 @@ impl<T, const MAX: usize> SpillPool<T, MAX> {
 
     /// Takes back `q`'s room, emptied, if it is small and the pool has space (`q` is done
     /// with: its elements beyond the front are dropped).
+    #[inline]
     pub(crate) fn keep(&mut self, q: &mut SmallDeque<T>) {
         let cap = q.room();
         if cap == 0 || cap > KEEP_ROOM || self.rooms.len() >= MAX {

@@ -579,10 +579,15 @@ impl Connection {
     ) -> Poll<Result<T, ConnectionError>> {
         let mut s = self.inner.shared.lock();
         let id = self.inner.id;
-        if let Some(e) = s.conns.get(&id).and_then(|c| c.error().cloned()) {
-            return Poll::Ready(Err(e));
-        }
-        let opened = match s.proto(id) {
+        // One look-up for the error and the state machine.
+        let handle = match s.conns.get(&id) {
+            Some(st) => match st.error() {
+                Some(e) => return Poll::Ready(Err(e.clone())),
+                None => st.handle,
+            },
+            None => None,
+        };
+        let opened = match handle.and_then(|h| s.ep.connection_mut(h)) {
             Some(c) => c.open(dir),
             None => return Poll::Ready(Err(lost(&s, id))),
         };

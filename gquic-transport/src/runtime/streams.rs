@@ -137,6 +137,7 @@ impl SendStream {
 
     /// Counts the reference of a new handle on stream `id` in `st`, and records the handle
     /// as live.
+    #[inline]
     pub(crate) fn record(st: &mut ConnState, id: u64) {
         st.refs += 1;
         st.w().sends.insert(StreamId(id), SendRecord::default());
@@ -1006,10 +1007,10 @@ fn settle_read(
             Poll::Ready(Ok(None))
         }
         Err(proto::ReadError::Blocked) => {
-            if let Some(e) = s.conns.get(&cid).and_then(|c| c.error().cloned()) {
-                return Poll::Ready(Err(e.into()));
-            }
             if let Some(st) = s.conns.get_mut(&cid) {
+                if let Some(e) = st.error() {
+                    return Poll::Ready(Err(e.clone().into()));
+                }
                 st.w().readable.insert(StreamId(id), cx.waker().clone());
             }
             Poll::Pending

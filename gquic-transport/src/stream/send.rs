@@ -111,6 +111,7 @@ impl SendBuffer {
 
     /// Takes the next range to send, at most `max_len` bytes: lost data first, then new data up
     /// to `limit`. The range is considered sent from now on.
+    #[inline]
     pub fn poll_transmit(&mut self, max_len: usize, limit: u64) -> Option<Range<u64>> {
         if max_len == 0 {
             return None;
