@@ -7,6 +7,7 @@
 //! no I/O: the runtime (or the `testing` network) feeds it datagrams and time.
 
 mod early;
+mod id_pool;
 #[cfg(all(test, any(feature = "aws-lc-rs", feature = "ring")))]
 mod route_tests;
 mod shard;
@@ -320,6 +321,8 @@ pub struct Endpoint {
     /// if known), what.
     responses: VecDeque<(SocketAddr, Option<IpAddr>, Vec<u8>)>,
     cid_expander: Box<dyn HkdfExpander>,
+    /// Unpredictable bytes for new connection IDs, from `cid_expander`.
+    id_pool: id_pool::IdPool,
     reset_expander: Box<dyn HkdfExpander>,
     token_expander: Box<dyn HkdfExpander>,
     /// The key of the shard mask in connection IDs ([`shard`]).
@@ -455,6 +458,7 @@ impl Endpoint {
             drained: VecDeque::new(),
             responses: VecDeque::new(),
             cid_expander,
+            id_pool: id_pool::IdPool::default(),
             reset_expander,
             token_expander,
             shard_key: u64::from_le_bytes(shard_key),
@@ -659,15 +663,8 @@ impl Endpoint {
             self.cid_counter += 1;
             let mut bytes = [0u8; ConnectionId::MAX_LEN];
             let out = &mut bytes[..self.config.cid_len];
-            // HKDF-Expand of a counter under the secret: unpredictable and unlinkable IDs
-            // (RFC 9000 §5.1), replayable from the seed.
-            if self
-                .cid_expander
-                .expand_slice(&[b"cid", &self.cid_counter.to_be_bytes()], out)
-                .is_err()
-            {
-                out.fill(self.cid_counter as u8);
-            }
+            // Unpredictable and unlinkable IDs (RFC 9000 §5.1), replayable from the seed.
+            self.id_pool.take(self.cid_expander.as_ref(), out);
             if let Some(sh) = self.config.shard {
                 shard::encode(out, sh.index, self.shard_key);
             }
@@ -848,11 +845,10 @@ impl Endpoint {
     /// without holding the endpoint, then hand it over with [`Endpoint::adopt_client`].
     pub fn client_ids(&mut self) -> ClientIds {
         let local = self.new_cid();
+        // RFC 9000 §7.2: unpredictable, at least 8 bytes.
         let mut dcid = [0u8; 16];
         self.cid_counter += 1;
-        let _ = self
-            .cid_expander
-            .expand_slice(&[b"dcid", &self.cid_counter.to_be_bytes()], &mut dcid);
+        self.id_pool.take(self.cid_expander.as_ref(), &mut dcid);
         ClientIds {
             local,
             remote: ConnectionId::new(&dcid),
