@@ -340,9 +340,15 @@ impl KeyPhase {
     }
 
     /// The local key `tls` gave, or the same one from the key source when the source gives
-    /// the very key: a probe payload seals to the same bytes under both.
+    /// the very key (a probe payload seals to the same bytes under both) and the source's key
+    /// seals from two places without a copy ([`KeyPhase::seals_split`]). With ring, whose
+    /// seal copies first just as the path for TLS's key does, `tls` is kept: deriving the key
+    /// again and probing both would cost every handshake and key update for nothing.
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     fn prefer_own(&self, tls: Box<dyn PacketKey>) -> LocalKey {
+        if cfg!(feature = "ring") {
+            return LocalKey::Tls(tls);
+        }
         let Some(source) = self.source.as_ref() else {
             return LocalKey::Tls(tls);
         };
