@@ -160,6 +160,20 @@ proptest! {
         }
     }
 
+    /// A run of PADDING of any length, followed by any byte or by nothing, decodes as one
+    /// frame of exactly that length (the scan goes 16 bytes at a time: runs across and
+    /// inside those blocks).
+    #[test]
+    fn padding_run_of_any_length(zeros in 1usize..100, next in 1u8..=255, end in any::<bool>()) {
+        let mut data = vec![0u8; zeros];
+        if !end {
+            data.push(next);
+        }
+        let mut bytes = Bytes::from(data);
+        prop_assert_eq!(Frame::decode(&mut bytes).unwrap(), Frame::Padding(zeros));
+        prop_assert_eq!(bytes.len(), usize::from(!end));
+    }
+
     /// Truncating any encoded frame yields an error, never a panic or a wrong frame.
     #[test]
     fn frame_truncated_is_error(frame in frame(), cut in any::<prop::sample::Index>()) {
