@@ -163,10 +163,13 @@ enum State {
     Handshake,
     Established,
     /// We sent CONNECTION_CLOSE; we answer further packets with it until `until` (RFC 9000
-    /// §10.2.1), fewer and fewer as `received` of them come in.
+    /// §10.2.1), fewer and fewer as `received` of them come in. Packets that arrive before
+    /// `quiet_until` (the minimum RTT after the close) are not answered: the peer sent them
+    /// before our close could reach it.
     Closing {
         until: Instant,
         received: u32,
+        quiet_until: Instant,
     },
     /// The peer closed; we send nothing until `until` (§10.2.2).
     Draining {
@@ -988,10 +991,7 @@ impl Connection {
         tracing::debug!(%code, "closing");
         self.close = Some(Box::new(CloseFrame::Application { code, reason }));
         self.close_pending = true;
-        self.state = State::Closing {
-            until: now + self.close_period(),
-            received: 0,
-        };
+        self.state = self.closing_state(now);
         self.qlog_closed(now, &ConnectionError::LocallyClosed);
         self.events
             .push_back(Event::ConnectionLost(ConnectionError::LocallyClosed));
@@ -1009,10 +1009,7 @@ impl Connection {
             reason: Bytes::from(error.reason.clone()),
         }));
         self.close_pending = true;
-        self.state = State::Closing {
-            until: now + self.close_period(),
-            received: 0,
-        };
+        self.state = self.closing_state(now);
         let error = ConnectionError::TransportError(error);
         self.qlog_closed(now, &error);
         self.events.push_back(Event::ConnectionLost(error));
@@ -1066,6 +1063,23 @@ impl Connection {
         tracing::debug!(size, "path MTU");
         self.max_datagram_size = u64::from(size);
         self.cc.on_mtu_update(u64::from(size));
+    }
+
+    /// The closing state entered at `now`, as the first CONNECTION_CLOSE goes out.
+    fn closing_state(&self, now: Instant) -> State {
+        // A packet the peer sent before our close reached it arrives within one round trip
+        // of the close, and the minimum RTT is a lower bound of that round trip (RFC 9002
+        // §5.2). Without a sample it is unknown: every packet counts.
+        let quiet = if self.rtt.has_sample() {
+            self.rtt.min()
+        } else {
+            Duration::ZERO
+        };
+        State::Closing {
+            until: now + self.close_period(),
+            received: 0,
+            quiet_until: now + quiet,
+        }
     }
 
     /// Three times the current PTO (RFC 9000 §10.2).

@@ -246,11 +246,22 @@ impl Connection {
         // RFC 9000 §10.2.1: while closing, packets are answered with CONNECTION_CLOSE, "a
         // progressively increasing number of received packets" apart: the 1st, 2nd, 4th, 8th...
         // Two endpoints closing at once would otherwise answer each other's CONNECTION_CLOSE
-        // until their closing periods end (thousands of packets on a fast path).
-        let closing = if let State::Closing { received, .. } = &mut self.state {
-            *received = received.saturating_add(1);
-            if received.is_power_of_two() {
-                self.close_pending = true;
+        // until their closing periods end (thousands of packets on a fast path). Packets that
+        // arrive within the minimum RTT of our close left the peer before the close reached
+        // it: the close already answers them, and if it was lost, the peer's retransmissions
+        // arrive later and are answered. (A client that closes right after its handshake
+        // would otherwise answer the server's HANDSHAKE_DONE with a second close.)
+        let closing = if let State::Closing {
+            received,
+            quiet_until,
+            ..
+        } = &mut self.state
+        {
+            if now >= *quiet_until {
+                *received = received.saturating_add(1);
+                if received.is_power_of_two() {
+                    self.close_pending = true;
+                }
             }
             true
         } else {

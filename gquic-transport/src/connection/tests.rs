@@ -481,7 +481,8 @@ fn a_simultaneous_close_is_one_packet_each_way() {
 
 /// A closing endpoint answers a peer that goes on sending (it has not seen the close yet) with
 /// CONNECTION_CLOSE at a falling rate: the 1st, 2nd, 4th, 8th and 16th packet of 20 (RFC 9000
-/// §10.2.1).
+/// §10.2.1). Packets that arrive within the minimum RTT of the close, sent before the close
+/// could reach the peer, are not answered at all.
 #[test]
 fn closing_answers_fewer_and_fewer_packets() {
     let mut p = established();
@@ -489,6 +490,22 @@ fn closing_answers_fewer_and_fewer_packets() {
     p.client.close(now, VarInt::from_u32(0), Bytes::new());
     let mut buf = Vec::new();
     assert!(p.client.poll_transmit(now, &mut buf).is_some());
+    let min_rtt = p.client.rtt_estimator().min();
+    assert!(min_rtt > Duration::ZERO);
+    for at in [
+        now,
+        now + min_rtt / 2,
+        now + min_rtt - Duration::from_nanos(1),
+    ] {
+        let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);
+        p.client
+            .handle_datagram(at, SERVER_ADDR, BytesMut::from(&ping[..]));
+        assert!(
+            p.client.poll_transmit(at, &mut buf).is_none(),
+            "answered a packet sent before the close arrived"
+        );
+    }
+    let now = now + min_rtt;
     let mut answered = Vec::new();
     for i in 1..=20 {
         let ping = forge(&mut p.server, SpaceId::Data, &[0x01]);
