@@ -37,6 +37,10 @@ impl Timers {
     /// Records connection `idx`'s deadline `t`, read again now.
     pub(super) fn set(&mut self, idx: usize, t: Option<Instant>) {
         self.is_dirty[idx] = false;
+        if self.at[idx] == t {
+            // Unchanged (many a touch moves nothing): no tree work.
+            return;
+        }
         if let Some(old) = self.at[idx].take() {
             self.set.remove(&(old, idx));
         }
