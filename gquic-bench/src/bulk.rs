@@ -339,6 +339,20 @@ pub(crate) fn run(bytes: u64, runs: usize) -> Result<(), String> {
                     gbps[0] / gbps[1],
                     cpu[0] / cpu[1]
                 );
+                let of = |f: fn(&Outcome) -> f64, i: usize| -> Vec<f64> {
+                    results[i].iter().map(f).collect()
+                };
+                if let (Some(t), Some(c)) = (
+                    Spread::of_pairs(&of(Outcome::gbps, 0), &of(Outcome::gbps, 1)),
+                    Spread::of_pairs(&of(Outcome::cpu_per_gb, 0), &of(Outcome::cpu_per_gb, 1)),
+                ) {
+                    println!(
+                        "{name:<10} paired ratios (each round's gquic run against the quinn run \
+                         that followed it): throughput median {:.2}x ({:.2}x-{:.2}x), CPU per GB \
+                         median {:.2}x ({:.2}x-{:.2}x)",
+                        t.median, t.min, t.max, c.median, c.min, c.max
+                    );
+                }
                 if let Some(f) = floor {
                     println!(
                         "{name:<10} above the floor ({f:.3}): gquic {:.3}, quinn {:.3} CPU-s/GB, \

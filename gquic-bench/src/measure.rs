@@ -447,6 +447,19 @@ impl Spread {
         })
     }
 
+    /// The ratios `a[i] / b[i]` of runs made side by side (interleaved rounds), as a spread:
+    /// a slow or fast period of the machine moves both runs of a round, and their ratio
+    /// less than the ratio of two medians taken over the whole series. `None` without a
+    /// complete pair.
+    pub(crate) fn of_pairs(a: &[f64], b: &[f64]) -> Option<Self> {
+        Self::of(
+            a.iter()
+                .zip(b)
+                .filter(|(_, &y)| y > 0.0)
+                .map(|(x, y)| x / y),
+        )
+    }
+
     /// `median (min-max)` with `prec` decimals.
     pub(crate) fn show(&self, prec: usize) -> String {
         format!(
@@ -661,4 +674,25 @@ pub(crate) async fn wait_for_parent() {
         let _ = std::io::stdin().read_line(&mut line);
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    /// Paired ratios are taken round by round: a series where both stacks slow down together
+    /// keeps its ratio, which the ratio of the two medians does not.
+    #[test]
+    fn paired_ratios_follow_the_rounds() {
+        let gquic = [12.0, 6.0, 12.0, 6.0, 6.0];
+        let quinn = [10.0, 5.0, 10.0, 5.0, 7.5];
+        let p = Spread::of_pairs(&gquic, &quinn).unwrap();
+        assert!((p.median - 1.2).abs() < 1e-9, "{}", p.median);
+        assert!((p.min - 0.8).abs() < 1e-9 && (p.max - 1.2).abs() < 1e-9);
+        let medians = Spread::of(gquic).unwrap().median / Spread::of(quinn).unwrap().median;
+        assert!((medians - 0.8).abs() < 1e-9, "{medians}");
+        // A round without its quinn run (or with a zero) is left out, not divided by.
+        let p = Spread::of_pairs(&[1.0, 2.0], &[0.0]).is_none();
+        assert!(p);
+    }
 }

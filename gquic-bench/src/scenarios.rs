@@ -339,11 +339,25 @@ pub(crate) fn compare_with(
         }
     }
     match metric {
-        Metric::Rate(_) => println!(
-            "{name:<18} ratio  rate {:.2}x, CPU per unit {:.2}x (gquic/quinn, medians)",
-            medians[0] / medians[1],
-            cpus[0] / cpus[1]
-        ),
+        Metric::Rate(_) => {
+            println!(
+                "{name:<18} ratio  rate {:.2}x, CPU per unit {:.2}x (gquic/quinn, medians)",
+                medians[0] / medians[1],
+                cpus[0] / cpus[1]
+            );
+            let rates = |r: &[Outcome]| -> Vec<f64> {
+                r.iter()
+                    .map(|o| o.bytes as f64 / o.wall.as_secs_f64())
+                    .collect()
+            };
+            if let Some(p) = Spread::of_pairs(&rates(&results[0]), &rates(&results[1])) {
+                println!(
+                    "{name:<18} paired rate ratios: median {:.2}x ({:.2}x-{:.2}x; each round's \
+                     gquic run against the quinn run that followed it)",
+                    p.median, p.min, p.max
+                );
+            }
+        }
         Metric::Latency => println!(
             "{name:<18} ratio  p99 {:.2}x (gquic/quinn, medians)",
             medians[0] / medians[1]
