@@ -818,7 +818,7 @@ fn bi_handles(s: &mut State, conn: &ConnRef, id: u64) -> (SendStream, RecvStream
     // One look-up of the connection for both handles.
     if let Some(st) = s.conns.get_mut(&conn.id) {
         SendStream::record(st, id);
-        st.refs += 1;
+        RecvStream::record(st);
     }
     (SendStream::counted(conn, id), RecvStream::counted(conn, id))
 }

@@ -660,12 +660,18 @@ impl RecvStream {
     /// that opened or accepted the stream: counts a reference.
     pub(crate) fn new_locked(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         if let Some(st) = s.conns.get_mut(&conn.id) {
-            st.refs += 1;
+            Self::record(st);
         }
         Self::counted(conn, id)
     }
 
-    /// The handle on stream `id` whose reference the caller counted.
+    /// Counts the reference of a new receive handle in `st`.
+    #[inline]
+    pub(crate) fn record(st: &mut ConnState) {
+        st.refs += 1;
+    }
+
+    /// The handle on stream `id` whose reference [`RecvStream::record`] counted.
     pub(crate) fn counted(conn: &ConnRef, id: u64) -> Self {
         Self {
             conn: ConnRef::adopt(conn.shared.clone(), conn.id),

@@ -129,7 +129,9 @@ impl Assembler {
 
     /// Moves the held chunks that the contiguous data now reaches into the queue.
     fn absorb(&mut self) {
-        let Some(chunks) = self.chunks.as_mut() else {
+        // Taken out for the loop (and put back below), so that `push_contiguous` can run on
+        // `self` meanwhile.
+        let Some(mut chunks) = self.chunks.take() else {
             return;
         };
         while let Some(&(start, _)) = chunks.front() {
@@ -143,16 +145,14 @@ impl Assembler {
             let skip = (self.contiguous_end - start).min(data.len() as u64) as usize;
             data = data.slice(skip..);
             if !data.is_empty() {
-                // `push_contiguous`, on the fields the loop does not hold.
-                self.contiguous_end += data.len() as u64;
-                self.buffered += data.len() as u64;
-                self.contiguous.push_back(data);
+                self.push_contiguous(data);
             }
         }
         if chunks.is_empty() && chunks.capacity() > KEEP_CHUNKS {
             // A burst beyond the usual: its memory goes, the usual room stays.
             chunks.shrink_to(KEEP_CHUNKS);
         }
+        self.chunks = Some(chunks);
     }
 
     /// Whether the next byte to deliver has arrived ([`Assembler::read`] gives data).
@@ -322,6 +322,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The capacity of the out-of-order queue (0 before it first exists).
+    fn room_of(a: &Assembler) -> usize {
+        a.chunks.as_ref().map_or(0, VecDeque::capacity)
+    }
+
     #[test]
     fn reassembles_out_of_order() {
         let mut a = Assembler::new();
@@ -360,7 +365,7 @@ mod tests {
                 }
             }
             assert_eq!(a.chunk_count(), held as usize, "burst {burst}");
-            let room = a.chunks.as_ref().map_or(0, VecDeque::capacity);
+            let room = room_of(&a);
             a.insert(gap * 10, chunk(gap));
             let mut out = Vec::new();
             while let Some(d) = a.read(usize::MAX) {
@@ -370,16 +375,9 @@ mod tests {
             assert_eq!(out, want, "burst {burst}");
             assert_eq!(a.buffered(), 0);
             if held <= KEEP_CHUNKS as u64 {
-                assert_eq!(
-                    a.chunks.as_ref().map_or(0, VecDeque::capacity),
-                    room,
-                    "the room stays"
-                );
+                assert_eq!(room_of(&a), room, "the room stays");
             } else {
-                assert!(
-                    a.chunks.as_ref().map_or(0, VecDeque::capacity) < room
-                        && a.chunks.as_ref().map_or(0, VecDeque::capacity) >= KEEP_CHUNKS
-                );
+                assert!(room_of(&a) < room && room_of(&a) >= KEEP_CHUNKS);
             }
             next = gap + held + 1;
         }
