@@ -61,8 +61,10 @@
 //! [`wire::DecodeError`] carrying the [`TransportErrorCode`] the RFC prescribes.
 
 #![warn(missing_docs)]
-// The only unsafe code is the Linux socket layer (`runtime::udp`: `recvmsg`/`sendmsg` with ECN
-// control messages), which allows it locally.
+// Unsafe code is allowed locally in two places only: the Linux socket layer (`runtime::udp`:
+// `recvmsg`/`sendmsg` with ECN control messages), and the pointer through which connection and
+// stream handles reach their endpoint's state (`runtime::connection::SharedRef`, counted under
+// the state's lock instead of in its `Arc`).
 #![deny(unsafe_code)]
 
 pub mod config;

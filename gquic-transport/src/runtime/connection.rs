@@ -3,6 +3,7 @@
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,43 +16,105 @@ use crate::connection::{ConnectionError, SendDatagramError};
 use crate::wire::VarInt;
 use crate::Dir;
 
+/// An endpoint's shared state as a [`ConnRef`] reaches it: a pointer that does not count in
+/// the state's `Arc`. The state counts the references instead, under its lock (`conn_refs`),
+/// and holds itself in memory while any is left (`keep_alive`): the lock a handle takes to be
+/// made or let go anyway counts it, where an `Arc` per handle cost an atomic increment and
+/// decrement more per handle. In the profile of a server of short streams the increments stood
+/// out (`lock incq` drains the store buffer). Without them a stream costs the server about 80
+/// instructions fewer and the client about 65 (callgrind, `gquic-bench streams-child`); 40
+/// paired runs of 100k current-thread streams gave a geometric-mean speed-up of 1.034x
+/// (95% interval 0.989x-1.082x, median 1.012x).
+pub(crate) struct SharedRef(NonNull<Shared>);
+
+// SAFETY: `SharedRef` only hands out `&Shared`, and `Shared` is `Send + Sync` (its state
+// sits behind a mutex).
+#[allow(unsafe_code)]
+unsafe impl Send for SharedRef {}
+// SAFETY: as for `Send`.
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedRef {}
+
+impl std::ops::Deref for SharedRef {
+    type Target = Shared;
+
+    #[allow(unsafe_code)]
+    fn deref(&self) -> &Shared {
+        // SAFETY: a `SharedRef` lives only in a `ConnRef`, and every `ConnRef` that is not
+        // released is counted in `State::conn_refs`, so `State::keep_alive` keeps the
+        // allocation. A released `ConnRef` (`RELEASED`) is never dereferenced: the release
+        // runs in its owner's `Drop`, and its own `Drop` checks the id first.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// A handle counted in the connection's references: the connection closes (code 0) when the
 /// last handle, stream or connection, goes away.
 pub(crate) struct ConnRef {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: SharedRef,
     pub(crate) id: u64,
 }
 
 impl ConnRef {
-    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
-        if let Some(st) = shared.lock().conns.get_mut(&id) {
+    pub(crate) fn new(shared: &Arc<Shared>, id: u64) -> Self {
+        let mut s = shared.lock();
+        if let Some(st) = s.conns.get_mut(&id) {
             st.refs += 1;
         }
-        Self { shared, id }
+        s.hold_ref(shared);
+        drop(s);
+        Self::counted(shared, id)
     }
 
-    /// For a reference already counted.
-    pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
-        Self { shared, id }
+    /// For a reference the caller counted already, in the connection's references and in
+    /// [`State::hold_ref`].
+    pub(crate) fn counted(shared: &Arc<Shared>, id: u64) -> Self {
+        Self {
+            shared: SharedRef(NonNull::from(&**shared)),
+            id,
+        }
+    }
+
+    /// Another reference to this one's connection, made under its endpoint's lock `s`, for
+    /// a reference the caller counts in the connection's references.
+    pub(crate) fn another(&self, s: &mut State) -> Self {
+        s.add_ref();
+        Self {
+            shared: SharedRef(self.shared.0),
+            id: self.id,
+        }
     }
 
     /// Runs `last` under the lock with this connection's id, then lets the reference go under
     /// the same lock: for a handle's `Drop`, whose own clean-up needs the lock anyway. Dropping
     /// this afterwards does not take the lock again.
     pub(crate) fn release_with(&mut self, last: impl FnOnce(&mut State, u64)) {
+        // Released before `last` runs: were it to panic, this reference's own `Drop` must
+        // not count it out a second time.
+        let id = std::mem::replace(&mut self.id, RELEASED);
+        // Declared before the guard, so that it goes after it (even when unwinding): the
+        // state may go with it.
+        let held;
         {
             let mut s = self.shared.lock();
-            last(&mut s, self.id);
-            s.release_conn(self.id);
+            held = s.drop_ref();
+            last(&mut s, id);
+            s.release_conn(id);
         }
-        self.id = RELEASED;
+        drop(held);
     }
 
     /// [`ConnRef::release_with`] for a clean-up that needs only the connection's own state:
     /// one look-up of it for both.
     pub(crate) fn release_in(&mut self, last: impl FnOnce(&mut super::ConnState)) {
-        self.shared.lock().release_conn_with(self.id, last);
-        self.id = RELEASED;
+        let id = std::mem::replace(&mut self.id, RELEASED);
+        let held;
+        {
+            let mut s = self.shared.lock();
+            held = s.drop_ref();
+            s.release_conn_with(id, last);
+        }
+        drop(held);
     }
 }
 
@@ -59,16 +122,16 @@ impl ConnRef {
 /// shard's index in steps of the shard count).
 const RELEASED: u64 = u64::MAX;
 
-impl Clone for ConnRef {
-    fn clone(&self) -> Self {
-        Self::new(self.shared.clone(), self.id)
-    }
-}
-
 impl Drop for ConnRef {
     fn drop(&mut self) {
         if self.id != RELEASED {
-            self.shared.lock().release_conn(self.id);
+            let held;
+            {
+                let mut s = self.shared.lock();
+                held = s.drop_ref();
+                s.release_conn(self.id);
+            }
+            drop(held);
         }
     }
 }
@@ -285,15 +348,16 @@ impl ConnectionStats {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, id: u64) -> Self {
         Self {
             inner: Arc::new(ConnRef::new(shared, id)),
         }
     }
 
-    pub(crate) fn adopt(shared: Arc<Shared>, id: u64) -> Self {
+    /// For a reference the caller counted already ([`ConnRef::counted`]).
+    pub(crate) fn counted(shared: &Arc<Shared>, id: u64) -> Self {
         Self {
-            inner: Arc::new(ConnRef::adopt(shared, id)),
+            inner: Arc::new(ConnRef::counted(shared, id)),
         }
     }
 
@@ -820,5 +884,8 @@ fn bi_handles(s: &mut State, conn: &ConnRef, id: u64) -> (SendStream, RecvStream
         SendStream::record(st, id);
         RecvStream::record(st);
     }
-    (SendStream::counted(conn, id), RecvStream::counted(conn, id))
+    (
+        SendStream::counted(s, conn, id),
+        RecvStream::counted(s, conn, id),
+    )
 }

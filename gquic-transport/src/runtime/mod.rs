@@ -269,6 +269,12 @@ pub(crate) struct State {
     pub(crate) driver_waker: Option<Waker>,
     /// Live [`Endpoint`] handles; the driver stops when none remain and no connection lives.
     endpoint_refs: usize,
+    /// [`connection::ConnRef`]s not yet let go: connection and stream handles, which point
+    /// at this state without counting in its `Arc`.
+    conn_refs: usize,
+    /// This state's own `Arc`, held while `conn_refs` is not zero: the one strong count that
+    /// keeps it in memory for all those handles.
+    keep_alive: Option<Arc<Shared>>,
     closed: bool,
     idle_wakers: Vec<Waker>,
     /// [`Endpoint::wait_closes_sent`] callers, woken at the end of every driver turn that
@@ -490,6 +496,34 @@ impl State {
         }
         for w in self.accept_wakers.drain(..) {
             w.wake();
+        }
+    }
+
+    /// Counts a new [`connection::ConnRef`] on `shared`, this state's own `Arc`; the first
+    /// makes the state hold itself.
+    pub(crate) fn hold_ref(&mut self, shared: &Arc<Shared>) {
+        self.conn_refs += 1;
+        if self.keep_alive.is_none() {
+            self.keep_alive = Some(shared.clone());
+        }
+    }
+
+    /// Counts a new [`connection::ConnRef`] made from one that is alive (so the state holds
+    /// itself already).
+    pub(crate) fn add_ref(&mut self) {
+        debug_assert!(self.keep_alive.is_some());
+        self.conn_refs += 1;
+    }
+
+    /// Uncounts a [`connection::ConnRef`]. With none left, the state's hold on itself is
+    /// returned, to be dropped once the lock is let go (it may free the state).
+    #[must_use = "dropped under the lock, the hold could free the lock it is under"]
+    pub(crate) fn drop_ref(&mut self) -> Option<Arc<Shared>> {
+        self.conn_refs -= 1;
+        if self.conn_refs == 0 {
+            self.keep_alive.take()
+        } else {
+            None
         }
     }
 
@@ -890,6 +924,8 @@ impl Endpoint {
                     accept_wakers: Vec::new(),
                     driver_waker: None,
                     endpoint_refs: 1,
+                    conn_refs: 0,
+                    keep_alive: None,
                     closed: false,
                     idle_wakers: Vec::new(),
                     close_wakers: Vec::new(),
@@ -1060,7 +1096,7 @@ impl Endpoint {
         let id = s.register(h);
         s.wake_driver();
         drop(s);
-        Ok(Connecting::new(Connection::new(shared.clone(), id)))
+        Ok(Connecting::new(Connection::new(shared, id)))
     }
 
     /// Waits for the next connection a client starts; `None` once the endpoint is closed.
@@ -1070,8 +1106,8 @@ impl Endpoint {
     /// Cancel safe: a connection is taken from the queue only when this returns it.
     pub async fn accept(&self) -> Option<Connecting> {
         let (shard, id) = poll_fn(|cx| self.poll_accept(cx)).await?;
-        Some(Connecting::new(Connection::adopt(
-            self.shards[shard].clone(),
+        Some(Connecting::new(Connection::counted(
+            &self.shards[shard],
             id,
         )))
     }
@@ -1091,6 +1127,8 @@ impl Endpoint {
                 // A connection that failed before it was accepted is skipped.
                 if let Some(st) = s.conns.get_mut(&id) {
                     st.refs += 1;
+                    // Counted for the handle `accept` makes right away.
+                    s.hold_ref(&self.shards[shard]);
                     return Poll::Ready(Some((shard, id)));
                 }
             }

@@ -132,7 +132,7 @@ impl SendStream {
         if let Some(st) = s.conns.get_mut(&conn.id) {
             Self::record(st, id);
         }
-        Self::counted(conn, id)
+        Self::counted(s, conn, id)
     }
 
     /// Counts the reference of a new handle on stream `id` in `st`, and records the handle
@@ -143,10 +143,10 @@ impl SendStream {
         st.w().sends.insert(StreamId(id), SendRecord::default());
     }
 
-    /// The handle whose reference [`SendStream::record`] counted.
-    pub(crate) fn counted(conn: &ConnRef, id: u64) -> Self {
+    /// The handle whose reference [`SendStream::record`] counted, made under the lock `s`.
+    pub(crate) fn counted(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         Self {
-            conn: ConnRef::adopt(conn.shared.clone(), conn.id),
+            conn: conn.another(s),
             id,
             done: false,
         }
@@ -662,7 +662,7 @@ impl RecvStream {
         if let Some(st) = s.conns.get_mut(&conn.id) {
             Self::record(st);
         }
-        Self::counted(conn, id)
+        Self::counted(s, conn, id)
     }
 
     /// Counts the reference of a new receive handle in `st`.
@@ -671,10 +671,11 @@ impl RecvStream {
         st.refs += 1;
     }
 
-    /// The handle on stream `id` whose reference [`RecvStream::record`] counted.
-    pub(crate) fn counted(conn: &ConnRef, id: u64) -> Self {
+    /// The handle on stream `id` whose reference [`RecvStream::record`] counted, made under
+    /// the lock `s`.
+    pub(crate) fn counted(s: &mut State, conn: &ConnRef, id: u64) -> Self {
         Self {
-            conn: ConnRef::adopt(conn.shared.clone(), conn.id),
+            conn: conn.another(s),
             id,
             done: false,
         }

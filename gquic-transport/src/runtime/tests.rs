@@ -189,6 +189,40 @@ async fn dropping_every_handle_closes_with_code_zero() {
     assert_peer_closed(&sconn, 0).await;
 }
 
+/// Connection and stream handles point at their endpoint's state without an `Arc` each: the
+/// state holds itself for them. Here they outlive their runtime, and so the driver and the
+/// endpoint handles: the state stays while any of them lives, and goes with the last.
+#[test]
+fn handles_keep_the_endpoint_state_until_the_last_goes() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (weak, conn, accepted, send, recv) = rt.block_on(async {
+        let (server, client, sconn, conn) = connected(TransportConfig::default()).await;
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        let accepted = sconn.accept_bi().await.unwrap();
+        let weak = Arc::downgrade(client.primary());
+        drop((server, client, sconn));
+        (weak, conn, accepted, send, recv)
+    });
+    drop(accepted);
+    drop(rt);
+    assert!(weak.upgrade().is_some(), "the handles hold the state");
+    let clone = conn.clone();
+    drop(conn);
+    drop(send);
+    assert!(weak.upgrade().is_some(), "a clone and a stream handle left");
+    drop(clone);
+    assert!(weak.upgrade().is_some(), "the receive handle left");
+    drop(recv);
+    assert!(
+        weak.upgrade().is_none(),
+        "the last handle lets the state go"
+    );
+}
+
 #[tokio::test]
 async fn one_client_socket_carries_many_connections() {
     // Sharing one rustls config also exercises TLS session resumption: the second connection
