@@ -89,7 +89,22 @@ impl ConnRef {
     /// the same lock: for a handle's `Drop`, whose own clean-up needs the lock anyway. Dropping
     /// this afterwards does not take the lock again.
     pub(crate) fn release_with(&mut self, last: impl FnOnce(&mut State, u64)) {
-        // Released before `last` runs: were it to panic, this reference's own `Drop` must
+        self.release(|s, id| {
+            last(s, id);
+            s.release_conn(id);
+        });
+    }
+
+    /// [`ConnRef::release_with`] for a clean-up that needs only the connection's own state:
+    /// one look-up of it for both.
+    pub(crate) fn release_in(&mut self, last: impl FnOnce(&mut super::ConnState)) {
+        self.release(|s, id| s.release_conn_with(id, last));
+    }
+
+    /// Counts this reference out of the state and runs `release` (which lets the
+    /// connection's reference go) under the lock; the one place a reference is let go.
+    fn release(&mut self, release: impl FnOnce(&mut State, u64)) {
+        // Released before `release` runs: were it to panic, this reference's own `Drop` must
         // not count it out a second time.
         let id = std::mem::replace(&mut self.id, RELEASED);
         // Declared before the guard, so that it goes after it (even when unwinding): the
@@ -98,21 +113,7 @@ impl ConnRef {
         {
             let mut s = self.shared.lock();
             held = s.drop_ref();
-            last(&mut s, id);
-            s.release_conn(id);
-        }
-        drop(held);
-    }
-
-    /// [`ConnRef::release_with`] for a clean-up that needs only the connection's own state:
-    /// one look-up of it for both.
-    pub(crate) fn release_in(&mut self, last: impl FnOnce(&mut super::ConnState)) {
-        let id = std::mem::replace(&mut self.id, RELEASED);
-        let held;
-        {
-            let mut s = self.shared.lock();
-            held = s.drop_ref();
-            s.release_conn_with(id, last);
+            release(&mut s, id);
         }
         drop(held);
     }
@@ -125,13 +126,7 @@ const RELEASED: u64 = u64::MAX;
 impl Drop for ConnRef {
     fn drop(&mut self) {
         if self.id != RELEASED {
-            let held;
-            {
-                let mut s = self.shared.lock();
-                held = s.drop_ref();
-                s.release_conn(self.id);
-            }
-            drop(held);
+            self.release(State::release_conn);
         }
     }
 }
