@@ -60,10 +60,24 @@ impl Pacer {
         rtt: Duration,
         max_datagram_size: u64,
     ) -> Option<Instant> {
+        if self.take_in_batch(now, bytes) {
+            return None;
+        }
         let rtt = rtt.max(Duration::from_micros(1));
         // rate in bytes per second = 1.25 * window / rtt
         let rate = (window as f64 * 1.25) / rtt.as_secs_f64();
         self.delay_at_rate(now, bytes, rate, max_datagram_size)
+    }
+
+    /// The next packet of a batch (the same `now` as the last one) while the tokens last:
+    /// nothing refills between them, and the rate and the bucket's size only matter for a
+    /// refill, so they are not worked out again per packet.
+    fn take_in_batch(&mut self, now: Instant, bytes: u64) -> bool {
+        if self.last == Some(now) && self.tokens >= bytes {
+            self.tokens -= bytes;
+            return true;
+        }
+        false
     }
 
     /// [`Pacer::delay`] at a rate (bytes per second) the congestion controller chose.
@@ -74,6 +88,9 @@ impl Pacer {
         rate: f64,
         max_datagram_size: u64,
     ) -> Option<Instant> {
+        if self.take_in_batch(now, bytes) {
+            return None;
+        }
         let rate = rate.max(1.0);
         // The bucket holds what the rate sends in BURST_INTERVAL (at least `burst_packets`,
         // at most MAX_BURST_PACKETS datagrams): a runtime's timers fire a millisecond or so
