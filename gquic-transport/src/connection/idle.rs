@@ -206,6 +206,8 @@ pub(super) struct Scratch {
     )>,
     /// Their packet numbers, for persistent congestion (RFC 9002 §7.6.2).
     pub(super) acked_pns: Vec<u64>,
+    /// The in-flight ones, for the congestion controller.
+    pub(super) acked_cc: Vec<crate::recovery::congestion::AckedPacket>,
     /// The ranges of an ACK frame we send.
     pub(super) ack: Vec<std::ops::RangeInclusive<u64>>,
     /// Spill vectors of sent packets' stream chunks, given back when the packets were

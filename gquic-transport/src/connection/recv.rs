@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::spaces::{SentInfo, SpaceId};
+use super::streams::StreamChunk;
 use super::{CloseFrame, Connection, ConnectionError, Event, State, TransportError};
 use crate::crypto;
 use crate::error::TransportErrorCode;
+use crate::recovery::congestion::AckedPacket;
 use crate::recovery::sent::{
     is_persistent_congestion, SentPacket, K_PERSISTENT_CONGESTION_THRESHOLD,
 };
@@ -1104,10 +1106,26 @@ impl Connection {
             .sum();
         let app_limited = self.bytes_in_flight() + acked_in_flight + self.max_datagram_size
             < self.cc.window() / 2;
-        let mut acked_pns = std::mem::take(&mut self.scratch().acked_pns);
+        let scratch = self.scratch();
+        let mut acked_pns = std::mem::take(&mut scratch.acked_pns);
+        let mut acked_cc = std::mem::take(&mut scratch.acked_cc);
         acked_pns.clear();
+        acked_cc.clear();
         // `acked` is descending (as the frame names them); handled ascending.
-        acked_pns.extend(acked.iter().rev().map(|(pn, _)| *pn));
+        for (pn, p) in acked.iter().rev() {
+            acked_pns.push(*pn);
+            if p.in_flight {
+                acked_cc.push(AckedPacket {
+                    sent: p.time_sent,
+                    bytes: u64::from(p.size),
+                });
+            }
+        }
+        // Once per frame: Cubic evaluates its curve once, not per packet.
+        self.cc.on_acks(now, &acked_cc, app_limited, &self.rtt);
+        self.scratch().acked_cc = acked_cc;
+        // Stream data acknowledged by consecutive packets, one range per stream run.
+        let mut run: Option<StreamChunk> = None;
         // By reference: a record is not moved again on its way (the caller clears them).
         for (pn, packet) in acked.iter_mut().rev() {
             let pn = *pn;
@@ -1128,21 +1146,15 @@ impl Connection {
             ) {
                 sampler.on_acked(now, packet.time_sent, u64::from(packet.size), rate);
             }
-            if packet.in_flight {
-                self.cc.on_ack(
-                    now,
-                    packet.time_sent,
-                    u64::from(packet.size),
-                    app_limited,
-                    &self.rtt,
-                );
-            }
             if space == SpaceId::Data {
                 if let Some(k) = self.one_rtt.as_mut() {
                     k.on_ack(pn);
                 }
             }
-            self.on_info_acked(space, &mut packet.info);
+            self.on_info_acked(space, &mut packet.info, &mut run);
+        }
+        if let Some(c) = run {
+            self.streams.on_chunk_acked(&c);
         }
         // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
         // Initial-only ACK before the handshake, which we still count as progress).
@@ -1170,11 +1182,38 @@ impl Connection {
         Ok(())
     }
 
-    fn on_info_acked(&mut self, space: SpaceId, info: &mut SentInfo) {
+    /// What one acknowledged packet carried. Its stream chunks extend `run` while they
+    /// continue it (the same stream, from where it ends, no FIN yet): a bulk sender's packets
+    /// each carry the next bytes of one stream, and their acknowledgment then costs one
+    /// stream lookup per ACK frame instead of one per packet. The caller acknowledges what is
+    /// left in `run` at the end.
+    fn on_info_acked(
+        &mut self,
+        space: SpaceId,
+        info: &mut SentInfo,
+        run: &mut Option<StreamChunk>,
+    ) {
         for c in &info.chunks {
-            self.streams.on_chunk_acked(c);
+            match run {
+                Some(r) if r.id == c.id && r.range.end == c.range.start && !r.fin => {
+                    r.range.end = c.range.end;
+                    r.fin = c.fin;
+                }
+                _ => {
+                    if let Some(done) = run.replace(c.clone()) {
+                        self.streams.on_chunk_acked(&done);
+                    }
+                }
+            }
         }
-        for c in info.take_control() {
+        let mut controls = info.take_control().peekable();
+        if controls.peek().is_some() {
+            // A RESET_STREAM acknowledged after the data before it, as the packet had them.
+            if let Some(done) = run.take() {
+                self.streams.on_chunk_acked(&done);
+            }
+        }
+        for c in controls {
             if let super::streams::StreamControl::ResetStream(id) = c {
                 self.streams.on_reset_acked(id);
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    finite_ssthresh, initial_window, loss_based_state, minimum_window, Controller,
+    finite_ssthresh, initial_window, loss_based_state, minimum_window, AckedPacket, Controller,
     ControllerFactory,
 };
 use crate::recovery::rtt::RttEstimator;
@@ -289,6 +289,50 @@ impl Controller for Cubic {
         self.congestion_avoidance(now, bytes, rtt);
     }
 
+    /// Slow start goes packet by packet (HyStart++ counts its RTT samples and rounds so);
+    /// congestion avoidance takes the frame's bytes at once: one evaluation of the curve per
+    /// ACK, as RFC 9438 §4.2 describes it, instead of one per packet.
+    fn on_acks(
+        &mut self,
+        now: Instant,
+        acked: &[AckedPacket],
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        let mut rest = acked;
+        while let [first, tail @ ..] = rest {
+            if !self.in_slow_start() || app_limited {
+                break;
+            }
+            self.on_ack(now, first.sent, first.bytes, app_limited, rtt);
+            rest = tail;
+        }
+        let Some(newest) = rest.iter().map(|p| p.sent).max() else {
+            return;
+        };
+        if self.recovering && !self.in_recovery(newest) {
+            self.recovering = false;
+        }
+        if app_limited {
+            self.app_limited_since.get_or_insert(now);
+            return;
+        }
+        if let Some(since) = self.app_limited_since.take() {
+            if let Some(epoch) = self.epoch_start.as_mut() {
+                *epoch += now.saturating_duration_since(since);
+            }
+        }
+        // RFC 9002 §7.3.2: packets sent before recovery started do not count.
+        let bytes: u64 = rest
+            .iter()
+            .filter(|p| !self.in_recovery(p.sent))
+            .map(|p| p.bytes)
+            .sum();
+        if bytes > 0 {
+            self.congestion_avoidance(now, bytes, rtt);
+        }
+    }
+
     fn on_congestion_event(
         &mut self,
         now: Instant,
@@ -542,5 +586,94 @@ mod tests {
         }
         let (wa, wb) = (a.window() as f64, b.window() as f64);
         assert!((wa - wb).abs() / wa < 0.05, "{wa} vs {wb}");
+    }
+
+    fn acked(sent: Instant, n: usize) -> Vec<AckedPacket> {
+        vec![AckedPacket { sent, bytes: 1200 }; n]
+    }
+
+    /// In slow start a frame's packets go one by one (HyStart++ counts them): the window is
+    /// exactly what per-packet acknowledgments give, and slow start ending inside a frame
+    /// hands the rest of the frame to congestion avoidance.
+    #[test]
+    fn a_frame_in_slow_start_grows_as_its_packets_one_by_one() {
+        let t0 = Instant::now();
+        let path = rtt(100);
+        let mut by_frame = Cubic::new(Arc::default(), 1200);
+        let mut by_packet = by_frame.clone();
+        by_frame.on_acks(t0, &acked(t0, 10), false, &path);
+        for _ in 0..10 {
+            by_packet.on_ack(t0, t0, 1200, false, &path);
+        }
+        assert_eq!(by_frame.window(), 24_000);
+        assert_eq!(by_frame.window(), by_packet.window());
+
+        // An ssthresh inside the next frame: slow start stops there.
+        by_frame.ssthresh = 30_000;
+        by_frame.on_acks(t0, &acked(t0, 20), false, &path);
+        assert!(!by_frame.in_slow_start());
+        assert!(by_frame.epoch_start.is_some(), "congestion avoidance began");
+        assert!(
+            by_frame.window() < 30_000 + 2 * 1200,
+            "the rest of the frame grew the window as congestion avoidance: {}",
+            by_frame.window()
+        );
+    }
+
+    /// In congestion avoidance one evaluation of the curve covers the whole frame: close to
+    /// per-packet growth, and packets sent before the recovery period began count for
+    /// nothing (RFC 9002 §7.3.2).
+    #[test]
+    fn a_frame_in_congestion_avoidance_counts_only_packets_sent_since_recovery() {
+        let t0 = Instant::now();
+        let path = rtt(100);
+        let mut cc = Cubic::new(Arc::default(), 1200);
+        while cc.window() < 120_000 {
+            cc.on_ack(t0, t0, 1200, false, &path);
+        }
+        let t1 = t0 + Duration::from_millis(100);
+        cc.on_congestion_event(t1, t1, false, 1200);
+        assert!(cc.recovering);
+        let after_loss = cc.window();
+
+        // Only packets sent before the loss: no growth, and still recovering.
+        let t2 = t1 + Duration::from_millis(100);
+        let mut old = cc.clone();
+        old.on_acks(t2, &acked(t0, 50), false, &path);
+        assert_eq!(old.window(), after_loss);
+        assert!(old.recovering);
+
+        // A frame mixing both grows as its new packets alone, and ends recovery.
+        let mut mixed = cc.clone();
+        let mut frame = acked(t0, 50);
+        frame.extend(acked(t2, 50));
+        mixed.on_acks(t2, &frame, false, &path);
+        let mut new_only = cc.clone();
+        new_only.on_acks(t2, &acked(t2, 50), false, &path);
+        assert!(!mixed.recovering);
+        assert!(mixed.window() > after_loss);
+        assert_eq!(mixed.window(), new_only.window());
+
+        // Per packet, the same packets give nearly the same window when the frames are
+        // small against the window (here five frames of a seventh of it; one frame of 70%
+        // of the window overshoots by about 1%, as the increment is not recomputed as the
+        // window grows within the frame).
+        let mut by_frames = cc.clone();
+        let mut by_packet = cc.clone();
+        for _ in 0..5 {
+            by_frames.on_acks(t2, &acked(t2, 10), false, &path);
+        }
+        for _ in 0..50 {
+            by_packet.on_ack(t2, t2, 1200, false, &path);
+        }
+        let (a, b) = (by_frames.window() as f64, by_packet.window() as f64);
+        assert!(a > after_loss as f64 && b > after_loss as f64);
+        assert!((a - b).abs() / b < 0.003, "{a} vs {b}");
+
+        // Application-limited: no growth, whatever the frame holds.
+        let mut limited = cc.clone();
+        limited.on_acks(t2, &acked(t2, 50), true, &path);
+        assert_eq!(limited.window(), after_loss);
+        assert!(limited.app_limited_since.is_some());
     }
 }

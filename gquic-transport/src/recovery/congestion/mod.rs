@@ -85,6 +85,22 @@ pub trait Controller: Send + Sync + Debug {
         rtt: &RttEstimator,
     );
 
+    /// The in-flight packets one ACK frame newly acknowledged, ascending by packet number,
+    /// all with the same `app_limited`. The connection calls this once per ACK frame; the
+    /// default hands each packet to [`Controller::on_ack`]. A controller whose per-packet work
+    /// can be done once per frame (Cubic's congestion avoidance) overrides it.
+    fn on_acks(
+        &mut self,
+        now: Instant,
+        acked: &[AckedPacket],
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        for p in acked {
+            self.on_ack(now, p.sent, p.bytes, app_limited, rtt);
+        }
+    }
+
     /// Packets were declared lost (RFC 9002 §7.3.2). `sent` is the send time of the newest lost
     /// packet; `persistent` says whether the loss amounts to persistent congestion (§7.6).
     fn on_congestion_event(
@@ -170,6 +186,15 @@ pub(crate) fn loss_based_state(recovering: bool, slow_start: bool) -> &'static s
 /// A slow start threshold for [`Controller::ssthresh`]: `None` while still unset (infinite).
 pub(crate) fn finite_ssthresh(ssthresh: u64) -> Option<u64> {
     (ssthresh != u64::MAX).then_some(ssthresh)
+}
+
+/// An in-flight packet an ACK frame newly acknowledged, as [`Controller::on_acks`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckedPacket {
+    /// When it was sent.
+    pub sent: Instant,
+    /// Its size in bytes.
+    pub bytes: u64,
 }
 
 /// Builds a [`Controller`] for each new connection or path.
