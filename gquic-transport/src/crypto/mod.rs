@@ -19,7 +19,7 @@ pub mod retry;
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 pub mod version_keys;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::quic::{DirectionalKeys, HeaderProtectionKey, PacketKey};
 
 pub use initial::{initial_keys, initial_suite};
@@ -228,7 +228,11 @@ pub fn open(
     key: &dyn PacketKey,
 ) -> Result<Bytes, CryptoError> {
     let plain_len = open_in_place(&mut packet, header_len, packet_number, key)?;
-    Ok(packet.freeze().slice(header_len..header_len + plain_len))
+    // Narrowed in place: `slice` would take a reference to the shared buffer (an atomic
+    // increment) and dropping the whole would give it back (a decrement), per packet.
+    packet.truncate(header_len + plain_len);
+    packet.advance(header_len);
+    Ok(packet.freeze())
 }
 
 /// [`open`] on a caller-owned buffer: decrypts `packet[header_len..]` in place and returns the
