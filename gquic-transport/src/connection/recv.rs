@@ -16,7 +16,7 @@ use crate::recovery::sent::{
 };
 use crate::wire::frame::{Ack, Frame, Iter};
 use crate::wire::packet::{Header, PartialDecode, ProtectedHeader};
-use crate::wire::{LongType, PacketType, TransportParameters};
+use crate::wire::{ConnectionId, LongType, PacketType, TransportParameters};
 use crate::Side;
 
 /// How long a connection with nothing in flight waits before freeing its busy-time buffers.
@@ -33,13 +33,38 @@ fn open_long(
     largest_received: Option<u64>,
     header_key: &dyn rustls::quic::HeaderProtectionKey,
     packet_key: &dyn rustls::quic::PacketKey,
-) -> Option<(Header, u64, bytes::Bytes, bool)> {
+) -> Option<Opened> {
     let packet = partial.finish(header_key).ok()?;
     let pn = packet.header.number().expand(largest_received);
-    let header = packet.header.clone();
+    let dst_cid = *packet.header.dst_cid();
+    let initial_src_cid = match &packet.header {
+        Header::Initial { src_cid, .. } => Some(*src_cid),
+        _ => None,
+    };
     let reserved_ok = packet.reserved_bits_valid();
     let payload = crypto::open(packet.buf, packet.header_len, pn, packet_key).ok()?;
-    Some((header, pn, payload, reserved_ok))
+    Some(Opened {
+        dst_cid,
+        initial_src_cid,
+        pn,
+        payload,
+        reserved_ok,
+    })
+}
+
+/// What handling a packet needs of it once it is opened: the header is not carried along
+/// (a copy of it per packet, IDs and all, was a measurable part of receiving).
+struct Opened {
+    /// The destination connection ID it was sent to.
+    dst_cid: ConnectionId,
+    /// An Initial's source connection ID (a client takes the server's from it).
+    initial_src_cid: Option<ConnectionId>,
+    /// The full packet number.
+    pn: u64,
+    /// The plaintext frames.
+    payload: bytes::Bytes,
+    /// Whether the reserved header bits were zero (RFC 9000 §17.2, §17.3.1).
+    reserved_ok: bool,
 }
 
 impl Connection {
@@ -329,18 +354,21 @@ impl Connection {
                     return Ok(());
                 };
                 let Header::Short {
-                    key_phase, number, ..
-                } = packet.header
+                    key_phase,
+                    number,
+                    dst_cid,
+                    ..
+                } = &packet.header
                 else {
                     return Ok(());
                 };
+                let (key_phase, number, dst_cid) = (*key_phase, *number, *dst_cid);
                 let pn = number.expand(self.spaces[space as usize].largest_received);
                 let Some((which, key)) = keys.remote_key_for(key_phase, pn) else {
                     self.on_dropped(now, Some(qtype), Some(pn), "key_unavailable");
                     self.check_stateless_reset(now);
                     return Ok(());
                 };
-                let header = packet.header.clone();
                 let reserved_ok = packet.reserved_bits_valid();
                 match crypto::open(packet.buf, packet.header_len, pn, key) {
                     Ok(payload) => {
@@ -356,7 +384,13 @@ impl Connection {
                             let pto = self.rtt.pto_base() + self.config.max_ack_delay;
                             self.zero_rtt.set_discard_at(Some(now + pto * 3));
                         }
-                        (header, pn, payload, reserved_ok)
+                        Opened {
+                            dst_cid,
+                            initial_src_cid: None,
+                            pn,
+                            payload,
+                            reserved_ok,
+                        }
                     }
                     Err(_) => {
                         keys.on_decrypt_failure()
@@ -409,7 +443,13 @@ impl Connection {
                 }
             }
         };
-        let (header, pn, payload, reserved_ok) = decoded;
+        let Opened {
+            dst_cid: packet_dcid,
+            initial_src_cid,
+            pn,
+            payload,
+            reserved_ok,
+        } = decoded;
         if closing {
             let ty = if early {
                 PacketType::ZeroRtt
@@ -438,12 +478,11 @@ impl Connection {
 
         // The client adopts the server's connection ID from its first packet (RFC 9000 §7.2).
         if self.side.is_client() && !self.remote_cid_set {
-            if let Header::Initial { src_cid, .. } = &header {
-                self.cids.set_initial_remote(*src_cid);
+            if let Some(src_cid) = initial_src_cid {
+                self.cids.set_initial_remote(src_cid);
                 self.remote_cid_set = true;
             }
         }
-        let packet_dcid = *header.dst_cid();
         if space == SpaceId::Handshake && self.side.is_server() {
             // RFC 9001 §4.9.1: the server discards Initial keys on the first Handshake packet;
             // RFC 9000 §8.1: a Handshake packet validates the client's address.
