@@ -1084,19 +1084,16 @@ impl Connection {
                 frame: Some(ack.frame_type().0),
                 reason: "ACK of a packet never sent".into(),
             })?;
+        // The records are handled in place (their spill vectors taken back), then dropped
+        // where they are: draining would move each one out.
         let result = self.on_packets_acked(now, space, ack, largest_before, rtt_sample, &mut acked);
-        let scratch = self.scratch();
-        // In place, then dropped where they are: draining would move each record out.
-        for (_, p) in &mut acked {
-            p.info.chunks.recycle(&mut scratch.chunk_spills);
-        }
         acked.clear();
-        scratch.acked = acked;
+        self.scratch().acked = acked;
         result
     }
 
     /// The rest of [`Connection::on_ack_frame`], with the newly acknowledged packets
-    /// (descending by packet number).
+    /// (descending by packet number), whose stream chunks' spill vectors it takes back.
     fn on_packets_acked(
         &mut self,
         now: Instant,
@@ -1123,43 +1120,42 @@ impl Connection {
         if acked.is_empty() {
             return Ok(());
         }
-        // RFC 9000 §13.4.2.1: ECN counts are checked on ACKs that raise the largest
-        // acknowledged.
-        if largest_before.is_none_or(|l| ack.largest > l) {
-            let newly_marked = acked.iter().filter(|(_, p)| p.info.ecn).count() as u64;
-            if self.on_ack_ecn(space, ack.ecn.as_ref(), newly_marked) {
-                if let Some((_, newest)) = acked.first() {
-                    let sent = newest.time_sent;
-                    self.on_ecn_congestion(now, sent);
-                }
-            }
-        }
-        // RFC 9002 §7.8: the window grows only when it limits the sender. What was in flight
-        // before this ACK says so; what is left after it does not (one ACK for a whole batch
-        // of datagrams, as receive offload brings, leaves nothing in flight, and the window
-        // would never grow).
-        let acked_in_flight: u64 = acked
-            .iter()
-            .filter(|(_, p)| p.in_flight)
-            .map(|(_, p)| u64::from(p.size))
-            .sum();
-        let app_limited = self.bytes_in_flight() + acked_in_flight + self.max_datagram_size
-            < self.cc.window() / 2;
+        // One pass over the records for what is counted across them.
         let scratch = self.scratch();
         let mut acked_pns = std::mem::take(&mut scratch.acked_pns);
         let mut acked_cc = std::mem::take(&mut scratch.acked_cc);
         acked_pns.clear();
         acked_cc.clear();
+        let mut newly_marked = 0u64;
+        let mut acked_in_flight = 0u64;
         // `acked` is descending (as the frame names them); handled ascending.
         for (pn, p) in acked.iter().rev() {
             acked_pns.push(*pn);
+            newly_marked += u64::from(p.info.ecn);
             if p.in_flight {
+                acked_in_flight += u64::from(p.size);
                 acked_cc.push(AckedPacket {
                     sent: p.time_sent,
                     bytes: u64::from(p.size),
                 });
             }
         }
+        // RFC 9000 §13.4.2.1: ECN counts are checked on ACKs that raise the largest
+        // acknowledged.
+        if largest_before.is_none_or(|l| ack.largest > l)
+            && self.on_ack_ecn(space, ack.ecn.as_ref(), newly_marked)
+        {
+            if let Some((_, newest)) = acked.first() {
+                let sent = newest.time_sent;
+                self.on_ecn_congestion(now, sent);
+            }
+        }
+        // RFC 9002 §7.8: the window grows only when it limits the sender. What was in flight
+        // before this ACK says so; what is left after it does not (one ACK for a whole batch
+        // of datagrams, as receive offload brings, leaves nothing in flight, and the window
+        // would never grow).
+        let app_limited = self.bytes_in_flight() + acked_in_flight + self.max_datagram_size
+            < self.cc.window() / 2;
         // Once per frame: Cubic evaluates its curve once, not per packet.
         self.cc.on_acks(now, &acked_cc, app_limited, &self.rtt);
         self.scratch().acked_cc = acked_cc;
@@ -1191,6 +1187,9 @@ impl Connection {
                 }
             }
             self.on_info_acked(space, &mut packet.info, &mut run);
+            // The chunks' spill vector back for the next packets; the record itself is
+            // dropped where it is by the caller.
+            packet.info.chunks.recycle(&mut self.scratch().chunk_spills);
         }
         if let Some(c) = run {
             self.streams.on_chunk_acked(&c);
