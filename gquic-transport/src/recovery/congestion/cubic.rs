@@ -431,6 +431,15 @@ mod tests {
         r
     }
 
+    /// A controller slow-started to 100 segments of 1200 bytes at `t0`.
+    fn at_100_segments(t0: Instant, path: &RttEstimator) -> Cubic {
+        let mut cc = Cubic::new(Arc::default(), 1200);
+        while cc.window() < 120_000 {
+            cc.on_ack(t0, t0, 1200, false, path);
+        }
+        cc
+    }
+
     /// Acknowledges one full window, packet by packet, at `now`.
     fn ack_window(cc: &mut Cubic, now: Instant, sent: Instant, rtt: &RttEstimator) {
         let n = cc.window() / 1200;
@@ -482,11 +491,8 @@ mod tests {
         let t0 = Instant::now();
         // A long RTT keeps the Reno-friendly estimate below the cubic curve.
         let path = rtt(200);
-        let mut cc = Cubic::new(Arc::default(), 1200);
         // Slow start to 100 segments, then a loss.
-        while cc.window() < 120_000 {
-            cc.on_ack(t0, t0, 1200, false, &path);
-        }
+        let mut cc = at_100_segments(t0, &path);
         let t1 = t0 + Duration::from_millis(200);
         cc.on_congestion_event(t1, t0, false, 1200);
         let w_max = cc.w_max;
@@ -532,10 +538,7 @@ mod tests {
     fn rfc9438_reno_friendly_region_on_a_short_rtt() {
         let t0 = Instant::now();
         let path = rtt(1);
-        let mut cc = Cubic::new(Arc::default(), 1200);
-        while cc.window() < 120_000 {
-            cc.on_ack(t0, t0, 1200, false, &path);
-        }
+        let mut cc = at_100_segments(t0, &path);
         cc.on_congestion_event(t0, t0, false, 1200);
         let after_loss = cc.window();
         // 50 windows at 1 ms: the cubic curve has hardly moved (50 ms of a K of 4.2 s), while
@@ -566,10 +569,7 @@ mod tests {
     fn rfc9438_application_limited_time_does_not_advance_the_curve() {
         let t0 = Instant::now();
         let path = rtt(200);
-        let mut a = Cubic::new(Arc::default(), 1200);
-        while a.window() < 120_000 {
-            a.on_ack(t0, t0, 1200, false, &path);
-        }
+        let mut a = at_100_segments(t0, &path);
         a.on_congestion_event(t0, t0, false, 1200);
         let mut b = a.clone();
         // `b` idles (application-limited) for 10 s; afterwards it must not jump ahead on the
@@ -627,10 +627,7 @@ mod tests {
     fn a_frame_in_congestion_avoidance_counts_only_packets_sent_since_recovery() {
         let t0 = Instant::now();
         let path = rtt(100);
-        let mut cc = Cubic::new(Arc::default(), 1200);
-        while cc.window() < 120_000 {
-            cc.on_ack(t0, t0, 1200, false, &path);
-        }
+        let mut cc = at_100_segments(t0, &path);
         let t1 = t0 + Duration::from_millis(100);
         cc.on_congestion_event(t1, t1, false, 1200);
         assert!(cc.recovering);
