@@ -205,6 +205,27 @@ impl Cubic {
         self.w_est = cwnd;
     }
 
+    /// What every acknowledgment does first, with `newest` the send time of the newest packet
+    /// acknowledged: recovery ends once a packet sent after it began is acknowledged, and
+    /// no growth happens while application-limited (RFC 9438 §5.8), a period whose length
+    /// the curve's clock skips (the epoch moves forward by it). Returns whether the window
+    /// may grow.
+    fn may_grow(&mut self, now: Instant, newest: Instant, app_limited: bool) -> bool {
+        if self.recovering && !self.in_recovery(newest) {
+            self.recovering = false;
+        }
+        if app_limited {
+            self.app_limited_since.get_or_insert(now);
+            return false;
+        }
+        if let Some(since) = self.app_limited_since.take() {
+            if let Some(epoch) = self.epoch_start.as_mut() {
+                *epoch += now.saturating_duration_since(since);
+            }
+        }
+        true
+    }
+
     fn congestion_avoidance(&mut self, now: Instant, bytes: u64, rtt: &RttEstimator) {
         let Some(epoch) = self.epoch_start else {
             self.start_epoch(now);
@@ -251,19 +272,8 @@ impl Controller for Cubic {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
-        if self.recovering && !self.in_recovery(sent) {
-            self.recovering = false;
-        }
-        // RFC 9438 §5.8: no growth while application-limited, and the curve's clock does not
-        // run through such periods (the epoch moves forward by their length).
-        if app_limited {
-            self.app_limited_since.get_or_insert(now);
+        if !self.may_grow(now, sent, app_limited) {
             return;
-        }
-        if let Some(since) = self.app_limited_since.take() {
-            if let Some(epoch) = self.epoch_start.as_mut() {
-                *epoch += now.saturating_duration_since(since);
-            }
         }
         // RFC 9002 §7.3.2: no increase for packets sent before recovery started.
         if self.in_recovery(sent) {
@@ -310,17 +320,8 @@ impl Controller for Cubic {
         let Some(newest) = rest.iter().map(|p| p.sent).max() else {
             return;
         };
-        if self.recovering && !self.in_recovery(newest) {
-            self.recovering = false;
-        }
-        if app_limited {
-            self.app_limited_since.get_or_insert(now);
+        if !self.may_grow(now, newest, app_limited) {
             return;
-        }
-        if let Some(since) = self.app_limited_since.take() {
-            if let Some(epoch) = self.epoch_start.as_mut() {
-                *epoch += now.saturating_duration_since(since);
-            }
         }
         // RFC 9002 §7.3.2: packets sent before recovery started do not count.
         let bytes: u64 = rest
