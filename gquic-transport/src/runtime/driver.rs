@@ -330,8 +330,10 @@ impl Driver {
                 hand_on(&group, &mut this.outbox);
                 state = shared.lock();
             }
-            // 2. Timers.
-            if state.ep.poll_timeout().is_some_and(|t| t <= now) {
+            // 2. Timers due by the deadlines as read at the end of the last turn
+            // (`handle_timeout` reads the touched connections' afresh; one that became due
+            // during this turn is handled at its end, or at the start of the next).
+            if state.ep.recorded_timeout_due(now) {
                 state.ep.handle_timeout(now);
                 state.reap_into(&mut this.wakers);
             }
@@ -345,6 +347,7 @@ impl Driver {
             // the next turn, before the rest is handled, with the acknowledgement of what was
             // handled (sent now, that would often take a packet of its own).
             if handed_over {
+                state.ep.settle_timeouts();
                 this.send_first = true;
                 this.recv.last_receive = Some(now);
                 this.wakers.append(&mut this.ready);
@@ -354,6 +357,7 @@ impl Driver {
             }
             // 3. Send.
             if received == 0 && !skip_receive && this.coalesce(now) {
+                state.ep.settle_timeouts();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -439,6 +443,7 @@ impl Driver {
                 || !this.unhandled.is_empty()
                 || (sent >= SEND_BATCH && !blocked)
             {
+                state.ep.settle_timeouts();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
