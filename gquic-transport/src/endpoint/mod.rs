@@ -1428,7 +1428,7 @@ impl Endpoint {
     }
 
     /// Whether a deadline as recorded at the last look ([`Endpoint::poll_timeout`],
-    /// [`Endpoint::handle_timeout`], [`Endpoint::settle_timeouts`]) is due at `now`, without
+    /// [`Endpoint::handle_timeout`], [`Endpoint::refresh_timers`]) is due at `now`, without
     /// looking again at the connections touched since: a touched connection's new deadline
     /// may be due already without this saying so. The runtime's driver asks here before it
     /// sends, and reads every deadline afresh at the end of each turn, so that one due is
@@ -1444,15 +1444,10 @@ impl Endpoint {
             .is_some_and(|&(t, _)| t <= now)
     }
 
-    /// Reads the deadlines of the connections touched since the last look again, as
-    /// [`Endpoint::poll_timeout`] does, for [`Endpoint::recorded_timeout_due`].
-    #[cfg(feature = "runtime-tokio")]
-    pub(crate) fn settle_timeouts(&self) {
-        self.refresh_timers();
-    }
-
-    /// Brings the deadlines of the connections touched since the last look up to date.
-    fn refresh_timers(&self) {
+    /// Brings the deadlines of the connections touched since the last look up to date (what
+    /// [`Endpoint::poll_timeout`] does first; the runtime's driver calls it at the end of each
+    /// turn, for [`Endpoint::recorded_timeout_due`]).
+    pub(crate) fn refresh_timers(&self) {
         let mut timers = self.timers.borrow_mut();
         let mut dirty = std::mem::take(&mut timers.dirty);
         for &idx in &dirty {

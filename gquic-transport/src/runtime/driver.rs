@@ -347,7 +347,7 @@ impl Driver {
             // the next turn, before the rest is handled, with the acknowledgement of what was
             // handled (sent now, that would often take a packet of its own).
             if handed_over {
-                state.ep.settle_timeouts();
+                state.ep.refresh_timers();
                 this.send_first = true;
                 this.recv.last_receive = Some(now);
                 this.wakers.append(&mut this.ready);
@@ -357,7 +357,7 @@ impl Driver {
             }
             // 3. Send.
             if received == 0 && !skip_receive && this.coalesce(now) {
-                state.ep.settle_timeouts();
+                state.ep.refresh_timers();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -443,7 +443,7 @@ impl Driver {
                 || !this.unhandled.is_empty()
                 || (sent >= SEND_BATCH && !blocked)
             {
-                state.ep.settle_timeouts();
+                state.ep.refresh_timers();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
