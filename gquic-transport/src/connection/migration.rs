@@ -148,7 +148,13 @@ impl Connection {
         let base = u64::from(super::mtud::BASE);
         self.cc = self.config.congestion.build(now, base);
         self.rtt = RttEstimator::new(self.config.initial_rtt);
-        self.rate = rate_sampler_for(self.cc.as_ref());
+        let old = std::mem::replace(&mut self.rate, rate_sampler_for(self.cc.as_ref()));
+        // The packets still in flight on the old path keep their delivery-rate snapshots: the
+        // new sampler takes them over (and keeps their old-path counts out of its samples,
+        // see `RateSampler::on_lost` and `RateSampler::generate`).
+        if let (Some(mut old), Some(new)) = (old, self.rate.as_mut()) {
+            new.take_tracked(&mut old);
+        }
         self.max_datagram_size = base;
         // RFC 9000 §13.4.2: ECN is validated per path.
         self.ecn.restart_validation(self.config.ecn);

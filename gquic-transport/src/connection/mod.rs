@@ -1396,7 +1396,13 @@ impl Connection {
         tracing::debug!(?space, "discarding keys");
         sp.discarded = true;
         sp.keys = None;
-        sp.sent.discard();
+        let gone = sp.sent.discard();
+        if let Some(sampler) = self.rate.as_mut() {
+            for t in gone.iter().filter_map(|(_, p)| p.info.rate) {
+                sampler.forget(t);
+            }
+        }
+        let sp = &mut self.spaces[space as usize];
         sp.unacked_eliciting = 0;
         sp.ack_deadline = None;
         sp.probes = 0;

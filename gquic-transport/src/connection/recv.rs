@@ -654,6 +654,9 @@ impl Connection {
             if let (Some(r), Some(c)) = (p.info.crypto(), initial.crypto_if_held()) {
                 c.send.lost(r);
             }
+            if let (Some(t), Some(sampler)) = (p.info.rate, self.rate.as_mut()) {
+                sampler.forget(t);
+            }
         }
         // 0-RTT packets sent to the old connection ID are lost too (RFC 9001 §4.6.2 allows
         // sending them again).
@@ -1174,12 +1177,8 @@ impl Connection {
                     None => self.mtud.on_acked(pn, packet.size),
                 }
             }
-            if let (true, Some(rate), Some(sampler)) = (
-                packet.in_flight,
-                packet.info.rate.as_ref(),
-                self.rate.as_mut(),
-            ) {
-                sampler.on_acked(now, packet.time_sent, u64::from(packet.size), rate);
+            if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
+                sampler.on_tracked_acked(now, packet.time_sent, u64::from(packet.size), t);
             }
             if space == SpaceId::Data {
                 if let Some(k) = self.one_rtt.as_mut() {
@@ -1288,6 +1287,9 @@ impl Connection {
                 // RFC 9000 §14.4: a lost probe is not a congestion signal.
                 if let Some(size) = packet.info.mtu_probe() {
                     self.mtud.on_probe_lost(now, size);
+                    if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
+                        sampler.forget(t);
+                    }
                     continue;
                 }
                 if let Some(base) = self.mtud.on_lost(now, pn, packet.size) {
@@ -1297,13 +1299,10 @@ impl Connection {
             if packet.info.ecn {
                 self.ecn.on_marked_lost();
             }
-            if let (true, Some(rate), Some(sampler)) = (
-                packet.in_flight,
-                packet.info.rate.as_ref(),
-                self.rate.as_mut(),
-            ) {
-                let lost = sampler.on_lost(u64::from(packet.size), rate);
-                self.cc.on_packet_lost(now, &lost);
+            if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
+                if let Some(lost) = sampler.on_tracked_lost(u64::from(packet.size), t) {
+                    self.cc.on_packet_lost(now, &lost);
+                }
             }
             if packet.in_flight {
                 lost_bytes += u64::from(packet.size);

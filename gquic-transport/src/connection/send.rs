@@ -406,7 +406,7 @@ impl Connection {
             info.rate = self
                 .rate
                 .as_mut()
-                .map(|sampler| sampler.on_sent(now, before, size as u64));
+                .map(|sampler| sampler.track(now, before, size as u64));
         }
         if self.ecn.marking().is_some() {
             info.ecn = true;

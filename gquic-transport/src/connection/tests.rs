@@ -284,6 +284,35 @@ fn rate_samples_only_for_controllers_that_use_them() {
     assert!(sampler.delivered() > 100_000, "{sampler:?}");
 }
 
+/// The sampler keeps each in-flight packet's snapshot until the packet is acknowledged,
+/// lost or discarded with its space: after transfers through loss, once nothing is in flight,
+/// no snapshot is left on either side (none leaks, the handshake spaces' included).
+#[test]
+fn rate_snapshots_are_all_let_go_once_nothing_is_in_flight() {
+    let certs = certs();
+    let mut t = TransportConfig::default();
+    t.congestion_controller_factory(std::sync::Arc::new(
+        crate::recovery::congestion::BbrConfig::default(),
+    ));
+    let server = server_config(&certs, &[b"hq-interop"], t.clone());
+    let client = client_config(&certs, &[b"hq-interop"], t);
+    for seed in 0..5 {
+        let mut p = Pair::new(&client, &server, Duration::from_millis(10));
+        p.rng = 0x9e37_79b9_7f4a_7c15 ^ seed;
+        p.loss = 0.05;
+        p.drive_for(Duration::from_millis(200));
+        let got = transfer(&mut p, 300_000, Duration::from_secs(30)).expect("transfer");
+        assert_eq!(got.len(), 300_000);
+        p.drive_for(Duration::from_secs(2));
+        assert!(p.dropped > 0, "seed {seed}: the path lost nothing");
+        for c in [&p.client, &p.server] {
+            assert_eq!(c.bytes_in_flight(), 0, "seed {seed}");
+            let sampler = c.rate.as_ref().expect("BBR samples");
+            assert_eq!(sampler.tracked(), 0, "seed {seed}: {sampler:?}");
+        }
+    }
+}
+
 #[test]
 fn handshake_completes_with_alpn_and_certificate() {
     let mut p = default_pair(Duration::from_millis(10));

@@ -274,6 +274,9 @@ impl Connection {
     /// no trace at the server, so congestion control ignores them.
     pub(super) fn resend_0rtt(&mut self) {
         for (_, packet) in self.spaces[SpaceId::Data as usize].sent.discard() {
+            if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
+                sampler.forget(t);
+            }
             for c in &packet.info.chunks {
                 self.streams.on_chunk_lost(c);
             }

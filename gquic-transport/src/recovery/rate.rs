@@ -5,6 +5,8 @@
 //! connection runs one sampler and hands a [`RateSample`] per ACK frame to the congestion
 //! controller ([`Controller::on_rate_sample`](super::congestion::Controller::on_rate_sample)).
 
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 /// What the sampler snapshots in each sent packet (draft-ietf-ccwg-bbr §4.1.2.2, per-packet
@@ -67,9 +69,62 @@ pub struct LostPacket {
     pub is_app_limited: bool,
 }
 
+/// Names the snapshot a [`RateSampler`] keeps for a packet it [tracked](RateSampler::track).
+///
+/// Eight bytes where the snapshot itself ([`PacketRateState`]) takes 64: a transport keeps it
+/// in each sent packet's record, which then stays small enough to be moved without a call
+/// to `memcpy` (records are moved as they go into and out of the ring of sent packets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateTicket(NonZeroU64);
+
+/// The snapshots of the tracked packets, in the order they were sent.
+#[derive(Debug, Clone)]
+struct Snapshots {
+    /// `ring[i]` belongs to ticket `first + i`; `None` once acknowledged, lost or forgotten.
+    ring: VecDeque<Option<PacketRateState>>,
+    first: u64,
+    /// The next ticket's number.
+    next: u64,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self {
+            ring: VecDeque::new(),
+            first: 1,
+            next: 1,
+        }
+    }
+}
+
+impl Snapshots {
+    fn push(&mut self, state: PacketRateState) -> RateTicket {
+        if self.ring.is_empty() {
+            self.first = self.next;
+        }
+        let n = self.next;
+        self.next += 1;
+        self.ring.push_back(Some(state));
+        // Numbers start at 1 and only grow: never zero.
+        RateTicket(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
+    }
+
+    fn take(&mut self, t: RateTicket) -> Option<PacketRateState> {
+        let at = t.0.get().checked_sub(self.first)?;
+        let state = self.ring.get_mut(usize::try_from(at).ok()?)?.take();
+        while let Some(None) = self.ring.front() {
+            self.ring.pop_front();
+            self.first += 1;
+        }
+        state
+    }
+}
+
 /// The connection's delivery rate sampler (per-connection state C.* of the draft).
 #[derive(Debug, Clone, Default)]
 pub struct RateSampler {
+    /// The snapshots of tracked packets ([`RateSampler::track`]).
+    snapshots: Snapshots,
     delivered: u64,
     delivered_time: Option<Instant>,
     first_send_time: Option<Instant>,
@@ -100,6 +155,48 @@ impl RateSampler {
             tx_in_flight: in_flight_before + size,
             lost: self.lost,
         }
+    }
+
+    /// [`RateSampler::on_sent`], with the snapshot kept here until the packet is
+    /// acknowledged ([`RateSampler::on_tracked_acked`]), lost
+    /// ([`RateSampler::on_tracked_lost`]) or forgotten ([`RateSampler::forget`]): one of
+    /// the three must come for every ticket, or its snapshot stays.
+    pub fn track(&mut self, now: Instant, in_flight_before: u64, size: u64) -> RateTicket {
+        let state = self.on_sent(now, in_flight_before, size);
+        self.snapshots.push(state)
+    }
+
+    /// [`RateSampler::on_acked`] for a tracked packet. A ticket whose snapshot is gone (taken
+    /// already, or never kept by this sampler) counts nothing.
+    pub fn on_tracked_acked(&mut self, now: Instant, sent: Instant, size: u64, t: RateTicket) {
+        if let Some(p) = self.snapshots.take(t) {
+            self.on_acked(now, sent, size, &p);
+        }
+    }
+
+    /// [`RateSampler::on_lost`] for a tracked packet; `None` if its snapshot is gone.
+    pub fn on_tracked_lost(&mut self, size: u64, t: RateTicket) -> Option<LostPacket> {
+        let p = self.snapshots.take(t)?;
+        Some(self.on_lost(size, &p))
+    }
+
+    /// Drops a tracked packet's snapshot: the packet will be neither acknowledged nor
+    /// declared lost (its packet number space was discarded, say).
+    pub fn forget(&mut self, t: RateTicket) {
+        self.snapshots.take(t);
+    }
+
+    /// How many snapshot slots are kept: from the oldest tracked packet not yet acknowledged,
+    /// lost or forgotten to the newest (the slots freed after the oldest wait for it to go).
+    pub fn tracked(&self) -> usize {
+        self.snapshots.ring.len()
+    }
+
+    /// Takes over the snapshots of `old`, the sampler this one replaces (a new path, RFC
+    /// 9000 §9.4): the packets `old` tracked are still in flight, and their tickets name
+    /// their snapshots here.
+    pub fn take_tracked(&mut self, old: &mut RateSampler) {
+        self.snapshots = std::mem::take(&mut old.snapshots);
     }
 
     /// The sender has nothing to send although the window has room (MarkConnectionAppLimited).
@@ -192,6 +289,44 @@ mod tests {
         let sent = PacketRateState { lost: 5000, ..sent };
         let mut after = RateSampler::default();
         assert_eq!(after.on_lost(1000, &sent).lost_since_sent, 0);
+    }
+
+    /// Tracked snapshots come back by ticket in any order, each once; the slots of those
+    /// acknowledged, lost or forgotten go as soon as no older one is left; a sampler that
+    /// replaces another takes its snapshots, so the old tickets still name theirs.
+    #[test]
+    fn tracked_snapshots_come_back_by_ticket() {
+        let t0 = Instant::now();
+        let mut r = RateSampler::default();
+        let a = r.track(t0, 0, 1000);
+        let b = r.track(t0, 1000, 1000);
+        let c = r.track(t0, 2000, 1000);
+        assert_eq!(r.tracked(), 3);
+        // The newest first: the older ones keep the ring's front.
+        r.on_tracked_acked(t0 + Duration::from_millis(10), t0, 1000, c);
+        assert_eq!(r.tracked(), 3);
+        assert_eq!(r.delivered(), 1000);
+        // Again: already taken, nothing counted twice.
+        r.on_tracked_acked(t0 + Duration::from_millis(10), t0, 1000, c);
+        assert_eq!(r.delivered(), 1000);
+        let lost = r.on_tracked_lost(1000, a).expect("a's snapshot");
+        assert_eq!((lost.tx_in_flight, lost.lost_since_sent), (1000, 1000));
+        assert!(r.on_tracked_lost(1000, a).is_none());
+        assert_eq!(r.tracked(), 2, "a's slot went; b holds the front");
+        let mut next = RateSampler::default();
+        let d = r.track(t0, 0, 1000);
+        next.take_tracked(&mut r);
+        assert_eq!((r.tracked(), next.tracked()), (0, 3));
+        next.forget(b);
+        let lost = next
+            .on_tracked_lost(1000, d)
+            .expect("d's snapshot, taken over");
+        assert_eq!(lost.tx_in_flight, 1000);
+        assert_eq!(next.tracked(), 0);
+        // Numbering goes on after the taken-over tickets: a new one never names an old one.
+        let e = next.track(t0, 0, 1000);
+        assert!(![a, b, c, d].contains(&e));
+        assert_eq!(next.tracked(), 1);
     }
 
     #[test]
