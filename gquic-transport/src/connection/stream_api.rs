@@ -134,6 +134,22 @@ impl Connection {
         self.streams.read_with_clock(id, max, clock, rtt)
     }
 
+    /// [`Connection::read_with_clock`], also telling whether the chunk read is the stream's
+    /// last: the stream is then over, and is not read again (the read that would only have
+    /// found its end is saved).
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn read_with_end(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        clock: &mut dyn FnMut() -> Instant,
+    ) -> Result<Option<(Bytes, bool)>, ReadError> {
+        let rtt = self.rtt.smoothed();
+        self.streams.read_with_end(id, max, clock, rtt)
+    }
+
     /// Stops reading a stream (STOP_SENDING).
     ///
     /// # Errors

@@ -967,6 +967,38 @@ impl Streams {
         clock: &mut dyn FnMut() -> Instant,
         rtt: Duration,
     ) -> Result<Option<Bytes>, ReadError> {
+        self.read_inner(id, max, clock, rtt, false)
+            .map(|r| r.map(|(chunk, _)| chunk))
+    }
+
+    /// [`Streams::read_with_clock`], also telling whether the chunk read is the stream's
+    /// last. After the last one the stream is over, as the read after it would have found
+    /// (`Ok(None)`), and is not to be read again: that read is saved, with its look-up of
+    /// the stream (a small request's body, read to its end, is otherwise one read for the
+    /// data and one for the end).
+    ///
+    /// # Errors
+    /// As [`Streams::read`].
+    pub fn read_with_end(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        clock: &mut dyn FnMut() -> Instant,
+        rtt: Duration,
+    ) -> Result<Option<(Bytes, bool)>, ReadError> {
+        self.read_inner(id, max, clock, rtt, true)
+    }
+
+    /// [`Streams::read_with_end`]; `end_now` false leaves the end for the next read to
+    /// find (and the chunk's flag false).
+    fn read_inner(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        clock: &mut dyn FnMut() -> Instant,
+        rtt: Duration,
+        end_now: bool,
+    ) -> Result<Option<(Bytes, bool)>, ReadError> {
         let state = self.recv.get_mut(&id).ok_or(ReadError::ClosedStream)?;
         if state.stopped.is_some() {
             return Err(ReadError::ClosedStream);
@@ -978,6 +1010,10 @@ impl Streams {
         }
         if let Some(data) = state.recv.assembler.read(max) {
             let n = data.len() as u64;
+            let end = end_now && state.recv.is_finished();
+            if end {
+                state.done = true;
+            }
             if let Some(new_max) = state.window.on_consumed(n, &mut *clock, rtt) {
                 if state.recv.final_size().is_none() {
                     state.recv.set_max_data(new_max);
@@ -985,7 +1021,10 @@ impl Streams {
                 }
             }
             self.consume_connection(n, clock, rtt);
-            return Ok(Some(data));
+            if end {
+                self.maybe_close(id);
+            }
+            return Ok(Some((data, end)));
         }
         if state.recv.is_finished() {
             state.done = true;

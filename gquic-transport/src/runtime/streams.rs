@@ -849,13 +849,18 @@ impl RecvStream {
             // Every chunk there is, through one look-up of the connection.
             let (mut read, mut clock) = (false, Instant::now);
             let last = loop {
-                match c.read_with_clock(StreamId(self.id), usize::MAX, &mut clock) {
-                    Ok(Some(chunk)) if out.len() + chunk.len() > limit => break None,
-                    Ok(Some(chunk)) => {
+                match c.read_with_end(StreamId(self.id), usize::MAX, &mut clock) {
+                    Ok(Some((chunk, _))) if out.len() + chunk.len() > limit => break None,
+                    Ok(Some((chunk, end))) => {
                         out.extend_from_slice(&chunk);
                         read = true;
+                        if end {
+                            // The last chunk: the stream is over without a read to say so.
+                            break Some(Ok(None));
+                        }
                     }
-                    r => break Some(r),
+                    Ok(None) => break Some(Ok(None)),
+                    Err(e) => break Some(Err(e)),
                 }
             };
             if read {
@@ -916,12 +921,16 @@ impl RecvStream {
             if room == 0 {
                 break None;
             }
-            match c.read_with_clock(StreamId(self.id), room, &mut clock) {
-                Ok(Some(chunk)) => {
+            match c.read_with_end(StreamId(self.id), room, &mut clock) {
+                Ok(Some((chunk, end))) => {
                     room = put(chunk);
                     read = true;
+                    if end {
+                        break Some(Ok(None));
+                    }
                 }
-                r => break Some(r),
+                Ok(None) => break Some(Ok(None)),
+                Err(e) => break Some(Err(e)),
             }
         };
         match last {
@@ -977,18 +986,18 @@ fn read_locked(
         return Poll::Ready(Err(lost(s, cid).into()));
     };
     let mut clock = Instant::now;
-    let r = c.read_with_clock(StreamId(id), max, &mut clock);
     // A chunk that was the last: its end is taken now, under this lock, and the next call
     // reports it without one (a reader of one chunk per call, h3's among them, otherwise
     // locks once more only to learn of the end, and a stream dropped right after its last
-    // chunk would lock to stop what is already over). The 0-byte read takes nothing: it
-    // answers the end only once the final size is known and all of it read, and otherwise
-    // `Blocked` (a reset or a stop would have ended the first read already).
-    if matches!(r, Ok(Some(_)))
-        && matches!(c.read_with_clock(StreamId(id), 0, &mut clock), Ok(None))
-    {
-        *done = true;
-    }
+    // chunk would lock to stop what is already over).
+    let r = match c.read_with_end(StreamId(id), max, &mut clock) {
+        Ok(Some((chunk, end))) => {
+            *done |= end;
+            Ok(Some(chunk))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
     settle_read(s, cid, id, done, cx, r)
 }
 

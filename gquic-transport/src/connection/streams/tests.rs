@@ -560,3 +560,59 @@ fn one_opened_event_per_batch_and_no_readable_before_accept() {
     let second = s.accept(Dir::Bi).unwrap();
     assert_eq!(read_all(&mut s, second, now), (b"qr".to_vec(), false));
 }
+
+/// `read_with_end` flags the chunk that completes a stream (all data up to a known final
+/// size), and the stream is then over at once: what a `read` after the data would have found.
+/// A chunk read before the FIN is known, or while data is still missing or unread, is not
+/// flagged; the end found later comes as `Ok(None)`, as from `read`.
+#[test]
+fn read_with_end_flags_the_last_chunk() {
+    let now = Instant::now();
+    let (mut c, mut s) = pair(10, 1000);
+    let mut clock = || now;
+    // Data and FIN together: one read, flagged, and the stream is closed (a peer stream: its
+    // room goes back at once, as after the read of the end).
+    let a = c.open(Dir::Bi).unwrap();
+    c.write(a, Bytes::from_static(b"hello")).unwrap();
+    c.finish(a).unwrap();
+    pump(&mut c, &mut s, now);
+    s.finish(a).unwrap();
+    pump(&mut s, &mut c, now);
+    let r = s.read_with_end(a, usize::MAX, &mut clock, RTT).unwrap();
+    assert_eq!(r, Some((Bytes::from_static(b"hello"), true)));
+    assert_eq!(
+        s.read_with_end(a, usize::MAX, &mut clock, RTT),
+        Err(ReadError::ClosedStream),
+        "both halves done: the stream is gone"
+    );
+    // Read in pieces: only the piece that completes it is flagged.
+    let b = c.open(Dir::Bi).unwrap();
+    c.write(b, Bytes::from_static(b"abcdef")).unwrap();
+    c.finish(b).unwrap();
+    pump(&mut c, &mut s, now);
+    let r = s.read_with_end(b, 4, &mut clock, RTT).unwrap();
+    assert_eq!(r, Some((Bytes::from_static(b"abcd"), false)));
+    let r = s.read_with_end(b, 4, &mut clock, RTT).unwrap();
+    assert_eq!(r, Some((Bytes::from_static(b"ef"), true)));
+    // Data first, its FIN later: the end comes as `Ok(None)`.
+    let d = c.open(Dir::Bi).unwrap();
+    c.write(d, Bytes::from_static(b"xy")).unwrap();
+    pump(&mut c, &mut s, now);
+    let r = s.read_with_end(d, usize::MAX, &mut clock, RTT).unwrap();
+    assert_eq!(r, Some((Bytes::from_static(b"xy"), false)));
+    assert_eq!(
+        s.read_with_end(d, usize::MAX, &mut clock, RTT),
+        Err(ReadError::Blocked)
+    );
+    c.finish(d).unwrap();
+    pump(&mut c, &mut s, now);
+    assert_eq!(s.read_with_end(d, usize::MAX, &mut clock, RTT), Ok(None));
+    // `read_with_clock` leaves the end to the next read, as before.
+    let e = c.open(Dir::Bi).unwrap();
+    c.write(e, Bytes::from_static(b"z")).unwrap();
+    c.finish(e).unwrap();
+    pump(&mut c, &mut s, now);
+    let r = s.read_with_clock(e, usize::MAX, &mut clock, RTT).unwrap();
+    assert_eq!(r, Some(Bytes::from_static(b"z")));
+    assert_eq!(s.read_with_clock(e, usize::MAX, &mut clock, RTT), Ok(None));
+}
