@@ -269,13 +269,7 @@ fn rate_samples_only_for_controllers_that_use_them() {
         .sent
         .oldest_unacked()
         .all(|(_, s)| s.info.rate.is_none()));
-    let certs = certs();
-    let mut t = TransportConfig::default();
-    t.congestion_controller_factory(std::sync::Arc::new(
-        crate::recovery::congestion::BbrConfig::default(),
-    ));
-    let server = server_config(&certs, &[b"hq-interop"], t.clone());
-    let client = client_config(&certs, &[b"hq-interop"], t);
+    let (client, server) = bbr_configs();
     let mut p = Pair::new(&client, &server, Duration::from_millis(10));
     p.drive_for(Duration::from_millis(100));
     let got = transfer(&mut p, 200_000, Duration::from_secs(10)).expect("transfer");
@@ -284,21 +278,26 @@ fn rate_samples_only_for_controllers_that_use_them() {
     assert!(sampler.delivered() > 100_000, "{sampler:?}");
 }
 
-/// The sampler keeps each in-flight packet's snapshot until the packet is acknowledged,
-/// lost or discarded with its space: after transfers through loss, once nothing is in flight,
-/// no snapshot is left on either side (none leaks, the handshake spaces' included).
-#[test]
-fn rate_snapshots_are_all_let_go_once_nothing_is_in_flight() {
+/// Client and server configurations with BBR, which samples delivery rates.
+fn bbr_configs() -> (ClientConfig, ServerConfig) {
     let certs = certs();
     let mut t = TransportConfig::default();
     t.congestion_controller_factory(std::sync::Arc::new(
         crate::recovery::congestion::BbrConfig::default(),
     ));
     let server = server_config(&certs, &[b"hq-interop"], t.clone());
-    let client = client_config(&certs, &[b"hq-interop"], t);
+    (client_config(&certs, &[b"hq-interop"], t), server)
+}
+
+/// The sampler keeps each in-flight packet's snapshot until the packet is acknowledged,
+/// lost or discarded with its space: after transfers through loss, once nothing is in flight,
+/// no snapshot is left on either side (none leaks, the handshake spaces' included).
+#[test]
+fn rate_snapshots_are_all_let_go_once_nothing_is_in_flight() {
+    let (client, server) = bbr_configs();
     for seed in 0..5 {
         let mut p = Pair::new(&client, &server, Duration::from_millis(10));
-        p.rng = 0x9e37_79b9_7f4a_7c15 ^ seed;
+        p.seed(seed);
         p.loss = 0.05;
         p.drive_for(Duration::from_millis(200));
         let got = transfer(&mut p, 300_000, Duration::from_secs(30)).expect("transfer");
