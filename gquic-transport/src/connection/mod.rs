@@ -1420,3 +1420,7 @@ impl Connection {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests take one real Instant as their time origin.
+mod hostile_tests;
