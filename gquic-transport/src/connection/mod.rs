@@ -1397,10 +1397,8 @@ impl Connection {
         sp.discarded = true;
         sp.keys = None;
         let gone = sp.sent.discard();
-        if let Some(sampler) = self.rate.as_mut() {
-            for t in gone.iter().filter_map(|(_, p)| p.info.rate) {
-                sampler.forget(t);
-            }
+        for (_, p) in &gone {
+            p.info.forget_rate(&mut self.rate);
         }
         let sp = &mut self.spaces[space as usize];
         sp.unacked_eliciting = 0;

@@ -654,9 +654,7 @@ impl Connection {
             if let (Some(r), Some(c)) = (p.info.crypto(), initial.crypto_if_held()) {
                 c.send.lost(r);
             }
-            if let (Some(t), Some(sampler)) = (p.info.rate, self.rate.as_mut()) {
-                sampler.forget(t);
-            }
+            p.info.forget_rate(&mut self.rate);
         }
         // 0-RTT packets sent to the old connection ID are lost too (RFC 9001 §4.6.2 allows
         // sending them again).
@@ -1287,9 +1285,7 @@ impl Connection {
                 // RFC 9000 §14.4: a lost probe is not a congestion signal.
                 if let Some(size) = packet.info.mtu_probe() {
                     self.mtud.on_probe_lost(now, size);
-                    if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
-                        sampler.forget(t);
-                    }
+                    packet.info.forget_rate(&mut self.rate);
                     continue;
                 }
                 if let Some(base) = self.mtud.on_lost(now, pn, packet.size) {

@@ -151,6 +151,18 @@ pub(super) struct SentExtra {
 }
 
 impl SentInfo {
+    /// Lets the sampler drop this packet's delivery-rate snapshot, if it has one: the packet
+    /// will be neither acknowledged nor counted lost (its space was discarded, or it was a
+    /// path MTU probe, whose loss is no congestion signal).
+    pub(super) fn forget_rate(
+        &self,
+        sampler: &mut Option<Box<crate::recovery::rate::RateSampler>>,
+    ) {
+        if let (Some(t), Some(sampler)) = (self.rate, sampler.as_mut()) {
+            sampler.forget(t);
+        }
+    }
+
     /// Records a control frame the packet carries.
     pub(super) fn push_control(&mut self, c: StreamControl) {
         if self.control.is_none() {

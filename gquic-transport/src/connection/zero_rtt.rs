@@ -274,9 +274,7 @@ impl Connection {
     /// no trace at the server, so congestion control ignores them.
     pub(super) fn resend_0rtt(&mut self) {
         for (_, packet) in self.spaces[SpaceId::Data as usize].sent.discard() {
-            if let (Some(t), Some(sampler)) = (packet.info.rate, self.rate.as_mut()) {
-                sampler.forget(t);
-            }
+            packet.info.forget_rate(&mut self.rate);
             for c in &packet.info.chunks {
                 self.streams.on_chunk_lost(c);
             }
