@@ -409,4 +409,102 @@ mod tests {
         assert_eq!(lb.tx_in_flight, 2000);
         assert_eq!(r.generate(ms(10), 0).newly_lost, 2000);
     }
+
+    mod ticket_props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Send(u64),
+            Ack(prop::sample::Index),
+            Lose(prop::sample::Index),
+            Forget(prop::sample::Index),
+            /// A new path: a fresh sampler takes over the snapshots.
+            NewPath,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (1u64..1500).prop_map(Op::Send),
+                3 => any::<prop::sample::Index>().prop_map(Op::Ack),
+                1 => any::<prop::sample::Index>().prop_map(Op::Lose),
+                1 => any::<prop::sample::Index>().prop_map(Op::Forget),
+                1 => Just(Op::NewPath),
+            ]
+        }
+
+        proptest! {
+            /// Tickets handed out, then returned in any order (acknowledged, lost, forgotten,
+            /// some twice, some across a new path), against a model of the packets still
+            /// out: a ticket counts once and only while it is out (acknowledged bytes add
+            /// to `delivered`, a loss comes back `Some`), its snapshot is the one taken when
+            /// it was sent, and the kept slots span exactly the oldest ticket still out to
+            /// the newest handed out, none once every ticket is back.
+            #[test]
+            fn tickets_count_once_and_leave_nothing_behind(
+                ops in proptest::collection::vec(op(), 1..200),
+            ) {
+                let t0 = Instant::now();
+                let mut r = RateSampler::default();
+                // (ticket, its number, size, `delivered` when sent, still out)
+                let mut sent: Vec<(RateTicket, u64, u64, u64, bool)> = Vec::new();
+                let mut delivered = 0u64;
+                let mut number = 0u64;
+                for (k, op) in ops.into_iter().enumerate() {
+                    let now = t0 + Duration::from_millis(k as u64);
+                    match op {
+                        Op::Send(size) => {
+                            let before = r.delivered();
+                            number += 1;
+                            sent.push((r.track(now, 0, size), number, size, before, true));
+                        }
+                        Op::Ack(i) if !sent.is_empty() => {
+                            let at = i.index(sent.len());
+                            let e = &mut sent[at];
+                            r.on_tracked_acked(now, t0, e.2, e.0);
+                            if std::mem::replace(&mut e.4, false) {
+                                delivered += e.2;
+                                // The snapshot taken when this packet was sent.
+                                prop_assert_eq!(r.rs.prior_delivered, e.3);
+                            }
+                        }
+                        Op::Lose(i) if !sent.is_empty() => {
+                            let at = i.index(sent.len());
+                            let e = &mut sent[at];
+                            let lost = r.on_tracked_lost(e.2, e.0);
+                            prop_assert_eq!(lost.is_some(), std::mem::replace(&mut e.4, false));
+                            if let Some(l) = lost {
+                                prop_assert_eq!(l.size, e.2);
+                            }
+                        }
+                        Op::Forget(i) if !sent.is_empty() => {
+                            let at = i.index(sent.len());
+                            let e = &mut sent[at];
+                            r.forget(e.0);
+                            e.4 = false;
+                        }
+                        Op::NewPath => {
+                            let mut fresh = RateSampler::default();
+                            fresh.take_tracked(&mut r);
+                            prop_assert_eq!(r.tracked(), 0);
+                            r = fresh;
+                            delivered = 0;
+                        }
+                        _ => {}
+                    }
+                    prop_assert_eq!(r.delivered(), delivered);
+                    let oldest = sent.iter().filter(|e| e.4).map(|e| e.1).min();
+                    let expect = oldest.map_or(0, |o| (number - o + 1) as usize);
+                    prop_assert_eq!(r.tracked(), expect);
+                }
+                // Every ticket still out comes back; nothing is left.
+                for e in sent.iter_mut().filter(|e| e.4) {
+                    r.forget(e.0);
+                    e.4 = false;
+                }
+                prop_assert_eq!(r.tracked(), 0);
+            }
+        }
+    }
 }

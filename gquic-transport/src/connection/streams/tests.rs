@@ -616,3 +616,130 @@ fn read_with_end_flags_the_last_chunk() {
     assert_eq!(r, Some(Bytes::from_static(b"z")));
     assert_eq!(s.read_with_clock(e, usize::MAX, &mut clock, RTT), Ok(None));
 }
+
+mod read_end_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What one read of a peer stream gave.
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Chunk(Vec<u8>, bool),
+        End,
+        Blocked,
+        Closed,
+    }
+
+    fn read_once(s: &mut Streams, id: StreamId, max: usize, now: Instant) -> Got {
+        match s.read_with_end(id, max, &mut || now, RTT) {
+            Ok(Some((b, last))) => Got::Chunk(b.to_vec(), last),
+            Ok(None) => Got::End,
+            Err(ReadError::Blocked) => Got::Blocked,
+            Err(ReadError::ClosedStream) => Got::Closed,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    proptest! {
+        /// A peer's unidirectional stream, cut into frames that arrive in any order (some
+        /// twice), its FIN on the last frame or in an empty frame of its own, read in pieces
+        /// of any size between arrivals: the chunks make up the data exactly; the stream's
+        /// end is reported once, either as the flag of the chunk that completes it (only
+        /// when nothing is missing or unread and the final size is known) or as `Ok(None)`;
+        /// and after that the stream is gone (`ClosedStream`), never `Blocked` with
+        /// everything read.
+        #[test]
+        fn the_end_is_reported_once_after_all_data(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            keys in proptest::collection::vec(any::<u32>(), 16),
+            fin_alone in any::<bool>(),
+            reads in proptest::collection::vec((0usize..3, 1usize..1500), 16),
+            again in proptest::collection::vec(any::<bool>(), 16),
+        ) {
+            let now = Instant::now();
+            let (_, mut s) = pair(10, 4096);
+            let id = StreamId::new(Side::Client, Dir::Uni, 0);
+            let len = data.len();
+            // Frames: the data cut at the chosen points, then maybe an empty FIN frame.
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(len + 1)).collect();
+            points.extend([0, len]);
+            points.sort_unstable();
+            points.dedup();
+            let mut frames: Vec<(usize, usize, bool)> = points
+                .windows(2)
+                .map(|w| (w[0], w[1], !fin_alone && w[1] == len))
+                .collect();
+            if fin_alone || frames.is_empty() {
+                frames.push((len, len, true));
+            }
+            // Any order: sorted by a random key each.
+            let mut order: Vec<usize> = (0..frames.len()).collect();
+            order.sort_by_key(|&i| keys[i % keys.len()].wrapping_add(i as u32));
+            let mut got = Vec::new();
+            let mut ends = 0;
+            let mut closed = false;
+            let mut known_final = false;
+            let mut delivered = vec![false; frames.len()];
+            let step = |s: &mut Streams, max: usize, delivered: &[bool], known_final: bool,
+                            got: &mut Vec<u8>, ends: &mut usize, closed: &mut bool| {
+                match read_once(s, id, max, now) {
+                    Got::Chunk(b, last) => {
+                        prop_assert!(!*closed && *ends == 0, "data after the end");
+                        prop_assert!(!b.is_empty());
+                        prop_assert!(b.len() <= max);
+                        got.extend_from_slice(&b);
+                        prop_assert_eq!(&got[..], &data[..got.len()]);
+                        if last {
+                            prop_assert!(known_final && got.len() == len, "flagged too early");
+                            *ends += 1;
+                        }
+                    }
+                    Got::End => {
+                        prop_assert!(!*closed && *ends == 0, "a second end");
+                        prop_assert_eq!(got.len(), len);
+                        prop_assert!(known_final);
+                        *ends += 1;
+                    }
+                    Got::Blocked => {
+                        prop_assert!(!*closed && *ends == 0, "blocked after the end");
+                        // Something is missing: a frame not yet here covers unread data,
+                        // or the final size is not known yet.
+                        let all_here = delivered.iter().all(|&d| d);
+                        prop_assert!(!all_here, "blocked with every frame delivered");
+                    }
+                    Got::Closed => {
+                        prop_assert!(*ends == 1, "closed before the end was reported");
+                        *closed = true;
+                    }
+                }
+                Ok(())
+            };
+            for (k, &i) in order.iter().enumerate() {
+                let (a, b, fin) = frames[i];
+                let copies = if again[k % again.len()] { 2 } else { 1 };
+                for _ in 0..copies {
+                    s.on_stream_frame(id, a as u64, Bytes::copy_from_slice(&data[a..b]), fin, now, RTT)
+                        .unwrap();
+                }
+                delivered[i] = true;
+                known_final |= fin;
+                let (n, max) = reads[k % reads.len()];
+                for _ in 0..n {
+                    step(&mut s, max, &delivered, known_final, &mut got, &mut ends, &mut closed)?;
+                }
+            }
+            // Everything is here: reads finish the stream within as many reads as there are
+            // bytes (plus the end and the look after it).
+            for _ in 0..len + 2 {
+                if closed {
+                    break;
+                }
+                step(&mut s, 1000, &delivered, known_final, &mut got, &mut ends, &mut closed)?;
+            }
+            prop_assert_eq!(got, data.clone());
+            prop_assert_eq!(ends, 1);
+            prop_assert!(closed, "the stream outlived its end");
+        }
+    }
+}
