@@ -650,10 +650,15 @@ impl Streams {
                 .is_some_and(|first| first.index() <= id.index())
     }
 
-    /// Tells the application that `id` can be read, unless it is yet to be accepted.
+    /// Tells the application that `id` can be read, unless it is yet to be accepted, or the
+    /// last event still waiting to be taken says so already (a bulk receiver's packets each
+    /// brought one, and the runtime took them several at a time).
     fn report_readable(&mut self, id: StreamId) {
         if !self.awaiting_accept(id) {
-            self.queues().events.push_back(StreamEvent::Readable(id));
+            let events = &mut self.queues().events;
+            if events.back() != Some(&StreamEvent::Readable(id)) {
+                events.push_back(StreamEvent::Readable(id));
+            }
         }
     }
 

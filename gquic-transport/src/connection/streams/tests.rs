@@ -561,6 +561,63 @@ fn one_opened_event_per_batch_and_no_readable_before_accept() {
     assert_eq!(read_all(&mut s, second, now), (b"qr".to_vec(), false));
 }
 
+/// Frames for one stream in a row report it readable once until the event is taken (a bulk
+/// receiver's packets each brought one); another stream's frame in between, or the event
+/// taken, brings the next.
+#[test]
+fn frames_in_a_row_report_a_stream_readable_once() {
+    let now = Instant::now();
+    let (_, mut s) = pair(10, 10_000);
+    events(&mut s); // the peer's limits
+    let a = StreamId::new(Side::Client, Dir::Uni, 0);
+    let b = StreamId::new(Side::Client, Dir::Uni, 1);
+    let frame = |s: &mut Streams, id, offset: u64| {
+        s.on_stream_frame(
+            id,
+            offset,
+            Bytes::from_static(b"0123456789"),
+            false,
+            now,
+            RTT,
+        )
+        .unwrap();
+    };
+    frame(&mut s, a, 0);
+    assert_eq!(events(&mut s), [StreamEvent::Opened(Dir::Uni)]);
+    assert_eq!(s.accept(Dir::Uni), Some(a));
+    assert_eq!(s.accept(Dir::Uni), None, "b is not open yet");
+    for k in 1..5 {
+        frame(&mut s, a, 10 * k);
+    }
+    assert_eq!(
+        events(&mut s),
+        [StreamEvent::Readable(a)],
+        "four frames, one event"
+    );
+    frame(&mut s, a, 50);
+    assert_eq!(
+        events(&mut s),
+        [StreamEvent::Readable(a)],
+        "taken: the next frame reports"
+    );
+    frame(&mut s, b, 0);
+    assert_eq!(s.accept(Dir::Uni), Some(b));
+    events(&mut s);
+    frame(&mut s, a, 60);
+    frame(&mut s, b, 10);
+    frame(&mut s, a, 70);
+    frame(&mut s, a, 80);
+    assert_eq!(
+        events(&mut s),
+        [
+            StreamEvent::Readable(a),
+            StreamEvent::Readable(b),
+            StreamEvent::Readable(a)
+        ]
+    );
+    assert_eq!(read_all(&mut s, a, now).0.len(), 90);
+}
+
 /// `read_with_end` flags the chunk that completes a stream (all data up to a known final
 /// size), and the stream is then over at once: what a `read` after the data would have found.
 /// A chunk read before the FIN is known, or while data is still missing or unread, is not
