@@ -7,7 +7,8 @@
 use bytes::BytesMut;
 
 use super::tests::{
-    certs, client_config, established, forge, frame_bytes, server_config, Pair, CLIENT_ADDR,
+    certs, client_config, established, forge, frame_bytes, lost_with, server_config, Pair,
+    CLIENT_ADDR,
 };
 use super::*;
 use crate::{Dir, StreamId};
@@ -19,13 +20,7 @@ fn server_closes_with(p: &mut Pair, datagram: Vec<u8>) -> TransportErrorCode {
     p.server
         .handle_datagram(now, CLIENT_ADDR, BytesMut::from(&datagram[..]));
     p.drive_for(Duration::from_millis(50));
-    let code = p
-        .server_events
-        .iter()
-        .find_map(|e| match e {
-            Event::ConnectionLost(ConnectionError::TransportError(t)) => Some(t.code),
-            _ => None,
-        })
+    let code = lost_with(&p.server_events)
         .unwrap_or_else(|| panic!("server did not close: {:?}", p.server_events));
     assert!(
         p.client_events.iter().any(|e| matches!(e, Event::ConnectionLost(ConnectionError::ConnectionClosed { code: c, .. }) if *c == code)),

@@ -623,6 +623,14 @@ fn from_now(c: &Connection) -> Instant {
     c.last_ack_eliciting_sent.unwrap_or_else(Instant::now)
 }
 
+/// The transport error code a side's events say its connection was lost with, if any.
+pub(crate) fn lost_with(events: &[Event]) -> Option<TransportErrorCode> {
+    events.iter().find_map(|e| match e {
+        Event::ConnectionLost(ConnectionError::TransportError(t)) => Some(t.code),
+        _ => None,
+    })
+}
+
 pub(crate) fn established() -> Pair {
     let mut p = default_pair(Duration::from_millis(5));
     p.drive_for(Duration::from_millis(100));
@@ -990,19 +998,12 @@ fn certificate_for_the_wrong_name_fails_on_both_sides() {
     // Replace the client with one that expects another name than the certificate's.
     p.client = Connection::connect(&client, now, SERVER_ADDR, "example.com", scid, dcid).unwrap();
     p.drive_for(Duration::from_millis(300));
-    let client_code = p
-        .client_events
-        .iter()
-        .find_map(|e| match e {
-            Event::ConnectionLost(ConnectionError::TransportError(t)) => Some(t.code),
-            _ => None,
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "client accepted a certificate for the wrong name: {:?}",
-                p.client_events
-            )
-        });
+    let client_code = lost_with(&p.client_events).unwrap_or_else(|| {
+        panic!(
+            "client accepted a certificate for the wrong name: {:?}",
+            p.client_events
+        )
+    });
     assert!(
         client_code.tls_alert().is_some(),
         "a TLS alert code, got {client_code}"
