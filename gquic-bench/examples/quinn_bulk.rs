@@ -1,7 +1,7 @@
 //! Run by `gquic-bench bulk` (not by hand): the quinn side of the bulk scenario, with the
 //! same certificate, crypto provider and windows as the gquic side.
 //!
-//! Usage: `quinn_bulk DIR BYTES ct|mt up|down`; prints the `RESULT` line of `measure::Outcome`.
+//! Usage: `quinn_bulk DIR BYTES ct|ctt|mt up|down`; prints the `RESULT` line of `measure::Outcome`.
 
 #![allow(clippy::disallowed_methods)] // A measuring tool reads the clock.
 
@@ -54,7 +54,7 @@ fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("DIR")?);
     let bytes: u64 = args.next().ok_or("BYTES")?.parse()?;
-    let flavour = measure::Flavour::parse(&args.next().ok_or("FLAVOUR")?).ok_or("ct or mt")?;
+    let flavour = measure::Flavour::parse(&args.next().ok_or("FLAVOUR")?).ok_or("ct, ctt or mt")?;
     let upload = match args.next().ok_or("DIRECTION")?.as_str() {
         "up" => true,
         "down" => false,
@@ -125,6 +125,7 @@ fn main() -> Result<(), BoxError> {
                 units: bytes,
                 wall,
                 lost,
+                round_trips: Vec::new(),
             })
         },
     )?;

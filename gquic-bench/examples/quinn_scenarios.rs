@@ -2,10 +2,10 @@
 //! `latency` scenarios, with the same certificate, crypto provider, limits and runtimes as the
 //! gquic side (`src/scenarios.rs`).
 //!
-//! Usage: `quinn_scenarios streams DIR N ct|mt`, `quinn_scenarios handshakes DIR N
-//! full|resume ct|mt`, `quinn_scenarios latency DIR N ct|mt`; prints the `RESULT` line of
-//! `measure::Outcome`; `quinn_scenarios idle-server DIR N STREAMS` holds connections for the
-//! `idle` scenario.
+//! Usage: `quinn_scenarios streams DIR N FLAVOUR`, `quinn_scenarios handshakes DIR N
+//! full|resume FLAVOUR`, `quinn_scenarios latency DIR N FLAVOUR` (FLAVOUR `ct`, `ctt` or `mt`:
+//! `measure::Flavour`); prints the `RESULT` line of `measure::Outcome`; `quinn_scenarios
+//! idle-server DIR N STREAMS` holds connections for the `idle` scenario.
 
 #![allow(clippy::disallowed_methods)] // A measuring tool reads the clock.
 
@@ -102,6 +102,7 @@ fn streams(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
                 units: count,
                 wall,
                 lost,
+                round_trips: Vec::new(),
             })
         },
     )
@@ -190,6 +191,7 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
                 units: count,
                 wall,
                 lost: 0,
+                round_trips: Vec::new(),
             })
         },
     )
@@ -197,9 +199,7 @@ fn handshakes(dir: &Path, count: u64, resume: bool, flavour: Flavour) -> Result<
 
 fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
     let (sc, cc) = configs(dir, false)?;
-    let mut samples = Vec::new();
-    let samples_out = &mut samples;
-    let mut outcome = measure::run_pair(
+    let outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
             let server = quinn_endpoint::server(sc)?;
@@ -223,6 +223,7 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut byte = [7u8; 1];
+            let mut round_trips = Vec::with_capacity(count as usize);
             let t0 = Instant::now();
             for i in 0..count + measure::LATENCY_WARM_UP {
                 let t = Instant::now();
@@ -232,7 +233,7 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
                     _ => return Err("the echo ended".into()),
                 }
                 if i >= measure::LATENCY_WARM_UP {
-                    samples_out.push(t.elapsed());
+                    round_trips.push(t.elapsed());
                 }
             }
             let wall = t0.elapsed();
@@ -243,10 +244,10 @@ fn latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError
                 units: count,
                 wall,
                 lost: 0,
+                round_trips,
             })
         },
     )?;
-    outcome.percentiles = measure::percentiles(&mut samples);
     Ok(outcome)
 }
 
@@ -290,14 +291,14 @@ fn main() -> Result<(), BoxError> {
     let dir = PathBuf::from(arg(1)?);
     let n: u64 = arg(2)?.parse()?;
     let outcome = match arg(0)?.as_str() {
-        "streams" => streams(&dir, n, Flavour::parse(arg(3)?).ok_or("ct or mt")?)?,
+        "streams" => streams(&dir, n, Flavour::parse(arg(3)?).ok_or("ct, ctt or mt")?)?,
         "handshakes" => handshakes(
             &dir,
             n,
             arg(3)? == "resume",
-            Flavour::parse(arg(4)?).ok_or("ct or mt")?,
+            Flavour::parse(arg(4)?).ok_or("ct, ctt or mt")?,
         )?,
-        "latency" => latency(&dir, n, Flavour::parse(arg(3)?).ok_or("ct or mt")?)?,
+        "latency" => latency(&dir, n, Flavour::parse(arg(3)?).ok_or("ct, ctt or mt")?)?,
         "idle-server" => return idle_server(&dir, n, arg(3)?.parse()?),
         other => return Err(format!("unknown scenario {other}").into()),
     };

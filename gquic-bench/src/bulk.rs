@@ -134,6 +134,7 @@ pub(crate) fn child_gquic(
                 units: bytes,
                 wall,
                 lost,
+                round_trips: Vec::new(),
             })
         },
     )

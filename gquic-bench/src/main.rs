@@ -237,38 +237,49 @@ fn small_scenarios(which: &str, args: &[String], runs: usize) -> Result<(), Stri
             let n: u64 = flag(args, "--count").unwrap_or(10_000);
             println!(
                 "\nlatency: {n} one-byte round trips on one stream (after {} unmeasured), ct; \
-                 1 warm-up + {runs} runs per stack",
+                 1 warm-up + {runs} runs per stack; `latency`: each side's work is its runtime's \
+                 `block_on` future, `latency-tasks`: a task spawned on it (ctt)",
                 measure::LATENCY_WARM_UP
             );
-            let a = ["latency".into(), d.clone(), n.to_string(), ct.clone()];
-            // Raw UDP runs interleaved with the QUIC ones: the machine's wake-up latency
-            // drifts by tens of microseconds between minutes.
-            let mut udp = Vec::new();
-            let outcomes =
-                scenarios::compare_with("latency", &a, runs, scenarios::Metric::Latency, || {
-                    udp.push(
-                        measure::udp_pingpong(n, measure::Flavour::CurrentThread)
-                            .map_err(|e| e.to_string())?,
-                    );
-                    Ok(())
-                })?;
-            let p = |o: &measure::Outcome| o.percentiles.unwrap_or_default();
-            let udp50 = measure::Spread::of(udp.iter().map(|o| p(o).0)).ok_or("no runs")?;
-            let udp99 = measure::Spread::of(udp.iter().map(|o| p(o).1)).ok_or("no runs")?;
-            println!(
-                "{:<18} {:<6} p50 {:>24} µs   p99 {:>24} µs",
-                "latency",
-                "udp",
-                udp50.show(1),
-                udp99.show(1)
-            );
-            let g99 =
-                measure::Spread::of(outcomes[..runs].iter().map(|o| p(o).1)).ok_or("no runs")?;
-            println!(
-                "{:<18} gquic p99 - raw UDP p99 = {:.1} µs (medians)",
-                "latency",
-                g99.median - udp99.median
-            );
+            let ctt = measure::Flavour::CurrentThreadTasks.name().to_owned();
+            for (name, f) in [("latency", &ct), ("latency-tasks", &ctt)] {
+                let a = ["latency".into(), d.clone(), n.to_string(), f.clone()];
+                // Raw UDP runs interleaved with the QUIC ones: the machine's wake-up latency
+                // drifts by tens of microseconds between minutes.
+                let mut udp = Vec::new();
+                let outcomes =
+                    scenarios::compare_with(name, &a, runs, scenarios::Metric::Latency, || {
+                        udp.push(
+                            measure::udp_pingpong(n, measure::Flavour::CurrentThread)
+                                .map_err(|e| e.to_string())?,
+                        );
+                        Ok(())
+                    })?;
+                let p = |o: &measure::Outcome| o.percentiles.unwrap_or_default();
+                let udp50 = measure::Spread::of(udp.iter().map(|o| p(o).0)).ok_or("no runs")?;
+                let udp99 = measure::Spread::of(udp.iter().map(|o| p(o).1)).ok_or("no runs")?;
+                println!(
+                    "{:<18} {:<6} p50 {:>24} µs   p99 {:>24} µs",
+                    name,
+                    "udp",
+                    udp50.show(1),
+                    udp99.show(1)
+                );
+                let p99 = |stack: usize| {
+                    measure::Spread::of(
+                        outcomes[stack * runs..(stack + 1) * runs]
+                            .iter()
+                            .map(|o| p(o).1),
+                    )
+                    .ok_or("no runs")
+                };
+                println!(
+                    "{:<18} gquic p99 - raw UDP p99 = {:.1} µs, quinn's {:.1} µs (medians)",
+                    name,
+                    p99(0)?.median - udp99.median,
+                    p99(1)?.median - udp99.median
+                );
+            }
         }
         Ok(())
     })();
@@ -399,7 +410,7 @@ fn main() -> ExitCode {
                  \n  bulk [--mib N]          1 GiB on one stream, up and down, ct and mt\
                  \n  streams [--count N]     100k small bidi streams, 100 at a time\
                  \n  handshakes [--count N]  5k handshakes, 64 at a time, full and resumed\
-                 \n  latency [--count N]     1-byte ping-pong p50/p99, and raw UDP's\
+                 \n  latency [--count N]     1-byte ping-pong p50/p99 (app as block_on future and as task), raw UDP's\
                  \n  h3 [--requests N]       HTTP/3 GETs, 1 and 10 connections\
                  \n  idle [--connections N] [--gquic-only]  heap and RSS per idle server connection\
                  \n  all                     every scenario (gquic and quinn side by side)"

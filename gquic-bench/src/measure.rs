@@ -245,6 +245,13 @@ pub(crate) enum Flavour {
     /// Server and client on one multi-thread runtime with two workers: CPU time is the
     /// process's.
     MultiThread,
+    /// As [`Flavour::CurrentThread`], but each side's work runs as a task spawned on its
+    /// runtime (the shape of a server's per-connection work), not as the runtime's `block_on`
+    /// future. A current-thread runtime whose `block_on` future another task wakes (a QUIC
+    /// stack's driver task handing it data) polls its I/O driver once more, without
+    /// blocking, before it polls that future: one more `epoll_wait` per wake-up, which a
+    /// spawned task, queued and run in the same tick, does not cost.
+    CurrentThreadTasks,
 }
 
 impl Flavour {
@@ -253,6 +260,7 @@ impl Flavour {
         match self {
             Flavour::CurrentThread => "ct",
             Flavour::MultiThread => "mt",
+            Flavour::CurrentThreadTasks => "ctt",
         }
     }
 
@@ -261,6 +269,7 @@ impl Flavour {
         match s {
             "ct" => Some(Flavour::CurrentThread),
             "mt" => Some(Flavour::MultiThread),
+            "ctt" => Some(Flavour::CurrentThreadTasks),
             _ => None,
         }
     }
@@ -274,6 +283,8 @@ pub(crate) struct ClientRun {
     pub(crate) wall: Duration,
     /// Packets the stack declared lost.
     pub(crate) lost: u64,
+    /// Each round trip's time (latency runs; empty in the others): [`Outcome::percentiles`].
+    pub(crate) round_trips: Vec<Duration>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -290,18 +301,25 @@ where
     SF: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>) -> SFut + Send + 'static,
     SFut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
     CF: FnOnce(std::net::SocketAddr) -> CFut,
-    CFut: std::future::Future<Output = Result<ClientRun, BoxError>>,
+    CFut: std::future::Future<Output = Result<ClientRun, BoxError>> + Send + 'static,
 {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     match flavour {
-        Flavour::CurrentThread => {
+        Flavour::CurrentThread | Flavour::CurrentThreadTasks => {
+            let tasks = flavour == Flavour::CurrentThreadTasks;
             let srv = std::thread::spawn(move || -> Result<Duration, String> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
                 let cpu0 = thread_cpu_time();
-                rt.block_on(server(addr_tx)).map_err(|e| e.to_string())?;
+                if tasks {
+                    rt.block_on(async move { tokio::spawn(server(addr_tx)).await })
+                        .map_err(|e| e.to_string())?
+                } else {
+                    rt.block_on(server(addr_tx))
+                }
+                .map_err(|e| e.to_string())?;
                 Ok(thread_cpu_time() - cpu0)
             });
             let addr = addr_rx.recv().map_err(|_| "the server did not start")?;
@@ -309,7 +327,11 @@ where
                 .enable_all()
                 .build()?;
             let cpu0 = thread_cpu_time();
-            let run = rt.block_on(client(addr))?;
+            let mut run = if tasks {
+                rt.block_on(async move { tokio::spawn(client(addr)).await })??
+            } else {
+                rt.block_on(client(addr))?
+            };
             let client_cpu = thread_cpu_time() - cpu0;
             drop(rt);
             let server_cpu = srv.join().map_err(|_| "the server panicked")??;
@@ -320,7 +342,7 @@ where
                 client_cpu: Some(client_cpu),
                 server_cpu: Some(server_cpu),
                 lost: run.lost,
-                percentiles: None,
+                percentiles: percentiles(&mut run.round_trips),
             })
         }
         Flavour::MultiThread => {
@@ -329,7 +351,7 @@ where
                 .enable_all()
                 .build()?;
             let cpu0 = cpu_time();
-            let run = rt.block_on(async move {
+            let mut run = rt.block_on(async move {
                 let srv = tokio::spawn(server(addr_tx));
                 let addr = addr_rx.recv().map_err(|_| "the server did not start")?;
                 let run = client(addr).await?;
@@ -344,7 +366,7 @@ where
                 client_cpu: None,
                 server_cpu: None,
                 lost: run.lost,
-                percentiles: None,
+                percentiles: percentiles(&mut run.round_trips),
             })
         }
     }
@@ -472,9 +494,7 @@ impl Spread {
 /// The reference for `latency`: `count` one-byte round trips over plain UDP sockets, with the
 /// same runtimes and threads as the stacks' runs.
 pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
-    let mut samples = Vec::new();
-    let samples_out = &mut samples;
-    let mut outcome = run_pair(
+    let outcome = run_pair(
         flavour,
         move |addr_tx| async move {
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
@@ -492,13 +512,14 @@ pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxE
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
             socket.connect(addr).await?;
             let mut buf = [7u8; 16];
+            let mut round_trips = Vec::with_capacity(count as usize);
             let t0 = std::time::Instant::now();
             for i in 0..count + LATENCY_WARM_UP {
                 let t = std::time::Instant::now();
                 socket.send(&buf[..1]).await?;
                 socket.recv(&mut buf).await?;
                 if i >= LATENCY_WARM_UP {
-                    samples_out.push(t.elapsed());
+                    round_trips.push(t.elapsed());
                 }
             }
             let wall = t0.elapsed();
@@ -508,10 +529,10 @@ pub(crate) fn udp_pingpong(count: u64, flavour: Flavour) -> Result<Outcome, BoxE
                 units: count,
                 wall,
                 lost: 0,
+                round_trips,
             })
         },
     )?;
-    outcome.percentiles = percentiles(&mut samples);
     Ok(outcome)
 }
 

@@ -86,6 +86,7 @@ pub(crate) fn child_streams(dir: &Path, count: u64, flavour: Flavour) -> Result<
                 units: count,
                 wall,
                 lost,
+                round_trips: Vec::new(),
             })
         },
     )
@@ -181,6 +182,7 @@ pub(crate) fn child_handshakes(
                 units: count,
                 wall,
                 lost: 0,
+                round_trips: Vec::new(),
             })
         },
     )
@@ -190,9 +192,7 @@ pub(crate) fn child_handshakes(
 /// trip.
 pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<Outcome, BoxError> {
     let (sc, cc) = configs(dir, false)?;
-    let mut samples = Vec::new();
-    let samples_out = &mut samples;
-    let mut outcome = measure::run_pair(
+    let outcome = measure::run_pair(
         flavour,
         move |addr_tx| async move {
             let server = Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
@@ -216,6 +216,7 @@ pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<
             let conn = client.connect_with(cc, addr, "localhost")?.await?;
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut byte = [7u8; 1];
+            let mut round_trips = Vec::with_capacity(count as usize);
             let t0 = Instant::now();
             for i in 0..count + measure::LATENCY_WARM_UP {
                 let t = Instant::now();
@@ -225,7 +226,7 @@ pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<
                     _ => return Err("the echo ended".into()),
                 }
                 if i >= measure::LATENCY_WARM_UP {
-                    samples_out.push(t.elapsed());
+                    round_trips.push(t.elapsed());
                 }
             }
             let wall = t0.elapsed();
@@ -236,10 +237,10 @@ pub(crate) fn child_latency(dir: &Path, count: u64, flavour: Flavour) -> Result<
                 units: count,
                 wall,
                 lost: 0,
+                round_trips,
             })
         },
     )?;
-    outcome.percentiles = measure::percentiles(&mut samples);
     Ok(outcome)
 }
 
