@@ -25,6 +25,15 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! For the lowest latency on a current-thread runtime, wait on streams in a spawned task
+//! rather than in the runtime's `block_on` future (the body of `#[tokio::main]`). Data reach
+//! a stream through the background task, and when a task wakes the `block_on` future, tokio
+//! polls its I/O driver once more, without blocking, before it polls that future: one more
+//! `epoll_wait` system call per wake-up, which a spawned task, run in the same scheduler
+//! tick, does not cost. In `gquic-bench latency` (1-byte round trips) the two sides made 4
+//! `epoll_wait` calls per round trip as `block_on` futures and 2 as spawned tasks, as many as
+//! a raw UDP ping-pong.
 
 #![allow(clippy::disallowed_methods)] // The runtime is where the real clock is read.
 
