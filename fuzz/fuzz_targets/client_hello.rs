@@ -6,12 +6,14 @@
 //! where the data splits across two packets. Nothing may panic.
 #![no_main]
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+#[path = "common/pair.rs"]
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use gquic_transport::config::ServerConfig;
+use common::{configs, CLIENT, SERVER};
 use gquic_transport::endpoint::{Endpoint, EndpointConfig};
 use gquic_transport::testing::{LinkConfig, Network};
 use gquic_transport::wire::frame::Frame;
@@ -19,28 +21,6 @@ use gquic_transport::wire::packet::{Header, PacketNumber};
 use gquic_transport::wire::{ConnectionId, Version};
 use gquic_transport::{crypto, Side};
 use libfuzzer_sys::fuzz_target;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
-const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);
-
-fn server_config() -> &'static Arc<ServerConfig> {
-    static CONFIG: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let cert = CertificateDer::from(c.cert.der().to_vec());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
-        let mut s = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
-        s.alpn_protocols = vec![b"fuzz".to_vec()];
-        Arc::new(ServerConfig::new(Arc::new(s)).unwrap())
-    })
-}
 
 /// One client Initial carrying `data` at CRYPTO `offset`, padded to 1200 bytes.
 fn initial(version: Version, dcid: &ConnectionId, pn: u64, offset: u64, data: &[u8]) -> Option<BytesMut> {
@@ -84,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let mut net = Network::new(start, 1, LinkConfig { latency: Duration::from_millis(1), ..LinkConfig::default() });
-    let s = net.add(SERVER, Endpoint::new(EndpointConfig::new(provider, [1; 32]), Some(server_config().clone()), [2; 32]).unwrap());
+    let s = net.add(SERVER, Endpoint::new(EndpointConfig::new(provider, [1; 32]), Some(configs().1.clone()), [2; 32]).unwrap());
     let dcid = ConnectionId::new(&[0xd1; 8]);
     let now = net.now();
     // The second part goes first when the mode says so: the server must wait for the gap.

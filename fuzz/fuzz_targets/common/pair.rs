@@ -1,5 +1,7 @@
 //! A server and a client endpoint on a simulated network, the setup the connection fuzz
-//! targets share (included with `#[path]`: each target is its own binary).
+//! targets share (included with `#[path]`: each target is its own binary, and uses part of
+//! it).
+#![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +25,9 @@ pub struct Pair {
     pub server_conn: Option<ConnectionHandle>,
 }
 
-fn configs() -> &'static (ClientConfig, Arc<ServerConfig>) {
+/// A client and a server configuration for `localhost` with a fresh self-signed certificate
+/// (ALPN `fuzz`), made once.
+pub fn configs() -> &'static (ClientConfig, Arc<ServerConfig>) {
     static CONFIGS: OnceLock<(ClientConfig, Arc<ServerConfig>)> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
