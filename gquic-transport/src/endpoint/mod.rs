@@ -1421,7 +1421,11 @@ impl Endpoint {
         }
     }
 
-    /// The earliest deadline of any connection.
+    /// When [`Endpoint::handle_timeout`] is next wanted: the earliest deadline of any
+    /// connection, or a deadline one of them had before it moved later. Such an entry is kept
+    /// until it comes due (moving it costs more than the extra call): `handle_timeout` then
+    /// finds nothing due for that connection and records its deadline afresh. Never later than
+    /// the earliest deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.refresh_timers();
         self.timers.borrow().set.first().map(|&(t, _)| t)
@@ -1463,15 +1467,7 @@ impl Endpoint {
         self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
         self.refresh_timers();
         let mut due = std::mem::take(&mut self.timers.get_mut().due);
-        due.clear();
-        due.extend(
-            self.timers
-                .get_mut()
-                .set
-                .iter()
-                .take_while(|&&(t, _)| t <= now)
-                .map(|&(_, idx)| idx),
-        );
+        self.timers.get_mut().take_due(now, &mut due);
         for &idx in &due {
             if let Some(c) = self.conn_mut(idx, Some(now)) {
                 c.handle_timeout(now);

@@ -801,7 +801,15 @@ fn the_endpoint_deadline_is_the_earliest_connection_deadline() {
             .iter()
             .filter_map(|&h| ep.connection(h).and_then(|c| c.poll_timeout()))
             .min();
-        assert_eq!(ep.poll_timeout(), expected, "step {checked}");
+        // Never later than any connection's deadline (earlier only by an entry kept from
+        // before a deadline moved later, taken out once it comes due).
+        if let Some(e) = expected {
+            let got = ep.poll_timeout();
+            assert!(
+                got.is_some_and(|g| g <= e),
+                "step {checked}: {got:?}, due {e:?}"
+            );
+        }
         checked += 1;
     }
     assert!(checked > 40, "only {checked} steps");
