@@ -761,7 +761,7 @@ fn one_client_endpoint_carries_many_connections() {
 /// every step of 40 connections' handshakes, transfers and idle time, its earliest deadline
 /// is the earliest of its connections'.
 #[test]
-fn the_endpoint_deadline_is_the_earliest_connection_deadline() {
+fn the_endpoint_deadline_is_never_later_than_the_earliest_connection_deadline() {
     let mut s = sim(13, LinkConfig::default(), TransportConfig::default());
     let now = s.net.now();
     let cfg = s.client_config.clone();
