@@ -223,8 +223,9 @@ fn match_direction(from: &[Value], to: &[Value], proxy_dropped: u64, what: &str)
     // The proxy drops only 1-RTT datagrams. A long-header packet can still go missing one
     // way: it arrived after the receiver discarded that space's keys (RFC 9001 §4.9), as a
     // client's Handshake probes do when the 1-RTT packet with HANDSHAKE_DONE was dropped and
-    // the client's Handshake PTO fired first (the server discarded its Handshake keys on
-    // confirming, §4.9.2). The receiver logs each as dropped for want of keys, with its type.
+    // the client's Handshake PTO fired before anything else confirmed the handshake (an ACK
+    // of a 1-RTT packet, §4.1.2; the server discarded its Handshake keys on confirming,
+    // §4.9.2). The receiver logs each as dropped for want of keys, with its type.
     let mut keyless: BTreeMap<String, usize> = BTreeMap::new();
     for e in named(to, "packet_dropped") {
         let h = &e["data"]["header"];

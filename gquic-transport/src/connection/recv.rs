@@ -855,11 +855,7 @@ impl Connection {
                         reason: "HANDSHAKE_DONE from a client".into(),
                     });
                 }
-                if !self.handshake_confirmed {
-                    // RFC 9001 §4.1.2: the handshake is confirmed; drop Handshake keys (§4.9.2).
-                    self.handshake_confirmed = true;
-                    self.discard_space(SpaceId::Handshake);
-                }
+                self.confirm_handshake();
             }
             Frame::Datagram(data) => self.on_datagram(data)?,
         }
@@ -1162,6 +1158,7 @@ impl Connection {
         self.scratch().acked_cc = acked_cc;
         // Stream data acknowledged by consecutive packets, one range per stream run.
         let mut run: Option<StreamChunk> = None;
+        let mut one_rtt_acked = false;
         // By reference: a record is not moved again on its way (the caller clears them).
         for (pn, packet) in acked.iter_mut().rev() {
             let pn = *pn;
@@ -1180,7 +1177,7 @@ impl Connection {
             }
             if space == SpaceId::Data {
                 if let Some(k) = self.one_rtt.as_mut() {
-                    k.on_ack(pn);
+                    one_rtt_acked |= k.on_ack(pn);
                 }
             }
             self.on_info_acked(space, &mut packet.info, &mut run);
@@ -1190,6 +1187,12 @@ impl Connection {
         }
         if let Some(c) = run {
             self.streams.on_chunk_acked(&c);
+        }
+        // RFC 9001 §4.1.2: a client may take the acknowledgment of a 1-RTT packet (not a
+        // 0-RTT one) as confirmation, as a server reads 1-RTT packets only once the handshake
+        // is complete: a lost HANDSHAKE_DONE then costs no Handshake probes.
+        if one_rtt_acked && self.side.is_client() {
+            self.confirm_handshake();
         }
         // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
         // Initial-only ACK before the handshake, which we still count as progress).
@@ -1215,6 +1218,16 @@ impl Connection {
             self.cc.on_rate_sample(now, &sample, &self.rtt);
         }
         Ok(())
+    }
+
+    /// Client: the handshake is confirmed (RFC 9001 §4.1.2), by HANDSHAKE_DONE or by the
+    /// acknowledgment of a 1-RTT packet; the Handshake keys go (§4.9.2).
+    fn confirm_handshake(&mut self) {
+        if !self.handshake_confirmed {
+            tracing::debug!("handshake confirmed");
+            self.handshake_confirmed = true;
+            self.discard_space(SpaceId::Handshake);
+        }
     }
 
     /// What one acknowledged packet carried. Its stream chunks extend `run` while they

@@ -11,6 +11,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use super::*;
 use crate::{Dir, StreamId};
 
+mod confirm;
+
 pub(crate) struct Certs {
     pub(crate) cert: CertificateDer<'static>,
     pub(crate) key: PrivateKeyDer<'static>,

@@ -588,11 +588,15 @@ impl KeyPhase {
     }
 
     /// Records that the peer acknowledged packet `pn`; acknowledging a packet sent in the
-    /// current phase confirms the last update (RFC 9001 §6.1).
-    pub fn on_ack(&mut self, pn: u64) {
-        if self.first_sent_pn.is_some_and(|first| pn >= first) {
+    /// current phase confirms the last update (RFC 9001 §6.1). Returns whether `pn` went out
+    /// under the current keys, so was a 1-RTT packet (0-RTT packets, in the same packet
+    /// number space, all come before the first 1-RTT one).
+    pub fn on_ack(&mut self, pn: u64) -> bool {
+        let current = self.first_sent_pn.is_some_and(|first| pn >= first);
+        if current {
             self.confirmed = true;
         }
+        current
     }
 
     /// Initiates a key update (RFC 9001 §6.1): the next packet goes out under new keys with the
