@@ -1093,6 +1093,7 @@ impl Proxy {
 }
 
 mod closing;
+mod confirm;
 mod features;
 mod hibernation;
 mod local_address;
