@@ -29,7 +29,7 @@ static EMPTY: BTreeMap<u64, u64> = BTreeMap::new();
 
 impl Default for RangeSet {
     fn default() -> Self {
-        Self(Repr::One(0, 0))
+        Self::new()
     }
 }
 
@@ -49,8 +49,8 @@ impl std::fmt::Debug for RangeSet {
 
 impl RangeSet {
     /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self(Repr::One(0, 0))
     }
 
     /// Number of disjoint ranges.

@@ -81,6 +81,19 @@ pub(super) struct SpaceEcn {
 }
 
 impl SpaceEcn {
+    /// No marks counted either way.
+    pub(super) const fn new() -> Self {
+        const ZERO: EcnCounts = EcnCounts {
+            ect0: 0,
+            ect1: 0,
+            ce: 0,
+        };
+        Self {
+            received: ZERO,
+            peer: ZERO,
+        }
+    }
+
     #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
     /// Writes the counts out (connection hibernation).
     pub(super) fn pack(&self, p: &mut crate::pack::Packer) {

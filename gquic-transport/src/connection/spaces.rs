@@ -263,7 +263,13 @@ impl PacketSpace {
         }
     }
 
-    pub(super) fn new() -> Self {
+    pub(super) const fn new() -> Self {
+        Self::empty(false)
+    }
+
+    /// An empty space, marked `discarded` or not (a `const fn`: [`DISCARDED`] is a plain
+    /// static, read without the check a lazily built one costs on every look).
+    const fn empty(discarded: bool) -> Self {
         Self {
             keys: None,
             crypto: None,
@@ -276,8 +282,8 @@ impl PacketSpace {
             unacked_eliciting: 0,
             ack_deadline: None,
             probes: 0,
-            ecn: Default::default(),
-            discarded: false,
+            ecn: super::ecn::SpaceEcn::new(),
+            discarded,
         }
     }
 
@@ -376,10 +382,7 @@ impl PacketSpace {
 }
 
 /// What the index of a discarded space reads: no keys, nothing sent or received.
-static DISCARDED: std::sync::LazyLock<PacketSpace> = std::sync::LazyLock::new(|| PacketSpace {
-    discarded: true,
-    ..PacketSpace::new()
-});
+static DISCARDED: PacketSpace = PacketSpace::empty(true);
 
 /// The three packet number spaces (RFC 9000 §12.3), indexed by `SpaceId as usize`. Initial and
 /// Handshake are freed once discarded (RFC 9001 §4.9): an idle connection keeps only the

@@ -61,16 +61,7 @@ pub struct SentPackets<T> {
 
 impl<T> Default for SentPackets<T> {
     fn default() -> Self {
-        Self {
-            packets: VecDeque::new(),
-            base: 0,
-            next_pn: 0,
-            largest_acked: None,
-            time_of_last_ack_eliciting: None,
-            loss_time: None,
-            bytes_in_flight: 0,
-            ack_eliciting_in_flight: 0,
-        }
+        Self::new()
     }
 }
 
@@ -108,8 +99,17 @@ impl<T> SentPackets<T> {
     }
 
     /// An empty space.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            packets: VecDeque::new(),
+            base: 0,
+            next_pn: 0,
+            largest_acked: None,
+            time_of_last_ack_eliciting: None,
+            loss_time: None,
+            bytes_in_flight: 0,
+            ack_eliciting_in_flight: 0,
+        }
     }
 
     /// The packet number the next packet gets.
