@@ -16,6 +16,12 @@
 //! (identified as `urn:ietf:params:qlog:events:quic-13`):
 //!
 //! - `quic:connection_started`, `quic:connection_closed` (§5.2, §5.3);
+//! - `quic:connection_state_updated` (§5.6): the base states `attempted` (first Initial
+//!   packet sent or received), `handshake_started` (first Handshake packet),
+//!   `handshake_complete` (RFC 9001 §4.1.1) and `closed` (the closing or draining period
+//!   over, or the idle timeout: the state is discarded), and the finer `handshake_confirmed`
+//!   (RFC 9001 §4.1.2), `closing` (we sent CONNECTION_CLOSE) and `draining` (the peer did,
+//!   or a stateless reset came); each with the state before it as `old`;
 //! - `quic:packet_sent`, `quic:packet_received` with their frames, `quic:packet_dropped`
 //!   with a trigger (§6.5-§6.7);
 //! - `quic:key_updated` for the keys TLS installs and for 1-RTT key updates by either side
@@ -126,6 +132,8 @@ pub(crate) struct QlogStream {
     buf: String,
     last: Metrics,
     cc_state: &'static str,
+    /// The last `connection_state_updated` state ("" before the first).
+    conn_state: &'static str,
     /// Set after a write error: nothing more is written.
     failed: bool,
     /// When the records were last flushed to the file.
@@ -466,6 +474,7 @@ impl QlogStream {
             buf: String::with_capacity(512),
             last: Metrics::default(),
             cc_state: "",
+            conn_state: "",
             failed: false,
             flushed_at: now,
         };
@@ -620,6 +629,35 @@ impl QlogStream {
         self.flush();
     }
 
+    /// `quic:connection_state_updated` (quic-events §5.6), when `new` differs from the last
+    /// state logged.
+    pub(crate) fn state_updated(&mut self, now: Instant, new: &'static str) {
+        if self.conn_state == new {
+            return;
+        }
+        let old = std::mem::replace(&mut self.conn_state, new);
+        self.begin(now, "connection_state_updated");
+        if !old.is_empty() {
+            let _ = write!(self.buf, "\"old\":\"{old}\",");
+        }
+        let _ = write!(self.buf, "\"new\":\"{new}\"");
+        self.end();
+        if new == "closed" {
+            // The trace's last event: on the file now, not when the connection is dropped.
+            self.flush();
+        }
+    }
+
+    /// The states a packet of `packet_type` starts (quic-events §5.6): the first Initial
+    /// packet sent or received, `attempted`; the first Handshake packet, `handshake_started`.
+    fn packet_state(&mut self, now: Instant, packet_type: &'static str) {
+        match (self.conn_state, packet_type) {
+            ("", "initial") => self.state_updated(now, "attempted"),
+            ("" | "attempted", "handshake") => self.state_updated(now, "handshake_started"),
+            _ => {}
+        }
+    }
+
     /// `quic:packet_sent` (quic-events §6.5): the header, the datagram bytes the packet took
     /// and its frames, decoded from the plaintext payload.
     #[allow(clippy::too_many_arguments)]
@@ -633,6 +671,7 @@ impl QlogStream {
         ack_delay_exponent: u8,
         mtu_probe: bool,
     ) {
+        self.packet_state(now, packet_type);
         self.begin(now, "packet_sent");
         let _ = write!(
             self.buf,
@@ -655,6 +694,7 @@ impl QlogStream {
         payload: &Bytes,
         ack_delay_exponent: u8,
     ) {
+        self.packet_state(now, packet_type);
         self.begin(now, "packet_received");
         let _ = write!(
             self.buf,
@@ -831,6 +871,54 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A state is logged once, with the one before it as `old`; the first has none.
+    #[test]
+    fn a_state_is_logged_once_with_the_one_before() {
+        let sink = Sink::default();
+        #[allow(clippy::disallowed_methods)] // A test's clock.
+        let now = Instant::now();
+        let odcid = ConnectionId::new(&[0xcd; 8]);
+        let mut q = QlogStream::new(Box::new(sink.clone()), now, Side::Client, &odcid);
+        q.packet_sent(
+            now,
+            "initial",
+            0,
+            1200,
+            Bytes::from_static(&[0x01]),
+            3,
+            false,
+        );
+        q.packet_sent(
+            now,
+            "initial",
+            1,
+            1200,
+            Bytes::from_static(&[0x01]),
+            3,
+            false,
+        );
+        q.packet_received(now, "handshake", 0, &Bytes::from_static(&[0x01]), 3);
+        q.state_updated(now, "handshake_complete");
+        q.state_updated(now, "handshake_complete");
+        q.packet_received(now, "handshake", 1, &Bytes::from_static(&[0x01]), 3);
+        q.state_updated(now, "closed");
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let states: Vec<&str> = text
+            .split('\u{1e}')
+            .filter(|r| r.contains("connection_state_updated"))
+            .map(|r| &r[r.find("\"data\":").unwrap()..])
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "\"data\":{\"new\":\"attempted\"}}\n",
+                "\"data\":{\"old\":\"attempted\",\"new\":\"handshake_started\"}}\n",
+                "\"data\":{\"old\":\"handshake_started\",\"new\":\"handshake_complete\"}}\n",
+                "\"data\":{\"old\":\"handshake_complete\",\"new\":\"closed\"}}\n",
+            ]
+        );
     }
 
     /// Every record is RS, one JSON object and LF; reasons with quotes and control

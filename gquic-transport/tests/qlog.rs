@@ -366,6 +366,67 @@ async fn qlog_files_are_valid_json_seq_and_packets_match_across_the_proxy() {
             assert!(keys.contains(k), "the {side} logged no {k}: {keys:?}");
         }
     }
+    // The connection's states (quic-events §5.6), each once and in order: the client closed,
+    // the server drained.
+    let states = |events: &[Value]| -> Vec<(String, String)> {
+        named(events, "connection_state_updated")
+            .map(|e| {
+                let d = &e["data"];
+                (
+                    d["old"].as_str().unwrap_or("").to_owned(),
+                    d["new"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let expect = |end: &str| -> Vec<(String, String)> {
+        let seq = [
+            "",
+            "attempted",
+            "handshake_started",
+            "handshake_complete",
+            "handshake_confirmed",
+            end,
+            "closed",
+        ];
+        seq.windows(2)
+            .map(|w| (w[0].to_owned(), w[1].to_owned()))
+            .collect()
+    };
+    assert_eq!(states(&c), expect("closing"), "the client's states");
+    assert_eq!(states(&s), expect("draining"), "the server's states");
+    // Each state where it happens in the trace: `attempted` right before the first Initial
+    // packet, `handshake_started` right before the first Handshake packet, the handshake
+    // complete after both.
+    for (events, side) in [(&c, "client"), (&s, "server")] {
+        let state_at = |state: &str| {
+            events
+                .iter()
+                .position(|e| {
+                    e["name"] == "quic:connection_state_updated" && e["data"]["new"] == state
+                })
+                .unwrap()
+        };
+        let first_packet = |ty: &str| {
+            events
+                .iter()
+                .position(|e| {
+                    (e["name"] == "quic:packet_sent" || e["name"] == "quic:packet_received")
+                        && e["data"]["header"]["packet_type"] == ty
+                })
+                .unwrap()
+        };
+        assert_eq!(state_at("attempted") + 1, first_packet("initial"), "{side}");
+        assert_eq!(
+            state_at("handshake_started") + 1,
+            first_packet("handshake"),
+            "{side}"
+        );
+        assert!(
+            state_at("handshake_complete") > first_packet("handshake"),
+            "{side}"
+        );
+    }
     let (to_server, to_client) = (
         proxy.to_server.load(Ordering::Relaxed),
         proxy.to_client.load(Ordering::Relaxed),

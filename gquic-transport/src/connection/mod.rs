@@ -992,6 +992,7 @@ impl Connection {
         self.close = Some(Box::new(CloseFrame::Application { code, reason }));
         self.close_pending = true;
         self.state = self.closing_state(now);
+        self.qlog_state(now, "closing");
         self.qlog_closed(now, &ConnectionError::LocallyClosed);
         self.events
             .push_back(Event::ConnectionLost(ConnectionError::LocallyClosed));
@@ -1010,6 +1011,7 @@ impl Connection {
         }));
         self.close_pending = true;
         self.state = self.closing_state(now);
+        self.qlog_state(now, "closing");
         let error = ConnectionError::TransportError(error);
         self.qlog_closed(now, &error);
         self.events.push_back(Event::ConnectionLost(error));
@@ -1143,6 +1145,7 @@ impl Connection {
             State::Closing { until, .. } | State::Draining { until } => {
                 if now >= until {
                     self.state = State::Drained;
+                    self.qlog_state(now, "closed");
                 }
                 return;
             }
@@ -1153,6 +1156,7 @@ impl Connection {
             tracing::debug!("idle timeout");
             self.state = State::Drained;
             self.qlog_closed(now, &ConnectionError::TimedOut);
+            self.qlog_state(now, "closed");
             self.events
                 .push_back(Event::ConnectionLost(ConnectionError::TimedOut));
             return;

@@ -51,6 +51,13 @@ impl Connection {
         }
     }
 
+    /// qlog: the connection entered `state` (`connection_state_updated`, see [`crate::qlog`]).
+    pub(super) fn qlog_state(&mut self, now: Instant, state: &'static str) {
+        if let Some(q) = self.qlog.on() {
+            q.state_updated(now, state);
+        }
+    }
+
     /// qlog: recovery metrics and the congestion controller's state, when they changed.
     #[inline]
     pub(super) fn qlog_recovery(&mut self, now: Instant) {

@@ -677,6 +677,7 @@ impl Connection {
         tracing::debug!("version negotiation: no common version");
         self.state = State::Drained;
         self.qlog_closed(now, &ConnectionError::VersionMismatch);
+        self.qlog_state(now, "closed");
         self.events
             .push_back(Event::ConnectionLost(ConnectionError::VersionMismatch));
     }
@@ -855,7 +856,7 @@ impl Connection {
                         reason: "HANDSHAKE_DONE from a client".into(),
                     });
                 }
-                self.confirm_handshake();
+                self.confirm_handshake(now);
             }
             Frame::Datagram(data) => self.on_datagram(data)?,
         }
@@ -892,6 +893,7 @@ impl Connection {
             self.state = State::Draining { until };
             self.close_pending = false;
             self.close = None;
+            self.qlog_state(now, "draining");
         }
         self.on_dropped(now, Some(qtype), Some(pn), "general");
     }
@@ -902,6 +904,7 @@ impl Connection {
             until: now + self.close_period(),
         };
         self.close = None;
+        self.qlog_state(now, "draining");
         self.qlog_closed(now, &error);
         self.events.push_back(Event::ConnectionLost(error));
     }
@@ -987,9 +990,7 @@ impl Connection {
             self.state = State::Established;
             self.handshake_duration = Some(now.saturating_duration_since(self.created));
             self.events.push_back(Event::Connected);
-            if let Some(q) = self.qlog.on() {
-                q.flush();
-            }
+            self.qlog_state(now, "handshake_complete");
             // RFC 9000 §5.1.1: offer the peer spare connection IDs, up to its limit.
             let limit = self
                 .peer_params
@@ -1003,13 +1004,16 @@ impl Connection {
             if self.side.is_server() {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
                 self.handshake_confirmed = true;
+                self.qlog_state(now, "handshake_confirmed");
                 self.handshake_done_pending = true;
                 self.discard_space(SpaceId::Handshake);
                 // The tickets are written: the TLS session is no longer needed.
                 self.tls.finish_server();
             }
+            if let Some(q) = self.qlog.on() {
+                q.flush();
+            }
         }
-        let _ = now;
         Ok(())
     }
 
@@ -1192,7 +1196,7 @@ impl Connection {
         // 0-RTT one) as confirmation, as a server reads 1-RTT packets only once the handshake
         // is complete: a lost HANDSHAKE_DONE then costs no Handshake probes.
         if one_rtt_acked && self.side.is_client() {
-            self.confirm_handshake();
+            self.confirm_handshake(now);
         }
         // RFC 9002 §6.2.1: the PTO backoff resets on an acknowledgment (except a client's
         // Initial-only ACK before the handshake, which we still count as progress).
@@ -1222,10 +1226,11 @@ impl Connection {
 
     /// Client: the handshake is confirmed (RFC 9001 §4.1.2), by HANDSHAKE_DONE or by the
     /// acknowledgment of a 1-RTT packet; the Handshake keys go (§4.9.2).
-    fn confirm_handshake(&mut self) {
+    fn confirm_handshake(&mut self, now: Instant) {
         if !self.handshake_confirmed {
             tracing::debug!("handshake confirmed");
             self.handshake_confirmed = true;
+            self.qlog_state(now, "handshake_confirmed");
             self.discard_space(SpaceId::Handshake);
         }
     }
