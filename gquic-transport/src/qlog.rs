@@ -881,24 +881,10 @@ mod tests {
         let now = Instant::now();
         let odcid = ConnectionId::new(&[0xcd; 8]);
         let mut q = QlogStream::new(Box::new(sink.clone()), now, Side::Client, &odcid);
-        q.packet_sent(
-            now,
-            "initial",
-            0,
-            1200,
-            Bytes::from_static(&[0x01]),
-            3,
-            false,
-        );
-        q.packet_sent(
-            now,
-            "initial",
-            1,
-            1200,
-            Bytes::from_static(&[0x01]),
-            3,
-            false,
-        );
+        for pn in 0..2 {
+            let ping = Bytes::from_static(&[0x01]);
+            q.packet_sent(now, "initial", pn, 1200, ping, 3, false);
+        }
         q.packet_received(now, "handshake", 0, &Bytes::from_static(&[0x01]), 3);
         q.state_updated(now, "handshake_complete");
         q.state_updated(now, "handshake_complete");
