@@ -873,14 +873,20 @@ mod tests {
         }
     }
 
-    /// A state is logged once, with the one before it as `old`; the first has none.
-    #[test]
-    fn a_state_is_logged_once_with_the_one_before() {
+    /// A trace seen from `side` that writes into the returned sink, started now.
+    fn trace(side: Side) -> (Sink, Instant, QlogStream) {
         let sink = Sink::default();
         #[allow(clippy::disallowed_methods)] // A test's clock.
         let now = Instant::now();
-        let odcid = ConnectionId::new(&[0xcd; 8]);
-        let mut q = QlogStream::new(Box::new(sink.clone()), now, Side::Client, &odcid);
+        let odcid = ConnectionId::new(&[0xab; 8]);
+        let q = QlogStream::new(Box::new(sink.clone()), now, side, &odcid);
+        (sink, now, q)
+    }
+
+    /// A state is logged once, with the one before it as `old`; the first has none.
+    #[test]
+    fn a_state_is_logged_once_with_the_one_before() {
+        let (sink, now, mut q) = trace(Side::Client);
         for pn in 0..2 {
             let ping = Bytes::from_static(&[0x01]);
             q.packet_sent(now, "initial", pn, 1200, ping, 3, false);
@@ -911,11 +917,7 @@ mod tests {
     /// characters stay valid JSON; frames decode from the payload.
     #[test]
     fn records_are_json_seq() {
-        let sink = Sink::default();
-        #[allow(clippy::disallowed_methods)] // A test's clock.
-        let now = Instant::now();
-        let odcid = ConnectionId::new(&[0xab; 8]);
-        let mut q = QlogStream::new(Box::new(sink.clone()), now, Side::Server, &odcid);
+        let (sink, now, mut q) = trace(Side::Server);
         // PING, 3 PADDING, ACK 0..=2 with delay 8 (exponent 3: 64 µs).
         let payload = [0x01, 0, 0, 0, 0x02, 0x02, 0x08, 0x00, 0x02];
         q.packet_sent(
